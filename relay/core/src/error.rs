@@ -1,0 +1,37 @@
+//! The one error type of the domain crate.
+
+use crate::invoice::InvoiceStatus;
+
+/// Why the domain refused an input. Every variant is the caller's mistake or a rule of the business;
+/// none is retryable, because the same input gives the same answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    #[error("amount {input:?} is not a valid {asset} amount: {reason}")]
+    InvalidAmount {
+        asset: String,
+        input: String,
+        reason: &'static str,
+    },
+    #[error("amount overflows the range of {asset}")]
+    AmountOverflow { asset: String },
+    #[error("unknown or unsupported asset {code:?}")]
+    UnknownAsset { code: String },
+    #[error("no rate to convert {from} into {to}")]
+    NoRate { from: String, to: String },
+    #[error("invoice is {status} and cannot be canceled")]
+    NotCancelable { status: InvoiceStatus },
+    #[error("payment {reference:?} is in {asset}, but the invoice's {method} method expects {expected}")]
+    WrongPaymentAsset {
+        reference: String,
+        method: String,
+        asset: String,
+        expected: String,
+    },
+    #[error("the invoice does not offer the {method} method")]
+    MethodNotOffered { method: String },
+    #[error("unknown payment {reference:?}")]
+    UnknownPayment { reference: String },
+    #[error("{field} is invalid: {reason}")]
+    InvalidField { field: &'static str, reason: String },
+}

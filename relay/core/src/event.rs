@@ -1,0 +1,110 @@
+//! Events: what happened, for the merchant. Each is written in the same atomic step as the change
+//! that caused it (the transactional outbox), carries a snapshot of its subject at that instant, and
+//! is later listed by the API and delivered as a signed webhook.
+
+use crate::id::{EventId, MerchantId};
+use crate::invoice::Invoice;
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum EventType {
+    #[serde(rename = "invoice.created")]
+    InvoiceCreated,
+    #[serde(rename = "invoice.processing")]
+    InvoiceProcessing,
+    #[serde(rename = "invoice.settled")]
+    InvoiceSettled,
+    #[serde(rename = "invoice.expired")]
+    InvoiceExpired,
+    #[serde(rename = "invoice.invalid")]
+    InvoiceInvalid,
+    #[serde(rename = "payment.pending")]
+    PaymentPending,
+    #[serde(rename = "payment.confirmed")]
+    PaymentConfirmed,
+    #[serde(rename = "payment.reverted")]
+    PaymentReverted,
+    #[serde(rename = "payment.replaced")]
+    PaymentReplaced,
+    #[serde(rename = "payment.failed")]
+    PaymentFailed,
+    #[serde(rename = "payment.disputed")]
+    PaymentDisputed,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 11] = [
+        EventType::InvoiceCreated,
+        EventType::InvoiceProcessing,
+        EventType::InvoiceSettled,
+        EventType::InvoiceExpired,
+        EventType::InvoiceInvalid,
+        EventType::PaymentPending,
+        EventType::PaymentConfirmed,
+        EventType::PaymentReverted,
+        EventType::PaymentReplaced,
+        EventType::PaymentFailed,
+        EventType::PaymentDisputed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::InvoiceCreated => "invoice.created",
+            EventType::InvoiceProcessing => "invoice.processing",
+            EventType::InvoiceSettled => "invoice.settled",
+            EventType::InvoiceExpired => "invoice.expired",
+            EventType::InvoiceInvalid => "invoice.invalid",
+            EventType::PaymentPending => "payment.pending",
+            EventType::PaymentConfirmed => "payment.confirmed",
+            EventType::PaymentReverted => "payment.reverted",
+            EventType::PaymentReplaced => "payment.replaced",
+            EventType::PaymentFailed => "payment.failed",
+            EventType::PaymentDisputed => "payment.disputed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: EventId,
+    pub merchant_id: MerchantId,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub created_at: Timestamp,
+    /// The invoice as it was right after the change.
+    pub invoice: Invoice,
+}
+
+impl Event {
+    /// Builds the events of one transition; `ids` supplies one fresh id per event.
+    pub fn for_invoice(
+        invoice: &Invoice,
+        kinds: &[EventType],
+        now: Timestamp,
+        mut ids: impl FnMut() -> EventId,
+    ) -> Vec<Event> {
+        kinds
+            .iter()
+            .map(|&kind| Event {
+                id: ids(),
+                merchant_id: invoice.merchant_id.clone(),
+                kind,
+                created_at: now,
+                invoice: invoice.clone(),
+            })
+            .collect()
+    }
+}

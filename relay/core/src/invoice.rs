@@ -1,0 +1,567 @@
+//! Invoices, the payments observed for them, and the state machine that derives an invoice's status.
+//!
+//! An invoice's status and exception are a pure function of its price, expiry, cancellation and the
+//! set of payments observed for it (keyed by their rail reference). Inputs are idempotent: observing
+//! the same payment twice changes nothing, and a payment that is reverted and re-observed is
+//! credited once. Every input returns the events it caused, which the caller stores atomically with
+//! the new state.
+//!
+//! The rules:
+//! - a payment counts toward the price if it was first seen before the invoice expired (or was
+//!   canceled); it is credited at the rate locked into its method's quote, rounded down;
+//! - `settled` when the confirmed, in-time credit covers the price;
+//! - `processing` while in-time payments exist that do not yet settle it, except that an invoice
+//!   whose in-time payments (pending or confirmed) fall short of the price is `expired` once its
+//!   expiry passes — the payer cannot top it up any more;
+//! - `expired` when the expiry passes with nothing paid, `invalid` when the merchant cancels;
+//! - exceptions: `paid_late` if any payment arrived after expiry or cancellation, else `paid_over`
+//!   if in-time payments exceed the price, else `paid_partial` if they fall short of it.
+
+use crate::error::CoreError;
+use crate::event::EventType;
+use crate::id::{InvoiceId, MerchantId};
+use crate::money::{Amount, AssetBook, Money};
+use crate::rate::{Rate, RateSource};
+use crate::time::Timestamp;
+use alloy_primitives::U256;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Shortest and longest time an invoice may stay payable.
+pub const MIN_EXPIRY_SECS: i64 = 60;
+pub const MAX_EXPIRY_SECS: i64 = 30 * 24 * 3600;
+pub const MAX_ORDER_ID_LEN: usize = 128;
+pub const MAX_DESCRIPTION_LEN: usize = 1000;
+pub const MAX_METADATA_KEYS: usize = 20;
+pub const MAX_METADATA_KEY_LEN: usize = 40;
+pub const MAX_METADATA_VALUE_LEN: usize = 500;
+
+/// A way to pay: one rail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Bitcoin,
+    Ethereum,
+    Card,
+}
+
+impl Method {
+    pub const ALL: [Method; 3] = [Method::Bitcoin, Method::Ethereum, Method::Card];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Bitcoin => "bitcoin",
+            Method::Ethereum => "ethereum",
+            Method::Card => "card",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a payer owes on one rail, fixed when the invoice is created: the asset, the rate locked in
+/// and the amount in the asset's minor units. Rails add their payment instructions beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MethodQuote {
+    pub method: Method,
+    pub due: Money,
+    pub rate: Rate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    New,
+    Processing,
+    Settled,
+    Expired,
+    Invalid,
+}
+
+impl InvoiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceStatus::New => "new",
+            InvoiceStatus::Processing => "processing",
+            InvoiceStatus::Settled => "settled",
+            InvoiceStatus::Expired => "expired",
+            InvoiceStatus::Invalid => "invalid",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<InvoiceStatus> {
+        [
+            InvoiceStatus::New,
+            InvoiceStatus::Processing,
+            InvoiceStatus::Settled,
+            InvoiceStatus::Expired,
+            InvoiceStatus::Invalid,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
+    fn event(self) -> Option<EventType> {
+        match self {
+            InvoiceStatus::New => None,
+            InvoiceStatus::Processing => Some(EventType::InvoiceProcessing),
+            InvoiceStatus::Settled => Some(EventType::InvoiceSettled),
+            InvoiceStatus::Expired => Some(EventType::InvoiceExpired),
+            InvoiceStatus::Invalid => Some(EventType::InvoiceInvalid),
+        }
+    }
+}
+
+impl fmt::Display for InvoiceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceException {
+    PaidPartial,
+    PaidOver,
+    PaidLate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Pending,
+    Confirmed,
+    Reverted,
+    Replaced,
+    Failed,
+    Disputed,
+}
+
+impl PaymentStatus {
+    /// Whether the payment's money is (still) on its way to or with the merchant.
+    fn is_live(self) -> bool {
+        matches!(self, PaymentStatus::Pending | PaymentStatus::Confirmed)
+    }
+
+    fn event(self) -> EventType {
+        match self {
+            PaymentStatus::Pending => EventType::PaymentPending,
+            PaymentStatus::Confirmed => EventType::PaymentConfirmed,
+            PaymentStatus::Reverted => EventType::PaymentReverted,
+            PaymentStatus::Replaced => EventType::PaymentReplaced,
+            PaymentStatus::Failed => EventType::PaymentFailed,
+            PaymentStatus::Disputed => EventType::PaymentDisputed,
+        }
+    }
+}
+
+/// One observed transfer on one rail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    /// Unique on its rail: `txid:vout`, `txhash:logindex`, a gateway payment id.
+    pub reference: String,
+    pub method: Method,
+    pub amount: Amount,
+    pub status: PaymentStatus,
+    pub confirmations: u32,
+    /// When the payment was first seen; kept when it is reverted and seen again.
+    pub seen_at: Timestamp,
+}
+
+/// What the outside world says about a payment. Adapters produce these; `Invoice::apply` decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvoiceInput {
+    /// A payment seen (or seen again) on a rail, pending or confirmed.
+    Observe {
+        reference: String,
+        method: Method,
+        asset: String,
+        amount: Amount,
+        confirmed: bool,
+        confirmations: u32,
+    },
+    /// The payment is gone: reorged out, replaced, failed, or disputed.
+    Drop {
+        reference: String,
+        status: PaymentStatus,
+    },
+    /// Re-evaluate against the clock (expiry).
+    Tick,
+    /// The merchant cancels a still-unpaid invoice.
+    Cancel,
+}
+
+/// The parameters of a new invoice, already parsed into domain values.
+#[derive(Debug, Clone)]
+pub struct NewInvoice {
+    pub merchant_id: MerchantId,
+    pub price: Money,
+    pub order_id: Option<String>,
+    pub description: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub expires_at: Timestamp,
+    pub methods: Vec<Method>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invoice {
+    pub id: InvoiceId,
+    pub merchant_id: MerchantId,
+    pub status: InvoiceStatus,
+    pub exception: Option<InvoiceException>,
+    pub price: Money,
+    pub order_id: Option<String>,
+    pub description: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub canceled_at: Option<Timestamp>,
+    pub methods: Vec<MethodQuote>,
+    pub payments: Vec<Payment>,
+    /// Incremented on every change, for optimistic concurrency in the store.
+    pub version: u64,
+}
+
+/// What an input did: whether anything changed, and the events to emit (in order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transition {
+    pub changed: bool,
+    pub events: Vec<EventType>,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> CoreError {
+    CoreError::InvalidField {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl NewInvoice {
+    fn validate(&self, now: Timestamp) -> Result<(), CoreError> {
+        if self.price.amount.is_zero() {
+            return Err(CoreError::InvalidAmount {
+                asset: self.price.asset.code.clone(),
+                input: "0".into(),
+                reason: "the price must be greater than zero",
+            });
+        }
+        let lifetime = self.expires_at.0.saturating_sub(now.0);
+        if !(MIN_EXPIRY_SECS..=MAX_EXPIRY_SECS).contains(&lifetime) {
+            return Err(invalid(
+                "expires_in",
+                format!("must be between {MIN_EXPIRY_SECS} and {MAX_EXPIRY_SECS} seconds"),
+            ));
+        }
+        if let Some(order) = &self.order_id {
+            if order.is_empty() || order.chars().count() > MAX_ORDER_ID_LEN {
+                return Err(invalid(
+                    "order_id",
+                    format!("1 to {MAX_ORDER_ID_LEN} characters"),
+                ));
+            }
+        }
+        if let Some(desc) = &self.description {
+            if desc.chars().count() > MAX_DESCRIPTION_LEN {
+                return Err(invalid(
+                    "description",
+                    format!("at most {MAX_DESCRIPTION_LEN} characters"),
+                ));
+            }
+        }
+        if self.metadata.len() > MAX_METADATA_KEYS {
+            return Err(invalid(
+                "metadata",
+                format!("at most {MAX_METADATA_KEYS} keys"),
+            ));
+        }
+        for (k, v) in &self.metadata {
+            if k.is_empty() || k.chars().count() > MAX_METADATA_KEY_LEN {
+                return Err(invalid(
+                    "metadata",
+                    format!("keys are 1 to {MAX_METADATA_KEY_LEN} characters"),
+                ));
+            }
+            if v.chars().count() > MAX_METADATA_VALUE_LEN {
+                return Err(invalid(
+                    "metadata",
+                    format!("values are at most {MAX_METADATA_VALUE_LEN} characters"),
+                ));
+            }
+        }
+        if self.methods.is_empty() {
+            return Err(invalid(
+                "payment_methods",
+                "at least one payment method is required",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Locks the rate of every requested method. Each method's asset is fixed by its rail (bitcoin
+    /// pays BTC, ethereum pays ETH, card pays the price's own fiat currency).
+    pub fn quote(
+        &self,
+        assets: &AssetBook,
+        rates: &dyn RateSource,
+    ) -> Result<Vec<MethodQuote>, CoreError> {
+        let mut quotes: Vec<MethodQuote> = Vec::new();
+        for &method in &self.methods {
+            if quotes.iter().any(|q| q.method == method) {
+                continue;
+            }
+            let asset = match method {
+                Method::Bitcoin => assets.get("BTC")?.clone(),
+                Method::Ethereum => assets.get("ETH")?.clone(),
+                Method::Card => {
+                    if self.price.asset.kind != crate::money::AssetKind::Fiat {
+                        return Err(CoreError::NoRate {
+                            from: self.price.asset.code.clone(),
+                            to: "a card currency (card payments need a fiat price)".into(),
+                        });
+                    }
+                    self.price.asset.clone()
+                }
+            };
+            let rate = rates
+                .rate(&asset.code, &self.price.asset.code)
+                .ok_or_else(|| CoreError::NoRate {
+                    from: self.price.asset.code.clone(),
+                    to: asset.code.clone(),
+                })?;
+            let amount = rate.quote_to_base(self.price.amount, &self.price.asset, &asset)?;
+            quotes.push(MethodQuote {
+                method,
+                due: Money { asset, amount },
+                rate,
+            });
+        }
+        Ok(quotes)
+    }
+}
+
+impl Invoice {
+    /// Creates an invoice, validating every parameter and locking the rates.
+    pub fn create(
+        id: InvoiceId,
+        params: NewInvoice,
+        quotes: Vec<MethodQuote>,
+        now: Timestamp,
+    ) -> Result<(Invoice, Vec<EventType>), CoreError> {
+        params.validate(now)?;
+        let invoice = Invoice {
+            id,
+            merchant_id: params.merchant_id,
+            status: InvoiceStatus::New,
+            exception: None,
+            price: params.price,
+            order_id: params.order_id,
+            description: params.description,
+            metadata: params.metadata,
+            created_at: now,
+            expires_at: params.expires_at,
+            canceled_at: None,
+            methods: quotes,
+            payments: Vec::new(),
+            version: 1,
+        };
+        Ok((invoice, vec![EventType::InvoiceCreated]))
+    }
+
+    pub fn quote_for(&self, method: Method) -> Option<&MethodQuote> {
+        self.methods.iter().find(|q| q.method == method)
+    }
+
+    /// Applies one input at time `now`, returning what changed.
+    pub fn apply(&mut self, input: InvoiceInput, now: Timestamp) -> Result<Transition, CoreError> {
+        let mut events = Vec::new();
+        let mut changed = false;
+        match input {
+            InvoiceInput::Observe {
+                reference,
+                method,
+                asset,
+                amount,
+                confirmed,
+                confirmations,
+            } => {
+                let quote = self
+                    .quote_for(method)
+                    .ok_or_else(|| CoreError::MethodNotOffered {
+                        method: method.to_string(),
+                    })?;
+                if quote.due.asset.code != asset {
+                    return Err(CoreError::WrongPaymentAsset {
+                        reference,
+                        method: method.to_string(),
+                        asset,
+                        expected: quote.due.asset.code.clone(),
+                    });
+                }
+                let status = if confirmed {
+                    PaymentStatus::Confirmed
+                } else {
+                    PaymentStatus::Pending
+                };
+                match self.payments.iter_mut().find(|p| p.reference == reference) {
+                    Some(p) => {
+                        if p.amount != amount || p.method != method {
+                            return Err(invalid(
+                                "payment",
+                                format!("{reference} was observed before with another amount"),
+                            ));
+                        }
+                        if p.status != status {
+                            p.status = status;
+                            events.push(status.event());
+                            changed = true;
+                        }
+                        if p.confirmations != confirmations {
+                            p.confirmations = confirmations;
+                            changed = true;
+                        }
+                    }
+                    None => {
+                        self.payments.push(Payment {
+                            reference,
+                            method,
+                            amount,
+                            status,
+                            confirmations,
+                            seen_at: now,
+                        });
+                        // A payment first seen confirmed is still announced as pending first, so a
+                        // merchant always sees the same sequence of events.
+                        events.push(EventType::PaymentPending);
+                        if confirmed {
+                            events.push(EventType::PaymentConfirmed);
+                        }
+                        changed = true;
+                    }
+                }
+            }
+            InvoiceInput::Drop { reference, status } => {
+                if status.is_live() {
+                    return Err(invalid("status", "a dropped payment cannot be live"));
+                }
+                let p = self
+                    .payments
+                    .iter_mut()
+                    .find(|p| p.reference == reference)
+                    .ok_or(CoreError::UnknownPayment { reference })?;
+                if p.status != status {
+                    p.status = status;
+                    p.confirmations = 0;
+                    events.push(status.event());
+                    changed = true;
+                }
+            }
+            InvoiceInput::Tick => {}
+            InvoiceInput::Cancel => {
+                let has_live = self.payments.iter().any(|p| p.status.is_live());
+                if self.status != InvoiceStatus::New || has_live {
+                    return Err(CoreError::NotCancelable {
+                        status: self.status,
+                    });
+                }
+                self.canceled_at = Some(now);
+                changed = true;
+            }
+        }
+        let (status, exception) = self.evaluate(now);
+        if status != self.status {
+            self.status = status;
+            events.extend(status.event());
+            changed = true;
+        }
+        if exception != self.exception {
+            self.exception = exception;
+            changed = true;
+        }
+        if changed {
+            self.version += 1;
+        }
+        Ok(Transition { changed, events })
+    }
+
+    /// When a payment counts: first seen before the invoice stopped being payable.
+    fn in_time(&self, p: &Payment) -> bool {
+        let deadline = match self.canceled_at {
+            Some(c) => c.min(self.expires_at),
+            None => self.expires_at,
+        };
+        p.seen_at < deadline
+    }
+
+    /// What `amount` of `method`'s asset is worth in the price's minor units, at the method's locked
+    /// rate, rounded down. Payments are summed per method before converting, so that several
+    /// payments adding up to the quoted amount are worth exactly the price.
+    pub fn credit(&self, method: Method, amount: Amount) -> U256 {
+        let Some(q) = self.quote_for(method) else {
+            return U256::ZERO;
+        };
+        if q.due.amount.is_zero() {
+            return U256::ZERO;
+        }
+        // amount * price / due, saturating: a payment so large it overflows is "more than enough".
+        match amount.0.checked_mul(self.price.amount.0) {
+            Some(n) => n / q.due.amount.0,
+            None => U256::MAX,
+        }
+    }
+
+    /// The status and exception that the current payments, clock and cancellation imply.
+    pub fn evaluate(&self, now: Timestamp) -> (InvoiceStatus, Option<InvoiceException>) {
+        let mut late = false;
+        let (mut confirmed, mut live) = (U256::ZERO, U256::ZERO);
+        for method in Method::ALL {
+            let (mut m_confirmed, mut m_live) = (Amount::ZERO, Amount::ZERO);
+            for p in self.payments.iter().filter(|p| p.method == method && p.status.is_live()) {
+                if !self.in_time(p) {
+                    late = true;
+                    continue;
+                }
+                m_live = m_live.checked_add(p.amount).unwrap_or(Amount(U256::MAX));
+                if p.status == PaymentStatus::Confirmed {
+                    m_confirmed = m_confirmed.checked_add(p.amount).unwrap_or(Amount(U256::MAX));
+                }
+            }
+            confirmed = confirmed.saturating_add(self.credit(method, m_confirmed));
+            live = live.saturating_add(self.credit(method, m_live));
+        }
+        let price = self.price.amount.0;
+        let expired = now >= self.expires_at;
+        let status = if self.canceled_at.is_some() {
+            InvoiceStatus::Invalid
+        } else if confirmed >= price {
+            InvoiceStatus::Settled
+        } else if live >= price || (!live.is_zero() && !expired) {
+            InvoiceStatus::Processing
+        } else if expired {
+            InvoiceStatus::Expired
+        } else {
+            InvoiceStatus::New
+        };
+        let exception = if late {
+            Some(InvoiceException::PaidLate)
+        } else if live > price {
+            Some(InvoiceException::PaidOver)
+        } else if !live.is_zero() && live < price {
+            Some(InvoiceException::PaidPartial)
+        } else {
+            None
+        };
+        (status, exception)
+    }
+}
+
+#[cfg(test)]
+mod tests;

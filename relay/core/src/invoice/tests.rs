@@ -1,0 +1,375 @@
+use super::*;
+use crate::money::Asset;
+use crate::rate::FixedRates;
+use proptest::prelude::*;
+
+const T0: Timestamp = Timestamp(1_800_000_000);
+
+fn rates() -> FixedRates {
+    FixedRates::from_pairs([("BTC/USD", "60000"), ("ETH/USD", "2500")]).unwrap()
+}
+
+fn new_invoice(cents: u128, methods: Vec<Method>) -> Invoice {
+    let params = NewInvoice {
+        merchant_id: MerchantId::from_entropy([1; 12]),
+        price: Money {
+            asset: Asset::fiat("USD", 2),
+            amount: Amount::from_minor(cents),
+        },
+        order_id: Some("A-1".into()),
+        description: None,
+        metadata: BTreeMap::new(),
+        expires_at: T0.plus_seconds(900),
+        methods,
+    };
+    let quotes = params.quote(&AssetBook::default(), &rates()).unwrap();
+    Invoice::create(InvoiceId::from_entropy([2; 12]), params, quotes, T0)
+        .unwrap()
+        .0
+}
+
+fn observe(reference: &str, method: Method, asset: &str, amount: u128, confirmed: bool) -> InvoiceInput {
+    InvoiceInput::Observe {
+        reference: reference.into(),
+        method,
+        asset: asset.into(),
+        amount: Amount::from_minor(amount),
+        confirmed,
+        confirmations: u32::from(confirmed),
+    }
+}
+
+fn btc(reference: &str, sat: u128, confirmed: bool) -> InvoiceInput {
+    observe(reference, Method::Bitcoin, "BTC", sat, confirmed)
+}
+
+#[test]
+fn quotes_lock_rates_per_method() {
+    let inv = new_invoice(2500, vec![Method::Bitcoin, Method::Ethereum, Method::Card]);
+    let btc = inv.quote_for(Method::Bitcoin).unwrap();
+    assert_eq!(btc.due.amount, Amount::from_minor(41667));
+    assert_eq!(btc.rate.price, "60000".parse().unwrap());
+    let eth = inv.quote_for(Method::Ethereum).unwrap();
+    assert_eq!(eth.due.amount, Amount::from_minor(10_000_000_000_000_000));
+    let card = inv.quote_for(Method::Card).unwrap();
+    assert_eq!(card.due, inv.price);
+}
+
+#[test]
+fn exact_payment_goes_processing_then_settled() {
+    let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
+    let t = inv.apply(btc("tx:0", 41667, false), T0.plus_seconds(10)).unwrap();
+    assert_eq!(t.events, vec![EventType::PaymentPending, EventType::InvoiceProcessing]);
+    assert_eq!(inv.status, InvoiceStatus::Processing);
+    assert_eq!(inv.exception, None);
+    let t = inv.apply(btc("tx:0", 41667, true), T0.plus_seconds(600)).unwrap();
+    assert_eq!(t.events, vec![EventType::PaymentConfirmed, EventType::InvoiceSettled]);
+    assert_eq!(inv.status, InvoiceStatus::Settled);
+}
+
+#[test]
+fn duplicate_observation_changes_nothing() {
+    let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
+    inv.apply(btc("tx:0", 41667, true), T0.plus_seconds(10)).unwrap();
+    let before = inv.clone();
+    let t = inv.apply(btc("tx:0", 41667, true), T0.plus_seconds(20)).unwrap();
+    assert_eq!(t, Transition::default());
+    assert_eq!(inv, before);
+}
+
+#[test]
+fn partial_then_top_up_settles_and_partial_alone_expires() {
+    let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
+    inv.apply(btc("a:0", 20000, true), T0.plus_seconds(10)).unwrap();
+    assert_eq!(inv.status, InvoiceStatus::Processing);
+    assert_eq!(inv.exception, Some(InvoiceException::PaidPartial));
+    let mut expired = inv.clone();
+    inv.apply(btc("b:0", 21667, true), T0.plus_seconds(20)).unwrap();
+    assert_eq!(inv.status, InvoiceStatus::Settled);
+    assert_eq!(inv.exception, None);
+
+    let t = expired.apply(InvoiceInput::Tick, T0.plus_seconds(900)).unwrap();
+    assert_eq!(t.events, vec![EventType::InvoiceExpired]);
+    assert_eq!(expired.status, InvoiceStatus::Expired);
+    assert_eq!(expired.exception, Some(InvoiceException::PaidPartial));
+}
+
+#[test]
+fn over_and_late_payments_are_exceptions() {
+    let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
+    inv.apply(btc("a:0", 50000, true), T0.plus_seconds(10)).unwrap();
+    assert_eq!(inv.status, InvoiceStatus::Settled);
+    assert_eq!(inv.exception, Some(InvoiceException::PaidOver));
+
+    let mut late = new_invoice(2500, vec![Method::Bitcoin]);
+    late.apply(InvoiceInput::Tick, T0.plus_seconds(901)).unwrap();
+    assert_eq!(late.status, InvoiceStatus::Expired);
+    let t = late.apply(btc("a:0", 41667, true), T0.plus_seconds(1000)).unwrap();
+    assert_eq!(late.status, InvoiceStatus::Expired);
+    assert_eq!(late.exception, Some(InvoiceException::PaidLate));
+    assert!(t.events.contains(&EventType::PaymentConfirmed));
+}
+
+#[test]
+fn payment_seen_in_time_may_confirm_after_expiry() {
+    let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
+    inv.apply(btc("a:0", 41667, false), T0.plus_seconds(899)).unwrap();
+    inv.apply(InvoiceInput::Tick, T0.plus_seconds(2000)).unwrap();
+    assert_eq!(inv.status, InvoiceStatus::Processing);
+    inv.apply(btc("a:0", 41667, true), T0.plus_seconds(3000)).unwrap();
+    assert_eq!(inv.status, InvoiceStatus::Settled);
+    assert_eq!(inv.exception, None);
+}
+
+#[test]
+fn reorg_reverts_and_reinclusion_credits_once() {
+    let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
+    inv.apply(btc("a:0", 41667, true), T0.plus_seconds(10)).unwrap();
+    let t = inv
+        .apply(
+            InvoiceInput::Drop {
+                reference: "a:0".into(),
+                status: PaymentStatus::Reverted,
+            },
+            T0.plus_seconds(20),
+        )
+        .unwrap();
+    assert_eq!(t.events, vec![EventType::PaymentReverted]);
+    // Nothing live any more, not expired: processing falls back to new.
+    assert_eq!(inv.status, InvoiceStatus::New);
+    inv.apply(btc("a:0", 41667, true), T0.plus_seconds(30)).unwrap();
+    assert_eq!(inv.status, InvoiceStatus::Settled);
+    assert_eq!(inv.payments.len(), 1);
+    assert_eq!(inv.exception, None, "re-inclusion must not count as over-payment");
+}
+
+#[test]
+fn cancel_only_unpaid_new_invoices() {
+    let mut inv = new_invoice(2500, vec![Method::Card]);
+    let t = inv.apply(InvoiceInput::Cancel, T0.plus_seconds(5)).unwrap();
+    assert_eq!(t.events, vec![EventType::InvoiceInvalid]);
+    assert_eq!(inv.status, InvoiceStatus::Invalid);
+    assert!(matches!(
+        inv.apply(InvoiceInput::Cancel, T0.plus_seconds(6)),
+        Err(CoreError::NotCancelable { .. })
+    ));
+
+    let mut paid = new_invoice(2500, vec![Method::Card]);
+    paid.apply(observe("pi_1", Method::Card, "USD", 2500, false), T0)
+        .unwrap();
+    assert!(paid.apply(InvoiceInput::Cancel, T0.plus_seconds(5)).is_err());
+}
+
+#[test]
+fn rejects_payments_on_methods_or_assets_not_offered() {
+    let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
+    let before = inv.clone();
+    assert!(matches!(
+        inv.apply(observe("x", Method::Ethereum, "ETH", 1, true), T0),
+        Err(CoreError::MethodNotOffered { .. })
+    ));
+    assert!(matches!(
+        inv.apply(observe("x", Method::Bitcoin, "ETH", 1, true), T0),
+        Err(CoreError::WrongPaymentAsset { .. })
+    ));
+    assert_eq!(inv, before);
+}
+
+#[test]
+fn creation_validates_parameters() {
+    let base = || NewInvoice {
+        merchant_id: MerchantId::from_entropy([1; 12]),
+        price: Money {
+            asset: Asset::fiat("USD", 2),
+            amount: Amount::from_minor(100),
+        },
+        order_id: None,
+        description: None,
+        metadata: BTreeMap::new(),
+        expires_at: T0.plus_seconds(900),
+        methods: vec![Method::Card],
+    };
+    let create = |p: NewInvoice| Invoice::create(InvoiceId::from_entropy([2; 12]), p, vec![], T0);
+    assert!(create(base()).is_ok());
+    let mut zero = base();
+    zero.price.amount = Amount::ZERO;
+    assert!(create(zero).is_err());
+    let mut absurd = base();
+    absurd.expires_at = T0.plus_seconds(MAX_EXPIRY_SECS + 1);
+    assert!(create(absurd).is_err());
+    let mut past = base();
+    past.expires_at = T0.plus_seconds(-5);
+    assert!(create(past).is_err());
+    let mut long_order = base();
+    long_order.order_id = Some("x".repeat(MAX_ORDER_ID_LEN + 1));
+    assert!(create(long_order).is_err());
+    let mut no_methods = base();
+    no_methods.methods.clear();
+    assert!(create(no_methods).is_err());
+}
+
+#[test]
+fn card_needs_a_fiat_price() {
+    let params = NewInvoice {
+        merchant_id: MerchantId::from_entropy([1; 12]),
+        price: Money {
+            asset: Asset::btc(),
+            amount: Amount::from_minor(1000),
+        },
+        order_id: None,
+        description: None,
+        metadata: BTreeMap::new(),
+        expires_at: T0.plus_seconds(900),
+        methods: vec![Method::Card],
+    };
+    assert!(matches!(
+        params.quote(&AssetBook::default(), &rates()),
+        Err(CoreError::NoRate { .. })
+    ));
+}
+
+// ---- property test against a naive model -------------------------------------------------------
+
+/// Amounts (in sat) of the five possible payments; the price is 41667 sat worth (25.00 USD).
+const AMOUNTS: [u128; 5] = [41667, 20000, 21667, 100, 60000];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Observe { idx: usize, confirmed: bool },
+    Revert { idx: usize },
+    Advance { secs: i64 },
+    Tick,
+    Cancel,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..AMOUNTS.len(), any::<bool>()).prop_map(|(idx, confirmed)| Op::Observe { idx, confirmed }),
+        2 => (0..AMOUNTS.len()).prop_map(|idx| Op::Revert { idx }),
+        2 => (1i64..400).prop_map(|secs| Op::Advance { secs }),
+        1 => Just(Op::Tick),
+        1 => Just(Op::Cancel),
+    ]
+}
+
+/// The naive model: a list of payments with their first-seen time and a liveness flag, and the
+/// status rules written as plainly as possible over integer totals.
+#[derive(Default)]
+struct Model {
+    seen: [Option<(i64, bool, bool)>; 5], // (seen_at, live, confirmed)
+    canceled_at: Option<i64>,
+}
+
+impl Model {
+    fn status(&self, now: i64) -> (InvoiceStatus, Option<InvoiceException>) {
+        let price: u128 = 2500;
+        let expires = T0.0 + 900;
+        let deadline = self.canceled_at.map_or(expires, |c| c.min(expires));
+        let (mut live_sat, mut conf_sat, mut late) = (0u128, 0u128, false);
+        for (i, s) in self.seen.iter().enumerate() {
+            if let Some((at, true, c)) = s {
+                if *at >= deadline {
+                    late = true;
+                    continue;
+                }
+                live_sat += AMOUNTS[i];
+                if *c {
+                    conf_sat += AMOUNTS[i];
+                }
+            }
+        }
+        let (live, conf) = (live_sat * price / 41667, conf_sat * price / 41667);
+        let status = if self.canceled_at.is_some() {
+            InvoiceStatus::Invalid
+        } else if conf >= price {
+            InvoiceStatus::Settled
+        } else if live >= price || (live > 0 && now < expires) {
+            InvoiceStatus::Processing
+        } else if now >= expires {
+            InvoiceStatus::Expired
+        } else {
+            InvoiceStatus::New
+        };
+        let exc = if late {
+            Some(InvoiceException::PaidLate)
+        } else if live > price {
+            Some(InvoiceException::PaidOver)
+        } else if live > 0 && live < price {
+            Some(InvoiceException::PaidPartial)
+        } else {
+            None
+        };
+        (status, exc)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn state_machine_matches_naive_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
+        let mut model = Model::default();
+        let mut now = T0;
+        let mut settled_events = 0usize;
+        let mut settles_observed = 0usize;
+        for op in ops {
+            let was_settled = inv.status == InvoiceStatus::Settled;
+            let input = match &op {
+                Op::Observe { idx, confirmed } => Some(btc(&format!("tx{idx}:0"), AMOUNTS[*idx], *confirmed)),
+                Op::Revert { idx } => Some(InvoiceInput::Drop { reference: format!("tx{idx}:0"), status: PaymentStatus::Reverted }),
+                Op::Tick => Some(InvoiceInput::Tick),
+                Op::Cancel => Some(InvoiceInput::Cancel),
+                Op::Advance { secs } => { now = now.plus_seconds(*secs); None }
+            };
+            let Some(input) = input else { continue };
+            let before = inv.clone();
+            let outcome = inv.apply(input.clone(), now);
+            let accepted = outcome.is_ok();
+            match outcome {
+                Ok(t) => {
+                    // Model the accepted input.
+                    match op {
+                        Op::Observe { idx, confirmed } => {
+                            let at = model.seen[idx].map_or(now.0, |s| s.0);
+                            model.seen[idx] = Some((at, true, confirmed));
+                        }
+                        Op::Revert { idx } => {
+                            if let Some(s) = model.seen[idx].as_mut() { s.1 = false; s.2 = false; }
+                        }
+                        Op::Cancel => model.canceled_at = Some(now.0),
+                        _ => {}
+                    }
+                    settled_events += t.events.iter().filter(|e| **e == EventType::InvoiceSettled).count();
+                    // Replaying the same input at once is a no-op.
+                    let again = inv.clone();
+                    if !matches!(input, InvoiceInput::Cancel) {
+                        let t2 = inv.apply(input, now).unwrap();
+                        prop_assert_eq!(t2, Transition::default());
+                        prop_assert_eq!(&inv, &again);
+                    }
+                    prop_assert_eq!(t.changed, inv != before || t.changed && inv.version == before.version + 1);
+                }
+                Err(e) => {
+                    // Only two inputs may be refused here, and a refusal changes nothing.
+                    let refused_ok = matches!(e, CoreError::NotCancelable { .. } | CoreError::UnknownPayment { .. });
+                    prop_assert!(refused_ok, "unexpected error {e:?}");
+                    prop_assert_eq!(&inv, &before);
+                }
+            }
+            if !was_settled && inv.status == InvoiceStatus::Settled {
+                settles_observed += 1;
+            }
+            // An accepted input re-evaluates the invoice at `now`; a refused one leaves it as it was.
+            if accepted {
+                prop_assert_eq!((inv.status, inv.exception), model.status(now.0));
+            }
+            // No reference is ever credited twice.
+            let mut refs: Vec<_> = inv.payments.iter().map(|p| p.reference.clone()).collect();
+            refs.sort();
+            refs.dedup();
+            prop_assert_eq!(refs.len(), inv.payments.len());
+        }
+        prop_assert_eq!(settled_events, settles_observed, "one invoice.settled per transition into settled");
+    }
+}

@@ -1,0 +1,29 @@
+//! The domain of Relay, with no I/O: what an amount of money is, how a price converts into what a
+//! payer owes on each rail, what an invoice and a payment are, and the state machine that decides an
+//! invoice's status from the payments observed for it.
+//!
+//! Everything here is deterministic. Time arrives as a [`Timestamp`] value and randomness as bytes
+//! (for identifiers), so the same inputs always produce the same decisions. Adapters turn the outside
+//! world into plain values; this crate applies them and returns what changed (new states and the
+//! [`Event`]s to emit), and the store writes both in one atomic step.
+
+pub mod error;
+pub mod event;
+pub mod id;
+pub mod invoice;
+pub mod merchant;
+pub mod money;
+pub mod rate;
+pub mod time;
+
+pub use error::CoreError;
+pub use event::{Event, EventType};
+pub use id::{EventId, InvoiceId, MerchantId};
+pub use invoice::{
+    Invoice, InvoiceException, InvoiceStatus, Method, MethodQuote, NewInvoice, Payment,
+    PaymentStatus,
+};
+pub use merchant::{ApiKey, ApiKeyHash, Merchant};
+pub use money::{Amount, Asset, AssetBook, AssetKind, Money};
+pub use rate::{FixedRates, Rate, RateSource};
+pub use time::Timestamp;

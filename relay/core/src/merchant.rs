@@ -1,0 +1,113 @@
+//! Merchants and their API keys.
+
+use crate::error::CoreError;
+use crate::id::MerchantId;
+use crate::invoice::Method;
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// A merchant as the relay stores it. Secrets are not here: the API key is kept only as a hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Merchant {
+    pub id: MerchantId,
+    pub name: String,
+    pub created_at: Timestamp,
+    /// Watch-only receive descriptor for bitcoin invoices (the relay never holds the keys).
+    pub btc_descriptor: Option<String>,
+    /// Where Ethereum captures and settlements are paid, `0x`-prefixed lowercase hex.
+    pub eth_payout: Option<String>,
+    /// The methods offered when an invoice does not name its own.
+    pub methods: Vec<Method>,
+}
+
+impl Merchant {
+    pub fn validate_name(name: &str) -> Result<(), CoreError> {
+        let len = name.chars().count();
+        if len == 0 || len > 200 || name.chars().any(char::is_control) {
+            return Err(CoreError::InvalidField {
+                field: "name",
+                reason: "1 to 200 printable characters".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Normalises an Ethereum address to lowercase hex, rejecting anything else.
+    pub fn parse_eth_address(addr: &str) -> Result<String, CoreError> {
+        let lower = addr.to_ascii_lowercase();
+        let ok = lower.len() == 42
+            && lower.starts_with("0x")
+            && lower[2..].bytes().all(|b| b.is_ascii_hexdigit());
+        if !ok {
+            return Err(CoreError::InvalidField {
+                field: "eth_payout",
+                reason: format!("{addr:?} is not a 0x-prefixed 20-byte hex address"),
+            });
+        }
+        Ok(lower)
+    }
+}
+
+/// A secret API key as handed to the merchant once (`rk_…`). Its `Debug` and `Display` never show
+/// the secret, so it cannot leak through logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub const PREFIX: &'static str = "rk_";
+
+    /// A new key from 32 random bytes supplied by the caller.
+    pub fn from_entropy(bytes: [u8; 32]) -> ApiKey {
+        ApiKey(format!("{}{}", Self::PREFIX, hex::encode(bytes)))
+    }
+
+    pub fn from_presented(s: &str) -> ApiKey {
+        ApiKey(s.to_owned())
+    }
+
+    /// The secret itself, for the one place that shows it to the merchant.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+
+    /// What the store keeps. Keys carry 256 bits of entropy, so a plain SHA-256 is enough (no
+    /// password-style stretching is needed to resist guessing).
+    pub fn hash(&self) -> ApiKeyHash {
+        ApiKeyHash(Sha256::digest(self.0.as_bytes()).into())
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// SHA-256 of an API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ApiKeyHash(pub [u8; 32]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_key_never_prints_its_secret() {
+        let key = ApiKey::from_entropy([7; 32]);
+        assert!(!format!("{key:?}").contains("0707"));
+        assert_eq!(key.hash(), ApiKey::from_presented(key.expose_secret()).hash());
+        assert_ne!(key.hash(), ApiKey::from_entropy([8; 32]).hash());
+    }
+
+    #[test]
+    fn eth_address_is_validated_and_lowercased() {
+        assert_eq!(
+            Merchant::parse_eth_address("0xABCDEF0123456789abcdef0123456789ABCDEF01").unwrap(),
+            "0xabcdef0123456789abcdef0123456789abcdef01"
+        );
+        assert!(Merchant::parse_eth_address("0x1234").is_err());
+        assert!(Merchant::parse_eth_address("abcdef0123456789abcdef0123456789abcdef0123").is_err());
+    }
+}

@@ -1,0 +1,189 @@
+//! Exchange rates and conversion of a price into what a payer owes in another asset.
+//!
+//! Rounding rule: a converted amount is rounded **up** to the payer's minor unit, so paying the
+//! quoted amount never gives the merchant less than the price. The conversion is exact integer
+//! arithmetic on the rate's decimal mantissa; no float is involved.
+
+use crate::error::CoreError;
+use crate::money::{pow10, Amount, Asset};
+use alloy_primitives::U256;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `1 base = price quote`, e.g. `1 BTC = 60000.00 USD`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rate {
+    pub base: String,
+    pub quote: String,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub price: Decimal,
+}
+
+impl Rate {
+    /// How much of `base` (minor units) pays `amount` of `quote` (minor units), rounded up.
+    pub fn quote_to_base(
+        &self,
+        amount: Amount,
+        quote: &Asset,
+        base: &Asset,
+    ) -> Result<Amount, CoreError> {
+        debug_assert_eq!(self.base, base.code);
+        debug_assert_eq!(self.quote, quote.code);
+        if self.price <= Decimal::ZERO {
+            return Err(CoreError::NoRate {
+                from: quote.code.clone(),
+                to: base.code.clone(),
+            });
+        }
+        let overflow = || CoreError::AmountOverflow {
+            asset: base.code.clone(),
+        };
+        let mantissa = U256::from(self.price.mantissa().unsigned_abs());
+        let scale = u8::try_from(self.price.scale()).map_err(|_| overflow())?;
+        let num_scale = base.decimals.checked_add(scale).ok_or_else(overflow)?;
+        let numerator = amount
+            .0
+            .checked_mul(pow10(num_scale).ok_or_else(overflow)?)
+            .ok_or_else(overflow)?;
+        let denominator = pow10(quote.decimals)
+            .ok_or_else(overflow)?
+            .checked_mul(mantissa)
+            .ok_or_else(overflow)?;
+        let (q, r) = numerator.div_rem(denominator);
+        let rounded = if r.is_zero() { q } else { q + U256::from(1u8) };
+        Ok(Amount(rounded))
+    }
+}
+
+/// Where rates come from. The rate used for an invoice is read once, at creation, and locked into
+/// the invoice; implementations may therefore be slow or change over time.
+pub trait RateSource: Send + Sync {
+    /// The price of one `base` in `quote`, or `None` when this source has no such pair.
+    fn rate(&self, base: &str, quote: &str) -> Option<Rate>;
+}
+
+/// A fixed table of rates from the configuration (what `relay dev` and the tests use).
+#[derive(Debug, Clone, Default)]
+pub struct FixedRates {
+    table: BTreeMap<(String, String), Decimal>,
+}
+
+impl FixedRates {
+    /// Parses entries like `("BTC/USD", "60000.00")`.
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, CoreError> {
+        let mut table = BTreeMap::new();
+        for (pair, price) in pairs {
+            let (base, quote) = pair.split_once('/').ok_or_else(|| CoreError::InvalidField {
+                field: "rate pair",
+                reason: format!("{pair:?} is not of the form BASE/QUOTE"),
+            })?;
+            let price: Decimal = price.parse().map_err(|_| CoreError::InvalidField {
+                field: "rate",
+                reason: format!("{price:?} is not a decimal number"),
+            })?;
+            if price <= Decimal::ZERO {
+                return Err(CoreError::InvalidField {
+                    field: "rate",
+                    reason: format!("{pair} must be positive"),
+                });
+            }
+            table.insert((base.to_ascii_uppercase(), quote.to_ascii_uppercase()), price);
+        }
+        Ok(FixedRates { table })
+    }
+}
+
+impl RateSource for FixedRates {
+    fn rate(&self, base: &str, quote: &str) -> Option<Rate> {
+        if base == quote {
+            return Some(Rate {
+                base: base.into(),
+                quote: quote.into(),
+                price: Decimal::ONE,
+            });
+        }
+        self.table
+            .get(&(base.to_owned(), quote.to_owned()))
+            .map(|price| Rate {
+                base: base.into(),
+                quote: quote.into(),
+                price: *price,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rate(base: &str, quote: &str, price: &str) -> Rate {
+        Rate {
+            base: base.into(),
+            quote: quote.into(),
+            price: price.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn converts_usd_to_sat_rounding_up() {
+        // 25.00 USD at 60000 USD/BTC = 0.000416666… BTC → 41667 sat (rounded up).
+        let r = rate("BTC", "USD", "60000");
+        let sat = r
+            .quote_to_base(Amount::from_minor(2500), &Asset::fiat("USD", 2), &Asset::btc())
+            .unwrap();
+        assert_eq!(sat, Amount::from_minor(41667));
+    }
+
+    #[test]
+    fn exact_conversion_is_not_rounded() {
+        let r = rate("ETH", "USD", "2500.00");
+        let wei = r
+            .quote_to_base(Amount::from_minor(2500), &Asset::fiat("USD", 2), &Asset::eth())
+            .unwrap();
+        assert_eq!(wei, Amount::from_minor(10_000_000_000_000_000)); // 0.01 ETH
+    }
+
+    #[test]
+    fn identity_rate_keeps_the_amount() {
+        let rates = FixedRates::default();
+        let r = rates.rate("BTC", "BTC").unwrap();
+        let sat = r
+            .quote_to_base(Amount::from_minor(1234), &Asset::btc(), &Asset::btc())
+            .unwrap();
+        assert_eq!(sat, Amount::from_minor(1234));
+    }
+
+    #[test]
+    fn fixed_table_rejects_bad_entries() {
+        assert!(FixedRates::from_pairs([("BTCUSD", "1")]).is_err());
+        assert!(FixedRates::from_pairs([("BTC/USD", "abc")]).is_err());
+        assert!(FixedRates::from_pairs([("BTC/USD", "-5")]).is_err());
+        let ok = FixedRates::from_pairs([("btc/usd", "60000.5")]).unwrap();
+        assert_eq!(
+            ok.rate("BTC", "USD").unwrap().price,
+            "60000.5".parse().unwrap()
+        );
+        assert!(ok.rate("ETH", "USD").is_none());
+    }
+
+    proptest! {
+        /// Paying the converted amount is always worth at least the price, and one minor unit less
+        /// is worth less than the price (the rounding never overcharges by a whole unit).
+        #[test]
+        fn conversion_covers_price_and_is_tight(cents in 1u64..10_000_000_000, price_cents in 1u64..100_000_000_00) {
+            let price: Decimal = Decimal::new(price_cents as i64, 2);
+            let r = Rate { base: "BTC".into(), quote: "USD".into(), price };
+            let usd = Asset::fiat("USD", 2);
+            let sat = r.quote_to_base(Amount::from_minor(cents as u128), &usd, &Asset::btc()).unwrap();
+            // value of sat in cent·1e8 units: sat * price_cents  >=  cents * 1e8
+            let value = sat.0 * U256::from(price_cents);
+            let owed = U256::from(cents) * U256::from(100_000_000u64);
+            prop_assert!(value >= owed);
+            prop_assert!((sat.0 - U256::from(1u8)) * U256::from(price_cents) < owed);
+        }
+    }
+}

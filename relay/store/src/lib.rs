@@ -1,0 +1,131 @@
+//! Persistence for Relay: the [`Store`] trait the rest of the relay programs against, and
+//! [`SledStore`], its implementation on the embedded sled database.
+//!
+//! Every decision is written in one atomic multi-tree transaction: the new state of an invoice, the
+//! index entries that find it, the events it emits (the outbox) and the idempotency record of the
+//! API request that caused it. Either all of it is stored or none of it.
+
+mod codec;
+mod error;
+mod sled_store;
+
+pub use error::StoreError;
+pub use sled_store::SledStore;
+
+use relay_core::{
+    ApiKeyHash, Event, EventId, Invoice, InvoiceId, Merchant, MerchantId, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+
+/// A stored API response, replayed for a retried request with the same `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// SHA-256 of the request (method, path, body): the same key with another request is refused.
+    pub fingerprint: [u8; 32],
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub created_at: Timestamp,
+}
+
+/// An idempotency record to write together with a decision.
+#[derive(Debug, Clone)]
+pub struct IdempotencyWrite<'a> {
+    pub merchant_id: &'a MerchantId,
+    pub key: &'a str,
+    pub record: IdempotencyRecord,
+}
+
+/// What a conditional write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Commit {
+    /// Written.
+    Done,
+    /// Not written: the idempotency key was already used; here is what was stored under it.
+    IdempotencyHit(IdempotencyRecord),
+    /// Not written: the invoice changed since it was read (expected version was stale).
+    Conflict,
+}
+
+/// One page of a newest-first listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_more: bool,
+}
+
+/// Filter for invoice listings.
+#[derive(Debug, Clone, Default)]
+pub struct InvoiceQuery {
+    pub order_id: Option<String>,
+    /// Newest-first cursor: only invoices created before this one.
+    pub starting_after: Option<InvoiceId>,
+    pub limit: usize,
+}
+
+/// The relay's persistence.
+///
+/// Contract, for every implementation:
+/// - **Atomicity.** Each write method stores everything it is given or nothing (one transaction).
+/// - **Durability is explicit.** A write is visible to readers when it returns, but may be lost in
+///   a crash until [`Store::durable`] has completed after it. Anything acknowledged to the outside
+///   world (an HTTP answer, a webhook) must wait for `durable` first. Implementations should group
+///   concurrent callers into one disk sync.
+/// - **Idempotency.** A write carrying an [`IdempotencyWrite`] whose key already exists writes
+///   nothing and returns the stored record, also when two such writes race.
+/// - **Ordering.** Events are listed in the order they were committed.
+pub trait Store: Send + Sync + 'static {
+    /// Adds a merchant with the hash of its first API key.
+    fn insert_merchant(&self, merchant: &Merchant, key: &ApiKeyHash) -> Result<(), StoreError>;
+    fn merchant(&self, id: &MerchantId) -> Result<Option<Merchant>, StoreError>;
+    fn merchant_by_key(&self, key: &ApiKeyHash) -> Result<Option<Merchant>, StoreError>;
+    fn merchant_count(&self) -> Result<usize, StoreError>;
+
+    /// Stores a new invoice with its events, unless the idempotency key was already used.
+    fn create_invoice(
+        &self,
+        invoice: &Invoice,
+        events: &[Event],
+        idempotency: Option<IdempotencyWrite<'_>>,
+    ) -> Result<Commit, StoreError>;
+
+    /// Replaces an invoice whose stored version is `expected_version`, with its events.
+    fn update_invoice(
+        &self,
+        expected_version: u64,
+        invoice: &Invoice,
+        events: &[Event],
+        idempotency: Option<IdempotencyWrite<'_>>,
+    ) -> Result<Commit, StoreError>;
+
+    fn invoice(&self, id: &InvoiceId) -> Result<Option<Invoice>, StoreError>;
+    fn list_invoices(
+        &self,
+        merchant: &MerchantId,
+        query: &InvoiceQuery,
+    ) -> Result<Page<Invoice>, StoreError>;
+    /// Ids of invoices that were still payable and whose expiry is at or before `now`.
+    fn invoices_due_for_expiry(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<InvoiceId>, StoreError>;
+
+    fn idempotency(
+        &self,
+        merchant: &MerchantId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    /// Newest-first events of one merchant.
+    fn list_events(
+        &self,
+        merchant: &MerchantId,
+        starting_after: Option<&EventId>,
+        limit: usize,
+    ) -> Result<Page<Event>, StoreError>;
+    fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError>;
+
+    /// Completes once every write that returned before this call is on disk.
+    fn durable(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

@@ -1,0 +1,210 @@
+use super::*;
+use relay_core::invoice::{InvoiceInput, NewInvoice};
+use relay_core::{Amount, Asset, EventType, Method, Money};
+use std::collections::BTreeMap;
+
+const T0: Timestamp = Timestamp(1_800_000_000);
+
+fn merchant(n: u8) -> Merchant {
+    Merchant {
+        id: MerchantId::from_entropy([n; 12]),
+        name: format!("m{n}"),
+        created_at: T0,
+        btc_descriptor: None,
+        eth_payout: None,
+        methods: vec![Method::Card],
+    }
+}
+
+fn invoice(m: &Merchant, n: u32, order: Option<&str>) -> (Invoice, Vec<Event>) {
+    let mut bytes = [0u8; 12];
+    bytes[..4].copy_from_slice(&n.to_be_bytes());
+    bytes[4] = m.id.as_str().as_bytes()[4];
+    let params = NewInvoice {
+        merchant_id: m.id.clone(),
+        price: Money {
+            asset: Asset::fiat("USD", 2),
+            amount: Amount::from_minor(100 + u128::from(n)),
+        },
+        order_id: order.map(str::to_owned),
+        description: None,
+        metadata: BTreeMap::new(),
+        expires_at: T0.plus_seconds(900 + i64::from(n)),
+        methods: vec![Method::Card],
+    };
+    let quotes = params
+        .quote(&relay_core::AssetBook::default(), &relay_core::FixedRates::default())
+        .unwrap();
+    let (inv, kinds) = Invoice::create(InvoiceId::from_entropy(bytes), params, quotes, T0).unwrap();
+    let mut k = 0u8;
+    let events = Event::for_invoice(&inv, &kinds, T0, || {
+        k += 1;
+        let mut b = bytes;
+        b[11] = k;
+        EventId::from_entropy(b)
+    });
+    (inv, events)
+}
+
+fn store() -> (tempfile::TempDir, SledStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open(dir.path()).unwrap();
+    (dir, s)
+}
+
+fn idem<'a>(m: &'a MerchantId, key: &'a str, fp: u8) -> IdempotencyWrite<'a> {
+    IdempotencyWrite {
+        merchant_id: m,
+        key,
+        record: IdempotencyRecord {
+            fingerprint: [fp; 32],
+            status: 200,
+            body: vec![fp],
+            created_at: T0,
+        },
+    }
+}
+
+#[test]
+fn merchants_are_found_by_key_hash_only() {
+    let (_d, s) = store();
+    let m = merchant(1);
+    let key = relay_core::ApiKey::from_entropy([9; 32]);
+    s.insert_merchant(&m, &key.hash()).unwrap();
+    assert_eq!(s.merchant_by_key(&key.hash()).unwrap(), Some(m.clone()));
+    assert_eq!(
+        s.merchant_by_key(&relay_core::ApiKey::from_entropy([8; 32]).hash())
+            .unwrap(),
+        None
+    );
+    assert_eq!(s.merchant(&m.id).unwrap(), Some(m));
+}
+
+#[test]
+fn idempotent_create_writes_once() {
+    let (_d, s) = store();
+    let m = merchant(1);
+    let (a, ev_a) = invoice(&m, 1, None);
+    let (b, ev_b) = invoice(&m, 2, None);
+    assert_eq!(
+        s.create_invoice(&a, &ev_a, Some(idem(&m.id, "k1", 1))).unwrap(),
+        Commit::Done
+    );
+    // Same key, another invoice: nothing of `b` is written, the first record comes back.
+    match s.create_invoice(&b, &ev_b, Some(idem(&m.id, "k1", 2))).unwrap() {
+        Commit::IdempotencyHit(rec) => assert_eq!(rec.fingerprint, [1; 32]),
+        other => panic!("expected a hit, got {other:?}"),
+    }
+    assert!(s.invoice(&b.id).unwrap().is_none());
+    assert!(s.event(&ev_b[0].id).unwrap().is_none());
+    // Keys are per merchant.
+    let other = merchant(2);
+    let (c, ev_c) = invoice(&other, 3, None);
+    assert_eq!(
+        s.create_invoice(&c, &ev_c, Some(idem(&other.id, "k1", 3))).unwrap(),
+        Commit::Done
+    );
+}
+
+#[test]
+fn stale_updates_are_refused() {
+    let (_d, s) = store();
+    let m = merchant(1);
+    let (mut inv, ev) = invoice(&m, 1, None);
+    s.create_invoice(&inv, &ev, None).unwrap();
+    let v = inv.version;
+    inv.apply(InvoiceInput::Cancel, T0.plus_seconds(1)).unwrap();
+    assert_eq!(s.update_invoice(v, &inv, &[], None).unwrap(), Commit::Done);
+    assert_eq!(s.update_invoice(v, &inv, &[], None).unwrap(), Commit::Conflict);
+    assert_eq!(s.invoice(&inv.id).unwrap().unwrap().status, InvoiceStatus::Invalid);
+}
+
+#[test]
+fn lists_newest_first_with_cursor_and_order_filter() {
+    let (_d, s) = store();
+    let m = merchant(1);
+    let other = merchant(2);
+    let mut ids = Vec::new();
+    for n in 0..7 {
+        let (inv, ev) = invoice(&m, n, Some(if n % 2 == 0 { "even" } else { "odd" }));
+        s.create_invoice(&inv, &ev, None).unwrap();
+        ids.push(inv.id);
+    }
+    let (x, ev) = invoice(&other, 100, Some("even"));
+    s.create_invoice(&x, &ev, None).unwrap();
+
+    let q = |starting_after, order_id: Option<&str>| InvoiceQuery {
+        order_id: order_id.map(str::to_owned),
+        starting_after,
+        limit: 3,
+    };
+    let p1 = s.list_invoices(&m.id, &q(None, None)).unwrap();
+    let got: Vec<_> = p1.items.iter().map(|i| i.id.clone()).collect();
+    assert_eq!(got, vec![ids[6].clone(), ids[5].clone(), ids[4].clone()]);
+    assert!(p1.has_more);
+    let p3 = s
+        .list_invoices(&m.id, &q(Some(ids[1].clone()), None))
+        .unwrap();
+    assert_eq!(p3.items.len(), 1);
+    assert_eq!(p3.items[0].id, ids[0]);
+    assert!(!p3.has_more);
+    let evens = s
+        .list_invoices(&m.id, &InvoiceQuery { limit: 10, ..q(None, Some("even")) })
+        .unwrap();
+    assert_eq!(evens.items.len(), 4);
+    assert!(evens.items.iter().all(|i| i.merchant_id == m.id));
+}
+
+#[test]
+fn expiry_index_follows_status() {
+    let (_d, s) = store();
+    let m = merchant(1);
+    let (a, ev) = invoice(&m, 1, None);
+    s.create_invoice(&a, &ev, None).unwrap();
+    assert!(s.invoices_due_for_expiry(T0, 10).unwrap().is_empty());
+    let due = s.invoices_due_for_expiry(a.expires_at, 10).unwrap();
+    assert_eq!(due, vec![a.id.clone()]);
+    let mut expired = a.clone();
+    let t = expired.apply(InvoiceInput::Tick, a.expires_at).unwrap();
+    assert_eq!(t.events, vec![EventType::InvoiceExpired]);
+    s.update_invoice(a.version, &expired, &[], None).unwrap();
+    assert!(s.invoices_due_for_expiry(a.expires_at, 10).unwrap().is_empty());
+}
+
+#[test]
+fn durable_writes_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = merchant(1);
+    let (a, ev) = invoice(&m, 1, Some("A-1"));
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        s.create_invoice(&a, &ev, None).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(s.durable())
+            .unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(s.invoice(&a.id).unwrap(), Some(a));
+    let events = s.list_events(&m.id, None, 10).unwrap();
+    assert_eq!(events.items, ev);
+}
+
+#[test]
+fn events_list_newest_first_per_merchant() {
+    let (_d, s) = store();
+    let m = merchant(1);
+    let mut all = Vec::new();
+    for n in 0..4 {
+        let (inv, ev) = invoice(&m, n, None);
+        s.create_invoice(&inv, &ev, None).unwrap();
+        all.extend(ev);
+    }
+    let page = s.list_events(&m.id, None, 2).unwrap();
+    assert_eq!(page.items, vec![all[3].clone(), all[2].clone()]);
+    assert!(page.has_more);
+    let rest = s.list_events(&m.id, Some(&all[2].id), 10).unwrap();
+    assert_eq!(rest.items, vec![all[1].clone(), all[0].clone()]);
+    assert!(s.list_events(&merchant(2).id, None, 10).unwrap().items.is_empty());
+}
