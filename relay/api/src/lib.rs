@@ -1,1 +1,213 @@
-//! api
+//! Relay's HTTP API: an axum [`Router`] built by [`app`] over any [`Store`].
+//!
+//! Conventions (Stripe's and BTCPay Greenfield's): JSON under `/v1`, `Authorization: Bearer` API
+//! keys stored hashed, `Idempotency-Key` on every POST, errors as
+//! `{"error":{"type","code","message","param"}}`, cursor pagination, an OpenAPI document generated
+//! from the handlers at `/openapi.json`, `/healthz`, `/readyz` and Prometheus `/metrics`.
+//! No request can make a handler panic; should one anyway, the client gets a JSON 500.
+
+pub mod error;
+pub mod extract;
+pub mod idempotency;
+pub mod routes;
+pub mod view;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use error::ApiError;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use relay_core::{AssetBook, Clock, RateSource, Timestamp};
+use relay_store::Store;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use utoipa::OpenApi;
+
+/// Largest accepted request body.
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// What every handler shares.
+pub struct AppState<S> {
+    pub store: S,
+    pub assets: Arc<AssetBook>,
+    pub rates: Arc<dyn RateSource>,
+    pub clock: Arc<dyn Clock>,
+    pub request_timeout: Duration,
+    pub metrics: PrometheusHandle,
+}
+
+impl<S: Clone> Clone for AppState<S> {
+    fn clone(&self) -> Self {
+        AppState {
+            store: self.store.clone(),
+            assets: self.assets.clone(),
+            rates: self.rates.clone(),
+            clock: self.clock.clone(),
+            request_timeout: self.request_timeout,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        Timestamp(secs)
+    }
+}
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first; then ours just stays empty.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Relay API", description = "Cross-chain payment relay: invoices payable by card, bitcoin and Ethereum."),
+    paths(
+        routes::invoices::create,
+        routes::invoices::retrieve,
+        routes::invoices::list,
+        routes::invoices::cancel,
+        routes::events::list,
+    ),
+    components(schemas(error::ErrorBody, view::InvoiceView, view::EventView)),
+    modifiers(&SecurityAddon)
+)]
+pub struct ApiDoc;
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The whole HTTP application.
+pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
+    let v1 = Router::new()
+        .route(
+            "/v1/invoices",
+            post(routes::invoices::create::<S>).get(routes::invoices::list::<S>),
+        )
+        .route("/v1/invoices/{id}", get(routes::invoices::retrieve::<S>))
+        .route(
+            "/v1/invoices/{id}/cancel",
+            post(routes::invoices::cancel::<S>),
+        )
+        .route("/v1/events", get(routes::events::list::<S>));
+    Router::new()
+        .merge(v1)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz::<S>))
+        .route("/metrics", get(render_metrics::<S>))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            timeout_and_metrics::<S>,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz<S: Store>(State(state): State<AppState<S>>) -> Response {
+    match state.store.merchant_count() {
+        Ok(_) => Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(target: "relay::api", error = %e, "not ready");
+            ApiError::unavailable("not_ready", "storage is not available").into_response()
+        }
+    }
+}
+
+async fn render_metrics<S: Store>(State(state): State<AppState<S>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::invalid("route_not_found", "no such route").with_status(StatusCode::NOT_FOUND)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::invalid(
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
+    .with_status(StatusCode::METHOD_NOT_ALLOWED)
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!(target: "relay::api", "a request handler panicked");
+    ApiError::internal().into_response()
+}
+
+/// Bounds each request's time and records its count and latency by route and status.
+async fn timeout_and_metrics<S: Store>(
+    State(state): State<AppState<S>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::unavailable(
+            "request_timeout",
+            "the request took too long; retry with the same Idempotency-Key",
+        )
+        .into_response(),
+    };
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("relay_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("relay_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

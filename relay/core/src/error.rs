@@ -21,7 +21,9 @@ pub enum CoreError {
     NoRate { from: String, to: String },
     #[error("invoice is {status} and cannot be canceled")]
     NotCancelable { status: InvoiceStatus },
-    #[error("payment {reference:?} is in {asset}, but the invoice's {method} method expects {expected}")]
+    #[error(
+        "payment {reference:?} is in {asset}, but the invoice's {method} method expects {expected}"
+    )]
     WrongPaymentAsset {
         reference: String,
         method: String,

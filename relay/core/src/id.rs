@@ -23,7 +23,9 @@ macro_rules! prefixed_id {
             pub fn parse(s: &str) -> Option<Self> {
                 let rest = s.strip_prefix($prefix)?;
                 let ok = rest.len() == 24
-                    && rest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                    && rest
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
                 ok.then(|| Self(s.to_owned()))
             }
 

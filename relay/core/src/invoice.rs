@@ -524,14 +524,20 @@ impl Invoice {
         let (mut confirmed, mut live) = (U256::ZERO, U256::ZERO);
         for method in Method::ALL {
             let (mut m_confirmed, mut m_live) = (Amount::ZERO, Amount::ZERO);
-            for p in self.payments.iter().filter(|p| p.method == method && p.status.is_live()) {
+            for p in self
+                .payments
+                .iter()
+                .filter(|p| p.method == method && p.status.is_live())
+            {
                 if !self.in_time(p) {
                     late = true;
                     continue;
                 }
                 m_live = m_live.checked_add(p.amount).unwrap_or(Amount(U256::MAX));
                 if p.status == PaymentStatus::Confirmed {
-                    m_confirmed = m_confirmed.checked_add(p.amount).unwrap_or(Amount(U256::MAX));
+                    m_confirmed = m_confirmed
+                        .checked_add(p.amount)
+                        .unwrap_or(Amount(U256::MAX));
                 }
             }
             confirmed = confirmed.saturating_add(self.credit(method, m_confirmed));

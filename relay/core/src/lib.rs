@@ -26,4 +26,4 @@ pub use invoice::{
 pub use merchant::{ApiKey, ApiKeyHash, Merchant};
 pub use money::{Amount, Asset, AssetBook, AssetKind, Money};
 pub use rate::{FixedRates, Rate, RateSource};
-pub use time::Timestamp;
+pub use time::{Clock, Timestamp};

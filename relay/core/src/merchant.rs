@@ -97,7 +97,10 @@ mod tests {
     fn api_key_never_prints_its_secret() {
         let key = ApiKey::from_entropy([7; 32]);
         assert!(!format!("{key:?}").contains("0707"));
-        assert_eq!(key.hash(), ApiKey::from_presented(key.expose_secret()).hash());
+        assert_eq!(
+            key.hash(),
+            ApiKey::from_presented(key.expose_secret()).hash()
+        );
         assert_ne!(key.hash(), ApiKey::from_entropy([8; 32]).hash());
     }
 

@@ -58,9 +58,10 @@ impl Amount {
             None => (s, ""),
         };
         let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
-        if int.is_empty() || !digits(int) || !digits(frac) || (s.contains('.') && frac.is_empty())
-        {
-            return Err(invalid("expected digits with an optional decimal point, like \"25.00\""));
+        if int.is_empty() || !digits(int) || !digits(frac) || (s.contains('.') && frac.is_empty()) {
+            return Err(invalid(
+                "expected digits with an optional decimal point, like \"25.00\"",
+            ));
         }
         if frac.len() > usize::from(asset.decimals) {
             return Err(invalid("more decimal places than the asset has"));
@@ -316,7 +317,8 @@ mod tests {
     #[test]
     fn rejects_malformed_negative_and_too_precise_amounts() {
         for bad in [
-            "", "-1", "+1", "1e3", "1.", ".5", "1.2.3", " 1", "1,00", "NaN", "inf", "0x10", "25.001",
+            "", "-1", "+1", "1e3", "1.", ".5", "1.2.3", " 1", "1,00", "NaN", "inf", "0x10",
+            "25.001",
         ] {
             assert!(
                 Amount::parse_decimal(bad, &usd()).is_err(),

@@ -76,10 +76,12 @@ impl FixedRates {
     ) -> Result<Self, CoreError> {
         let mut table = BTreeMap::new();
         for (pair, price) in pairs {
-            let (base, quote) = pair.split_once('/').ok_or_else(|| CoreError::InvalidField {
-                field: "rate pair",
-                reason: format!("{pair:?} is not of the form BASE/QUOTE"),
-            })?;
+            let (base, quote) = pair
+                .split_once('/')
+                .ok_or_else(|| CoreError::InvalidField {
+                    field: "rate pair",
+                    reason: format!("{pair:?} is not of the form BASE/QUOTE"),
+                })?;
             let price: Decimal = price.parse().map_err(|_| CoreError::InvalidField {
                 field: "rate",
                 reason: format!("{price:?} is not a decimal number"),
@@ -90,7 +92,10 @@ impl FixedRates {
                     reason: format!("{pair} must be positive"),
                 });
             }
-            table.insert((base.to_ascii_uppercase(), quote.to_ascii_uppercase()), price);
+            table.insert(
+                (base.to_ascii_uppercase(), quote.to_ascii_uppercase()),
+                price,
+            );
         }
         Ok(FixedRates { table })
     }
@@ -133,7 +138,11 @@ mod tests {
         // 25.00 USD at 60000 USD/BTC = 0.000416666… BTC → 41667 sat (rounded up).
         let r = rate("BTC", "USD", "60000");
         let sat = r
-            .quote_to_base(Amount::from_minor(2500), &Asset::fiat("USD", 2), &Asset::btc())
+            .quote_to_base(
+                Amount::from_minor(2500),
+                &Asset::fiat("USD", 2),
+                &Asset::btc(),
+            )
             .unwrap();
         assert_eq!(sat, Amount::from_minor(41667));
     }
@@ -142,7 +151,11 @@ mod tests {
     fn exact_conversion_is_not_rounded() {
         let r = rate("ETH", "USD", "2500.00");
         let wei = r
-            .quote_to_base(Amount::from_minor(2500), &Asset::fiat("USD", 2), &Asset::eth())
+            .quote_to_base(
+                Amount::from_minor(2500),
+                &Asset::fiat("USD", 2),
+                &Asset::eth(),
+            )
             .unwrap();
         assert_eq!(wei, Amount::from_minor(10_000_000_000_000_000)); // 0.01 ETH
     }

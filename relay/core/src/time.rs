@@ -19,3 +19,8 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(secs))
     }
 }
+
+/// Where "now" comes from. The binary uses the system clock; tests may pin it.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}

@@ -12,9 +12,7 @@ mod sled_store;
 pub use error::StoreError;
 pub use sled_store::SledStore;
 
-use relay_core::{
-    ApiKeyHash, Event, EventId, Invoice, InvoiceId, Merchant, MerchantId, Timestamp,
-};
+use relay_core::{ApiKeyHash, Event, EventId, Invoice, InvoiceId, Merchant, MerchantId, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 

@@ -11,16 +11,11 @@
 //! - `meta`: `format` → layout version
 
 use crate::codec::{decode, encode};
-use crate::{
-    Commit, IdempotencyRecord, IdempotencyWrite, InvoiceQuery, Page, Store, StoreError,
-};
+use crate::{Commit, IdempotencyRecord, IdempotencyWrite, InvoiceQuery, Page, Store, StoreError};
 use relay_core::{
-    ApiKeyHash, Event, EventId, Invoice, InvoiceId, InvoiceStatus, Merchant, MerchantId,
-    Timestamp,
+    ApiKeyHash, Event, EventId, Invoice, InvoiceId, InvoiceStatus, Merchant, MerchantId, Timestamp,
 };
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, TransactionalTree,
-};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -216,8 +211,8 @@ impl SledStore {
         if let Some(w) = idem {
             let key = idem_key(w.merchant_id, w.key);
             if let Some(existing) = idem_tx.get(&key)? {
-                let rec = decode("idempotency record", &existing)
-                    .map_err(|e| abort(Abort::Decode(e)))?;
+                let rec =
+                    decode("idempotency record", &existing).map_err(|e| abort(Abort::Decode(e)))?;
                 return Err(abort(Abort::Idempotent(rec)));
             }
             idem_tx.insert(key, encode(&w.record))?;
@@ -225,10 +220,7 @@ impl SledStore {
         Ok(())
     }
 
-    fn finish(
-        &self,
-        result: Result<(), TransactionError<Abort>>,
-    ) -> Result<Commit, StoreError> {
+    fn finish(&self, result: Result<(), TransactionError<Abort>>) -> Result<Commit, StoreError> {
         match result {
             Ok(()) => {
                 self.inner.written.fetch_add(1, Ordering::SeqCst);
@@ -415,7 +407,12 @@ impl Store for SledStore {
             Some(id) => match i.invoice_seq.get(id.as_str().as_bytes())? {
                 Some(seq) => Some(seq_of(&seq)?),
                 // An unknown cursor yields an empty page rather than restarting from the top.
-                None => return Ok(Page { items: vec![], has_more: false }),
+                None => {
+                    return Ok(Page {
+                        items: vec![],
+                        has_more: false,
+                    })
+                }
             },
             None => None,
         };
@@ -470,7 +467,12 @@ impl Store for SledStore {
         let before = match starting_after {
             Some(id) => match i.event_seq.get(id.as_str().as_bytes())? {
                 Some(seq) => Some(seq_of(&seq)?),
-                None => return Ok(Page { items: vec![], has_more: false }),
+                None => {
+                    return Ok(Page {
+                        items: vec![],
+                        has_more: false,
+                    })
+                }
             },
             None => None,
         };
@@ -483,10 +485,7 @@ impl Store for SledStore {
                 let Some(seq) = i.event_seq.get(id)? else {
                     return Ok(None);
                 };
-                i.events
-                    .get(seq)?
-                    .map(|v| decode("event", &v))
-                    .transpose()
+                i.events.get(seq)?.map(|v| decode("event", &v)).transpose()
             },
         )
     }

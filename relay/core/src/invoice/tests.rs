@@ -28,7 +28,13 @@ fn new_invoice(cents: u128, methods: Vec<Method>) -> Invoice {
         .0
 }
 
-fn observe(reference: &str, method: Method, asset: &str, amount: u128, confirmed: bool) -> InvoiceInput {
+fn observe(
+    reference: &str,
+    method: Method,
+    asset: &str,
+    amount: u128,
+    confirmed: bool,
+) -> InvoiceInput {
     InvoiceInput::Observe {
         reference: reference.into(),
         method,
@@ -58,21 +64,34 @@ fn quotes_lock_rates_per_method() {
 #[test]
 fn exact_payment_goes_processing_then_settled() {
     let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
-    let t = inv.apply(btc("tx:0", 41667, false), T0.plus_seconds(10)).unwrap();
-    assert_eq!(t.events, vec![EventType::PaymentPending, EventType::InvoiceProcessing]);
+    let t = inv
+        .apply(btc("tx:0", 41667, false), T0.plus_seconds(10))
+        .unwrap();
+    assert_eq!(
+        t.events,
+        vec![EventType::PaymentPending, EventType::InvoiceProcessing]
+    );
     assert_eq!(inv.status, InvoiceStatus::Processing);
     assert_eq!(inv.exception, None);
-    let t = inv.apply(btc("tx:0", 41667, true), T0.plus_seconds(600)).unwrap();
-    assert_eq!(t.events, vec![EventType::PaymentConfirmed, EventType::InvoiceSettled]);
+    let t = inv
+        .apply(btc("tx:0", 41667, true), T0.plus_seconds(600))
+        .unwrap();
+    assert_eq!(
+        t.events,
+        vec![EventType::PaymentConfirmed, EventType::InvoiceSettled]
+    );
     assert_eq!(inv.status, InvoiceStatus::Settled);
 }
 
 #[test]
 fn duplicate_observation_changes_nothing() {
     let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
-    inv.apply(btc("tx:0", 41667, true), T0.plus_seconds(10)).unwrap();
+    inv.apply(btc("tx:0", 41667, true), T0.plus_seconds(10))
+        .unwrap();
     let before = inv.clone();
-    let t = inv.apply(btc("tx:0", 41667, true), T0.plus_seconds(20)).unwrap();
+    let t = inv
+        .apply(btc("tx:0", 41667, true), T0.plus_seconds(20))
+        .unwrap();
     assert_eq!(t, Transition::default());
     assert_eq!(inv, before);
 }
@@ -80,15 +99,19 @@ fn duplicate_observation_changes_nothing() {
 #[test]
 fn partial_then_top_up_settles_and_partial_alone_expires() {
     let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
-    inv.apply(btc("a:0", 20000, true), T0.plus_seconds(10)).unwrap();
+    inv.apply(btc("a:0", 20000, true), T0.plus_seconds(10))
+        .unwrap();
     assert_eq!(inv.status, InvoiceStatus::Processing);
     assert_eq!(inv.exception, Some(InvoiceException::PaidPartial));
     let mut expired = inv.clone();
-    inv.apply(btc("b:0", 21667, true), T0.plus_seconds(20)).unwrap();
+    inv.apply(btc("b:0", 21667, true), T0.plus_seconds(20))
+        .unwrap();
     assert_eq!(inv.status, InvoiceStatus::Settled);
     assert_eq!(inv.exception, None);
 
-    let t = expired.apply(InvoiceInput::Tick, T0.plus_seconds(900)).unwrap();
+    let t = expired
+        .apply(InvoiceInput::Tick, T0.plus_seconds(900))
+        .unwrap();
     assert_eq!(t.events, vec![EventType::InvoiceExpired]);
     assert_eq!(expired.status, InvoiceStatus::Expired);
     assert_eq!(expired.exception, Some(InvoiceException::PaidPartial));
@@ -97,14 +120,18 @@ fn partial_then_top_up_settles_and_partial_alone_expires() {
 #[test]
 fn over_and_late_payments_are_exceptions() {
     let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
-    inv.apply(btc("a:0", 50000, true), T0.plus_seconds(10)).unwrap();
+    inv.apply(btc("a:0", 50000, true), T0.plus_seconds(10))
+        .unwrap();
     assert_eq!(inv.status, InvoiceStatus::Settled);
     assert_eq!(inv.exception, Some(InvoiceException::PaidOver));
 
     let mut late = new_invoice(2500, vec![Method::Bitcoin]);
-    late.apply(InvoiceInput::Tick, T0.plus_seconds(901)).unwrap();
+    late.apply(InvoiceInput::Tick, T0.plus_seconds(901))
+        .unwrap();
     assert_eq!(late.status, InvoiceStatus::Expired);
-    let t = late.apply(btc("a:0", 41667, true), T0.plus_seconds(1000)).unwrap();
+    let t = late
+        .apply(btc("a:0", 41667, true), T0.plus_seconds(1000))
+        .unwrap();
     assert_eq!(late.status, InvoiceStatus::Expired);
     assert_eq!(late.exception, Some(InvoiceException::PaidLate));
     assert!(t.events.contains(&EventType::PaymentConfirmed));
@@ -113,10 +140,13 @@ fn over_and_late_payments_are_exceptions() {
 #[test]
 fn payment_seen_in_time_may_confirm_after_expiry() {
     let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
-    inv.apply(btc("a:0", 41667, false), T0.plus_seconds(899)).unwrap();
-    inv.apply(InvoiceInput::Tick, T0.plus_seconds(2000)).unwrap();
+    inv.apply(btc("a:0", 41667, false), T0.plus_seconds(899))
+        .unwrap();
+    inv.apply(InvoiceInput::Tick, T0.plus_seconds(2000))
+        .unwrap();
     assert_eq!(inv.status, InvoiceStatus::Processing);
-    inv.apply(btc("a:0", 41667, true), T0.plus_seconds(3000)).unwrap();
+    inv.apply(btc("a:0", 41667, true), T0.plus_seconds(3000))
+        .unwrap();
     assert_eq!(inv.status, InvoiceStatus::Settled);
     assert_eq!(inv.exception, None);
 }
@@ -124,7 +154,8 @@ fn payment_seen_in_time_may_confirm_after_expiry() {
 #[test]
 fn reorg_reverts_and_reinclusion_credits_once() {
     let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
-    inv.apply(btc("a:0", 41667, true), T0.plus_seconds(10)).unwrap();
+    inv.apply(btc("a:0", 41667, true), T0.plus_seconds(10))
+        .unwrap();
     let t = inv
         .apply(
             InvoiceInput::Drop {
@@ -137,10 +168,14 @@ fn reorg_reverts_and_reinclusion_credits_once() {
     assert_eq!(t.events, vec![EventType::PaymentReverted]);
     // Nothing live any more, not expired: processing falls back to new.
     assert_eq!(inv.status, InvoiceStatus::New);
-    inv.apply(btc("a:0", 41667, true), T0.plus_seconds(30)).unwrap();
+    inv.apply(btc("a:0", 41667, true), T0.plus_seconds(30))
+        .unwrap();
     assert_eq!(inv.status, InvoiceStatus::Settled);
     assert_eq!(inv.payments.len(), 1);
-    assert_eq!(inv.exception, None, "re-inclusion must not count as over-payment");
+    assert_eq!(
+        inv.exception, None,
+        "re-inclusion must not count as over-payment"
+    );
 }
 
 #[test]
@@ -157,7 +192,9 @@ fn cancel_only_unpaid_new_invoices() {
     let mut paid = new_invoice(2500, vec![Method::Card]);
     paid.apply(observe("pi_1", Method::Card, "USD", 2500, false), T0)
         .unwrap();
-    assert!(paid.apply(InvoiceInput::Cancel, T0.plus_seconds(5)).is_err());
+    assert!(paid
+        .apply(InvoiceInput::Cancel, T0.plus_seconds(5))
+        .is_err());
 }
 
 #[test]

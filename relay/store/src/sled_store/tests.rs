@@ -33,7 +33,10 @@ fn invoice(m: &Merchant, n: u32, order: Option<&str>) -> (Invoice, Vec<Event>) {
         methods: vec![Method::Card],
     };
     let quotes = params
-        .quote(&relay_core::AssetBook::default(), &relay_core::FixedRates::default())
+        .quote(
+            &relay_core::AssetBook::default(),
+            &relay_core::FixedRates::default(),
+        )
         .unwrap();
     let (inv, kinds) = Invoice::create(InvoiceId::from_entropy(bytes), params, quotes, T0).unwrap();
     let mut k = 0u8;
@@ -87,11 +90,15 @@ fn idempotent_create_writes_once() {
     let (a, ev_a) = invoice(&m, 1, None);
     let (b, ev_b) = invoice(&m, 2, None);
     assert_eq!(
-        s.create_invoice(&a, &ev_a, Some(idem(&m.id, "k1", 1))).unwrap(),
+        s.create_invoice(&a, &ev_a, Some(idem(&m.id, "k1", 1)))
+            .unwrap(),
         Commit::Done
     );
     // Same key, another invoice: nothing of `b` is written, the first record comes back.
-    match s.create_invoice(&b, &ev_b, Some(idem(&m.id, "k1", 2))).unwrap() {
+    match s
+        .create_invoice(&b, &ev_b, Some(idem(&m.id, "k1", 2)))
+        .unwrap()
+    {
         Commit::IdempotencyHit(rec) => assert_eq!(rec.fingerprint, [1; 32]),
         other => panic!("expected a hit, got {other:?}"),
     }
@@ -101,7 +108,8 @@ fn idempotent_create_writes_once() {
     let other = merchant(2);
     let (c, ev_c) = invoice(&other, 3, None);
     assert_eq!(
-        s.create_invoice(&c, &ev_c, Some(idem(&other.id, "k1", 3))).unwrap(),
+        s.create_invoice(&c, &ev_c, Some(idem(&other.id, "k1", 3)))
+            .unwrap(),
         Commit::Done
     );
 }
@@ -115,8 +123,14 @@ fn stale_updates_are_refused() {
     let v = inv.version;
     inv.apply(InvoiceInput::Cancel, T0.plus_seconds(1)).unwrap();
     assert_eq!(s.update_invoice(v, &inv, &[], None).unwrap(), Commit::Done);
-    assert_eq!(s.update_invoice(v, &inv, &[], None).unwrap(), Commit::Conflict);
-    assert_eq!(s.invoice(&inv.id).unwrap().unwrap().status, InvoiceStatus::Invalid);
+    assert_eq!(
+        s.update_invoice(v, &inv, &[], None).unwrap(),
+        Commit::Conflict
+    );
+    assert_eq!(
+        s.invoice(&inv.id).unwrap().unwrap().status,
+        InvoiceStatus::Invalid
+    );
 }
 
 #[test]
@@ -149,7 +163,13 @@ fn lists_newest_first_with_cursor_and_order_filter() {
     assert_eq!(p3.items[0].id, ids[0]);
     assert!(!p3.has_more);
     let evens = s
-        .list_invoices(&m.id, &InvoiceQuery { limit: 10, ..q(None, Some("even")) })
+        .list_invoices(
+            &m.id,
+            &InvoiceQuery {
+                limit: 10,
+                ..q(None, Some("even"))
+            },
+        )
         .unwrap();
     assert_eq!(evens.items.len(), 4);
     assert!(evens.items.iter().all(|i| i.merchant_id == m.id));
@@ -168,7 +188,10 @@ fn expiry_index_follows_status() {
     let t = expired.apply(InvoiceInput::Tick, a.expires_at).unwrap();
     assert_eq!(t.events, vec![EventType::InvoiceExpired]);
     s.update_invoice(a.version, &expired, &[], None).unwrap();
-    assert!(s.invoices_due_for_expiry(a.expires_at, 10).unwrap().is_empty());
+    assert!(s
+        .invoices_due_for_expiry(a.expires_at, 10)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -206,5 +229,9 @@ fn events_list_newest_first_per_merchant() {
     assert!(page.has_more);
     let rest = s.list_events(&m.id, Some(&all[2].id), 10).unwrap();
     assert_eq!(rest.items, vec![all[1].clone(), all[0].clone()]);
-    assert!(s.list_events(&merchant(2).id, None, 10).unwrap().items.is_empty());
+    assert!(s
+        .list_events(&merchant(2).id, None, 10)
+        .unwrap()
+        .items
+        .is_empty());
 }

@@ -1,0 +1,151 @@
+//! The one error type of the HTTP API: `{"error":{"type","code","message","param"}}` with the
+//! right status. Internal failures are logged with their detail and answered with a generic message.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use relay_core::CoreError;
+use relay_store::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub code: &'static str,
+    pub message: String,
+    pub param: Option<String>,
+}
+
+/// The error body every failed request gets.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// `invalid_request_error`, `authentication_error`, `idempotency_error` or `api_error`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Stable, machine-readable code, e.g. `amount_invalid`.
+    pub code: &'static str,
+    pub message: String,
+    /// The request parameter at fault, if any.
+    pub param: Option<String>,
+}
+
+impl ApiError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            kind: "invalid_request_error",
+            code,
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> ApiError {
+        self.param = Some(param.into());
+        self
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> ApiError {
+        self.status = status;
+        self
+    }
+
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::invalid("resource_missing", format!("no such {what}"))
+            .with_status(StatusCode::NOT_FOUND)
+    }
+
+    pub fn unauthorized(code: &'static str, message: &str) -> ApiError {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "authentication_error",
+            code,
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    pub fn internal() -> ApiError {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            kind: "api_error",
+            code: "internal_error",
+            message: "an internal error occurred; retry with the same Idempotency-Key".into(),
+            param: None,
+        }
+    }
+
+    pub fn unavailable(code: &'static str, message: &str) -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "api_error",
+            code,
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                kind: self.kind,
+                code: self.code,
+                message: self.message.clone(),
+                param: self.param.clone(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        tracing::error!(target: "relay::api", error = %e, "store failure");
+        ApiError::unavailable(
+            "storage_unavailable",
+            "the relay could not reach its storage; retry with the same Idempotency-Key",
+        )
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            CoreError::InvalidAmount { .. } => {
+                ApiError::invalid("amount_invalid", message).with_param("amount")
+            }
+            CoreError::AmountOverflow { .. } => {
+                ApiError::invalid("amount_too_large", message).with_param("amount")
+            }
+            CoreError::UnknownAsset { .. } => {
+                ApiError::invalid("currency_unsupported", message).with_param("currency")
+            }
+            CoreError::NoRate { .. } => ApiError::invalid("rate_unavailable", message)
+                .with_param("payment_methods")
+                .with_status(StatusCode::UNPROCESSABLE_ENTITY),
+            CoreError::NotCancelable { .. } => ApiError::invalid("invoice_not_cancelable", message)
+                .with_status(StatusCode::CONFLICT),
+            CoreError::InvalidField {
+                field: "expires_in",
+                ..
+            } => ApiError::invalid("expiry_invalid", message).with_param("expires_in"),
+            CoreError::InvalidField { field, .. } => {
+                ApiError::invalid("parameter_invalid", message).with_param(field)
+            }
+            _ => ApiError::invalid("parameter_invalid", message),
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Request extractors whose rejections are [`ApiError`]s: the authenticated merchant, and the raw
+//! body parsed as JSON with the failing field named.
+
+use crate::error::ApiError;
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use relay_core::{ApiKey, Merchant};
+use relay_store::Store;
+use serde::de::DeserializeOwned;
+
+/// The merchant whose API key authorised the request.
+pub struct AuthMerchant(pub Merchant);
+
+impl<S: Store> FromRequestParts<AppState<S>> for AuthMerchant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState<S>,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "api_key_missing",
+                    "send your API key as `Authorization: Bearer <key>`",
+                )
+            })?;
+        let key = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && k.len() <= 128)
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "api_key_invalid",
+                    "the Authorization header must be `Bearer <key>`",
+                )
+            })?;
+        let hash = ApiKey::from_presented(key).hash();
+        match state.store.merchant_by_key(&hash)? {
+            Some(m) => Ok(AuthMerchant(m)),
+            None => Err(ApiError::unauthorized(
+                "api_key_invalid",
+                "the API key is not valid",
+            )),
+        }
+    }
+}
+
+/// The request body as bytes, limited in size (413 `body_too_large` beyond the limit).
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Bytes::from_request(req, state).await {
+            Ok(b) => Ok(RawBody(b)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(
+                ApiError::invalid("body_too_large", "the request body is too large")
+                    .with_status(StatusCode::PAYLOAD_TOO_LARGE),
+            ),
+            Err(rejection) => Err(ApiError::invalid(
+                "body_unreadable",
+                format!("the request body could not be read: {rejection}"),
+            )),
+        }
+    }
+}
+
+/// Parses JSON, naming the parameter at fault: `invalid_json` for syntax, `parameter_missing`,
+/// `parameter_unknown` and `parameter_invalid` for shape.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::invalid(
+                "invalid_json",
+                format!("the body is not valid JSON: {inner}"),
+            );
+        }
+        let msg = inner.to_string();
+        let (code, param) = if let Some(rest) = msg.strip_prefix("missing field `") {
+            (
+                "parameter_missing",
+                rest.split('`').next().unwrap_or("").to_owned(),
+            )
+        } else if let Some(rest) = msg.strip_prefix("unknown field `") {
+            (
+                "parameter_unknown",
+                rest.split('`').next().unwrap_or("").to_owned(),
+            )
+        } else {
+            ("parameter_invalid", path)
+        };
+        let err = ApiError::invalid(code, msg);
+        if param.is_empty() || param == "." {
+            err
+        } else {
+            err.with_param(param)
+        }
+    })?;
+    de.end().map_err(|e| {
+        ApiError::invalid("invalid_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Req {
+        amount: String,
+        n: Option<u32>,
+    }
+
+    #[test]
+    fn json_errors_name_the_parameter() {
+        let e = parse_json::<Req>(b"{").unwrap_err();
+        assert_eq!(e.code, "invalid_json");
+        let e = parse_json::<Req>(b"{}").unwrap_err();
+        assert_eq!(
+            (e.code, e.param.as_deref()),
+            ("parameter_missing", Some("amount"))
+        );
+        let e = parse_json::<Req>(br#"{"amount":"1","x":1}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.param.as_deref()),
+            ("parameter_unknown", Some("x"))
+        );
+        let e = parse_json::<Req>(br#"{"amount":25.5}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.param.as_deref()),
+            ("parameter_invalid", Some("amount"))
+        );
+        let e = parse_json::<Req>(br#"{"amount":"1","n":-1}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.param.as_deref()),
+            ("parameter_invalid", Some("n"))
+        );
+        let e = parse_json::<Req>(br#"{"amount":"1"} trailing"#).unwrap_err();
+        assert_eq!(e.code, "invalid_json");
+        assert!(parse_json::<Req>(br#"{"amount":"1"}"#).is_ok());
+    }
+}

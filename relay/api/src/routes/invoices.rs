@@ -1,0 +1,373 @@
+//! `/v1/invoices`: create, retrieve, list, cancel.
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{parse_json, AuthMerchant, RawBody};
+use crate::idempotency;
+use crate::view::{InvoiceView, ListView};
+use crate::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use relay_core::invoice::{InvoiceInput, NewInvoice};
+use relay_core::{Amount, Event, EventId, Invoice, InvoiceId, Merchant, Money};
+use relay_store::{Commit, IdempotencyRecord, IdempotencyWrite, InvoiceQuery, Store};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use utoipa::ToSchema;
+
+pub const DEFAULT_EXPIRY_SECS: i64 = 15 * 60;
+
+/// Parameters of a new invoice.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInvoiceRequest {
+    /// The price in major units as a decimal string, e.g. `"25.00"`. JSON numbers are refused so
+    /// that no amount passes through a float.
+    pub amount: String,
+    /// A supported currency code: `USD`, `EUR`, …, `BTC`, `ETH`.
+    pub currency: String,
+    /// The merchant's own reference; invoices can be listed by it.
+    pub order_id: Option<String>,
+    pub description: Option<String>,
+    /// Up to 20 string keys and values, returned as given.
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// Seconds until the invoice expires: 60 to 2592000, default 900.
+    pub expires_in: Option<i64>,
+    /// Subset of `bitcoin`, `ethereum`, `card`; default: the merchant's methods.
+    pub payment_methods: Option<Vec<String>>,
+}
+
+fn new_event_id() -> EventId {
+    EventId::from_entropy(rand::random())
+}
+
+fn parse_methods(
+    merchant: &Merchant,
+    requested: Option<Vec<String>>,
+) -> Result<Vec<relay_core::Method>, ApiError> {
+    let Some(names) = requested else {
+        return Ok(merchant.methods.clone());
+    };
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            relay_core::Method::parse(name).ok_or_else(|| {
+                ApiError::invalid(
+                    "payment_method_unsupported",
+                    format!("{name:?} is not one of bitcoin, ethereum, card"),
+                )
+                .with_param(format!("payment_methods[{i}]"))
+            })
+        })
+        .collect()
+}
+
+/// An in-flight write under an optional `Idempotency-Key`.
+pub(crate) struct Idempotent {
+    key: Option<String>,
+    fingerprint: [u8; 32],
+    now: relay_core::Timestamp,
+}
+
+impl Idempotent {
+    /// Replays a previous answer for the same request (`Err(response)`), refuses the key for
+    /// another request, or lets the caller go on.
+    pub(crate) async fn begin<S: Store>(
+        state: &AppState<S>,
+        merchant: &Merchant,
+        headers: &HeaderMap,
+        method: &Method,
+        path: &str,
+        body: &[u8],
+    ) -> Result<Result<Idempotent, Response>, ApiError> {
+        let key = idempotency::key(headers)?;
+        let fingerprint = idempotency::fingerprint(method, path, body);
+        if let Some(k) = &key {
+            if let Some(rec) = state.store.idempotency(&merchant.id, k)? {
+                // The record may belong to a write not yet on disk: answer only once it is.
+                state.store.durable().await?;
+                return Ok(Err(idempotency::replay(&rec, &fingerprint)));
+            }
+        }
+        Ok(Ok(Idempotent {
+            key,
+            fingerprint,
+            now: state.clock.now(),
+        }))
+    }
+
+    /// The record to store with the decision, if the request carried a key.
+    pub(crate) fn record<'a>(
+        &'a self,
+        merchant: &'a Merchant,
+        status: StatusCode,
+        body: &[u8],
+    ) -> Option<IdempotencyWrite<'a>> {
+        self.key.as_deref().map(|k| IdempotencyWrite {
+            merchant_id: &merchant.id,
+            key: k,
+            record: IdempotencyRecord {
+                fingerprint: self.fingerprint,
+                status: status.as_u16(),
+                body: body.to_vec(),
+                created_at: self.now,
+            },
+        })
+    }
+
+    /// Answers once the decision is durable.
+    pub(crate) async fn finish<S: Store>(
+        &self,
+        state: &AppState<S>,
+        commit: Commit,
+        status: StatusCode,
+        body: Vec<u8>,
+    ) -> Result<Response, ApiError> {
+        match commit {
+            Commit::Done => {
+                state.store.durable().await?;
+                Ok((
+                    status,
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+                    .into_response())
+            }
+            Commit::IdempotencyHit(rec) => {
+                state.store.durable().await?;
+                Ok(idempotency::replay(&rec, &self.fingerprint))
+            }
+            Commit::Conflict => Err(ApiError::invalid(
+                "concurrent_update",
+                "the object changed while this request ran; retry it",
+            )
+            .with_status(StatusCode::CONFLICT)),
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// Create an invoice.
+#[utoipa::path(
+    post, path = "/v1/invoices", tag = "invoices",
+    request_body = CreateInvoiceRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses(
+        (status = 200, description = "The new invoice", body = InvoiceView),
+        (status = 400, description = "Invalid parameters", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with another request", body = ErrorBody),
+        (status = 422, description = "No rate for a requested method", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn create<S: Store>(
+    State(state): State<AppState<S>>,
+    AuthMerchant(merchant): AuthMerchant,
+    method: Method,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let idem = match Idempotent::begin(&state, &merchant, &headers, &method, "/v1/invoices", &body)
+        .await?
+    {
+        Ok(idem) => idem,
+        Err(replay) => return Ok(replay),
+    };
+    let req: CreateInvoiceRequest = parse_json(&body)?;
+    let asset = state.assets.get(&req.currency)?.clone();
+    let amount = Amount::parse_decimal(&req.amount, &asset)?;
+    let now = idem.now;
+    let params = NewInvoice {
+        merchant_id: merchant.id.clone(),
+        price: Money { asset, amount },
+        order_id: req.order_id,
+        description: req.description,
+        metadata: req.metadata.unwrap_or_default(),
+        expires_at: now.plus_seconds(req.expires_in.unwrap_or(DEFAULT_EXPIRY_SECS)),
+        methods: parse_methods(&merchant, req.payment_methods)?,
+    };
+    let quotes = params.quote(&state.assets, state.rates.as_ref())?;
+    let (invoice, kinds) =
+        Invoice::create(InvoiceId::from_entropy(rand::random()), params, quotes, now)?;
+    let events = Event::for_invoice(&invoice, &kinds, now, new_event_id);
+    let response = to_json(&InvoiceView::of(&invoice));
+    let commit = state.store.create_invoice(
+        &invoice,
+        &events,
+        idem.record(&merchant, StatusCode::OK, &response),
+    )?;
+    if commit == Commit::Done {
+        metrics::counter!("relay_invoices_created_total").increment(1);
+    }
+    idem.finish(&state, commit, StatusCode::OK, response).await
+}
+
+fn owned_invoice<S: Store>(
+    state: &AppState<S>,
+    merchant: &Merchant,
+    id: &str,
+) -> Result<Invoice, ApiError> {
+    // Another merchant's invoice is answered exactly like a missing one.
+    InvoiceId::parse(id)
+        .map(|id| state.store.invoice(&id))
+        .transpose()?
+        .flatten()
+        .filter(|inv| inv.merchant_id == merchant.id)
+        .ok_or_else(|| ApiError::not_found("invoice").with_param("id"))
+}
+
+/// Retrieve an invoice.
+#[utoipa::path(
+    get, path = "/v1/invoices/{id}", tag = "invoices",
+    params(("id" = String, Path, description = "Invoice id, `inv_…`")),
+    responses(
+        (status = 200, description = "The invoice", body = InvoiceView),
+        (status = 404, description = "No such invoice for this merchant", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn retrieve<S: Store>(
+    State(state): State<AppState<S>>,
+    AuthMerchant(merchant): AuthMerchant,
+    Path(id): Path<String>,
+) -> Result<Json<InvoiceView>, ApiError> {
+    let invoice = owned_invoice(&state, &merchant, &id)?;
+    Ok(Json(InvoiceView::of(&invoice)))
+}
+
+pub(crate) fn page_limit(params: &HashMap<String, String>) -> Result<usize, ApiError> {
+    match params.get("limit") {
+        None => Ok(10),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "parameter_invalid",
+                    "limit must be an integer from 1 to 100",
+                )
+                .with_param("limit")
+            }),
+    }
+}
+
+pub(crate) fn only_params(
+    params: &HashMap<String, String>,
+    allowed: &[&str],
+) -> Result<(), ApiError> {
+    match params.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::invalid(
+            "parameter_unknown",
+            format!("unknown query parameter {k:?}"),
+        )
+        .with_param(k.clone())),
+        None => Ok(()),
+    }
+}
+
+/// List invoices, newest first.
+#[utoipa::path(
+    get, path = "/v1/invoices", tag = "invoices",
+    params(
+        ("limit" = Option<u32>, Query, description = "1 to 100, default 10"),
+        ("starting_after" = Option<String>, Query, description = "Cursor: the last id of the previous page"),
+        ("order_id" = Option<String>, Query, description = "Only invoices with this order id"),
+    ),
+    responses(
+        (status = 200, description = "A page of invoices", body = ListView<InvoiceView>),
+        (status = 400, description = "Invalid parameters", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list<S: Store>(
+    State(state): State<AppState<S>>,
+    AuthMerchant(merchant): AuthMerchant,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<ListView<InvoiceView>>, ApiError> {
+    only_params(&params, &["limit", "starting_after", "order_id"])?;
+    let limit = page_limit(&params)?;
+    let starting_after = match params.get("starting_after") {
+        None => None,
+        Some(s) => Some(InvoiceId::parse(s).ok_or_else(|| {
+            ApiError::invalid("parameter_invalid", "starting_after must be an invoice id")
+                .with_param("starting_after")
+        })?),
+    };
+    let page = state.store.list_invoices(
+        &merchant.id,
+        &InvoiceQuery {
+            order_id: params.get("order_id").cloned(),
+            starting_after,
+            limit,
+        },
+    )?;
+    Ok(Json(ListView {
+        object: "list",
+        data: page.items.iter().map(InvoiceView::of).collect(),
+        has_more: page.has_more,
+    }))
+}
+
+/// Cancel an unpaid invoice (it becomes `invalid`).
+#[utoipa::path(
+    post, path = "/v1/invoices/{id}/cancel", tag = "invoices",
+    params(
+        ("id" = String, Path, description = "Invoice id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe"),
+    ),
+    responses(
+        (status = 200, description = "The canceled invoice", body = InvoiceView),
+        (status = 404, description = "No such invoice", body = ErrorBody),
+        (status = 409, description = "The invoice is not cancelable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn cancel<S: Store>(
+    State(state): State<AppState<S>>,
+    AuthMerchant(merchant): AuthMerchant,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let path = format!("/v1/invoices/{id}/cancel");
+    let idem = match Idempotent::begin(&state, &merchant, &headers, &method, &path, &body).await? {
+        Ok(idem) => idem,
+        Err(replay) => return Ok(replay),
+    };
+    let _: NoParams = parse_json(&body)?;
+    // Optimistic concurrency: re-read and re-apply if a watcher changed the invoice meanwhile.
+    for _ in 0..8 {
+        let mut invoice = owned_invoice(&state, &merchant, &id)?;
+        let version = invoice.version;
+        let now = state.clock.now();
+        let transition = invoice.apply(InvoiceInput::Cancel, now)?;
+        let events = Event::for_invoice(&invoice, &transition.events, now, new_event_id);
+        let response = to_json(&InvoiceView::of(&invoice));
+        let commit = state.store.update_invoice(
+            version,
+            &invoice,
+            &events,
+            idem.record(&merchant, StatusCode::OK, &response),
+        )?;
+        if commit != Commit::Conflict {
+            return idem.finish(&state, commit, StatusCode::OK, response).await;
+        }
+    }
+    Err(
+        ApiError::invalid("concurrent_update", "the invoice keeps changing; retry")
+            .with_status(StatusCode::CONFLICT),
+    )
+}
+
+/// An empty JSON object (or an empty body).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}

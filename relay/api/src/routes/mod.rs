@@ -1,0 +1,4 @@
+//! The HTTP handlers, one module per resource.
+
+pub mod events;
+pub mod invoices;

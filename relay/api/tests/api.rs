@@ -1,0 +1,689 @@
+//! The API as a client uses it, through the router (no socket) on a real sled store.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use relay_api::{app, metrics_handle, AppState};
+use relay_core::{ApiKey, AssetBook, Clock, FixedRates, Merchant, MerchantId, Method, Timestamp};
+use relay_store::{SledStore, Store};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+struct TestClock(AtomicI64);
+impl Clock for TestClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::SeqCst))
+    }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    store: SledStore,
+    router: axum::Router,
+    key: String,
+    other_key: String,
+    clock: Arc<TestClock>,
+}
+
+const T0: i64 = 1_800_000_000;
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let mut keys = Vec::new();
+    for n in 1..=2u8 {
+        let m = Merchant {
+            id: MerchantId::from_entropy([n; 12]),
+            name: format!("shop {n}"),
+            created_at: Timestamp(T0),
+            btc_descriptor: None,
+            eth_payout: None,
+            methods: vec![Method::Bitcoin, Method::Ethereum, Method::Card],
+        };
+        let key = ApiKey::from_entropy([n; 32]);
+        store.insert_merchant(&m, &key.hash()).unwrap();
+        keys.push(key.expose_secret().to_owned());
+    }
+    let clock = Arc::new(TestClock(AtomicI64::new(T0)));
+    let state = AppState {
+        store: store.clone(),
+        assets: Arc::new(AssetBook::default()),
+        rates: Arc::new(
+            FixedRates::from_pairs([("BTC/USD", "60000"), ("ETH/USD", "2500")]).unwrap(),
+        ),
+        clock: clock.clone(),
+        request_timeout: Duration::from_secs(10),
+        metrics: metrics_handle(),
+    };
+    Env {
+        _dir: dir,
+        store,
+        router: app(state),
+        key: keys[0].clone(),
+        other_key: keys[1].clone(),
+        clock,
+    }
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    json: Value,
+    raw: Vec<u8>,
+}
+
+impl Env {
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        key: Option<&str>,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        for (h, v) in headers {
+            req = req.header(*h, *v);
+        }
+        let req = req
+            .header("content-type", "application/json")
+            .body(
+                body.map(|b| Body::from(b.to_vec()))
+                    .unwrap_or_else(Body::empty),
+            )
+            .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let raw = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        let json = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            json,
+            raw,
+        }
+    }
+
+    async fn post(&self, uri: &str, body: Value) -> Resp {
+        self.call(
+            "POST",
+            uri,
+            Some(&self.key),
+            Some(body.to_string().as_bytes()),
+            &[],
+        )
+        .await
+    }
+
+    async fn get(&self, uri: &str) -> Resp {
+        self.call("GET", uri, Some(&self.key), None, &[]).await
+    }
+
+    async fn invoice_count(&self) -> usize {
+        let page = self.get("/v1/invoices?limit=100").await;
+        page.json["data"].as_array().unwrap().len()
+    }
+}
+
+fn body() -> Value {
+    json!({"amount": "25.00", "currency": "USD", "order_id": "A-1001"})
+}
+
+#[tokio::test]
+async fn creates_and_retrieves_an_invoice_with_locked_rates() {
+    let env = env();
+    let r = env
+        .post(
+            "/v1/invoices",
+            json!({
+                "amount": "25.00", "currency": "usd", "order_id": "A-1001",
+                "metadata": {"customer": "c-7"}, "expires_in": 600,
+            }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let inv = &r.json;
+    assert!(inv["id"].as_str().unwrap().starts_with("inv_"));
+    assert_eq!(inv["status"], "new");
+    assert_eq!(inv["exception"], Value::Null);
+    assert_eq!(inv["amount"], "25.00");
+    assert_eq!(inv["amount_minor"], "2500");
+    assert_eq!(inv["currency"], "USD");
+    assert_eq!(inv["metadata"]["customer"], "c-7");
+    assert_eq!(inv["expires_at"], "2027-01-15T08:10:00Z");
+    let btc = &inv["payment_methods"]["bitcoin"];
+    assert_eq!(btc["amount_sat"], "41667");
+    assert_eq!(btc["amount"], "0.00041667");
+    assert_eq!(btc["rate"], "60000");
+    assert_eq!(
+        inv["payment_methods"]["ethereum"]["amount_wei"],
+        "10000000000000000"
+    );
+    assert_eq!(inv["payment_methods"]["card"]["amount_minor"], "2500");
+
+    let id = inv["id"].as_str().unwrap();
+    let got = env.get(&format!("/v1/invoices/{id}")).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.json, r.json);
+
+    let events = env.get("/v1/events").await;
+    assert_eq!(events.json["data"][0]["type"], "invoice.created");
+    assert_eq!(events.json["data"][0]["data"]["object"]["id"], id);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_stable_code_and_changes_nothing() {
+    let env = env();
+    let cases: Vec<(Vec<u8>, StatusCode, &str, Option<&str>)> = vec![
+        (b"{".to_vec(), StatusCode::BAD_REQUEST, "invalid_json", None),
+        (
+            b"[1,2]".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "parameter_invalid",
+            None,
+        ),
+        (
+            b"null".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "parameter_invalid",
+            None,
+        ),
+        (
+            br#"{"currency":"USD"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "parameter_missing",
+            Some("amount"),
+        ),
+        (
+            br#"{"amount":"1.00"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "parameter_missing",
+            Some("currency"),
+        ),
+        (
+            br#"{"amount":25,"currency":"USD"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "parameter_invalid",
+            Some("amount"),
+        ),
+        (
+            br#"{"amount":"-5.00","currency":"USD"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "amount_invalid",
+            Some("amount"),
+        ),
+        (
+            br#"{"amount":"0","currency":"USD"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "amount_invalid",
+            Some("amount"),
+        ),
+        (
+            br#"{"amount":"1.001","currency":"USD"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "amount_invalid",
+            Some("amount"),
+        ),
+        (
+            br#"{"amount":"1e3","currency":"USD"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "amount_invalid",
+            Some("amount"),
+        ),
+        (
+            format!(r#"{{"amount":"{}","currency":"USD"}}"#, "9".repeat(90)).into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "amount_too_large",
+            Some("amount"),
+        ),
+        (
+            br#"{"amount":"1.00","currency":"XYZ"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "currency_unsupported",
+            Some("currency"),
+        ),
+        (
+            br#"{"amount":"1.00","currency":"USD","expires_in":5}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "expiry_invalid",
+            Some("expires_in"),
+        ),
+        (
+            br#"{"amount":"1.00","currency":"USD","expires_in":999999999999}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "expiry_invalid",
+            Some("expires_in"),
+        ),
+        (
+            br#"{"amount":"1.00","currency":"USD","expires_in":-60}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "expiry_invalid",
+            Some("expires_in"),
+        ),
+        (
+            br#"{"amount":"1.00","currency":"USD","expires_in":1e40}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "parameter_invalid",
+            Some("expires_in"),
+        ),
+        (
+            br#"{"amount":"1.00","currency":"USD","surprise":true}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "parameter_unknown",
+            Some("surprise"),
+        ),
+        (
+            br#"{"amount":"1.00","currency":"USD","payment_methods":["paypal"]}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "payment_method_unsupported",
+            Some("payment_methods[0]"),
+        ),
+        (
+            br#"{"amount":"1.00","currency":"USD","payment_methods":[]}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "parameter_invalid",
+            Some("payment_methods"),
+        ),
+        (
+            br#"{"amount":"1.00","currency":"EUR","payment_methods":["bitcoin"]}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "rate_unavailable",
+            Some("payment_methods"),
+        ),
+        (
+            br#"{"amount":"1.00","currency":"BTC","payment_methods":["card"]}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "rate_unavailable",
+            Some("payment_methods"),
+        ),
+        (
+            br#"{"amount":"1.00","currency":"USD","order_id":""}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "parameter_invalid",
+            Some("order_id"),
+        ),
+        (
+            br#"{"amount":"1.00","currency":"USD","metadata":{"k":1}}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "parameter_invalid",
+            Some("metadata.k"),
+        ),
+        (
+            vec![b'x'; relay_api::BODY_LIMIT_BYTES + 1],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            None,
+        ),
+    ];
+    for (body, status, code, param) in cases {
+        let r = env
+            .call("POST", "/v1/invoices", Some(&env.key), Some(&body), &[])
+            .await;
+        let shown = String::from_utf8_lossy(&body[..body.len().min(80)]).to_string();
+        assert_eq!(r.status, status, "{shown}: {}", r.json);
+        assert_eq!(r.json["error"]["code"], code, "{shown}");
+        assert!(r.json["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+        assert!(r.json["error"]["type"].is_string());
+        if let Some(p) = param {
+            assert_eq!(r.json["error"]["param"], p, "{shown}");
+        }
+    }
+    assert_eq!(env.invoice_count().await, 0);
+    assert!(env.get("/v1/events").await.json["data"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn api_keys_are_required_and_merchants_are_isolated() {
+    let env = env();
+    let r = env
+        .call(
+            "POST",
+            "/v1/invoices",
+            None,
+            Some(body().to_string().as_bytes()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("api_key_missing"))
+    );
+    let r = env
+        .call("GET", "/v1/invoices", Some("rk_nope"), None, &[])
+        .await;
+    assert_eq!(
+        (r.status, r.json["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("api_key_invalid"))
+    );
+    let r = env
+        .call(
+            "GET",
+            "/v1/invoices",
+            None,
+            None,
+            &[("authorization", "Basic abc")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(env.invoice_count().await, 0);
+
+    let mine = env.post("/v1/invoices", body()).await;
+    let id = mine.json["id"].as_str().unwrap();
+    // The other merchant cannot see, list or cancel it: 404 exactly like a missing id.
+    let theirs = env
+        .call(
+            "GET",
+            &format!("/v1/invoices/{id}"),
+            Some(&env.other_key),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (theirs.status, theirs.json["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("resource_missing"))
+    );
+    let cancel = env
+        .call(
+            "POST",
+            &format!("/v1/invoices/{id}/cancel"),
+            Some(&env.other_key),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(cancel.status, StatusCode::NOT_FOUND);
+    let list = env
+        .call("GET", "/v1/invoices", Some(&env.other_key), None, &[])
+        .await;
+    assert!(list.json["data"].as_array().unwrap().is_empty());
+    let events = env
+        .call("GET", "/v1/events", Some(&env.other_key), None, &[])
+        .await;
+    assert!(events.json["data"].as_array().unwrap().is_empty());
+    assert_eq!(
+        env.get(&format!("/v1/invoices/{id}")).await.json["status"],
+        "new"
+    );
+    for bad in ["inv_x", "../../etc", "inv_000000000000000000000000"] {
+        let r = env.get(&format!("/v1/invoices/{bad}")).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_and_refuses_reuse() {
+    let env = env();
+    let b = body().to_string();
+    let first = env
+        .call(
+            "POST",
+            "/v1/invoices",
+            Some(&env.key),
+            Some(b.as_bytes()),
+            &[("idempotency-key", "order-1")],
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::OK);
+    let again = env
+        .call(
+            "POST",
+            "/v1/invoices",
+            Some(&env.key),
+            Some(b.as_bytes()),
+            &[("idempotency-key", "order-1")],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(
+        again.raw, first.raw,
+        "the replay is byte-for-byte the first answer"
+    );
+    assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(env.invoice_count().await, 1);
+
+    let other = json!({"amount": "30.00", "currency": "USD"}).to_string();
+    let reused = env
+        .call(
+            "POST",
+            "/v1/invoices",
+            Some(&env.key),
+            Some(other.as_bytes()),
+            &[("idempotency-key", "order-1")],
+        )
+        .await;
+    assert_eq!(
+        (reused.status, reused.json["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("idempotency_key_reused"))
+    );
+    assert_eq!(env.invoice_count().await, 1);
+
+    // Keys belong to a merchant: the other merchant may use the same key.
+    let theirs = env
+        .call(
+            "POST",
+            "/v1/invoices",
+            Some(&env.other_key),
+            Some(b.as_bytes()),
+            &[("idempotency-key", "order-1")],
+        )
+        .await;
+    assert_eq!(theirs.status, StatusCode::OK);
+    assert_ne!(theirs.json["id"], first.json["id"]);
+
+    let bad_key = env
+        .call(
+            "POST",
+            "/v1/invoices",
+            Some(&env.key),
+            Some(b.as_bytes()),
+            &[("idempotency-key", "has space")],
+        )
+        .await;
+    assert_eq!(bad_key.json["error"]["code"], "idempotency_key_invalid");
+    assert_eq!(env.invoice_count().await, 1);
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_key_create_one_invoice() {
+    let env = Arc::new(env());
+    let b = body().to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let env = env.clone();
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            env.call(
+                "POST",
+                "/v1/invoices",
+                Some(&env.key),
+                Some(b.as_bytes()),
+                &[("idempotency-key", "race")],
+            )
+            .await
+        }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        ids.insert(r.json["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 1);
+    assert_eq!(env.invoice_count().await, 1);
+}
+
+#[tokio::test]
+async fn lists_paginate_newest_first_and_filter_by_order() {
+    let env = env();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let r = env
+            .post(
+                "/v1/invoices",
+                json!({"amount": "1.00", "currency": "USD", "order_id": format!("o-{}", n % 2)}),
+            )
+            .await;
+        ids.push(r.json["id"].as_str().unwrap().to_owned());
+    }
+    let p1 = env.get("/v1/invoices?limit=2").await;
+    let got: Vec<_> = p1.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(got, vec![ids[4].clone(), ids[3].clone()]);
+    assert_eq!(p1.json["has_more"], true);
+    let p2 = env
+        .get(&format!("/v1/invoices?limit=2&starting_after={}", ids[3]))
+        .await;
+    let got: Vec<_> = p2.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(got, vec![ids[2].clone(), ids[1].clone()]);
+    let o0 = env.get("/v1/invoices?order_id=o-0").await;
+    assert_eq!(o0.json["data"].as_array().unwrap().len(), 3);
+    for (q, code) in [
+        ("limit=0", "parameter_invalid"),
+        ("limit=101", "parameter_invalid"),
+        ("limit=x", "parameter_invalid"),
+        ("starting_after=zzz", "parameter_invalid"),
+        ("colour=red", "parameter_unknown"),
+    ] {
+        let r = env.get(&format!("/v1/invoices?{q}")).await;
+        assert_eq!(
+            (r.status, r.json["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(code)),
+            "{q}"
+        );
+    }
+    let ev = env.get("/v1/events?type=invoice.created&limit=3").await;
+    assert_eq!(ev.json["data"].as_array().unwrap().len(), 3);
+    assert_eq!(ev.json["has_more"], true);
+    let bad = env.get("/v1/events?type=invoice.exploded").await;
+    assert_eq!(bad.json["error"]["code"], "parameter_invalid");
+}
+
+#[tokio::test]
+async fn cancel_invalidates_once_and_emits_an_event() {
+    let env = env();
+    let r = env.post("/v1/invoices", body()).await;
+    let id = r.json["id"].as_str().unwrap();
+    let c = env
+        .call(
+            "POST",
+            &format!("/v1/invoices/{id}/cancel"),
+            Some(&env.key),
+            None,
+            &[("idempotency-key", "c1")],
+        )
+        .await;
+    assert_eq!(c.status, StatusCode::OK, "{}", c.json);
+    assert_eq!(c.json["status"], "invalid");
+    let replay = env
+        .call(
+            "POST",
+            &format!("/v1/invoices/{id}/cancel"),
+            Some(&env.key),
+            None,
+            &[("idempotency-key", "c1")],
+        )
+        .await;
+    assert_eq!(replay.raw, c.raw);
+    let again = env
+        .call(
+            "POST",
+            &format!("/v1/invoices/{id}/cancel"),
+            Some(&env.key),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (again.status, again.json["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("invoice_not_cancelable"))
+    );
+    let ev = env.get("/v1/events?type=invoice.invalid").await;
+    assert_eq!(ev.json["data"].as_array().unwrap().len(), 1);
+    let bad_body = env
+        .call(
+            "POST",
+            &format!("/v1/invoices/{id}/cancel"),
+            Some(&env.key),
+            Some(br#"{"reason":1}"#),
+            &[],
+        )
+        .await;
+    assert_eq!(bad_body.json["error"]["code"], "parameter_unknown");
+}
+
+#[tokio::test]
+async fn expiry_is_decided_from_the_clock() {
+    let env = env();
+    let r = env
+        .post(
+            "/v1/invoices",
+            json!({"amount": "1.00", "currency": "USD", "expires_in": 60}),
+        )
+        .await;
+    let id = relay_core::InvoiceId::parse(r.json["id"].as_str().unwrap()).unwrap();
+    env.clock.0.fetch_add(61, Ordering::SeqCst);
+    let due = env
+        .store
+        .invoices_due_for_expiry(env.clock.now(), 10)
+        .unwrap();
+    assert_eq!(due, vec![id]);
+}
+
+#[tokio::test]
+async fn service_endpoints_answer() {
+    let env = env();
+    assert_eq!(
+        env.call("GET", "/healthz", None, None, &[]).await.json["status"],
+        "ok"
+    );
+    assert_eq!(
+        env.call("GET", "/readyz", None, None, &[]).await.json["status"],
+        "ready"
+    );
+    env.post("/v1/invoices", body()).await;
+    let m = env.call("GET", "/metrics", None, None, &[]).await;
+    let text = String::from_utf8(m.raw).unwrap();
+    assert!(text.contains("relay_http_requests_total"), "{text}");
+    let doc = env.call("GET", "/openapi.json", None, None, &[]).await.json;
+    assert!(doc["paths"]["/v1/invoices"]["post"].is_object());
+    assert!(doc["paths"]["/v1/invoices/{id}/cancel"]["post"].is_object());
+    assert!(doc["paths"]["/v1/events"]["get"].is_object());
+    assert!(doc["components"]["schemas"]["InvoiceView"].is_object());
+    let nf = env.call("GET", "/v2/nothing", None, None, &[]).await;
+    assert_eq!(
+        (nf.status, nf.json["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("route_not_found"))
+    );
+    let na = env
+        .call("DELETE", "/v1/invoices", Some(&env.key), None, &[])
+        .await;
+    assert_eq!(na.status, StatusCode::METHOD_NOT_ALLOWED);
+}
