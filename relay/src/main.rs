@@ -1,1 +1,124 @@
-fn main() {}
+//! `relay`: the cross-chain payment relay. `relay serve` runs it, `relay merchant create` adds a
+//! merchant, `relay dev` brings up a local testnet with a relay on it.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use relay::config::Config;
+use relay::{dev, merchant, server};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "relay", version, about = "Cross-chain payment relay")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (settings from --config and RELAY_* variables).
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Manage merchants.
+    Merchant {
+        #[command(subcommand)]
+        command: MerchantCommand,
+    },
+    /// Start a local testnet (anvil, bitcoin regtest, card gateway) and a relay on it.
+    Dev {
+        /// Address of the relay's API (default: a free loopback port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Keep data here instead of a fresh temporary directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MerchantCommand {
+    /// Create a merchant; prints its id, API key and webhook secret once, as JSON.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        btc_descriptor: Option<String>,
+        #[arg(long)]
+        eth_payout: Option<String>,
+        #[arg(long)]
+        webhook_url: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RELAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
+    let config = Config::load(path, std::env::vars())?;
+    config.validate()?;
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let config = load_config(config.as_deref())?;
+            init_tracing(config.log_format == "json");
+            tracing::info!(target: "relay", ?config, "starting");
+            let store = server::open_store(&config)?;
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+            server::serve(&config, store, listener, server::shutdown_signal()).await
+        }
+        Command::Merchant {
+            command:
+                MerchantCommand::Create {
+                    name,
+                    btc_descriptor,
+                    eth_payout,
+                    webhook_url,
+                    config,
+                },
+        } => {
+            let config = load_config(config.as_deref())?;
+            let store = server::open_store(&config)?;
+            let created = merchant::create(
+                &store,
+                &relay_api::SystemClock,
+                merchant::NewMerchant {
+                    name,
+                    btc_descriptor,
+                    eth_payout,
+                    webhook_url,
+                },
+            )?;
+            relay_store::Store::durable(&store).await?;
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", serde_json::to_string_pretty(&created)?);
+            }
+            Ok(())
+        }
+        Command::Dev { listen, data_dir } => {
+            init_tracing(false);
+            dev::run(listen, data_dir).await
+        }
+    }
+}

@@ -42,6 +42,8 @@ fn env() -> Env {
             btc_descriptor: None,
             eth_payout: None,
             methods: vec![Method::Bitcoin, Method::Ethereum, Method::Card],
+            webhook_url: None,
+            webhook_secret: relay_core::Secret::from_entropy("whsec_", [5; 32]),
         };
         let key = ApiKey::from_entropy([n; 32]);
         store.insert_merchant(&m, &key.hash()).unwrap();

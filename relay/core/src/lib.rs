@@ -23,7 +23,7 @@ pub use invoice::{
     Invoice, InvoiceException, InvoiceStatus, Method, MethodQuote, NewInvoice, Payment,
     PaymentStatus,
 };
-pub use merchant::{ApiKey, ApiKeyHash, Merchant};
+pub use merchant::{ApiKey, ApiKeyHash, Merchant, Secret};
 pub use money::{Amount, Asset, AssetBook, AssetKind, Money};
 pub use rate::{FixedRates, Rate, RateSource};
 pub use time::{Clock, Timestamp};

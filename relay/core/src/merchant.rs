@@ -20,6 +20,32 @@ pub struct Merchant {
     pub eth_payout: Option<String>,
     /// The methods offered when an invoice does not name its own.
     pub methods: Vec<Method>,
+    /// Where the merchant's signed webhooks go, if it gave an address at creation.
+    pub webhook_url: Option<String>,
+    /// The key that signs the merchant's webhooks. Shown once at creation, never again.
+    pub webhook_secret: Secret,
+}
+
+/// A secret string whose `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// `prefix` followed by 32 random bytes (hex) supplied by the caller.
+    pub fn from_entropy(prefix: &str, bytes: [u8; 32]) -> Secret {
+        Secret(format!("{prefix}{}", hex::encode(bytes)))
+    }
+
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 impl Merchant {
@@ -29,6 +55,21 @@ impl Merchant {
             return Err(CoreError::InvalidField {
                 field: "name",
                 reason: "1 to 200 printable characters".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Accepts an absolute http(s) URL of reasonable length.
+    pub fn validate_webhook_url(url: &str) -> Result<(), CoreError> {
+        let ok = url.len() <= 2048
+            && (url.starts_with("http://") || url.starts_with("https://"))
+            && url.len() > "https://".len()
+            && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !ok {
+            return Err(CoreError::InvalidField {
+                field: "webhook_url",
+                reason: format!("{url:?} is not an absolute http(s) URL"),
             });
         }
         Ok(())

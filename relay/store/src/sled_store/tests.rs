@@ -13,6 +13,8 @@ fn merchant(n: u8) -> Merchant {
         btc_descriptor: None,
         eth_payout: None,
         methods: vec![Method::Card],
+        webhook_url: None,
+        webhook_secret: relay_core::Secret::from_entropy("whsec_", [5; 32]),
     }
 }
 

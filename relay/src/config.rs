@@ -1,0 +1,194 @@
+//! Settings: a TOML file (optional), each key overridable by a `RELAY_*` environment variable.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the sled store lives (`RELAY_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Address of the HTTP API (`RELAY_LISTEN`).
+    pub listen: SocketAddr,
+    /// `text` or `json` (`RELAY_LOG_FORMAT`).
+    pub log_format: String,
+    /// Seconds before a request is cut off (`RELAY_REQUEST_TIMEOUT_SECS`).
+    pub request_timeout_secs: u64,
+    /// Fixed exchange rates, `"BTC/USD" = "60000.00"` (`RELAY_RATES="BTC/USD=60000,ETH/USD=2500"`).
+    pub rates: BTreeMap<String, String>,
+    /// ERC-20 tokens accepted besides ETH.
+    pub tokens: Vec<TokenConfig>,
+    pub btc_rpc_url: Option<String>,
+    pub eth_rpc_url: Option<String>,
+    pub escrow_address: Option<String>,
+    pub operator_key_file: Option<PathBuf>,
+    pub stripe_api_base: Option<String>,
+    pub stripe_secret_key: Option<String>,
+    pub stripe_webhook_secret: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub code: String,
+    pub decimals: u8,
+    pub contract: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./relay-data"),
+            listen: "127.0.0.1:8080".parse().expect("valid default address"),
+            log_format: "text".into(),
+            request_timeout_secs: 30,
+            rates: BTreeMap::new(),
+            tokens: Vec::new(),
+            btc_rpc_url: None,
+            eth_rpc_url: None,
+            escrow_address: None,
+            operator_key_file: None,
+            stripe_api_base: None,
+            stripe_secret_key: None,
+            stripe_webhook_secret: None,
+        }
+    }
+}
+
+// Secrets and URLs that may carry credentials are never printed.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |o: &Option<String>| if o.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("log_format", &self.log_format)
+            .field("rates", &self.rates)
+            .field("tokens", &self.tokens)
+            .field("btc_rpc_url", &set(&self.btc_rpc_url))
+            .field("eth_rpc_url", &set(&self.eth_rpc_url))
+            .field("escrow_address", &self.escrow_address)
+            .field("stripe_api_base", &self.stripe_api_base)
+            .field("stripe_secret_key", &set(&self.stripe_secret_key))
+            .field("stripe_webhook_secret", &set(&self.stripe_webhook_secret))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Reads `path` (if given), then applies `RELAY_*` overrides from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config> {
+        let mut config = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("invalid config file {}", p.display()))?
+            }
+            None => Config::default(),
+        };
+        for (key, value) in env {
+            let Some(name) = key.strip_prefix("RELAY_") else {
+                continue;
+            };
+            config
+                .apply_env(name, value)
+                .with_context(|| format!("invalid {key}"))?;
+        }
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, name: &str, value: String) -> Result<()> {
+        let opt = |v: String| if v.is_empty() { None } else { Some(v) };
+        match name {
+            "DATA_DIR" => self.data_dir = PathBuf::from(value),
+            "LISTEN" => {
+                self.listen = value
+                    .parse()
+                    .context("expected an address like 127.0.0.1:8080")?
+            }
+            "LOG_FORMAT" => self.log_format = value,
+            "REQUEST_TIMEOUT_SECS" => {
+                self.request_timeout_secs = value.parse().context("expected seconds")?
+            }
+            "RATES" => {
+                self.rates.clear();
+                for entry in value.split(',').filter(|e| !e.trim().is_empty()) {
+                    let Some((pair, price)) = entry.split_once('=') else {
+                        bail!("expected BASE/QUOTE=PRICE entries separated by commas");
+                    };
+                    self.rates
+                        .insert(pair.trim().to_owned(), price.trim().to_owned());
+                }
+            }
+            "BTC_RPC_URL" => self.btc_rpc_url = opt(value),
+            "ETH_RPC_URL" => self.eth_rpc_url = opt(value),
+            "ESCROW_ADDRESS" => self.escrow_address = opt(value),
+            "OPERATOR_KEY_FILE" => self.operator_key_file = opt(value).map(PathBuf::from),
+            "STRIPE_API_BASE" => self.stripe_api_base = opt(value),
+            "STRIPE_SECRET_KEY" => self.stripe_secret_key = opt(value),
+            "STRIPE_WEBHOOK_SECRET" => self.stripe_webhook_secret = opt(value),
+            // Other RELAY_* variables (e.g. the harness's own) are not settings of the relay.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!("log_format must be \"text\" or \"json\"");
+        }
+        if self.request_timeout_secs == 0 || self.request_timeout_secs > 600 {
+            bail!("request_timeout_secs must be 1 to 600");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_secrets_are_not_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nstripe_secret_key = \"sk_test_abc\"\n[rates]\n\"BTC/USD\" = \"60000\"\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("RELAY_DATA_DIR".to_owned(), "/tmp/x".to_owned()),
+            (
+                "RELAY_RATES".to_owned(),
+                "ETH/USD=2500, BTC/USD=61000".to_owned(),
+            ),
+            ("HOME".to_owned(), "/root".to_owned()),
+        ];
+        let c = Config::load(Some(&path), env).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.rates["BTC/USD"], "61000");
+        assert_eq!(c.rates["ETH/USD"], "2500");
+        assert!(!format!("{c:?}").contains("sk_test_abc"));
+    }
+
+    #[test]
+    fn bad_settings_are_reported() {
+        let env = vec![("RELAY_LISTEN".to_owned(), "nowhere".to_owned())];
+        let err = Config::load(None, env).unwrap_err();
+        assert!(format!("{err:#}").contains("RELAY_LISTEN"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        assert!(Config::load(Some(&path), vec![]).is_err());
+    }
+}

@@ -1,0 +1,43 @@
+//! The expiry sweep: invoices whose expiry passed are re-evaluated against the clock, so that an
+//! unpaid invoice becomes `expired` (with its event) even when nothing else happens to it.
+
+use relay_core::invoice::InvoiceInput;
+use relay_core::{Clock, Event, EventId, InvoiceStatus};
+use relay_store::{Commit, SledStore, Store, StoreError};
+
+/// Handles every invoice due for expiry at the clock's "now"; returns how many changed.
+pub async fn sweep(store: &SledStore, clock: &dyn Clock) -> Result<usize, StoreError> {
+    let now = clock.now();
+    let mut changed = 0;
+    for id in store.invoices_due_for_expiry(now, 1000)? {
+        // Retry on a concurrent update (a payment arriving at the same moment).
+        for _ in 0..8 {
+            let Some(mut invoice) = store.invoice(&id)? else {
+                break;
+            };
+            let version = invoice.version;
+            let Ok(transition) = invoice.apply(InvoiceInput::Tick, now) else {
+                break;
+            };
+            if transition.changed {
+                let events = Event::for_invoice(&invoice, &transition.events, now, || {
+                    EventId::from_entropy(rand::random())
+                });
+                if store.update_invoice(version, &invoice, &events, None)? == Commit::Conflict {
+                    continue;
+                }
+                changed += 1;
+            }
+            // A paid invoice still processing past its expiry needs no further sweep.
+            if matches!(
+                invoice.status,
+                InvoiceStatus::New | InvoiceStatus::Processing
+            ) {
+                store.expiry_handled(&invoice)?;
+            }
+            break;
+        }
+    }
+    store.durable().await?;
+    Ok(changed)
+}

@@ -1,0 +1,9 @@
+//! The `relay` binary's pieces, as a library so the end-to-end tests can drive them: configuration,
+//! wiring of the store, rates and API into a server, the expiry sweep, merchant creation and the
+//! `relay dev` testnet.
+
+pub mod config;
+pub mod dev;
+pub mod expiry;
+pub mod merchant;
+pub mod server;

@@ -1,0 +1,107 @@
+//! `relay serve`: the store, the rates and the API wired into one server, with the background
+//! tasks, until a shutdown signal.
+
+use crate::config::Config;
+use anyhow::{Context, Result};
+use relay_api::{app, metrics_handle, AppState, SystemClock};
+use relay_core::{AssetBook, Clock, FixedRates};
+use relay_store::{SledStore, Store};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Opens the store in the configured data directory, with a clear message when another relay
+/// holds it.
+pub fn open_store(config: &Config) -> Result<SledStore> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    SledStore::open(&config.data_dir).with_context(|| {
+        format!(
+            "cannot open the store in {} (is another relay running on it?)",
+            config.data_dir.display()
+        )
+    })
+}
+
+pub fn asset_book(config: &Config) -> Result<AssetBook> {
+    let mut assets = AssetBook::default();
+    for t in &config.tokens {
+        assets
+            .add_token(&t.code, t.decimals, &t.contract)
+            .with_context(|| format!("invalid token {}", t.code))?;
+    }
+    Ok(assets)
+}
+
+pub fn rates(config: &Config) -> Result<FixedRates> {
+    FixedRates::from_pairs(config.rates.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .context("invalid rates")
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then drains requests and flushes.
+pub async fn serve(
+    config: &Config,
+    store: SledStore,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let state = AppState {
+        store: store.clone(),
+        assets: Arc::new(asset_book(config)?),
+        rates: Arc::new(rates(config)?),
+        clock: clock.clone(),
+        request_timeout: Duration::from_secs(config.request_timeout_secs),
+        metrics: metrics_handle(),
+    };
+    let sweeper = tokio::spawn(expiry_loop(store.clone(), clock));
+    tracing::info!(target: "relay", addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("server failed")?;
+    sweeper.abort();
+    store.durable().await.context("final flush failed")?;
+    tracing::info!(target: "relay", "stopped");
+    Ok(())
+}
+
+async fn expiry_loop(store: SledStore, clock: Arc<dyn Clock>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        match crate::expiry::sweep(&store, clock.as_ref()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(target: "relay::expiry", expired = n, "invoices expired"),
+            Err(e) => tracing::warn!(target: "relay::expiry", error = %e, "expiry sweep failed"),
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!(target: "relay", "shutting down");
+}

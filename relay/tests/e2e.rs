@@ -1,0 +1,472 @@
+//! End-to-end tests of the `relay` binary as users run it: real processes, real sockets, a real
+//! data directory, SIGKILL for the crash test, and `relay dev` on the real testnet.
+
+use relay_core::{Clock, InvoiceStatus, Timestamp};
+use relay_store::Store;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const RELAY: &str = env!("CARGO_BIN_EXE_relay");
+
+fn free_port() -> u16 {
+    relay_testnet::free_port().unwrap()
+}
+
+fn merchant_create(data_dir: &Path, name: &str) -> Value {
+    let out = Command::new(RELAY)
+        .args(["merchant", "create", "--name", name])
+        .env("RELAY_DATA_DIR", data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    async fn start(data_dir: &Path, port: u16) -> Server {
+        let child = Command::new(RELAY)
+            .arg("serve")
+            .env("RELAY_DATA_DIR", data_dir)
+            .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RELAY_RATES", "BTC/USD=60000,ETH/USD=2500")
+            .env("RELAY_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let start = Instant::now();
+        while client.get(format!("{url}/readyz")).send().await.is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "relay did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Server { child, url }
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn create_invoice(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    idem: &str,
+    body: &Value,
+) -> reqwest::Result<(u16, Value)> {
+    let r = client
+        .post(format!("{url}/v1/invoices"))
+        .bearer_auth(key)
+        .header("Idempotency-Key", idem)
+        .json(body)
+        .send()
+        .await?;
+    let status = r.status().as_u16();
+    Ok((status, r.json().await?))
+}
+
+fn order_body(n: usize) -> Value {
+    json!({"amount": format!("{}.{:02}", 1 + n / 100, n % 100), "currency": "USD", "order_id": format!("crash-{n}")})
+}
+
+/// SIGKILL while answering a stream of creations: everything acknowledged survives intact, and
+/// retrying every request with its Idempotency-Key creates each invoice exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_loses_no_acknowledged_invoice_and_retries_create_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = merchant_create(dir.path(), "crash shop");
+    let key = m["api_key"].as_str().unwrap().to_owned();
+    let port = free_port();
+    let mut server = Server::start(dir.path(), port).await;
+
+    let acked: Arc<std::sync::Mutex<BTreeMap<usize, Value>>> = Default::default();
+    let attempted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut workers = Vec::new();
+    for w in 0..16usize {
+        let (client, url, key, acked, attempted) = (
+            client.clone(),
+            server.url.clone(),
+            key.clone(),
+            acked.clone(),
+            attempted.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let n = w * 100_000 + i;
+                attempted.fetch_max(i + 1, std::sync::atomic::Ordering::SeqCst);
+                match create_invoice(&client, &url, &key, &format!("k-{n}"), &order_body(n)).await {
+                    Ok((200, inv)) => {
+                        acked.lock().unwrap().insert(n, inv);
+                    }
+                    Ok((status, body)) => panic!("unexpected {status}: {body}"),
+                    Err(_) => return i + 1, // the relay died under us
+                }
+            }
+            unreachable!()
+        }));
+    }
+    // Let the stream run until enough creations are acknowledged, then kill -9 mid-stream.
+    let start = Instant::now();
+    while acked.lock().unwrap().len() < 300 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "too slow to acknowledge"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill9();
+    let mut sent_per_worker = Vec::new();
+    for w in workers {
+        sent_per_worker.push(w.await.unwrap());
+    }
+    let acked = acked.lock().unwrap().clone();
+
+    let server = Server::start(dir.path(), port).await;
+    // Every acknowledged invoice is there, exactly as it was acknowledged.
+    for inv in acked.values() {
+        let id = inv["id"].as_str().unwrap();
+        let got: Value = client
+            .get(format!("{}/v1/invoices/{id}", server.url))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(&got, inv);
+    }
+    // Retrying every request that was sent (acknowledged or not) yields one invoice per key.
+    let mut ids = std::collections::BTreeSet::new();
+    let mut total = 0;
+    for (w, sent) in sent_per_worker.iter().enumerate() {
+        for i in 0..*sent {
+            let n = w * 100_000 + i;
+            let (status, inv) = create_invoice(
+                &client,
+                &server.url,
+                &key,
+                &format!("k-{n}"),
+                &order_body(n),
+            )
+            .await
+            .unwrap();
+            assert_eq!(status, 200, "{inv}");
+            if let Some(first) = acked.get(&n) {
+                assert_eq!(&inv, first, "retry of an acknowledged request replays it");
+            }
+            assert_eq!(inv["order_id"], format!("crash-{n}"));
+            ids.insert(inv["id"].as_str().unwrap().to_owned());
+            total += 1;
+        }
+    }
+    assert_eq!(ids.len(), total, "one invoice per idempotency key");
+    // And the store holds exactly those invoices: walk the whole list.
+    let mut listed = std::collections::BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/invoices?limit=100", server.url);
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&starting_after={c}"));
+        }
+        let page: Value = client
+            .get(url)
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for inv in page["data"].as_array().unwrap() {
+            listed.insert(inv["id"].as_str().unwrap().to_owned());
+        }
+        if page["has_more"] != true {
+            break;
+        }
+        cursor = page["data"]
+            .as_array()
+            .unwrap()
+            .last()
+            .map(|i| i["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(listed, ids);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn merchant_cli_serve_and_graceful_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = merchant_create(dir.path(), "Corner shop");
+    assert!(m["id"].as_str().unwrap().starts_with("mer_"));
+    assert!(m["api_key"].as_str().unwrap().starts_with("rk_"));
+    assert!(m["webhook_secret"].as_str().unwrap().starts_with("whsec_"));
+
+    let bad = Command::new(RELAY)
+        .args(["merchant", "create", "--name", "x", "--eth-payout", "0x123"])
+        .env("RELAY_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("eth_payout"));
+
+    let port = free_port();
+    let mut server = Server::start(dir.path(), port).await;
+    // A second process cannot open the same data directory while the relay runs.
+    let locked = Command::new(RELAY)
+        .args(["merchant", "create", "--name", "y"])
+        .env("RELAY_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!locked.status.success());
+    assert!(
+        String::from_utf8_lossy(&locked.stderr).contains("another relay"),
+        "{}",
+        String::from_utf8_lossy(&locked.stderr)
+    );
+
+    let client = reqwest::Client::new();
+    let key = m["api_key"].as_str().unwrap();
+    let (status, inv) = create_invoice(&client, &server.url, key, "one", &order_body(1))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "graceful shutdown exits 0, got {status:?}"
+    );
+
+    let server = Server::start(dir.path(), port).await;
+    let got: Value = client
+        .get(format!(
+            "{}/v1/invoices/{}",
+            server.url,
+            inv["id"].as_str().unwrap()
+        ))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got, inv);
+}
+
+struct FixedClock(i64);
+impl Clock for FixedClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0)
+    }
+}
+
+#[tokio::test]
+async fn expiry_sweep_expires_unpaid_invoices_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = relay_store::SledStore::open(dir.path()).unwrap();
+    let created = relay::merchant::create(
+        &store,
+        &FixedClock(1_000),
+        relay::merchant::NewMerchant {
+            name: "s".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let merchant = store
+        .merchant_by_key(&relay_core::ApiKey::from_presented(&created.api_key).hash())
+        .unwrap()
+        .unwrap();
+    let params = relay_core::NewInvoice {
+        merchant_id: merchant.id.clone(),
+        price: relay_core::Money {
+            asset: relay_core::Asset::fiat("USD", 2),
+            amount: relay_core::Amount::from_minor(500),
+        },
+        order_id: None,
+        description: None,
+        metadata: Default::default(),
+        expires_at: Timestamp(1_000 + 60),
+        methods: vec![relay_core::Method::Card],
+    };
+    let quotes = params
+        .quote(
+            &relay_core::AssetBook::default(),
+            &relay_core::FixedRates::default(),
+        )
+        .unwrap();
+    let (inv, kinds) = relay_core::Invoice::create(
+        relay_core::InvoiceId::from_entropy([3; 12]),
+        params,
+        quotes,
+        Timestamp(1_000),
+    )
+    .unwrap();
+    let events = relay_core::Event::for_invoice(&inv, &kinds, Timestamp(1_000), || {
+        relay_core::EventId::from_entropy(rand_bytes())
+    });
+    store.create_invoice(&inv, &events, None).unwrap();
+
+    assert_eq!(
+        relay::expiry::sweep(&store, &FixedClock(1_059))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store.invoice(&inv.id).unwrap().unwrap().status,
+        InvoiceStatus::New
+    );
+    assert_eq!(
+        relay::expiry::sweep(&store, &FixedClock(1_060))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.invoice(&inv.id).unwrap().unwrap().status,
+        InvoiceStatus::Expired
+    );
+    assert_eq!(
+        relay::expiry::sweep(&store, &FixedClock(2_000))
+            .await
+            .unwrap(),
+        0
+    );
+    let events = store.list_events(&merchant.id, None, 10).unwrap().items;
+    let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, vec!["invoice.expired", "invoice.created"]);
+}
+
+fn rand_bytes() -> [u8; 12] {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static N: AtomicU8 = AtomicU8::new(0);
+    let mut b = [9u8; 12];
+    b[0] = N.fetch_add(1, Ordering::SeqCst);
+    b
+}
+
+/// `relay dev` brings up the testnet and a relay that creates invoices; SIGINT stops it all.
+#[tokio::test(flavor = "multi_thread")]
+async fn relay_dev_serves_invoices_and_stops_its_nodes() {
+    let port = free_port();
+    let mut child = Command::new(RELAY)
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        .env("RELAY_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            text.push_str(&line);
+            text.push('\n');
+            if line.contains("Paying on the chains") {
+                break;
+            }
+        }
+        text
+    });
+    let banner = tokio::time::timeout(Duration::from_secs(120), banner)
+        .await
+        .expect("banner")
+        .unwrap();
+    let field = |label: &str| -> String {
+        banner
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("{label} in {banner}"))
+            .split_whitespace()
+            .find(|w| w.starts_with("http") || w.starts_with("rk_"))
+            .unwrap()
+            .to_owned()
+    };
+    let url = field("relay API");
+    let key = field("API key");
+    let anvil = field("anvil");
+    let stripe = field("card gateway");
+    assert_eq!(url, format!("http://127.0.0.1:{port}"));
+    assert!(banner.contains("curl -s"), "{banner}");
+
+    let client = reqwest::Client::new();
+    let (status, inv) = create_invoice(
+        &client,
+        &url,
+        &key,
+        "dev-1",
+        &json!({"amount": "25.00", "currency": "USD"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{inv}");
+    assert_eq!(inv["payment_methods"]["bitcoin"]["amount_sat"], "41667");
+    assert!(relay_testnet::json_rpc(&anvil, None, "eth_chainId", json!([])).is_ok());
+
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        exit.success(),
+        "relay dev exits cleanly on Ctrl-C: {exit:?}"
+    );
+    assert!(
+        relay_testnet::json_rpc(&anvil, None, "eth_chainId", json!([])).is_err(),
+        "anvil stopped"
+    );
+    assert!(
+        client
+            .get(format!("{stripe}/v1/payment_intents"))
+            .send()
+            .await
+            .is_err(),
+        "localstripe stopped"
+    );
+}
