@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 const LAYOUT_VERSION: &[u8] = b"1";
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The embedded store. Cheap to clone; all clones share one database.
 #[derive(Clone)]
@@ -117,6 +118,8 @@ impl SledStore {
         let path = path.as_ref();
         let db = sled::Config::new()
             .path(path)
+            // sled's default page cache is 1 GiB; hot invoices are few, so keep memory small.
+            .cache_capacity(CACHE_BYTES)
             // We flush explicitly before acknowledging; sled's own timer is a backstop.
             .flush_every_ms(Some(1000))
             .open()

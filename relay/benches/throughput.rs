@@ -1,0 +1,302 @@
+//! Throughput, latency and memory of the relay, measured against the real `relay serve` process
+//! on a loopback port: `cargo bench -p relay --bench throughput` (or `make bench`).
+//!
+//! 1. Raw store: sled transactions + flush, one at a time and with 64 concurrent writers sharing
+//!    group commits — the ceiling the API can reach.
+//! 2. `POST /v1/invoices` (durable before the answer) at 64 concurrent connections.
+//! 3. `GET /v1/invoices/{id}` at 64 concurrent connections.
+//! 4. Resident memory of a relay serving a store of 100,000 invoices.
+//!
+//! Bounded: each load phase runs for a fixed time (`RELAY_BENCH_SECS`, default 10).
+
+use relay_core::{
+    Amount, Asset, AssetBook, Event, EventId, FixedRates, Invoice, InvoiceId, Method, Money,
+    NewInvoice, Timestamp,
+};
+use relay_store::{SledStore, Store};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const RELAY: &str = env!("CARGO_BIN_EXE_relay");
+const CONCURRENCY: usize = 64;
+
+fn secs() -> Duration {
+    Duration::from_secs(
+        std::env::var("RELAY_BENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10),
+    )
+}
+
+fn sample_invoice(merchant: &relay_core::MerchantId, n: u64) -> (Invoice, Vec<Event>) {
+    let params = NewInvoice {
+        merchant_id: merchant.clone(),
+        price: Money {
+            asset: Asset::fiat("USD", 2),
+            amount: Amount::from_minor(2500 + u128::from(n % 1000)),
+        },
+        order_id: Some(format!("order-{n}")),
+        description: None,
+        metadata: Default::default(),
+        expires_at: Timestamp(1_900_000_900),
+        methods: vec![Method::Bitcoin, Method::Ethereum, Method::Card],
+    };
+    let rates = FixedRates::from_pairs([("BTC/USD", "60000"), ("ETH/USD", "2500")]).unwrap();
+    let quotes = params.quote(&AssetBook::default(), &rates).unwrap();
+    let (inv, kinds) = Invoice::create(
+        InvoiceId::from_entropy(rand::random()),
+        params,
+        quotes,
+        Timestamp(1_900_000_000),
+    )
+    .unwrap();
+    let events = Event::for_invoice(&inv, &kinds, inv.created_at, || {
+        EventId::from_entropy(rand::random())
+    });
+    (inv, events)
+}
+
+fn merchant_in(store: &SledStore) -> (relay_core::MerchantId, String) {
+    let created = relay::merchant::create(
+        store,
+        &relay_api::SystemClock,
+        relay::merchant::NewMerchant {
+            name: "bench".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    (
+        relay_core::MerchantId::parse(&created.id).unwrap(),
+        created.api_key,
+    )
+}
+
+async fn raw_store(rt_secs: Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let (mid, _) = merchant_in(&store);
+    // One transaction + one flush at a time.
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < rt_secs / 2 {
+        let (inv, ev) = sample_invoice(&mid, n);
+        store.create_invoice(&inv, &ev, None).unwrap();
+        store.durable().await.unwrap();
+        n += 1;
+    }
+    let serial = n as f64 / start.elapsed().as_secs_f64();
+    // 64 concurrent writers, flushes grouped.
+    let store = Arc::new(store);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..CONCURRENCY as u64 {
+        let (store, mid) = (store.clone(), mid.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut k = 0u64;
+            while start.elapsed() < rt_secs / 2 {
+                let (inv, ev) = sample_invoice(&mid, w * 1_000_000 + k);
+                store.create_invoice(&inv, &ev, None).unwrap();
+                store.durable().await.unwrap();
+                k += 1;
+            }
+            k
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    let grouped = total as f64 / start.elapsed().as_secs_f64();
+    println!("raw sled: create_invoice tx + flush, serial      {serial:>9.0} /s");
+    println!("raw sled: create_invoice tx + flush, 64 writers  {grouped:>9.0} /s  (group commit)");
+    RAW_GROUPED.with(|c| c.set(grouped));
+}
+
+thread_local!(static RAW_GROUPED: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) });
+
+struct Relay {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_relay(data_dir: &std::path::Path) -> Relay {
+    let port = relay_testnet::free_port().unwrap();
+    let child = Command::new(RELAY)
+        .arg("serve")
+        .env("RELAY_DATA_DIR", data_dir)
+        .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RELAY_RATES", "BTC/USD=60000,ETH/USD=2500")
+        .env("RELAY_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    while client.get(format!("{url}/readyz")).send().await.is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Relay { child, url }
+}
+
+struct Load {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: usize,
+}
+
+/// Runs `CONCURRENCY` connections for `dur`, each sending `make(i)` requests back to back.
+async fn load<F>(dur: Duration, make: F) -> Load
+where
+    F: Fn(&reqwest::Client, usize, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..CONCURRENCY {
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap();
+            let (mut lat, mut errors) = (Vec::new(), 0usize);
+            let mut i = 0u64;
+            while start.elapsed() < dur {
+                let t = Instant::now();
+                match make(&client, c, i).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        lat.push(t.elapsed());
+                    }
+                    _ => errors += 1,
+                }
+                i += 1;
+            }
+            (lat, errors)
+        }));
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64) * p) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    Load {
+        rate: all.len() as f64 / elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        errors,
+    }
+}
+
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dur = secs();
+        println!("relay throughput bench: {CONCURRENCY} concurrent connections, {}s per phase, {} cores", dur.as_secs(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        raw_store(dur).await;
+        let raw = RAW_GROUPED.with(|c| c.get());
+
+        // HTTP phases against a real `relay serve`.
+        let dir = tempfile::tempdir().unwrap();
+        let key = {
+            let store = SledStore::open(dir.path()).unwrap();
+            let (_, key) = merchant_in(&store);
+            store.durable().await.unwrap();
+            key
+        };
+        let relay = start_relay(dir.path()).await;
+        let (url, k) = (relay.url.clone(), key.clone());
+        let post = load(dur, move |c, conn, i| {
+            c.post(format!("{url}/v1/invoices"))
+                .bearer_auth(&k)
+                .header("Idempotency-Key", format!("b-{conn}-{i}"))
+                .json(&json!({"amount": "25.00", "currency": "USD", "order_id": format!("o-{conn}-{i}")}))
+        }).await;
+        println!("POST /v1/invoices (durable)   {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}  ratio to raw sled {:.2}",
+            post.rate, post.p50.as_secs_f64() * 1e3, post.p99.as_secs_f64() * 1e3, post.errors, post.rate / raw);
+
+        let client = reqwest::Client::new();
+        let page: Value = client.get(format!("{}/v1/invoices?limit=100", relay.url)).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+        let ids: Arc<Vec<String>> = Arc::new(page["data"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect());
+        let (url, k) = (relay.url.clone(), key.clone());
+        let get = load(dur, move |c, conn, i| {
+            let id = &ids[(conn + i as usize) % ids.len()];
+            c.get(format!("{url}/v1/invoices/{id}")).bearer_auth(&k)
+        }).await;
+        println!("GET /v1/invoices/{{id}}         {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
+            get.rate, get.p50.as_secs_f64() * 1e3, get.p99.as_secs_f64() * 1e3, get.errors);
+        drop(relay);
+
+        // Memory with 100,000 stored invoices.
+        let dir = tempfile::tempdir().unwrap();
+        let (key, ids) = {
+            let store = SledStore::open(dir.path()).unwrap();
+            let (mid, key) = merchant_in(&store);
+            let mut ids = Vec::new();
+            for n in 0..100_000u64 {
+                let (inv, ev) = sample_invoice(&mid, n);
+                if n % 1000 == 0 {
+                    ids.push(inv.id.to_string());
+                }
+                store.create_invoice(&inv, &ev, None).unwrap();
+            }
+            store.durable().await.unwrap();
+            (key, ids)
+        };
+        let relay = start_relay(dir.path()).await;
+        let (idle, _) = rss_kib(relay.child.id());
+        let client = reqwest::Client::new();
+        for id in &ids {
+            let r = client.get(format!("{}/v1/invoices/{id}", relay.url)).bearer_auth(&key).send().await.unwrap();
+            assert!(r.status().is_success());
+        }
+        let mut cursor: Option<String> = None;
+        for _ in 0..100 {
+            let mut u = format!("{}/v1/invoices?limit=100", relay.url);
+            if let Some(c) = &cursor { u.push_str(&format!("&starting_after={c}")); }
+            let page: Value = client.get(u).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+            cursor = page["data"].as_array().unwrap().last().map(|i| i["id"].as_str().unwrap().to_owned());
+        }
+        let (rss, hwm) = rss_kib(relay.child.id());
+        println!("memory, 100,000 invoices stored: RSS at start {:.1} MB, after 100 GETs + 10,000 listed {:.1} MB, peak {:.1} MB",
+            idle as f64 / 1024.0, rss as f64 / 1024.0, hwm as f64 / 1024.0);
+    });
+}
