@@ -9,6 +9,8 @@
 //!
 //! Bounded: each load phase runs for a fixed time (`RELAY_BENCH_SECS`, default 10).
 
+#![allow(clippy::print_stdout)] // a benchmark reports on stdout
+
 use relay_core::{
     Amount, Asset, AssetBook, Event, EventId, FixedRates, Invoice, InvoiceId, Method, Money,
     NewInvoice, Timestamp,
