@@ -12,8 +12,7 @@
 #![allow(clippy::print_stdout)] // a benchmark reports on stdout
 
 use relay_core::{
-    Amount, Asset, AssetBook, Event, EventId, FixedRates, Invoice, InvoiceId, Method, Money,
-    NewInvoice, Timestamp,
+    Amount, Asset, AssetBook, Event, FixedRates, Invoice, Method, Money, NewInvoice, Timestamp,
 };
 use relay_store::{SledStore, Store};
 use serde_json::{json, Value};
@@ -23,6 +22,7 @@ use std::time::{Duration, Instant};
 
 const RELAY: &str = env!("CARGO_BIN_EXE_relay");
 const CONCURRENCY: usize = 64;
+static IDS: std::sync::LazyLock<relay_api::IdSource> = std::sync::LazyLock::new(Default::default);
 
 fn secs() -> Duration {
     Duration::from_secs(
@@ -48,16 +48,9 @@ fn sample_invoice(merchant: &relay_core::MerchantId, n: u64) -> (Invoice, Vec<Ev
     };
     let rates = FixedRates::from_pairs([("BTC/USD", "60000"), ("ETH/USD", "2500")]).unwrap();
     let quotes = params.quote(&AssetBook::default(), &rates).unwrap();
-    let (inv, kinds) = Invoice::create(
-        InvoiceId::from_entropy(rand::random()),
-        params,
-        quotes,
-        Timestamp(1_900_000_000),
-    )
-    .unwrap();
-    let events = Event::for_invoice(&inv, &kinds, inv.created_at, || {
-        EventId::from_entropy(rand::random())
-    });
+    let (inv, kinds) =
+        Invoice::create(IDS.invoice_id(), params, quotes, Timestamp(1_900_000_000)).unwrap();
+    let events = Event::for_invoice(&inv, &kinds, inv.created_at, || IDS.event_id());
     (inv, events)
 }
 
@@ -160,31 +153,85 @@ struct Load {
     errors: usize,
 }
 
-/// Runs `CONCURRENCY` connections for `dur`, each sending `make(i)` requests back to back.
-async fn load<F>(dur: Duration, make: F) -> Load
+/// A minimal HTTP/1.1 keep-alive client: writes a prepared request, reads one response. It keeps
+/// the load generator's own CPU use small, since it shares the machine with the relay.
+struct Conn {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> std::io::Result<Conn> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream: tokio::io::BufReader::new(stream),
+        })
+    }
+
+    /// Sends `request` and returns the status code and body.
+    async fn call(&mut self, request: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        self.stream.get_mut().write_all(request).await?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            if self.stream.read_line(&mut line).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    len = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        self.stream.read_exact(&mut body).await?;
+        Ok((status, body))
+    }
+}
+
+fn request(method: &str, path: &str, key: &str, extra: &str, body: &str) -> Vec<u8> {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Runs `CONCURRENCY` connections for `dur`, each sending `make(conn, i)` requests back to back.
+async fn load<F>(addr: &str, dur: Duration, make: F) -> Load
 where
-    F: Fn(&reqwest::Client, usize, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
+    F: Fn(usize, u64) -> Vec<u8> + Send + Sync + 'static,
 {
     let make = Arc::new(make);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..CONCURRENCY {
-        let make = make.clone();
+        let (make, addr) = (make.clone(), addr.to_owned());
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .build()
-                .unwrap();
+            let mut conn = Conn::open(&addr).await.unwrap();
             let (mut lat, mut errors) = (Vec::new(), 0usize);
             let mut i = 0u64;
             while start.elapsed() < dur {
+                let req = make(c, i);
                 let t = Instant::now();
-                match make(&client, c, i).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                        lat.push(t.elapsed());
+                match conn.call(&req).await {
+                    Ok((200, _)) => lat.push(t.elapsed()),
+                    Ok(_) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        conn = Conn::open(&addr).await.unwrap();
                     }
-                    _ => errors += 1,
                 }
                 i += 1;
             }
@@ -245,24 +292,21 @@ fn main() {
             key
         };
         let relay = start_relay(dir.path()).await;
-        let (url, k) = (relay.url.clone(), key.clone());
-        let post = load(dur, move |c, conn, i| {
-            c.post(format!("{url}/v1/invoices"))
-                .bearer_auth(&k)
-                .header("Idempotency-Key", format!("b-{conn}-{i}"))
-                .json(&json!({"amount": "25.00", "currency": "USD", "order_id": format!("o-{conn}-{i}")}))
+        let addr = relay.url.trim_start_matches("http://").to_owned();
+        let k = key.clone();
+        let post = load(&addr, dur, move |conn, i| {
+            let body = json!({"amount": "25.00", "currency": "USD", "order_id": format!("o-{conn}-{i}")}).to_string();
+            request("POST", "/v1/invoices", &k, &format!("Idempotency-Key: b-{conn}-{i}\r\n"), &body)
         }).await;
         println!("POST /v1/invoices (durable)   {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}  ratio to raw sled {:.2}",
             post.rate, post.p50.as_secs_f64() * 1e3, post.p99.as_secs_f64() * 1e3, post.errors, post.rate / raw);
 
         let client = reqwest::Client::new();
         let page: Value = client.get(format!("{}/v1/invoices?limit=100", relay.url)).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
-        let ids: Arc<Vec<String>> = Arc::new(page["data"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect());
-        let (url, k) = (relay.url.clone(), key.clone());
-        let get = load(dur, move |c, conn, i| {
-            let id = &ids[(conn + i as usize) % ids.len()];
-            c.get(format!("{url}/v1/invoices/{id}")).bearer_auth(&k)
-        }).await;
+        let ids: Vec<String> = page["data"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect();
+        let k = key.clone();
+        let gets: Arc<Vec<Vec<u8>>> = Arc::new(ids.iter().map(|id| request("GET", &format!("/v1/invoices/{id}"), &k, "", "")).collect());
+        let get = load(&addr, dur, move |conn, i| gets[(conn + i as usize) % gets.len()].clone()).await;
         println!("GET /v1/invoices/{{id}}         {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
             get.rate, get.p50.as_secs_f64() * 1e3, get.p99.as_secs_f64() * 1e3, get.errors);
         drop(relay);

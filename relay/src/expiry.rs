@@ -1,12 +1,17 @@
 //! The expiry sweep: invoices whose expiry passed are re-evaluated against the clock, so that an
 //! unpaid invoice becomes `expired` (with its event) even when nothing else happens to it.
 
+use relay_api::IdSource;
 use relay_core::invoice::InvoiceInput;
-use relay_core::{Clock, Event, EventId, InvoiceStatus};
+use relay_core::{Clock, Event, InvoiceStatus};
 use relay_store::{Commit, SledStore, Store, StoreError};
 
 /// Handles every invoice due for expiry at the clock's "now"; returns how many changed.
-pub async fn sweep(store: &SledStore, clock: &dyn Clock) -> Result<usize, StoreError> {
+pub async fn sweep(
+    store: &SledStore,
+    clock: &dyn Clock,
+    ids: &IdSource,
+) -> Result<usize, StoreError> {
     let now = clock.now();
     let mut changed = 0;
     for id in store.invoices_due_for_expiry(now, 1000)? {
@@ -20,9 +25,8 @@ pub async fn sweep(store: &SledStore, clock: &dyn Clock) -> Result<usize, StoreE
                 break;
             };
             if transition.changed {
-                let events = Event::for_invoice(&invoice, &transition.events, now, || {
-                    EventId::from_entropy(rand::random())
-                });
+                let events =
+                    Event::for_invoice(&invoice, &transition.events, now, || ids.event_id());
                 if store.update_invoice(version, &invoice, &events, None)? == Commit::Conflict {
                     continue;
                 }

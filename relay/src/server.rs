@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use anyhow::{Context, Result};
-use relay_api::{app, metrics_handle, AppState, SystemClock};
+use relay_api::{app, metrics_handle, AppState, IdSource, SystemClock};
 use relay_core::{AssetBook, Clock, FixedRates};
 use relay_store::{SledStore, Store};
 use std::future::Future;
@@ -51,15 +51,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ids = Arc::new(IdSource::default());
     let state = AppState {
         store: store.clone(),
+        ids: ids.clone(),
         assets: Arc::new(asset_book(config)?),
         rates: Arc::new(rates(config)?),
         clock: clock.clone(),
         request_timeout: Duration::from_secs(config.request_timeout_secs),
         metrics: metrics_handle(),
     };
-    let sweeper = tokio::spawn(expiry_loop(store.clone(), clock));
+    let sweeper = tokio::spawn(expiry_loop(store.clone(), clock, ids));
     tracing::info!(target: "relay", addr = %listener.local_addr()?, "listening");
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
@@ -71,11 +73,11 @@ pub async fn serve(
     Ok(())
 }
 
-async fn expiry_loop(store: SledStore, clock: Arc<dyn Clock>) {
+async fn expiry_loop(store: SledStore, clock: Arc<dyn Clock>, ids: Arc<IdSource>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        match crate::expiry::sweep(&store, clock.as_ref()).await {
+        match crate::expiry::sweep(&store, clock.as_ref(), &ids).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(target: "relay::expiry", expired = n, "invoices expired"),
             Err(e) => tracing::warn!(target: "relay::expiry", error = %e, "expiry sweep failed"),

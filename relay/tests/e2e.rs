@@ -302,6 +302,7 @@ impl Clock for FixedClock {
 
 #[tokio::test]
 async fn expiry_sweep_expires_unpaid_invoices_once() {
+    let ids = relay_api::IdSource::default();
     let dir = tempfile::tempdir().unwrap();
     let store = relay_store::SledStore::open(dir.path()).unwrap();
     let created = relay::merchant::create(
@@ -348,7 +349,7 @@ async fn expiry_sweep_expires_unpaid_invoices_once() {
     store.create_invoice(&inv, &events, None).unwrap();
 
     assert_eq!(
-        relay::expiry::sweep(&store, &FixedClock(1_059))
+        relay::expiry::sweep(&store, &FixedClock(1_059), &ids)
             .await
             .unwrap(),
         0
@@ -358,7 +359,7 @@ async fn expiry_sweep_expires_unpaid_invoices_once() {
         InvoiceStatus::New
     );
     assert_eq!(
-        relay::expiry::sweep(&store, &FixedClock(1_060))
+        relay::expiry::sweep(&store, &FixedClock(1_060), &ids)
             .await
             .unwrap(),
         1
@@ -368,7 +369,7 @@ async fn expiry_sweep_expires_unpaid_invoices_once() {
         InvoiceStatus::Expired
     );
     assert_eq!(
-        relay::expiry::sweep(&store, &FixedClock(2_000))
+        relay::expiry::sweep(&store, &FixedClock(2_000), &ids)
             .await
             .unwrap(),
         0

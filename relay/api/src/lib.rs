@@ -32,6 +32,7 @@ pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 /// What every handler shares.
 pub struct AppState<S> {
     pub store: S,
+    pub ids: Arc<IdSource>,
     pub assets: Arc<AssetBook>,
     pub rates: Arc<dyn RateSource>,
     pub clock: Arc<dyn Clock>,
@@ -43,12 +44,39 @@ impl<S: Clone> Clone for AppState<S> {
     fn clone(&self) -> Self {
         AppState {
             store: self.store.clone(),
+            ids: self.ids.clone(),
             assets: self.assets.clone(),
             rates: self.rates.clone(),
             clock: self.clock.clone(),
             request_timeout: self.request_timeout,
             metrics: self.metrics.clone(),
         }
+    }
+}
+
+/// Time-ordered invoice and event ids for this process (wall clock + OS randomness).
+#[derive(Default)]
+pub struct IdSource(std::sync::Mutex<relay_core::OrderedIds>);
+
+impl IdSource {
+    pub fn next(&self) -> [u8; 12] {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let random: u64 = rand::random();
+        // A poisoned lock only means another thread panicked mid-`next`; the state is a plain
+        // integer and still valid.
+        let mut ids = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        ids.next(now_ms, random)
+    }
+
+    pub fn invoice_id(&self) -> relay_core::InvoiceId {
+        relay_core::InvoiceId::from_entropy(self.next())
+    }
+
+    pub fn event_id(&self) -> relay_core::EventId {
+        relay_core::EventId::from_entropy(self.next())
     }
 }
 

@@ -52,6 +52,7 @@ fn env() -> Env {
     let clock = Arc::new(TestClock(AtomicI64::new(T0)));
     let state = AppState {
         store: store.clone(),
+        ids: Arc::new(relay_api::IdSource::default()),
         assets: Arc::new(AssetBook::default()),
         rates: Arc::new(
             FixedRates::from_pairs([("BTC/USD", "60000"), ("ETH/USD", "2500")]).unwrap(),

@@ -18,7 +18,7 @@ pub mod time;
 
 pub use error::CoreError;
 pub use event::{Event, EventType};
-pub use id::{EventId, InvoiceId, MerchantId};
+pub use id::{EventId, InvoiceId, MerchantId, OrderedIds};
 pub use invoice::{
     Invoice, InvoiceException, InvoiceStatus, Method, MethodQuote, NewInvoice, Payment,
     PaymentStatus,

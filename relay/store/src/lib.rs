@@ -20,10 +20,28 @@ use std::future::Future;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
     /// SHA-256 of the request (method, path, body): the same key with another request is refused.
+    #[serde(with = "hex_bytes")]
     pub fingerprint: [u8; 32],
     pub status: u16,
-    pub body: Vec<u8>,
+    /// The response body. Responses are JSON, so UTF-8 text (stored as a string, not as an array of
+    /// numbers four times its size).
+    pub body: String,
     pub created_at: Timestamp,
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
+    }
 }
 
 /// An idempotency record to write together with a decision.

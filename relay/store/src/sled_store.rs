@@ -2,11 +2,14 @@
 //!
 //! Layout (every key family in its own tree; numbers big-endian so byte order is numeric order):
 //! - `merchants`: merchant id → merchant; `api_keys`: key hash → merchant id
-//! - `invoices`: invoice id → invoice; `invoice_seq`: invoice id → creation sequence number
-//! - `invoices_by_merchant`: merchant id · 0 · seq → invoice id (newest-first listing)
-//! - `invoices_by_order`: merchant id · 0 · len(order id) · order id · seq → invoice id
+//! - `invoices`: invoice id → invoice
+//! - `invoices_by_merchant`: merchant id · 0 · invoice id → () (newest-first listing)
+//! - `invoices_by_order`: merchant id · 0 · len(order id) · order id · invoice id → ()
 //! - `expiries`: expires_at · invoice id → () for invoices whose expiry has not been handled
-//! - `events`: seq → event; `event_seq`: event id → seq; `events_by_merchant`: merchant · 0 · seq
+//! - `events`: event id → event; `events_by_merchant`: merchant id · 0 · event id → ()
+//!
+//! Invoice and event ids are time-ordered (see `relay_core::OrderedIds`), so an index keyed by id
+//! is in creation order and a page cursor is just the last id seen.
 //! - `idempotency`: merchant id · 0 · key → stored response
 //! - `meta`: `format` → layout version
 
@@ -35,12 +38,10 @@ struct Inner {
     merchants: Tree,
     api_keys: Tree,
     invoices: Tree,
-    invoice_seq: Tree,
     invoices_by_merchant: Tree,
     invoices_by_order: Tree,
     expiries: Tree,
     events: Tree,
-    event_seq: Tree,
     events_by_merchant: Tree,
     idempotency: Tree,
     // Group commit: `written` counts writes that have returned; `flushed` is the value of
@@ -69,9 +70,9 @@ fn order_prefix(m: &MerchantId, order: &str) -> Vec<u8> {
     k
 }
 
-fn seq_key(prefix: &[u8], seq: u64) -> Vec<u8> {
+fn id_key(prefix: &[u8], id: &str) -> Vec<u8> {
     let mut k = prefix.to_vec();
-    k.extend_from_slice(&seq.to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
     k
 }
 
@@ -81,14 +82,6 @@ fn expiry_key(at: Timestamp, id: &InvoiceId) -> Vec<u8> {
     let mut k = biased.to_be_bytes().to_vec();
     k.extend_from_slice(id.as_str().as_bytes());
     k
-}
-
-fn seq_of(bytes: &[u8]) -> Result<u64, StoreError> {
-    let arr: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Decode {
-        what: "sequence number",
-        reason: format!("{} bytes", bytes.len()),
-    })?;
-    Ok(u64::from_be_bytes(arr))
 }
 
 fn idem_key(m: &MerchantId, key: &str) -> Vec<u8> {
@@ -154,12 +147,10 @@ impl SledStore {
             merchants: tree("merchants")?,
             api_keys: tree("api_keys")?,
             invoices: tree("invoices")?,
-            invoice_seq: tree("invoice_seq")?,
             invoices_by_merchant: tree("invoices_by_merchant")?,
             invoices_by_order: tree("invoices_by_order")?,
             expiries: tree("expiries")?,
             events: tree("events")?,
-            event_seq: tree("event_seq")?,
             events_by_merchant: tree("events_by_merchant")?,
             idempotency: tree("idempotency")?,
             db,
@@ -186,23 +177,29 @@ impl SledStore {
         Ok(self.inner.db.size_on_disk()?)
     }
 
-    fn next_seq(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.db.generate_id()?)
+    /// Pre-encodes events as (id key, by-merchant key, value) outside the transaction closure,
+    /// which sled may run more than once.
+    fn encode_events(events: &[Event]) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+        events
+            .iter()
+            .map(|e| {
+                (
+                    e.id.as_str().as_bytes().to_vec(),
+                    id_key(&merchant_prefix(&e.merchant_id), e.id.as_str()),
+                    encode(e),
+                )
+            })
+            .collect()
     }
 
     fn write_events(
         events_tx: &TransactionalTree,
-        event_seq_tx: &TransactionalTree,
         by_merchant_tx: &TransactionalTree,
-        events: &[(u64, Event)],
+        events: &[(Vec<u8>, Vec<u8>, Vec<u8>)],
     ) -> Result<(), ConflictableTransactionError<Abort>> {
-        for (seq, ev) in events {
-            events_tx.insert(&seq.to_be_bytes(), encode(ev))?;
-            event_seq_tx.insert(ev.id.as_str().as_bytes(), &seq.to_be_bytes())?;
-            by_merchant_tx.insert(
-                seq_key(&merchant_prefix(&ev.merchant_id), *seq),
-                ev.id.as_str().as_bytes(),
-            )?;
+        for (id, by_merchant, value) in events {
+            events_tx.insert(id.as_slice(), value.as_slice())?;
+            by_merchant_tx.insert(by_merchant.as_slice(), &[])?;
         }
         Ok(())
     }
@@ -236,28 +233,29 @@ impl SledStore {
         }
     }
 
+    /// Newest-first page of an index whose keys are `prefix · id`, strictly below `before`.
     fn page_by_index<T>(
-        &self,
         index: &Tree,
         prefix: &[u8],
-        before_seq: Option<u64>,
+        before: Option<&str>,
         limit: usize,
         mut load: impl FnMut(&[u8]) -> Result<Option<T>, StoreError>,
     ) -> Result<Page<T>, StoreError> {
         let start = prefix.to_vec();
-        let end = match before_seq {
-            Some(seq) => seq_key(prefix, seq),
-            None => seq_key(prefix, u64::MAX),
+        let end = match before {
+            Some(id) => id_key(prefix, id),
+            // Ids are lowercase ASCII letters, digits and `_`; 0x7f sorts after all of them.
+            None => id_key(prefix, "\u{7f}"),
         };
         let mut items = Vec::with_capacity(limit.min(100));
         let mut has_more = false;
         for entry in index.range(start..end).rev() {
-            let (_, id) = entry?;
+            let (key, _) = entry?;
             if items.len() == limit {
                 has_more = true;
                 break;
             }
-            if let Some(item) = load(&id)? {
+            if let Some(item) = load(&key[prefix.len()..])? {
                 items.push(item);
             }
         }
@@ -306,41 +304,34 @@ impl Store for SledStore {
         idempotency: Option<IdempotencyWrite<'_>>,
     ) -> Result<Commit, StoreError> {
         let i = &self.inner;
-        let seq = self.next_seq()?;
-        let events: Vec<(u64, Event)> = events
-            .iter()
-            .map(|e| Ok((self.next_seq()?, e.clone())))
-            .collect::<Result<_, StoreError>>()?;
+        let events = Self::encode_events(events);
         let id = invoice.id.as_str().as_bytes();
         let value = encode(invoice);
-        let by_merchant = seq_key(&merchant_prefix(&invoice.merchant_id), seq);
+        let by_merchant = id_key(&merchant_prefix(&invoice.merchant_id), invoice.id.as_str());
         let by_order = invoice
             .order_id
             .as_ref()
-            .map(|o| seq_key(&order_prefix(&invoice.merchant_id, o), seq));
+            .map(|o| id_key(&order_prefix(&invoice.merchant_id, o), invoice.id.as_str()));
         let result = (
             &i.invoices,
-            &i.invoice_seq,
             &i.invoices_by_merchant,
             &i.invoices_by_order,
             &i.expiries,
             &i.idempotency,
             &i.events,
-            &i.event_seq,
             &i.events_by_merchant,
         )
-            .transaction(|(inv, inv_seq, by_m, by_o, exp, idem, ev, ev_seq, ev_m)| {
+            .transaction(|(inv, by_m, by_o, exp, idem, ev, ev_m)| {
                 Self::check_idempotency(idem, &idempotency)?;
                 inv.insert(id, value.as_slice())?;
-                inv_seq.insert(id, &seq.to_be_bytes())?;
-                by_m.insert(by_merchant.as_slice(), id)?;
+                by_m.insert(by_merchant.as_slice(), &[])?;
                 if let Some(k) = &by_order {
-                    by_o.insert(k.as_slice(), id)?;
+                    by_o.insert(k.as_slice(), &[])?;
                 }
                 if awaits_expiry(invoice.status) {
                     exp.insert(expiry_key(invoice.expires_at, &invoice.id), &[])?;
                 }
-                Self::write_events(ev, ev_seq, ev_m, &events)?;
+                Self::write_events(ev, ev_m, &events)?;
                 Ok(())
             });
         self.finish(result)
@@ -354,10 +345,7 @@ impl Store for SledStore {
         idempotency: Option<IdempotencyWrite<'_>>,
     ) -> Result<Commit, StoreError> {
         let i = &self.inner;
-        let events: Vec<(u64, Event)> = events
-            .iter()
-            .map(|e| Ok((self.next_seq()?, e.clone())))
-            .collect::<Result<_, StoreError>>()?;
+        let events = Self::encode_events(events);
         let id = invoice.id.as_str().as_bytes();
         let value = encode(invoice);
         let result = (
@@ -365,10 +353,9 @@ impl Store for SledStore {
             &i.expiries,
             &i.idempotency,
             &i.events,
-            &i.event_seq,
             &i.events_by_merchant,
         )
-            .transaction(|(inv, exp, idem, ev, ev_seq, ev_m)| {
+            .transaction(|(inv, exp, idem, ev, ev_m)| {
                 Self::check_idempotency(idem, &idempotency)?;
                 let Some(current) = inv.get(id)? else {
                     return Err(abort(Abort::Conflict));
@@ -382,7 +369,7 @@ impl Store for SledStore {
                 if !awaits_expiry(invoice.status) {
                     exp.remove(expiry_key(invoice.expires_at, &invoice.id))?;
                 }
-                Self::write_events(ev, ev_seq, ev_m, &events)?;
+                Self::write_events(ev, ev_m, &events)?;
                 Ok(())
             });
         self.finish(result)
@@ -406,20 +393,8 @@ impl Store for SledStore {
             Some(order) => (&i.invoices_by_order, order_prefix(merchant, order)),
             None => (&i.invoices_by_merchant, merchant_prefix(merchant)),
         };
-        let before = match &query.starting_after {
-            Some(id) => match i.invoice_seq.get(id.as_str().as_bytes())? {
-                Some(seq) => Some(seq_of(&seq)?),
-                // An unknown cursor yields an empty page rather than restarting from the top.
-                None => {
-                    return Ok(Page {
-                        items: vec![],
-                        has_more: false,
-                    })
-                }
-            },
-            None => None,
-        };
-        self.page_by_index(index, &prefix, before, query.limit, |id| {
+        let before = query.starting_after.as_ref().map(InvoiceId::as_str);
+        Self::page_by_index(index, &prefix, before, query.limit, |id| {
             i.invoices
                 .get(id)?
                 .map(|v| decode("invoice", &v))
@@ -467,38 +442,21 @@ impl Store for SledStore {
         limit: usize,
     ) -> Result<Page<Event>, StoreError> {
         let i = &self.inner;
-        let before = match starting_after {
-            Some(id) => match i.event_seq.get(id.as_str().as_bytes())? {
-                Some(seq) => Some(seq_of(&seq)?),
-                None => {
-                    return Ok(Page {
-                        items: vec![],
-                        has_more: false,
-                    })
-                }
-            },
-            None => None,
-        };
-        self.page_by_index(
+        Self::page_by_index(
             &i.events_by_merchant,
             &merchant_prefix(merchant),
-            before,
+            starting_after.map(EventId::as_str),
             limit,
-            |id| {
-                let Some(seq) = i.event_seq.get(id)? else {
-                    return Ok(None);
-                };
-                i.events.get(seq)?.map(|v| decode("event", &v)).transpose()
-            },
+            |id| i.events.get(id)?.map(|v| decode("event", &v)).transpose(),
         )
     }
 
     fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
-        let i = &self.inner;
-        let Some(seq) = i.event_seq.get(id.as_str().as_bytes())? else {
-            return Ok(None);
-        };
-        i.events.get(seq)?.map(|v| decode("event", &v)).transpose()
+        self.inner
+            .events
+            .get(id.as_str().as_bytes())?
+            .map(|v| decode("event", &v))
+            .transpose()
     }
 
     async fn durable(&self) -> Result<(), StoreError> {

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use relay_core::invoice::{InvoiceInput, NewInvoice};
-use relay_core::{Amount, Event, EventId, Invoice, InvoiceId, Merchant, Money};
+use relay_core::{Amount, Event, Invoice, InvoiceId, Merchant, Money};
 use relay_store::{Commit, IdempotencyRecord, IdempotencyWrite, InvoiceQuery, Store};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -36,10 +36,6 @@ pub struct CreateInvoiceRequest {
     pub expires_in: Option<i64>,
     /// Subset of `bitcoin`, `ethereum`, `card`; default: the merchant's methods.
     pub payment_methods: Option<Vec<String>>,
-}
-
-fn new_event_id() -> EventId {
-    EventId::from_entropy(rand::random())
 }
 
 fn parse_methods(
@@ -103,7 +99,7 @@ impl Idempotent {
         &'a self,
         merchant: &'a Merchant,
         status: StatusCode,
-        body: &[u8],
+        body: &str,
     ) -> Option<IdempotencyWrite<'a>> {
         self.key.as_deref().map(|k| IdempotencyWrite {
             merchant_id: &merchant.id,
@@ -111,7 +107,7 @@ impl Idempotent {
             record: IdempotencyRecord {
                 fingerprint: self.fingerprint,
                 status: status.as_u16(),
-                body: body.to_vec(),
+                body: body.to_owned(),
                 created_at: self.now,
             },
         })
@@ -123,7 +119,7 @@ impl Idempotent {
         state: &AppState<S>,
         commit: Commit,
         status: StatusCode,
-        body: Vec<u8>,
+        body: String,
     ) -> Result<Response, ApiError> {
         match commit {
             Commit::Done => {
@@ -148,8 +144,8 @@ impl Idempotent {
     }
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap_or_default()
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }
 
 /// Create an invoice.
@@ -193,9 +189,8 @@ pub async fn create<S: Store>(
         methods: parse_methods(&merchant, req.payment_methods)?,
     };
     let quotes = params.quote(&state.assets, state.rates.as_ref())?;
-    let (invoice, kinds) =
-        Invoice::create(InvoiceId::from_entropy(rand::random()), params, quotes, now)?;
-    let events = Event::for_invoice(&invoice, &kinds, now, new_event_id);
+    let (invoice, kinds) = Invoice::create(state.ids.invoice_id(), params, quotes, now)?;
+    let events = Event::for_invoice(&invoice, &kinds, now, || state.ids.event_id());
     let response = to_json(&InvoiceView::of(&invoice));
     let commit = state.store.create_invoice(
         &invoice,
@@ -349,7 +344,7 @@ pub async fn cancel<S: Store>(
         let version = invoice.version;
         let now = state.clock.now();
         let transition = invoice.apply(InvoiceInput::Cancel, now)?;
-        let events = Event::for_invoice(&invoice, &transition.events, now, new_event_id);
+        let events = Event::for_invoice(&invoice, &transition.events, now, || state.ids.event_id());
         let response = to_json(&InvoiceView::of(&invoice));
         let commit = state.store.update_invoice(
             version,

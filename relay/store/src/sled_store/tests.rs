@@ -64,7 +64,7 @@ fn idem<'a>(m: &'a MerchantId, key: &'a str, fp: u8) -> IdempotencyWrite<'a> {
         record: IdempotencyRecord {
             fingerprint: [fp; 32],
             status: 200,
-            body: vec![fp],
+            body: format!("{fp}"),
             created_at: T0,
         },
     }
