@@ -14,9 +14,9 @@ setup:
 run: setup
 	cargo run --locked -p relay -- dev
 
-## Everything CI checks.
+## Everything CI checks. Ends with one totals line over the forge and cargo test runs.
 test: setup fmt-check clippy forge-test compose-check cargo-test
-	@echo "make test: all checks passed"
+	@awk '/^test result:/ {p+=$$4; f+=$$6} /^Suite result:/ {p+=$$4; f+=$$6} END {printf "tests: %d passed, %d failed\n", p, f}' target/forge-test.log target/cargo-test.log
 
 fmt-check:
 	cargo fmt --all --check
@@ -25,13 +25,15 @@ clippy:
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 forge-test:
-	cd contracts && ../$(FORGE) test --offline
+	mkdir -p target
+	cd contracts && ../$(FORGE) test --offline 2>&1 | tee ../target/forge-test.log
 
 compose-check:
 	bash docker/validate-compose.sh
 
 cargo-test:
-	cargo test --workspace --locked --no-fail-fast
+	mkdir -p target
+	cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/cargo-test.log
 
 ## Throughput and memory figures (release build; see README).
 bench: setup

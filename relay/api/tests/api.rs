@@ -690,3 +690,67 @@ async fn service_endpoints_answer() {
         .await;
     assert_eq!(na.status, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "[ -~]{0,12}".prop_map(Value::from),
+            prop_oneof![
+                Just("25.00"),
+                Just("-1"),
+                Just("1e9"),
+                Just("0.000000001"),
+                Just("USD"),
+                Just("BTC"),
+                Just("card")
+            ]
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("amount".to_owned()),
+                        Just("currency".to_owned()),
+                        Just("expires_in".to_owned()),
+                        Just("metadata".to_owned()),
+                        Just("payment_methods".to_owned()),
+                        Just("order_id".to_owned()),
+                        "[a-z]{1,6}"
+                    ],
+                    inner,
+                    0..6,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Whatever the body, the answer is a success or a 4xx with an error code — never a 5xx.
+        #[test]
+        fn random_bodies_never_cause_server_errors(v in json_value(), raw in prop::collection::vec(any::<u8>(), 0..64), use_raw in any::<bool>()) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let env = env();
+            let body = if use_raw { raw } else { v.to_string().into_bytes() };
+            let r = rt.block_on(env.call("POST", "/v1/invoices", Some(&env.key), Some(&body), &[]));
+            prop_assert!(r.status.is_success() || r.status.is_client_error(), "{} for {}", r.status, String::from_utf8_lossy(&body));
+            if r.status.is_client_error() {
+                prop_assert!(r.json["error"]["code"].is_string());
+                let count = rt.block_on(env.invoice_count());
+                prop_assert_eq!(count, 0);
+            }
+        }
+    }
+}
