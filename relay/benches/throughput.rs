@@ -11,6 +11,10 @@
 
 #![allow(clippy::print_stdout)] // a benchmark reports on stdout
 
+// The same allocator as the relay binary, so the raw store figures compare like with like.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use relay_core::{
     Amount, Asset, AssetBook, Event, FixedRates, Invoice, Method, Money, NewInvoice, Timestamp,
 };

@@ -2,6 +2,11 @@
 //! merchant, `relay dev` brings up a local testnet with a relay on it.
 
 use anyhow::Result;
+
+// The relay allocates many short-lived buffers per request (JSON, sled nodes); mimalloc handles
+// that pattern with less CPU and less fragmentation than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use relay::config::Config;
 use relay::{dev, merchant, server};
