@@ -2,7 +2,7 @@
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::AuthMerchant;
-use crate::routes::invoices::{only_params, page_limit};
+use crate::routes::invoices::{only_params, page_limit, query_param};
 use crate::view::{EventView, ListView};
 use crate::AppState;
 use axum::extract::{Query, State};
@@ -32,20 +32,8 @@ pub async fn list<S: Store>(
 ) -> Result<Json<ListView<EventView>>, ApiError> {
     only_params(&params, &["limit", "starting_after", "type"])?;
     let limit = page_limit(&params)?;
-    let kind = match params.get("type") {
-        None => None,
-        Some(t) => Some(EventType::parse(t).ok_or_else(|| {
-            ApiError::invalid("parameter_invalid", format!("unknown event type {t:?}"))
-                .with_param("type")
-        })?),
-    };
-    let mut cursor = match params.get("starting_after") {
-        None => None,
-        Some(s) => Some(EventId::parse(s).ok_or_else(|| {
-            ApiError::invalid("parameter_invalid", "starting_after must be an event id")
-                .with_param("starting_after")
-        })?),
-    };
+    let kind = query_param(&params, "type", EventType::parse, "an event type")?;
+    let mut cursor = query_param(&params, "starting_after", EventId::parse, "an event id")?;
     // With a type filter, keep reading pages until one more than `limit` matching events is found
     // (which is what `has_more` means) or the events run out.
     let mut data = Vec::new();

@@ -253,6 +253,24 @@ pub(crate) fn page_limit(params: &HashMap<String, String>) -> Result<usize, ApiE
     }
 }
 
+/// An optional query parameter parsed by `parse`; a value it rejects is 400 `parameter_invalid`.
+pub(crate) fn query_param<T>(
+    params: &HashMap<String, String>,
+    name: &'static str,
+    parse: impl FnOnce(&str) -> Option<T>,
+    expected: &str,
+) -> Result<Option<T>, ApiError> {
+    params
+        .get(name)
+        .map(|v| {
+            parse(v).ok_or_else(|| {
+                ApiError::invalid("parameter_invalid", format!("{name} must be {expected}"))
+                    .with_param(name)
+            })
+        })
+        .transpose()
+}
+
 pub(crate) fn only_params(
     params: &HashMap<String, String>,
     allowed: &[&str],
@@ -288,13 +306,7 @@ pub async fn list<S: Store>(
 ) -> Result<Json<ListView<InvoiceView>>, ApiError> {
     only_params(&params, &["limit", "starting_after", "order_id"])?;
     let limit = page_limit(&params)?;
-    let starting_after = match params.get("starting_after") {
-        None => None,
-        Some(s) => Some(InvoiceId::parse(s).ok_or_else(|| {
-            ApiError::invalid("parameter_invalid", "starting_after must be an invoice id")
-                .with_param("starting_after")
-        })?),
-    };
+    let starting_after = query_param(&params, "starting_after", InvoiceId::parse, "an invoice id")?;
     let page = state.store.list_invoices(
         &merchant.id,
         &InvoiceQuery {
