@@ -1,4 +1,9 @@
-//! The card rail: a Stripe-compatible gateway client and verification of the gateway's webhooks.
-//! It turns gateway events into plain observations for `relay-core`.
-//!
-//! Not built yet: this crate marks its place in the workspace; the rail is tracked as its own issue.
+//! The card rail: a client for a Stripe-compatible gateway (create, retrieve, cancel and refund
+//! PaymentIntents) and the verification and parsing of the gateway's signed webhooks into
+//! [`relay_core::GatewayEvent`]s. It never decides an invoice's state itself.
+
+mod client;
+mod webhook;
+
+pub use client::{GatewayClient, GatewayError, PaymentIntent};
+pub use webhook::{parse_event, verify_signature, SignatureError, DEFAULT_TOLERANCE_SECS};

@@ -33,10 +33,12 @@ pub enum EventType {
     PaymentFailed,
     #[serde(rename = "payment.disputed")]
     PaymentDisputed,
+    #[serde(rename = "refund.succeeded")]
+    RefundSucceeded,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 12] = [
         EventType::InvoiceCreated,
         EventType::InvoiceProcessing,
         EventType::InvoiceSettled,
@@ -48,6 +50,7 @@ impl EventType {
         EventType::PaymentReplaced,
         EventType::PaymentFailed,
         EventType::PaymentDisputed,
+        EventType::RefundSucceeded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +66,7 @@ impl EventType {
             EventType::PaymentReplaced => "payment.replaced",
             EventType::PaymentFailed => "payment.failed",
             EventType::PaymentDisputed => "payment.disputed",
+            EventType::RefundSucceeded => "refund.succeeded",
         }
     }
 

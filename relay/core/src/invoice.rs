@@ -75,6 +75,19 @@ pub struct MethodQuote {
     pub method: Method,
     pub due: Money,
     pub rate: Rate,
+    /// For `card`: the PaymentIntent created at the gateway for this invoice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<CardIntent>,
+}
+
+/// A card payment's handle at the gateway, fixed when the invoice is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardIntent {
+    /// Which gateway (`stripe`).
+    pub gateway: String,
+    pub payment_intent: String,
+    /// Handed to the payer's browser to confirm the payment (Stripe.js); not an API secret.
+    pub client_secret: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -147,9 +160,18 @@ pub enum PaymentStatus {
 }
 
 impl PaymentStatus {
-    /// Whether the payment's money is (still) on its way to or with the merchant.
+    /// Whether the payment's money is (still) on its way to or with the merchant. A disputed
+    /// payment still is, until the dispute is lost.
     fn is_live(self) -> bool {
-        matches!(self, PaymentStatus::Pending | PaymentStatus::Confirmed)
+        matches!(
+            self,
+            PaymentStatus::Pending | PaymentStatus::Confirmed | PaymentStatus::Disputed
+        )
+    }
+
+    /// Whether the payment is final enough to settle an invoice.
+    fn is_final(self) -> bool {
+        matches!(self, PaymentStatus::Confirmed | PaymentStatus::Disputed)
     }
 
     fn event(self) -> EventType {
@@ -175,6 +197,9 @@ pub struct Payment {
     pub confirmations: u32,
     /// When the payment was first seen; kept when it is reverted and seen again.
     pub seen_at: Timestamp,
+    /// How much of it has been refunded to the payer so far.
+    #[serde(default)]
+    pub refunded: Amount,
 }
 
 /// What the outside world says about a payment. Adapters produce these; `Invoice::apply` decides.
@@ -193,6 +218,31 @@ pub enum InvoiceInput {
     Drop {
         reference: String,
         status: PaymentStatus,
+    },
+    /// An attempt to pay that failed (a declined card). The invoice stays payable; a failure
+    /// reported after the same payment succeeded changes nothing.
+    Fail {
+        reference: String,
+        method: Method,
+        asset: String,
+        amount: Amount,
+    },
+    /// The payer disputes a payment (a chargeback). Implies the payment had succeeded, so it is
+    /// recorded as such if this is the first word of it (events may arrive out of order).
+    Dispute {
+        reference: String,
+        method: Method,
+        asset: String,
+        amount: Amount,
+    },
+    /// `total_refunded` of the payment has been refunded so far. Implies the payment had
+    /// succeeded. Totals only grow: a stale, smaller total changes nothing.
+    Refund {
+        reference: String,
+        method: Method,
+        asset: String,
+        amount: Amount,
+        total_refunded: Amount,
     },
     /// Re-evaluate against the clock (expiry).
     Tick,
@@ -229,6 +279,11 @@ pub struct Invoice {
     pub payments: Vec<Payment>,
     /// Incremented on every change, for optimistic concurrency in the store.
     pub version: u64,
+}
+
+/// The reference key of a gateway PaymentIntent.
+pub fn card_reference(payment_intent: &str) -> String {
+    format!("card:{payment_intent}")
 }
 
 /// What an input did: whether anything changed, and the events to emit (in order).
@@ -342,6 +397,7 @@ impl NewInvoice {
                 method,
                 due: Money { asset, amount },
                 rate,
+                card: None,
             });
         }
         Ok(quotes)
@@ -380,6 +436,15 @@ impl Invoice {
         self.methods.iter().find(|q| q.method == method)
     }
 
+    /// The keys under which rails find this invoice (`card:pi_…`, later addresses and escrow ids).
+    pub fn references(&self) -> Vec<String> {
+        self.methods
+            .iter()
+            .filter_map(|q| q.card.as_ref())
+            .map(|c| card_reference(&c.payment_intent))
+            .collect()
+    }
+
     /// Applies one input at time `now`, returning what changed.
     pub fn apply(&mut self, input: InvoiceInput, now: Timestamp) -> Result<Transition, CoreError> {
         let mut events = Vec::new();
@@ -393,63 +458,34 @@ impl Invoice {
                 confirmed,
                 confirmations,
             } => {
-                let quote = self
-                    .quote_for(method)
-                    .ok_or_else(|| CoreError::MethodNotOffered {
-                        method: method.to_string(),
-                    })?;
-                if quote.due.asset.code != asset {
-                    return Err(CoreError::WrongPaymentAsset {
-                        reference,
-                        method: method.to_string(),
-                        asset,
-                        expected: quote.due.asset.code.clone(),
-                    });
-                }
                 let status = if confirmed {
                     PaymentStatus::Confirmed
                 } else {
                     PaymentStatus::Pending
                 };
-                match self.payments.iter_mut().find(|p| p.reference == reference) {
-                    Some(p) => {
-                        if p.amount != amount || p.method != method {
-                            return Err(invalid(
-                                "payment",
-                                format!("{reference} was observed before with another amount"),
-                            ));
-                        }
-                        if p.status != status {
-                            p.status = status;
-                            events.push(status.event());
-                            changed = true;
-                        }
-                        if p.confirmations != confirmations {
-                            p.confirmations = confirmations;
-                            changed = true;
-                        }
-                    }
-                    None => {
-                        self.payments.push(Payment {
-                            reference,
-                            method,
-                            amount,
-                            status,
-                            confirmations,
-                            seen_at: now,
-                        });
-                        // A payment first seen confirmed is still announced as pending first, so a
-                        // merchant always sees the same sequence of events.
-                        events.push(EventType::PaymentPending);
-                        if confirmed {
-                            events.push(EventType::PaymentConfirmed);
-                        }
-                        changed = true;
-                    }
+                let (p, new) = self.payment_entry(
+                    reference,
+                    method,
+                    &asset,
+                    amount,
+                    status,
+                    now,
+                    &mut events,
+                )?;
+                // A dispute outranks a (late or repeated) confirmation of the same payment.
+                let keep = p.status == PaymentStatus::Disputed && confirmed;
+                if !new && p.status != status && !keep {
+                    p.status = status;
+                    events.push(status.event());
                 }
+                if p.confirmations != confirmations {
+                    p.confirmations = confirmations;
+                    changed = true;
+                }
+                changed |= !events.is_empty();
             }
             InvoiceInput::Drop { reference, status } => {
-                if status.is_live() {
+                if matches!(status, PaymentStatus::Pending | PaymentStatus::Confirmed) {
                     return Err(invalid("status", "a dropped payment cannot be live"));
                 }
                 let p = self
@@ -463,6 +499,78 @@ impl Invoice {
                     events.push(status.event());
                     changed = true;
                 }
+            }
+            InvoiceInput::Fail {
+                reference,
+                method,
+                asset,
+                amount,
+            } => {
+                let (p, _) = self.payment_entry(
+                    reference,
+                    method,
+                    &asset,
+                    amount,
+                    PaymentStatus::Failed,
+                    now,
+                    &mut events,
+                )?;
+                if p.status == PaymentStatus::Pending {
+                    p.status = PaymentStatus::Failed;
+                    events.push(EventType::PaymentFailed);
+                }
+                changed = !events.is_empty();
+            }
+            InvoiceInput::Dispute {
+                reference,
+                method,
+                asset,
+                amount,
+            } => {
+                let (p, _) = self.payment_entry(
+                    reference,
+                    method,
+                    &asset,
+                    amount,
+                    PaymentStatus::Confirmed,
+                    now,
+                    &mut events,
+                )?;
+                if p.status != PaymentStatus::Disputed {
+                    p.status = PaymentStatus::Disputed;
+                    p.confirmations = p.confirmations.max(1);
+                    events.push(EventType::PaymentDisputed);
+                }
+                changed = !events.is_empty();
+            }
+            InvoiceInput::Refund {
+                reference,
+                method,
+                asset,
+                amount,
+                total_refunded,
+            } => {
+                let (p, _) = self.payment_entry(
+                    reference,
+                    method,
+                    &asset,
+                    amount,
+                    PaymentStatus::Confirmed,
+                    now,
+                    &mut events,
+                )?;
+                if !p.status.is_final() && p.status != PaymentStatus::Reverted {
+                    // A refund proves the charge went through.
+                    p.status = PaymentStatus::Confirmed;
+                    p.confirmations = p.confirmations.max(1);
+                    events.push(EventType::PaymentConfirmed);
+                }
+                let total = total_refunded.min(p.amount);
+                if total > p.refunded {
+                    p.refunded = total;
+                    events.push(EventType::RefundSucceeded);
+                }
+                changed = !events.is_empty();
             }
             InvoiceInput::Tick => {}
             InvoiceInput::Cancel => {
@@ -490,6 +598,68 @@ impl Invoice {
             self.version += 1;
         }
         Ok(Transition { changed, events })
+    }
+
+    /// The payment with `reference`, checked against the method's asset and the amount seen before;
+    /// if it is new, it is recorded with `initial` status and its events (a payment first seen
+    /// final is announced as pending, then confirmed). Returns whether it was new.
+    #[allow(clippy::too_many_arguments)]
+    fn payment_entry(
+        &mut self,
+        reference: String,
+        method: Method,
+        asset: &str,
+        amount: Amount,
+        initial: PaymentStatus,
+        now: Timestamp,
+        events: &mut Vec<EventType>,
+    ) -> Result<(&mut Payment, bool), CoreError> {
+        let quote = self
+            .quote_for(method)
+            .ok_or_else(|| CoreError::MethodNotOffered {
+                method: method.to_string(),
+            })?;
+        if quote.due.asset.code != asset {
+            return Err(CoreError::WrongPaymentAsset {
+                reference,
+                method: method.to_string(),
+                asset: asset.to_owned(),
+                expected: quote.due.asset.code.clone(),
+            });
+        }
+        match self.payments.iter().position(|p| p.reference == reference) {
+            Some(i) => {
+                let p = &mut self.payments[i];
+                if p.amount != amount || p.method != method {
+                    return Err(invalid(
+                        "payment",
+                        format!("{reference} was observed before with another amount"),
+                    ));
+                }
+                Ok((p, false))
+            }
+            None => {
+                match initial {
+                    PaymentStatus::Failed => events.push(EventType::PaymentFailed),
+                    PaymentStatus::Pending => events.push(EventType::PaymentPending),
+                    _ => {
+                        events.push(EventType::PaymentPending);
+                        events.push(EventType::PaymentConfirmed);
+                    }
+                }
+                self.payments.push(Payment {
+                    reference,
+                    method,
+                    amount,
+                    status: initial,
+                    confirmations: u32::from(initial.is_final()),
+                    seen_at: now,
+                    refunded: Amount::ZERO,
+                });
+                let last = self.payments.len() - 1;
+                Ok((&mut self.payments[last], true))
+            }
+        }
     }
 
     /// When a payment counts: first seen before the invoice stopped being payable.
@@ -534,7 +704,7 @@ impl Invoice {
                     continue;
                 }
                 m_live = m_live.checked_add(p.amount).unwrap_or(Amount(U256::MAX));
-                if p.status == PaymentStatus::Confirmed {
+                if p.status.is_final() {
                     m_confirmed = m_confirmed
                         .checked_add(p.amount)
                         .unwrap_or(Amount(U256::MAX));

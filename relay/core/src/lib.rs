@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod event;
+pub mod gateway;
 pub mod id;
 pub mod invoice;
 pub mod merchant;
@@ -18,10 +19,11 @@ pub mod time;
 
 pub use error::CoreError;
 pub use event::{Event, EventType};
+pub use gateway::{GatewayEvent, GatewayEventKind};
 pub use id::{EventId, InvoiceId, MerchantId, OrderedIds};
 pub use invoice::{
-    Invoice, InvoiceException, InvoiceStatus, Method, MethodQuote, NewInvoice, Payment,
-    PaymentStatus,
+    card_reference, CardIntent, Invoice, InvoiceException, InvoiceStatus, Method, MethodQuote,
+    NewInvoice, Payment, PaymentStatus,
 };
 pub use merchant::{ApiKey, ApiKeyHash, Merchant, Secret};
 pub use money::{Amount, Asset, AssetBook, AssetKind, Money};

@@ -115,6 +115,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Commit, StoreError>;
 
     fn invoice(&self, id: &InvoiceId) -> Result<Option<Invoice>, StoreError>;
+    /// The invoice a rail reference (`card:pi_…`) belongs to.
+    fn invoice_by_reference(&self, reference: &str) -> Result<Option<InvoiceId>, StoreError>;
+
+    /// Records an inbound event (a gateway webhook, keyed `source:event id`) and, in the same
+    /// transaction, the change it causes, if any. A key seen before writes nothing and returns
+    /// [`Commit::IdempotencyHit`] with the first record: replayed webhooks change nothing.
+    fn record_inbound(
+        &self,
+        key: &str,
+        record: &IdempotencyRecord,
+        change: Option<(u64, &Invoice, &[Event])>,
+    ) -> Result<Commit, StoreError>;
     fn list_invoices(
         &self,
         merchant: &MerchantId,

@@ -11,6 +11,8 @@
 //! Invoice and event ids are time-ordered (see `relay_core::OrderedIds`), so an index keyed by id
 //! is in creation order and a page cursor is just the last id seen.
 //! - `idempotency`: merchant id · 0 · key → stored response
+//! - `references`: rail reference (`card:pi_…`) → invoice id
+//! - `inbound`: `source:event id` → record of a received webhook (duplicates are ignored)
 //! - `meta`: `format` → layout version
 
 use crate::codec::{decode, encode};
@@ -44,6 +46,8 @@ struct Inner {
     events: Tree,
     events_by_merchant: Tree,
     idempotency: Tree,
+    references: Tree,
+    inbound: Tree,
     // Group commit: `written` counts writes that have returned; `flushed` is the value of
     // `written` that the last completed disk sync covered.
     written: AtomicU64,
@@ -153,6 +157,8 @@ impl SledStore {
             events: tree("events")?,
             events_by_merchant: tree("events_by_merchant")?,
             idempotency: tree("idempotency")?,
+            references: tree("references")?,
+            inbound: tree("inbound")?,
             db,
             written: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
@@ -204,20 +210,70 @@ impl SledStore {
         Ok(())
     }
 
-    fn check_idempotency(
-        idem_tx: &TransactionalTree,
-        idem: &Option<IdempotencyWrite<'_>>,
+    /// Inserts `record` under `key` unless the key exists, in which case the transaction is
+    /// aborted with the stored record.
+    fn claim(
+        tree_tx: &TransactionalTree,
+        key: &[u8],
+        record: &IdempotencyRecord,
     ) -> Result<(), ConflictableTransactionError<Abort>> {
-        if let Some(w) = idem {
-            let key = idem_key(w.merchant_id, w.key);
-            if let Some(existing) = idem_tx.get(&key)? {
-                let rec =
-                    decode("idempotency record", &existing).map_err(|e| abort(Abort::Decode(e)))?;
-                return Err(abort(Abort::Idempotent(rec)));
-            }
-            idem_tx.insert(key, encode(&w.record))?;
+        if let Some(existing) = tree_tx.get(key)? {
+            let rec =
+                decode("idempotency record", &existing).map_err(|e| abort(Abort::Decode(e)))?;
+            return Err(abort(Abort::Idempotent(rec)));
         }
+        tree_tx.insert(key, encode(record))?;
         Ok(())
+    }
+
+    /// One transaction: claim `dedupe` (if any) in `dedupe_tree`, then apply `change` (if any)
+    /// with an optimistic version check.
+    fn write_update(
+        &self,
+        dedupe_tree: &Tree,
+        dedupe: Option<(Vec<u8>, &IdempotencyRecord)>,
+        change: Option<(u64, &Invoice, &[Event])>,
+    ) -> Result<Commit, StoreError> {
+        let i = &self.inner;
+        let encoded = change.map(|(version, invoice, events)| {
+            (
+                version,
+                invoice,
+                encode(invoice),
+                Self::encode_events(events),
+            )
+        });
+        let result = (
+            &i.invoices,
+            &i.expiries,
+            dedupe_tree,
+            &i.events,
+            &i.events_by_merchant,
+        )
+            .transaction(|(inv, exp, dedupe_tx, ev, ev_m)| {
+                if let Some((key, record)) = &dedupe {
+                    Self::claim(dedupe_tx, key, record)?;
+                }
+                let Some((expected_version, invoice, value, events)) = &encoded else {
+                    return Ok(());
+                };
+                let id = invoice.id.as_str().as_bytes();
+                let Some(current) = inv.get(id)? else {
+                    return Err(abort(Abort::Conflict));
+                };
+                let current: Invoice =
+                    decode("invoice", &current).map_err(|e| abort(Abort::Decode(e)))?;
+                if current.version != *expected_version {
+                    return Err(abort(Abort::Conflict));
+                }
+                inv.insert(id, value.as_slice())?;
+                if !awaits_expiry(invoice.status) {
+                    exp.remove(expiry_key(invoice.expires_at, &invoice.id))?;
+                }
+                Self::write_events(ev, ev_m, events)?;
+                Ok(())
+            });
+        self.finish(result)
     }
 
     fn finish(&self, result: Result<(), TransactionError<Abort>>) -> Result<Commit, StoreError> {
@@ -312,6 +368,10 @@ impl Store for SledStore {
             .order_id
             .as_ref()
             .map(|o| id_key(&order_prefix(&invoice.merchant_id, o), invoice.id.as_str()));
+        let references = invoice.references();
+        let idem = idempotency
+            .as_ref()
+            .map(|w| (idem_key(w.merchant_id, w.key), &w.record));
         let result = (
             &i.invoices,
             &i.invoices_by_merchant,
@@ -320,9 +380,15 @@ impl Store for SledStore {
             &i.idempotency,
             &i.events,
             &i.events_by_merchant,
+            &i.references,
         )
-            .transaction(|(inv, by_m, by_o, exp, idem, ev, ev_m)| {
-                Self::check_idempotency(idem, &idempotency)?;
+            .transaction(|(inv, by_m, by_o, exp, idem_tx, ev, ev_m, refs)| {
+                if let Some((key, record)) = &idem {
+                    Self::claim(idem_tx, key, record)?;
+                }
+                for r in &references {
+                    refs.insert(r.as_bytes(), id)?;
+                }
                 inv.insert(id, value.as_slice())?;
                 by_m.insert(by_merchant.as_slice(), &[])?;
                 if let Some(k) = &by_order {
@@ -344,35 +410,41 @@ impl Store for SledStore {
         events: &[Event],
         idempotency: Option<IdempotencyWrite<'_>>,
     ) -> Result<Commit, StoreError> {
-        let i = &self.inner;
-        let events = Self::encode_events(events);
-        let id = invoice.id.as_str().as_bytes();
-        let value = encode(invoice);
-        let result = (
-            &i.invoices,
-            &i.expiries,
-            &i.idempotency,
-            &i.events,
-            &i.events_by_merchant,
+        let dedupe = idempotency
+            .as_ref()
+            .map(|w| (idem_key(w.merchant_id, w.key), &w.record));
+        self.write_update(
+            &self.inner.idempotency,
+            dedupe,
+            Some((expected_version, invoice, events)),
         )
-            .transaction(|(inv, exp, idem, ev, ev_m)| {
-                Self::check_idempotency(idem, &idempotency)?;
-                let Some(current) = inv.get(id)? else {
-                    return Err(abort(Abort::Conflict));
-                };
-                let current: Invoice =
-                    decode("invoice", &current).map_err(|e| abort(Abort::Decode(e)))?;
-                if current.version != expected_version {
-                    return Err(abort(Abort::Conflict));
-                }
-                inv.insert(id, value.as_slice())?;
-                if !awaits_expiry(invoice.status) {
-                    exp.remove(expiry_key(invoice.expires_at, &invoice.id))?;
-                }
-                Self::write_events(ev, ev_m, &events)?;
-                Ok(())
-            });
-        self.finish(result)
+    }
+
+    fn record_inbound(
+        &self,
+        key: &str,
+        record: &IdempotencyRecord,
+        change: Option<(u64, &Invoice, &[Event])>,
+    ) -> Result<Commit, StoreError> {
+        self.write_update(
+            &self.inner.inbound,
+            Some((key.as_bytes().to_vec(), record)),
+            change,
+        )
+    }
+
+    fn invoice_by_reference(&self, reference: &str) -> Result<Option<InvoiceId>, StoreError> {
+        let Some(id) = self.inner.references.get(reference.as_bytes())? else {
+            return Ok(None);
+        };
+        std::str::from_utf8(&id)
+            .ok()
+            .and_then(InvoiceId::parse)
+            .map(Some)
+            .ok_or_else(|| StoreError::Decode {
+                what: "reference index",
+                reason: "bad invoice id".into(),
+            })
     }
 
     fn invoice(&self, id: &InvoiceId) -> Result<Option<Invoice>, StoreError> {

@@ -1,0 +1,232 @@
+//! A client for a Stripe-compatible gateway. Form-encoded requests, `Authorization: Bearer` with
+//! the secret key, a timeout on every call, and retries only where the gateway's semantics make
+//! them safe: every write carries an `Idempotency-Key`, and only transport failures, 409 (a
+//! concurrent request with the same key), 429 and 5xx answers are retried.
+
+use relay_core::{Amount, GatewayEvent, GatewayEventKind};
+use serde::Deserialize;
+use std::time::Duration;
+
+const ATTEMPTS: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    #[error("gateway unreachable: {0}")]
+    Transport(String),
+    #[error("gateway answered {status}: {code}: {message}")]
+    Rejected {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("unexpected gateway answer: {0}")]
+    Decode(String),
+}
+
+impl GatewayError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            GatewayError::Transport(_) => true,
+            GatewayError::Rejected { status, .. } => {
+                *status == 409 || *status == 429 || *status >= 500
+            }
+            GatewayError::Decode(_) => false,
+        }
+    }
+}
+
+/// The fields of a PaymentIntent the relay uses.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PaymentIntent {
+    pub id: String,
+    pub amount: u64,
+    #[serde(default)]
+    pub amount_received: u64,
+    pub currency: String,
+    pub status: String,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+}
+
+impl PaymentIntent {
+    /// What the intent's current state means, as the event a webhook would have carried.
+    /// `None` while the payer has not finished.
+    pub fn as_event(&self) -> Option<GatewayEvent> {
+        let amount = Amount::from_minor(u128::from(if self.amount_received > 0 {
+            self.amount_received
+        } else {
+            self.amount
+        }));
+        let kind = match self.status.as_str() {
+            "succeeded" => GatewayEventKind::PaymentSucceeded {
+                intent: self.id.clone(),
+                amount,
+                currency: self.currency.clone(),
+            },
+            _ => return None,
+        };
+        Some(GatewayEvent {
+            id: format!("reconcile:{}:{}", self.id, self.status),
+            kind,
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct GatewayClient {
+    base: String,
+    secret_key: String,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for GatewayClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayClient {
+    pub fn new(base: &str, secret_key: &str) -> Result<GatewayClient, GatewayError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|e| GatewayError::Transport(e.to_string()))?;
+        Ok(GatewayClient {
+            base: base.trim_end_matches('/').to_owned(),
+            secret_key: secret_key.to_owned(),
+            http,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        form: &[(&str, String)],
+        idempotency_key: Option<&str>,
+    ) -> Result<serde_json::Value, GatewayError> {
+        let mut last = None;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .bearer_auth(&self.secret_key);
+            if let Some(k) = idempotency_key {
+                req = req.header("Idempotency-Key", k);
+            }
+            if !form.is_empty() {
+                req = req.form(form);
+            }
+            let result = match req.send().await {
+                Err(e) => Err(GatewayError::Transport(e.to_string())),
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let body: serde_json::Value = resp
+                        .json()
+                        .await
+                        .map_err(|e| GatewayError::Decode(e.to_string()))?;
+                    if (200..300).contains(&status) {
+                        Ok(body)
+                    } else {
+                        let err = &body["error"];
+                        Err(GatewayError::Rejected {
+                            status,
+                            code: err["code"]
+                                .as_str()
+                                .or(err["type"].as_str())
+                                .unwrap_or("unknown")
+                                .to_owned(),
+                            message: err["message"].as_str().unwrap_or("").to_owned(),
+                        })
+                    }
+                }
+            };
+            match result {
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(target: "relay::card", %path, attempt, error = %e, "gateway call failed, retrying");
+                    last = Some(e);
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| GatewayError::Transport("no attempt made".into())))
+    }
+
+    fn intent(v: serde_json::Value) -> Result<PaymentIntent, GatewayError> {
+        serde_json::from_value(v).map_err(|e| GatewayError::Decode(e.to_string()))
+    }
+
+    /// Creates the PaymentIntent of an invoice. The idempotency key is derived from the invoice,
+    /// so a retry can never create a second intent for it.
+    pub async fn create_payment_intent(
+        &self,
+        invoice_id: &str,
+        amount_minor: u64,
+        currency: &str,
+    ) -> Result<PaymentIntent, GatewayError> {
+        let form = [
+            ("amount", amount_minor.to_string()),
+            ("currency", currency.to_ascii_lowercase()),
+            ("metadata[relay_invoice]", invoice_id.to_owned()),
+            ("payment_method_types[]", "card".to_owned()),
+        ];
+        let key = format!("relay-pi-{invoice_id}");
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/payment_intents",
+                &form,
+                Some(&key),
+            )
+            .await?;
+        Self::intent(v)
+    }
+
+    pub async fn retrieve_payment_intent(&self, id: &str) -> Result<PaymentIntent, GatewayError> {
+        let v = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/payment_intents/{id}"),
+                &[],
+                None,
+            )
+            .await?;
+        Self::intent(v)
+    }
+
+    pub async fn cancel_payment_intent(&self, id: &str) -> Result<PaymentIntent, GatewayError> {
+        let key = format!("relay-cancel-{id}");
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/payment_intents/{id}/cancel"),
+                &[],
+                Some(&key),
+            )
+            .await?;
+        Self::intent(v)
+    }
+
+    /// Refunds `amount` of a PaymentIntent; `key` must identify this refund (a retry with the
+    /// same key never refunds twice).
+    pub async fn refund(
+        &self,
+        payment_intent: &str,
+        amount_minor: u64,
+        key: &str,
+    ) -> Result<serde_json::Value, GatewayError> {
+        let form = [
+            ("payment_intent", payment_intent.to_owned()),
+            ("amount", amount_minor.to_string()),
+        ];
+        self.call(reqwest::Method::POST, "/v1/refunds", &form, Some(key))
+            .await
+    }
+}
