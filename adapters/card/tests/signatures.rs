@@ -40,7 +40,7 @@ struct Case {
 fn verdicts_match_the_official_library() {
     let body =
         r#"{"id":"evt_1","type":"payment_intent.succeeded","data":{"object":{"id":"pi_1"}}}"#;
-    let cases = vec![
+    let cases = [
         Case {
             name: "valid",
             payload: body,
