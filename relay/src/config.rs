@@ -28,7 +28,11 @@ pub struct Config {
     pub operator_key_file: Option<PathBuf>,
     pub stripe_api_base: Option<String>,
     pub stripe_secret_key: Option<String>,
+    /// One secret, or several separated by commas while rotating.
     pub stripe_webhook_secret: Option<String>,
+    /// Seconds between reconciliation passes over payable card invoices
+    /// (`RELAY_CARD_RECONCILE_SECS`).
+    pub card_reconcile_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -55,6 +59,7 @@ impl Default for Config {
             stripe_api_base: None,
             stripe_secret_key: None,
             stripe_webhook_secret: None,
+            card_reconcile_secs: 60,
         }
     }
 }
@@ -75,6 +80,7 @@ impl fmt::Debug for Config {
             .field("stripe_api_base", &self.stripe_api_base)
             .field("stripe_secret_key", &set(&self.stripe_secret_key))
             .field("stripe_webhook_secret", &set(&self.stripe_webhook_secret))
+            .field("card_reconcile_secs", &self.card_reconcile_secs)
             .finish_non_exhaustive()
     }
 }
@@ -135,15 +141,47 @@ impl Config {
             "STRIPE_API_BASE" => self.stripe_api_base = opt(value),
             "STRIPE_SECRET_KEY" => self.stripe_secret_key = opt(value),
             "STRIPE_WEBHOOK_SECRET" => self.stripe_webhook_secret = opt(value),
+            "CARD_RECONCILE_SECS" => {
+                self.card_reconcile_secs = value.parse().context("expected seconds")?
+            }
             // Other RELAY_* variables (e.g. the harness's own) are not settings of the relay.
             _ => {}
         }
         Ok(())
     }
 
+    /// The card gateway, if one is configured.
+    pub fn stripe_gateway(&self) -> Result<Option<crate::card::StripeGateway>> {
+        let (Some(base), Some(key)) = (&self.stripe_api_base, &self.stripe_secret_key) else {
+            return Ok(None);
+        };
+        let webhook_secrets: Vec<String> = self
+            .stripe_webhook_secret
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if webhook_secrets.is_empty() {
+            tracing::warn!(target: "relay", "no stripe_webhook_secret: gateway webhooks will be refused; reconciliation still finds payments");
+        }
+        Ok(Some(crate::card::StripeGateway {
+            client: relay_card::GatewayClient::new(base, key)?,
+            webhook_secrets,
+        }))
+    }
+
     pub fn validate(&self) -> Result<()> {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format must be \"text\" or \"json\"");
+        }
+        if self.card_reconcile_secs == 0 {
+            bail!("card_reconcile_secs must be at least 1");
+        }
+        if self.stripe_api_base.is_some() != self.stripe_secret_key.is_some() {
+            bail!("stripe_api_base and stripe_secret_key go together");
         }
         if self.request_timeout_secs == 0 || self.request_timeout_secs > 600 {
             bail!("request_timeout_secs must be 1 to 600");

@@ -25,6 +25,8 @@ pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Resul
     config.eth_rpc_url = Some(testnet.anvil.url());
     config.stripe_api_base = Some(testnet.stripe.url());
     config.stripe_secret_key = Some(relay_testnet::LocalStripe::SECRET_KEY.into());
+    let webhook_secret = format!("whsec_dev_{:016x}", rand::random::<u64>());
+    config.stripe_webhook_secret = Some(webhook_secret.clone());
     config.validate()?;
 
     let explicit = listen.or_else(|| std::env::var_os("RELAY_LISTEN").map(|_| config.listen));
@@ -38,6 +40,15 @@ pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Resul
         },
     };
     let url = format!("http://{}", listener.local_addr()?);
+    // The local gateway sends its signed webhooks to this relay.
+    testnet
+        .stripe
+        .register_webhook(
+            "relay",
+            &format!("{url}/v1/gateways/stripe/webhook"),
+            &webhook_secret,
+        )
+        .context("registering the relay's webhook at localstripe")?;
     let store = server::open_store(&config)?;
     let demo = merchant::create(
         &store,
@@ -74,7 +85,14 @@ List invoices:
   curl -s {url}/v1/invoices -H 'Authorization: Bearer {key}'
 
 The invoice shows what is due on each rail at the locked rates ({rates}).
-Paying on the chains and by card arrives with the rail adapters; until then the nodes above run
+
+Pay it by card on the local gateway: take payment_methods.card.payment_intent (pi_…) and run
+  curl -s -u {sk}: {stripe}/v1/payment_intents/PI -d payment_method=pm_card_visa
+  curl -s -u {sk}: -X POST {stripe}/v1/payment_intents/PI/confirm
+The gateway's signed webhook reaches the relay and the invoice turns "settled" (GET it again).
+A declined card: use payment_method=pm_card_chargeCustomerFail instead.
+
+Paying on the chains arrives with the bitcoin and Ethereum rails; until then the nodes above run
 for exploring them directly.
 "#,
             data = config.data_dir.display(),

@@ -52,35 +52,95 @@ pub async fn serve(
 ) -> Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ids = Arc::new(IdSource::default());
+    let gateway = config.stripe_gateway()?.map(Arc::new);
     let state = AppState {
         store: store.clone(),
         ids: ids.clone(),
+        card: gateway
+            .clone()
+            .map(|g| g as Arc<dyn relay_api::card::CardGateway>),
         assets: Arc::new(asset_book(config)?),
         rates: Arc::new(rates(config)?),
         clock: clock.clone(),
         request_timeout: Duration::from_secs(config.request_timeout_secs),
         metrics: metrics_handle(),
     };
-    let sweeper = tokio::spawn(expiry_loop(store.clone(), clock, ids));
+    let sweeper = tokio::spawn(expiry_loop(
+        store.clone(),
+        clock.clone(),
+        ids.clone(),
+        gateway.clone(),
+    ));
+    let reconciler = gateway.map(|g| {
+        tokio::spawn(reconcile_loop(
+            store.clone(),
+            clock,
+            ids,
+            g,
+            Duration::from_secs(config.card_reconcile_secs),
+        ))
+    });
     tracing::info!(target: "relay", addr = %listener.local_addr()?, "listening");
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await
         .context("server failed")?;
     sweeper.abort();
+    if let Some(r) = reconciler {
+        r.abort();
+    }
     store.durable().await.context("final flush failed")?;
     tracing::info!(target: "relay", "stopped");
     Ok(())
 }
 
-async fn expiry_loop(store: SledStore, clock: Arc<dyn Clock>, ids: Arc<IdSource>) {
+async fn expiry_loop(
+    store: SledStore,
+    clock: Arc<dyn Clock>,
+    ids: Arc<IdSource>,
+    gateway: Option<Arc<crate::card::StripeGateway>>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
+        // Before an invoice expires, ask the gateway whether its card payment went through.
+        if let Some(g) = &gateway {
+            let due = store
+                .invoices_due_for_expiry(clock.now(), 1000)
+                .unwrap_or_default();
+            if let Err(e) = crate::card::reconcile(&store, g, clock.as_ref(), &ids, &due).await {
+                tracing::warn!(target: "relay::card", error = %e, "reconciliation before expiry failed");
+            }
+        }
         match crate::expiry::sweep(&store, clock.as_ref(), &ids).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(target: "relay::expiry", expired = n, "invoices expired"),
             Err(e) => tracing::warn!(target: "relay::expiry", error = %e, "expiry sweep failed"),
+        }
+    }
+}
+
+/// Periodically reconciles every payable invoice's card payment with the gateway.
+async fn reconcile_loop(
+    store: SledStore,
+    clock: Arc<dyn Clock>,
+    ids: Arc<IdSource>,
+    gateway: Arc<crate::card::StripeGateway>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        // Every invoice still awaiting expiry is payable (new or processing).
+        let open = store
+            .invoices_due_for_expiry(relay_core::Timestamp(i64::MAX - 1), 10_000)
+            .unwrap_or_default();
+        match crate::card::reconcile(&store, &gateway, clock.as_ref(), &ids, &open).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(target: "relay::card", found = n, "reconciliation found card payments")
+            }
+            Err(e) => tracing::warn!(target: "relay::card", error = %e, "reconciliation failed"),
         }
     }
 }

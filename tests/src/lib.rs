@@ -364,6 +364,31 @@ impl LocalStripe {
     }
 }
 
+impl LocalStripe {
+    /// Registers (or replaces) webhook endpoint `name`: every event, signed with `secret`.
+    pub fn register_webhook(&self, name: &str, url: &str, secret: &str) -> Result<()> {
+        let resp = ureq::post(&format!("{}/_config/webhooks/{name}", self.url()))
+            .timeout(Duration::from_secs(10))
+            .send_form(&[("url", url), ("secret", secret)]);
+        match resp {
+            Ok(_) => Ok(()),
+            Err(e) => bail!("registering webhook {name}: {e}"),
+        }
+    }
+
+    /// A GET on the gateway's API.
+    pub fn get(&self, path: &str) -> Result<Value> {
+        let resp = ureq::get(&format!("{}{path}", self.url()))
+            .set("Authorization", &basic_auth(Self::SECRET_KEY, ""))
+            .timeout(Duration::from_secs(30))
+            .call();
+        match resp {
+            Ok(r) => Ok(r.into_json()?),
+            Err(e) => bail!("GET {path}: {e}"),
+        }
+    }
+}
+
 /// Runs `forge build` in `contracts/` with the solc-js wrapper, fully offline.
 pub fn forge_build(contracts_dir: &Path) -> Result<()> {
     require(tools_dir().join("solc"), "the solc-js wrapper")?;

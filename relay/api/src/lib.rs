@@ -6,6 +6,7 @@
 //! from the handlers at `/openapi.json`, `/healthz`, `/readyz` and Prometheus `/metrics`.
 //! No request can make a handler panic; should one anyway, the client gets a JSON 500.
 
+pub mod card;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
@@ -33,6 +34,8 @@ pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 pub struct AppState<S> {
     pub store: S,
     pub ids: Arc<IdSource>,
+    /// The card gateway, when one is configured (without it, card is not offered).
+    pub card: Option<Arc<dyn card::CardGateway>>,
     pub assets: Arc<AssetBook>,
     pub rates: Arc<dyn RateSource>,
     pub clock: Arc<dyn Clock>,
@@ -45,6 +48,7 @@ impl<S: Clone> Clone for AppState<S> {
         AppState {
             store: self.store.clone(),
             ids: self.ids.clone(),
+            card: self.card.clone(),
             assets: self.assets.clone(),
             rates: self.rates.clone(),
             clock: self.clock.clone(),
@@ -116,6 +120,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::invoices::list,
         routes::invoices::cancel,
         routes::events::list,
+        routes::gateway::stripe_webhook,
     ),
     components(schemas(error::ErrorBody, view::InvoiceView, view::EventView)),
     modifiers(&SecurityAddon)
@@ -147,7 +152,11 @@ pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
             "/v1/invoices/{id}/cancel",
             post(routes::invoices::cancel::<S>),
         )
-        .route("/v1/events", get(routes::events::list::<S>));
+        .route("/v1/events", get(routes::events::list::<S>))
+        .route(
+            "/v1/gateways/stripe/webhook",
+            post(routes::gateway::stripe_webhook::<S>),
+        );
     Router::new()
         .merge(v1)
         .route("/healthz", get(healthz))

@@ -54,6 +54,15 @@ pub struct MethodView {
     pub amount_wei: Option<String>,
     /// The locked rate: the price of one `asset` in the invoice's currency.
     pub rate: String,
+    /// Card: the gateway (`stripe`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// Card: the gateway's PaymentIntent for this invoice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_intent: Option<String>,
+    /// Card: what the payer's browser confirms the PaymentIntent with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -67,6 +76,8 @@ pub struct PaymentView {
     pub status: String,
     pub confirmations: u32,
     pub seen_at: String,
+    /// Refunded so far, minor units.
+    pub refunded_minor: String,
 }
 
 fn enum_str<T: Serialize>(v: &T) -> String {
@@ -90,6 +101,9 @@ impl InvoiceView {
                     amount_wei: (q.method == Method::Ethereum).then(|| minor.clone()),
                     amount_minor: minor,
                     rate: q.rate.price.normalize().to_string(),
+                    gateway: q.card.as_ref().map(|c| c.gateway.clone()),
+                    payment_intent: q.card.as_ref().map(|c| c.payment_intent.clone()),
+                    client_secret: q.card.as_ref().map(|c| c.client_secret.clone()),
                 };
                 (q.method.as_str().to_owned(), view)
             })
@@ -132,6 +146,7 @@ impl PaymentView {
             status: enum_str(&p.status),
             confirmations: p.confirmations,
             seen_at: rfc3339(p.seen_at),
+            refunded_minor: p.refunded.to_string(),
         }
     }
 }

@@ -53,6 +53,7 @@ fn env() -> Env {
     let state = AppState {
         store: store.clone(),
         ids: Arc::new(relay_api::IdSource::default()),
+        card: None,
         assets: Arc::new(AssetBook::default()),
         rates: Arc::new(
             FixedRates::from_pairs([("BTC/USD", "60000"), ("ETH/USD", "2500")]).unwrap(),
@@ -175,7 +176,8 @@ async fn creates_and_retrieves_an_invoice_with_locked_rates() {
         inv["payment_methods"]["ethereum"]["amount_wei"],
         "10000000000000000"
     );
-    assert_eq!(inv["payment_methods"]["card"]["amount_minor"], "2500");
+    // Without a card gateway configured, card is not offered.
+    assert_eq!(inv["payment_methods"]["card"], Value::Null);
 
     let id = inv["id"].as_str().unwrap();
     let got = env.get(&format!("/v1/invoices/{id}")).await;
@@ -309,7 +311,13 @@ async fn bad_input_gets_a_stable_code_and_changes_nothing() {
         (
             br#"{"amount":"1.00","currency":"BTC","payment_methods":["card"]}"#.to_vec(),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "rate_unavailable",
+            "payment_method_unavailable",
+            Some("payment_methods"),
+        ),
+        (
+            br#"{"amount":"1.00","currency":"USD","payment_methods":["card"]}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "payment_method_unavailable",
             Some("payment_methods"),
         ),
         (

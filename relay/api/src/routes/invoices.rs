@@ -176,6 +176,10 @@ pub async fn create<S: Store>(
         Err(replay) => return Ok(replay),
     };
     let req: CreateInvoiceRequest = parse_json(&body)?;
+    let req_names_card = req
+        .payment_methods
+        .as_ref()
+        .is_some_and(|m| m.iter().any(|n| n == "card"));
     let asset = state.assets.get(&req.currency)?.clone();
     let amount = Amount::parse_decimal(&req.amount, &asset)?;
     let now = idem.now;
@@ -188,8 +192,21 @@ pub async fn create<S: Store>(
         expires_at: now.plus_seconds(req.expires_in.unwrap_or(DEFAULT_EXPIRY_SECS)),
         methods: parse_methods(&merchant, req.payment_methods)?,
     };
+    let mut params = params;
+    if state.card.is_none() {
+        if req_names_card {
+            return Err(ApiError::invalid(
+                "payment_method_unavailable",
+                "card payments need a card gateway, and none is configured",
+            )
+            .with_param("payment_methods")
+            .with_status(StatusCode::UNPROCESSABLE_ENTITY));
+        }
+        params.methods.retain(|m| *m != relay_core::Method::Card);
+    }
     let quotes = params.quote(&state.assets, state.rates.as_ref())?;
-    let (invoice, kinds) = Invoice::create(state.ids.invoice_id(), params, quotes, now)?;
+    let (mut invoice, kinds) = Invoice::create(state.ids.invoice_id(), params, quotes, now)?;
+    attach_card_intent(&state, &mut invoice).await?;
     let events = Event::for_invoice(&invoice, &kinds, now, || state.ids.event_id());
     let response = to_json(&InvoiceView::of(&invoice));
     let commit = state.store.create_invoice(
@@ -201,6 +218,42 @@ pub async fn create<S: Store>(
         metrics::counter!("relay_invoices_created_total").increment(1);
     }
     idem.finish(&state, commit, StatusCode::OK, response).await
+}
+
+/// Creates the invoice's PaymentIntent at the gateway (after every parameter was validated, so an
+/// invalid request never reaches it). A gateway failure fails the request; nothing is stored.
+async fn attach_card_intent<S: Store>(
+    state: &AppState<S>,
+    invoice: &mut Invoice,
+) -> Result<(), ApiError> {
+    let (Some(gateway), Some(quote)) = (
+        state.card.as_ref(),
+        invoice
+            .methods
+            .iter_mut()
+            .find(|q| q.method == relay_core::Method::Card),
+    ) else {
+        return Ok(());
+    };
+    let amount = u64::try_from(quote.due.amount.0).map_err(|_| {
+        ApiError::invalid(
+            "amount_too_large",
+            "the amount is too large for the card gateway",
+        )
+        .with_param("amount")
+    })?;
+    let intent = gateway
+        .create_intent(invoice.id.as_str(), amount, &quote.due.asset.code)
+        .await
+        .map_err(|e| {
+            tracing::warn!(target: "relay::card", error = %e, "creating the PaymentIntent failed");
+            ApiError::unavailable(
+                "gateway_unavailable",
+                "the card gateway could not be reached; retry with the same Idempotency-Key",
+            )
+        })?;
+    quote.card = Some(intent);
+    Ok(())
 }
 
 fn owned_invoice<S: Store>(

@@ -1,4 +1,5 @@
 //! The HTTP handlers, one module per resource.
 
 pub mod events;
+pub mod gateway;
 pub mod invoices;

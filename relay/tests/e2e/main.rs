@@ -1,6 +1,8 @@
 //! End-to-end tests of the `relay` binary as users run it: real processes, real sockets, a real
 //! data directory, SIGKILL for the crash test, and `relay dev` on the real testnet.
 
+mod card;
+
 use relay_core::{Clock, InvoiceStatus, Timestamp};
 use relay_store::Store;
 use serde_json::{json, Value};
@@ -13,11 +15,11 @@ use std::time::{Duration, Instant};
 
 const RELAY: &str = env!("CARGO_BIN_EXE_relay");
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     relay_testnet::free_port().unwrap()
 }
 
-fn merchant_create(data_dir: &Path, name: &str) -> Value {
+pub(crate) fn merchant_create(data_dir: &Path, name: &str) -> Value {
     let out = Command::new(RELAY)
         .args(["merchant", "create", "--name", name])
         .env("RELAY_DATA_DIR", data_dir)
@@ -31,15 +33,20 @@ fn merchant_create(data_dir: &Path, name: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Server {
     async fn start(data_dir: &Path, port: u16) -> Server {
+        Self::start_with(data_dir, port, &[]).await
+    }
+
+    pub(crate) async fn start_with(data_dir: &Path, port: u16, env: &[(&str, String)]) -> Server {
         let child = Command::new(RELAY)
             .arg("serve")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RELAY_DATA_DIR", data_dir)
             .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
             .env("RELAY_RATES", "BTC/USD=60000,ETH/USD=2500")
@@ -83,7 +90,7 @@ impl Drop for Server {
     }
 }
 
-async fn create_invoice(
+pub(crate) async fn create_invoice(
     client: &reqwest::Client,
     url: &str,
     key: &str,
@@ -445,6 +452,33 @@ async fn relay_dev_serves_invoices_and_stops_its_nodes() {
     assert_eq!(status, 200, "{inv}");
     assert_eq!(inv["payment_methods"]["bitcoin"]["amount_sat"], "41667");
     assert!(relay_testnet::json_rpc(&anvil, None, "eth_chainId", json!([])).is_ok());
+
+    // Pay it by card exactly as the banner says; the gateway's webhook settles it.
+    let pi = inv["payment_methods"]["card"]["payment_intent"]
+        .as_str()
+        .unwrap();
+    for (path, form) in [
+        (
+            format!("/v1/payment_intents/{pi}"),
+            vec![("payment_method", "pm_card_visa")],
+        ),
+        (format!("/v1/payment_intents/{pi}/confirm"), vec![]),
+    ] {
+        let r = client
+            .post(format!("{stripe}{path}"))
+            .basic_auth("sk_test_relay", Some(""))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "{path}: {}",
+            r.text().await.unwrap()
+        );
+    }
+    let id = inv["id"].as_str().unwrap();
+    card::wait_for(&client, &url, &key, id, |inv| inv["status"] == "settled").await;
 
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])

@@ -1,0 +1,122 @@
+//! The card gateway seam and what the relay does with a gateway event.
+//!
+//! The API does not know the gateway's wire format: the binary supplies a [`CardGateway`] (the
+//! Stripe-compatible adapter) that creates PaymentIntents and turns a signed webhook into a
+//! verified [`GatewayEvent`]. [`apply_gateway_event`] is shared by the webhook route and the
+//! reconciliation pass, so a missed webhook and a delivered one have the same effect, once.
+
+use relay_core::{card_reference, CardIntent, Clock, Event, GatewayEvent, Timestamp};
+use relay_store::{Commit, IdempotencyRecord, Store, StoreError};
+use std::future::Future;
+use std::pin::Pin;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a webhook was refused (400, nothing recorded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookRejection {
+    SignatureMissing,
+    SignatureInvalid,
+    SignatureExpired,
+    NotAnEvent,
+}
+
+/// A card gateway.
+///
+/// Contract: `create_intent` is safe to call again for the same invoice (the implementation
+/// derives an idempotency key from the invoice id); `verify` checks the signature before it
+/// parses anything.
+pub trait CardGateway: Send + Sync + 'static {
+    /// The gateway's name in the invoice JSON and in inbound event keys (`stripe`).
+    fn name(&self) -> &'static str;
+
+    fn create_intent<'a>(
+        &'a self,
+        invoice_id: &'a str,
+        amount_minor: u64,
+        currency: &'a str,
+    ) -> BoxFuture<'a, Result<CardIntent, String>>;
+
+    fn verify(
+        &self,
+        signature: Option<&str>,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<GatewayEvent, WebhookRejection>;
+}
+
+/// What handling an event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// The invoice changed (events written).
+    Applied,
+    /// Recorded without effect: unknown intent, an event type the relay ignores, nothing new, or
+    /// an event the invoice refused (logged).
+    Recorded,
+    /// Seen before: nothing written.
+    Duplicate,
+}
+
+/// Records `event` (keyed `{source}:{event id}`) and applies it to its invoice in one transaction.
+pub fn apply_gateway_event<S: Store>(
+    store: &S,
+    clock: &dyn Clock,
+    ids: &crate::IdSource,
+    source: &str,
+    event: &GatewayEvent,
+    fingerprint: [u8; 32],
+) -> Result<Handled, StoreError> {
+    let key = format!("{source}:{}", event.id);
+    // Conflicts mean a watcher or another webhook changed the invoice meanwhile: re-read, re-apply.
+    for _ in 0..16 {
+        let now = clock.now();
+        let mut outcome = "no invoice for this payment intent";
+        let mut change = None;
+        let invoice = match (event.intent(), event.input()) {
+            (Some(intent), Some(_)) => match store.invoice_by_reference(&card_reference(intent))? {
+                Some(id) => store.invoice(&id)?,
+                None => None,
+            },
+            _ => {
+                outcome = "event type not acted on";
+                None
+            }
+        };
+        if let (Some(mut invoice), Some(input)) = (invoice, event.input()) {
+            let version = invoice.version;
+            match invoice.apply(input, now) {
+                Ok(t) if t.changed => {
+                    outcome = "applied";
+                    let events = Event::for_invoice(&invoice, &t.events, now, || ids.event_id());
+                    change = Some((version, invoice, events));
+                }
+                Ok(_) => outcome = "no change",
+                Err(e) => {
+                    tracing::warn!(target: "relay::card", event = %event.id, invoice = %invoice.id, error = %e, "gateway event refused by the invoice");
+                    outcome = "refused by the invoice";
+                }
+            }
+        }
+        let record = IdempotencyRecord {
+            fingerprint,
+            status: 200,
+            body: outcome.to_owned(),
+            created_at: now,
+        };
+        let commit = store.record_inbound(
+            &key,
+            &record,
+            change.as_ref().map(|(v, inv, ev)| (*v, inv, ev.as_slice())),
+        )?;
+        match commit {
+            Commit::Done if change.is_some() => return Ok(Handled::Applied),
+            Commit::Done => return Ok(Handled::Recorded),
+            Commit::IdempotencyHit(_) => return Ok(Handled::Duplicate),
+            Commit::Conflict => continue,
+        }
+    }
+    Err(StoreError::Decode {
+        what: "invoice",
+        reason: "kept changing while a gateway event was applied".into(),
+    })
+}

@@ -1,0 +1,116 @@
+//! The card rail in the binary: the Stripe-compatible adapter behind the API's `CardGateway`
+//! seam, and reconciliation — retrieving the PaymentIntents of payable invoices so that a webhook
+//! that never arrived (gateway down, endpoint unreachable) never leaves a paid invoice unpaid.
+
+use relay_api::card::{apply_gateway_event, BoxFuture, CardGateway, Handled, WebhookRejection};
+use relay_api::IdSource;
+use relay_card::{GatewayClient, SignatureError};
+use relay_core::{CardIntent, Clock, GatewayEvent, InvoiceId, Method, PaymentStatus, Timestamp};
+use relay_store::{SledStore, Store, StoreError};
+use sha2::{Digest, Sha256};
+
+pub struct StripeGateway {
+    pub client: GatewayClient,
+    /// Accepted webhook secrets: more than one while rotating.
+    pub webhook_secrets: Vec<String>,
+}
+
+impl CardGateway for StripeGateway {
+    fn name(&self) -> &'static str {
+        "stripe"
+    }
+
+    fn create_intent<'a>(
+        &'a self,
+        invoice_id: &'a str,
+        amount_minor: u64,
+        currency: &'a str,
+    ) -> BoxFuture<'a, Result<CardIntent, String>> {
+        Box::pin(async move {
+            let pi = self
+                .client
+                .create_payment_intent(invoice_id, amount_minor, currency)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(CardIntent {
+                gateway: "stripe".into(),
+                client_secret: pi.client_secret.clone().unwrap_or_default(),
+                payment_intent: pi.id,
+            })
+        })
+    }
+
+    fn verify(
+        &self,
+        signature: Option<&str>,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<GatewayEvent, WebhookRejection> {
+        let secrets: Vec<&str> = self.webhook_secrets.iter().map(String::as_str).collect();
+        relay_card::verify_signature(
+            signature,
+            body,
+            &secrets,
+            now.0,
+            relay_card::DEFAULT_TOLERANCE_SECS,
+        )
+        .map_err(|e| match e {
+            SignatureError::Missing => WebhookRejection::SignatureMissing,
+            SignatureError::Stale { .. } => WebhookRejection::SignatureExpired,
+            _ => WebhookRejection::SignatureInvalid,
+        })?;
+        relay_card::parse_event(body).ok_or(WebhookRejection::NotAnEvent)
+    }
+}
+
+/// Retrieves the PaymentIntent of each invoice in `invoices` that has one and no final card
+/// payment yet, and applies what the gateway says. Returns how many invoices changed.
+pub async fn reconcile(
+    store: &SledStore,
+    gateway: &StripeGateway,
+    clock: &dyn Clock,
+    ids: &IdSource,
+    invoices: &[InvoiceId],
+) -> Result<usize, StoreError> {
+    let mut changed = 0;
+    for id in invoices {
+        let Some(invoice) = store.invoice(id)? else {
+            continue;
+        };
+        let Some(intent) = invoice
+            .quote_for(Method::Card)
+            .and_then(|q| q.card.as_ref())
+            .map(|c| c.payment_intent.clone())
+        else {
+            continue;
+        };
+        let settled = invoice.payments.iter().any(|p| {
+            p.reference == intent
+                && matches!(p.status, PaymentStatus::Confirmed | PaymentStatus::Disputed)
+        });
+        if settled {
+            continue;
+        }
+        let pi = match gateway.client.retrieve_payment_intent(&intent).await {
+            Ok(pi) => pi,
+            Err(e) => {
+                tracing::warn!(target: "relay::card", %intent, error = %e, "reconciliation could not retrieve the intent");
+                continue;
+            }
+        };
+        let Some(event) = pi.as_event() else {
+            continue;
+        };
+        let fingerprint: [u8; 32] = Sha256::digest(event.id.as_bytes()).into();
+        if apply_gateway_event(store, clock, ids, "stripe", &event, fingerprint)?
+            == Handled::Applied
+        {
+            tracing::info!(target: "relay::card", %intent, invoice = %invoice.id, "payment found by reconciliation (its webhook never came)");
+            changed += 1;
+        }
+    }
+    if changed > 0 {
+        store.durable().await?;
+    }
+    Ok(changed)
+}
