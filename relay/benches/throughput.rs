@@ -5,7 +5,9 @@
 //!    group commits — the ceiling the API can reach.
 //! 2. `POST /v1/invoices` (durable before the answer) at 64 concurrent connections.
 //! 3. `GET /v1/invoices/{id}` at 64 concurrent connections.
-//! 4. Resident memory of a relay serving a store of 100,000 invoices.
+//! 4. Verified and persisted gateway webhooks (`POST /v1/gateways/stripe/webhook`, each a fresh
+//!    signed event) at 64 concurrent connections.
+//! 5. Resident memory of a relay serving a store of 100,000 invoices.
 //!
 //! Bounded: each load phase runs for a fixed time (`RELAY_BENCH_SECS`, default 10).
 
@@ -131,10 +133,21 @@ impl Drop for Relay {
     }
 }
 
+const WEBHOOK_SECRET: &str = "whsec_bench";
+
 async fn start_relay(data_dir: &std::path::Path) -> Relay {
     let port = relay_testnet::free_port().unwrap();
+    // A gateway base that is never called: the bench only receives webhooks.
+    let unused = relay_testnet::free_port().unwrap();
     let child = Command::new(RELAY)
         .arg("serve")
+        .env(
+            "RELAY_STRIPE_API_BASE",
+            format!("http://127.0.0.1:{unused}"),
+        )
+        .env("RELAY_STRIPE_SECRET_KEY", "sk_test_bench")
+        .env("RELAY_STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("RELAY_CARD_RECONCILE_SECS", "3600")
         .env("RELAY_DATA_DIR", data_dir)
         .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
         .env("RELAY_RATES", "BTC/USD=60000,ETH/USD=2500")
@@ -299,7 +312,7 @@ fn main() {
         let addr = relay.url.trim_start_matches("http://").to_owned();
         let k = key.clone();
         let post = load(&addr, dur, move |conn, i| {
-            let body = json!({"amount": "25.00", "currency": "USD", "order_id": format!("o-{conn}-{i}")}).to_string();
+            let body = json!({"amount": "25.00", "currency": "USD", "order_id": format!("o-{conn}-{i}"), "payment_methods": ["bitcoin", "ethereum"]}).to_string();
             request("POST", "/v1/invoices", &k, &format!("Idempotency-Key: b-{conn}-{i}\r\n"), &body)
         }).await;
         println!("POST /v1/invoices (durable)   {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}  ratio to raw sled {:.2}",
@@ -313,6 +326,23 @@ fn main() {
         let get = load(&addr, dur, move |conn, i| gets[(conn + i as usize) % gets.len()].clone()).await;
         println!("GET /v1/invoices/{{id}}         {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
             get.rate, get.p50.as_secs_f64() * 1e3, get.p99.as_secs_f64() * 1e3, get.errors);
+        // Gateway webhooks: each a distinct event, signed now (the tolerance is 300 s).
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let hooks = load(&addr, dur, move |conn, i| {
+            use hmac::Mac;
+            let body = json!({"id": format!("evt_bench_{conn}_{i}"), "object": "event", "type": "payment_intent.succeeded",
+                "data": {"object": {"id": format!("pi_bench_{conn}_{i}"), "amount": 2500, "amount_received": 2500, "currency": "usd", "status": "succeeded"}}}).to_string();
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+            mac.update(format!("{t}.{body}").as_bytes());
+            let sig = hex::encode(mac.finalize().into_bytes());
+            format!(
+                "POST /v1/gateways/stripe/webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nStripe-Signature: t={t},v1={sig}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        }).await;
+        println!("POST gateway webhook (verify + durable record) {:>6.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
+            hooks.rate, hooks.p50.as_secs_f64() * 1e3, hooks.p99.as_secs_f64() * 1e3, hooks.errors);
         drop(relay);
 
         // Memory with 100,000 stored invoices.
