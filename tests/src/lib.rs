@@ -59,13 +59,6 @@ pub fn forge_exe() -> Result<PathBuf> {
     )
 }
 
-pub fn cast_exe() -> Result<PathBuf> {
-    require(
-        tools_dir().join("node_modules/@foundry-rs/cast-linux-amd64/bin/cast"),
-        "cast",
-    )
-}
-
 /// A JSON-RPC 2.0 call over HTTP (anvil, Bitcoin Core, bcoin), with optional basic auth.
 pub fn json_rpc(
     url: &str,
@@ -134,10 +127,6 @@ impl Anvil {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
-    }
-
-    pub fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}", self.port)
     }
 
     pub fn rpc(&self, method: &str, params: Value) -> Result<Value> {

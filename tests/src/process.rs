@@ -47,10 +47,6 @@ impl NodeProcess {
         self.scratch.path()
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// The last lines the process printed.
     pub fn output_tail(&self) -> String {
         let text =

@@ -72,17 +72,20 @@ pub fn apply_gateway_event<S: Store>(
         let now = clock.now();
         let mut outcome = "no invoice for this payment intent";
         let mut change = None;
-        let invoice = match (event.intent(), event.input()) {
-            (Some(intent), Some(_)) => match store.invoice_by_reference(&card_reference(intent))? {
-                Some(id) => store.invoice(&id)?,
-                None => None,
-            },
+        // `intent` and `input` are both present for the four acted-on event types, absent otherwise.
+        let target = match (event.intent(), event.input()) {
+            (Some(intent), Some(input)) => {
+                match store.invoice_by_reference(&card_reference(intent))? {
+                    Some(id) => store.invoice(&id)?.map(|inv| (inv, input)),
+                    None => None,
+                }
+            }
             _ => {
                 outcome = "event type not acted on";
                 None
             }
         };
-        if let (Some(mut invoice), Some(input)) = (invoice, event.input()) {
+        if let Some((mut invoice, input)) = target {
             let version = invoice.version;
             match invoice.apply(input, now) {
                 Ok(t) if t.changed => {

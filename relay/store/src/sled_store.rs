@@ -178,11 +178,6 @@ impl SledStore {
         Ok(())
     }
 
-    /// Bytes on disk, for metrics.
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.db.size_on_disk()?)
-    }
-
     /// Pre-encodes events as (id key, by-merchant key, value) outside the transaction closure,
     /// which sled may run more than once.
     fn encode_events(events: &[Event]) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {

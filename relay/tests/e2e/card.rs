@@ -1,7 +1,7 @@
 //! The card rail end to end: a real `relay serve`, a real localstripe gateway sending its own
 //! signed webhooks, and the payer's steps done against the gateway's API as Stripe.js would.
 
-use crate::{create_invoice, free_port, merchant_create, Server};
+use crate::{create_invoice, free_port, get_invoice, merchant_create, Server};
 use hmac::{Hmac, Mac};
 use relay_testnet::LocalStripe;
 use serde_json::{json, Value};
@@ -134,18 +134,6 @@ fn rand_suffix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64
-}
-
-async fn get_invoice(client: &reqwest::Client, url: &str, key: &str, id: &str) -> Value {
-    client
-        .get(format!("{url}/v1/invoices/{id}"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 /// Polls the invoice until `done` holds (the gateway delivers webhooks about a second later).

@@ -108,6 +108,18 @@ pub(crate) async fn create_invoice(
     Ok((status, r.json().await?))
 }
 
+pub(crate) async fn get_invoice(client: &reqwest::Client, url: &str, key: &str, id: &str) -> Value {
+    client
+        .get(format!("{url}/v1/invoices/{id}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn order_body(n: usize) -> Value {
     json!({"amount": format!("{}.{:02}", 1 + n / 100, n % 100), "currency": "USD", "order_id": format!("crash-{n}")})
 }
@@ -172,16 +184,7 @@ async fn sigkill_loses_no_acknowledged_invoice_and_retries_create_once() {
     // Every acknowledged invoice is there, exactly as it was acknowledged.
     for inv in acked.values() {
         let id = inv["id"].as_str().unwrap();
-        let got: Value = client
-            .get(format!("{}/v1/invoices/{id}", server.url))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(&got, inv);
+        assert_eq!(&get_invoice(&client, &server.url, &key, id).await, inv);
     }
     // Retrying every request that was sent (acknowledged or not) yields one invoice per key.
     let mut ids = std::collections::BTreeSet::new();
@@ -284,19 +287,7 @@ async fn merchant_cli_serve_and_graceful_restart() {
     );
 
     let server = Server::start(dir.path(), port).await;
-    let got: Value = client
-        .get(format!(
-            "{}/v1/invoices/{}",
-            server.url,
-            inv["id"].as_str().unwrap()
-        ))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got = get_invoice(&client, &server.url, key, inv["id"].as_str().unwrap()).await;
     assert_eq!(got, inv);
 }
 

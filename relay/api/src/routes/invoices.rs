@@ -183,7 +183,7 @@ pub async fn create<S: Store>(
     let asset = state.assets.get(&req.currency)?.clone();
     let amount = Amount::parse_decimal(&req.amount, &asset)?;
     let now = idem.now;
-    let params = NewInvoice {
+    let mut params = NewInvoice {
         merchant_id: merchant.id.clone(),
         price: Money { asset, amount },
         order_id: req.order_id,
@@ -192,7 +192,6 @@ pub async fn create<S: Store>(
         expires_at: now.plus_seconds(req.expires_in.unwrap_or(DEFAULT_EXPIRY_SECS)),
         methods: parse_methods(&merchant, req.payment_methods)?,
     };
-    let mut params = params;
     if state.card.is_none() {
         if req_names_card {
             return Err(ApiError::invalid(
