@@ -33,6 +33,11 @@ pub struct Config {
     /// Seconds between reconciliation passes over payable card invoices
     /// (`RELAY_CARD_RECONCILE_SECS`).
     pub card_reconcile_secs: u64,
+    /// Milliseconds between polls of the bitcoin node's tip and mempool (`RELAY_BTC_POLL_MS`).
+    pub btc_poll_ms: u64,
+    /// Height to start scanning at on a fresh store, instead of the node's tip
+    /// (`RELAY_BTC_START_HEIGHT`).
+    pub btc_start_height: Option<u32>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -60,6 +65,8 @@ impl Default for Config {
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             card_reconcile_secs: 60,
+            btc_poll_ms: 1000,
+            btc_start_height: None,
         }
     }
 }
@@ -81,6 +88,8 @@ impl fmt::Debug for Config {
             .field("stripe_secret_key", &set(&self.stripe_secret_key))
             .field("stripe_webhook_secret", &set(&self.stripe_webhook_secret))
             .field("card_reconcile_secs", &self.card_reconcile_secs)
+            .field("btc_poll_ms", &self.btc_poll_ms)
+            .field("btc_start_height", &self.btc_start_height)
             .finish_non_exhaustive()
     }
 }
@@ -144,6 +153,13 @@ impl Config {
             "CARD_RECONCILE_SECS" => {
                 self.card_reconcile_secs = value.parse().context("expected seconds")?
             }
+            "BTC_POLL_MS" => self.btc_poll_ms = value.parse().context("expected milliseconds")?,
+            "BTC_START_HEIGHT" => {
+                self.btc_start_height = opt(value)
+                    .map(|v| v.parse())
+                    .transpose()
+                    .context("expected a block height")?
+            }
             // Other RELAY_* variables (e.g. the harness's own) are not settings of the relay.
             _ => {}
         }
@@ -182,6 +198,9 @@ impl Config {
         }
         if self.stripe_api_base.is_some() != self.stripe_secret_key.is_some() {
             bail!("stripe_api_base and stripe_secret_key go together");
+        }
+        if !(10..=600_000).contains(&self.btc_poll_ms) {
+            bail!("btc_poll_ms must be 10 to 600000");
         }
         if self.request_timeout_secs == 0 || self.request_timeout_secs > 600 {
             bail!("request_timeout_secs must be 1 to 600");

@@ -2,6 +2,7 @@
 //! wiring of the store, rates and API into a server, the expiry sweep, merchant creation and the
 //! `relay dev` testnet.
 
+pub mod bitcoin;
 pub mod card;
 pub mod config;
 pub mod dev;

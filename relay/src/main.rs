@@ -48,8 +48,16 @@ enum MerchantCommand {
     Create {
         #[arg(long)]
         name: String,
+        /// Watch-only receive descriptor, e.g. `wpkh(xpub…/0/*)`; each invoice gets the next address.
         #[arg(long)]
         btc_descriptor: Option<String>,
+        /// Confirmations a bitcoin payment needs: 0, 1, 2 or 6.
+        #[arg(long, default_value_t = 1)]
+        btc_confirmations: u32,
+        /// How far short of the price an on-chain payment may fall and still settle, in basis
+        /// points (0 to 1000).
+        #[arg(long, default_value_t = 0)]
+        payment_tolerance_bps: u16,
         #[arg(long)]
         eth_payout: Option<String>,
         #[arg(long)]
@@ -97,6 +105,8 @@ async fn main() -> Result<()> {
                 MerchantCommand::Create {
                     name,
                     btc_descriptor,
+                    btc_confirmations,
+                    payment_tolerance_bps,
                     eth_payout,
                     webhook_url,
                     config,
@@ -110,6 +120,8 @@ async fn main() -> Result<()> {
                 merchant::NewMerchant {
                     name,
                     btc_descriptor,
+                    btc_confirmations,
+                    payment_tolerance_bps,
                     eth_payout,
                     webhook_url,
                 },

@@ -5,12 +5,27 @@ use relay_core::{ApiKey, Clock, Merchant, MerchantId, Method, Secret};
 use relay_store::{SledStore, Store};
 use serde::Serialize;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NewMerchant {
     pub name: String,
     pub btc_descriptor: Option<String>,
+    pub btc_confirmations: u32,
+    pub payment_tolerance_bps: u16,
     pub eth_payout: Option<String>,
     pub webhook_url: Option<String>,
+}
+
+impl Default for NewMerchant {
+    fn default() -> Self {
+        NewMerchant {
+            name: String::new(),
+            btc_descriptor: None,
+            btc_confirmations: 1,
+            payment_tolerance_bps: 0,
+            eth_payout: None,
+            webhook_url: None,
+        }
+    }
 }
 
 /// What `merchant create` prints: the only time the API key is ever shown.
@@ -21,6 +36,9 @@ pub struct CreatedMerchant {
     pub api_key: String,
     pub webhook_secret: String,
     pub webhook_url: Option<String>,
+    /// The descriptor in canonical form (with checksum), as the relay will derive from it.
+    pub btc_descriptor: Option<String>,
+    pub btc_confirmations: u32,
 }
 
 pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<CreatedMerchant> {
@@ -33,22 +51,25 @@ pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<
     if let Some(url) = &new.webhook_url {
         Merchant::validate_webhook_url(url)?;
     }
-    if let Some(d) = &new.btc_descriptor {
-        anyhow::ensure!(
-            !d.trim().is_empty() && d.len() <= 1024,
-            "--btc-descriptor must be a non-empty output descriptor"
-        );
-    }
+    Merchant::validate_btc_confirmations(new.btc_confirmations)?;
+    Merchant::validate_payment_tolerance(new.payment_tolerance_bps)?;
+    let btc_descriptor = new
+        .btc_descriptor
+        .as_deref()
+        .map(crate::bitcoin::validate_descriptor)
+        .transpose()?;
     let key = ApiKey::from_entropy(rand::random());
     let merchant = Merchant {
         id: MerchantId::from_entropy(rand::random()),
         name: new.name,
         created_at: clock.now(),
-        btc_descriptor: new.btc_descriptor,
+        btc_descriptor,
         eth_payout,
         methods: Method::ALL.to_vec(),
         webhook_url: new.webhook_url,
         webhook_secret: Secret::from_entropy("whsec_", rand::random()),
+        btc_confirmations: new.btc_confirmations,
+        payment_tolerance_bps: new.payment_tolerance_bps,
     };
     store
         .insert_merchant(&merchant, &key.hash())
@@ -59,5 +80,7 @@ pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<
         api_key: key.expose_secret().to_owned(),
         webhook_secret: merchant.webhook_secret.expose_secret().to_owned(),
         webhook_url: merchant.webhook_url.clone(),
+        btc_descriptor: merchant.btc_descriptor.clone(),
+        btc_confirmations: merchant.btc_confirmations,
     })
 }

@@ -53,12 +53,14 @@ pub async fn serve(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ids = Arc::new(IdSource::default());
     let gateway = config.stripe_gateway()?.map(Arc::new);
+    let bitcoin = crate::bitcoin::connect(config, Duration::from_secs(30)).await?;
     let state = AppState {
         store: store.clone(),
         ids: ids.clone(),
         card: gateway
             .clone()
             .map(|g| g as Arc<dyn relay_api::card::CardGateway>),
+        bitcoin: bitcoin.as_ref().map(|b| b.rail.clone()),
         assets: Arc::new(asset_book(config)?),
         rates: Arc::new(rates(config)?),
         clock: clock.clone(),
@@ -71,6 +73,20 @@ pub async fn serve(
         ids.clone(),
         gateway.clone(),
     ));
+    let btc_watcher = bitcoin.map(|b| {
+        tokio::spawn(crate::bitcoin::watch_loop(
+            store.clone(),
+            b.client,
+            b.scripts,
+            clock.clone(),
+            ids.clone(),
+            relay_bitcoin::WatcherConfig {
+                start_height: config.btc_start_height,
+                ..relay_bitcoin::WatcherConfig::default()
+            },
+            Duration::from_millis(config.btc_poll_ms),
+        ))
+    });
     let reconciler = gateway.map(|g| {
         tokio::spawn(reconcile_loop(
             store.clone(),
@@ -86,6 +102,9 @@ pub async fn serve(
         .await
         .context("server failed")?;
     sweeper.abort();
+    if let Some(w) = btc_watcher {
+        w.abort();
+    }
     if let Some(r) = reconciler {
         r.abort();
     }

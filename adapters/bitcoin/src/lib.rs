@@ -1,5 +1,25 @@
-//! The bitcoin rail: descriptors and address derivation, a block source speaking Bitcoin Core's
-//! JSON-RPC, block and mempool scanning, and reorg handling. It turns the chain into plain
-//! observations for `relay-core` and never decides an invoice's state itself.
+//! The bitcoin rail: merchants' descriptors and per-invoice addresses, a block source speaking
+//! Bitcoin Core's JSON-RPC (bitcoind and bcoin), and a watcher that follows the chain and the
+//! mempool, matches outputs against watched scripts and rewinds on reorgs.
 //!
-//! Not built yet: this crate marks its place in the workspace; the rail is tracked as its own issue.
+//! Like the other adapters it never decides an invoice's state: the [`Watcher`] turns the chain
+//! into [`Observation`]s and a cursor, and the caller applies them to invoices (with
+//! `relay-core`) and stores everything in one write. The library never spawns tasks; the binary
+//! drives it.
+
+mod addresses;
+mod descriptor;
+mod error;
+pub mod rpc;
+mod scan;
+mod watcher;
+
+pub use addresses::DescriptorAddresses;
+pub use bitcoin;
+pub use descriptor::{Derived, ReceiveDescriptor};
+pub use error::BitcoinError;
+pub use rpc::{BlockSource, RpcClient};
+pub use scan::{Found, ScriptIndex};
+pub use watcher::{
+    ChainCursor, Observation, ScriptFeed, Tracked, TrackedState, Update, Watcher, WatcherConfig,
+};

@@ -36,6 +36,8 @@ pub struct AppState<S> {
     pub ids: Arc<IdSource>,
     /// The card gateway, when one is configured (without it, card is not offered).
     pub card: Option<Arc<dyn card::CardGateway>>,
+    /// The bitcoin rail, when a node is configured (without it, bitcoin is not offered).
+    pub bitcoin: Option<BitcoinRail>,
     pub assets: Arc<AssetBook>,
     pub rates: Arc<dyn RateSource>,
     pub clock: Arc<dyn Clock>,
@@ -49,6 +51,7 @@ impl<S: Clone> Clone for AppState<S> {
             store: self.store.clone(),
             ids: self.ids.clone(),
             card: self.card.clone(),
+            bitcoin: self.bitcoin.clone(),
             assets: self.assets.clone(),
             rates: self.rates.clone(),
             clock: self.clock.clone(),
@@ -56,6 +59,16 @@ impl<S: Clone> Clone for AppState<S> {
             metrics: self.metrics.clone(),
         }
     }
+}
+
+/// The bitcoin rail as the API sees it.
+#[derive(Clone)]
+pub struct BitcoinRail {
+    /// Derives each invoice's address from the merchant's descriptor.
+    pub addresses: Arc<dyn relay_core::ReceiveAddresses>,
+    /// Called with each invoice stored with a bitcoin address, so the watcher matches payments to
+    /// it from then on (the watcher also loads every address from the store when it starts).
+    pub watch: Arc<dyn Fn(&relay_core::Invoice) + Send + Sync>,
 }
 
 /// Time-ordered invoice and event ids for this process (wall clock + OS randomness).

@@ -54,6 +54,15 @@ pub struct MethodView {
     pub amount_wei: Option<String>,
     /// The locked rate: the price of one `asset` in the invoice's currency.
     pub rate: String,
+    /// Bitcoin: the address of this invoice alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Bitcoin: a BIP21 URI with the address and amount, for wallets and QR codes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Bitcoin: confirmations a payment needs before the invoice is settled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirmations_required: Option<u32>,
     /// Card: the gateway (`stripe`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
@@ -80,6 +89,16 @@ pub struct PaymentView {
     pub refunded_minor: String,
 }
 
+/// BIP21 amounts are decimal BTC; trailing zeros are dropped (`0.0004` rather than `0.00040000`).
+fn bip21_amount(due: &relay_core::Money) -> String {
+    let s = due.to_decimal_string();
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    }
+}
+
 fn enum_str<T: Serialize>(v: &T) -> String {
     match serde_json::to_value(v) {
         Ok(serde_json::Value::String(s)) => s,
@@ -89,25 +108,30 @@ fn enum_str<T: Serialize>(v: &T) -> String {
 
 impl InvoiceView {
     pub fn of(inv: &Invoice) -> InvoiceView {
-        let payment_methods = inv
-            .methods
-            .iter()
-            .map(|q| {
-                let minor = q.due.amount.to_string();
-                let view = MethodView {
-                    asset: q.due.asset.code.clone(),
-                    amount: q.due.to_decimal_string(),
-                    amount_sat: (q.method == Method::Bitcoin).then(|| minor.clone()),
-                    amount_wei: (q.method == Method::Ethereum).then(|| minor.clone()),
-                    amount_minor: minor,
-                    rate: q.rate.price.normalize().to_string(),
-                    gateway: q.card.as_ref().map(|c| c.gateway.clone()),
-                    payment_intent: q.card.as_ref().map(|c| c.payment_intent.clone()),
-                    client_secret: q.card.as_ref().map(|c| c.client_secret.clone()),
-                };
-                (q.method.as_str().to_owned(), view)
-            })
-            .collect();
+        let payment_methods =
+            inv.methods
+                .iter()
+                .map(|q| {
+                    let minor = q.due.amount.to_string();
+                    let view = MethodView {
+                        asset: q.due.asset.code.clone(),
+                        amount: q.due.to_decimal_string(),
+                        amount_sat: (q.method == Method::Bitcoin).then(|| minor.clone()),
+                        amount_wei: (q.method == Method::Ethereum).then(|| minor.clone()),
+                        amount_minor: minor,
+                        rate: q.rate.price.normalize().to_string(),
+                        address: q.bitcoin.as_ref().map(|b| b.address.clone()),
+                        uri: q.bitcoin.as_ref().map(|b| {
+                            format!("bitcoin:{}?amount={}", b.address, bip21_amount(&q.due))
+                        }),
+                        confirmations_required: q.bitcoin.as_ref().map(|b| b.confirmations),
+                        gateway: q.card.as_ref().map(|c| c.gateway.clone()),
+                        payment_intent: q.card.as_ref().map(|c| c.payment_intent.clone()),
+                        client_secret: q.card.as_ref().map(|c| c.client_secret.clone()),
+                    };
+                    (q.method.as_str().to_owned(), view)
+                })
+                .collect();
         InvoiceView {
             id: inv.id.to_string(),
             object: "invoice",

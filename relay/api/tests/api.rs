@@ -4,6 +4,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use relay_api::{app, metrics_handle, AppState};
+use relay_bitcoin::bitcoin::bip32::{Xpriv, Xpub};
+use relay_bitcoin::bitcoin::secp256k1::Secp256k1;
+use relay_bitcoin::bitcoin::Network;
 use relay_core::{ApiKey, AssetBook, Clock, FixedRates, Merchant, MerchantId, Method, Timestamp};
 use relay_store::{SledStore, Store};
 use serde_json::{json, Value};
@@ -30,6 +33,23 @@ struct Env {
 
 const T0: i64 = 1_800_000_000;
 
+/// A regtest wpkh descriptor from a fixed seed.
+fn test_descriptor() -> String {
+    let secp = Secp256k1::new();
+    let xprv = Xpriv::new_master(Network::Regtest, &[9u8; 32]).unwrap();
+    format!("wpkh({}/0/*)", Xpub::from_priv(&secp, &xprv))
+}
+
+/// The address the descriptor gives at `index`.
+fn address_at(index: u32) -> String {
+    relay_bitcoin::ReceiveDescriptor::parse(&test_descriptor())
+        .unwrap()
+        .derive(index, Network::Regtest)
+        .unwrap()
+        .address
+        .to_string()
+}
+
 fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
@@ -39,11 +59,14 @@ fn env() -> Env {
             id: MerchantId::from_entropy([n; 12]),
             name: format!("shop {n}"),
             created_at: Timestamp(T0),
-            btc_descriptor: None,
+            // Shop 1 receives bitcoin at its own descriptor's addresses; shop 2 has none.
+            btc_descriptor: (n == 1).then(test_descriptor),
             eth_payout: None,
             methods: vec![Method::Bitcoin, Method::Ethereum, Method::Card],
             webhook_url: None,
             webhook_secret: relay_core::Secret::from_entropy("whsec_", [5; 32]),
+            btc_confirmations: 2,
+            payment_tolerance_bps: 0,
         };
         let key = ApiKey::from_entropy([n; 32]);
         store.insert_merchant(&m, &key.hash()).unwrap();
@@ -54,6 +77,10 @@ fn env() -> Env {
         store: store.clone(),
         ids: Arc::new(relay_api::IdSource::default()),
         card: None,
+        bitcoin: Some(relay_api::BitcoinRail {
+            addresses: Arc::new(relay_bitcoin::DescriptorAddresses::new(Network::Regtest)),
+            watch: Arc::new(|_| {}),
+        }),
         assets: Arc::new(AssetBook::default()),
         rates: Arc::new(
             FixedRates::from_pairs([("BTC/USD", "60000"), ("ETH/USD", "2500")]).unwrap(),
@@ -136,6 +163,34 @@ impl Env {
         self.call("GET", uri, Some(&self.key), None, &[]).await
     }
 
+    async fn call_with_key(
+        &self,
+        method: &str,
+        uri: &str,
+        idempotency_key: Option<&str>,
+        body: Value,
+        key: &str,
+    ) -> Resp {
+        let headers: Vec<(&str, &str)> = idempotency_key
+            .map(|k| vec![("idempotency-key", k)])
+            .unwrap_or_default();
+        self.call(
+            method,
+            uri,
+            Some(key),
+            Some(body.to_string().as_bytes()),
+            &headers,
+        )
+        .await
+    }
+
+    async fn invoice_count_of(&self, key: &str) -> usize {
+        let page = self
+            .call("GET", "/v1/invoices?limit=100", Some(key), None, &[])
+            .await;
+        page.json["data"].as_array().unwrap().len()
+    }
+
     async fn invoice_count(&self) -> usize {
         let page = self.get("/v1/invoices?limit=100").await;
         page.json["data"].as_array().unwrap().len()
@@ -172,6 +227,12 @@ async fn creates_and_retrieves_an_invoice_with_locked_rates() {
     assert_eq!(btc["amount_sat"], "41667");
     assert_eq!(btc["amount"], "0.00041667");
     assert_eq!(btc["rate"], "60000");
+    assert_eq!(btc["address"], address_at(0));
+    assert_eq!(btc["confirmations_required"], 2);
+    assert_eq!(
+        btc["uri"],
+        format!("bitcoin:{}?amount=0.00041667", address_at(0))
+    );
     assert_eq!(
         inv["payment_methods"]["ethereum"]["amount_wei"],
         "10000000000000000"
@@ -312,13 +373,13 @@ async fn bad_input_gets_a_stable_code_and_changes_nothing() {
             br#"{"amount":"1.00","currency":"BTC","payment_methods":["card"]}"#.to_vec(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "payment_method_unavailable",
-            Some("payment_methods"),
+            Some("payment_methods[0]"),
         ),
         (
             br#"{"amount":"1.00","currency":"USD","payment_methods":["card"]}"#.to_vec(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "payment_method_unavailable",
-            Some("payment_methods"),
+            Some("payment_methods[0]"),
         ),
         (
             br#"{"amount":"1.00","currency":"USD","order_id":""}"#.to_vec(),
@@ -761,4 +822,80 @@ mod fuzz {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn each_invoice_gets_the_next_unused_address_and_bitcoin_needs_a_descriptor() {
+    let env = env();
+    let mut addresses = Vec::new();
+    for i in 0..5 {
+        let r = env
+            .post(
+                "/v1/invoices",
+                json!({"amount": format!("{}.00", i + 1), "currency": "USD", "payment_methods": ["bitcoin"]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+        addresses.push(
+            r.json["payment_methods"]["bitcoin"]["address"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // A replayed request gets the same invoice and address; no index is spent on it twice.
+    let (a, b) = (
+        env.call_with_key(
+            "POST",
+            "/v1/invoices",
+            Some("k-1"),
+            json!({"amount": "9.00", "currency": "USD"}),
+            &env.key,
+        )
+        .await,
+        env.call_with_key(
+            "POST",
+            "/v1/invoices",
+            Some("k-1"),
+            json!({"amount": "9.00", "currency": "USD"}),
+            &env.key,
+        )
+        .await,
+    );
+    assert_eq!(a.json, b.json);
+    addresses.push(
+        a.json["payment_methods"]["bitcoin"]["address"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    let expected: Vec<String> = (0..6).map(address_at).collect();
+    assert_eq!(addresses, expected);
+
+    // Shop 2 has no descriptor: bitcoin is left out by default and refused when asked for.
+    let r = env
+        .call_with_key(
+            "POST",
+            "/v1/invoices",
+            None,
+            json!({"amount": "1.00", "currency": "USD"}),
+            &env.other_key,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["payment_methods"]["bitcoin"], Value::Null);
+    let before = env.invoice_count_of(&env.other_key).await;
+    let r = env
+        .call_with_key(
+            "POST",
+            "/v1/invoices",
+            None,
+            json!({"amount": "1.00", "currency": "USD", "payment_methods": ["bitcoin"]}),
+            &env.other_key,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json["error"]["code"], "payment_method_unavailable");
+    assert_eq!(r.json["error"]["param"], "payment_methods[0]");
+    assert_eq!(env.invoice_count_of(&env.other_key).await, before);
 }

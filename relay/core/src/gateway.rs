@@ -75,6 +75,7 @@ impl GatewayEvent {
                 amount: *amount,
                 confirmed: true,
                 confirmations: 1,
+                seen_at: None,
             },
             GatewayEventKind::PaymentFailed {
                 intent,
@@ -134,6 +135,7 @@ mod tests {
             metadata: Default::default(),
             expires_at: T0.plus_seconds(900),
             methods: vec![Method::Card],
+            tolerance_bps: 0,
         };
         let quotes = params
             .quote(&AssetBook::default(), &FixedRates::default())

@@ -78,6 +78,22 @@ pub struct MethodQuote {
     /// For `card`: the PaymentIntent created at the gateway for this invoice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub card: Option<CardIntent>,
+    /// For `bitcoin`: the address derived for this invoice alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitcoin: Option<BitcoinPayTo>,
+}
+
+/// Where a bitcoin invoice is paid: one address of the merchant's descriptor, never handed out for
+/// another invoice, and the confirmations its payments need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BitcoinPayTo {
+    pub address: String,
+    /// The output script the address stands for, hex. The watcher matches outputs on it.
+    pub script_pubkey: String,
+    /// The descriptor's derivation index the address comes from.
+    pub derivation_index: u32,
+    /// The merchant's confirmation policy when the invoice was created.
+    pub confirmations: u32,
 }
 
 /// A card payment's handle at the gateway, fixed when the invoice is created.
@@ -213,6 +229,9 @@ pub enum InvoiceInput {
         amount: Amount,
         confirmed: bool,
         confirmations: u32,
+        /// When the payment happened, if earlier than now (a block found while catching up).
+        /// Decides whether it was in time; `None` means now.
+        seen_at: Option<Timestamp>,
     },
     /// The payment is gone: reorged out, replaced, failed, or disputed.
     Drop {
@@ -260,6 +279,8 @@ pub struct NewInvoice {
     pub metadata: BTreeMap<String, String>,
     pub expires_at: Timestamp,
     pub methods: Vec<Method>,
+    /// See [`Invoice::tolerance_bps`].
+    pub tolerance_bps: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,13 +298,47 @@ pub struct Invoice {
     pub canceled_at: Option<Timestamp>,
     pub methods: Vec<MethodQuote>,
     pub payments: Vec<Payment>,
+    /// How far short of the price (basis points) confirmed payments may fall and still settle it.
+    #[serde(default)]
+    pub tolerance_bps: u16,
     /// Incremented on every change, for optimistic concurrency in the store.
     pub version: u64,
+}
+
+/// Derives bitcoin receive addresses from merchants' descriptors. The bitcoin adapter implements
+/// it; the API asks it for one new address per invoice.
+///
+/// Contract: deterministic (the same descriptor and index always give the same address), and
+/// distinct indexes give distinct scripts.
+pub trait ReceiveAddresses: Send + Sync {
+    /// The address at `index` of `descriptor`, or why there is none (as a sentence for the
+    /// merchant: a descriptor for another network, a key that cannot derive).
+    fn derive(&self, descriptor: &str, index: u32) -> Result<ReceiveAddress, String>;
+}
+
+/// One derived address and its output script (hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiveAddress {
+    pub address: String,
+    pub script_pubkey: String,
 }
 
 /// The reference key of a gateway PaymentIntent.
 pub fn card_reference(payment_intent: &str) -> String {
     format!("card:{payment_intent}")
+}
+
+/// The reference key of a watched bitcoin output script (hex).
+pub fn btc_script_reference(script_hex: &str) -> String {
+    format!("{BTC_SCRIPT_PREFIX}{script_hex}")
+}
+
+/// Prefix of [`btc_script_reference`] keys, for listing every watched script.
+pub const BTC_SCRIPT_PREFIX: &str = "btcs:";
+
+/// The reference of a bitcoin payment: one output, `btc:<txid>:<vout>`.
+pub fn btc_payment_reference(txid: &str, vout: u32) -> String {
+    format!("btc:{txid}:{vout}")
 }
 
 /// What an input did: whether anything changed, and the events to emit (in order).
@@ -398,6 +453,7 @@ impl NewInvoice {
                 due: Money { asset, amount },
                 rate,
                 card: None,
+                bitcoin: None,
             });
         }
         Ok(quotes)
@@ -427,6 +483,7 @@ impl Invoice {
             canceled_at: None,
             methods: quotes,
             payments: Vec::new(),
+            tolerance_bps: params.tolerance_bps,
             version: 1,
         };
         Ok((invoice, vec![EventType::InvoiceCreated]))
@@ -436,13 +493,28 @@ impl Invoice {
         self.methods.iter().find(|q| q.method == method)
     }
 
-    /// The keys under which rails find this invoice (`card:pi_…`, later addresses and escrow ids).
+    /// The keys under which rails find this invoice (`card:pi_…`, `btcs:<script>`). Each is unique
+    /// to one invoice: the store refuses a second invoice with the same reference.
     pub fn references(&self) -> Vec<String> {
-        self.methods
+        let cards = self
+            .methods
             .iter()
             .filter_map(|q| q.card.as_ref())
-            .map(|c| card_reference(&c.payment_intent))
-            .collect()
+            .map(|c| card_reference(&c.payment_intent));
+        let scripts = self
+            .methods
+            .iter()
+            .filter_map(|q| q.bitcoin.as_ref())
+            .map(|b| btc_script_reference(&b.script_pubkey));
+        cards.chain(scripts).collect()
+    }
+
+    /// The confirmations a payment on `method` needs to be final: the bitcoin policy locked in at
+    /// creation; one for the other rails (their adapters decide finality themselves).
+    pub fn confirmations_required(&self, method: Method) -> u32 {
+        self.quote_for(method)
+            .and_then(|q| q.bitcoin.as_ref())
+            .map_or(1, |b| b.confirmations)
     }
 
     /// Applies one input at time `now`, returning what changed.
@@ -457,7 +529,9 @@ impl Invoice {
                 amount,
                 confirmed,
                 confirmations,
+                seen_at,
             } => {
+                let seen_at = seen_at.map_or(now, |t| t.min(now));
                 let status = if confirmed {
                     PaymentStatus::Confirmed
                 } else {
@@ -469,7 +543,7 @@ impl Invoice {
                     &asset,
                     amount,
                     status,
-                    now,
+                    seen_at,
                     &mut events,
                 )?;
                 // A dispute outranks a (late or repeated) confirmation of the same payment.
@@ -714,12 +788,16 @@ impl Invoice {
             live = live.saturating_add(self.credit(method, m_live));
         }
         let price = self.price.amount.0;
+        // price × (1 − tolerance), rounded up so that the tolerance never exceeds what was stated.
+        let shortfall =
+            price.saturating_mul(U256::from(self.tolerance_bps)) / U256::from(10_000u32);
+        let enough = price - shortfall;
         let expired = now >= self.expires_at;
         let status = if self.canceled_at.is_some() {
             InvoiceStatus::Invalid
-        } else if confirmed >= price {
+        } else if confirmed >= enough {
             InvoiceStatus::Settled
-        } else if live >= price || (!live.is_zero() && !expired) {
+        } else if live >= enough || (!live.is_zero() && !expired) {
             InvoiceStatus::Processing
         } else if expired {
             InvoiceStatus::Expired

@@ -22,8 +22,9 @@ pub use event::{Event, EventType};
 pub use gateway::{GatewayEvent, GatewayEventKind};
 pub use id::{EventId, InvoiceId, MerchantId, OrderedIds};
 pub use invoice::{
-    card_reference, CardIntent, Invoice, InvoiceException, InvoiceStatus, Method, MethodQuote,
-    NewInvoice, Payment, PaymentStatus,
+    btc_payment_reference, btc_script_reference, card_reference, BitcoinPayTo, CardIntent, Invoice,
+    InvoiceException, InvoiceStatus, Method, MethodQuote, NewInvoice, Payment, PaymentStatus,
+    ReceiveAddress, ReceiveAddresses,
 };
 pub use merchant::{ApiKey, ApiKeyHash, Merchant, Secret};
 pub use money::{Amount, Asset, AssetBook, AssetKind, Money};

@@ -24,6 +24,25 @@ pub struct Merchant {
     pub webhook_url: Option<String>,
     /// The key that signs the merchant's webhooks. Shown once at creation, never again.
     pub webhook_secret: Secret,
+    /// Blocks a bitcoin payment needs before it counts as final (0, 1, 2 or 6; 0 accepts a
+    /// payment as soon as it is in the mempool). Copied into each invoice at creation.
+    #[serde(default = "default_btc_confirmations")]
+    pub btc_confirmations: u32,
+    /// How far short of the price an on-chain payment may fall and still settle the invoice, in
+    /// basis points of the price (it keeps the `paid_partial` exception). Fixed per invoice at
+    /// creation.
+    #[serde(default)]
+    pub payment_tolerance_bps: u16,
+}
+
+/// The bitcoin confirmation policies a merchant may choose from.
+pub const BTC_CONFIRMATION_POLICIES: [u32; 4] = [0, 1, 2, 6];
+
+/// Payment tolerance is capped at 10 %: beyond that an under-payment is a partial payment.
+pub const MAX_PAYMENT_TOLERANCE_BPS: u16 = 1000;
+
+fn default_btc_confirmations() -> u32 {
+    1
 }
 
 /// A secret string whose `Debug` never shows it.
@@ -49,6 +68,26 @@ impl fmt::Debug for Secret {
 }
 
 impl Merchant {
+    pub fn validate_btc_confirmations(n: u32) -> Result<(), CoreError> {
+        if !BTC_CONFIRMATION_POLICIES.contains(&n) {
+            return Err(CoreError::InvalidField {
+                field: "btc_confirmations",
+                reason: format!("{n} is not one of 0, 1, 2 or 6"),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn validate_payment_tolerance(bps: u16) -> Result<(), CoreError> {
+        if bps > MAX_PAYMENT_TOLERANCE_BPS {
+            return Err(CoreError::InvalidField {
+                field: "payment_tolerance_bps",
+                reason: format!("{bps} is above the maximum of {MAX_PAYMENT_TOLERANCE_BPS} (10 %)"),
+            });
+        }
+        Ok(())
+    }
+
     pub fn validate_name(name: &str) -> Result<(), CoreError> {
         let len = name.chars().count();
         if len == 0 || len > 200 || name.chars().any(char::is_control) {

@@ -13,6 +13,12 @@ pub enum StoreError {
     /// A stored value could not be decoded: written by a newer relay, or corrupt.
     #[error("cannot decode stored {what}: {reason}")]
     Decode { what: &'static str, reason: String },
+    /// A new invoice would share a rail reference with an existing one; nothing was written.
+    #[error("the reference {reference} already belongs to another invoice")]
+    DuplicateReference { reference: String },
+    /// A counter ran out of values.
+    #[error("{what} is exhausted")]
+    Exhausted { what: &'static str },
 }
 
 impl StoreError {

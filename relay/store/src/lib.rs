@@ -63,6 +63,24 @@ pub enum Commit {
     Conflict,
 }
 
+/// What a chain watcher writes in one step: the invoices its observations changed (each with the
+/// version it was read at and its events), its own tracking records and its cursor, all in one
+/// transaction, so that a restart resumes exactly after the last step whose effects were stored.
+#[derive(Debug, Clone, Default)]
+pub struct ChainWrite {
+    /// The watcher's position (opaque to the store).
+    pub cursor: Vec<u8>,
+    /// Tracking records to insert or replace, by key (opaque to the store).
+    pub put: Vec<TrackedRecord>,
+    /// Tracking records to delete.
+    pub delete: Vec<Vec<u8>>,
+    /// `(expected version, new invoice, its events)`.
+    pub invoices: Vec<(u64, Invoice, Vec<Event>)>,
+}
+
+/// A watcher's tracking record: key and value, both opaque to the store.
+pub type TrackedRecord = (Vec<u8>, Vec<u8>);
+
 /// One page of a newest-first listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page<T> {
@@ -97,7 +115,9 @@ pub trait Store: Send + Sync + 'static {
     fn merchant_by_key(&self, key: &ApiKeyHash) -> Result<Option<Merchant>, StoreError>;
     fn merchant_count(&self) -> Result<usize, StoreError>;
 
-    /// Stores a new invoice with its events, unless the idempotency key was already used.
+    /// Stores a new invoice with its events, unless the idempotency key was already used. Fails
+    /// with [`StoreError::DuplicateReference`] if one of its references (an address, a
+    /// PaymentIntent) already belongs to another invoice.
     fn create_invoice(
         &self,
         invoice: &Invoice,
@@ -153,6 +173,22 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Page<Event>, StoreError>;
     fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError>;
+
+    /// The next unused derivation index of a merchant's bitcoin descriptor. Each call returns a
+    /// new index, also across restarts and crashes; an index whose invoice was never stored is
+    /// skipped, never reused.
+    fn next_derivation_index(&self, merchant: &MerchantId) -> Result<u32, StoreError>;
+
+    /// Every reference starting with `prefix` and its invoice (the watched bitcoin scripts).
+    fn references_with_prefix(&self, prefix: &str) -> Result<Vec<(String, InvoiceId)>, StoreError>;
+
+    /// The stored cursor of a chain watcher (`chain` names it: `bitcoin`, `ethereum`).
+    fn chain_cursor(&self, chain: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every tracking record of a chain watcher, in key order.
+    fn chain_tracked(&self, chain: &str) -> Result<Vec<TrackedRecord>, StoreError>;
+    /// Writes one watcher step atomically. [`Commit::Conflict`] (nothing written) when an invoice
+    /// changed since it was read: reload and redo the step.
+    fn commit_chain(&self, chain: &str, write: &ChainWrite) -> Result<Commit, StoreError>;
 
     /// Completes once every write that returned before this call is on disk.
     fn durable(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -13,10 +13,14 @@
 //! - `idempotency`: merchant id · 0 · key → stored response
 //! - `references`: rail reference (`card:pi_…`) → invoice id
 //! - `inbound`: `source:event id` → record of a received webhook (duplicates are ignored)
+//! - `counters`: `btc_index` · merchant id → next derivation index (u32, big-endian)
+//! - `chains`: chain · `/cursor` → watcher cursor; chain · `/t/` · key → watcher tracking record
 //! - `meta`: `format` → layout version
 
 use crate::codec::{decode, encode};
-use crate::{Commit, IdempotencyRecord, IdempotencyWrite, InvoiceQuery, Page, Store, StoreError};
+use crate::{
+    ChainWrite, Commit, IdempotencyRecord, IdempotencyWrite, InvoiceQuery, Page, Store, StoreError,
+};
 use relay_core::{
     ApiKeyHash, Event, EventId, Invoice, InvoiceId, InvoiceStatus, Merchant, MerchantId, Timestamp,
 };
@@ -48,6 +52,8 @@ struct Inner {
     idempotency: Tree,
     references: Tree,
     inbound: Tree,
+    counters: Tree,
+    chains: Tree,
     // Group commit: `written` counts writes that have returned; `flushed` is the value of
     // `written` that the last completed disk sync covered.
     written: AtomicU64,
@@ -94,6 +100,19 @@ fn idem_key(m: &MerchantId, key: &str) -> Vec<u8> {
     k
 }
 
+fn chain_key(chain: &str, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(chain.len() + rest.len() + 3);
+    k.extend_from_slice(chain.as_bytes());
+    k.extend_from_slice(rest);
+    k
+}
+
+fn chain_key_with(prefix: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(key);
+    k
+}
+
 fn awaits_expiry(status: InvoiceStatus) -> bool {
     matches!(status, InvoiceStatus::New | InvoiceStatus::Processing)
 }
@@ -102,6 +121,7 @@ fn awaits_expiry(status: InvoiceStatus) -> bool {
 enum Abort {
     Idempotent(IdempotencyRecord),
     Conflict,
+    DuplicateReference(String),
     Decode(StoreError),
 }
 
@@ -159,6 +179,8 @@ impl SledStore {
             idempotency: tree("idempotency")?,
             references: tree("references")?,
             inbound: tree("inbound")?,
+            counters: tree("counters")?,
+            chains: tree("chains")?,
             db,
             written: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
@@ -279,6 +301,9 @@ impl SledStore {
             }
             Err(TransactionError::Abort(Abort::Idempotent(rec))) => Ok(Commit::IdempotencyHit(rec)),
             Err(TransactionError::Abort(Abort::Conflict)) => Ok(Commit::Conflict),
+            Err(TransactionError::Abort(Abort::DuplicateReference(reference))) => {
+                Err(StoreError::DuplicateReference { reference })
+            }
             Err(TransactionError::Abort(Abort::Decode(e))) => Err(e),
             Err(TransactionError::Storage(e)) => Err(StoreError::Backend(e)),
         }
@@ -382,7 +407,9 @@ impl Store for SledStore {
                     Self::claim(idem_tx, key, record)?;
                 }
                 for r in &references {
-                    refs.insert(r.as_bytes(), id)?;
+                    if refs.insert(r.as_bytes(), id)?.is_some() {
+                        return Err(abort(Abort::DuplicateReference(r.clone())));
+                    }
                 }
                 inv.insert(id, value.as_slice())?;
                 by_m.insert(by_merchant.as_slice(), &[])?;
@@ -426,6 +453,118 @@ impl Store for SledStore {
             Some((key.as_bytes().to_vec(), record)),
             change,
         )
+    }
+
+    fn next_derivation_index(&self, merchant: &MerchantId) -> Result<u32, StoreError> {
+        let key = with_sep(format!("btc_index{}", merchant.as_str()).as_bytes());
+        let mut exhausted = false;
+        let next = self.inner.counters.update_and_fetch(&key, |old| {
+            let n = old.map_or(0u64, |b| {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&b[..8.min(b.len())]);
+                u64::from_be_bytes(a)
+            });
+            // Unhardened BIP32 indexes stop at 2^31.
+            exhausted = n >= (1u64 << 31) - 1;
+            Some((n + u64::from(!exhausted)).to_be_bytes().to_vec())
+        })?;
+        if exhausted {
+            return Err(StoreError::Exhausted {
+                what: "the descriptor's derivation indexes",
+            });
+        }
+        self.inner.written.fetch_add(1, Ordering::SeqCst);
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&next.expect("just written")[..8]);
+        Ok((u64::from_be_bytes(a) - 1) as u32)
+    }
+
+    fn references_with_prefix(&self, prefix: &str) -> Result<Vec<(String, InvoiceId)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.inner.references.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = kv?;
+            let id = std::str::from_utf8(&v)
+                .ok()
+                .and_then(InvoiceId::parse)
+                .ok_or_else(|| StoreError::Decode {
+                    what: "reference index",
+                    reason: "bad invoice id".into(),
+                })?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), id));
+        }
+        Ok(out)
+    }
+
+    fn chain_cursor(&self, chain: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .inner
+            .chains
+            .get(chain_key(chain, b"/cursor"))?
+            .map(|v| v.to_vec()))
+    }
+
+    fn chain_tracked(&self, chain: &str) -> Result<Vec<crate::TrackedRecord>, StoreError> {
+        let prefix = chain_key(chain, b"/t/");
+        self.inner
+            .chains
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k[prefix.len()..].to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn commit_chain(&self, chain: &str, write: &ChainWrite) -> Result<Commit, StoreError> {
+        let i = &self.inner;
+        let prefix = chain_key(chain, b"/t/");
+        let cursor_key = chain_key(chain, b"/cursor");
+        let invoices: Vec<_> = write
+            .invoices
+            .iter()
+            .map(|(version, invoice, events)| {
+                (
+                    *version,
+                    invoice,
+                    encode(invoice),
+                    Self::encode_events(events),
+                )
+            })
+            .collect();
+        let result = (
+            &i.invoices,
+            &i.expiries,
+            &i.events,
+            &i.events_by_merchant,
+            &i.chains,
+        )
+            .transaction(|(inv, exp, ev, ev_m, chains)| {
+                for (expected_version, invoice, value, events) in &invoices {
+                    let id = invoice.id.as_str().as_bytes();
+                    let Some(current) = inv.get(id)? else {
+                        return Err(abort(Abort::Conflict));
+                    };
+                    let current: Invoice =
+                        decode("invoice", &current).map_err(|e| abort(Abort::Decode(e)))?;
+                    if current.version != *expected_version {
+                        return Err(abort(Abort::Conflict));
+                    }
+                    inv.insert(id, value.as_slice())?;
+                    if !awaits_expiry(invoice.status) {
+                        exp.remove(expiry_key(invoice.expires_at, &invoice.id))?;
+                    }
+                    Self::write_events(ev, ev_m, events)?;
+                }
+                for key in &write.delete {
+                    chains.remove(chain_key_with(&prefix, key))?;
+                }
+                for (key, value) in &write.put {
+                    chains.insert(chain_key_with(&prefix, key), value.as_slice())?;
+                }
+                chains.insert(cursor_key.as_slice(), write.cursor.as_slice())?;
+                Ok(())
+            });
+        self.finish(result)
     }
 
     fn invoice_by_reference(&self, reference: &str) -> Result<Option<InvoiceId>, StoreError> {

@@ -327,6 +327,7 @@ async fn expiry_sweep_expires_unpaid_invoices_once() {
         metadata: Default::default(),
         expires_at: Timestamp(1_000 + 60),
         methods: vec![relay_core::Method::Card],
+        tolerance_bps: 0,
     };
     let quotes = params
         .quote(

@@ -176,10 +176,7 @@ pub async fn create<S: Store>(
         Err(replay) => return Ok(replay),
     };
     let req: CreateInvoiceRequest = parse_json(&body)?;
-    let req_names_card = req
-        .payment_methods
-        .as_ref()
-        .is_some_and(|m| m.iter().any(|n| n == "card"));
+    let req_names: Vec<String> = req.payment_methods.clone().unwrap_or_default();
     let asset = state.assets.get(&req.currency)?.clone();
     let amount = Amount::parse_decimal(&req.amount, &asset)?;
     let now = idem.now;
@@ -191,32 +188,119 @@ pub async fn create<S: Store>(
         metadata: req.metadata.unwrap_or_default(),
         expires_at: now.plus_seconds(req.expires_in.unwrap_or(DEFAULT_EXPIRY_SECS)),
         methods: parse_methods(&merchant, req.payment_methods)?,
+        tolerance_bps: merchant.payment_tolerance_bps,
     };
-    if state.card.is_none() {
-        if req_names_card {
-            return Err(ApiError::invalid(
-                "payment_method_unavailable",
-                "card payments need a card gateway, and none is configured",
-            )
-            .with_param("payment_methods")
-            .with_status(StatusCode::UNPROCESSABLE_ENTITY));
-        }
-        params.methods.retain(|m| *m != relay_core::Method::Card);
-    }
+    offer_only_available(&state, &merchant, &mut params, &req_names)?;
     let quotes = params.quote(&state.assets, state.rates.as_ref())?;
     let (mut invoice, kinds) = Invoice::create(state.ids.invoice_id(), params, quotes, now)?;
     attach_card_intent(&state, &mut invoice).await?;
-    let events = Event::for_invoice(&invoice, &kinds, now, || state.ids.event_id());
-    let response = to_json(&InvoiceView::of(&invoice));
-    let commit = state.store.create_invoice(
-        &invoice,
-        &events,
-        idem.record(&merchant, StatusCode::OK, &response),
-    )?;
+    // An address is claimed in the same transaction as the invoice; should it already belong to
+    // another invoice (never expected: indexes only grow), the next index is taken.
+    let mut attempts = 0;
+    let (commit, response) = loop {
+        attach_bitcoin_address(&state, &merchant, &mut invoice)?;
+        let events = Event::for_invoice(&invoice, &kinds, now, || state.ids.event_id());
+        let response = to_json(&InvoiceView::of(&invoice));
+        match state.store.create_invoice(
+            &invoice,
+            &events,
+            idem.record(&merchant, StatusCode::OK, &response),
+        ) {
+            Err(relay_store::StoreError::DuplicateReference { reference })
+                if attempts < 3
+                    && reference.starts_with(relay_core::invoice::BTC_SCRIPT_PREFIX) =>
+            {
+                tracing::warn!(target: "relay::btc", %reference, "address already used; taking the next index");
+                attempts += 1;
+            }
+            other => break (other?, response),
+        }
+    };
     if commit == Commit::Done {
+        if let Some(rail) = &state.bitcoin {
+            if invoice.quote_for(relay_core::Method::Bitcoin).is_some() {
+                (rail.watch)(&invoice);
+            }
+        }
         metrics::counter!("relay_invoices_created_total").increment(1);
     }
     idem.finish(&state, commit, StatusCode::OK, response).await
+}
+
+/// Drops the rails that cannot take a payment for this merchant; naming one explicitly is an error.
+fn offer_only_available<S: Store>(
+    state: &AppState<S>,
+    merchant: &Merchant,
+    params: &mut NewInvoice,
+    named: &[String],
+) -> Result<(), ApiError> {
+    use relay_core::Method as M;
+    let unavailable = |m: M| -> Option<&'static str> {
+        match m {
+            M::Card if state.card.is_none() => {
+                Some("card payments need a card gateway, and none is configured")
+            }
+            M::Bitcoin if state.bitcoin.is_none() => {
+                Some("bitcoin payments need a bitcoin node, and none is configured")
+            }
+            M::Bitcoin if merchant.btc_descriptor.is_none() => {
+                Some("bitcoin payments need the merchant's receive descriptor, and none was given")
+            }
+            _ => None,
+        }
+    };
+    for (i, name) in named.iter().enumerate() {
+        if let Some(why) = M::parse(name).and_then(unavailable) {
+            return Err(ApiError::invalid("payment_method_unavailable", why)
+                .with_param(format!("payment_methods[{i}]"))
+                .with_status(StatusCode::UNPROCESSABLE_ENTITY));
+        }
+    }
+    let asked = params.methods.len();
+    params.methods.retain(|m| unavailable(*m).is_none());
+    // (An empty list is refused by the invoice's own validation.)
+    if asked > 0 && params.methods.is_empty() {
+        return Err(ApiError::invalid(
+            "payment_method_unavailable",
+            "none of the merchant's payment methods is available",
+        )
+        .with_param("payment_methods")
+        .with_status(StatusCode::UNPROCESSABLE_ENTITY));
+    }
+    Ok(())
+}
+
+/// Gives the invoice the next unused address of the merchant's descriptor.
+fn attach_bitcoin_address<S: Store>(
+    state: &AppState<S>,
+    merchant: &Merchant,
+    invoice: &mut Invoice,
+) -> Result<(), ApiError> {
+    let (Some(rail), Some(descriptor), Some(quote)) = (
+        state.bitcoin.as_ref(),
+        merchant.btc_descriptor.as_deref(),
+        invoice
+            .methods
+            .iter_mut()
+            .find(|q| q.method == relay_core::Method::Bitcoin),
+    ) else {
+        return Ok(());
+    };
+    let index = state.store.next_derivation_index(&merchant.id)?;
+    let derived = rail.addresses.derive(descriptor, index).map_err(|why| {
+        ApiError::invalid(
+            "bitcoin_descriptor_unusable",
+            format!("the merchant's bitcoin descriptor cannot give an address: {why}"),
+        )
+        .with_status(StatusCode::UNPROCESSABLE_ENTITY)
+    })?;
+    quote.bitcoin = Some(relay_core::BitcoinPayTo {
+        address: derived.address,
+        script_pubkey: derived.script_pubkey,
+        derivation_index: index,
+        confirmations: merchant.btc_confirmations,
+    });
+    Ok(())
 }
 
 /// Creates the invoice's PaymentIntent at the gateway (after every parameter was validated, so an

@@ -21,6 +21,7 @@ fn new_invoice(cents: u128, methods: Vec<Method>) -> Invoice {
         metadata: BTreeMap::new(),
         expires_at: T0.plus_seconds(900),
         methods,
+        tolerance_bps: 0,
     };
     let quotes = params.quote(&AssetBook::default(), &rates()).unwrap();
     Invoice::create(InvoiceId::from_entropy([2; 12]), params, quotes, T0)
@@ -42,6 +43,7 @@ fn observe(
         amount: Amount::from_minor(amount),
         confirmed,
         confirmations: u32::from(confirmed),
+        seen_at: None,
     }
 }
 
@@ -225,6 +227,7 @@ fn creation_validates_parameters() {
         metadata: BTreeMap::new(),
         expires_at: T0.plus_seconds(900),
         methods: vec![Method::Card],
+        tolerance_bps: 0,
     };
     let create = |p: NewInvoice| Invoice::create(InvoiceId::from_entropy([2; 12]), p, vec![], T0);
     assert!(create(base()).is_ok());
@@ -258,6 +261,7 @@ fn card_needs_a_fiat_price() {
         metadata: BTreeMap::new(),
         expires_at: T0.plus_seconds(900),
         methods: vec![Method::Card],
+        tolerance_bps: 0,
     };
     assert!(matches!(
         params.quote(&AssetBook::default(), &rates()),
@@ -409,4 +413,51 @@ proptest! {
         }
         prop_assert_eq!(settled_events, settles_observed, "one invoice.settled per transition into settled");
     }
+}
+
+#[test]
+fn tolerance_settles_a_slight_underpayment_and_keeps_the_exception() {
+    let mut inv = new_invoice(10_000, vec![Method::Bitcoin]);
+    inv.tolerance_bps = 100; // 1 %
+    let due = inv
+        .quote_for(Method::Bitcoin)
+        .unwrap()
+        .due
+        .amount
+        .0
+        .to::<u128>();
+    // 98.9 % of what is due: outside the tolerance.
+    inv.apply(btc("a:0", due * 989 / 1000, true), T0.plus_seconds(5))
+        .unwrap();
+    assert_eq!(inv.status, InvoiceStatus::Processing);
+    assert_eq!(inv.exception, Some(InvoiceException::PaidPartial));
+
+    let mut inv = new_invoice(10_000, vec![Method::Bitcoin]);
+    inv.tolerance_bps = 100;
+    let t = inv
+        .apply(btc("a:0", due * 991 / 1000, true), T0.plus_seconds(5))
+        .unwrap();
+    assert_eq!(inv.status, InvoiceStatus::Settled);
+    assert_eq!(inv.exception, Some(InvoiceException::PaidPartial));
+    assert!(t.events.contains(&EventType::InvoiceSettled));
+}
+
+#[test]
+fn a_payment_found_late_but_made_in_time_is_not_late() {
+    let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
+    let due = inv.quote_for(Method::Bitcoin).unwrap().due.amount;
+    let input = InvoiceInput::Observe {
+        reference: "btc:aa:0".into(),
+        method: Method::Bitcoin,
+        asset: "BTC".into(),
+        amount: due,
+        confirmed: true,
+        confirmations: 3,
+        seen_at: Some(T0.plus_seconds(100)),
+    };
+    // Processed after expiry (the relay was catching up), but mined before it.
+    inv.apply(input, T0.plus_seconds(5000)).unwrap();
+    assert_eq!(inv.status, InvoiceStatus::Settled);
+    assert_eq!(inv.exception, None);
+    assert_eq!(inv.payments[0].seen_at, T0.plus_seconds(100));
 }

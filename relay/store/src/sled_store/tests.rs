@@ -15,6 +15,8 @@ fn merchant(n: u8) -> Merchant {
         methods: vec![Method::Card],
         webhook_url: None,
         webhook_secret: relay_core::Secret::from_entropy("whsec_", [5; 32]),
+        btc_confirmations: 1,
+        payment_tolerance_bps: 0,
     }
 }
 
@@ -33,6 +35,7 @@ fn invoice(m: &Merchant, n: u32, order: Option<&str>) -> (Invoice, Vec<Event>) {
         metadata: BTreeMap::new(),
         expires_at: T0.plus_seconds(900 + i64::from(n)),
         methods: vec![Method::Card],
+        tolerance_bps: 0,
     };
     let quotes = params
         .quote(
@@ -236,4 +239,98 @@ fn events_list_newest_first_per_merchant() {
         .unwrap()
         .items
         .is_empty());
+}
+
+fn with_script(mut inv: Invoice, script: &str) -> Invoice {
+    inv.methods[0].bitcoin = Some(relay_core::BitcoinPayTo {
+        address: format!("addr-{script}"),
+        script_pubkey: script.into(),
+        derivation_index: 0,
+        confirmations: 1,
+    });
+    inv
+}
+
+#[test]
+fn an_address_can_belong_to_one_invoice_only() {
+    let (_d, s) = store();
+    let m = merchant(1);
+    let (a, ev_a) = invoice(&m, 1, None);
+    let (b, ev_b) = invoice(&m, 2, None);
+    let a = with_script(a, "0014aa");
+    let b = with_script(b, "0014aa");
+    assert_eq!(s.create_invoice(&a, &ev_a, None).unwrap(), Commit::Done);
+    let err = s.create_invoice(&b, &ev_b, None).unwrap_err();
+    assert!(
+        matches!(err, StoreError::DuplicateReference { .. }),
+        "{err}"
+    );
+    assert!(s.invoice(&b.id).unwrap().is_none());
+    assert_eq!(
+        s.references_with_prefix("btcs:").unwrap(),
+        vec![("btcs:0014aa".to_owned(), a.id.clone())]
+    );
+}
+
+#[test]
+fn derivation_indexes_are_never_handed_out_twice_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m1, m2) = (merchant(1), merchant(2));
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.next_derivation_index(&m1.id).unwrap(), 0);
+        assert_eq!(s.next_derivation_index(&m1.id).unwrap(), 1);
+        assert_eq!(s.next_derivation_index(&m2.id).unwrap(), 0);
+        s.inner.db.flush().unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(s.next_derivation_index(&m1.id).unwrap(), 2);
+    let handed: std::collections::BTreeSet<u32> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                sc.spawn(|| {
+                    (0..50)
+                        .map(|_| s.next_derivation_index(&m2.id).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(handed.len(), 200, "concurrent callers got the same index");
+    assert_eq!(handed.iter().next_back(), Some(&200));
+}
+
+#[test]
+fn a_chain_step_is_written_whole_or_not_at_all() {
+    let (_d, s) = store();
+    let m = merchant(1);
+    let (a, ev) = invoice(&m, 1, None);
+    s.create_invoice(&a, &ev, None).unwrap();
+    let mut paid = a.clone();
+    paid.version += 1;
+    let write = ChainWrite {
+        cursor: b"h=5".to_vec(),
+        put: vec![(b"out1".to_vec(), b"v1".to_vec())],
+        delete: vec![],
+        invoices: vec![(a.version, paid.clone(), vec![])],
+    };
+    assert_eq!(s.commit_chain("bitcoin", &write).unwrap(), Commit::Done);
+    assert_eq!(s.chain_cursor("bitcoin").unwrap(), Some(b"h=5".to_vec()));
+    assert_eq!(s.chain_cursor("ethereum").unwrap(), None);
+    assert_eq!(s.invoice(&a.id).unwrap().unwrap().version, paid.version);
+
+    // Stale version: nothing of the step is written, not even the cursor.
+    let stale = ChainWrite {
+        cursor: b"h=6".to_vec(),
+        put: vec![(b"out2".to_vec(), b"v2".to_vec())],
+        delete: vec![b"out1".to_vec()],
+        invoices: vec![(a.version, paid, vec![])],
+    };
+    assert_eq!(s.commit_chain("bitcoin", &stale).unwrap(), Commit::Conflict);
+    assert_eq!(s.chain_cursor("bitcoin").unwrap(), Some(b"h=5".to_vec()));
+    assert_eq!(
+        s.chain_tracked("bitcoin").unwrap(),
+        vec![(b"out1".to_vec(), b"v1".to_vec())]
+    );
 }

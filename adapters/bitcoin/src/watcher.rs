@@ -1,0 +1,591 @@
+//! Following the chain: which watched outputs are in which block, how deep they are, and what a
+//! reorg or a conflicting spend undid.
+//!
+//! The [`Watcher`] remembers the last `window` blocks as (height, hash) and every payment it still
+//! tracks (in the mempool, in a recent block, or reverted). Each poll returns an [`Update`]: the
+//! observations for the caller to apply to invoices, and the watcher's new cursor and tracking
+//! records, which the caller stores in the same transaction as the invoices. After a crash the
+//! watcher is rebuilt from what was stored and resumes from that cursor; observations are
+//! idempotent, so a step redone after a crash changes nothing twice.
+//!
+//! A reorg is handled in one update: payments in orphaned blocks are reverted and the new branch is
+//! scanned up to the node's tip, so a payment that the new branch re-includes is reported as seen
+//! (at its new depth) and never as reverted.
+
+use crate::rpc::BlockSource;
+use crate::scan::{Found, ScriptIndex};
+use crate::BitcoinError;
+use bitcoin::{Block, BlockHash, OutPoint, ScriptBuf, Transaction, Txid};
+use relay_core::InvoiceId;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// How the watcher follows the chain.
+#[derive(Debug, Clone)]
+pub struct WatcherConfig {
+    /// Blocks remembered for reorg detection. A payment deeper than this is final and no longer
+    /// tracked.
+    pub window: usize,
+    /// Confirmations after which a payment's depth is no longer reported (final for every policy).
+    pub horizon: u32,
+    /// Most new blocks connected in one update while catching up.
+    pub batch: u32,
+    /// Where to start on a fresh store: `None` is the node's tip at first start.
+    pub start_height: Option<u32>,
+    /// Blocks after which a payment still unconfirmed (dropped from mempools) stops being tracked.
+    pub mempool_expiry_blocks: u32,
+}
+
+impl Default for WatcherConfig {
+    fn default() -> Self {
+        WatcherConfig {
+            window: 144,
+            horizon: 6,
+            batch: 1,
+            start_height: None,
+            mempool_expiry_blocks: 2016,
+        }
+    }
+}
+
+/// The recent best chain as the watcher last stored it, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainCursor {
+    pub blocks: Vec<(u32, BlockHash)>,
+}
+
+impl ChainCursor {
+    pub fn tip(&self) -> Option<(u32, BlockHash)> {
+        self.blocks.last().copied()
+    }
+}
+
+/// Where a tracked payment is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum TrackedState {
+    /// In the node's mempool since the chain was at `since` (height).
+    Mempool { since: u32 },
+    /// In the best chain.
+    Block {
+        height: u32,
+        hash: BlockHash,
+        /// The block header's time (unix seconds).
+        time: u32,
+    },
+    /// Its block was orphaned when the chain was at `since`; it may come back.
+    Reverted { since: u32 },
+}
+
+/// A payment the watcher follows until it is final or gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tracked {
+    pub invoice: InvoiceId,
+    pub sat: u64,
+    #[serde(flatten)]
+    pub state: TrackedState,
+    /// What the paying transaction spends: another transaction spending any of it is a conflict.
+    pub spends: Vec<OutPoint>,
+    /// The depth last reported (capped at the horizon); `None` before the first report.
+    pub reported: Option<u32>,
+}
+
+/// What the chain says about one payment output. The caller turns it into an invoice input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// Paid, with `confirmations` (0: in the mempool). `block_time` is the time of its block.
+    Seen {
+        invoice: InvoiceId,
+        outpoint: OutPoint,
+        sat: u64,
+        confirmations: u32,
+        block_time: Option<u32>,
+    },
+    /// Its block left the best chain, and the new branch does not contain it (yet).
+    Reverted {
+        invoice: InvoiceId,
+        outpoint: OutPoint,
+    },
+    /// A conflicting transaction (a replacement, a double spend) took its place.
+    Replaced {
+        invoice: InvoiceId,
+        outpoint: OutPoint,
+    },
+}
+
+impl Observation {
+    pub fn outpoint(&self) -> OutPoint {
+        match self {
+            Observation::Seen { outpoint, .. }
+            | Observation::Reverted { outpoint, .. }
+            | Observation::Replaced { outpoint, .. } => *outpoint,
+        }
+    }
+
+    pub fn invoice(&self) -> &InvoiceId {
+        match self {
+            Observation::Seen { invoice, .. }
+            | Observation::Reverted { invoice, .. }
+            | Observation::Replaced { invoice, .. } => invoice,
+        }
+    }
+}
+
+/// One step of the watcher: apply the observations, then store the rest with them atomically.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Update {
+    pub observations: Vec<Observation>,
+    pub cursor: ChainCursor,
+    pub put: Vec<(OutPoint, Tracked)>,
+    pub delete: Vec<OutPoint>,
+    /// Blocks connected by this step (for metrics and logs).
+    pub blocks_connected: u32,
+    /// Blocks disconnected by a reorg in this step.
+    pub blocks_disconnected: u32,
+}
+
+impl Update {
+    pub fn is_empty(&self) -> bool {
+        self.observations.is_empty() && self.put.is_empty() && self.delete.is_empty()
+    }
+}
+
+/// Scripts to start watching, fetched by the watcher after it read a block or the mempool and
+/// before it scans them: an invoice stored before the payer could see its address is therefore
+/// always matched.
+pub trait ScriptFeed: Send {
+    fn drain(&mut self) -> Vec<(ScriptBuf, InvoiceId)>;
+}
+
+impl<F: FnMut() -> Vec<(ScriptBuf, InvoiceId)> + Send> ScriptFeed for F {
+    fn drain(&mut self) -> Vec<(ScriptBuf, InvoiceId)> {
+        self()
+    }
+}
+
+/// Follows one node's best chain and mempool for the watched scripts.
+pub struct Watcher {
+    config: WatcherConfig,
+    cursor: ChainCursor,
+    tracked: BTreeMap<OutPoint, Tracked>,
+    /// Spent outpoint → tracked payments whose transaction spends it.
+    spent_by: HashMap<OutPoint, Vec<OutPoint>>,
+    index: ScriptIndex<InvoiceId>,
+    /// Mempool transactions already looked at (not persisted: rescanned after a restart).
+    mempool_seen: HashSet<Txid>,
+    /// Tracking records changed by the step being built.
+    dirty: BTreeSet<OutPoint>,
+}
+
+impl Watcher {
+    /// A watcher resuming from a stored cursor and tracking records (empty on first start).
+    pub fn new(
+        config: WatcherConfig,
+        cursor: ChainCursor,
+        tracked: impl IntoIterator<Item = (OutPoint, Tracked)>,
+    ) -> Watcher {
+        let mut w = Watcher {
+            config,
+            cursor,
+            tracked: BTreeMap::new(),
+            spent_by: HashMap::new(),
+            index: ScriptIndex::default(),
+            mempool_seen: HashSet::new(),
+            dirty: BTreeSet::new(),
+        };
+        for (op, t) in tracked {
+            w.track(op, t);
+        }
+        w
+    }
+
+    /// Starts watching `script` for `invoice`.
+    pub fn watch(&mut self, script: ScriptBuf, invoice: InvoiceId) {
+        self.index.insert(script, invoice);
+    }
+
+    pub fn watched(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn cursor(&self) -> &ChainCursor {
+        &self.cursor
+    }
+
+    pub fn tracked(&self) -> &BTreeMap<OutPoint, Tracked> {
+        &self.tracked
+    }
+
+    fn track(&mut self, op: OutPoint, t: Tracked) {
+        if let Some(old) = self.tracked.get(&op) {
+            if old.spends != t.spends {
+                self.unlink(op);
+            }
+        }
+        for s in &t.spends {
+            let v = self.spent_by.entry(*s).or_default();
+            if !v.contains(&op) {
+                v.push(op);
+            }
+        }
+        self.tracked.insert(op, t);
+    }
+
+    fn unlink(&mut self, op: OutPoint) {
+        let Some(t) = self.tracked.get(&op) else {
+            return;
+        };
+        for s in &t.spends {
+            if let Some(v) = self.spent_by.get_mut(s) {
+                v.retain(|o| *o != op);
+                if v.is_empty() {
+                    self.spent_by.remove(s);
+                }
+            }
+        }
+    }
+
+    fn untrack(&mut self, op: OutPoint) {
+        self.unlink(op);
+        if self.tracked.remove(&op).is_some() {
+            self.dirty.insert(op);
+        }
+    }
+
+    fn put(&mut self, op: OutPoint, t: Tracked) {
+        self.track(op, t);
+        self.dirty.insert(op);
+    }
+
+    /// Completes a step: the records it changed and the cursor.
+    fn finish(&mut self, mut update: Update) -> Update {
+        for op in std::mem::take(&mut self.dirty) {
+            match self.tracked.get(&op) {
+                Some(t) => update.put.push((op, t.clone())),
+                None => update.delete.push(op),
+            }
+        }
+        update.cursor = self.cursor.clone();
+        update
+    }
+
+    fn tip_height(&self) -> u32 {
+        self.cursor.tip().map_or(0, |(h, _)| h)
+    }
+
+    /// Reads new blocks. `None` when the watcher is at the node's tip; otherwise one step: a reorg
+    /// (disconnect, then the new branch up to the tip) or up to `batch` new blocks.
+    pub async fn poll_blocks<S: BlockSource>(
+        &mut self,
+        source: &S,
+        feed: &mut dyn ScriptFeed,
+    ) -> Result<Option<Update>, BitcoinError> {
+        let tip = source.tip_height().await?;
+        let Some((height, hash)) = self.cursor.tip() else {
+            let start = self.config.start_height.unwrap_or(tip).min(tip);
+            let hash = Self::hash_at(source, start).await?;
+            self.cursor.blocks.push((start, hash));
+            return Ok(Some(Update {
+                cursor: self.cursor.clone(),
+                ..Update::default()
+            }));
+        };
+        // Read everything first: an error leaves the watcher as it was.
+        let node_hash = source.block_hash(height).await?;
+        let reorg = node_hash != Some(hash);
+        let (fork, rebase) = if reorg {
+            self.find_fork(source).await?
+        } else if tip <= height {
+            return Ok(None);
+        } else {
+            (height, None)
+        };
+        let to = if reorg {
+            tip
+        } else {
+            tip.min(height.saturating_add(self.config.batch.max(1)))
+        };
+        let mut blocks = Vec::new();
+        for h in fork + 1..=to {
+            let Some(hash) = source.block_hash(h).await? else {
+                break; // the node's tip moved down meanwhile; the next poll sees the reorg
+            };
+            blocks.push((h, source.block(&hash).await?));
+        }
+        for (w, i) in feed.drain() {
+            self.watch(w, i);
+        }
+        let mut update = Update::default();
+        if let Some(base) = rebase {
+            self.cursor.blocks.insert(0, base);
+        }
+        if reorg {
+            self.disconnect_above(fork, &mut update);
+        }
+        for (h, block) in &blocks {
+            let parent = self.cursor.tip().map(|(_, hash)| hash);
+            if Some(block.header.prev_blockhash) != parent {
+                break; // a reorg raced our reads: stop here, the next poll rewinds
+            }
+            self.connect(*h, block, &mut update);
+        }
+        self.report_depths(&mut update);
+        self.expire();
+        Self::drop_undone_reverts(&mut update);
+        Ok(Some(self.finish(update)))
+    }
+
+    /// Reads the mempool: new payments (0 confirmations) and replacements of tracked ones.
+    pub async fn poll_mempool<S: BlockSource>(
+        &mut self,
+        source: &S,
+        feed: &mut dyn ScriptFeed,
+    ) -> Result<Update, BitcoinError> {
+        let txids = source.mempool().await?;
+        let current: HashSet<Txid> = txids.iter().copied().collect();
+        let mut fresh = Vec::new();
+        for txid in txids {
+            if self.mempool_seen.contains(&txid) {
+                continue;
+            }
+            if let Some(tx) = source.transaction(&txid).await? {
+                fresh.push((txid, tx));
+            }
+        }
+        for (w, i) in feed.drain() {
+            self.watch(w, i);
+        }
+        let mut update = Update::default();
+        let since = self.tip_height();
+        for (txid, tx) in &fresh {
+            self.conflicts(*txid, tx, &mut update);
+            let mut found = Vec::new();
+            self.index.scan_tx(*txid, tx, &mut found);
+            let found: Vec<(OutPoint, u64, InvoiceId)> = found
+                .into_iter()
+                .map(|f: Found<'_, InvoiceId>| (f.outpoint, f.sat, f.owner.clone()))
+                .collect();
+            for (op, sat, invoice) in found {
+                match self.tracked.get(&op).map(|t| &t.state) {
+                    // Already in a block (the mempool answer lagged), or already known.
+                    Some(TrackedState::Block { .. } | TrackedState::Mempool { .. }) => continue,
+                    Some(TrackedState::Reverted { .. }) | None => {}
+                }
+                let t = Tracked {
+                    invoice: invoice.clone(),
+                    sat,
+                    state: TrackedState::Mempool { since },
+                    spends: spends(tx),
+                    reported: Some(0),
+                };
+                self.put(op, t);
+                update.observations.push(Observation::Seen {
+                    invoice,
+                    outpoint: op,
+                    sat,
+                    confirmations: 0,
+                    block_time: None,
+                });
+            }
+        }
+        self.mempool_seen.retain(|t| current.contains(t));
+        self.mempool_seen.extend(fresh.iter().map(|(t, _)| *t));
+        Ok(self.finish(update))
+    }
+
+    async fn hash_at<S: BlockSource>(source: &S, height: u32) -> Result<BlockHash, BitcoinError> {
+        source
+            .block_hash(height)
+            .await?
+            .ok_or_else(|| BitcoinError::Decode {
+                method: "getblockhash",
+                reason: format!("no block at height {height} below the tip"),
+            })
+    }
+
+    /// The highest remembered block still in the node's best chain; beyond the window, the node's
+    /// block just below it, to be added to the cursor as the new base.
+    async fn find_fork<S: BlockSource>(
+        &self,
+        source: &S,
+    ) -> Result<(u32, Option<(u32, BlockHash)>), BitcoinError> {
+        for &(h, hash) in self.cursor.blocks.iter().rev() {
+            if source.block_hash(h).await? == Some(hash) {
+                return Ok((h, None));
+            }
+        }
+        let lowest = self.cursor.blocks.first().map_or(0, |(h, _)| *h);
+        // Deeper than the window: the blocks below are unknown to us. Restart the window at the
+        // node's block just below it; payments in the orphaned part of the window are reverted.
+        let err = BitcoinError::ReorgTooDeep {
+            window: self.config.window,
+            lowest,
+        };
+        tracing::error!(target: "relay::btc", error = %err, "rewinding to below the window");
+        let base = lowest.saturating_sub(1);
+        let hash = Self::hash_at(source, base).await?;
+        Ok((base, Some((base, hash))))
+    }
+
+    fn disconnect_above(&mut self, fork: u32, update: &mut Update) {
+        let before = self.cursor.blocks.len();
+        self.cursor.blocks.retain(|(h, _)| *h <= fork);
+        update.blocks_disconnected += (before - self.cursor.blocks.len()) as u32;
+        let orphaned: Vec<OutPoint> = self
+            .tracked
+            .iter()
+            .filter(|(_, t)| matches!(t.state, TrackedState::Block { height, .. } if height > fork))
+            .map(|(op, _)| *op)
+            .collect();
+        for op in orphaned {
+            let mut t = self.tracked[&op].clone();
+            t.state = TrackedState::Reverted { since: fork };
+            t.reported = None;
+            update.observations.push(Observation::Reverted {
+                invoice: t.invoice.clone(),
+                outpoint: op,
+            });
+            self.put(op, t);
+        }
+    }
+
+    fn connect(&mut self, height: u32, block: &Block, update: &mut Update) {
+        let hash = block.block_hash();
+        for tx in &block.txdata {
+            let txid = tx.compute_txid();
+            if !tx.is_coinbase() {
+                self.conflicts(txid, tx, update);
+            }
+            let mut found = Vec::new();
+            self.index.scan_tx(txid, tx, &mut found);
+            let found: Vec<(OutPoint, u64, InvoiceId)> = found
+                .into_iter()
+                .map(|f| (f.outpoint, f.sat, f.owner.clone()))
+                .collect();
+            for (op, sat, invoice) in found {
+                let reported = self.tracked.get(&op).and_then(|t| t.reported);
+                let t = Tracked {
+                    invoice,
+                    sat,
+                    state: TrackedState::Block {
+                        height,
+                        hash,
+                        time: block.header.time,
+                    },
+                    spends: spends(tx),
+                    // Depth 0 (mempool) is below any block depth, so the block is reported.
+                    reported: reported.filter(|r| *r > 0),
+                };
+                self.put(op, t);
+            }
+        }
+        self.cursor.blocks.push((height, hash));
+        update.blocks_connected += 1;
+    }
+
+    /// A transaction `txid` spending what a tracked unconfirmed payment spends replaces it.
+    fn conflicts(&mut self, txid: Txid, tx: &Transaction, update: &mut Update) {
+        let mut replaced = Vec::new();
+        for input in &tx.input {
+            if let Some(payments) = self.spent_by.get(&input.previous_output) {
+                replaced.extend(payments.iter().copied().filter(|p| p.txid != txid));
+            }
+        }
+        for op in replaced {
+            let Some(t) = self.tracked.get(&op) else {
+                continue;
+            };
+            match t.state {
+                TrackedState::Mempool { .. } => {
+                    update.observations.push(Observation::Replaced {
+                        invoice: t.invoice.clone(),
+                        outpoint: op,
+                    });
+                    self.untrack(op);
+                }
+                // Already reported reverted; the double spend means it can never come back.
+                TrackedState::Reverted { .. } => self.untrack(op),
+                // A confirmed payment cannot be conflicted without a reorg, handled above.
+                TrackedState::Block { .. } => {}
+            }
+        }
+    }
+
+    /// Reports the depth of every tracked payment in a block whose depth (capped at the horizon)
+    /// changed since it was last reported.
+    fn report_depths(&mut self, update: &mut Update) {
+        let tip = self.tip_height();
+        let horizon = self.config.horizon;
+        let mut changed = Vec::new();
+        for (op, t) in &self.tracked {
+            if let TrackedState::Block { height, time, .. } = t.state {
+                let depth = tip.saturating_sub(height) + 1;
+                if t.reported != Some(depth.min(horizon)) {
+                    changed.push((*op, depth, time));
+                }
+            }
+        }
+        for (op, depth, time) in changed {
+            let mut t = self.tracked[&op].clone();
+            t.reported = Some(depth.min(horizon));
+            update.observations.push(Observation::Seen {
+                invoice: t.invoice.clone(),
+                outpoint: op,
+                sat: t.sat,
+                confirmations: depth,
+                block_time: Some(time),
+            });
+            self.put(op, t);
+        }
+    }
+
+    /// Trims the cursor to the window and stops tracking what is final or long gone.
+    fn expire(&mut self) {
+        let tip = self.tip_height();
+        let window = self.config.window.max(2);
+        if self.cursor.blocks.len() > window {
+            let cut = self.cursor.blocks.len() - window;
+            self.cursor.blocks.drain(..cut);
+        }
+        let window = window as u32;
+        let done: Vec<OutPoint> = self
+            .tracked
+            .iter()
+            .filter(|(_, t)| match t.state {
+                TrackedState::Block { height, .. } => tip.saturating_sub(height) + 1 > window,
+                TrackedState::Reverted { since } => tip.saturating_sub(since) > window,
+                TrackedState::Mempool { since } => {
+                    tip.saturating_sub(since) > self.config.mempool_expiry_blocks
+                }
+            })
+            .map(|(op, _)| *op)
+            .collect();
+        for op in done {
+            self.untrack(op);
+        }
+    }
+
+    /// Within one step, a payment reverted and then found again in the new branch was never gone
+    /// from the merchant's point of view: keep only what it ends as.
+    fn drop_undone_reverts(update: &mut Update) {
+        let seen_later: HashSet<OutPoint> = update
+            .observations
+            .iter()
+            .filter(|o| matches!(o, Observation::Seen { .. }))
+            .map(Observation::outpoint)
+            .collect();
+        update.observations.retain(
+            |o| !matches!(o, Observation::Reverted { outpoint, .. } if seen_later.contains(outpoint)),
+        );
+    }
+}
+
+fn spends(tx: &Transaction) -> Vec<OutPoint> {
+    if tx.is_coinbase() {
+        return Vec::new();
+    }
+    tx.input.iter().map(|i| i.previous_output).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,262 @@
+//! The bitcoin rail wired in: the node client, address derivation for the API, and the watcher
+//! loop that turns the watcher's updates into invoice changes stored with its cursor.
+
+use crate::config::Config;
+use anyhow::{Context, Result};
+use relay_api::{BitcoinRail, IdSource};
+use relay_bitcoin::bitcoin::consensus::{deserialize, serialize};
+use relay_bitcoin::bitcoin::{Network, OutPoint, ScriptBuf};
+use relay_bitcoin::{
+    BlockSource, ChainCursor, DescriptorAddresses, Observation, RpcClient, Tracked, Update,
+    Watcher, WatcherConfig,
+};
+use relay_core::invoice::{InvoiceInput, BTC_SCRIPT_PREFIX};
+use relay_core::{
+    btc_payment_reference, Amount, Clock, Event, InvoiceId, Method, PaymentStatus, Timestamp,
+};
+use relay_store::{ChainWrite, Commit, SledStore, Store};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The name of the bitcoin watcher's state in the store.
+const CHAIN: &str = "bitcoin";
+
+/// The running rail: what the API needs, and the receiving end of new scripts for the watcher.
+pub struct Bitcoin {
+    pub client: RpcClient,
+    pub network: Network,
+    pub rail: BitcoinRail,
+    pub scripts: mpsc::UnboundedReceiver<(ScriptBuf, InvoiceId)>,
+}
+
+/// Connects to the configured node (waiting up to `wait` for it to answer) and learns its network.
+pub async fn connect(config: &Config, wait: Duration) -> Result<Option<Bitcoin>> {
+    let Some(url) = &config.btc_rpc_url else {
+        return Ok(None);
+    };
+    let client = RpcClient::new(url)?;
+    let start = std::time::Instant::now();
+    let network = loop {
+        match client.network().await {
+            Ok(n) => break n,
+            Err(e) if e.is_retryable() && start.elapsed() < wait => {
+                tracing::warn!(target: "relay::btc", node = client.public_url(), error = %e, "waiting for the bitcoin node");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot reach the bitcoin node at {}", client.public_url())
+                })
+            }
+        }
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let watch = move |invoice: &relay_core::Invoice| {
+        for pay_to in invoice.methods.iter().filter_map(|q| q.bitcoin.as_ref()) {
+            if let Ok(script) = ScriptBuf::from_hex(&pay_to.script_pubkey) {
+                let _ = tx.send((script, invoice.id.clone()));
+            }
+        }
+    };
+    tracing::info!(target: "relay::btc", node = client.public_url(), %network, "bitcoin rail ready");
+    Ok(Some(Bitcoin {
+        client,
+        network,
+        rail: BitcoinRail {
+            addresses: Arc::new(DescriptorAddresses::new(network)),
+            watch: Arc::new(watch),
+        },
+        scripts: rx,
+    }))
+}
+
+/// Rebuilds the watcher from the store: its cursor, its tracked payments and every watched script.
+fn load_watcher(store: &SledStore, config: WatcherConfig) -> Result<Watcher> {
+    let cursor: ChainCursor = match store.chain_cursor(CHAIN)? {
+        Some(bytes) => serde_json::from_slice(&bytes).context("stored bitcoin cursor")?,
+        None => ChainCursor::default(),
+    };
+    let mut tracked = Vec::new();
+    for (k, v) in store.chain_tracked(CHAIN)? {
+        let op: OutPoint = deserialize(&k).context("stored outpoint")?;
+        let t: Tracked = serde_json::from_slice(&v).context("stored tracked payment")?;
+        tracked.push((op, t));
+    }
+    let mut watcher = Watcher::new(config, cursor, tracked);
+    for (reference, invoice) in store.references_with_prefix(BTC_SCRIPT_PREFIX)? {
+        let hex = &reference[BTC_SCRIPT_PREFIX.len()..];
+        match ScriptBuf::from_hex(hex) {
+            Ok(script) => watcher.watch(script, invoice),
+            Err(e) => {
+                tracing::error!(target: "relay::btc", %reference, error = %e, "unreadable watched script")
+            }
+        }
+    }
+    Ok(watcher)
+}
+
+/// What an observation means for its invoice.
+fn input_for(obs: &Observation, invoice: &relay_core::Invoice) -> InvoiceInput {
+    match obs {
+        Observation::Seen {
+            outpoint,
+            sat,
+            confirmations,
+            block_time,
+            ..
+        } => InvoiceInput::Observe {
+            reference: btc_payment_reference(&outpoint.txid.to_string(), outpoint.vout),
+            method: Method::Bitcoin,
+            asset: "BTC".into(),
+            amount: Amount::from_minor(u128::from(*sat)),
+            confirmed: *confirmations >= invoice.confirmations_required(Method::Bitcoin),
+            confirmations: *confirmations,
+            seen_at: block_time.map(|t| Timestamp(i64::from(t))),
+        },
+        Observation::Reverted { outpoint, .. } => InvoiceInput::Drop {
+            reference: btc_payment_reference(&outpoint.txid.to_string(), outpoint.vout),
+            status: PaymentStatus::Reverted,
+        },
+        Observation::Replaced { outpoint, .. } => InvoiceInput::Drop {
+            reference: btc_payment_reference(&outpoint.txid.to_string(), outpoint.vout),
+            status: PaymentStatus::Replaced,
+        },
+    }
+}
+
+/// Applies an update's observations to fresh copies of their invoices and stores them with the
+/// watcher's records and cursor, in one transaction (redone on a concurrent invoice change).
+pub fn commit(
+    store: &SledStore,
+    clock: &dyn Clock,
+    ids: &IdSource,
+    update: &Update,
+) -> Result<usize> {
+    let mut by_invoice: BTreeMap<&InvoiceId, Vec<&Observation>> = BTreeMap::new();
+    for o in &update.observations {
+        by_invoice.entry(o.invoice()).or_default().push(o);
+    }
+    for _attempt in 0..10 {
+        let now = clock.now();
+        let mut write = ChainWrite {
+            cursor: serde_json::to_vec(&update.cursor)?,
+            put: update
+                .put
+                .iter()
+                .map(|(op, t)| Ok((serialize(op), serde_json::to_vec(t)?)))
+                .collect::<Result<_>>()?,
+            delete: update.delete.iter().map(serialize).collect(),
+            invoices: Vec::new(),
+        };
+        for (id, observations) in &by_invoice {
+            let Some(mut invoice) = store.invoice(id)? else {
+                tracing::error!(target: "relay::btc", invoice = %id, "watched invoice is missing");
+                continue;
+            };
+            let version = invoice.version;
+            let mut kinds = Vec::new();
+            for o in observations {
+                let input = input_for(o, &invoice);
+                match invoice.apply(input, now) {
+                    Ok(t) => kinds.extend(t.events),
+                    Err(e) => {
+                        tracing::warn!(target: "relay::btc", invoice = %id, outpoint = %o.outpoint(), error = %e, "observation not applied")
+                    }
+                }
+            }
+            if invoice.version != version {
+                let events = Event::for_invoice(&invoice, &kinds, now, || ids.event_id());
+                write.invoices.push((version, invoice, events));
+            }
+        }
+        match store.commit_chain(CHAIN, &write)? {
+            Commit::Done => return Ok(write.invoices.len()),
+            Commit::Conflict => continue,
+            Commit::IdempotencyHit(_) => unreachable!("chain writes carry no idempotency key"),
+        }
+    }
+    anyhow::bail!("invoices kept changing while the bitcoin watcher wrote; will retry")
+}
+
+/// Follows the node until the task is dropped: blocks first (catching up block by block), then
+/// the mempool, then a pause. Errors are logged and retried; after a failed write the watcher is
+/// rebuilt from the store, so memory never runs ahead of what was stored.
+pub async fn watch_loop(
+    store: SledStore,
+    client: RpcClient,
+    mut scripts: mpsc::UnboundedReceiver<(ScriptBuf, InvoiceId)>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<IdSource>,
+    config: WatcherConfig,
+    poll: Duration,
+) {
+    let mut feed = move || {
+        let mut out = Vec::new();
+        while let Ok(s) = scripts.try_recv() {
+            out.push(s);
+        }
+        out
+    };
+    'rebuild: loop {
+        let mut watcher = match load_watcher(&store, config.clone()) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(target: "relay::btc", error = %e, "cannot load the watcher's state");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        tracing::info!(target: "relay::btc", watched = watcher.watched(), tracked = watcher.tracked().len(), tip = ?watcher.cursor().tip().map(|t| t.0), "bitcoin watcher started");
+        loop {
+            let step = match watcher.poll_blocks(&client, &mut feed).await {
+                Ok(Some(update)) => Some(update),
+                Ok(None) => match watcher.poll_mempool(&client, &mut feed).await {
+                    Ok(update) if update.is_empty() => None,
+                    Ok(update) => Some(update),
+                    Err(e) => {
+                        tracing::warn!(target: "relay::btc", error = %e, "mempool poll failed");
+                        None
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(target: "relay::btc", error = %e, retryable = e.is_retryable(), "block poll failed");
+                    tokio::time::sleep(poll).await;
+                    continue;
+                }
+            };
+            let Some(update) = step else {
+                tokio::time::sleep(poll).await;
+                continue;
+            };
+            match commit(&store, clock.as_ref(), &ids, &update) {
+                Ok(changed) => {
+                    metrics::counter!("relay_btc_blocks_connected_total")
+                        .increment(u64::from(update.blocks_connected));
+                    if update.blocks_disconnected > 0 {
+                        metrics::counter!("relay_btc_reorgs_total").increment(1);
+                        tracing::warn!(target: "relay::btc", disconnected = update.blocks_disconnected, "reorg");
+                    }
+                    if let Some((h, _)) = update.cursor.tip() {
+                        metrics::gauge!("relay_btc_tip_height").set(f64::from(h));
+                    }
+                    if changed > 0 {
+                        tracing::debug!(target: "relay::btc", invoices = changed, observations = update.observations.len(), "payments recorded");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(target: "relay::btc", error = %e, "storing the watcher's step failed; reloading");
+                    tokio::time::sleep(poll).await;
+                    continue 'rebuild;
+                }
+            }
+        }
+    }
+}
+
+/// Validates a merchant's descriptor for `relay merchant create`, returning its canonical form.
+pub fn validate_descriptor(text: &str) -> Result<String> {
+    let d = relay_bitcoin::ReceiveDescriptor::parse(text).context("--btc-descriptor")?;
+    Ok(d.to_canonical())
+}
