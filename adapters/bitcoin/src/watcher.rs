@@ -34,6 +34,10 @@ pub struct WatcherConfig {
     pub start_height: Option<u32>,
     /// Blocks after which a payment still unconfirmed (dropped from mempools) stops being tracked.
     pub mempool_expiry_blocks: u32,
+    /// Polls to wait when the node's best chain looks no longer than ours but forks from it: a
+    /// node switching branches disconnects before it connects, and answers in between would make
+    /// a payment the new branch keeps look reverted for a moment.
+    pub reorg_settle_polls: u32,
 }
 
 impl Default for WatcherConfig {
@@ -44,6 +48,7 @@ impl Default for WatcherConfig {
             batch: 1,
             start_height: None,
             mempool_expiry_blocks: 2016,
+            reorg_settle_polls: 3,
         }
     }
 }
@@ -175,6 +180,8 @@ pub struct Watcher {
     mempool_seen: HashSet<Txid>,
     /// Tracking records changed by the step being built.
     dirty: BTreeSet<OutPoint>,
+    /// Polls spent waiting for a reorg in progress to finish (see `reorg_settle_polls`).
+    settling: u32,
 }
 
 impl Watcher {
@@ -192,6 +199,7 @@ impl Watcher {
             index: ScriptIndex::default(),
             mempool_seen: HashSet::new(),
             dirty: BTreeSet::new(),
+            settling: 0,
         };
         for (op, t) in tracked {
             w.track(op, t);
@@ -293,6 +301,11 @@ impl Watcher {
         // Read everything first: an error leaves the watcher as it was.
         let node_hash = source.block_hash(height).await?;
         let reorg = node_hash != Some(hash);
+        if reorg && tip <= height && self.settling < self.config.reorg_settle_polls {
+            self.settling += 1;
+            return Ok(None);
+        }
+        self.settling = 0;
         let (fork, rebase) = if reorg {
             self.find_fork(source).await?
         } else if tip <= height {

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `relay` binary as users run it: real processes, real sockets, a real
 //! data directory, SIGKILL for the crash test, and `relay dev` on the real testnet.
 
+mod bitcoin;
 mod card;
 
 use relay_core::{Clock, InvoiceStatus, Timestamp};
@@ -20,8 +21,13 @@ pub(crate) fn free_port() -> u16 {
 }
 
 pub(crate) fn merchant_create(data_dir: &Path, name: &str) -> Value {
+    merchant_create_with(data_dir, name, &[])
+}
+
+pub(crate) fn merchant_create_with(data_dir: &Path, name: &str, args: &[&str]) -> Value {
     let out = Command::new(RELAY)
         .args(["merchant", "create", "--name", name])
+        .args(args)
         .env("RELAY_DATA_DIR", data_dir)
         .output()
         .unwrap();
@@ -68,7 +74,7 @@ impl Server {
         Server { child, url }
     }
 
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
     }

@@ -361,3 +361,32 @@ async fn scripts_fed_after_the_block_was_read_are_still_matched() {
     let u = w.poll_blocks(&node, &mut feed).await.unwrap().unwrap();
     assert_eq!(depths(&u.observations), vec![(5, 1)]);
 }
+
+#[tokio::test]
+async fn a_node_midway_through_a_reorg_is_given_time_before_anything_is_reverted() {
+    let node = FakeNode::new();
+    let mut w = watcher();
+    sync(&mut w, &node).await;
+    let fork = node.height();
+    let tx = pay(9, &[(1, 1000)]);
+    node.mine(vec![tx.clone()], 0);
+    sync(&mut w, &node).await;
+    // The node has disconnected our block but not yet connected the new branch.
+    node.chain.lock().unwrap().truncate(fork + 1);
+    for _ in 0..3 {
+        assert!(w
+            .poll_blocks(&node, &mut no_feed())
+            .await
+            .unwrap()
+            .is_none());
+    }
+    // It finishes, and the new branch keeps the payment: nothing was ever reverted.
+    node.mine(vec![tx], 5);
+    node.mine(vec![], 5);
+    let obs = sync(&mut w, &node).await;
+    assert_eq!(depths(&obs), vec![(1, 2)]);
+    assert!(
+        obs.iter().all(|o| matches!(o, Observation::Seen { .. })),
+        "{obs:?}"
+    );
+}

@@ -1,0 +1,545 @@
+//! The bitcoin rail against a real regtest node (bcoin from the harness, or Bitcoin Core when
+//! `BITCOIND_EXE` is set): payments built and signed by the test's own wallet, competing blocks
+//! built by the test and handed to `submitblock`, and the relay as users run it.
+
+use crate::card::wait_for;
+use crate::{create_invoice, get_invoice, merchant_create_with, Server, RELAY};
+use relay_bitcoin::bitcoin::bip32::{Xpriv, Xpub};
+use relay_bitcoin::bitcoin::secp256k1::Secp256k1;
+use relay_bitcoin::bitcoin::{Address, Network, ScriptBuf, Transaction};
+use relay_testnet::btc_wallet::{block_at, broadcast, build_block, submit_block, TestWallet};
+use relay_testnet::{BitcoinImpl, BitcoinNode};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+/// A merchant's receive descriptor (a regtest tpub; the relay never sees the private key).
+fn descriptor(seed: u8, kind: &str) -> String {
+    let secp = Secp256k1::new();
+    let xprv = Xpriv::new_master(Network::Regtest, &[seed; 32]).unwrap();
+    let xpub = Xpub::from_priv(&secp, &xprv);
+    match kind {
+        "sh-wpkh" => format!("sh(wpkh({xpub}/0/*))"),
+        "tr" => format!("tr({xpub}/0/*)"),
+        _ => format!("wpkh({xpub}/0/*)"),
+    }
+}
+
+pub(crate) struct BtcEnv {
+    pub node: BitcoinNode,
+    pub wallet: TestWallet,
+    pub dir: tempfile::TempDir,
+    pub server: Server,
+    pub key: String,
+    pub client: reqwest::Client,
+    env: Vec<(&'static str, String)>,
+}
+
+impl BtcEnv {
+    async fn start(confirmations: u32, kind: &str) -> BtcEnv {
+        let node = BitcoinNode::spawn().unwrap();
+        let mut wallet = TestWallet::new(41);
+        wallet.fund(&node, 3).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let m = merchant_create_with(
+            dir.path(),
+            "btc shop",
+            &[
+                "--btc-descriptor",
+                &descriptor(7, kind),
+                "--btc-confirmations",
+                &confirmations.to_string(),
+            ],
+        );
+        let env = vec![
+            ("RELAY_BTC_RPC_URL", node.rpc_url_with_auth()),
+            ("RELAY_BTC_POLL_MS", "100".to_owned()),
+        ];
+        let server = Server::start_with(dir.path(), crate::free_port(), &env).await;
+        BtcEnv {
+            node,
+            wallet,
+            dir,
+            server,
+            key: m["api_key"].as_str().unwrap().to_owned(),
+            client: reqwest::Client::new(),
+            env,
+        }
+    }
+
+    /// A new bitcoin invoice: (id, the script to pay, sat due).
+    async fn invoice(&self, amount: &str, expires_in: i64) -> (String, ScriptBuf, u64) {
+        let (status, inv) = create_invoice(
+            &self.client,
+            &self.server.url,
+            &self.key,
+            &format!("btc-{}", rand_id()),
+            &json!({"amount": amount, "currency": "USD", "payment_methods": ["bitcoin"], "expires_in": expires_in}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "{inv}");
+        let btc = &inv["payment_methods"]["bitcoin"];
+        let address = Address::from_str(btc["address"].as_str().unwrap())
+            .unwrap()
+            .require_network(Network::Regtest)
+            .unwrap();
+        assert_eq!(
+            btc["uri"],
+            format!(
+                "bitcoin:{address}?amount={}",
+                btc["amount"].as_str().unwrap().trim_end_matches('0')
+            )
+        );
+        let sat = btc["amount_sat"].as_str().unwrap().parse().unwrap();
+        (
+            inv["id"].as_str().unwrap().to_owned(),
+            address.script_pubkey(),
+            sat,
+        )
+    }
+
+    fn pay(&mut self, outputs: &[(ScriptBuf, u64)]) -> Transaction {
+        let tx = self.wallet.pay(outputs).unwrap();
+        broadcast(&self.node, &tx).unwrap();
+        tx
+    }
+
+    fn mine(&self, n: u32) {
+        self.node.mine(n, &[0xee; 20]).unwrap();
+    }
+
+    async fn get(&self, id: &str) -> Value {
+        get_invoice(&self.client, &self.server.url, &self.key, id).await
+    }
+
+    async fn until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        wait_for(&self.client, &self.server.url, &self.key, id, done).await
+    }
+
+    /// Event types of one invoice, oldest first.
+    async fn events_of(&self, id: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut url = format!("{}/v1/events?limit=100", self.server.url);
+            if let Some(a) = &after {
+                url.push_str(&format!("&starting_after={a}"));
+            }
+            let page: Value = self
+                .client
+                .get(url)
+                .bearer_auth(&self.key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let data = page["data"].as_array().unwrap();
+            for e in data {
+                if e["data"]["object"]["id"] == id {
+                    out.push(e["type"].as_str().unwrap().to_owned());
+                }
+            }
+            after = data.last().map(|e| e["id"].as_str().unwrap().to_owned());
+            if page["has_more"] != true {
+                break;
+            }
+        }
+        out.reverse();
+        out
+    }
+}
+
+fn rand_id() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn status(inv: &Value) -> (&str, Option<&str>) {
+    (inv["status"].as_str().unwrap(), inv["exception"].as_str())
+}
+
+fn payments(inv: &Value) -> Vec<(String, u64)> {
+    inv["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["status"].as_str().unwrap().to_owned(),
+                p["confirmations"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn count(events: &[String], kind: &str) -> usize {
+    events.iter().filter(|e| *e == kind).count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exact_payment_is_processing_from_the_mempool_and_settles_at_the_merchants_depth() {
+    let mut env = BtcEnv::start(2, "wpkh").await;
+    let (id, script, sat) = env.invoice("25.00", 900).await;
+    assert_eq!(sat, 41667);
+    env.pay(&[(script, sat)]);
+    let inv = env.until(&id, |i| i["status"] == "processing").await;
+    assert_eq!(payments(&inv), vec![("pending".to_owned(), 0)]);
+    assert_eq!(inv["payments"][0]["amount_minor"], "41667");
+    assert!(inv["payments"][0]["reference"]
+        .as_str()
+        .unwrap()
+        .starts_with("btc:"));
+
+    env.mine(1);
+    let inv = env
+        .until(&id, |i| i["payments"][0]["confirmations"] == 1)
+        .await;
+    assert_eq!(
+        status(&inv),
+        ("processing", None),
+        "one block is not enough for this merchant"
+    );
+    env.mine(1);
+    let inv = env.until(&id, |i| i["status"] == "settled").await;
+    assert_eq!(status(&inv), ("settled", None));
+    assert_eq!(payments(&inv), vec![("confirmed".to_owned(), 2)]);
+    let events = env.events_of(&id).await;
+    assert_eq!(
+        events,
+        [
+            "invoice.created",
+            "payment.pending",
+            "invoice.processing",
+            "payment.confirmed",
+            "invoice.settled"
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partial_top_up_over_and_late_payments_set_status_and_exception() {
+    let mut env = BtcEnv::start(1, "sh-wpkh").await;
+    // Created first, so that it has expired by the time the others are done.
+    let (late_id, late_script, late_sat) = env.invoice("5.00", 60).await;
+    let created = Instant::now();
+
+    let (part_id, part_script, part_sat) = env.invoice("25.00", 900).await;
+    let (over_id, over_script, over_sat) = env.invoice("10.00", 900).await;
+    env.pay(&[
+        (part_script.clone(), part_sat / 2),
+        (over_script, over_sat * 2),
+    ]);
+    env.mine(1);
+    let inv = env
+        .until(&part_id, |i| i["payments"][0]["confirmations"] == 1)
+        .await;
+    assert_eq!(status(&inv), ("processing", Some("paid_partial")));
+    let inv = env.until(&over_id, |i| i["status"] == "settled").await;
+    assert_eq!(status(&inv), ("settled", Some("paid_over")));
+
+    // The payer tops up what is missing: two payments add up to exactly the price.
+    env.pay(&[(part_script, part_sat - part_sat / 2)]);
+    env.mine(1);
+    let inv = env.until(&part_id, |i| i["status"] == "settled").await;
+    assert_eq!(status(&inv), ("settled", None));
+    assert_eq!(payments(&inv).len(), 2);
+
+    // After expiry, a full payment is recorded but is late: the invoice stays expired.
+    let wait = Duration::from_secs(62).saturating_sub(created.elapsed());
+    tokio::time::sleep(wait).await;
+    env.until(&late_id, |i| i["status"] == "expired").await;
+    env.pay(&[(late_script, late_sat)]);
+    env.mine(1);
+    let inv = env
+        .until(&late_id, |i| i["payments"][0]["confirmations"] == 1)
+        .await;
+    assert_eq!(status(&inv), ("expired", Some("paid_late")));
+}
+
+/// Builds `len` blocks on top of the block at `fork_height`, the first holding `txs`, and gives
+/// them to the node.
+fn compete(env: &BtcEnv, fork_height: u64, txs: Vec<Transaction>, len: usize, salt: u32) {
+    let mut parent = block_at(&env.node, fork_height).unwrap();
+    let mut height = fork_height;
+    let payout = ScriptBuf::new_p2wpkh(&relay_bitcoin::bitcoin::WPubkeyHash::from_byte_array(
+        [0xdd; 20],
+    ));
+    let mut txs = Some(txs);
+    for _ in 0..len {
+        let block = build_block(
+            &parent,
+            height,
+            txs.take().unwrap_or_default(),
+            &payout,
+            salt,
+        )
+        .unwrap();
+        submit_block(&env.node, &block).unwrap();
+        parent = block;
+        height += 1;
+    }
+    let tip = env.node.block_count().unwrap();
+    assert_eq!(
+        tip, height,
+        "the node did not switch to the competing branch"
+    );
+}
+
+use relay_bitcoin::bitcoin::hashes::Hash as _;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reorgs_revert_dropped_payments_and_reincluded_ones_are_confirmed_once() {
+    let mut env = BtcEnv::start(1, "wpkh").await;
+    let elsewhere = TestWallet::new(99).script();
+
+    // 1-block reorg: the competing block holds a double spend of the payment.
+    let (id, script, sat) = env.invoice("25.00", 900).await;
+    let tx = env.pay(&[(script, sat)]);
+    let fork = env.node.block_count().unwrap();
+    env.mine(1);
+    env.until(&id, |i| i["status"] == "settled").await;
+    let double = env
+        .wallet
+        .double_spend(&tx, &[(elsewhere.clone(), sat)], 500)
+        .unwrap();
+    compete(&env, fork, vec![double], 2, 1);
+    let inv = env
+        .until(&id, |i| i["payments"][0]["status"] == "reverted")
+        .await;
+    assert_eq!(status(&inv), ("new", None), "{inv}");
+    let events = env.events_of(&id).await;
+    assert_eq!(count(&events, "payment.reverted"), 1, "{events:?}");
+
+    // 3-block reorg, the same way.
+    let (id3, script3, sat3) = env.invoice("30.00", 900).await;
+    let tx3 = env.pay(&[(script3, sat3)]);
+    let fork3 = env.node.block_count().unwrap();
+    env.mine(3);
+    env.until(&id3, |i| i["payments"][0]["confirmations"] == 3)
+        .await;
+    let double3 = env
+        .wallet
+        .double_spend(&tx3, &[(elsewhere, sat3)], 500)
+        .unwrap();
+    compete(&env, fork3, vec![double3], 4, 2);
+    let inv = env
+        .until(&id3, |i| i["payments"][0]["status"] == "reverted")
+        .await;
+    assert_eq!(status(&inv), ("new", None));
+
+    // A reorg whose new branch re-includes the payment: confirmed again, credited once.
+    let (id_re, script_re, sat_re) = env.invoice("12.00", 900).await;
+    let tx_re = env.pay(&[(script_re, sat_re)]);
+    let fork_re = env.node.block_count().unwrap();
+    env.mine(1);
+    env.until(&id_re, |i| i["status"] == "settled").await;
+    compete(&env, fork_re, vec![tx_re], 2, 3);
+    let inv = env
+        .until(&id_re, |i| i["payments"][0]["confirmations"] == 2)
+        .await;
+    assert_eq!(status(&inv), ("settled", None));
+    assert_eq!(payments(&inv), vec![("confirmed".to_owned(), 2)]);
+    let events = env.events_of(&id_re).await;
+    assert_eq!(count(&events, "payment.confirmed"), 1, "{events:?}");
+    assert_eq!(count(&events, "invoice.settled"), 1, "{events:?}");
+    assert_eq!(count(&events, "payment.reverted"), 0, "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_invoices_over_fifty_blocks_with_a_crash_are_each_credited_once() {
+    let mut env = BtcEnv::start(1, "wpkh").await;
+    let mut invoices = Vec::new();
+    for chunk in 0..50 {
+        let futs = (0..20).map(|i| {
+            let amount = format!("{}.{:02}", 1 + chunk, i);
+            let env = &env;
+            async move { env.invoice(&amount, 3600).await }
+        });
+        invoices.extend(futures_join(futs).await);
+    }
+    assert_eq!(invoices.len(), 1000);
+    for (block, chunk) in invoices.chunks(20).enumerate() {
+        let outputs: Vec<_> = chunk.iter().map(|(_, s, sat)| (s.clone(), *sat)).collect();
+        env.pay(&outputs);
+        env.mine(1);
+        if block == 24 {
+            // SIGKILL while the watcher is working through blocks and the mempool.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            env.server.kill9();
+        }
+        if block == 34 {
+            env.server = Server::start_with(env.dir.path(), crate::free_port(), &env.env).await;
+        }
+    }
+    let start = Instant::now();
+    let mut unsettled: BTreeMap<String, Value> = BTreeMap::new();
+    for (id, _, _) in &invoices {
+        loop {
+            let inv = env.get(id).await;
+            if inv["status"] == "settled" {
+                assert_eq!(payments(&inv).len(), 1, "{inv}");
+                assert_eq!(inv["exception"], Value::Null, "{inv}");
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                unsettled.insert(id.clone(), inv);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(
+        unsettled.is_empty(),
+        "{} invoices not settled, e.g. {:?}",
+        unsettled.len(),
+        unsettled.iter().next()
+    );
+    // Every payment confirmed exactly once across the crash.
+    let mut confirmed = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/events?limit=100", env.server.url);
+        if let Some(a) = &after {
+            url.push_str(&format!("&starting_after={a}"));
+        }
+        let page: Value = env
+            .client
+            .get(url)
+            .bearer_auth(&env.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let data = page["data"].as_array().unwrap();
+        confirmed += data
+            .iter()
+            .filter(|e| e["type"] == "payment.confirmed")
+            .count();
+        after = data.last().map(|e| e["id"].as_str().unwrap().to_owned());
+        if page["has_more"] != true {
+            break;
+        }
+    }
+    assert_eq!(confirmed, 1000);
+}
+
+async fn futures_join<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut out = Vec::new();
+    let futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    // Sequential awaits of already-created futures would not overlap; poll them together.
+    let mut pending: Vec<_> = futs.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (i, f) in pending.iter_mut().enumerate() {
+            if let Some(fut) = f {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        results[i] = Some(v);
+                        *f = None;
+                    }
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.extend(results.into_iter().map(Option::unwrap));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replacement_and_taproot_need_bitcoin_core() {
+    if std::env::var_os("BITCOIND_EXE").is_none_or(|v| v.is_empty()) {
+        eprintln!(
+            "SKIPPED replacement_and_taproot_need_bitcoin_core: bcoin 1.0.2 has neither RBF nor \
+             taproot; set BITCOIND_EXE to a Bitcoin Core bitcoind to run it"
+        );
+        return;
+    }
+    let mut env = BtcEnv::start(1, "tr").await;
+    assert_eq!(env.node.kind(), BitcoinImpl::BitcoinCore);
+    // A payment to a taproot address settles.
+    let (id, script, sat) = env.invoice("25.00", 900).await;
+    assert!(script.is_p2tr());
+    env.pay(&[(script, sat)]);
+    env.mine(1);
+    env.until(&id, |i| i["status"] == "settled").await;
+    // A mempool payment replaced by a higher-fee conflicting transaction is `replaced`.
+    let (id2, script2, sat2) = env.invoice("20.00", 900).await;
+    let tx = env.pay(&[(script2, sat2)]);
+    env.until(&id2, |i| i["status"] == "processing").await;
+    let elsewhere = TestWallet::new(98).script();
+    let replacement = env
+        .wallet
+        .double_spend(&tx, &[(elsewhere, sat2)], 5_000)
+        .unwrap();
+    broadcast(&env.node, &replacement).unwrap();
+    let inv = env
+        .until(&id2, |i| i["payments"][0]["status"] == "replaced")
+        .await;
+    assert_eq!(status(&inv), ("new", None));
+}
+
+#[test]
+fn merchant_create_refuses_unusable_descriptors_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    for (descriptor, why) in [
+        ("wpkh(xpub-nonsense/0/*)", "--btc-descriptor"),
+        (
+            &format!(
+                "wpkh({})",
+                descriptor(7, "wpkh")
+                    .trim_start_matches("wpkh(")
+                    .trim_end_matches("/0/*)")
+            ) as &str,
+            "not ranged",
+        ),
+    ] {
+        let out = Command::new(RELAY)
+            .args([
+                "merchant",
+                "create",
+                "--name",
+                "x",
+                "--btc-descriptor",
+                descriptor,
+            ])
+            .env("RELAY_DATA_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{descriptor}: {err}");
+    }
+    let out = Command::new(RELAY)
+        .args([
+            "merchant",
+            "create",
+            "--name",
+            "x",
+            "--btc-descriptor",
+            &descriptor(7, "wpkh"),
+            "--btc-confirmations",
+            "3",
+        ])
+        .env("RELAY_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0, 1, 2 or 6"));
+}
