@@ -5,9 +5,91 @@
 use crate::config::Config;
 use crate::{merchant, server};
 use anyhow::{Context, Result};
+use relay_testnet::btc_wallet::{broadcast, TestWallet};
 use relay_testnet::Testnet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+/// The demo merchant's receive descriptor: a fixed regtest key (its private half is not used by
+/// the relay, which only derives addresses from the public key).
+fn demo_descriptor() -> String {
+    use relay_bitcoin::bitcoin::bip32::{Xpriv, Xpub};
+    use relay_bitcoin::bitcoin::secp256k1::Secp256k1;
+    let xprv = Xpriv::new_master(
+        relay_bitcoin::bitcoin::Network::Regtest,
+        b"relay dev demo merchant seed....",
+    )
+    .expect("a valid seed");
+    format!("wpkh({}/0/*)", Xpub::from_priv(&Secp256k1::new(), &xprv))
+}
+
+/// The dev faucet: a funded payer wallet on the regtest node, reachable over loopback HTTP, so a
+/// developer can pay an invoice's BIP21 URI with one `curl` (bcoin runs without a wallet).
+struct Faucet {
+    testnet: Arc<Testnet>,
+    wallet: Mutex<TestWallet>,
+}
+
+async fn faucet_pay(
+    axum::extract::State(f): axum::extract::State<Arc<Faucet>>,
+    body: String,
+) -> Result<String, (axum::http::StatusCode, String)> {
+    let bad = |m: String| (axum::http::StatusCode::BAD_REQUEST, m + "\n");
+    let uri = body.trim().trim_matches('\'').to_owned();
+    let rest = uri
+        .strip_prefix("bitcoin:")
+        .ok_or_else(|| bad("expected a bitcoin: URI".into()))?;
+    let (address, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let amount = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("amount="))
+        .ok_or_else(|| bad("the URI has no amount".into()))?;
+    let btc = relay_core::AssetBook::default()
+        .get("BTC")
+        .map_err(|e| bad(e.to_string()))?
+        .clone();
+    let sat = relay_core::Amount::parse_decimal(amount, &btc).map_err(|e| bad(e.to_string()))?;
+    let sat = u64::try_from(sat.0).map_err(|_| bad("amount too large".into()))?;
+    let script = relay_bitcoin::bitcoin::Address::from_str(address)
+        .map_err(|e| bad(format!("bad address: {e}")))?
+        .assume_checked()
+        .script_pubkey();
+    let f2 = f.clone();
+    tokio::task::spawn_blocking(move || {
+        let tx = f2
+            .wallet
+            .lock()
+            .map_err(|_| anyhow::anyhow!("faucet poisoned"))?
+            .pay(&[(script, sat)])?;
+        broadcast(&f2.testnet.bitcoin, &tx)
+    })
+    .await
+    .map_err(|e| bad(e.to_string()))?
+    .map(|txid| format!("{{\"txid\":\"{txid}\",\"amount_sat\":{sat}}}\n"))
+    .map_err(|e| bad(format!("{e:#}")))
+}
+
+async fn faucet_mine(
+    axum::extract::State(f): axum::extract::State<Arc<Faucet>>,
+    body: String,
+) -> Result<String, (axum::http::StatusCode, String)> {
+    let n: u32 = body.trim().parse().unwrap_or(1).clamp(1, 100);
+    tokio::task::spawn_blocking(move || {
+        f.testnet.bitcoin.mine(n, &[0xee; 20])?;
+        f.testnet.bitcoin.block_count()
+    })
+    .await
+    .map_err(|e| (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map(|h| format!("{{\"height\":{h}}}\n"))
+    .map_err(|e| {
+        (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{e:#}"),
+        )
+    })
+}
 
 /// Rates `relay dev` uses unless `RELAY_RATES` says otherwise.
 pub const DEV_RATES: &str = "BTC/USD=60000,ETH/USD=3000,BTC/EUR=55000,ETH/EUR=2750";
@@ -16,6 +98,29 @@ pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Resul
     let testnet = tokio::task::spawn_blocking(Testnet::start)
         .await?
         .context("cannot start the local testnet (run `make run`, which installs the tools)")?;
+    let testnet = Arc::new(testnet);
+    let faucet_wallet = {
+        let t = testnet.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut w = TestWallet::new(0x5a);
+            w.fund(&t.bitcoin, 5).map(|()| w)
+        })
+        .await?
+        .context("funding the dev faucet on the regtest node")?
+    };
+    let faucet = Arc::new(Faucet {
+        testnet: testnet.clone(),
+        wallet: Mutex::new(faucet_wallet),
+    });
+    let faucet_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let faucet_url = format!("http://{}", faucet_listener.local_addr()?);
+    let faucet_task = tokio::spawn(async move {
+        let router = axum::Router::new()
+            .route("/bitcoin/pay", axum::routing::post(faucet_pay))
+            .route("/bitcoin/mine", axum::routing::post(faucet_mine))
+            .with_state(faucet);
+        let _ = axum::serve(faucet_listener, router).await;
+    });
     let scratch = tempfile::tempdir()?;
     let mut env: Vec<(String, String)> = vec![("RELAY_RATES".into(), DEV_RATES.into())];
     env.extend(std::env::vars());
@@ -55,6 +160,8 @@ pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Resul
         &relay_api::SystemClock,
         merchant::NewMerchant {
             name: "Demo shop".into(),
+            btc_descriptor: Some(demo_descriptor()),
+            btc_confirmations: 1,
             ..Default::default()
         },
     )?;
@@ -92,9 +199,15 @@ Pay it by card on the local gateway: take payment_methods.card.payment_intent (p
 The gateway's signed webhook reaches the relay and the invoice turns "settled" (GET it again).
 A declined card: use payment_method=pm_card_chargeCustomerFail instead.
 
-Paying on the chains arrives with the bitcoin and Ethereum rails; until then the nodes above run
-for exploring them directly.
+Pay it in bitcoin: the dev faucet (a funded wallet on the regtest node) pays the invoice's
+payment_methods.bitcoin.uri; then mine a block:
+  curl -s {faucet}/bitcoin/pay -d 'bitcoin:bcrt1…?amount=…'
+  curl -s {faucet}/bitcoin/mine -d 1
+The invoice is "processing" once the payment is in the mempool and "settled" at 1 confirmation.
+
+Ethereum payments arrive with the Ethereum rail; anvil above runs for exploring it directly.
 "#,
+            faucet = faucet_url,
             data = config.data_dir.display(),
             anvil = testnet.anvil.url(),
             btc = testnet.bitcoin.rpc_url(),
@@ -108,6 +221,8 @@ for exploring them directly.
         );
     }
     let result = server::serve(&config, store, listener, server::shutdown_signal()).await;
+    faucet_task.abort();
+    let _ = faucet_task.await;
     drop(testnet);
     result
 }

@@ -410,7 +410,7 @@ async fn relay_dev_serves_invoices_and_stops_its_nodes() {
             let line = line.unwrap();
             text.push_str(&line);
             text.push('\n');
-            if line.contains("Paying on the chains") {
+            if line.contains("settled\" at 1 confirmation") {
                 break;
             }
         }
@@ -477,6 +477,51 @@ async fn relay_dev_serves_invoices_and_stops_its_nodes() {
     }
     let id = inv["id"].as_str().unwrap();
     card::wait_for(&client, &url, &key, id, |inv| inv["status"] == "settled").await;
+
+    // Pay another invoice in bitcoin with the two printed faucet lines.
+    let faucet = banner
+        .lines()
+        .find(|l| l.contains("/bitcoin/pay"))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("http")))
+        .unwrap_or_else(|| panic!("faucet line in {banner}"))
+        .trim_end_matches("/bitcoin/pay")
+        .to_owned();
+    let (status, btc_inv) = create_invoice(
+        &client,
+        &url,
+        &key,
+        "dev-2",
+        &json!({"amount": "12.00", "currency": "USD", "payment_methods": ["bitcoin"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{btc_inv}");
+    let uri = btc_inv["payment_methods"]["bitcoin"]["uri"]
+        .as_str()
+        .unwrap();
+    assert!(uri.starts_with("bitcoin:bcrt1q"), "{uri}");
+    for (path, body) in [
+        ("/bitcoin/pay", uri.to_owned()),
+        ("/bitcoin/mine", "1".to_owned()),
+    ] {
+        let r = client
+            .post(format!("{faucet}{path}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "{path}: {}",
+            r.text().await.unwrap()
+        );
+    }
+    let btc_id = btc_inv["id"].as_str().unwrap();
+    let paid = card::wait_for(&client, &url, &key, btc_id, |inv| {
+        inv["status"] == "settled"
+    })
+    .await;
+    assert_eq!(paid["payments"][0]["confirmations"], 1);
 
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
