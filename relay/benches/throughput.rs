@@ -8,6 +8,8 @@
 //! 4. Verified and persisted gateway webhooks (`POST /v1/gateways/stripe/webhook`, each a fresh
 //!    signed event) at 64 concurrent connections.
 //! 5. Resident memory of a relay serving a store of 100,000 invoices.
+//! 6. Bitcoin: time from a block being mined on the regtest node (bcoin) to the invoice it pays
+//!    reading `settled`, with the watcher polling every 1000 ms (the default) and every 100 ms.
 //!
 //! Bounded: each load phase runs for a fixed time (`RELAY_BENCH_SECS`, default 10).
 
@@ -61,12 +63,20 @@ fn sample_invoice(merchant: &relay_core::MerchantId, n: u64) -> (Invoice, Vec<Ev
     (inv, events)
 }
 
+fn bench_descriptor() -> String {
+    use relay_bitcoin::bitcoin::bip32::{Xpriv, Xpub};
+    let xprv = Xpriv::new_master(relay_bitcoin::bitcoin::Network::Regtest, &[3; 32]).unwrap();
+    let secp = relay_bitcoin::bitcoin::secp256k1::Secp256k1::new();
+    format!("wpkh({}/0/*)", Xpub::from_priv(&secp, &xprv))
+}
+
 fn merchant_in(store: &SledStore) -> (relay_core::MerchantId, String) {
     let created = relay::merchant::create(
         store,
         &relay_api::SystemClock,
         relay::merchant::NewMerchant {
             name: "bench".into(),
+            btc_descriptor: Some(bench_descriptor()),
             ..Default::default()
         },
     )
@@ -136,7 +146,7 @@ impl Drop for Relay {
 
 const WEBHOOK_SECRET: &str = "whsec_bench";
 
-async fn start_relay(data_dir: &std::path::Path) -> Relay {
+async fn start_relay(data_dir: &std::path::Path, btc_rpc: &str, btc_poll_ms: u64) -> Relay {
     let port = relay_testnet::free_port().unwrap();
     // A gateway base that is never called: the bench only receives webhooks.
     let unused = relay_testnet::free_port().unwrap();
@@ -149,6 +159,8 @@ async fn start_relay(data_dir: &std::path::Path) -> Relay {
         .env("RELAY_STRIPE_SECRET_KEY", "sk_test_bench")
         .env("RELAY_STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
         .env("RELAY_CARD_RECONCILE_SECS", "3600")
+        .env("RELAY_BTC_RPC_URL", btc_rpc)
+        .env("RELAY_BTC_POLL_MS", btc_poll_ms.to_string())
         .env("RELAY_DATA_DIR", data_dir)
         .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
         .env("RELAY_RATES", "BTC/USD=60000,ETH/USD=2500")
@@ -290,6 +302,77 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Median and worst time from `generatetoaddress` returning to the invoice reading `settled`.
+async fn btc_block_to_settled(
+    node: &relay_testnet::BitcoinNode,
+    wallet: &mut relay_testnet::btc_wallet::TestWallet,
+    poll_ms: u64,
+    rounds: usize,
+) {
+    use std::str::FromStr;
+    let dir = tempfile::tempdir().unwrap();
+    let key = {
+        let store = SledStore::open(dir.path()).unwrap();
+        let (_, key) = merchant_in(&store);
+        store.durable().await.unwrap();
+        key
+    };
+    let relay = start_relay(dir.path(), &node.rpc_url_with_auth(), poll_ms).await;
+    let client = reqwest::Client::new();
+    let mut times = Vec::new();
+    for i in 0..rounds {
+        let inv: Value = client.post(format!("{}/v1/invoices", relay.url)).bearer_auth(&key)
+            .json(&json!({"amount": format!("{}.00", 10 + i), "currency": "USD", "payment_methods": ["bitcoin"]}))
+            .send().await.unwrap().json().await.unwrap();
+        let btc = &inv["payment_methods"]["bitcoin"];
+        let script = relay_bitcoin::bitcoin::Address::from_str(btc["address"].as_str().unwrap())
+            .unwrap()
+            .assume_checked()
+            .script_pubkey();
+        let sat: u64 = btc["amount_sat"].as_str().unwrap().parse().unwrap();
+        let tx = wallet.pay(&[(script, sat)]).unwrap();
+        relay_testnet::btc_wallet::broadcast(node, &tx).unwrap();
+        let url = format!("{}/v1/invoices/{}", relay.url, inv["id"].as_str().unwrap());
+        // Seen in the mempool first, as in real use.
+        loop {
+            let v: Value = client
+                .get(&url)
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["status"] == "processing" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        node.mine(1, &[0xee; 20]).unwrap();
+        let mined = Instant::now();
+        loop {
+            let v: Value = client
+                .get(&url)
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["status"] == "settled" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        times.push(mined.elapsed());
+    }
+    times.sort();
+    println!("bitcoin block mined -> settled, poll {:>4} ms: median {:>7.1} ms  max {:>7.1} ms  ({} rounds)",
+        poll_ms, times[times.len() / 2].as_secs_f64() * 1e3, times[times.len() - 1].as_secs_f64() * 1e3, rounds);
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -300,6 +383,8 @@ fn main() {
         println!("relay throughput bench: {CONCURRENCY} concurrent connections, {}s per phase, {} cores", dur.as_secs(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         raw_store(dur).await;
         let raw = RAW_GROUPED.with(|c| c.get());
+        // Invoices offer bitcoin, so creating one derives an address: the relay needs its node.
+        let node = relay_testnet::BitcoinNode::spawn().unwrap();
 
         // HTTP phases against a real `relay serve`.
         let dir = tempfile::tempdir().unwrap();
@@ -309,7 +394,7 @@ fn main() {
             store.durable().await.unwrap();
             key
         };
-        let relay = start_relay(dir.path()).await;
+        let relay = start_relay(dir.path(), &node.rpc_url_with_auth(), 1000).await;
         let addr = relay.url.trim_start_matches("http://").to_owned();
         let k = key.clone();
         let post = load(&addr, dur, move |conn, i| {
@@ -362,7 +447,7 @@ fn main() {
             store.durable().await.unwrap();
             (key, ids)
         };
-        let relay = start_relay(dir.path()).await;
+        let relay = start_relay(dir.path(), &node.rpc_url_with_auth(), 1000).await;
         let (idle, _) = rss_kib(relay.child.id());
         let client = reqwest::Client::new();
         for id in &ids {
@@ -379,5 +464,14 @@ fn main() {
         let (rss, hwm) = rss_kib(relay.child.id());
         println!("memory, 100,000 invoices stored: RSS at start {:.1} MB, after 100 GETs + 10,000 listed {:.1} MB, peak {:.1} MB",
             idle as f64 / 1024.0, rss as f64 / 1024.0, hwm as f64 / 1024.0);
+        drop(relay);
+
+        // Bitcoin: block mined -> invoice settled (1 confirmation).
+        let mut wallet = relay_testnet::btc_wallet::TestWallet::new(77);
+        wallet.fund(&node, 2).unwrap();
+        let rounds: usize = std::env::var("RELAY_BENCH_BTC_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+        for poll in [1000, 100] {
+            btc_block_to_settled(&node, &mut wallet, poll, rounds).await;
+        }
     });
 }

@@ -6,13 +6,16 @@
 use crate::BitcoinError;
 use bitcoin::{Address, Network, NetworkKind, ScriptBuf};
 use miniscript::descriptor::{Descriptor, DescriptorPublicKey, Wildcard};
-use miniscript::ForEachKey;
+use miniscript::{ForEachKey, TranslatePk};
 use std::str::FromStr;
 
 /// A validated, watch-only, ranged output descriptor.
 #[derive(Debug, Clone)]
 pub struct ReceiveDescriptor {
     descriptor: Descriptor<DescriptorPublicKey>,
+    /// The same descriptor with each extended key already derived down to its wildcard, so that
+    /// an address costs one child derivation per key instead of the whole path.
+    prederived: Descriptor<DescriptorPublicKey>,
     /// Main or test keys (`xpub` or `tpub`), if the descriptor uses extended keys.
     network: Option<NetworkKind>,
 }
@@ -87,8 +90,17 @@ impl ReceiveDescriptor {
         if mixed {
             return Err(invalid("it mixes mainnet (xpub) and test (tpub) keys"));
         }
+        let prederived = descriptor
+            .translate_pk(&mut Prederive(
+                bitcoin::secp256k1::Secp256k1::verification_only(),
+            ))
+            .map_err(|e| match e {
+                miniscript::TranslateErr::TranslatorErr(e) => invalid(e),
+                miniscript::TranslateErr::OuterError(e) => invalid(e.to_string()),
+            })?;
         let parsed = ReceiveDescriptor {
             descriptor,
+            prederived,
             network,
         };
         // Hardened wildcards cannot be derived from public keys; bare scripts have no address.
@@ -119,19 +131,61 @@ impl ReceiveDescriptor {
 
     /// The address at `index`, encoded for `network`.
     pub fn derive(&self, index: u32, network: Network) -> Result<Derived, BitcoinError> {
-        let definite = self
-            .descriptor
+        Self::derive_from(&self.prederived, index, network)
+    }
+
+    fn derive_from(
+        descriptor: &Descriptor<DescriptorPublicKey>,
+        index: u32,
+        network: Network,
+    ) -> Result<Derived, BitcoinError> {
+        // One shared context: miniscript's own helpers create one per call, which costs as much
+        // as the derivation itself.
+        static SECP: std::sync::LazyLock<
+            bitcoin::secp256k1::Secp256k1<bitcoin::secp256k1::VerifyOnly>,
+        > = std::sync::LazyLock::new(bitcoin::secp256k1::Secp256k1::verification_only);
+        let definite = descriptor
             .at_derivation_index(index)
+            .map_err(|e| invalid(e.to_string()))?
+            .derived_descriptor(&SECP)
             .map_err(|e| invalid(e.to_string()))?;
-        let address = definite
-            .address(network)
+        // The script is derived once and the address read from it.
+        let script_pubkey = definite.script_pubkey();
+        let address = Address::from_script(&script_pubkey, network)
             .map_err(|e| invalid(format!("it has no address form: {e}")))?;
         Ok(Derived {
             index,
-            script_pubkey: definite.script_pubkey(),
+            script_pubkey,
             address,
         })
     }
+}
+
+/// Replaces `xpub/path/*` by `xpub'/*`, where `xpub'` is the key at `path`.
+struct Prederive(bitcoin::secp256k1::Secp256k1<bitcoin::secp256k1::VerifyOnly>);
+
+impl miniscript::Translator<DescriptorPublicKey, DescriptorPublicKey, String> for Prederive {
+    fn pk(&mut self, pk: &DescriptorPublicKey) -> Result<DescriptorPublicKey, String> {
+        match pk {
+            DescriptorPublicKey::XPub(x) if !x.derivation_path.is_empty() => {
+                let xkey = x
+                    .xkey
+                    .derive_pub(&self.0, &x.derivation_path)
+                    .map_err(|e| e.to_string())?;
+                Ok(DescriptorPublicKey::XPub(
+                    miniscript::descriptor::DescriptorXKey {
+                        origin: None,
+                        xkey,
+                        derivation_path: bitcoin::bip32::DerivationPath::master(),
+                        wildcard: x.wildcard,
+                    },
+                ))
+            }
+            other => Ok(other.clone()),
+        }
+    }
+
+    miniscript::translate_hash_clone!(DescriptorPublicKey, DescriptorPublicKey, String);
 }
 
 impl FromStr for ReceiveDescriptor {
@@ -194,6 +248,13 @@ mod tests {
             // The canonical form (with checksum) parses back to the same addresses.
             let again = ReceiveDescriptor::parse(&d.to_canonical()).unwrap();
             assert_eq!(again.derive(7, Network::Regtest).unwrap(), a);
+            // The pre-derived fast path gives exactly what deriving the whole path gives.
+            for i in [0, 1, 7, 1000, (1 << 31) - 1] {
+                assert_eq!(
+                    d.derive(i, Network::Regtest).unwrap(),
+                    ReceiveDescriptor::derive_from(&d.descriptor, i, Network::Regtest).unwrap()
+                );
+            }
         }
     }
 

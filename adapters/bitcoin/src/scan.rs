@@ -52,13 +52,21 @@ impl<T> ScriptIndex<T> {
         self.scripts.is_empty()
     }
 
-    /// Every output of `tx` that pays a watched script.
-    pub fn scan_tx<'a>(&'a self, txid: Txid, tx: &Transaction, found: &mut Vec<Found<'a, T>>) {
+    /// Every output of `tx` that pays a watched script. The txid (a double SHA-256 of the whole
+    /// transaction, most of the cost of a scan) is computed only for a transaction that matches,
+    /// unless the caller already has it.
+    pub fn scan_tx<'a>(
+        &'a self,
+        tx: &Transaction,
+        mut txid: Option<Txid>,
+        found: &mut Vec<Found<'a, T>>,
+    ) {
         if self.scripts.is_empty() {
             return;
         }
         for (vout, out) in tx.output.iter().enumerate() {
             if let Some(owner) = self.scripts.get(out.script_pubkey.as_script()) {
+                let txid = *txid.get_or_insert_with(|| tx.compute_txid());
                 found.push(Found {
                     outpoint: OutPoint {
                         txid,
@@ -75,7 +83,7 @@ impl<T> ScriptIndex<T> {
     pub fn scan_block(&self, block: &Block) -> Vec<Found<'_, T>> {
         let mut found = Vec::new();
         for tx in &block.txdata {
-            self.scan_tx(tx.compute_txid(), tx, &mut found);
+            self.scan_tx(tx, None, &mut found);
         }
         found
     }
@@ -108,7 +116,8 @@ mod tests {
         idx.insert(ScriptBuf::from_bytes(vec![0, 20, 2]), "inv_b");
         let t = tx(&[(9, 5), (1, 1000), (2, 7), (1, 3)]);
         let mut found = Vec::new();
-        idx.scan_tx(t.compute_txid(), &t, &mut found);
+        idx.scan_tx(&t, None, &mut found);
+        assert!(found.iter().all(|f| f.outpoint.txid == t.compute_txid()));
         let got: Vec<_> = found
             .iter()
             .map(|f| (f.outpoint.vout, f.sat, *f.owner))

@@ -373,7 +373,7 @@ impl Watcher {
         for (txid, tx) in &fresh {
             self.conflicts(*txid, tx, &mut update);
             let mut found = Vec::new();
-            self.index.scan_tx(*txid, tx, &mut found);
+            self.index.scan_tx(tx, Some(*txid), &mut found);
             let found: Vec<(OutPoint, u64, InvoiceId)> = found
                 .into_iter()
                 .map(|f: Found<'_, InvoiceId>| (f.outpoint, f.sat, f.owner.clone()))
@@ -465,12 +465,21 @@ impl Watcher {
     fn connect(&mut self, height: u32, block: &Block, update: &mut Update) {
         let hash = block.block_hash();
         for tx in &block.txdata {
-            let txid = tx.compute_txid();
-            if !tx.is_coinbase() {
-                self.conflicts(txid, tx, update);
+            // Hashing every transaction would cost more than the whole scan: only those that
+            // spend what a tracked payment spends, or pay a watched script, are hashed.
+            let mut txid = None;
+            if !tx.is_coinbase()
+                && tx
+                    .input
+                    .iter()
+                    .any(|i| self.spent_by.contains_key(&i.previous_output))
+            {
+                let id = tx.compute_txid();
+                txid = Some(id);
+                self.conflicts(id, tx, update);
             }
             let mut found = Vec::new();
-            self.index.scan_tx(txid, tx, &mut found);
+            self.index.scan_tx(tx, txid, &mut found);
             let found: Vec<(OutPoint, u64, InvoiceId)> = found
                 .into_iter()
                 .map(|f| (f.outpoint, f.sat, f.owner.clone()))
