@@ -4,7 +4,7 @@ SHELL := bash
 FORGE := tools/node_modules/@foundry-rs/forge-linux-amd64/bin/forge
 export FOUNDRY_DISABLE_NIGHTLY_WARNING := 1
 
-.PHONY: setup run test fmt-check clippy forge-test compose-check cargo-test bench
+.PHONY: setup run test fmt-check clippy forge-test artifacts compose-check cargo-test bench
 
 ## Install the pinned testnet tools into tools/ (idempotent, fast when done).
 setup:
@@ -27,6 +27,12 @@ clippy:
 forge-test:
 	mkdir -p target
 	cd contracts && ../$(FORGE) test --offline 2>&1 | tee ../target/forge-test.log
+	bash scripts/export-artifacts.sh --check
+
+## Rebuild the contracts and rewrite adapters/ethereum/artifacts/ (ABI + bytecode the Rust side loads; commit them).
+artifacts: setup
+	cd contracts && ../$(FORGE) build --offline
+	bash scripts/export-artifacts.sh
 
 compose-check:
 	bash docker/validate-compose.sh
