@@ -43,4 +43,5 @@ cargo-test:
 
 ## Throughput and memory figures (release build; see README).
 bench: setup
+	cargo bench --locked -p relay-bitcoin --bench scan
 	cargo bench --locked -p relay --bench throughput
