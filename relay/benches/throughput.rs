@@ -403,6 +403,14 @@ fn main() {
         }).await;
         println!("POST /v1/invoices (durable)   {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}  ratio to raw sled {:.2}",
             post.rate, post.p50.as_secs_f64() * 1e3, post.p99.as_secs_f64() * 1e3, post.errors, post.rate / raw);
+        // The same without bitcoin: what deriving and claiming an address per invoice costs.
+        let k = key.clone();
+        let post_eth = load(&addr, dur, move |conn, i| {
+            let body = json!({"amount": "25.00", "currency": "USD", "order_id": format!("e-{conn}-{i}"), "payment_methods": ["ethereum"]}).to_string();
+            request("POST", "/v1/invoices", &k, &format!("Idempotency-Key: e-{conn}-{i}\r\n"), &body)
+        }).await;
+        println!("POST /v1/invoices, no bitcoin {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}  ratio to raw sled {:.2}",
+            post_eth.rate, post_eth.p50.as_secs_f64() * 1e3, post_eth.p99.as_secs_f64() * 1e3, post_eth.errors, post_eth.rate / raw);
 
         let client = reqwest::Client::new();
         let page: Value = client.get(format!("{}/v1/invoices?limit=100", relay.url)).bearer_auth(&key).send().await.unwrap().json().await.unwrap();

@@ -174,9 +174,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Page<Event>, StoreError>;
     fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError>;
 
-    /// The next unused derivation index of a merchant's bitcoin descriptor. Each call returns a
-    /// new index, also across restarts and crashes; an index whose invoice was never stored is
-    /// skipped, never reused.
+    /// The next unused derivation index of a merchant's bitcoin descriptor. Each call in a process
+    /// returns a new index; the highest index of a stored invoice is persisted in that invoice's
+    /// own transaction, so after a restart or a crash indexing resumes above every address that
+    /// was ever stored (and so ever shown). An index whose invoice was never stored may be handed
+    /// out again after a restart: nobody saw it.
     fn next_derivation_index(&self, merchant: &MerchantId) -> Result<u32, StoreError>;
 
     /// Every reference starting with `prefix` and its invoice (the watched bitcoin scripts).

@@ -59,6 +59,8 @@ struct Inner {
     written: AtomicU64,
     flushed: AtomicU64,
     flush_lock: tokio::sync::Mutex<()>,
+    /// Next derivation index per merchant, seeded from `counters` on first use.
+    next_index: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 fn with_sep(a: &[u8]) -> Vec<u8> {
@@ -98,6 +100,17 @@ fn idem_key(m: &MerchantId, key: &str) -> Vec<u8> {
     let mut k = merchant_prefix(m);
     k.extend_from_slice(key.as_bytes());
     k
+}
+
+fn index_key(merchant: &MerchantId) -> Vec<u8> {
+    with_sep(format!("btc_index{}", merchant.as_str()).as_bytes())
+}
+
+fn decode_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    let n = b.len().min(8);
+    a[..n].copy_from_slice(&b[..n]);
+    u64::from_be_bytes(a)
 }
 
 fn chain_key(chain: &str, rest: &[u8]) -> Vec<u8> {
@@ -185,6 +198,7 @@ impl SledStore {
             written: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
             flush_lock: tokio::sync::Mutex::new(()),
+            next_index: Default::default(),
         };
         Ok(SledStore {
             inner: Arc::new(inner),
@@ -389,6 +403,13 @@ impl Store for SledStore {
             .as_ref()
             .map(|o| id_key(&order_prefix(&invoice.merchant_id, o), invoice.id.as_str()));
         let references = invoice.references();
+        let btc_index = invoice
+            .methods
+            .iter()
+            .filter_map(|q| q.bitcoin.as_ref())
+            .map(|b| u64::from(b.derivation_index) + 1)
+            .max()
+            .map(|next| (index_key(&invoice.merchant_id), next));
         let idem = idempotency
             .as_ref()
             .map(|w| (idem_key(w.merchant_id, w.key), &w.record));
@@ -401,27 +422,36 @@ impl Store for SledStore {
             &i.events,
             &i.events_by_merchant,
             &i.references,
+            &i.counters,
         )
-            .transaction(|(inv, by_m, by_o, exp, idem_tx, ev, ev_m, refs)| {
-                if let Some((key, record)) = &idem {
-                    Self::claim(idem_tx, key, record)?;
-                }
-                for r in &references {
-                    if refs.insert(r.as_bytes(), id)?.is_some() {
-                        return Err(abort(Abort::DuplicateReference(r.clone())));
+            .transaction(
+                |(inv, by_m, by_o, exp, idem_tx, ev, ev_m, refs, counters)| {
+                    if let Some((key, record)) = &idem {
+                        Self::claim(idem_tx, key, record)?;
                     }
-                }
-                inv.insert(id, value.as_slice())?;
-                by_m.insert(by_merchant.as_slice(), &[])?;
-                if let Some(k) = &by_order {
-                    by_o.insert(k.as_slice(), &[])?;
-                }
-                if awaits_expiry(invoice.status) {
-                    exp.insert(expiry_key(invoice.expires_at, &invoice.id), &[])?;
-                }
-                Self::write_events(ev, ev_m, &events)?;
-                Ok(())
-            });
+                    if let Some((key, next)) = &btc_index {
+                        let stored = counters.get(key.as_slice())?.map_or(0, |b| decode_u64(&b));
+                        if *next > stored {
+                            counters.insert(key.as_slice(), &next.to_be_bytes())?;
+                        }
+                    }
+                    for r in &references {
+                        if refs.insert(r.as_bytes(), id)?.is_some() {
+                            return Err(abort(Abort::DuplicateReference(r.clone())));
+                        }
+                    }
+                    inv.insert(id, value.as_slice())?;
+                    by_m.insert(by_merchant.as_slice(), &[])?;
+                    if let Some(k) = &by_order {
+                        by_o.insert(k.as_slice(), &[])?;
+                    }
+                    if awaits_expiry(invoice.status) {
+                        exp.insert(expiry_key(invoice.expires_at, &invoice.id), &[])?;
+                    }
+                    Self::write_events(ev, ev_m, &events)?;
+                    Ok(())
+                },
+            );
         self.finish(result)
     }
 
@@ -456,27 +486,29 @@ impl Store for SledStore {
     }
 
     fn next_derivation_index(&self, merchant: &MerchantId) -> Result<u32, StoreError> {
-        let key = with_sep(format!("btc_index{}", merchant.as_str()).as_bytes());
-        let mut exhausted = false;
-        let next = self.inner.counters.update_and_fetch(&key, |old| {
-            let n = old.map_or(0u64, |b| {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(&b[..8.min(b.len())]);
-                u64::from_be_bytes(a)
-            });
-            // Unhardened BIP32 indexes stop at 2^31.
-            exhausted = n >= (1u64 << 31) - 1;
-            Some((n + u64::from(!exhausted)).to_be_bytes().to_vec())
-        })?;
-        if exhausted {
+        // In memory: a write per allocation would cost as much as the invoice itself. The stored
+        // counter moves in `create_invoice`'s transaction.
+        let mut next = self
+            .inner
+            .next_index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = match next.get(merchant.as_str()) {
+            Some(n) => *n,
+            None => self
+                .inner
+                .counters
+                .get(index_key(merchant))?
+                .map_or(0, |b| decode_u64(&b)),
+        };
+        // Unhardened BIP32 indexes stop at 2^31.
+        if n >= 1u64 << 31 {
             return Err(StoreError::Exhausted {
                 what: "the descriptor's derivation indexes",
             });
         }
-        self.inner.written.fetch_add(1, Ordering::SeqCst);
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&next.expect("just written")[..8]);
-        Ok((u64::from_be_bytes(a) - 1) as u32)
+        next.insert(merchant.as_str().to_owned(), n + 1);
+        Ok(n as u32)
     }
 
     fn references_with_prefix(&self, prefix: &str) -> Result<Vec<(String, InvoiceId)>, StoreError> {
