@@ -99,15 +99,16 @@ fn load_watcher(store: &SledStore, config: WatcherConfig) -> Result<Watcher> {
 
 /// What an observation means for its invoice.
 fn input_for(obs: &Observation, invoice: &relay_core::Invoice) -> InvoiceInput {
+    let outpoint = obs.outpoint();
+    let reference = btc_payment_reference(&outpoint.txid.to_string(), outpoint.vout);
     match obs {
         Observation::Seen {
-            outpoint,
             sat,
             confirmations,
             block_time,
             ..
         } => InvoiceInput::Observe {
-            reference: btc_payment_reference(&outpoint.txid.to_string(), outpoint.vout),
+            reference,
             method: Method::Bitcoin,
             asset: "BTC".into(),
             amount: Amount::from_minor(u128::from(*sat)),
@@ -115,12 +116,12 @@ fn input_for(obs: &Observation, invoice: &relay_core::Invoice) -> InvoiceInput {
             confirmations: *confirmations,
             seen_at: block_time.map(|t| Timestamp(i64::from(t))),
         },
-        Observation::Reverted { outpoint, .. } => InvoiceInput::Drop {
-            reference: btc_payment_reference(&outpoint.txid.to_string(), outpoint.vout),
+        Observation::Reverted { .. } => InvoiceInput::Drop {
+            reference,
             status: PaymentStatus::Reverted,
         },
-        Observation::Replaced { outpoint, .. } => InvoiceInput::Drop {
-            reference: btc_payment_reference(&outpoint.txid.to_string(), outpoint.vout),
+        Observation::Replaced { .. } => InvoiceInput::Drop {
+            reference,
             status: PaymentStatus::Replaced,
         },
     }

@@ -98,16 +98,8 @@ impl TestWallet {
             .ok_or_else(|| anyhow!("the test wallet has no coin of {want} sat"))?;
         let (op, coin) = self.utxos.remove(i);
         let tx = self.spend(op, &coin, outputs, fee, 0)?;
-        let txid = tx.compute_txid();
-        self.spent.insert(txid, (op, coin));
-        let change = tx.output.len() - 1;
-        self.utxos.push((
-            OutPoint {
-                txid,
-                vout: change as u32,
-            },
-            tx.output[change].clone(),
-        ));
+        self.spent.insert(tx.compute_txid(), (op, coin));
+        self.keep_change(&tx);
         Ok(tx)
     }
 
@@ -128,15 +120,20 @@ impl TestWallet {
         let new = self.spend(op, &coin, outputs, fee, 1)?;
         let old = tx.compute_txid();
         self.utxos.retain(|(o, _)| o.txid != old);
-        let change = new.output.len() - 1;
+        self.keep_change(&new);
+        Ok(new)
+    }
+
+    /// Records the change output (always the last) of a transaction the wallet built.
+    fn keep_change(&mut self, tx: &Transaction) {
+        let vout = tx.output.len() - 1;
         self.utxos.push((
             OutPoint {
-                txid: new.compute_txid(),
-                vout: change as u32,
+                txid: tx.compute_txid(),
+                vout: vout as u32,
             },
-            new.output[change].clone(),
+            tx.output[vout].clone(),
         ));
-        Ok(new)
     }
 
     fn spend(

@@ -277,6 +277,16 @@ impl Watcher {
         update
     }
 
+    /// The outputs of `tx` paying watched scripts, owned (so the caller may change `self`).
+    fn matches(&self, tx: &Transaction, txid: Option<Txid>) -> Vec<(OutPoint, u64, InvoiceId)> {
+        let mut found = Vec::new();
+        self.index.scan_tx(tx, txid, &mut found);
+        found
+            .into_iter()
+            .map(|f: Found<'_, InvoiceId>| (f.outpoint, f.sat, f.owner.clone()))
+            .collect()
+    }
+
     fn tip_height(&self) -> u32 {
         self.cursor.tip().map_or(0, |(h, _)| h)
     }
@@ -372,13 +382,7 @@ impl Watcher {
         let since = self.tip_height();
         for (txid, tx) in &fresh {
             self.conflicts(*txid, tx, &mut update);
-            let mut found = Vec::new();
-            self.index.scan_tx(tx, Some(*txid), &mut found);
-            let found: Vec<(OutPoint, u64, InvoiceId)> = found
-                .into_iter()
-                .map(|f: Found<'_, InvoiceId>| (f.outpoint, f.sat, f.owner.clone()))
-                .collect();
-            for (op, sat, invoice) in found {
+            for (op, sat, invoice) in self.matches(tx, Some(*txid)) {
                 match self.tracked.get(&op).map(|t| &t.state) {
                     // Already in a block (the mempool answer lagged), or already known.
                     Some(TrackedState::Block { .. } | TrackedState::Mempool { .. }) => continue,
@@ -478,13 +482,7 @@ impl Watcher {
                 txid = Some(id);
                 self.conflicts(id, tx, update);
             }
-            let mut found = Vec::new();
-            self.index.scan_tx(tx, txid, &mut found);
-            let found: Vec<(OutPoint, u64, InvoiceId)> = found
-                .into_iter()
-                .map(|f| (f.outpoint, f.sat, f.owner.clone()))
-                .collect();
-            for (op, sat, invoice) in found {
+            for (op, sat, invoice) in self.matches(tx, txid) {
                 let reported = self.tracked.get(&op).and_then(|t| t.reported);
                 let t = Tracked {
                     invoice,

@@ -113,16 +113,11 @@ fn decode_u64(b: &[u8]) -> u64 {
     u64::from_be_bytes(a)
 }
 
-fn chain_key(chain: &str, rest: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(chain.len() + rest.len() + 3);
-    k.extend_from_slice(chain.as_bytes());
-    k.extend_from_slice(rest);
-    k
-}
-
-fn chain_key_with(prefix: &[u8], key: &[u8]) -> Vec<u8> {
-    let mut k = prefix.to_vec();
-    k.extend_from_slice(key);
+/// `a` followed by `b` (chain keys: `chain` · `/cursor`, `chain/t/` · record key).
+fn concat(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(a.len() + b.len());
+    k.extend_from_slice(a);
+    k.extend_from_slice(b);
     k
 }
 
@@ -531,12 +526,12 @@ impl Store for SledStore {
         Ok(self
             .inner
             .chains
-            .get(chain_key(chain, b"/cursor"))?
+            .get(concat(chain.as_bytes(), b"/cursor"))?
             .map(|v| v.to_vec()))
     }
 
     fn chain_tracked(&self, chain: &str) -> Result<Vec<crate::TrackedRecord>, StoreError> {
-        let prefix = chain_key(chain, b"/t/");
+        let prefix = concat(chain.as_bytes(), b"/t/");
         self.inner
             .chains
             .scan_prefix(&prefix)
@@ -549,8 +544,8 @@ impl Store for SledStore {
 
     fn commit_chain(&self, chain: &str, write: &ChainWrite) -> Result<Commit, StoreError> {
         let i = &self.inner;
-        let prefix = chain_key(chain, b"/t/");
-        let cursor_key = chain_key(chain, b"/cursor");
+        let prefix = concat(chain.as_bytes(), b"/t/");
+        let cursor_key = concat(chain.as_bytes(), b"/cursor");
         let invoices: Vec<_> = write
             .invoices
             .iter()
@@ -588,10 +583,10 @@ impl Store for SledStore {
                     Self::write_events(ev, ev_m, events)?;
                 }
                 for key in &write.delete {
-                    chains.remove(chain_key_with(&prefix, key))?;
+                    chains.remove(concat(&prefix, key))?;
                 }
                 for (key, value) in &write.put {
-                    chains.insert(chain_key_with(&prefix, key), value.as_slice())?;
+                    chains.insert(concat(&prefix, key), value.as_slice())?;
                 }
                 chains.insert(cursor_key.as_slice(), write.cursor.as_slice())?;
                 Ok(())

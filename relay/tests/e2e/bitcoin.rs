@@ -119,8 +119,8 @@ impl BtcEnv {
         wait_for(&self.client, &self.server.url, &self.key, id, done).await
     }
 
-    /// Event types of one invoice, oldest first.
-    async fn events_of(&self, id: &str) -> Vec<String> {
+    /// Every event of the merchant, newest first (all pages).
+    async fn all_events(&self) -> Vec<Value> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -139,16 +139,24 @@ impl BtcEnv {
                 .await
                 .unwrap();
             let data = page["data"].as_array().unwrap();
-            for e in data {
-                if e["data"]["object"]["id"] == id {
-                    out.push(e["type"].as_str().unwrap().to_owned());
-                }
-            }
             after = data.last().map(|e| e["id"].as_str().unwrap().to_owned());
+            out.extend(data.iter().cloned());
             if page["has_more"] != true {
                 break;
             }
         }
+        out
+    }
+
+    /// Event types of one invoice, oldest first.
+    async fn events_of(&self, id: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .all_events()
+            .await
+            .iter()
+            .filter(|e| e["data"]["object"]["id"] == id)
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect();
         out.reverse();
         out
     }
@@ -402,33 +410,12 @@ async fn a_thousand_invoices_over_fifty_blocks_with_a_crash_are_each_credited_on
         unsettled.iter().next()
     );
     // Every payment confirmed exactly once across the crash.
-    let mut confirmed = 0;
-    let mut after: Option<String> = None;
-    loop {
-        let mut url = format!("{}/v1/events?limit=100", env.server.url);
-        if let Some(a) = &after {
-            url.push_str(&format!("&starting_after={a}"));
-        }
-        let page: Value = env
-            .client
-            .get(url)
-            .bearer_auth(&env.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let data = page["data"].as_array().unwrap();
-        confirmed += data
-            .iter()
-            .filter(|e| e["type"] == "payment.confirmed")
-            .count();
-        after = data.last().map(|e| e["id"].as_str().unwrap().to_owned());
-        if page["has_more"] != true {
-            break;
-        }
-    }
+    let confirmed = env
+        .all_events()
+        .await
+        .iter()
+        .filter(|e| e["type"] == "payment.confirmed")
+        .count();
     assert_eq!(confirmed, 1000);
 }
 
