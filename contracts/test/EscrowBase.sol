@@ -23,26 +23,7 @@ abstract contract EscrowBase is Test {
     uint256 internal constant PAYER_TOKENS = 1_000_000e6;
     uint64 internal expiry;
 
-    event PaymentDeposited(
-        bytes32 indexed paymentId,
-        address indexed payer,
-        address indexed merchant,
-        address token,
-        uint256 amount,
-        uint64 expiry,
-        bytes32 salt
-    );
-    event PaymentCaptured(bytes32 indexed paymentId, uint256 amount, uint256 fee);
-    event PaymentVoided(bytes32 indexed paymentId, uint256 amount);
-    event PaymentRefunded(bytes32 indexed paymentId, uint256 amount);
-    event PaymentReclaimed(bytes32 indexed paymentId, uint256 amount);
-    event LiquidityFunded(address indexed token, uint256 amount);
-    event LiquidityWithdrawn(address indexed token, address to, uint256 amount);
-    event Settled(
-        bytes32 indexed settlementId, address indexed merchant, address token, uint256 amount, string sourceRef
-    );
-    event OperatorChanged(address previous, address current);
-    event FeeRecipientChanged(address previous, address current);
+    // Expected events are emitted as `PaymentEscrow.<Event>(…)`: the contract's own declarations.
 
     function setUp() public virtual {
         vm.warp(1_700_000_000);

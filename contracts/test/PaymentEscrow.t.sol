@@ -17,9 +17,9 @@ contract PaymentEscrowTest is EscrowBase {
     function test_constructor_setsRolesAndEmits() public {
         address predicted = vm.computeCreateAddress(address(this), vm.getNonce(address(this)));
         vm.expectEmit(true, true, true, true, predicted);
-        emit OperatorChanged(address(0), operator);
+        emit PaymentEscrow.OperatorChanged(address(0), operator);
         vm.expectEmit(true, true, true, true, predicted);
-        emit FeeRecipientChanged(address(0), feeRecipient);
+        emit PaymentEscrow.FeeRecipientChanged(address(0), feeRecipient);
         PaymentEscrow e = new PaymentEscrow(owner, operator, feeRecipient);
         assertEq(address(e), predicted);
         assertEq(e.owner(), owner);
@@ -39,7 +39,7 @@ contract PaymentEscrowTest is EscrowBase {
     function test_setOperator_movesOperatorRights() public {
         address next = makeAddr("nextOperator");
         _expectEmit();
-        emit OperatorChanged(operator, next);
+        emit PaymentEscrow.OperatorChanged(operator, next);
         vm.prank(owner);
         escrow.setOperator(next);
         assertEq(escrow.operator(), next);
@@ -56,7 +56,7 @@ contract PaymentEscrowTest is EscrowBase {
     function test_setFeeRecipient_redirectsFees() public {
         address next = makeAddr("nextFeeRecipient");
         _expectEmit();
-        emit FeeRecipientChanged(feeRecipient, next);
+        emit PaymentEscrow.FeeRecipientChanged(feeRecipient, next);
         vm.prank(owner);
         escrow.setFeeRecipient(next);
         assertEq(escrow.feeRecipient(), next);
@@ -128,7 +128,7 @@ contract PaymentEscrowTest is EscrowBase {
     function test_deposit_storesPaymentAndHoldsEth() public {
         bytes32 want = escrow.paymentId(merchant, ETH, 2 ether, expiry, SALT);
         _expectEmit();
-        emit PaymentDeposited(want, payer, merchant, ETH, 2 ether, expiry, SALT);
+        emit PaymentEscrow.PaymentDeposited(want, payer, merchant, ETH, 2 ether, expiry, SALT);
         bytes32 id = _depositEth(2 ether, SALT);
 
         assertEq(id, want);
@@ -194,7 +194,7 @@ contract PaymentEscrowTest is EscrowBase {
     function test_depositToken_storesPaymentAndPullsTokens() public {
         bytes32 want = escrow.paymentId(merchant, address(token), 25e6, expiry, SALT);
         _expectEmit();
-        emit PaymentDeposited(want, payer, merchant, address(token), 25e6, expiry, SALT);
+        emit PaymentEscrow.PaymentDeposited(want, payer, merchant, address(token), 25e6, expiry, SALT);
         bytes32 id = _depositToken(25e6, SALT);
 
         assertEq(id, want);
@@ -276,7 +276,7 @@ contract PaymentEscrowTest is EscrowBase {
     function test_capture_fullEth_paysMerchantAndFeeAndCloses() public {
         bytes32 id = _depositEth(10 ether, SALT);
         _expectEmit();
-        emit PaymentCaptured(id, 10 ether, 0.3 ether);
+        emit PaymentEscrow.PaymentCaptured(id, 10 ether, 0.3 ether);
         _capture(id, 10 ether, 0.3 ether);
 
         assertEq(merchant.balance, 9.7 ether);
@@ -290,7 +290,7 @@ contract PaymentEscrowTest is EscrowBase {
     function test_capture_partialToken_staysOpenUntilFull() public {
         bytes32 id = _depositToken(100e6, SALT);
         _expectEmit();
-        emit PaymentCaptured(id, 40e6, 1e6);
+        emit PaymentEscrow.PaymentCaptured(id, 40e6, 1e6);
         _capture(id, 40e6, 1e6);
         P memory p = _payment(id);
         assertEq(p.captured, 40e6);
@@ -300,7 +300,7 @@ contract PaymentEscrowTest is EscrowBase {
         assertEq(token.balanceOf(address(escrow)), 60e6);
 
         _expectEmit();
-        emit PaymentCaptured(id, 60e6, 0);
+        emit PaymentEscrow.PaymentCaptured(id, 60e6, 0);
         _capture(id, 60e6, 0);
         p = _payment(id);
         assertEq(p.captured, 100e6);
@@ -405,7 +405,7 @@ contract PaymentEscrowTest is EscrowBase {
         bytes32 id = _depositEth(3 ether, SALT);
         _capture(id, 1 ether, 0);
         _expectEmit();
-        emit PaymentVoided(id, 2 ether);
+        emit PaymentEscrow.PaymentVoided(id, 2 ether);
         vm.prank(operator);
         escrow.void(id);
 
@@ -420,7 +420,7 @@ contract PaymentEscrowTest is EscrowBase {
     function test_void_token() public {
         bytes32 id = _depositToken(7e6, SALT);
         _expectEmit();
-        emit PaymentVoided(id, 7e6);
+        emit PaymentEscrow.PaymentVoided(id, 7e6);
         vm.prank(operator);
         escrow.void(id);
         assertEq(token.balanceOf(payer), PAYER_TOKENS);
@@ -459,7 +459,7 @@ contract PaymentEscrowTest is EscrowBase {
         vm.deal(operator, 3 ether);
 
         _expectEmit();
-        emit PaymentRefunded(id, 2 ether);
+        emit PaymentEscrow.PaymentRefunded(id, 2 ether);
         vm.prank(operator);
         escrow.refund{value: 2 ether}(id, 2 ether);
 
@@ -480,7 +480,7 @@ contract PaymentEscrowTest is EscrowBase {
         token.mint(operator, 20e6);
 
         _expectEmit();
-        emit PaymentRefunded(id, 20e6);
+        emit PaymentEscrow.PaymentRefunded(id, 20e6);
         vm.prank(operator);
         escrow.refund(id, 20e6);
 
@@ -583,7 +583,7 @@ contract PaymentEscrowTest is EscrowBase {
         _capture(id, 1 ether, 0.1 ether);
         vm.warp(expiry);
         _expectEmit();
-        emit PaymentReclaimed(id, 3 ether);
+        emit PaymentEscrow.PaymentReclaimed(id, 3 ether);
         vm.prank(payer);
         escrow.reclaim(id);
 
@@ -596,7 +596,7 @@ contract PaymentEscrowTest is EscrowBase {
         bytes32 id = _depositToken(9e6, SALT);
         vm.warp(expiry + 1 days);
         _expectEmit();
-        emit PaymentReclaimed(id, 9e6);
+        emit PaymentEscrow.PaymentReclaimed(id, 9e6);
         vm.prank(payer);
         escrow.reclaim(id);
         assertEq(token.balanceOf(payer), PAYER_TOKENS);
@@ -664,7 +664,7 @@ contract PaymentEscrowTest is EscrowBase {
     function test_fund_eth() public {
         vm.deal(operator, 5 ether);
         _expectEmit();
-        emit LiquidityFunded(ETH, 5 ether);
+        emit PaymentEscrow.LiquidityFunded(ETH, 5 ether);
         vm.prank(operator);
         escrow.fund{value: 5 ether}(ETH, 5 ether);
         assertEq(escrow.liquidity(ETH), 5 ether);
@@ -674,7 +674,7 @@ contract PaymentEscrowTest is EscrowBase {
     function test_fund_token() public {
         token.mint(operator, 70e6);
         _expectEmit();
-        emit LiquidityFunded(address(token), 70e6);
+        emit PaymentEscrow.LiquidityFunded(address(token), 70e6);
         vm.prank(operator);
         escrow.fund(address(token), 70e6);
         assertEq(escrow.liquidity(address(token)), 70e6);
@@ -720,10 +720,10 @@ contract PaymentEscrowTest is EscrowBase {
         escrow.fund(address(token), 10e6);
 
         _expectEmit();
-        emit LiquidityWithdrawn(ETH, stranger, 2 ether);
+        emit PaymentEscrow.LiquidityWithdrawn(ETH, stranger, 2 ether);
         escrow.withdraw(ETH, 2 ether, stranger);
         _expectEmit();
-        emit LiquidityWithdrawn(address(token), stranger, 10e6);
+        emit PaymentEscrow.LiquidityWithdrawn(address(token), stranger, 10e6);
         escrow.withdraw(address(token), 10e6, stranger);
         vm.stopPrank();
 
@@ -779,7 +779,7 @@ contract PaymentEscrowTest is EscrowBase {
         bytes32 sid = keccak256("btc:txid:0");
 
         _expectEmit();
-        emit Settled(sid, merchant, address(token), 30e6, "btc:abcd:0");
+        emit PaymentEscrow.Settled(sid, merchant, address(token), 30e6, "btc:abcd:0");
         vm.prank(operator);
         escrow.settle(sid, merchant, address(token), 30e6, "btc:abcd:0");
 
@@ -799,7 +799,7 @@ contract PaymentEscrowTest is EscrowBase {
         escrow.fund{value: 2 ether}(ETH, 2 ether);
         bytes32 sid = keccak256("card:pi_1");
         _expectEmit();
-        emit Settled(sid, merchant, ETH, 2 ether, "pi_1");
+        emit PaymentEscrow.Settled(sid, merchant, ETH, 2 ether, "pi_1");
         vm.prank(operator);
         escrow.settle(sid, merchant, ETH, 2 ether, "pi_1");
         assertEq(merchant.balance, 2 ether);
