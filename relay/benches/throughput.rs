@@ -54,6 +54,7 @@ fn sample_invoice(merchant: &relay_core::MerchantId, n: u64) -> (Invoice, Vec<Ev
         expires_at: Timestamp(1_900_000_900),
         methods: vec![Method::Bitcoin, Method::Ethereum, Method::Card],
         tolerance_bps: 0,
+        eth_asset: None,
     };
     let rates = FixedRates::from_pairs([("BTC/USD", "60000"), ("ETH/USD", "2500")]).unwrap();
     let quotes = params.quote(&AssetBook::default(), &rates).unwrap();

@@ -38,6 +38,20 @@ pub struct Config {
     /// Height to start scanning at on a fresh store, instead of the node's tip
     /// (`RELAY_BTC_START_HEIGHT`).
     pub btc_start_height: Option<u32>,
+    /// The operator key itself (hex), for deployments that pass secrets in the environment;
+    /// `operator_key_file` is preferred. Never printed.
+    pub operator_key: Option<String>,
+    /// WebSocket endpoint of the Ethereum node; when set, new heads wake the watcher at once.
+    pub eth_ws_url: Option<String>,
+    /// How often the Ethereum watcher polls (also the fallback when WebSocket heads are on).
+    pub eth_poll_ms: u64,
+    /// First block the watcher reads on a fresh data directory (the escrow's deployment block).
+    pub eth_start_block: u64,
+    /// The relay's fee on each capture, in basis points of the deposit (paid to the escrow's fee
+    /// recipient).
+    pub eth_fee_bps: u16,
+    /// Seconds after an invoice's expiry before the payer may reclaim an uncaptured deposit.
+    pub eth_capture_window_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -67,6 +81,12 @@ impl Default for Config {
             card_reconcile_secs: 60,
             btc_poll_ms: 1000,
             btc_start_height: None,
+            operator_key: None,
+            eth_ws_url: None,
+            eth_poll_ms: 1000,
+            eth_start_block: 0,
+            eth_fee_bps: 0,
+            eth_capture_window_secs: 3600,
         }
     }
 }
@@ -90,6 +110,13 @@ impl fmt::Debug for Config {
             .field("card_reconcile_secs", &self.card_reconcile_secs)
             .field("btc_poll_ms", &self.btc_poll_ms)
             .field("btc_start_height", &self.btc_start_height)
+            .field("operator_key_file", &self.operator_key_file)
+            .field("operator_key", &set(&self.operator_key))
+            .field("eth_ws_url", &set(&self.eth_ws_url))
+            .field("eth_poll_ms", &self.eth_poll_ms)
+            .field("eth_start_block", &self.eth_start_block)
+            .field("eth_fee_bps", &self.eth_fee_bps)
+            .field("eth_capture_window_secs", &self.eth_capture_window_secs)
             .finish_non_exhaustive()
     }
 }
@@ -160,6 +187,16 @@ impl Config {
                     .transpose()
                     .context("expected a block height")?
             }
+            "OPERATOR_KEY" => self.operator_key = opt(value),
+            "ETH_WS_URL" => self.eth_ws_url = opt(value),
+            "ETH_POLL_MS" => self.eth_poll_ms = value.parse().context("expected milliseconds")?,
+            "ETH_START_BLOCK" => {
+                self.eth_start_block = value.parse().context("expected a block number")?
+            }
+            "ETH_FEE_BPS" => self.eth_fee_bps = value.parse().context("expected basis points")?,
+            "ETH_CAPTURE_WINDOW_SECS" => {
+                self.eth_capture_window_secs = value.parse().context("expected seconds")?
+            }
             // Other RELAY_* variables (e.g. the harness's own) are not settings of the relay.
             _ => {}
         }
@@ -201,6 +238,24 @@ impl Config {
         }
         if !(10..=600_000).contains(&self.btc_poll_ms) {
             bail!("btc_poll_ms must be 10 to 600000");
+        }
+        if !(10..=600_000).contains(&self.eth_poll_ms) {
+            bail!("eth_poll_ms must be 10 to 600000");
+        }
+        if self.eth_fee_bps > 10_000 {
+            bail!("eth_fee_bps must be at most 10000");
+        }
+        if !(60..=30 * 24 * 3600).contains(&self.eth_capture_window_secs) {
+            bail!("eth_capture_window_secs must be 60 to 2592000");
+        }
+        if self.eth_rpc_url.is_some() != self.escrow_address.is_some() {
+            bail!("eth_rpc_url and escrow_address go together");
+        }
+        if self.eth_rpc_url.is_some()
+            && self.operator_key_file.is_none()
+            && self.operator_key.is_none()
+        {
+            bail!("the Ethereum rail needs the operator key: set operator_key_file (or RELAY_OPERATOR_KEY)");
         }
         if self.request_timeout_secs == 0 || self.request_timeout_secs > 600 {
             bail!("request_timeout_secs must be 1 to 600");

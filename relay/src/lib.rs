@@ -6,6 +6,7 @@ pub mod bitcoin;
 pub mod card;
 pub mod config;
 pub mod dev;
+pub mod ethereum;
 pub mod expiry;
 pub mod merchant;
 pub mod server;

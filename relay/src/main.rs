@@ -58,8 +58,12 @@ enum MerchantCommand {
         /// points (0 to 1000).
         #[arg(long, default_value_t = 0)]
         payment_tolerance_bps: u16,
+        /// Where Ethereum deposits are captured to: a 0x address the merchant controls.
         #[arg(long)]
         eth_payout: Option<String>,
+        /// Blocks an Ethereum deposit needs before it is final and captured (1 to 64).
+        #[arg(long, default_value_t = 1)]
+        eth_confirmations: u32,
         #[arg(long)]
         webhook_url: Option<String>,
         #[arg(long)]
@@ -108,6 +112,7 @@ async fn main() -> Result<()> {
                     btc_confirmations,
                     payment_tolerance_bps,
                     eth_payout,
+                    eth_confirmations,
                     webhook_url,
                     config,
                 },
@@ -121,6 +126,7 @@ async fn main() -> Result<()> {
                     name,
                     btc_descriptor,
                     btc_confirmations,
+                    eth_confirmations,
                     payment_tolerance_bps,
                     eth_payout,
                     webhook_url,

@@ -10,6 +10,7 @@ pub struct NewMerchant {
     pub name: String,
     pub btc_descriptor: Option<String>,
     pub btc_confirmations: u32,
+    pub eth_confirmations: u32,
     pub payment_tolerance_bps: u16,
     pub eth_payout: Option<String>,
     pub webhook_url: Option<String>,
@@ -21,6 +22,7 @@ impl Default for NewMerchant {
             name: String::new(),
             btc_descriptor: None,
             btc_confirmations: 1,
+            eth_confirmations: 1,
             payment_tolerance_bps: 0,
             eth_payout: None,
             webhook_url: None,
@@ -39,6 +41,8 @@ pub struct CreatedMerchant {
     /// The descriptor in canonical form (with checksum), as the relay will derive from it.
     pub btc_descriptor: Option<String>,
     pub btc_confirmations: u32,
+    pub eth_payout: Option<String>,
+    pub eth_confirmations: u32,
 }
 
 pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<CreatedMerchant> {
@@ -52,6 +56,7 @@ pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<
         Merchant::validate_webhook_url(url)?;
     }
     Merchant::validate_btc_confirmations(new.btc_confirmations)?;
+    Merchant::validate_eth_confirmations(new.eth_confirmations)?;
     Merchant::validate_payment_tolerance(new.payment_tolerance_bps)?;
     let btc_descriptor = new
         .btc_descriptor
@@ -69,6 +74,7 @@ pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<
         webhook_url: new.webhook_url,
         webhook_secret: Secret::from_entropy("whsec_", rand::random()),
         btc_confirmations: new.btc_confirmations,
+        eth_confirmations: new.eth_confirmations,
         payment_tolerance_bps: new.payment_tolerance_bps,
     };
     store
@@ -82,5 +88,7 @@ pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<
         webhook_url: merchant.webhook_url.clone(),
         btc_descriptor: merchant.btc_descriptor.clone(),
         btc_confirmations: merchant.btc_confirmations,
+        eth_payout: merchant.eth_payout.clone(),
+        eth_confirmations: merchant.eth_confirmations,
     })
 }

@@ -54,6 +54,7 @@ pub async fn serve(
     let ids = Arc::new(IdSource::default());
     let gateway = config.stripe_gateway()?.map(Arc::new);
     let bitcoin = crate::bitcoin::connect(config, Duration::from_secs(30)).await?;
+    let ethereum = crate::ethereum::connect(config, Duration::from_secs(30)).await?;
     let state = AppState {
         store: store.clone(),
         ids: ids.clone(),
@@ -61,6 +62,7 @@ pub async fn serve(
             .clone()
             .map(|g| g as Arc<dyn relay_api::card::CardGateway>),
         bitcoin: bitcoin.as_ref().map(|b| b.rail.clone()),
+        ethereum: ethereum.as_ref().map(|e| e.rail.clone()),
         assets: Arc::new(asset_book(config)?),
         rates: Arc::new(rates(config)?),
         clock: clock.clone(),
@@ -87,6 +89,14 @@ pub async fn serve(
             Duration::from_millis(config.btc_poll_ms),
         ))
     });
+    let eth_watcher = ethereum.map(|e| {
+        tokio::spawn(crate::ethereum::watch_loop(
+            store.clone(),
+            e,
+            clock.clone(),
+            ids.clone(),
+        ))
+    });
     let reconciler = gateway.map(|g| {
         tokio::spawn(reconcile_loop(
             store.clone(),
@@ -103,6 +113,9 @@ pub async fn serve(
         .context("server failed")?;
     sweeper.abort();
     if let Some(w) = btc_watcher {
+        w.abort();
+    }
+    if let Some(w) = eth_watcher {
         w.abort();
     }
     if let Some(r) = reconciler {

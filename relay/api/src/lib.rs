@@ -38,6 +38,8 @@ pub struct AppState<S> {
     pub card: Option<Arc<dyn card::CardGateway>>,
     /// The bitcoin rail, when a node is configured (without it, bitcoin is not offered).
     pub bitcoin: Option<BitcoinRail>,
+    /// The Ethereum rail, when a node and an escrow are configured.
+    pub ethereum: Option<EthereumRail>,
     pub assets: Arc<AssetBook>,
     pub rates: Arc<dyn RateSource>,
     pub clock: Arc<dyn Clock>,
@@ -52,6 +54,7 @@ impl<S: Clone> Clone for AppState<S> {
             ids: self.ids.clone(),
             card: self.card.clone(),
             bitcoin: self.bitcoin.clone(),
+            ethereum: self.ethereum.clone(),
             assets: self.assets.clone(),
             rates: self.rates.clone(),
             clock: self.clock.clone(),
@@ -69,6 +72,16 @@ pub struct BitcoinRail {
     /// Called with each invoice stored with a bitcoin address, so the watcher matches payments to
     /// it from then on (the watcher also loads every address from the store when it starts).
     pub watch: Arc<dyn Fn(&relay_core::Invoice) + Send + Sync>,
+}
+
+/// The Ethereum rail as the API sees it: where deposits go.
+#[derive(Clone, Debug)]
+pub struct EthereumRail {
+    pub chain_id: u64,
+    pub escrow: alloy_primitives::Address,
+    /// How long after the invoice's expiry the escrow keeps a deposit before the payer may
+    /// reclaim it: the relay's time to confirm and capture an in-time deposit.
+    pub capture_window_secs: u64,
 }
 
 /// Time-ordered invoice and event ids for this process (wall clock + OS randomness).

@@ -63,6 +63,27 @@ pub struct MethodView {
     /// Bitcoin: confirmations a payment needs before the invoice is settled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confirmations_required: Option<u32>,
+    /// Ethereum: the chain to pay on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<u64>,
+    /// Ethereum: the escrow contract that takes the deposit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escrow: Option<String>,
+    /// Ethereum: the escrow's id of the one deposit that pays this invoice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
+    /// Ethereum: the ERC-20 contract, when the asset is a token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Ethereum: the exact call to make (with ERC-20, after `approve`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call: Option<EthereumCallView>,
+    /// Ethereum, ERC-20 only: the allowance the payer grants the escrow first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approve: Option<EthereumCallView>,
+    /// Ethereum: when the payer may reclaim a deposit the relay did not capture (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reclaimable_at: Option<String>,
     /// Card: the gateway (`stripe`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
@@ -74,6 +95,70 @@ pub struct MethodView {
     pub client_secret: Option<String>,
 }
 
+/// One contract call: `cast send <to> '<function>' <args…> --value <value>` makes it.
+#[derive(Serialize, ToSchema)]
+pub struct EthereumCallView {
+    pub to: String,
+    /// The function signature, e.g. `deposit(address,uint64,bytes32)`.
+    pub function: String,
+    pub args: Vec<String>,
+    /// Wei sent with the call, decimal.
+    pub value: String,
+}
+
+impl EthereumCallView {
+    fn for_deposit(e: &relay_core::EthereumPayTo, amount: &str) -> EthereumCallView {
+        match &e.token {
+            None => EthereumCallView {
+                to: e.escrow.clone(),
+                function: "deposit(address,uint64,bytes32)".into(),
+                args: vec![e.merchant.clone(), e.expiry.to_string(), e.salt.clone()],
+                value: amount.to_owned(),
+            },
+            Some(token) => EthereumCallView {
+                to: e.escrow.clone(),
+                function: "depositToken(address,address,uint256,uint64,bytes32)".into(),
+                args: vec![
+                    e.merchant.clone(),
+                    token.clone(),
+                    amount.to_owned(),
+                    e.expiry.to_string(),
+                    e.salt.clone(),
+                ],
+                value: "0".into(),
+            },
+        }
+    }
+
+    fn for_approve(e: &relay_core::EthereumPayTo, amount: &str) -> Option<EthereumCallView> {
+        e.token.as_ref().map(|token| EthereumCallView {
+            to: token.clone(),
+            function: "approve(address,uint256)".into(),
+            args: vec![e.escrow.clone(), amount.to_owned()],
+            value: "0".into(),
+        })
+    }
+
+    /// The call as an EIP-681 URI (parameters named by their type, in order; value in wei).
+    fn eip681(&self, chain_id: u64) -> String {
+        let name = self.function.split('(').next().unwrap_or_default();
+        let types = self
+            .function
+            .trim_end_matches(')')
+            .split_once('(')
+            .map_or("", |(_, t)| t);
+        let mut query: Vec<String> = types
+            .split(',')
+            .zip(&self.args)
+            .map(|(t, a)| format!("{t}={a}"))
+            .collect();
+        if self.value != "0" {
+            query.push(format!("value={}", self.value));
+        }
+        format!("ethereum:{}@{chain_id}/{name}?{}", self.to, query.join("&"))
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct PaymentView {
     pub reference: String,
@@ -81,12 +166,16 @@ pub struct PaymentView {
     pub asset: String,
     pub amount: String,
     pub amount_minor: String,
-    /// `pending`, `confirmed`, `reverted`, `replaced`, `failed` or `disputed`.
+    /// `pending`, `confirmed`, `reverted`, `replaced`, `failed`, `disputed`, `voided` (an escrow
+    /// deposit sent back to the payer) or `reclaimed` (taken back by the payer after expiry).
     pub status: String,
     pub confirmations: u32,
     pub seen_at: String,
     /// Refunded so far, minor units.
     pub refunded_minor: String,
+    /// Escrow payments: the transaction that captured the deposit to the merchant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_tx: Option<String>,
 }
 
 /// BIP21 amounts are decimal BTC; trailing zeros are dropped (`0.0004` rather than `0.00040000`).
@@ -113,18 +202,39 @@ impl InvoiceView {
                 .iter()
                 .map(|q| {
                     let minor = q.due.amount.to_string();
+                    let eth = q.ethereum.as_ref();
+                    let call = eth.map(|e| EthereumCallView::for_deposit(e, &minor));
+                    let uri = match (&q.bitcoin, eth, &call) {
+                        (Some(b), _, _) => Some(format!(
+                            "bitcoin:{}?amount={}",
+                            b.address,
+                            bip21_amount(&q.due)
+                        )),
+                        (None, Some(e), Some(c)) => Some(c.eip681(e.chain_id)),
+                        _ => None,
+                    };
                     let view = MethodView {
                         asset: q.due.asset.code.clone(),
                         amount: q.due.to_decimal_string(),
                         amount_sat: (q.method == Method::Bitcoin).then(|| minor.clone()),
                         amount_wei: (q.method == Method::Ethereum).then(|| minor.clone()),
-                        amount_minor: minor,
+                        amount_minor: minor.clone(),
                         rate: q.rate.price.normalize().to_string(),
                         address: q.bitcoin.as_ref().map(|b| b.address.clone()),
-                        uri: q.bitcoin.as_ref().map(|b| {
-                            format!("bitcoin:{}?amount={}", b.address, bip21_amount(&q.due))
-                        }),
-                        confirmations_required: q.bitcoin.as_ref().map(|b| b.confirmations),
+                        uri,
+                        confirmations_required: q
+                            .bitcoin
+                            .as_ref()
+                            .map(|b| b.confirmations)
+                            .or(eth.map(|e| e.confirmations)),
+                        chain_id: eth.map(|e| e.chain_id),
+                        escrow: eth.map(|e| e.escrow.clone()),
+                        payment_id: eth.map(|e| e.payment_id.clone()),
+                        token: eth.and_then(|e| e.token.clone()),
+                        approve: eth.and_then(|e| EthereumCallView::for_approve(e, &minor)),
+                        call,
+                        reclaimable_at: eth
+                            .map(|e| rfc3339(Timestamp(i64::try_from(e.expiry).unwrap_or(i64::MAX)))),
                         gateway: q.card.as_ref().map(|c| c.gateway.clone()),
                         payment_intent: q.card.as_ref().map(|c| c.payment_intent.clone()),
                         client_secret: q.card.as_ref().map(|c| c.client_secret.clone()),
@@ -171,6 +281,7 @@ impl PaymentView {
             confirmations: p.confirmations,
             seen_at: rfc3339(p.seen_at),
             refunded_minor: p.refunded.to_string(),
+            capture_tx: p.capture_tx.clone(),
         }
     }
 }

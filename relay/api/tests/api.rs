@@ -66,6 +66,7 @@ fn env() -> Env {
             webhook_url: None,
             webhook_secret: relay_core::Secret::from_entropy("whsec_", [5; 32]),
             btc_confirmations: 2,
+            eth_confirmations: 1,
             payment_tolerance_bps: 0,
         };
         let key = ApiKey::from_entropy([n; 32]);
@@ -77,6 +78,7 @@ fn env() -> Env {
         store: store.clone(),
         ids: Arc::new(relay_api::IdSource::default()),
         card: None,
+        ethereum: None,
         bitcoin: Some(relay_api::BitcoinRail {
             addresses: Arc::new(relay_bitcoin::DescriptorAddresses::new(Network::Regtest)),
             watch: Arc::new(|_| {}),

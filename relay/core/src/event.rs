@@ -33,12 +33,18 @@ pub enum EventType {
     PaymentFailed,
     #[serde(rename = "payment.disputed")]
     PaymentDisputed,
+    #[serde(rename = "payment.captured")]
+    PaymentCaptured,
+    #[serde(rename = "payment.voided")]
+    PaymentVoided,
+    #[serde(rename = "payment.reclaimed")]
+    PaymentReclaimed,
     #[serde(rename = "refund.succeeded")]
     RefundSucceeded,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 15] = [
         EventType::InvoiceCreated,
         EventType::InvoiceProcessing,
         EventType::InvoiceSettled,
@@ -50,6 +56,9 @@ impl EventType {
         EventType::PaymentReplaced,
         EventType::PaymentFailed,
         EventType::PaymentDisputed,
+        EventType::PaymentCaptured,
+        EventType::PaymentVoided,
+        EventType::PaymentReclaimed,
         EventType::RefundSucceeded,
     ];
 
@@ -66,6 +75,9 @@ impl EventType {
             EventType::PaymentReplaced => "payment.replaced",
             EventType::PaymentFailed => "payment.failed",
             EventType::PaymentDisputed => "payment.disputed",
+            EventType::PaymentCaptured => "payment.captured",
+            EventType::PaymentVoided => "payment.voided",
+            EventType::PaymentReclaimed => "payment.reclaimed",
             EventType::RefundSucceeded => "refund.succeeded",
         }
     }

@@ -136,6 +136,7 @@ mod tests {
             expires_at: T0.plus_seconds(900),
             methods: vec![Method::Card],
             tolerance_bps: 0,
+            eth_asset: None,
         };
         let quotes = params
             .quote(&AssetBook::default(), &FixedRates::default())

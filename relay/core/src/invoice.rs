@@ -20,7 +20,7 @@
 use crate::error::CoreError;
 use crate::event::EventType;
 use crate::id::{InvoiceId, MerchantId};
-use crate::money::{Amount, AssetBook, Money};
+use crate::money::{Amount, AssetBook, AssetKind, Money};
 use crate::rate::{Rate, RateSource};
 use crate::time::Timestamp;
 use alloy_primitives::U256;
@@ -81,6 +81,31 @@ pub struct MethodQuote {
     /// For `bitcoin`: the address derived for this invoice alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bitcoin: Option<BitcoinPayTo>,
+    /// For `ethereum`: the escrow deposit this invoice alone accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ethereum: Option<EthereumPayTo>,
+}
+
+/// How an Ethereum invoice is paid: one deposit into the escrow with exactly these terms. The
+/// escrow derives the payment id from them, so a deposit with any term changed has another id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EthereumPayTo {
+    pub chain_id: u64,
+    /// The escrow contract, `0x`-prefixed lowercase hex.
+    pub escrow: String,
+    /// The merchant's payout address the deposit is for.
+    pub merchant: String,
+    /// The ERC-20 contract, or `None` for ether.
+    pub token: Option<String>,
+    /// When the payer may reclaim an uncaptured deposit (unix seconds); later than the invoice's
+    /// own expiry by the capture window, so an in-time deposit can always be captured.
+    pub expiry: u64,
+    /// 32 random bytes, hex with `0x`: nobody else can produce this invoice's payment id.
+    pub salt: String,
+    /// `keccak256(abi.encode(chain_id, escrow, merchant, token, amount, expiry, salt))`.
+    pub payment_id: String,
+    /// Blocks a deposit needs before it counts as final.
+    pub confirmations: u32,
 }
 
 /// Where a bitcoin invoice is paid: one address of the merchant's descriptor, never handed out for
@@ -173,6 +198,11 @@ pub enum PaymentStatus {
     Replaced,
     Failed,
     Disputed,
+    /// An escrow deposit the relay sent back to the payer (it did not match the invoice, or came
+    /// too late).
+    Voided,
+    /// An escrow deposit the payer took back after the escrow's expiry, uncaptured.
+    Reclaimed,
 }
 
 impl PaymentStatus {
@@ -183,6 +213,11 @@ impl PaymentStatus {
             self,
             PaymentStatus::Pending | PaymentStatus::Confirmed | PaymentStatus::Disputed
         )
+    }
+
+    /// Whether the payment went back to its payer without being credited.
+    fn is_returned(self) -> bool {
+        matches!(self, PaymentStatus::Voided | PaymentStatus::Reclaimed)
     }
 
     /// Whether the payment is final enough to settle an invoice.
@@ -198,6 +233,8 @@ impl PaymentStatus {
             PaymentStatus::Replaced => EventType::PaymentReplaced,
             PaymentStatus::Failed => EventType::PaymentFailed,
             PaymentStatus::Disputed => EventType::PaymentDisputed,
+            PaymentStatus::Voided => EventType::PaymentVoided,
+            PaymentStatus::Reclaimed => EventType::PaymentReclaimed,
         }
     }
 }
@@ -216,6 +253,9 @@ pub struct Payment {
     /// How much of it has been refunded to the payer so far.
     #[serde(default)]
     pub refunded: Amount,
+    /// Escrow payments: the transaction that captured it to the merchant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_tx: Option<String>,
 }
 
 /// What the outside world says about a payment. Adapters produce these; `Invoice::apply` decides.
@@ -263,6 +303,18 @@ pub enum InvoiceInput {
         amount: Amount,
         total_refunded: Amount,
     },
+    /// An escrow deposit went back to its payer (`Voided` or `Reclaimed`). A deposit never
+    /// credited to the invoice (its terms did not match) is recorded here for the first time.
+    Return {
+        reference: String,
+        method: Method,
+        asset: String,
+        amount: Amount,
+        seen_at: Option<Timestamp>,
+        status: PaymentStatus,
+    },
+    /// An escrow deposit was captured to the merchant by transaction `tx`.
+    Captured { reference: String, tx: String },
     /// Re-evaluate against the clock (expiry).
     Tick,
     /// The merchant cancels a still-unpaid invoice.
@@ -281,6 +333,9 @@ pub struct NewInvoice {
     pub methods: Vec<Method>,
     /// See [`Invoice::tolerance_bps`].
     pub tolerance_bps: u16,
+    /// The asset an Ethereum payment is made in (`ETH` or a configured ERC-20 code). `None`: the
+    /// price's own token if it is priced in one, else ETH.
+    pub eth_asset: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -335,6 +390,39 @@ pub fn btc_script_reference(script_hex: &str) -> String {
 
 /// Prefix of [`btc_script_reference`] keys, for listing every watched script.
 pub const BTC_SCRIPT_PREFIX: &str = "btcs:";
+
+/// The reference key of an Ethereum invoice's salt: every deposit names its salt, so the watcher
+/// finds the invoice even when the deposit's other terms are wrong.
+pub fn eth_salt_reference(salt: &str) -> String {
+    format!("eths:{}", salt.to_ascii_lowercase())
+}
+
+/// The payment reference of an escrow deposit: its payment id (one deposit per id).
+pub fn eth_payment_reference(payment_id: &str) -> String {
+    format!("eth:{}", payment_id.to_ascii_lowercase())
+}
+
+/// The escrow's payment id for these terms, as the contract computes it:
+/// `keccak256(abi.encode(chainid, escrow, merchant, token, amount, expiry, salt))`.
+pub fn eth_payment_id(
+    chain_id: u64,
+    escrow: alloy_primitives::Address,
+    merchant: alloy_primitives::Address,
+    token: alloy_primitives::Address,
+    amount: U256,
+    expiry: u64,
+    salt: alloy_primitives::B256,
+) -> alloy_primitives::B256 {
+    let mut buf = [0u8; 7 * 32];
+    buf[..32].copy_from_slice(&U256::from(chain_id).to_be_bytes::<32>());
+    buf[32 + 12..64].copy_from_slice(escrow.as_slice());
+    buf[64 + 12..96].copy_from_slice(merchant.as_slice());
+    buf[96 + 12..128].copy_from_slice(token.as_slice());
+    buf[128..160].copy_from_slice(&amount.to_be_bytes::<32>());
+    buf[160..192].copy_from_slice(&U256::from(expiry).to_be_bytes::<32>());
+    buf[192..224].copy_from_slice(salt.as_slice());
+    alloy_primitives::keccak256(buf)
+}
 
 /// The reference of a bitcoin payment: one output, `btc:<txid>:<vout>`.
 pub fn btc_payment_reference(txid: &str, vout: u32) -> String {
@@ -430,9 +518,24 @@ impl NewInvoice {
             }
             let asset = match method {
                 Method::Bitcoin => assets.get("BTC")?.clone(),
-                Method::Ethereum => assets.get("ETH")?.clone(),
+                Method::Ethereum => {
+                    let asset = match &self.eth_asset {
+                        Some(code) => assets.get(code)?.clone(),
+                        None if matches!(self.price.asset.kind, AssetKind::Erc20 { .. }) => {
+                            self.price.asset.clone()
+                        }
+                        None => assets.get("ETH")?.clone(),
+                    };
+                    if !matches!(asset.kind, AssetKind::Ether | AssetKind::Erc20 { .. }) {
+                        return Err(invalid(
+                            "ethereum_asset",
+                            format!("{} is not paid on Ethereum; use ETH or a token", asset.code),
+                        ));
+                    }
+                    asset
+                }
                 Method::Card => {
-                    if self.price.asset.kind != crate::money::AssetKind::Fiat {
+                    if self.price.asset.kind != AssetKind::Fiat {
                         return Err(CoreError::NoRate {
                             from: self.price.asset.code.clone(),
                             to: "a card currency (card payments need a fiat price)".into(),
@@ -454,6 +557,7 @@ impl NewInvoice {
                 rate,
                 card: None,
                 bitcoin: None,
+                ethereum: None,
             });
         }
         Ok(quotes)
@@ -646,6 +750,45 @@ impl Invoice {
                 }
                 changed = !events.is_empty();
             }
+            InvoiceInput::Return {
+                reference,
+                method,
+                asset,
+                amount,
+                seen_at,
+                status,
+            } => {
+                if !status.is_returned() {
+                    return Err(invalid("status", "a returned payment is voided or reclaimed"));
+                }
+                let seen_at = seen_at.map_or(now, |t| t.min(now));
+                let (p, new) = self.payment_entry(
+                    reference,
+                    method,
+                    &asset,
+                    amount,
+                    status,
+                    seen_at,
+                    &mut events,
+                )?;
+                if !new && p.status != status {
+                    p.status = status;
+                    events.push(status.event());
+                }
+                changed = !events.is_empty();
+            }
+            InvoiceInput::Captured { reference, tx } => {
+                let p = self
+                    .payments
+                    .iter_mut()
+                    .find(|p| p.reference == reference)
+                    .ok_or(CoreError::UnknownPayment { reference })?;
+                if p.capture_tx.is_none() {
+                    p.capture_tx = Some(tx);
+                    events.push(EventType::PaymentCaptured);
+                    changed = true;
+                }
+            }
             InvoiceInput::Tick => {}
             InvoiceInput::Cancel => {
                 let has_live = self.payments.iter().any(|p| p.status.is_live());
@@ -716,6 +859,9 @@ impl Invoice {
                 match initial {
                     PaymentStatus::Failed => events.push(EventType::PaymentFailed),
                     PaymentStatus::Pending => events.push(EventType::PaymentPending),
+                    PaymentStatus::Voided | PaymentStatus::Reclaimed => {
+                        events.push(initial.event())
+                    }
                     _ => {
                         events.push(EventType::PaymentPending);
                         events.push(EventType::PaymentConfirmed);
@@ -729,6 +875,7 @@ impl Invoice {
                     confirmations: u32::from(initial.is_final()),
                     seen_at: now,
                     refunded: Amount::ZERO,
+                    capture_tx: None,
                 });
                 let last = self.payments.len() - 1;
                 Ok((&mut self.payments[last], true))
@@ -765,27 +912,30 @@ impl Invoice {
     /// The status and exception that the current payments, clock and cancellation imply.
     pub fn evaluate(&self, now: Timestamp) -> (InvoiceStatus, Option<InvoiceException>) {
         let mut late = false;
-        let (mut confirmed, mut live) = (U256::ZERO, U256::ZERO);
+        let (mut confirmed, mut live, mut returned) = (U256::ZERO, U256::ZERO, U256::ZERO);
         for method in Method::ALL {
-            let (mut m_confirmed, mut m_live) = (Amount::ZERO, Amount::ZERO);
-            for p in self
-                .payments
-                .iter()
-                .filter(|p| p.method == method && p.status.is_live())
-            {
+            let (mut m_confirmed, mut m_live, mut m_returned) =
+                (Amount::ZERO, Amount::ZERO, Amount::ZERO);
+            for p in self.payments.iter().filter(|p| {
+                p.method == method && (p.status.is_live() || p.status.is_returned())
+            }) {
                 if !self.in_time(p) {
                     late = true;
                     continue;
                 }
-                m_live = m_live.checked_add(p.amount).unwrap_or(Amount(U256::MAX));
+                let sum = |a: Amount| a.checked_add(p.amount).unwrap_or(Amount(U256::MAX));
+                if p.status.is_returned() {
+                    m_returned = sum(m_returned);
+                    continue;
+                }
+                m_live = sum(m_live);
                 if p.status.is_final() {
-                    m_confirmed = m_confirmed
-                        .checked_add(p.amount)
-                        .unwrap_or(Amount(U256::MAX));
+                    m_confirmed = sum(m_confirmed);
                 }
             }
             confirmed = confirmed.saturating_add(self.credit(method, m_confirmed));
             live = live.saturating_add(self.credit(method, m_live));
+            returned = returned.saturating_add(self.credit(method, m_returned));
         }
         let price = self.price.amount.0;
         // price × (1 − tolerance), rounded up so that the tolerance never exceeds what was stated.
@@ -804,11 +954,14 @@ impl Invoice {
         } else {
             InvoiceStatus::New
         };
+        // Exceptions describe the payments the merchant keeps; with none, the ones sent back
+        // (so the merchant sees why a payer's money was returned).
+        let kept = if live.is_zero() { returned } else { live };
         let exception = if late {
             Some(InvoiceException::PaidLate)
-        } else if live > price {
+        } else if kept > price {
             Some(InvoiceException::PaidOver)
-        } else if !live.is_zero() && live < price {
+        } else if !kept.is_zero() && kept < price {
             Some(InvoiceException::PaidPartial)
         } else {
             None

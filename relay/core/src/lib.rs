@@ -22,7 +22,8 @@ pub use event::{Event, EventType};
 pub use gateway::{GatewayEvent, GatewayEventKind};
 pub use id::{EventId, InvoiceId, MerchantId, OrderedIds};
 pub use invoice::{
-    btc_payment_reference, btc_script_reference, card_reference, BitcoinPayTo, CardIntent, Invoice,
+    btc_payment_reference, btc_script_reference, card_reference, eth_payment_id,
+    eth_payment_reference, eth_salt_reference, BitcoinPayTo, CardIntent, EthereumPayTo, Invoice,
     InvoiceException, InvoiceStatus, Method, MethodQuote, NewInvoice, Payment, PaymentStatus,
     ReceiveAddress, ReceiveAddresses,
 };

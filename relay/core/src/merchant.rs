@@ -33,6 +33,17 @@ pub struct Merchant {
     /// creation.
     #[serde(default)]
     pub payment_tolerance_bps: u16,
+    /// Blocks an escrow deposit needs before it counts as final (1 to 64; 1 is the block that
+    /// includes it). Copied into each invoice at creation.
+    #[serde(default = "default_eth_confirmations")]
+    pub eth_confirmations: u32,
+}
+
+/// The most confirmations a merchant may ask of an Ethereum deposit.
+pub const MAX_ETH_CONFIRMATIONS: u32 = 64;
+
+fn default_eth_confirmations() -> u32 {
+    1
 }
 
 /// The bitcoin confirmation policies a merchant may choose from.
@@ -68,6 +79,16 @@ impl fmt::Debug for Secret {
 }
 
 impl Merchant {
+    pub fn validate_eth_confirmations(n: u32) -> Result<(), CoreError> {
+        if !(1..=MAX_ETH_CONFIRMATIONS).contains(&n) {
+            return Err(CoreError::InvalidField {
+                field: "eth_confirmations",
+                reason: format!("{n} is not between 1 and {MAX_ETH_CONFIRMATIONS}"),
+            });
+        }
+        Ok(())
+    }
+
     pub fn validate_btc_confirmations(n: u32) -> Result<(), CoreError> {
         if !BTC_CONFIRMATION_POLICIES.contains(&n) {
             return Err(CoreError::InvalidField {

@@ -334,6 +334,7 @@ async fn expiry_sweep_expires_unpaid_invoices_once() {
         expires_at: Timestamp(1_000 + 60),
         methods: vec![relay_core::Method::Card],
         tolerance_bps: 0,
+        eth_asset: None,
     };
     let quotes = params
         .quote(

@@ -36,6 +36,9 @@ pub struct CreateInvoiceRequest {
     pub expires_in: Option<i64>,
     /// Subset of `bitcoin`, `ethereum`, `card`; default: the merchant's methods.
     pub payment_methods: Option<Vec<String>>,
+    /// What an Ethereum payment is made in: `ETH` or a configured ERC-20 token code. Default:
+    /// the price's token if the price is in one, else `ETH`.
+    pub ethereum_asset: Option<String>,
 }
 
 fn parse_methods(
@@ -189,10 +192,12 @@ pub async fn create<S: Store>(
         expires_at: now.plus_seconds(req.expires_in.unwrap_or(DEFAULT_EXPIRY_SECS)),
         methods: parse_methods(&merchant, req.payment_methods)?,
         tolerance_bps: merchant.payment_tolerance_bps,
+        eth_asset: req.ethereum_asset,
     };
     offer_only_available(&state, &merchant, &mut params, &req_names)?;
     let quotes = params.quote(&state.assets, state.rates.as_ref())?;
     let (mut invoice, kinds) = Invoice::create(state.ids.invoice_id(), params, quotes, now)?;
+    attach_ethereum_deposit(&state, &merchant, &mut invoice)?;
     attach_card_intent(&state, &mut invoice).await?;
     // An address is claimed in the same transaction as the invoice; should it already belong to
     // another invoice (never expected: indexes only grow), the next index is taken.
@@ -245,6 +250,12 @@ fn offer_only_available<S: Store>(
             }
             M::Bitcoin if merchant.btc_descriptor.is_none() => {
                 Some("bitcoin payments need the merchant's receive descriptor, and none was given")
+            }
+            M::Ethereum if state.ethereum.is_none() => {
+                Some("ethereum payments need an Ethereum node and escrow, and none is configured")
+            }
+            M::Ethereum if merchant.eth_payout.is_none() => {
+                Some("ethereum payments need the merchant's payout address, and none was given")
             }
             _ => None,
         }
@@ -299,6 +310,66 @@ fn attach_bitcoin_address<S: Store>(
         script_pubkey: derived.script_pubkey,
         derivation_index: index,
         confirmations: merchant.btc_confirmations,
+    });
+    Ok(())
+}
+
+/// Fixes the invoice's escrow deposit: the merchant's payout address, the asset, the amount, the
+/// escrow expiry (the invoice's plus the capture window), a fresh random salt, and the payment id
+/// the escrow will derive from them.
+fn attach_ethereum_deposit<S: Store>(
+    state: &AppState<S>,
+    merchant: &Merchant,
+    invoice: &mut Invoice,
+) -> Result<(), ApiError> {
+    use alloy_primitives::{Address, B256};
+    let (Some(rail), Some(payout), Some(quote)) = (
+        state.ethereum.as_ref(),
+        merchant.eth_payout.as_deref(),
+        invoice
+            .methods
+            .iter_mut()
+            .find(|q| q.method == relay_core::Method::Ethereum),
+    ) else {
+        return Ok(());
+    };
+    let unusable = |why: String| {
+        ApiError::invalid("ethereum_payout_unusable", why)
+            .with_status(StatusCode::UNPROCESSABLE_ENTITY)
+    };
+    let merchant_addr: Address = payout
+        .parse()
+        .map_err(|_| unusable(format!("the merchant's payout address {payout} is not valid")))?;
+    let token = match &quote.due.asset.kind {
+        relay_core::AssetKind::Erc20 { contract } => Some(
+            contract
+                .parse::<Address>()
+                .map_err(|_| unusable(format!("token contract {contract} is not valid")))?,
+        ),
+        _ => None,
+    };
+    let expiry = u64::try_from(invoice.expires_at.0)
+        .unwrap_or(0)
+        .saturating_add(rail.capture_window_secs);
+    let salt = B256::from(rand::random::<[u8; 32]>());
+    let id = relay_core::eth_payment_id(
+        rail.chain_id,
+        rail.escrow,
+        merchant_addr,
+        token.unwrap_or(Address::ZERO),
+        quote.due.amount.0,
+        expiry,
+        salt,
+    );
+    quote.ethereum = Some(relay_core::EthereumPayTo {
+        chain_id: rail.chain_id,
+        escrow: format!("{:#x}", rail.escrow),
+        merchant: format!("{merchant_addr:#x}"),
+        token: token.map(|t| format!("{t:#x}")),
+        expiry,
+        salt: format!("{salt:#x}"),
+        payment_id: format!("{id:#x}"),
+        confirmations: merchant.eth_confirmations,
     });
     Ok(())
 }

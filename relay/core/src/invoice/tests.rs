@@ -22,6 +22,7 @@ fn new_invoice(cents: u128, methods: Vec<Method>) -> Invoice {
         expires_at: T0.plus_seconds(900),
         methods,
         tolerance_bps: 0,
+        eth_asset: None,
     };
     let quotes = params.quote(&AssetBook::default(), &rates()).unwrap();
     Invoice::create(InvoiceId::from_entropy([2; 12]), params, quotes, T0)
@@ -228,6 +229,7 @@ fn creation_validates_parameters() {
         expires_at: T0.plus_seconds(900),
         methods: vec![Method::Card],
         tolerance_bps: 0,
+        eth_asset: None,
     };
     let create = |p: NewInvoice| Invoice::create(InvoiceId::from_entropy([2; 12]), p, vec![], T0);
     assert!(create(base()).is_ok());
@@ -262,6 +264,7 @@ fn card_needs_a_fiat_price() {
         expires_at: T0.plus_seconds(900),
         methods: vec![Method::Card],
         tolerance_bps: 0,
+        eth_asset: None,
     };
     assert!(matches!(
         params.quote(&AssetBook::default(), &rates()),

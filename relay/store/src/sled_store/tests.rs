@@ -17,6 +17,7 @@ fn merchant(n: u8) -> Merchant {
         webhook_secret: relay_core::Secret::from_entropy("whsec_", [5; 32]),
         btc_confirmations: 1,
         payment_tolerance_bps: 0,
+        eth_confirmations: 1,
     }
 }
 
@@ -36,6 +37,7 @@ fn invoice(m: &Merchant, n: u32, order: Option<&str>) -> (Invoice, Vec<Event>) {
         expires_at: T0.plus_seconds(900 + i64::from(n)),
         methods: vec![Method::Card],
         tolerance_bps: 0,
+        eth_asset: None,
     };
     let quotes = params
         .quote(

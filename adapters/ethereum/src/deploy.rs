@@ -1,0 +1,59 @@
+//! Deploys the escrow (and the test token) from the compiled artifacts: used by `relay dev` and
+//! the integration tests, never by a running relay.
+
+use crate::bindings::{PaymentEscrow, TestToken};
+use crate::node::EthError;
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, U256};
+use alloy::providers::ProviderBuilder;
+use alloy::signers::local::PrivateKeySigner;
+
+fn deployer(url: &str, key: &PrivateKeySigner) -> Result<impl alloy::providers::Provider, EthError> {
+    let url = url
+        .parse()
+        .map_err(|e| EthError::fatal(format!("bad RPC URL: {e}")))?;
+    Ok(ProviderBuilder::new()
+        .wallet(EthereumWallet::from(key.clone()))
+        .connect_http(url))
+}
+
+/// Deploys `PaymentEscrow(owner, operator, fee_recipient)` from `key`'s account.
+pub async fn deploy_escrow(
+    url: &str,
+    key: &PrivateKeySigner,
+    owner: Address,
+    operator: Address,
+    fee_recipient: Address,
+) -> Result<Address, EthError> {
+    let provider = deployer(url, key)?;
+    let escrow = PaymentEscrow::deploy(provider, owner, operator, fee_recipient)
+        .await
+        .map_err(|e| EthError::fatal(format!("deploying the escrow: {e}")))?;
+    Ok(*escrow.address())
+}
+
+/// Deploys a mintable ERC-20 test token and mints `supply` to each of `holders`.
+pub async fn deploy_test_token(
+    url: &str,
+    key: &PrivateKeySigner,
+    name: &str,
+    symbol: &str,
+    decimals: u8,
+    holders: &[(Address, U256)],
+) -> Result<Address, EthError> {
+    let provider = deployer(url, key)?;
+    let token = TestToken::deploy(provider, name.to_owned(), symbol.to_owned(), decimals)
+        .await
+        .map_err(|e| EthError::fatal(format!("deploying the test token: {e}")))?;
+    for (to, amount) in holders {
+        token
+            .mint(*to, *amount)
+            .send()
+            .await
+            .map_err(|e| EthError::fatal(format!("minting: {e}")))?
+            .get_receipt()
+            .await
+            .map_err(|e| EthError::fatal(format!("minting: {e}")))?;
+    }
+    Ok(*token.address())
+}

@@ -1,0 +1,559 @@
+//! The Ethereum rail wired in: the node and escrow check at startup, and the loop that follows the
+//! escrow's logs, turns them into invoice changes, and captures or voids each deposit once it is
+//! final — storing the watcher's cursor, its deposits and the operator's transactions in the same
+//! transaction as the invoices they change.
+
+use crate::config::Config;
+use anyhow::{bail, Context, Result};
+use relay_api::{EthereumRail, IdSource};
+use relay_core::invoice::InvoiceInput;
+use relay_core::{
+    eth_payment_reference, eth_salt_reference, Amount, Clock, Event, Invoice, InvoiceId, Method,
+    PaymentStatus, Timestamp,
+};
+use relay_ethereum::alloy::primitives::{Address, Bytes, B256, U256};
+use relay_ethereum::alloy::sol_types::SolCall;
+use relay_ethereum::bindings::PaymentEscrow;
+use relay_ethereum::{
+    ClosingKind, Cursor, Deposit, EthNode, Observation, OpTx, OperatorKey, Purpose, Sender,
+    SenderConfig, TxState, Update, Watcher, WatcherConfig,
+};
+use relay_store::{ChainWrite, Commit, SledStore, Store, TrackedRecord};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The name of the Ethereum rail's state in the store.
+const CHAIN: &str = "ethereum";
+/// Failed attempts at closing one deposit before the relay stops trying (and says so loudly).
+const MAX_FAILURES: u32 = 3;
+
+/// The running rail: the node, the operator key, and what the API needs.
+pub struct Ethereum {
+    pub node: EthNode,
+    pub key: OperatorKey,
+    pub rail: EthereumRail,
+    pub ws_url: Option<String>,
+    pub poll: Duration,
+    pub fee_bps: u16,
+    pub start_block: u64,
+}
+
+/// Reads the operator key from the file (preferred) or the environment setting.
+fn operator_key(config: &Config) -> Result<OperatorKey> {
+    let text = match (&config.operator_key_file, &config.operator_key) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the operator key file {}", path.display()))?,
+        (None, Some(k)) => k.clone(),
+        (None, None) => bail!("no operator key: set operator_key_file or RELAY_OPERATOR_KEY"),
+    };
+    OperatorKey::parse(&text).map_err(|e| anyhow::anyhow!("operator key: {e}"))
+}
+
+/// Connects to the node (waiting up to `wait`), and checks that the escrow exists and that the
+/// key is its operator, so a misconfiguration stops the relay at startup rather than at the first
+/// payment.
+pub async fn connect(config: &Config, wait: Duration) -> Result<Option<Ethereum>> {
+    let (Some(url), Some(escrow)) = (&config.eth_rpc_url, &config.escrow_address) else {
+        return Ok(None);
+    };
+    let escrow: Address = escrow
+        .parse()
+        .with_context(|| format!("escrow_address {escrow} is not an address"))?;
+    let key = operator_key(config)?;
+    let node = EthNode::new(url, escrow)?;
+    let start = std::time::Instant::now();
+    let chain_id = loop {
+        match node.chain_id().await {
+            Ok(id) => break id,
+            Err(e) if e.retryable && start.elapsed() < wait => {
+                tracing::warn!(target: "relay::eth", node = node.public_url(), error = %e, "waiting for the Ethereum node");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot reach the Ethereum node at {}", node.public_url())
+                })
+            }
+        }
+    };
+    if !node.escrow_deployed().await? {
+        bail!("no contract at escrow_address {escrow:#x} on chain {chain_id}");
+    }
+    let contract = PaymentEscrow::new(escrow, node.provider().clone());
+    let operator = contract
+        .operator()
+        .call()
+        .await
+        .context("reading the escrow's operator")?;
+    if operator != key.address() {
+        bail!(
+            "the operator key ({:#x}) is not the escrow's operator ({operator:#x})",
+            key.address()
+        );
+    }
+    tracing::info!(target: "relay::eth", node = node.public_url(), chain_id, escrow = %escrow, operator = %key.address(), "ethereum rail ready");
+    Ok(Some(Ethereum {
+        node,
+        key,
+        rail: EthereumRail {
+            chain_id,
+            escrow,
+            capture_window_secs: config.eth_capture_window_secs,
+        },
+        ws_url: config.eth_ws_url.clone(),
+        poll: Duration::from_millis(config.eth_poll_ms),
+        fee_bps: config.eth_fee_bps,
+        start_block: config.eth_start_block,
+    }))
+}
+
+fn deposit_key(id: &B256) -> Vec<u8> {
+    let mut k = b"d".to_vec();
+    k.extend_from_slice(id.as_slice());
+    k
+}
+
+fn tx_key(nonce: u64) -> Vec<u8> {
+    let mut k = b"o".to_vec();
+    k.extend_from_slice(&nonce.to_be_bytes());
+    k
+}
+
+/// Rebuilds the watcher and the sender from the store.
+fn load(store: &SledStore, eth: &Ethereum) -> Result<(Watcher, Sender)> {
+    let cursor: Option<Cursor> = store
+        .chain_cursor(CHAIN)?
+        .map(|b| serde_json::from_slice(&b))
+        .transpose()
+        .context("stored ethereum cursor")?;
+    let (mut deposits, mut txs) = (Vec::new(), Vec::new());
+    for (k, v) in store.chain_tracked(CHAIN)? {
+        match k.first() {
+            Some(b'd') => deposits.push(serde_json::from_slice::<Deposit>(&v)?),
+            Some(b'o') => txs.push(serde_json::from_slice::<OpTx>(&v)?),
+            _ => tracing::error!(target: "relay::eth", "unknown record in the ethereum state"),
+        }
+    }
+    let watcher = Watcher::new(
+        WatcherConfig {
+            start_block: eth.start_block,
+            ..WatcherConfig::default()
+        },
+        cursor,
+        deposits,
+    );
+    let sender = Sender::new(
+        eth.key.clone(),
+        eth.rail.chain_id,
+        SenderConfig::default(),
+        txs,
+    );
+    Ok((watcher, sender))
+}
+
+/// The invoice a deposit names (by its salt), if any.
+fn invoice_of(store: &SledStore, d: &Deposit) -> Result<Option<Invoice>> {
+    let reference = eth_salt_reference(&format!("{:#x}", d.salt));
+    let Some(id) = store.invoice_by_reference(&reference)? else {
+        return Ok(None);
+    };
+    Ok(store.invoice(&id)?)
+}
+
+/// How a deposit relates to its invoice.
+enum Match {
+    /// The invoice's own payment id: the deposit pays it.
+    Exact,
+    /// The invoice's salt with other terms, in the invoice's asset.
+    SameAsset,
+    /// Nothing to record on the invoice.
+    Unrelated,
+}
+
+fn match_of(invoice: &Invoice, d: &Deposit) -> Match {
+    let Some(pay_to) = invoice
+        .quote_for(Method::Ethereum)
+        .and_then(|q| q.ethereum.as_ref())
+    else {
+        return Match::Unrelated;
+    };
+    if pay_to.payment_id.eq_ignore_ascii_case(&format!("{:#x}", d.id)) {
+        return Match::Exact;
+    }
+    let expected = pay_to
+        .token
+        .as_deref()
+        .and_then(|t| t.parse::<Address>().ok())
+        .unwrap_or(Address::ZERO);
+    if expected == d.token {
+        Match::SameAsset
+    } else {
+        Match::Unrelated
+    }
+}
+
+/// What an observation means for the deposit's invoice, if anything.
+fn input_for(obs: &Observation, d: &Deposit, invoice: &Invoice) -> Option<InvoiceInput> {
+    let how = match_of(invoice, d);
+    let quote = invoice.quote_for(Method::Ethereum)?;
+    let reference = eth_payment_reference(&format!("{:#x}", d.id));
+    let asset = quote.due.asset.code.clone();
+    let seen_at = Some(Timestamp(i64::try_from(d.block_time).unwrap_or(i64::MAX)));
+    match (obs, how) {
+        (Observation::Seen { confirmations, .. }, Match::Exact) => Some(InvoiceInput::Observe {
+            reference,
+            method: Method::Ethereum,
+            asset,
+            amount: Amount(d.amount),
+            confirmed: *confirmations >= invoice.confirmations_required(Method::Ethereum),
+            confirmations: *confirmations,
+            seen_at,
+        }),
+        (Observation::Reverted { .. }, Match::Exact) => invoice
+            .payments
+            .iter()
+            .any(|p| p.reference == reference)
+            .then_some(InvoiceInput::Drop {
+                reference,
+                status: PaymentStatus::Reverted,
+            }),
+        (Observation::Closed { kind, tx, .. }, Match::Exact | Match::SameAsset) => match kind {
+            ClosingKind::Captured => Some(InvoiceInput::Captured {
+                reference,
+                tx: format!("{tx:#x}"),
+            }),
+            ClosingKind::Voided | ClosingKind::Reclaimed => Some(InvoiceInput::Return {
+                reference,
+                method: Method::Ethereum,
+                asset,
+                amount: Amount(d.amount),
+                seen_at,
+                status: if *kind == ClosingKind::Voided {
+                    PaymentStatus::Voided
+                } else {
+                    PaymentStatus::Reclaimed
+                },
+            }),
+        },
+        _ => None,
+    }
+}
+
+/// Stores one watcher step: its cursor, deposits and the invoice changes of its observations, in
+/// one transaction (redone on a concurrent invoice change).
+fn commit_update(
+    store: &SledStore,
+    clock: &dyn Clock,
+    ids: &IdSource,
+    watcher: &Watcher,
+    update: &Update,
+) -> Result<usize> {
+    let mut put: Vec<TrackedRecord> = Vec::new();
+    for id in &update.changed {
+        if let Some(d) = watcher.deposit(id) {
+            put.push((deposit_key(id), serde_json::to_vec(d)?));
+        }
+    }
+    let delete = update.forgotten.iter().map(deposit_key).collect();
+    let mut by_invoice: BTreeMap<InvoiceId, (Invoice, Vec<(&Observation, &Deposit)>)> =
+        BTreeMap::new();
+    for o in &update.observations {
+        let id = match o {
+            Observation::Seen { id, .. }
+            | Observation::Reverted { id }
+            | Observation::Closed { id, .. } => id,
+        };
+        let Some(d) = watcher.deposit(id) else {
+            continue;
+        };
+        match invoice_of(store, d)? {
+            Some(inv) => {
+                by_invoice
+                    .entry(inv.id.clone())
+                    .or_insert_with(|| (inv, Vec::new()))
+                    .1
+                    .push((o, d));
+            }
+            None => {
+                tracing::info!(target: "relay::eth", payment_id = %d.id, "deposit for no known invoice")
+            }
+        }
+    }
+    for _attempt in 0..10 {
+        let now = clock.now();
+        let mut write = ChainWrite {
+            cursor: serde_json::to_vec(watcher.cursor())?,
+            put: put.clone(),
+            delete: Vec::clone(&delete),
+            invoices: Vec::new(),
+        };
+        for (id, (_, observations)) in &by_invoice {
+            let Some(mut invoice) = store.invoice(id)? else {
+                continue;
+            };
+            let version = invoice.version;
+            let mut kinds = Vec::new();
+            for (o, d) in observations {
+                let Some(input) = input_for(o, d, &invoice) else {
+                    continue;
+                };
+                match invoice.apply(input, now) {
+                    Ok(t) => kinds.extend(t.events),
+                    Err(e) => {
+                        tracing::warn!(target: "relay::eth", invoice = %id, payment_id = %d.id, error = %e, "observation not applied")
+                    }
+                }
+            }
+            if invoice.version != version {
+                let events = Event::for_invoice(&invoice, &kinds, now, || ids.event_id());
+                write.invoices.push((version, invoice, events));
+            }
+        }
+        match store.commit_chain(CHAIN, &write)? {
+            Commit::Done => return Ok(write.invoices.len()),
+            Commit::Conflict => continue,
+            Commit::IdempotencyHit(_) => unreachable!("chain writes carry no idempotency key"),
+        }
+    }
+    bail!("invoices kept changing while the ethereum watcher wrote; will retry")
+}
+
+/// Stores operator transactions (alone: no invoice changes with them).
+fn store_txs(store: &SledStore, watcher: &Watcher, txs: &[OpTx]) -> Result<()> {
+    let write = ChainWrite {
+        cursor: serde_json::to_vec(watcher.cursor())?,
+        put: txs
+            .iter()
+            .map(|t| Ok((tx_key(t.nonce), serde_json::to_vec(t)?)))
+            .collect::<Result<_>>()?,
+        delete: Vec::new(),
+        invoices: Vec::new(),
+    };
+    match store.commit_chain(CHAIN, &write)? {
+        Commit::Done => Ok(()),
+        other => bail!("storing operator transactions: {other:?}"),
+    }
+}
+
+/// What the relay does with a final, open deposit.
+fn decide(
+    d: &Deposit,
+    invoice: Option<&Invoice>,
+    chain_time: u64,
+    failures: u32,
+    fee_bps: u16,
+) -> (Purpose, Bytes) {
+    let capture = invoice.is_some_and(|inv| {
+        let in_time = i64::try_from(d.block_time).unwrap_or(i64::MAX) < inv.expires_at.0
+            && inv.canceled_at.is_none();
+        matches!(match_of(inv, d), Match::Exact)
+            && in_time
+            && chain_time < d.expiry
+            && failures < MAX_FAILURES
+    });
+    if capture {
+        let fee = d.amount * U256::from(fee_bps) / U256::from(10_000u32);
+        let call = PaymentEscrow::captureCall {
+            id: d.id,
+            amount: d.amount,
+            fee,
+        };
+        (Purpose::Capture(d.id), Bytes::from(call.abi_encode()))
+    } else {
+        let call = PaymentEscrow::voidCall { id: d.id };
+        (Purpose::Void(d.id), Bytes::from(call.abi_encode()))
+    }
+}
+
+/// Whether the deposit already has an operation under way or done.
+fn has_live_action(sender: &Sender, id: B256) -> bool {
+    sender.for_payment(id).any(|t| match t.state {
+        TxState::Pending => true,
+        TxState::Mined { success, .. } => success,
+        TxState::Displaced => false,
+    })
+}
+
+/// Captures or voids every final, open deposit that has no operation under way. Each
+/// transaction is stored before it is broadcast.
+async fn act(
+    store: &SledStore,
+    eth: &Ethereum,
+    watcher: &Watcher,
+    sender: &mut Sender,
+    failures: &mut HashMap<B256, u32>,
+) -> Result<()> {
+    let chain_time = if watcher.cursor().time > 0 {
+        watcher.cursor().time
+    } else {
+        u64::try_from(relay_api::SystemClock.now().0).unwrap_or(0)
+    };
+    let due: Vec<Deposit> = watcher
+        .deposits()
+        .filter(|d| d.closed.is_none() && d.block.is_some())
+        .filter(|d| !has_live_action(sender, d.id))
+        .cloned()
+        .collect();
+    for d in due {
+        let invoice = invoice_of(store, &d)?;
+        let required = invoice
+            .as_ref()
+            .map_or(1, |i| i.confirmations_required(Method::Ethereum));
+        if watcher.depth(&d) < required {
+            continue;
+        }
+        let failed = failures.get(&d.id).copied().unwrap_or(0)
+            + u32::try_from(
+                sender
+                    .for_payment(d.id)
+                    .filter(|t| !matches!(t.state, TxState::Pending))
+                    .count(),
+            )
+            .unwrap_or(u32::MAX);
+        if failed >= 2 * MAX_FAILURES {
+            continue;
+        }
+        let (purpose, input) = decide(&d, invoice.as_ref(), chain_time, failed, eth.fee_bps);
+        let tx = match sender
+            .prepare(&eth.node, purpose, eth.rail.escrow, input, U256::ZERO)
+            .await
+        {
+            Ok(tx) => tx,
+            Err(e) => {
+                let n = failures.entry(d.id).or_default();
+                *n += 1;
+                if *n + 1 >= 2 * MAX_FAILURES {
+                    tracing::error!(target: "relay::eth", payment_id = %d.id, ?purpose, error = %e, "giving up on this deposit: the operator must look at it");
+                } else {
+                    tracing::warn!(target: "relay::eth", payment_id = %d.id, ?purpose, error = %e, "operation would fail; will retry");
+                }
+                continue;
+            }
+        };
+        store_txs(store, watcher, std::slice::from_ref(&tx))?;
+        store.durable().await?;
+        let nonce = tx.nonce;
+        tracing::info!(target: "relay::eth", payment_id = %d.id, ?purpose, nonce, tx = %tx.latest().hash, "sending");
+        sender.adopt(tx);
+        metrics::counter!("relay_eth_operator_txs_total", "purpose" => match purpose { Purpose::Capture(_) => "capture", Purpose::Void(_) => "void" }).increment(1);
+        if let Err(e) = sender.broadcast(&eth.node, nonce).await {
+            tracing::warn!(target: "relay::eth", nonce, error = %e, "broadcast failed; will retry");
+        }
+    }
+    Ok(())
+}
+
+/// Follows the chain and acts on it until the task is dropped. After any store error everything
+/// is rebuilt from the store, so memory never runs ahead of what was stored.
+pub async fn watch_loop(
+    store: SledStore,
+    eth: Ethereum,
+    clock: Arc<dyn Clock>,
+    ids: Arc<IdSource>,
+) {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let _heads = AbortOnDrop(
+        eth.ws_url
+            .clone()
+            .map(|url| tokio::spawn(relay_ethereum::node::follow_heads(url, wake.clone()))),
+    );
+    'rebuild: loop {
+        let (mut watcher, mut sender) = match load(&store, &eth) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(target: "relay::eth", error = %e, "cannot load the ethereum state");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        let mut failures: HashMap<B256, u32> = HashMap::new();
+        // Whatever was stored but maybe never sent (a crash between the two) goes out now.
+        for nonce in sender.pending().map(|t| t.nonce).collect::<Vec<_>>() {
+            if let Err(e) = sender.broadcast(&eth.node, nonce).await {
+                tracing::warn!(target: "relay::eth", nonce, error = %e, "rebroadcast failed");
+            }
+        }
+        tracing::info!(target: "relay::eth", next_block = watcher.cursor().next, deposits = watcher.deposits().count(), pending_txs = sender.pending().count(), "ethereum watcher started");
+        loop {
+            let update = match watcher.poll(&eth.node).await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(target: "relay::eth", error = %e, retryable = e.retryable, "poll failed");
+                    tokio::time::sleep(eth.poll).await;
+                    continue 'rebuild;
+                }
+            };
+            if !update.is_empty() {
+                if let Err(e) = commit_update(&store, clock.as_ref(), &ids, &watcher, &update) {
+                    tracing::error!(target: "relay::eth", error = %e, "storing the watcher's step failed; reloading");
+                    tokio::time::sleep(eth.poll).await;
+                    continue 'rebuild;
+                }
+                if update.blocks_dropped > 0 {
+                    metrics::counter!("relay_eth_reorgs_total").increment(1);
+                    tracing::warn!(target: "relay::eth", dropped = update.blocks_dropped, "reorg");
+                }
+                metrics::counter!("relay_eth_blocks_read_total").increment(update.blocks_read);
+                if let Some(h) = watcher.head() {
+                    metrics::gauge!("relay_eth_head_block").set(h as f64);
+                }
+            }
+            if update.more {
+                continue;
+            }
+            if let Err(e) = step_sender(&store, &eth, &watcher, &mut sender, &mut failures).await
+            {
+                tracing::warn!(target: "relay::eth", error = %e, "operator step failed; reloading");
+                tokio::time::sleep(eth.poll).await;
+                continue 'rebuild;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(eth.poll) => {}
+                _ = wake.notified() => {}
+            }
+        }
+    }
+}
+
+/// Stops the head subscription when the watch loop is dropped.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
+}
+
+/// Receipts and replacements of sent transactions, then new captures and voids.
+async fn step_sender(
+    store: &SledStore,
+    eth: &Ethereum,
+    watcher: &Watcher,
+    sender: &mut Sender,
+    failures: &mut HashMap<B256, u32>,
+) -> Result<()> {
+    let (outcomes, changed) = sender.poll(&eth.node).await?;
+    if !changed.is_empty() {
+        store_txs(store, watcher, &changed)?;
+        store.durable().await?;
+        for t in &changed {
+            if t.state == TxState::Pending {
+                sender.broadcast(&eth.node, t.nonce).await?;
+            }
+        }
+    }
+    for o in outcomes {
+        match o.state {
+            TxState::Mined { success: true, .. } => {
+                tracing::info!(target: "relay::eth", nonce = o.nonce, purpose = ?o.purpose, "mined")
+            }
+            other => {
+                tracing::warn!(target: "relay::eth", nonce = o.nonce, purpose = ?o.purpose, state = ?other, "operator transaction failed")
+            }
+        }
+    }
+    act(store, eth, watcher, sender, failures).await
+}
