@@ -187,6 +187,20 @@ impl Config {
                     .transpose()
                     .context("expected a block height")?
             }
+            "TOKENS" => {
+                self.tokens.clear();
+                for entry in value.split(',').filter(|e| !e.trim().is_empty()) {
+                    let parts: Vec<&str> = entry.trim().split(':').collect();
+                    let [code, decimals, contract] = parts[..] else {
+                        bail!("expected CODE:DECIMALS:CONTRACT entries separated by commas");
+                    };
+                    self.tokens.push(TokenConfig {
+                        code: code.to_owned(),
+                        decimals: decimals.parse().context("token decimals")?,
+                        contract: contract.to_owned(),
+                    });
+                }
+            }
             "OPERATOR_KEY" => self.operator_key = opt(value),
             "ETH_WS_URL" => self.eth_ws_url = opt(value),
             "ETH_POLL_MS" => self.eth_poll_ms = value.parse().context("expected milliseconds")?,

@@ -92,7 +92,70 @@ async fn faucet_mine(
 }
 
 /// Rates `relay dev` uses unless `RELAY_RATES` says otherwise.
-pub const DEV_RATES: &str = "BTC/USD=60000,ETH/USD=3000,BTC/EUR=55000,ETH/EUR=2750";
+pub const DEV_RATES: &str =
+    "BTC/USD=60000,ETH/USD=3000,BTC/EUR=55000,ETH/EUR=2750,DUSD/USD=1,DUSD/EUR=0.92";
+
+/// The Ethereum side of the dev testnet: the deployed escrow and test token, the relay's operator
+/// key, and a funded payer account for `cast send`.
+pub struct DevEthereum {
+    pub escrow: String,
+    pub token: String,
+    pub operator_key: String,
+    pub operator: String,
+    pub fee_recipient: String,
+    pub payer_key: String,
+    pub payer: String,
+    pub merchant_payout: String,
+}
+
+fn random_key() -> relay_ethereum::alloy::signers::local::PrivateKeySigner {
+    relay_ethereum::alloy::signers::local::PrivateKeySigner::random()
+}
+
+/// Deploys the escrow (operated by a fresh key) and a 6-decimal test dollar, funds a payer with
+/// ether and test dollars, on the given anvil.
+pub async fn deploy_dev_contracts(anvil: &relay_testnet::Anvil) -> Result<DevEthereum> {
+    use relay_ethereum::alloy::primitives::U256;
+    let operator = random_key();
+    let payer = random_key();
+    let fee_recipient = random_key().address();
+    let merchant = random_key().address();
+    let ether = 10u128.pow(18);
+    for who in [operator.address(), payer.address()] {
+        anvil.set_balance(&format!("{who:#x}"), 1000 * ether)?;
+    }
+    let url = anvil.url();
+    let escrow = relay_ethereum::deploy::deploy_escrow(
+        &url,
+        &operator,
+        operator.address(),
+        operator.address(),
+        fee_recipient,
+    )
+    .await?;
+    let token = relay_ethereum::deploy::deploy_test_token(
+        &url,
+        &operator,
+        "Dev Dollar",
+        "DUSD",
+        6,
+        &[(payer.address(), U256::from(1_000_000u64) * U256::from(1_000_000u64))],
+    )
+    .await?;
+    let hex_key = |k: &relay_ethereum::alloy::signers::local::PrivateKeySigner| {
+        format!("0x{}", relay_ethereum::alloy::hex::encode(k.to_bytes()))
+    };
+    Ok(DevEthereum {
+        escrow: format!("{escrow:#x}"),
+        token: format!("{token:#x}"),
+        operator_key: hex_key(&operator),
+        operator: format!("{:#x}", operator.address()),
+        fee_recipient: format!("{fee_recipient:#x}"),
+        payer_key: hex_key(&payer),
+        payer: format!("{:#x}", payer.address()),
+        merchant_payout: format!("{merchant:#x}"),
+    })
+}
 
 pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Result<()> {
     let testnet = tokio::task::spawn_blocking(Testnet::start)
@@ -127,7 +190,20 @@ pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Resul
     let mut config = Config::load(None, env)?;
     config.data_dir = data_dir.unwrap_or_else(|| scratch.path().join("relay-data"));
     config.btc_rpc_url = Some(testnet.bitcoin.rpc_url_with_auth());
+    let eth = deploy_dev_contracts(&testnet.anvil)
+        .await
+        .context("deploying the escrow on anvil")?;
     config.eth_rpc_url = Some(testnet.anvil.url());
+    config.eth_ws_url = Some(testnet.anvil.ws_url());
+    config.escrow_address = Some(eth.escrow.clone());
+    config.operator_key = Some(eth.operator_key.clone());
+    if !config.tokens.iter().any(|t| t.code == "DUSD") {
+        config.tokens.push(crate::config::TokenConfig {
+            code: "DUSD".into(),
+            decimals: 6,
+            contract: eth.token.clone(),
+        });
+    }
     config.stripe_api_base = Some(testnet.stripe.url());
     config.stripe_secret_key = Some(relay_testnet::LocalStripe::SECRET_KEY.into());
     let webhook_secret = format!("whsec_dev_{:016x}", rand::random::<u64>());
@@ -162,6 +238,7 @@ pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Resul
             name: "Demo shop".into(),
             btc_descriptor: Some(demo_descriptor()),
             btc_confirmations: 1,
+            eth_payout: Some(eth.merchant_payout.clone()),
             ..Default::default()
         },
     )?;
@@ -175,7 +252,7 @@ Relay dev is up. Ctrl-C stops everything.
 
   relay API        {url}   (OpenAPI: {url}/openapi.json, metrics: {url}/metrics)
   data directory   {data}
-  anvil (ETH)      {anvil}   chain id 31337
+  anvil (ETH)      {anvil}   chain id 31337, escrow {escrow}
   bitcoin regtest  {btc}   ({kind:?}; user relay, password in RELAY_BTC_RPC_URL)
   card gateway     {stripe}   (localstripe, key {sk})
 
@@ -205,7 +282,15 @@ payment_methods.bitcoin.uri; then mine a block:
   curl -s {faucet}/bitcoin/mine -d 1
 The invoice is "processing" once the payment is in the mempool and "settled" at 1 confirmation.
 
-Ethereum payments arrive with the Ethereum rail; anvil above runs for exploring it directly.
+Pay it in ether: payment_methods.ethereum.call is the escrow call to make. With cast, as the
+dev payer {payer} (funded with ether and DUSD), fill in its args and value:
+  {cast} send {escrow} 'deposit(address,uint64,bytes32)' MERCHANT EXPIRY SALT \
+    --value AMOUNT_WEI --private-key {payer_key} --rpc-url {anvil}
+The deposit is mined at once; the invoice is "settled" at 1 confirmation and the relay captures
+the deposit to the merchant's payout address {payout} (payment "capture_tx").
+In the dev dollar token ({token}, 6 decimals): create the invoice with
+"ethereum_asset":"DUSD" (or price it in DUSD), then send payment_methods.ethereum.approve and
+payment_methods.ethereum.call the same way.
 "#,
             faucet = faucet_url,
             data = config.data_dir.display(),
@@ -218,6 +303,12 @@ Ethereum payments arrive with the Ethereum rail; anvil above runs for exploring 
             key = demo.api_key,
             whsec = demo.webhook_secret,
             rates = DEV_RATES,
+            cast = relay_testnet::cast_exe()?.display(),
+            escrow = eth.escrow,
+            payer = eth.payer,
+            payer_key = eth.payer_key,
+            payout = eth.merchant_payout,
+            token = eth.token,
         );
     }
     let result = server::serve(&config, store, listener, server::shutdown_signal()).await;

@@ -276,7 +276,7 @@ fn commit_update(
                     .push((o, d));
             }
             None => {
-                tracing::info!(target: "relay::eth", payment_id = %d.id, "deposit for no known invoice")
+                tracing::info!(target: "relay::eth", payment_id = %d.id, salt = %d.salt, "deposit for no known invoice")
             }
         }
     }

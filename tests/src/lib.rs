@@ -53,6 +53,13 @@ pub fn anvil_exe() -> Result<PathBuf> {
     )
 }
 
+pub fn cast_exe() -> Result<PathBuf> {
+    require(
+        tools_dir().join("node_modules/@foundry-rs/cast-linux-amd64/bin/cast"),
+        "cast",
+    )
+}
+
 pub fn forge_exe() -> Result<PathBuf> {
     require(
         tools_dir().join("node_modules/@foundry-rs/forge-linux-amd64/bin/forge"),
@@ -139,6 +146,120 @@ impl Anvil {
         let s = hex.as_str().ok_or_else(|| anyhow!("eth_chainId: {hex}"))?;
         Ok(u64::from_str_radix(s.trim_start_matches("0x"), 16)?)
     }
+
+    /// The same node's WebSocket endpoint (anvil serves both on one port).
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    /// Sets an account's ether balance (wei).
+    pub fn set_balance(&self, address: &str, wei: u128) -> Result<()> {
+        self.rpc("anvil_setBalance", json!([address, format!("{wei:#x}")]))?;
+        Ok(())
+    }
+
+    /// Mines `n` blocks now.
+    pub fn mine(&self, n: u64) -> Result<()> {
+        self.rpc("anvil_mine", json!([format!("{n:#x}")]))?;
+        Ok(())
+    }
+
+    /// Whether each transaction is mined in its own block as it arrives (anvil's default).
+    pub fn set_automine(&self, on: bool) -> Result<()> {
+        self.rpc("evm_setAutomine", json!([on]))?;
+        Ok(())
+    }
+
+    pub fn block_number(&self) -> Result<u64> {
+        let v = self.rpc("eth_blockNumber", json!([]))?;
+        hex_u64(&v)
+    }
+
+    /// Moves the chain's clock forward for the next block.
+    pub fn increase_time(&self, secs: u64) -> Result<()> {
+        self.rpc("evm_increaseTime", json!([secs]))?;
+        Ok(())
+    }
+
+    pub fn snapshot(&self) -> Result<String> {
+        let v = self.rpc("evm_snapshot", json!([]))?;
+        v.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("evm_snapshot: {v}"))
+    }
+
+    /// Returns the chain to a snapshot: every later block is gone.
+    pub fn revert_to(&self, snapshot: &str) -> Result<()> {
+        let ok = self.rpc("evm_revert", json!([snapshot]))?;
+        if ok != json!(true) {
+            bail!("evm_revert {snapshot}: {ok}");
+        }
+        Ok(())
+    }
+
+    pub fn nonce(&self, address: &str) -> Result<u64> {
+        hex_u64(&self.rpc("eth_getTransactionCount", json!([address, "latest"]))?)
+    }
+
+    pub fn balance(&self, address: &str) -> Result<u128> {
+        let v = self.rpc("eth_getBalance", json!([address, "latest"]))?;
+        let s = v.as_str().ok_or_else(|| anyhow!("eth_getBalance: {v}"))?;
+        Ok(u128::from_str_radix(s.trim_start_matches("0x"), 16)?)
+    }
+
+    /// Runs `cast` against this node and returns what it printed.
+    pub fn cast(&self, args: &[&str]) -> Result<String> {
+        let url = self.url();
+        let mut all = args.to_vec();
+        all.extend(["--rpc-url", url.as_str()]);
+        cast(&all)
+    }
+
+    /// `cast send` from `key`'s account; returns the transaction hash. With automine off, it
+    /// returns once the node has the transaction.
+    pub fn send(&self, key: &str, to: &str, sig: &str, args: &[&str], value: &str) -> Result<String> {
+        let mut a = vec!["send", "--private-key", key, "--async", to, sig];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--value", value]);
+        self.cast(&a)
+    }
+
+    /// `cast call` (a read); returns what the function returned, as cast prints it.
+    pub fn call(&self, to: &str, sig: &str, args: &[&str]) -> Result<String> {
+        let mut a = vec!["call", to, sig];
+        a.extend_from_slice(args);
+        self.cast(&a)
+    }
+
+    /// The receipt's status (true: success), once the transaction is mined.
+    pub fn receipt_status(&self, tx: &str) -> Result<Option<bool>> {
+        let r = self.rpc("eth_getTransactionReceipt", json!([tx]))?;
+        if r.is_null() {
+            return Ok(None);
+        }
+        Ok(Some(r["status"] == json!("0x1")))
+    }
+}
+
+/// Runs `cast` (without a node: encoding, hashing) and returns what it printed.
+pub fn cast(args: &[&str]) -> Result<String> {
+    let out = Command::new(cast_exe()?)
+        .args(args)
+        .output()
+        .context("running cast")?;
+    if !out.status.success() {
+        bail!(
+            "cast {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn hex_u64(v: &Value) -> Result<u64> {
+    let s = v.as_str().ok_or_else(|| anyhow!("expected a hex quantity: {v}"))?;
+    Ok(u64::from_str_radix(s.trim_start_matches("0x"), 16)?)
 }
 
 /// Which bitcoin node implementation is running.

@@ -610,15 +610,26 @@ impl Invoice {
             .iter()
             .filter_map(|q| q.bitcoin.as_ref())
             .map(|b| btc_script_reference(&b.script_pubkey));
-        cards.chain(scripts).collect()
+        let salts = self
+            .methods
+            .iter()
+            .filter_map(|q| q.ethereum.as_ref())
+            .map(|e| eth_salt_reference(&e.salt));
+        cards.chain(scripts).chain(salts).collect()
     }
 
-    /// The confirmations a payment on `method` needs to be final: the bitcoin policy locked in at
-    /// creation; one for the other rails (their adapters decide finality themselves).
+    /// The confirmations a payment on `method` needs to be final: the bitcoin or Ethereum policy
+    /// locked in at creation; one for card (the gateway decides).
     pub fn confirmations_required(&self, method: Method) -> u32 {
-        self.quote_for(method)
-            .and_then(|q| q.bitcoin.as_ref())
-            .map_or(1, |b| b.confirmations)
+        let quote = self.quote_for(method);
+        match method {
+            Method::Ethereum => quote
+                .and_then(|q| q.ethereum.as_ref())
+                .map_or(1, |e| e.confirmations),
+            _ => quote
+                .and_then(|q| q.bitcoin.as_ref())
+                .map_or(1, |b| b.confirmations),
+        }
     }
 
     /// Applies one input at time `now`, returning what changed.

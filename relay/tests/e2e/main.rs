@@ -3,6 +3,7 @@
 
 mod bitcoin;
 mod card;
+mod ethereum;
 
 use relay_core::{Clock, InvoiceStatus, Timestamp};
 use relay_store::Store;
@@ -56,7 +57,10 @@ impl Server {
             .env("RELAY_DATA_DIR", data_dir)
             .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
             .env("RELAY_RATES", "BTC/USD=60000,ETH/USD=2500")
-            .env("RELAY_LOG", "warn")
+            .env(
+                "RELAY_LOG",
+                std::env::var("RELAY_E2E_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
