@@ -139,7 +139,10 @@ pub async fn deploy_dev_contracts(anvil: &relay_testnet::Anvil) -> Result<DevEth
         "Dev Dollar",
         "DUSD",
         6,
-        &[(payer.address(), U256::from(1_000_000u64) * U256::from(1_000_000u64))],
+        &[(
+            payer.address(),
+            U256::from(1_000_000u64) * U256::from(1_000_000u64),
+        )],
     )
     .await?;
     let hex_key = |k: &relay_ethereum::alloy::signers::local::PrivateKeySigner| {

@@ -178,7 +178,10 @@ fn match_of(invoice: &Invoice, d: &Deposit) -> Match {
     else {
         return Match::Unrelated;
     };
-    if pay_to.payment_id.eq_ignore_ascii_case(&format!("{:#x}", d.id)) {
+    if pay_to
+        .payment_id
+        .eq_ignore_ascii_case(&format!("{:#x}", d.id))
+    {
         return Match::Exact;
     }
     let expected = pay_to
@@ -256,8 +259,7 @@ fn commit_update(
         }
     }
     let delete = update.forgotten.iter().map(deposit_key).collect();
-    let mut by_invoice: BTreeMap<InvoiceId, (Invoice, Vec<(&Observation, &Deposit)>)> =
-        BTreeMap::new();
+    let mut by_invoice: BTreeMap<InvoiceId, Vec<(&Observation, &Deposit)>> = BTreeMap::new();
     for o in &update.observations {
         let id = match o {
             Observation::Seen { id, .. }
@@ -269,11 +271,7 @@ fn commit_update(
         };
         match invoice_of(store, d)? {
             Some(inv) => {
-                by_invoice
-                    .entry(inv.id.clone())
-                    .or_insert_with(|| (inv, Vec::new()))
-                    .1
-                    .push((o, d));
+                by_invoice.entry(inv.id).or_default().push((o, d));
             }
             None => {
                 tracing::info!(target: "relay::eth", payment_id = %d.id, salt = %d.salt, "deposit for no known invoice")
@@ -288,7 +286,7 @@ fn commit_update(
             delete: Vec::clone(&delete),
             invoices: Vec::new(),
         };
-        for (id, (_, observations)) in &by_invoice {
+        for (id, observations) in &by_invoice {
             let Some(mut invoice) = store.invoice(id)? else {
                 continue;
             };
@@ -502,8 +500,7 @@ pub async fn watch_loop(
             if update.more {
                 continue;
             }
-            if let Err(e) = step_sender(&store, &eth, &watcher, &mut sender, &mut failures).await
-            {
+            if let Err(e) = step_sender(&store, &eth, &watcher, &mut sender, &mut failures).await {
                 tracing::warn!(target: "relay::eth", error = %e, "operator step failed; reloading");
                 tokio::time::sleep(eth.poll).await;
                 continue 'rebuild;

@@ -217,7 +217,14 @@ impl Anvil {
 
     /// `cast send` from `key`'s account; returns the transaction hash. With automine off, it
     /// returns once the node has the transaction.
-    pub fn send(&self, key: &str, to: &str, sig: &str, args: &[&str], value: &str) -> Result<String> {
+    pub fn send(
+        &self,
+        key: &str,
+        to: &str,
+        sig: &str,
+        args: &[&str],
+        value: &str,
+    ) -> Result<String> {
         let mut a = vec!["send", "--private-key", key, "--async", to, sig];
         a.extend_from_slice(args);
         a.extend_from_slice(&["--value", value]);
@@ -258,7 +265,9 @@ pub fn cast(args: &[&str]) -> Result<String> {
 }
 
 fn hex_u64(v: &Value) -> Result<u64> {
-    let s = v.as_str().ok_or_else(|| anyhow!("expected a hex quantity: {v}"))?;
+    let s = v
+        .as_str()
+        .ok_or_else(|| anyhow!("expected a hex quantity: {v}"))?;
     Ok(u64::from_str_radix(s.trim_start_matches("0x"), 16)?)
 }
 

@@ -8,7 +8,10 @@ use alloy::primitives::{Address, U256};
 use alloy::providers::ProviderBuilder;
 use alloy::signers::local::PrivateKeySigner;
 
-fn deployer(url: &str, key: &PrivateKeySigner) -> Result<impl alloy::providers::Provider, EthError> {
+fn deployer(
+    url: &str,
+    key: &PrivateKeySigner,
+) -> Result<impl alloy::providers::Provider, EthError> {
     let url = url
         .parse()
         .map_err(|e| EthError::fatal(format!("bad RPC URL: {e}")))?;

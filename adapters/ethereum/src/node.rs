@@ -153,7 +153,8 @@ pub trait ChainSource {
         to: u64,
     ) -> impl Future<Output = Result<Vec<EscrowLog>, EthError>> + Send;
     /// The escrow's logs in the block with this hash (consistent even during a reorg).
-    fn logs_in(&self, block: B256) -> impl Future<Output = Result<Vec<EscrowLog>, EthError>> + Send;
+    fn logs_in(&self, block: B256)
+        -> impl Future<Output = Result<Vec<EscrowLog>, EthError>> + Send;
 }
 
 /// A receipt, reduced to what the sender needs.
@@ -222,7 +223,11 @@ impl EthNode {
 
     pub async fn nonce(&self, who: Address, pending: bool) -> Result<u64, EthError> {
         let call = self.provider.get_transaction_count(who);
-        let call = if pending { call.pending() } else { call.latest() };
+        let call = if pending {
+            call.pending()
+        } else {
+            call.latest()
+        };
         call.await
             .map_err(|e| EthError::from_transport("eth_getTransactionCount", e))
     }

@@ -290,9 +290,7 @@ impl Sender {
             .txs
             .values()
             .filter_map(|t| match t.state {
-                TxState::Mined { hash, block, .. }
-                    if block + self.config.recheck_blocks > tip =>
-                {
+                TxState::Mined { hash, block, .. } if block + self.config.recheck_blocks > tip => {
                     Some((t.nonce, hash))
                 }
                 _ => None,
@@ -364,7 +362,12 @@ impl Sender {
 /// Errors a node gives for a transaction it already has or no longer needs.
 fn benign_send_error(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    ["already known", "nonce too low", "already imported", "known transaction"]
-        .iter()
-        .any(|s| m.contains(s))
+    [
+        "already known",
+        "nonce too low",
+        "already imported",
+        "known transaction",
+    ]
+    .iter()
+    .any(|s| m.contains(s))
 }

@@ -197,51 +197,51 @@ fn enum_str<T: Serialize>(v: &T) -> String {
 
 impl InvoiceView {
     pub fn of(inv: &Invoice) -> InvoiceView {
-        let payment_methods =
-            inv.methods
-                .iter()
-                .map(|q| {
-                    let minor = q.due.amount.to_string();
-                    let eth = q.ethereum.as_ref();
-                    let call = eth.map(|e| EthereumCallView::for_deposit(e, &minor));
-                    let uri = match (&q.bitcoin, eth, &call) {
-                        (Some(b), _, _) => Some(format!(
-                            "bitcoin:{}?amount={}",
-                            b.address,
-                            bip21_amount(&q.due)
-                        )),
-                        (None, Some(e), Some(c)) => Some(c.eip681(e.chain_id)),
-                        _ => None,
-                    };
-                    let view = MethodView {
-                        asset: q.due.asset.code.clone(),
-                        amount: q.due.to_decimal_string(),
-                        amount_sat: (q.method == Method::Bitcoin).then(|| minor.clone()),
-                        amount_wei: (q.method == Method::Ethereum).then(|| minor.clone()),
-                        amount_minor: minor.clone(),
-                        rate: q.rate.price.normalize().to_string(),
-                        address: q.bitcoin.as_ref().map(|b| b.address.clone()),
-                        uri,
-                        confirmations_required: q
-                            .bitcoin
-                            .as_ref()
-                            .map(|b| b.confirmations)
-                            .or(eth.map(|e| e.confirmations)),
-                        chain_id: eth.map(|e| e.chain_id),
-                        escrow: eth.map(|e| e.escrow.clone()),
-                        payment_id: eth.map(|e| e.payment_id.clone()),
-                        token: eth.and_then(|e| e.token.clone()),
-                        approve: eth.and_then(|e| EthereumCallView::for_approve(e, &minor)),
-                        call,
-                        reclaimable_at: eth
-                            .map(|e| rfc3339(Timestamp(i64::try_from(e.expiry).unwrap_or(i64::MAX)))),
-                        gateway: q.card.as_ref().map(|c| c.gateway.clone()),
-                        payment_intent: q.card.as_ref().map(|c| c.payment_intent.clone()),
-                        client_secret: q.card.as_ref().map(|c| c.client_secret.clone()),
-                    };
-                    (q.method.as_str().to_owned(), view)
-                })
-                .collect();
+        let payment_methods = inv
+            .methods
+            .iter()
+            .map(|q| {
+                let minor = q.due.amount.to_string();
+                let eth = q.ethereum.as_ref();
+                let call = eth.map(|e| EthereumCallView::for_deposit(e, &minor));
+                let uri = match (&q.bitcoin, eth, &call) {
+                    (Some(b), _, _) => Some(format!(
+                        "bitcoin:{}?amount={}",
+                        b.address,
+                        bip21_amount(&q.due)
+                    )),
+                    (None, Some(e), Some(c)) => Some(c.eip681(e.chain_id)),
+                    _ => None,
+                };
+                let view = MethodView {
+                    asset: q.due.asset.code.clone(),
+                    amount: q.due.to_decimal_string(),
+                    amount_sat: (q.method == Method::Bitcoin).then(|| minor.clone()),
+                    amount_wei: (q.method == Method::Ethereum).then(|| minor.clone()),
+                    amount_minor: minor.clone(),
+                    rate: q.rate.price.normalize().to_string(),
+                    address: q.bitcoin.as_ref().map(|b| b.address.clone()),
+                    uri,
+                    confirmations_required: q
+                        .bitcoin
+                        .as_ref()
+                        .map(|b| b.confirmations)
+                        .or(eth.map(|e| e.confirmations)),
+                    chain_id: eth.map(|e| e.chain_id),
+                    escrow: eth.map(|e| e.escrow.clone()),
+                    payment_id: eth.map(|e| e.payment_id.clone()),
+                    token: eth.and_then(|e| e.token.clone()),
+                    approve: eth.and_then(|e| EthereumCallView::for_approve(e, &minor)),
+                    call,
+                    reclaimable_at: eth
+                        .map(|e| rfc3339(Timestamp(i64::try_from(e.expiry).unwrap_or(i64::MAX)))),
+                    gateway: q.card.as_ref().map(|c| c.gateway.clone()),
+                    payment_intent: q.card.as_ref().map(|c| c.payment_intent.clone()),
+                    client_secret: q.card.as_ref().map(|c| c.client_secret.clone()),
+                };
+                (q.method.as_str().to_owned(), view)
+            })
+            .collect();
         InvoiceView {
             id: inv.id.to_string(),
             object: "invoice",

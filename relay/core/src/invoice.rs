@@ -770,7 +770,10 @@ impl Invoice {
                 status,
             } => {
                 if !status.is_returned() {
-                    return Err(invalid("status", "a returned payment is voided or reclaimed"));
+                    return Err(invalid(
+                        "status",
+                        "a returned payment is voided or reclaimed",
+                    ));
                 }
                 let seen_at = seen_at.map_or(now, |t| t.min(now));
                 let (p, new) = self.payment_entry(
@@ -927,9 +930,11 @@ impl Invoice {
         for method in Method::ALL {
             let (mut m_confirmed, mut m_live, mut m_returned) =
                 (Amount::ZERO, Amount::ZERO, Amount::ZERO);
-            for p in self.payments.iter().filter(|p| {
-                p.method == method && (p.status.is_live() || p.status.is_returned())
-            }) {
+            for p in self
+                .payments
+                .iter()
+                .filter(|p| p.method == method && (p.status.is_live() || p.status.is_returned()))
+            {
                 if !self.in_time(p) {
                     late = true;
                     continue;

@@ -133,7 +133,13 @@ impl EthEnv {
             )
             .unwrap();
         let lines: Vec<&str> = out.lines().collect();
-        let num = |s: &str| s.split_whitespace().next().unwrap().parse::<u128>().unwrap();
+        let num = |s: &str| {
+            s.split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<u128>()
+                .unwrap()
+        };
         (
             lines[0].to_lowercase(),
             num(lines[5]),
@@ -163,7 +169,9 @@ impl EthEnv {
                 .rpc("eth_getTransactionReceipt", json!([tx]))
                 .unwrap();
             if !r.is_null() {
-                let h = |v: &Value| u128::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+                let h = |v: &Value| {
+                    u128::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+                };
                 return h(&r["gasUsed"]) * h(&r["effectiveGasPrice"]);
             }
             assert!(start.elapsed() < Duration::from_secs(10), "{tx} not mined");
@@ -280,7 +288,10 @@ async fn eth_deposit_goes_pending_confirmed_captured_less_the_fee() {
     );
     let (_, captured_amount, closed) = env.escrow_payment(&payment_id);
     assert_eq!((captured_amount, closed), (10_000_000_000_000_000, true));
-    assert_eq!(env.logs_of("PaymentCaptured(bytes32,uint256,uint256)", &payment_id), 1);
+    assert_eq!(
+        env.logs_of("PaymentCaptured(bytes32,uint256,uint256)", &payment_id),
+        1
+    );
     assert_eq!(
         env.events_of(id).await,
         [
@@ -352,7 +363,9 @@ async fn a_deposit_with_the_wrong_amount_is_voided_back_to_the_payer() {
     let tx = env.send(&inv["payment_methods"]["ethereum"]["call"], |_, value| {
         *value = (value.parse::<u128>().unwrap() - 1).to_string();
     });
-    let inv = env.until(id, |i| !i["payments"].as_array().unwrap().is_empty()).await;
+    let inv = env
+        .until(id, |i| !i["payments"].as_array().unwrap().is_empty())
+        .await;
     let p = payment(&inv);
     assert_eq!(p["status"], "voided");
     assert_eq!(p["amount_minor"], "9999999999999999");
@@ -366,7 +379,10 @@ async fn a_deposit_with_the_wrong_amount_is_voided_back_to_the_payer() {
     }
     assert_eq!(env.anvil.balance(&env.eth.escrow).unwrap(), 0);
     assert_eq!(env.anvil.balance(&env.eth.merchant_payout).unwrap(), 0);
-    assert_eq!(env.events_of(id).await, ["invoice.created", "payment.voided"]);
+    assert_eq!(
+        env.events_of(id).await,
+        ["invoice.created", "payment.voided"]
+    );
 
     // The right deposit still pays it.
     env.pay(&inv);
@@ -387,12 +403,13 @@ async fn a_deposit_after_the_invoice_expired_is_voided_as_paid_late() {
     wait_until_expired(&env, id).await;
     let before = env.anvil.balance(&env.eth.payer).unwrap();
     let tx = env.pay(&inv);
-    let inv = env.until(id, |i| {
-        i["payments"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|p| p["status"] == "voided"))
-    })
-    .await;
+    let inv = env
+        .until(id, |i| {
+            i["payments"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["status"] == "voided"))
+        })
+        .await;
     assert_eq!(inv["status"], "expired");
     assert_eq!(inv["exception"], "paid_late");
     let start = Instant::now();
@@ -411,7 +428,10 @@ async fn wait_until_expired(env: &EthEnv, id: &str) -> Value {
         if inv["status"] == "expired" {
             return inv;
         }
-        assert!(start.elapsed() < Duration::from_secs(70), "never expired: {inv}");
+        assert!(
+            start.elapsed() < Duration::from_secs(70),
+            "never expired: {inv}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -446,7 +466,13 @@ async fn the_payer_reclaims_after_expiry_while_the_relay_is_stopped() {
     env.anvil.mine(1).unwrap();
     let reclaim = env
         .anvil
-        .send(&env.eth.payer_key, &env.eth.escrow, "reclaim(bytes32)", &[&payment_id], "0")
+        .send(
+            &env.eth.payer_key,
+            &env.eth.escrow,
+            "reclaim(bytes32)",
+            &[&payment_id],
+            "0",
+        )
         .unwrap();
     assert_eq!(env.anvil.receipt_status(&reclaim).unwrap(), Some(true));
     assert_eq!(
@@ -505,9 +531,7 @@ async fn a_reorged_deposit_is_reverted_then_confirmed_and_captured_once() {
     // The deposit's block (and the capture's) leave the chain: a longer branch without them.
     env.anvil.revert_to(&snapshot).unwrap();
     env.anvil.mine(3).unwrap();
-    let inv = env
-        .until(id, |i| payment(i)["status"] == "reverted")
-        .await;
+    let inv = env.until(id, |i| payment(i)["status"] == "reverted").await;
     assert_eq!(inv["status"], "new");
 
     // Published again, it is confirmed again and captured — once, on the chain that counts.
@@ -522,14 +546,23 @@ async fn a_reorged_deposit_is_reverted_then_confirmed_and_captured_once() {
     assert_eq!(inv["payments"].as_array().unwrap().len(), 1);
     let start = Instant::now();
     while env.anvil.balance(&env.eth.merchant_payout).unwrap() != 8_000_000_000_000_000 {
-        assert!(start.elapsed() < Duration::from_secs(20), "merchant not paid once");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "merchant not paid once"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A few more blocks change nothing.
     env.anvil.mine(3).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(env.logs_of("PaymentCaptured(bytes32,uint256,uint256)", &payment_id), 1);
-    assert_eq!(env.anvil.balance(&env.eth.merchant_payout).unwrap(), 8_000_000_000_000_000);
+    assert_eq!(
+        env.logs_of("PaymentCaptured(bytes32,uint256,uint256)", &payment_id),
+        1
+    );
+    assert_eq!(
+        env.anvil.balance(&env.eth.merchant_payout).unwrap(),
+        8_000_000_000_000_000
+    );
     let events = env.events_of(id).await;
     assert_eq!(
         events.iter().filter(|e| *e == "payment.reverted").count(),
@@ -553,7 +586,10 @@ async fn operator_tx_in_pool(env: &EthEnv) -> String {
                 return tx["hash"].as_str().unwrap().to_owned();
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "the relay sent nothing");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the relay sent nothing"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -588,8 +624,14 @@ async fn killed_between_capture_sent_and_receipt_captures_exactly_once() {
         operator_nonce + 1,
         "one operator transaction in all"
     );
-    assert_eq!(env.logs_of("PaymentCaptured(bytes32,uint256,uint256)", &payment_id), 1);
-    assert_eq!(env.anvil.balance(&env.eth.merchant_payout).unwrap(), 6_000_000_000_000_000);
+    assert_eq!(
+        env.logs_of("PaymentCaptured(bytes32,uint256,uint256)", &payment_id),
+        1
+    );
+    assert_eq!(
+        env.anvil.balance(&env.eth.merchant_payout).unwrap(),
+        6_000_000_000_000_000
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -604,9 +646,15 @@ async fn an_unmined_capture_is_replaced_with_higher_fees() {
     env.pay(&inv);
     env.anvil.mine(1).unwrap();
     let first = operator_tx_in_pool(&env).await;
-    let first_fee = env.anvil.rpc("eth_getTransactionByHash", json!([first])).unwrap()["maxFeePerGas"].clone();
+    let first_fee = env
+        .anvil
+        .rpc("eth_getTransactionByHash", json!([first]))
+        .unwrap()["maxFeePerGas"]
+        .clone();
     // The node loses it (as a node under load drops a low-fee transaction).
-    env.anvil.rpc("anvil_dropTransaction", json!([first])).unwrap();
+    env.anvil
+        .rpc("anvil_dropTransaction", json!([first]))
+        .unwrap();
     // Blocks pass without it; the relay signs a replacement with the same nonce, higher fees.
     let start = Instant::now();
     let second = loop {
@@ -623,10 +671,18 @@ async fn an_unmined_capture_is_replaced_with_higher_fees() {
         assert!(start.elapsed() < Duration::from_secs(30), "never replaced");
     };
     assert_ne!(second["hash"].as_str().unwrap(), first);
-    let fee = |v: &Value| u128::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
-    assert!(fee(&second["maxFeePerGas"]) > fee(&first_fee), "{second} vs {first_fee}");
+    let fee =
+        |v: &Value| u128::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert!(
+        fee(&second["maxFeePerGas"]) > fee(&first_fee),
+        "{second} vs {first_fee}"
+    );
     assert_eq!(
-        u64::from_str_radix(second["nonce"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap(),
+        u64::from_str_radix(
+            second["nonce"].as_str().unwrap().trim_start_matches("0x"),
+            16
+        )
+        .unwrap(),
         operator_nonce
     );
     env.anvil.mine(1).unwrap();
@@ -674,7 +730,14 @@ async fn ethereum_needs_a_payout_address_and_the_relay_checks_its_operator_key()
     assert!(!stderr.contains(&wrong[2..]), "{stderr}");
     // And a merchant with a bad payout address is refused at creation.
     let out = std::process::Command::new(crate::RELAY)
-        .args(["merchant", "create", "--name", "bad", "--eth-payout", "0x1234"])
+        .args([
+            "merchant",
+            "create",
+            "--name",
+            "bad",
+            "--eth-payout",
+            "0x1234",
+        ])
         .env("RELAY_DATA_DIR", dir)
         .output()
         .unwrap();

@@ -415,7 +415,7 @@ async fn relay_dev_serves_invoices_and_stops_its_nodes() {
             let line = line.unwrap();
             text.push_str(&line);
             text.push('\n');
-            if line.contains("settled\" at 1 confirmation") {
+            if line.contains("payment_methods.ethereum.call the same way") {
                 break;
             }
         }
@@ -527,6 +527,52 @@ async fn relay_dev_serves_invoices_and_stops_its_nodes() {
     })
     .await;
     assert_eq!(paid["payments"][0]["confirmations"], 1);
+
+    // Pay a third in ether with the printed `cast send` line, its placeholders filled in from the
+    // invoice's payment_methods.ethereum.call.
+    let (status, eth_inv) = create_invoice(
+        &client,
+        &url,
+        &key,
+        "dev-3",
+        &json!({"amount": "30.00", "currency": "USD", "payment_methods": ["ethereum"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{eth_inv}");
+    let call = &eth_inv["payment_methods"]["ethereum"]["call"];
+    let args: Vec<&str> = call["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let lines: Vec<&str> = banner.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains(" send ") && l.contains("deposit(address,uint64,bytes32)"))
+        .unwrap_or_else(|| panic!("cast send line in {banner}"));
+    let command = format!(
+        "{} {}",
+        lines[at].trim().trim_end_matches('\\'),
+        lines[at + 1].trim()
+    )
+    .replace("MERCHANT", args[0])
+    .replace("EXPIRY", args[1])
+    .replace("SALT", args[2])
+    .replace("AMOUNT_WEI", call["value"].as_str().unwrap());
+    let out = Command::new("sh").args(["-c", &command]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let eth_id = eth_inv["id"].as_str().unwrap();
+    let paid = card::wait_for(&client, &url, &key, eth_id, |inv| {
+        inv["status"] == "settled" && inv["payments"][0]["capture_tx"].is_string()
+    })
+    .await;
+    assert_eq!(paid["payments"][0]["status"], "confirmed");
 
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])

@@ -337,9 +337,11 @@ fn attach_ethereum_deposit<S: Store>(
         ApiError::invalid("ethereum_payout_unusable", why)
             .with_status(StatusCode::UNPROCESSABLE_ENTITY)
     };
-    let merchant_addr: Address = payout
-        .parse()
-        .map_err(|_| unusable(format!("the merchant's payout address {payout} is not valid")))?;
+    let merchant_addr: Address = payout.parse().map_err(|_| {
+        unusable(format!(
+            "the merchant's payout address {payout} is not valid"
+        ))
+    })?;
     let token = match &quote.due.asset.kind {
         relay_core::AssetKind::Erc20 { contract } => Some(
             contract
