@@ -10,6 +10,11 @@
 //! 5. Resident memory of a relay serving a store of 100,000 invoices.
 //! 6. Bitcoin: time from a block being mined on the regtest node (bcoin) to the invoice it pays
 //!    reading `settled`, with the watcher polling every 1000 ms (the default) and every 100 ms.
+//! 7. Ethereum: time from the block holding an escrow deposit being mined on anvil to the invoice
+//!    reading `settled` (1 confirmation: `processing` and `settled` are reached in the same step),
+//!    polling every 1000 ms, with WebSocket new heads, and polling every 100 ms.
+//! 8. Ethereum catch-up: a relay started after 10,000 blocks holding 1,000 deposits, timed until
+//!    its watcher reaches the tip with every invoice settled.
 //!
 //! Bounded: each load phase runs for a fixed time (`RELAY_BENCH_SECS`, default 10).
 
@@ -71,6 +76,9 @@ fn bench_descriptor() -> String {
     format!("wpkh({}/0/*)", Xpub::from_priv(&secp, &xprv))
 }
 
+/// Where the bench merchant's Ethereum captures go.
+const BENCH_PAYOUT: &str = "0x00000000000000000000000000000000000b0b00";
+
 fn merchant_in(store: &SledStore) -> (relay_core::MerchantId, String) {
     let created = relay::merchant::create(
         store,
@@ -78,6 +86,7 @@ fn merchant_in(store: &SledStore) -> (relay_core::MerchantId, String) {
         relay::merchant::NewMerchant {
             name: "bench".into(),
             btc_descriptor: Some(bench_descriptor()),
+            eth_payout: Some(BENCH_PAYOUT.into()),
             ..Default::default()
         },
     )
@@ -147,7 +156,31 @@ impl Drop for Relay {
 
 const WEBHOOK_SECRET: &str = "whsec_bench";
 
-async fn start_relay(data_dir: &std::path::Path, btc_rpc: &str, btc_poll_ms: u64) -> Relay {
+/// Settings giving a relay the Ethereum rail of a bench anvil.
+fn eth_env(
+    anvil: &relay_testnet::Anvil,
+    eth: &relay::dev::DevEthereum,
+    poll_ms: u64,
+    ws: bool,
+) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("RELAY_ETH_RPC_URL".to_owned(), anvil.url()),
+        ("RELAY_ESCROW_ADDRESS".to_owned(), eth.escrow.clone()),
+        ("RELAY_OPERATOR_KEY".to_owned(), eth.operator_key.clone()),
+        ("RELAY_ETH_POLL_MS".to_owned(), poll_ms.to_string()),
+    ];
+    if ws {
+        env.push(("RELAY_ETH_WS_URL".to_owned(), anvil.ws_url()));
+    }
+    env
+}
+
+async fn start_relay(
+    data_dir: &std::path::Path,
+    btc_rpc: &str,
+    btc_poll_ms: u64,
+    extra: &[(String, String)],
+) -> Relay {
     let port = relay_testnet::free_port().unwrap();
     // A gateway base that is never called: the bench only receives webhooks.
     let unused = relay_testnet::free_port().unwrap();
@@ -166,6 +199,7 @@ async fn start_relay(data_dir: &std::path::Path, btc_rpc: &str, btc_poll_ms: u64
         .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
         .env("RELAY_RATES", "BTC/USD=60000,ETH/USD=2500")
         .env("RELAY_LOG", "warn")
+        .envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -309,6 +343,7 @@ async fn btc_block_to_settled(
     wallet: &mut relay_testnet::btc_wallet::TestWallet,
     poll_ms: u64,
     rounds: usize,
+    eth: &[(String, String)],
 ) {
     use std::str::FromStr;
     let dir = tempfile::tempdir().unwrap();
@@ -318,7 +353,7 @@ async fn btc_block_to_settled(
         store.durable().await.unwrap();
         key
     };
-    let relay = start_relay(dir.path(), &node.rpc_url_with_auth(), poll_ms).await;
+    let relay = start_relay(dir.path(), &node.rpc_url_with_auth(), poll_ms, eth).await;
     let client = reqwest::Client::new();
     let mut times = Vec::new();
     for i in 0..rounds {
@@ -379,6 +414,9 @@ fn main() {
         let raw = RAW_GROUPED.with(|c| c.get());
         // Invoices offer bitcoin, so creating one derives an address: the relay needs its node.
         let node = relay_testnet::BitcoinNode::spawn().unwrap();
+        let anvil = relay_testnet::Anvil::spawn().unwrap();
+        let eth = relay::dev::deploy_dev_contracts(&anvil).await.unwrap();
+        let eth_default = eth_env(&anvil, &eth, 1000, false);
 
         // HTTP phases against a real `relay serve`.
         let dir = tempfile::tempdir().unwrap();
@@ -388,7 +426,7 @@ fn main() {
             store.durable().await.unwrap();
             key
         };
-        let relay = start_relay(dir.path(), &node.rpc_url_with_auth(), 1000).await;
+        let relay = start_relay(dir.path(), &node.rpc_url_with_auth(), 1000, &eth_default).await;
         let addr = relay.url.trim_start_matches("http://").to_owned();
         // With bitcoin (an address derived and claimed per invoice), then without it: the
         // difference is what the bitcoin rail costs invoice creation.
@@ -448,7 +486,7 @@ fn main() {
             store.durable().await.unwrap();
             (key, ids)
         };
-        let relay = start_relay(dir.path(), &node.rpc_url_with_auth(), 1000).await;
+        let relay = start_relay(dir.path(), &node.rpc_url_with_auth(), 1000, &eth_default).await;
         let (idle, _) = rss_kib(relay.child.id());
         let client = reqwest::Client::new();
         for id in &ids {
@@ -472,7 +510,210 @@ fn main() {
         wallet.fund(&node, 2).unwrap();
         let rounds: usize = std::env::var("RELAY_BENCH_BTC_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
         for poll in [1000, 100] {
-            btc_block_to_settled(&node, &mut wallet, poll, rounds).await;
+            btc_block_to_settled(&node, &mut wallet, poll, rounds, &eth_default).await;
         }
+
+        // Ethereum: deposit block mined -> settled, polling vs. WebSocket heads.
+        anvil.set_automine(false).unwrap();
+        for (poll, ws) in [(1000, false), (1000, true), (100, false)] {
+            eth_block_to_settled(&node, &anvil, &eth, poll, ws, rounds).await;
+        }
+        drop(anvil);
+        eth_catch_up(&node).await;
     });
+}
+
+/// A payer's escrow client on a bench anvil (the payer's own transactions, signed here).
+fn payer_escrow(
+    anvil: &relay_testnet::Anvil,
+    eth: &relay::dev::DevEthereum,
+) -> relay_ethereum::bindings::PaymentEscrow::PaymentEscrowInstance<
+    impl relay_ethereum::alloy::providers::Provider + Clone,
+> {
+    use relay_ethereum::alloy;
+    let signer: alloy::signers::local::PrivateKeySigner = eth.payer_key.parse().unwrap();
+    let provider = alloy::providers::ProviderBuilder::new()
+        .wallet(alloy::network::EthereumWallet::from(signer))
+        .connect_http(anvil.url().parse().unwrap());
+    relay_ethereum::bindings::PaymentEscrow::new(eth.escrow.parse().unwrap(), provider)
+}
+
+/// The deposit call of an invoice's `payment_methods.ethereum.call`.
+fn deposit_args(
+    inv: &Value,
+) -> (
+    relay_ethereum::alloy::primitives::Address,
+    u64,
+    relay_ethereum::alloy::primitives::B256,
+    relay_ethereum::alloy::primitives::U256,
+) {
+    let call = &inv["payment_methods"]["ethereum"]["call"];
+    let arg = |i: usize| call["args"][i].as_str().unwrap().to_owned();
+    (
+        arg(0).parse().unwrap(),
+        arg(1).parse().unwrap(),
+        arg(2).parse().unwrap(),
+        call["value"].as_str().unwrap().parse().unwrap(),
+    )
+}
+
+/// Median and worst time from `anvil_mine` returning (the deposit's block) to `settled`.
+async fn eth_block_to_settled(
+    node: &relay_testnet::BitcoinNode,
+    anvil: &relay_testnet::Anvil,
+    eth: &relay::dev::DevEthereum,
+    poll_ms: u64,
+    ws: bool,
+    rounds: usize,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = {
+        let store = SledStore::open(dir.path()).unwrap();
+        let (_, key) = merchant_in(&store);
+        store.durable().await.unwrap();
+        key
+    };
+    let relay = start_relay(
+        dir.path(),
+        &node.rpc_url_with_auth(),
+        1000,
+        &eth_env(anvil, eth, poll_ms, ws),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let escrow = payer_escrow(anvil, eth);
+    let mut times = Vec::new();
+    for i in 0..rounds {
+        let inv: Value = client.post(format!("{}/v1/invoices", relay.url)).bearer_auth(&key)
+            .json(&json!({"amount": format!("{}.00", 10 + i), "currency": "USD", "payment_methods": ["ethereum"]}))
+            .send().await.unwrap().json().await.unwrap();
+        let (merchant, expiry, salt, value) = deposit_args(&inv);
+        // In the node's pool, not yet mined (automine is off).
+        let _pending = escrow
+            .deposit(merchant, expiry, salt)
+            .value(value)
+            .send()
+            .await
+            .unwrap();
+        let url = format!("{}/v1/invoices/{}", relay.url, inv["id"].as_str().unwrap());
+        anvil.mine(1).unwrap();
+        let mined = Instant::now();
+        loop {
+            let v: Value = client
+                .get(&url)
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["status"] == "settled" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        times.push(mined.elapsed());
+    }
+    times.sort();
+    let how = if ws {
+        "WebSocket heads".to_owned()
+    } else {
+        format!("poll {poll_ms:>4} ms")
+    };
+    println!("ethereum deposit block mined -> settled, {how:<16}: median {:>7.1} ms  max {:>7.1} ms  ({} rounds)",
+        times[times.len() / 2].as_secs_f64() * 1e3, times[times.len() - 1].as_secs_f64() * 1e3, rounds);
+}
+
+/// A relay started after 10,000 blocks holding 1,000 deposits: time until its watcher is at the
+/// tip (every deposit's invoice change is stored with the cursor), then every invoice is checked.
+async fn eth_catch_up(node: &relay_testnet::BitcoinNode) {
+    let deposits: usize = std::env::var("RELAY_BENCH_ETH_DEPOSITS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let blocks: u64 = 10 * deposits as u64;
+    let anvil = relay_testnet::Anvil::spawn().unwrap();
+    let eth = relay::dev::deploy_dev_contracts(&anvil).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = {
+        let store = SledStore::open(dir.path()).unwrap();
+        let (_, key) = merchant_in(&store);
+        store.durable().await.unwrap();
+        key
+    };
+    let env = eth_env(&anvil, &eth, 1000, false);
+    let relay = start_relay(dir.path(), &node.rpc_url_with_auth(), 1000, &env).await;
+    let client = reqwest::Client::new();
+    let mut invoices = Vec::new();
+    for i in 0..deposits {
+        let inv: Value = client.post(format!("{}/v1/invoices", relay.url)).bearer_auth(&key)
+            .json(&json!({"amount": format!("{}.{:02}", 1 + i / 100, i % 100), "currency": "USD", "payment_methods": ["ethereum"], "expires_in": 86400}))
+            .send().await.unwrap().json().await.unwrap();
+        invoices.push(inv);
+    }
+    drop(relay);
+    let escrow = payer_escrow(&anvil, &eth);
+    for inv in &invoices {
+        let (merchant, expiry, salt, value) = deposit_args(inv);
+        escrow
+            .deposit(merchant, expiry, salt)
+            .value(value)
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+    }
+    let so_far = anvil.block_number().unwrap();
+    anvil.mine(blocks.saturating_sub(so_far)).unwrap();
+    let tip = anvil.block_number().unwrap();
+    let started = Instant::now();
+    let relay = start_relay(dir.path(), &node.rpc_url_with_auth(), 1000, &env).await;
+    loop {
+        let m = client
+            .get(format!("{}/metrics", relay.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let head = m
+            .lines()
+            .find_map(|l| l.strip_prefix("relay_eth_head_block "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if head.is_some_and(|h| h as u64 >= tip) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = started.elapsed();
+    let mut settled = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let mut u = format!("{}/v1/invoices?limit=100", relay.url);
+        if let Some(a) = &after {
+            u.push_str(&format!("&starting_after={a}"));
+        }
+        let page: Value = client
+            .get(u)
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let data = page["data"].as_array().unwrap();
+        settled += data.iter().filter(|i| i["status"] == "settled").count();
+        after = data.last().map(|i| i["id"].as_str().unwrap().to_owned());
+        if page["has_more"] != true {
+            break;
+        }
+    }
+    assert_eq!(settled, deposits, "every deposit's invoice is settled");
+    println!("ethereum catch-up: {tip} blocks holding {deposits} deposits read in {:.2} s (relay start included), {settled} invoices settled",
+        took.as_secs_f64());
 }

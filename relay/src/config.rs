@@ -317,4 +317,58 @@ mod tests {
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         assert!(Config::load(Some(&path), vec![]).is_err());
     }
+
+    #[test]
+    fn ethereum_settings_and_tokens_from_the_environment() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let c = Config::load(
+            None,
+            env(&[
+                ("RELAY_ETH_RPC_URL", "http://127.0.0.1:8545"),
+                (
+                    "RELAY_ESCROW_ADDRESS",
+                    "0x5fbdb2315678afecb367f032d93f642f64180aa3",
+                ),
+                ("RELAY_OPERATOR_KEY", "0xdeadbeef"),
+                ("RELAY_ETH_FEE_BPS", "50"),
+                (
+                    "RELAY_TOKENS",
+                    "USDC:6:0x00000000000000000000000000000000000000d1",
+                ),
+            ]),
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.eth_fee_bps, 50);
+        assert_eq!(c.tokens[0].code, "USDC");
+        assert_eq!(c.tokens[0].decimals, 6);
+        assert!(
+            !format!("{c:?}").contains("deadbeef"),
+            "the key is never printed"
+        );
+        // An Ethereum node without an operator key is refused, as is a bad token list.
+        let c = Config::load(
+            None,
+            env(&[
+                ("RELAY_ETH_RPC_URL", "http://127.0.0.1:8545"),
+                (
+                    "RELAY_ESCROW_ADDRESS",
+                    "0x5fbdb2315678afecb367f032d93f642f64180aa3",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("operator key"));
+        assert!(Config::load(None, env(&[("RELAY_TOKENS", "USDC:6")])).is_err());
+        assert!(Config::load(None, env(&[("RELAY_ETH_FEE_BPS", "-1")])).is_err());
+    }
 }

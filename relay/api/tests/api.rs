@@ -50,6 +50,8 @@ fn address_at(index: u32) -> String {
         .to_string()
 }
 
+const ESCROW: &str = "0x5fbdb2315678afecb367f032d93f642f64180aa3";
+
 fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
@@ -61,7 +63,7 @@ fn env() -> Env {
             created_at: Timestamp(T0),
             // Shop 1 receives bitcoin at its own descriptor's addresses; shop 2 has none.
             btc_descriptor: (n == 1).then(test_descriptor),
-            eth_payout: None,
+            eth_payout: Some(format!("0x{:040x}", 0xabcd_u32 + u32::from(n))),
             methods: vec![Method::Bitcoin, Method::Ethereum, Method::Card],
             webhook_url: None,
             webhook_secret: relay_core::Secret::from_entropy("whsec_", [5; 32]),
@@ -78,7 +80,11 @@ fn env() -> Env {
         store: store.clone(),
         ids: Arc::new(relay_api::IdSource::default()),
         card: None,
-        ethereum: None,
+        ethereum: Some(relay_api::EthereumRail {
+            chain_id: 31337,
+            escrow: ESCROW.parse().unwrap(),
+            capture_window_secs: 3600,
+        }),
         bitcoin: Some(relay_api::BitcoinRail {
             addresses: Arc::new(relay_bitcoin::DescriptorAddresses::new(Network::Regtest)),
             watch: Arc::new(|_| {}),
@@ -235,10 +241,30 @@ async fn creates_and_retrieves_an_invoice_with_locked_rates() {
         btc["uri"],
         format!("bitcoin:{}?amount=0.00041667", address_at(0))
     );
-    assert_eq!(
-        inv["payment_methods"]["ethereum"]["amount_wei"],
-        "10000000000000000"
+    let eth = &inv["payment_methods"]["ethereum"];
+    assert_eq!(eth["amount_wei"], "10000000000000000");
+    assert_eq!(eth["chain_id"], 31337);
+    assert_eq!(eth["escrow"], ESCROW);
+    assert_eq!(eth["confirmations_required"], 1);
+    // The escrow may be reclaimed from the invoice's expiry plus the capture window.
+    assert_eq!(eth["reclaimable_at"], "2027-01-15T09:10:00Z");
+    let args = eth["call"]["args"].as_array().unwrap();
+    assert_eq!(args[0], format!("0x{:040x}", 0xabcd_u32 + 1));
+    assert_eq!(args[1], "1800004200");
+    let salt = args[2].as_str().unwrap();
+    assert_eq!(salt.len(), 66);
+    // The payment id commits to every term (checked against the contract in the e2e tests).
+    let id = relay_core::eth_payment_id(
+        31337,
+        ESCROW.parse().unwrap(),
+        args[0].as_str().unwrap().parse().unwrap(),
+        Default::default(),
+        alloy_primitives::U256::from(10_000_000_000_000_000u64),
+        1_800_004_200,
+        salt.parse().unwrap(),
     );
+    assert_eq!(eth["payment_id"], format!("{id:#x}"));
+    assert_eq!(eth["call"]["value"], "10000000000000000");
     // Without a card gateway configured, card is not offered.
     assert_eq!(inv["payment_methods"]["card"], Value::Null);
 

@@ -7,6 +7,32 @@ use relay_testnet::Anvil;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
+/// An anvil with the escrow and the test token deployed, and the settings that give a relay
+/// its Ethereum rail (the operator key in a file under `dir`, as in production).
+pub(crate) struct EthRail {
+    pub anvil: Anvil,
+    pub eth: relay::dev::DevEthereum,
+    pub env: Vec<(&'static str, String)>,
+}
+
+pub(crate) async fn eth_rail(dir: &std::path::Path) -> EthRail {
+    let anvil = Anvil::spawn().unwrap();
+    let eth = relay::dev::deploy_dev_contracts(&anvil).await.unwrap();
+    let key_file = dir.join("operator.key");
+    std::fs::write(&key_file, &eth.operator_key).unwrap();
+    let env = vec![
+        ("RELAY_ETH_RPC_URL", anvil.url()),
+        ("RELAY_ESCROW_ADDRESS", eth.escrow.clone()),
+        (
+            "RELAY_OPERATOR_KEY_FILE",
+            key_file.to_string_lossy().into_owned(),
+        ),
+        ("RELAY_ETH_POLL_MS", "100".to_owned()),
+        ("RELAY_TOKENS", format!("DUSD:6:{}", eth.token)),
+    ];
+    EthRail { anvil, eth, env }
+}
+
 pub(crate) struct EthEnv {
     pub anvil: Anvil,
     pub eth: relay::dev::DevEthereum,
@@ -20,38 +46,25 @@ pub(crate) struct EthEnv {
 
 impl EthEnv {
     async fn start(confirmations: u32, extra: &[(&'static str, &str)]) -> EthEnv {
-        let anvil = Anvil::spawn().unwrap();
-        let eth = relay::dev::deploy_dev_contracts(&anvil).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
+        let rail = eth_rail(dir.path()).await;
         let m = merchant_create_with(
             dir.path(),
             "eth shop",
             &[
                 "--eth-payout",
-                &eth.merchant_payout,
+                &rail.eth.merchant_payout,
                 "--eth-confirmations",
                 &confirmations.to_string(),
             ],
         );
-        // The operator key goes in a file, as in production.
-        let key_file = dir.path().join("operator.key");
-        std::fs::write(&key_file, &eth.operator_key).unwrap();
-        let mut env = vec![
-            ("RELAY_ETH_RPC_URL", anvil.url()),
-            ("RELAY_ESCROW_ADDRESS", eth.escrow.clone()),
-            (
-                "RELAY_OPERATOR_KEY_FILE",
-                key_file.to_string_lossy().into_owned(),
-            ),
-            ("RELAY_ETH_POLL_MS", "100".to_owned()),
-            ("RELAY_TOKENS", format!("DUSD:6:{}", eth.token)),
-        ];
+        let mut env = rail.env;
         env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
         let server = Server::start_with(dir.path(), crate::free_port(), &env).await;
-        let operator = eth.operator.clone();
+        let operator = rail.eth.operator.clone();
         EthEnv {
-            anvil,
-            eth,
+            anvil: rail.anvil,
+            eth: rail.eth,
             dir,
             server,
             key: m["api_key"].as_str().unwrap().to_owned(),

@@ -46,10 +46,6 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    async fn start(data_dir: &Path, port: u16) -> Server {
-        Self::start_with(data_dir, port, &[]).await
-    }
-
     pub(crate) async fn start_with(data_dir: &Path, port: u16, env: &[(&str, String)]) -> Server {
         let child = Command::new(RELAY)
             .arg("serve")
@@ -139,10 +135,16 @@ fn order_body(n: usize) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_loses_no_acknowledged_invoice_and_retries_create_once() {
     let dir = tempfile::tempdir().unwrap();
-    let m = merchant_create(dir.path(), "crash shop");
+    // Invoices need a rail that can take a payment: Ethereum, on a local anvil.
+    let rail = ethereum::eth_rail(dir.path()).await;
+    let m = merchant_create_with(
+        dir.path(),
+        "crash shop",
+        &["--eth-payout", &rail.eth.merchant_payout],
+    );
     let key = m["api_key"].as_str().unwrap().to_owned();
     let port = free_port();
-    let mut server = Server::start(dir.path(), port).await;
+    let mut server = Server::start_with(dir.path(), port, &rail.env).await;
 
     let acked: Arc<std::sync::Mutex<BTreeMap<usize, Value>>> = Default::default();
     let attempted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -190,7 +192,7 @@ async fn sigkill_loses_no_acknowledged_invoice_and_retries_create_once() {
     }
     let acked = acked.lock().unwrap().clone();
 
-    let server = Server::start(dir.path(), port).await;
+    let server = Server::start_with(dir.path(), port, &rail.env).await;
     // Every acknowledged invoice is there, exactly as it was acknowledged.
     for inv in acked.values() {
         let id = inv["id"].as_str().unwrap();
@@ -256,7 +258,12 @@ async fn sigkill_loses_no_acknowledged_invoice_and_retries_create_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn merchant_cli_serve_and_graceful_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let m = merchant_create(dir.path(), "Corner shop");
+    let rail = ethereum::eth_rail(dir.path()).await;
+    let m = merchant_create_with(
+        dir.path(),
+        "Corner shop",
+        &["--eth-payout", &rail.eth.merchant_payout],
+    );
     assert!(m["id"].as_str().unwrap().starts_with("mer_"));
     assert!(m["api_key"].as_str().unwrap().starts_with("rk_"));
     assert!(m["webhook_secret"].as_str().unwrap().starts_with("whsec_"));
@@ -270,7 +277,7 @@ async fn merchant_cli_serve_and_graceful_restart() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("eth_payout"));
 
     let port = free_port();
-    let mut server = Server::start(dir.path(), port).await;
+    let mut server = Server::start_with(dir.path(), port, &rail.env).await;
     // A second process cannot open the same data directory while the relay runs.
     let locked = Command::new(RELAY)
         .args(["merchant", "create", "--name", "y"])
@@ -296,7 +303,7 @@ async fn merchant_cli_serve_and_graceful_restart() {
         "graceful shutdown exits 0, got {status:?}"
     );
 
-    let server = Server::start(dir.path(), port).await;
+    let server = Server::start_with(dir.path(), port, &rail.env).await;
     let got = get_invoice(&client, &server.url, key, inv["id"].as_str().unwrap()).await;
     assert_eq!(got, inv);
 }

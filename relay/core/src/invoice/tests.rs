@@ -464,3 +464,160 @@ fn a_payment_found_late_but_made_in_time_is_not_late() {
     assert_eq!(inv.exception, None);
     assert_eq!(inv.payments[0].seen_at, T0.plus_seconds(100));
 }
+
+const WEI_DUE: u128 = 10_000_000_000_000_000; // 25.00 USD at 2500 USD/ETH
+
+fn eth(reference: &str, wei: u128, confirmed: bool) -> InvoiceInput {
+    observe(reference, Method::Ethereum, "ETH", wei, confirmed)
+}
+
+fn returned(reference: &str, wei: u128, status: PaymentStatus) -> InvoiceInput {
+    InvoiceInput::Return {
+        reference: reference.into(),
+        method: Method::Ethereum,
+        asset: "ETH".into(),
+        amount: Amount::from_minor(wei),
+        seen_at: None,
+        status,
+    }
+}
+
+#[test]
+fn a_voided_wrong_deposit_leaves_the_invoice_payable_with_an_exception() {
+    let mut inv = new_invoice(2500, vec![Method::Ethereum]);
+    let t = inv
+        .apply(
+            returned("eth:0xa", WEI_DUE - 1, PaymentStatus::Voided),
+            T0.plus_seconds(10),
+        )
+        .unwrap();
+    assert_eq!(t.events, vec![EventType::PaymentVoided]);
+    assert_eq!(inv.status, InvoiceStatus::New);
+    assert_eq!(inv.exception, Some(InvoiceException::PaidPartial));
+    // The same report again changes nothing.
+    let v = inv.version;
+    let t = inv
+        .apply(
+            returned("eth:0xa", WEI_DUE - 1, PaymentStatus::Voided),
+            T0.plus_seconds(11),
+        )
+        .unwrap();
+    assert!(t.events.is_empty() && inv.version == v);
+    // The right deposit pays it; the exception describes what the merchant keeps.
+    inv.apply(eth("eth:0xb", WEI_DUE, true), T0.plus_seconds(20))
+        .unwrap();
+    assert_eq!(inv.status, InvoiceStatus::Settled);
+    assert_eq!(inv.exception, None);
+}
+
+#[test]
+fn a_late_deposit_voided_stays_paid_late_and_expired() {
+    let mut inv = new_invoice(2500, vec![Method::Ethereum]);
+    let late = T0.plus_seconds(1000);
+    inv.apply(eth("eth:0xa", WEI_DUE, true), late).unwrap();
+    assert_eq!(inv.status, InvoiceStatus::Expired);
+    assert_eq!(inv.exception, Some(InvoiceException::PaidLate));
+    let t = inv
+        .apply(returned("eth:0xa", WEI_DUE, PaymentStatus::Voided), late)
+        .unwrap();
+    assert_eq!(t.events, vec![EventType::PaymentVoided]);
+    assert_eq!(inv.payments[0].status, PaymentStatus::Voided);
+    assert_eq!(inv.status, InvoiceStatus::Expired);
+    assert_eq!(inv.exception, Some(InvoiceException::PaidLate));
+}
+
+#[test]
+fn a_reclaimed_deposit_no_longer_settles_the_invoice() {
+    let mut inv = new_invoice(2500, vec![Method::Ethereum]);
+    inv.apply(eth("eth:0xa", WEI_DUE, true), T0.plus_seconds(10))
+        .unwrap();
+    assert_eq!(inv.status, InvoiceStatus::Settled);
+    let t = inv
+        .apply(
+            returned("eth:0xa", WEI_DUE, PaymentStatus::Reclaimed),
+            T0.plus_seconds(20),
+        )
+        .unwrap();
+    assert_eq!(t.events, vec![EventType::PaymentReclaimed]);
+    assert_eq!(inv.status, InvoiceStatus::New);
+    assert_eq!(inv.exception, None);
+    // A returned payment cannot be reported as live through this input.
+    assert!(inv
+        .apply(
+            returned("eth:0xa", WEI_DUE, PaymentStatus::Confirmed),
+            T0.plus_seconds(30)
+        )
+        .is_err());
+}
+
+#[test]
+fn a_capture_is_recorded_once_and_needs_a_known_payment() {
+    let mut inv = new_invoice(2500, vec![Method::Ethereum]);
+    let capture = |tx: &str| InvoiceInput::Captured {
+        reference: "eth:0xa".into(),
+        tx: tx.into(),
+    };
+    assert!(inv.apply(capture("0x1"), T0.plus_seconds(5)).is_err());
+    inv.apply(eth("eth:0xa", WEI_DUE, true), T0.plus_seconds(10))
+        .unwrap();
+    let t = inv.apply(capture("0x1"), T0.plus_seconds(11)).unwrap();
+    assert_eq!(t.events, vec![EventType::PaymentCaptured]);
+    let t = inv.apply(capture("0x1"), T0.plus_seconds(12)).unwrap();
+    assert!(t.events.is_empty());
+    assert_eq!(inv.payments[0].capture_tx.as_deref(), Some("0x1"));
+}
+
+#[test]
+fn ethereum_quotes_in_the_price_token_or_the_asked_asset() {
+    let mut book = AssetBook::default();
+    book.add_token("DUSD", 6, "0x00000000000000000000000000000000000000d1")
+        .unwrap();
+    let params = |price: &str, eth_asset: Option<&str>| NewInvoice {
+        merchant_id: MerchantId::from_entropy([1; 12]),
+        price: Money {
+            asset: book.get(price).unwrap().clone(),
+            amount: Amount::from_minor(12_500_000),
+        },
+        order_id: None,
+        description: None,
+        metadata: BTreeMap::new(),
+        expires_at: T0.plus_seconds(900),
+        methods: vec![Method::Ethereum],
+        tolerance_bps: 0,
+        eth_asset: eth_asset.map(str::to_owned),
+    };
+    let q = params("DUSD", None).quote(&book, &rates()).unwrap();
+    assert_eq!(q[0].due.asset.code, "DUSD");
+    assert_eq!(q[0].due.amount, Amount::from_minor(12_500_000));
+    let err = params("USD", Some("EUR"))
+        .quote(&book, &rates())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CoreError::InvalidField {
+                field: "ethereum_asset",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn the_payment_id_matches_the_escrow_encoding() {
+    // keccak256(abi.encode(1, 0x…01, 0x…02, 0x0, 1000, 2000, 0x…03)), computed independently
+    // with `cast keccak $(cast abi-encode 'f(uint256,address,address,address,uint256,uint64,bytes32)' …)`.
+    let id = eth_payment_id(
+        1,
+        alloy_primitives::Address::with_last_byte(1),
+        alloy_primitives::Address::with_last_byte(2),
+        alloy_primitives::Address::ZERO,
+        U256::from(1000u32),
+        2000,
+        alloy_primitives::B256::with_last_byte(3),
+    );
+    assert_eq!(format!("{id:#x}"), EXPECTED_ID);
+}
+
+const EXPECTED_ID: &str = "0xc16ae797d381acddcc6108260e3fc95b58aa62c973596dd8554529701edf1f83";
