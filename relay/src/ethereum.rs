@@ -552,5 +552,22 @@ async fn step_sender(
             }
         }
     }
-    act(store, eth, watcher, sender, failures).await
+    act(store, eth, watcher, sender, failures).await?;
+    // Finished transactions of deposits the watcher has forgotten (closed, deeper than its
+    // window) are no longer needed; the chain keeps their nonces used.
+    let head = watcher.head().unwrap_or(0);
+    let gone = sender.prune(|t| {
+        let recent = matches!(t.state, TxState::Mined { block, .. } if block + 64 > head);
+        recent || watcher.deposit(&t.purpose.payment_id()).is_some()
+    });
+    if !gone.is_empty() {
+        let write = ChainWrite {
+            cursor: serde_json::to_vec(watcher.cursor())?,
+            put: Vec::new(),
+            delete: gone.into_iter().map(tx_key).collect(),
+            invoices: Vec::new(),
+        };
+        store.commit_chain(CHAIN, &write)?;
+    }
+    Ok(())
 }

@@ -397,6 +397,24 @@ async fn a_deposit_with_the_wrong_amount_is_voided_back_to_the_payer() {
         ["invoice.created", "payment.voided"]
     );
 
+    // A deposit naming another payout address (the payer's own) is not the invoice's either:
+    // the relay never captures it, so nobody but the merchant can be paid for this invoice.
+    let payer = env.eth.payer.clone();
+    env.send(
+        &inv["payment_methods"]["ethereum"]["call"],
+        move |args, _| {
+            args[0] = payer.clone();
+        },
+    );
+    let inv = env
+        .until(id, |i| {
+            let p = i["payments"].as_array().unwrap();
+            p.len() == 2 && p.iter().all(|p| p["status"] == "voided")
+        })
+        .await;
+    assert_eq!(inv["status"], "new");
+    assert_eq!(env.anvil.balance(&env.eth.merchant_payout).unwrap(), 0);
+
     // The right deposit still pays it.
     env.pay(&inv);
     let inv = env.until(id, captured).await;
