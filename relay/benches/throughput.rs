@@ -15,6 +15,8 @@
 //!    polling every 1000 ms, with WebSocket new heads, and polling every 100 ms.
 //! 8. Ethereum catch-up: a relay started after 10,000 blocks holding 1,000 deposits, timed until
 //!    its watcher reaches the tip with every invoice settled.
+//! 9. Merchant webhooks: a relay started with 20,000 undelivered events, timed until a local
+//!    receiver has every one (`RELAY_BENCH_WEBHOOKS`).
 //!
 //! Bounded: each load phase runs for a fixed time (`RELAY_BENCH_SECS`, default 10).
 
@@ -410,8 +412,9 @@ fn main() {
     rt.block_on(async {
         let dur = secs();
         println!("relay throughput bench: {CONCURRENCY} concurrent connections, {}s per phase, {} cores", dur.as_secs(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-        // `RELAY_BENCH_ONLY=ethereum` runs phases 7 and 8 alone.
-        let only_eth = std::env::var("RELAY_BENCH_ONLY").as_deref() == Ok("ethereum");
+        // `RELAY_BENCH_ONLY=ethereum` runs phases 7 and 8 alone, `=webhooks` phase 9.
+        let only = std::env::var("RELAY_BENCH_ONLY").unwrap_or_default();
+        let only_eth = only == "ethereum" || only == "webhooks";
         // Invoices offer bitcoin, so creating one derives an address: the relay needs its node.
         let node = relay_testnet::BitcoinNode::spawn().unwrap();
         let rounds: usize = std::env::var("RELAY_BENCH_BTC_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
@@ -517,6 +520,7 @@ fn main() {
         }
         }
 
+        if only != "webhooks" {
         // Ethereum: deposit block mined -> settled, polling vs. WebSocket heads (each on a fresh
         // anvil and escrow, so no relay sees another's deposits).
         for (poll, ws) in [(1000, false), (1000, true), (100, false)] {
@@ -526,6 +530,8 @@ fn main() {
             eth_block_to_settled(&node, &anvil, &eth, poll, ws, rounds).await;
         }
         eth_catch_up(&node).await;
+        }
+        webhook_throughput(&node).await;
     });
 }
 
@@ -727,4 +733,67 @@ async fn eth_catch_up(node: &relay_testnet::BitcoinNode) {
     assert_eq!(settled, deposits, "every deposit's invoice is settled");
     println!("ethereum catch-up: {tip} blocks holding {deposits} deposits read in {:.2} s (relay start included), {settled} invoices settled",
         took.as_secs_f64());
+}
+
+/// Deliveries per second: a relay started with `n` stored, undelivered events and one endpoint, a
+/// local receiver answering 200 to each.
+async fn webhook_throughput(node: &relay_testnet::BitcoinNode) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let n: usize = std::env::var("RELAY_BENCH_WEBHOOKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let count = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let c = count.clone();
+    let receiver = tokio::spawn(async move {
+        let app = axum::Router::new().route(
+            "/hooks",
+            axum::routing::post(move |_body: String| {
+                let c = c.clone();
+                async move {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    "ok"
+                }
+            }),
+        );
+        axum::serve(listener, app).await.unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        let (mid, _) = merchant_in(&store);
+        let merchant = store.merchant(&mid).unwrap().unwrap();
+        let endpoint = relay_api::routes::webhooks::new_endpoint(
+            &merchant,
+            &url,
+            Vec::new(),
+            relay_core::Secret::from_entropy("whsec_", [9; 32]),
+            [7; 12],
+            Timestamp(1_900_000_000),
+        )
+        .unwrap();
+        store.insert_endpoint(&endpoint).unwrap();
+        for i in 0..n as u64 {
+            let (inv, ev) = sample_invoice(&mid, i);
+            store.create_invoice(&inv, &ev, None).unwrap();
+        }
+        store.durable().await.unwrap();
+    }
+    let started = Instant::now();
+    let relay = start_relay(dir.path(), &node.rpc_url_with_auth(), 1000, &[]).await;
+    while count.load(Ordering::SeqCst) < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "deliveries stalled at {}",
+            count.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = started.elapsed();
+    println!("merchant webhooks: {n} events delivered, signed, to a local receiver in {:.2} s (relay start included): {:.0} deliveries/s",
+        took.as_secs_f64(), n as f64 / took.as_secs_f64());
+    drop(relay);
+    receiver.abort();
 }

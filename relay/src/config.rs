@@ -52,6 +52,10 @@ pub struct Config {
     pub eth_fee_bps: u16,
     /// Seconds after an invoice's expiry before the payer may reclaim an uncaptured deposit.
     pub eth_capture_window_secs: u64,
+    /// The first webhook retry's delay in milliseconds; each further one doubles (to 6 hours).
+    pub webhook_retry_base_ms: u64,
+    /// How long a merchant's endpoint has to answer a delivery.
+    pub webhook_timeout_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -87,6 +91,8 @@ impl Default for Config {
             eth_start_block: 0,
             eth_fee_bps: 0,
             eth_capture_window_secs: 3600,
+            webhook_retry_base_ms: 10_000,
+            webhook_timeout_secs: 10,
         }
     }
 }
@@ -117,6 +123,8 @@ impl fmt::Debug for Config {
             .field("eth_start_block", &self.eth_start_block)
             .field("eth_fee_bps", &self.eth_fee_bps)
             .field("eth_capture_window_secs", &self.eth_capture_window_secs)
+            .field("webhook_retry_base_ms", &self.webhook_retry_base_ms)
+            .field("webhook_timeout_secs", &self.webhook_timeout_secs)
             .finish_non_exhaustive()
     }
 }
@@ -187,6 +195,12 @@ impl Config {
                     .transpose()
                     .context("expected a block height")?
             }
+            "WEBHOOK_RETRY_BASE_MS" => {
+                self.webhook_retry_base_ms = value.parse().context("expected milliseconds")?
+            }
+            "WEBHOOK_TIMEOUT_SECS" => {
+                self.webhook_timeout_secs = value.parse().context("expected seconds")?
+            }
             "TOKENS" => {
                 self.tokens.clear();
                 for entry in value.split(',').filter(|e| !e.trim().is_empty()) {
@@ -255,6 +269,12 @@ impl Config {
         }
         if !(10..=600_000).contains(&self.eth_poll_ms) {
             bail!("eth_poll_ms must be 10 to 600000");
+        }
+        if !(10..=3_600_000).contains(&self.webhook_retry_base_ms) {
+            bail!("webhook_retry_base_ms must be 10 to 3600000");
+        }
+        if !(1..=60).contains(&self.webhook_timeout_secs) {
+            bail!("webhook_timeout_secs must be 1 to 60");
         }
         if self.eth_fee_bps > 10_000 {
             bail!("eth_fee_bps must be at most 10000");

@@ -10,3 +10,4 @@ pub mod ethereum;
 pub mod expiry;
 pub mod merchant;
 pub mod server;
+pub mod webhooks;

@@ -80,6 +80,22 @@ pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<
     store
         .insert_merchant(&merchant, &key.hash())
         .context("cannot store the merchant")?;
+    // The URL given at creation is the merchant's first webhook endpoint, signed with the
+    // merchant's webhook secret.
+    if let Some(url) = &merchant.webhook_url {
+        let endpoint = relay_api::routes::webhooks::new_endpoint(
+            &merchant,
+            url,
+            Vec::new(),
+            merchant.webhook_secret.clone(),
+            rand::random(),
+            merchant.created_at,
+        )
+        .map_err(|e| anyhow::anyhow!("webhook_url: {e:?}"))?;
+        store
+            .insert_endpoint(&endpoint)
+            .context("cannot store the webhook endpoint")?;
+    }
     Ok(CreatedMerchant {
         id: merchant.id.to_string(),
         name: merchant.name.clone(),

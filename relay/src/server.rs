@@ -97,6 +97,14 @@ pub async fn serve(
             ids.clone(),
         ))
     });
+    let dispatcher = tokio::spawn(crate::webhooks::dispatch_loop(
+        store.clone(),
+        crate::webhooks::DispatchConfig {
+            retry_base_ms: config.webhook_retry_base_ms,
+            timeout: Duration::from_secs(config.webhook_timeout_secs),
+            ..Default::default()
+        },
+    ));
     let reconciler = gateway.map(|g| {
         tokio::spawn(reconcile_loop(
             store.clone(),
@@ -112,6 +120,7 @@ pub async fn serve(
         .await
         .context("server failed")?;
     sweeper.abort();
+    dispatcher.abort();
     if let Some(w) = btc_watcher {
         w.abort();
     }

@@ -147,6 +147,11 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::invoices::cancel,
         routes::events::list,
         routes::gateway::stripe_webhook,
+        routes::webhooks::create,
+        routes::webhooks::list,
+        routes::webhooks::disable,
+        routes::webhooks::deliveries,
+        routes::webhooks::redeliver,
     ),
     components(schemas(error::ErrorBody, view::InvoiceView, view::EventView)),
     modifiers(&SecurityAddon)
@@ -179,6 +184,22 @@ pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
             post(routes::invoices::cancel::<S>),
         )
         .route("/v1/events", get(routes::events::list::<S>))
+        .route(
+            "/v1/events/{id}/deliveries",
+            get(routes::webhooks::deliveries::<S>),
+        )
+        .route(
+            "/v1/events/{id}/redeliver",
+            post(routes::webhooks::redeliver::<S>),
+        )
+        .route(
+            "/v1/webhook_endpoints",
+            post(routes::webhooks::create::<S>).get(routes::webhooks::list::<S>),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}/disable",
+            post(routes::webhooks::disable::<S>),
+        )
         .route(
             "/v1/gateways/stripe/webhook",
             post(routes::gateway::stripe_webhook::<S>),

@@ -16,6 +16,7 @@ pub mod merchant;
 pub mod money;
 pub mod rate;
 pub mod time;
+pub mod webhook;
 
 pub use error::CoreError;
 pub use event::{Event, EventType};
@@ -31,3 +32,4 @@ pub use merchant::{ApiKey, ApiKeyHash, Merchant, Secret};
 pub use money::{Amount, Asset, AssetBook, AssetKind, Money};
 pub use rate::{FixedRates, Rate, RateSource};
 pub use time::{Clock, Timestamp};
+pub use webhook::{DeliveryAttempt, DeliveryOutcome, WebhookEndpoint};

@@ -8,11 +8,15 @@
 mod codec;
 mod error;
 mod sled_store;
+pub use sled_store::DueDelivery;
 
 pub use error::StoreError;
 pub use sled_store::SledStore;
 
-use relay_core::{ApiKeyHash, Event, EventId, Invoice, InvoiceId, Merchant, MerchantId, Timestamp};
+use relay_core::{
+    ApiKeyHash, DeliveryAttempt, Event, EventId, Invoice, InvoiceId, Merchant, MerchantId,
+    Timestamp, WebhookEndpoint,
+};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 
@@ -194,4 +198,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Completes once every write that returned before this call is on disk.
     fn durable(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Adds or replaces a webhook endpoint (replacing is how one is disabled).
+    fn insert_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), StoreError>;
+    /// The merchant's webhook endpoints, oldest first.
+    fn endpoints(&self, merchant: &MerchantId) -> Result<Vec<WebhookEndpoint>, StoreError>;
+    /// Every delivery attempt of an event, by endpoint then attempt number.
+    fn delivery_attempts(&self, event: &EventId) -> Result<Vec<DeliveryAttempt>, StoreError>;
+    /// Queues an event again for the merchant's endpoints that want it; returns how many.
+    fn redeliver(&self, event: &Event, now_ms: u64) -> Result<usize, StoreError>;
 }

@@ -22,7 +22,8 @@ use crate::{
     ChainWrite, Commit, IdempotencyRecord, IdempotencyWrite, InvoiceQuery, Page, Store, StoreError,
 };
 use relay_core::{
-    ApiKeyHash, Event, EventId, Invoice, InvoiceId, InvoiceStatus, Merchant, MerchantId, Timestamp,
+    ApiKeyHash, DeliveryAttempt, Event, EventId, Invoice, InvoiceId, InvoiceStatus, Merchant,
+    MerchantId, Timestamp, WebhookEndpoint,
 };
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
@@ -54,6 +55,14 @@ struct Inner {
     inbound: Tree,
     counters: Tree,
     chains: Tree,
+    webhook_endpoints: Tree,
+    webhook_fanout: Tree,
+    webhook_queue: Tree,
+    webhook_due: Tree,
+    webhook_attempts: Tree,
+    /// Serializes the writers of the webhook queue (fan-out, delivery results, redelivery), so
+    /// they may read it outside their transactions.
+    webhook_lock: std::sync::Mutex<()>,
     // Group commit: `written` counts writes that have returned; `flushed` is the value of
     // `written` that the last completed disk sync covered.
     written: AtomicU64,
@@ -189,6 +198,12 @@ impl SledStore {
             inbound: tree("inbound")?,
             counters: tree("counters")?,
             chains: tree("chains")?,
+            webhook_endpoints: tree("webhook_endpoints")?,
+            webhook_fanout: tree("webhook_fanout")?,
+            webhook_queue: tree("webhook_queue")?,
+            webhook_due: tree("webhook_due")?,
+            webhook_attempts: tree("webhook_attempts")?,
+            webhook_lock: std::sync::Mutex::new(()),
             db,
             written: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
@@ -224,14 +239,18 @@ impl SledStore {
             .collect()
     }
 
+    /// Writes events and marks each for webhook fan-out, in the caller's transaction: an event is
+    /// never stored without being queued for the merchant's endpoints.
     fn write_events(
         events_tx: &TransactionalTree,
         by_merchant_tx: &TransactionalTree,
+        fanout_tx: &TransactionalTree,
         events: &[(Vec<u8>, Vec<u8>, Vec<u8>)],
     ) -> Result<(), ConflictableTransactionError<Abort>> {
         for (id, by_merchant, value) in events {
             events_tx.insert(id.as_slice(), value.as_slice())?;
             by_merchant_tx.insert(by_merchant.as_slice(), &[])?;
+            fanout_tx.insert(id.as_slice(), &[])?;
         }
         Ok(())
     }
@@ -275,8 +294,9 @@ impl SledStore {
             dedupe_tree,
             &i.events,
             &i.events_by_merchant,
+            &i.webhook_fanout,
         )
-            .transaction(|(inv, exp, dedupe_tx, ev, ev_m)| {
+            .transaction(|(inv, exp, dedupe_tx, ev, ev_m, fan)| {
                 if let Some((key, record)) = &dedupe {
                     Self::claim(dedupe_tx, key, record)?;
                 }
@@ -296,7 +316,7 @@ impl SledStore {
                 if !awaits_expiry(invoice.status) {
                     exp.remove(expiry_key(invoice.expires_at, &invoice.id))?;
                 }
-                Self::write_events(ev, ev_m, events)?;
+                Self::write_events(ev, ev_m, fan, events)?;
                 Ok(())
             });
         self.finish(result)
@@ -349,6 +369,22 @@ impl SledStore {
 }
 
 impl Store for SledStore {
+    fn insert_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), StoreError> {
+        self.insert_endpoint_impl(endpoint)
+    }
+
+    fn endpoints(&self, merchant: &MerchantId) -> Result<Vec<WebhookEndpoint>, StoreError> {
+        self.endpoints_impl(merchant)
+    }
+
+    fn delivery_attempts(&self, event: &EventId) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        self.attempts_impl(event)
+    }
+
+    fn redeliver(&self, event: &Event, now_ms: u64) -> Result<usize, StoreError> {
+        self.redeliver_impl(event, now_ms)
+    }
+
     fn insert_merchant(&self, merchant: &Merchant, key: &ApiKeyHash) -> Result<(), StoreError> {
         let i = &self.inner;
         let result = (&i.merchants, &i.api_keys).transaction(|(m, k)| {
@@ -418,9 +454,10 @@ impl Store for SledStore {
             &i.events_by_merchant,
             &i.references,
             &i.counters,
+            &i.webhook_fanout,
         )
             .transaction(
-                |(inv, by_m, by_o, exp, idem_tx, ev, ev_m, refs, counters)| {
+                |(inv, by_m, by_o, exp, idem_tx, ev, ev_m, refs, counters, fan)| {
                     if let Some((key, record)) = &idem {
                         Self::claim(idem_tx, key, record)?;
                     }
@@ -443,7 +480,7 @@ impl Store for SledStore {
                     if awaits_expiry(invoice.status) {
                         exp.insert(expiry_key(invoice.expires_at, &invoice.id), &[])?;
                     }
-                    Self::write_events(ev, ev_m, &events)?;
+                    Self::write_events(ev, ev_m, fan, &events)?;
                     Ok(())
                 },
             );
@@ -564,8 +601,9 @@ impl Store for SledStore {
             &i.events,
             &i.events_by_merchant,
             &i.chains,
+            &i.webhook_fanout,
         )
-            .transaction(|(inv, exp, ev, ev_m, chains)| {
+            .transaction(|(inv, exp, ev, ev_m, chains, fan)| {
                 for (expected_version, invoice, value, events) in &invoices {
                     let id = invoice.id.as_str().as_bytes();
                     let Some(current) = inv.get(id)? else {
@@ -580,7 +618,7 @@ impl Store for SledStore {
                     if !awaits_expiry(invoice.status) {
                         exp.remove(expiry_key(invoice.expires_at, &invoice.id))?;
                     }
-                    Self::write_events(ev, ev_m, events)?;
+                    Self::write_events(ev, ev_m, fan, events)?;
                 }
                 for key in &write.delete {
                     chains.remove(concat(&prefix, key))?;
@@ -710,6 +748,12 @@ impl Store for SledStore {
         Ok(())
     }
 }
+
+mod webhooks;
+pub use webhooks::DueDelivery;
+
+/// Separates the parts of webhook keys (ids never contain a zero byte).
+const LANE_SEP: u8 = 0;
 
 #[cfg(test)]
 mod tests;

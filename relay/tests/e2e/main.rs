@@ -4,6 +4,7 @@
 mod bitcoin;
 mod card;
 mod ethereum;
+mod webhooks;
 
 use relay_core::{Clock, InvoiceStatus, Timestamp};
 use relay_store::Store;

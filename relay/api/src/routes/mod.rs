@@ -3,3 +3,4 @@
 pub mod events;
 pub mod gateway;
 pub mod invoices;
+pub mod webhooks;

@@ -342,3 +342,99 @@ fn a_chain_step_is_written_whole_or_not_at_all() {
         vec![(b"out1".to_vec(), b"v1".to_vec())]
     );
 }
+
+fn endpoint(m: &Merchant, id: &str, types: &[&str]) -> WebhookEndpoint {
+    WebhookEndpoint {
+        id: id.into(),
+        merchant_id: m.id.clone(),
+        url: "http://127.0.0.1:9/hooks".into(),
+        event_types: types.iter().map(|t| (*t).to_owned()).collect(),
+        secret: relay_core::Secret::from_entropy("whsec_", [1; 32]),
+        enabled: true,
+        disabled_reason: None,
+        created_at: T0,
+    }
+}
+
+fn attempt(d: &DueDelivery, outcome: relay_core::DeliveryOutcome) -> DeliveryAttempt {
+    DeliveryAttempt {
+        endpoint_id: d.endpoint.id.clone(),
+        event_id: d.event.id.to_string(),
+        attempt: d.attempt,
+        at: T0,
+        status: Some(if outcome == relay_core::DeliveryOutcome::Delivered {
+            200
+        } else {
+            500
+        }),
+        error: None,
+        duration_ms: 1,
+        outcome,
+    }
+}
+
+#[test]
+fn webhook_lanes_deliver_an_invoices_events_in_order_and_survive_reopen() {
+    let (dir, s) = store();
+    let m = merchant(1);
+    s.insert_merchant(&m, &relay_core::ApiKey::from_entropy([1; 32]).hash())
+        .unwrap();
+    s.insert_endpoint(&endpoint(&m, "we_all", &[])).unwrap();
+    s.insert_endpoint(&endpoint(&m, "we_none", &["refund.succeeded"]))
+        .unwrap();
+    let (mut inv, events) = invoice(&m, 1, None);
+    s.create_invoice(&inv, &events, None).unwrap();
+    let v = inv.version;
+    let t = inv.apply(InvoiceInput::Cancel, T0.plus_seconds(1)).unwrap();
+    let later = Event::for_invoice(&inv, &t.events, T0, || EventId::from_entropy([9; 12]));
+    s.update_invoice(v, &inv, &later, None).unwrap();
+    // Two events, one endpoint that wants them: only the first is due.
+    assert_eq!(s.webhook_fanout(1_000, 100).unwrap(), 2);
+    assert_eq!(s.webhook_fanout(1_000, 100).unwrap(), 0, "fanned out once");
+    let due = s.due_deliveries(1_000, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].event.kind, EventType::InvoiceCreated);
+    assert_eq!(due[0].attempt, 1);
+    // It fails: retried at 5,000, and the second event still waits behind it.
+    s.finish_delivery(
+        &due[0],
+        &attempt(&due[0], relay_core::DeliveryOutcome::Retrying),
+        1_000,
+        Some(5_000),
+        None,
+    )
+    .unwrap();
+    assert!(s.due_deliveries(4_999, 10).unwrap().is_empty());
+    drop(s);
+    let s = SledStore::open(dir.path()).unwrap();
+    let due = s.due_deliveries(5_000, 10).unwrap();
+    assert_eq!((due.len(), due[0].attempt), (1, 2));
+    assert_eq!(due[0].event.kind, EventType::InvoiceCreated);
+    s.finish_delivery(
+        &due[0],
+        &attempt(&due[0], relay_core::DeliveryOutcome::Delivered),
+        5_001,
+        None,
+        None,
+    )
+    .unwrap();
+    let due = s.due_deliveries(5_001, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].event.kind, EventType::InvoiceInvalid);
+    s.finish_delivery(
+        &due[0],
+        &attempt(&due[0], relay_core::DeliveryOutcome::Delivered),
+        5_002,
+        None,
+        None,
+    )
+    .unwrap();
+    assert!(s.due_deliveries(u64::MAX - 1, 10).unwrap().is_empty());
+    assert_eq!(s.webhook_backlog(), 0);
+    let attempts = s.delivery_attempts(&events[0].id).unwrap();
+    assert_eq!(attempts.len(), 2);
+    // Redelivery queues it again, once however often it is asked.
+    assert_eq!(s.redeliver(&events[0], 6_000).unwrap(), 1);
+    assert_eq!(s.redeliver(&events[0], 6_000).unwrap(), 0);
+    assert_eq!(s.due_deliveries(6_000, 10).unwrap().len(), 1);
+}

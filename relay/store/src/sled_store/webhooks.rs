@@ -1,0 +1,378 @@
+//! The webhook delivery queue.
+//!
+//! - `webhook_endpoints`: merchant · endpoint id → endpoint.
+//! - `webhook_fanout`: event id → (), written in the event's own transaction (see
+//!   `write_events`); fan-out turns each into queue entries and removes it.
+//! - `webhook_queue`: endpoint · invoice · event id → entry. One *lane* per endpoint and invoice;
+//!   event ids are time-ordered, so a lane lists an invoice's events in order, and only its head is
+//!   ever attempted: events of one invoice reach an endpoint in order.
+//! - `webhook_due`: when (ms, big-endian) · lane → the head's queue key.
+//! - `webhook_attempts`: event · endpoint · attempt number → what it got.
+//!
+//! Writers of these trees hold `webhook_lock`, so they may read outside their transaction; each
+//! writes its changes in one transaction.
+
+use super::{SledStore, LANE_SEP};
+use crate::codec::{decode, encode};
+use crate::StoreError;
+use relay_core::{DeliveryAttempt, Event, EventId, MerchantId, Timestamp, WebhookEndpoint};
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use std::collections::HashSet;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct QueueEntry {
+    merchant_id: MerchantId,
+    /// Attempts made so far.
+    attempts: u32,
+    first_at: Option<Timestamp>,
+    next_at_ms: u64,
+}
+
+/// A lane head whose time has come.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    due_key: Vec<u8>,
+    queue_key: Vec<u8>,
+    lane: Vec<u8>,
+    pub event: Event,
+    pub endpoint: WebhookEndpoint,
+    /// The number of the attempt about to be made (1 for the first).
+    pub attempt: u32,
+    /// When the first attempt was made (now, for the first).
+    pub first_at: Timestamp,
+}
+
+fn endpoint_key(merchant: &MerchantId, id: &str) -> Vec<u8> {
+    let mut k = merchant.as_str().as_bytes().to_vec();
+    k.push(LANE_SEP);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn lane(endpoint: &str, invoice: &str) -> Vec<u8> {
+    let mut k = endpoint.as_bytes().to_vec();
+    k.push(LANE_SEP);
+    k.extend_from_slice(invoice.as_bytes());
+    k.push(LANE_SEP);
+    k
+}
+
+fn due_key(at_ms: u64, lane: &[u8]) -> Vec<u8> {
+    let mut k = at_ms.to_be_bytes().to_vec();
+    k.extend_from_slice(lane);
+    k
+}
+
+fn attempt_key(event: &str, endpoint: &str, n: u32) -> Vec<u8> {
+    let mut k = event.as_bytes().to_vec();
+    k.push(LANE_SEP);
+    k.extend_from_slice(endpoint.as_bytes());
+    k.push(LANE_SEP);
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// Writes collected under the lock and applied in one transaction.
+#[derive(Default)]
+struct Writes {
+    queue: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    due: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    fanout_done: Vec<Vec<u8>>,
+    attempts: Vec<(Vec<u8>, Vec<u8>)>,
+    endpoints: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl SledStore {
+    fn lock_webhooks(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner
+            .webhook_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn apply_webhook_writes(&self, w: Writes) -> Result<(), StoreError> {
+        let i = &self.inner;
+        (
+            &i.webhook_queue,
+            &i.webhook_due,
+            &i.webhook_fanout,
+            &i.webhook_attempts,
+            &i.webhook_endpoints,
+        )
+            .transaction(|(q, d, f, a, e)| {
+                for (k, v) in &w.queue {
+                    match v {
+                        Some(v) => q.insert(k.as_slice(), v.as_slice())?,
+                        None => q.remove(k.as_slice())?,
+                    };
+                }
+                for (k, v) in &w.due {
+                    match v {
+                        Some(v) => d.insert(k.as_slice(), v.as_slice())?,
+                        None => d.remove(k.as_slice())?,
+                    };
+                }
+                for k in &w.fanout_done {
+                    f.remove(k.as_slice())?;
+                }
+                for (k, v) in &w.attempts {
+                    a.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (k, v) in &w.endpoints {
+                    e.insert(k.as_slice(), v.as_slice())?;
+                }
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::Backend(e),
+                sled::transaction::TransactionError::Abort(()) => StoreError::Decode {
+                    what: "webhook queue",
+                    reason: "aborted".into(),
+                },
+            })?;
+        self.inner
+            .written
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    pub(crate) fn insert_endpoint_impl(&self, e: &WebhookEndpoint) -> Result<(), StoreError> {
+        self.inner
+            .webhook_endpoints
+            .insert(endpoint_key(&e.merchant_id, &e.id), encode(e))?;
+        self.inner
+            .written
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    pub(crate) fn endpoints_impl(
+        &self,
+        merchant: &MerchantId,
+    ) -> Result<Vec<WebhookEndpoint>, StoreError> {
+        let mut prefix = merchant.as_str().as_bytes().to_vec();
+        prefix.push(LANE_SEP);
+        self.inner
+            .webhook_endpoints
+            .scan_prefix(prefix)
+            .map(|kv| decode("webhook endpoint", &kv?.1))
+            .collect()
+    }
+
+    pub(crate) fn attempts_impl(
+        &self,
+        event: &EventId,
+    ) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        let mut prefix = event.as_str().as_bytes().to_vec();
+        prefix.push(LANE_SEP);
+        self.inner
+            .webhook_attempts
+            .scan_prefix(prefix)
+            .map(|kv| decode("delivery attempt", &kv?.1))
+            .collect()
+    }
+
+    /// Queues `event` for each of `endpoints` that wants it and has no delivery of it pending.
+    fn enqueue(
+        &self,
+        event: &Event,
+        endpoints: &[WebhookEndpoint],
+        now_ms: u64,
+        started: &mut HashSet<Vec<u8>>,
+        w: &mut Writes,
+    ) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for e in endpoints.iter().filter(|e| e.wants(event.kind.as_str())) {
+            let lane = lane(&e.id, event.invoice.id.as_str());
+            let mut qk = lane.clone();
+            qk.extend_from_slice(event.id.as_str().as_bytes());
+            if self.inner.webhook_queue.get(&qk)?.is_some() {
+                continue;
+            }
+            let empty = !started.contains(&lane)
+                && self.inner.webhook_queue.scan_prefix(&lane).next().is_none();
+            let entry = QueueEntry {
+                merchant_id: event.merchant_id.clone(),
+                attempts: 0,
+                first_at: None,
+                next_at_ms: now_ms,
+            };
+            w.queue.push((qk.clone(), Some(encode(&entry))));
+            if empty {
+                w.due.push((due_key(now_ms, &lane), Some(qk)));
+                started.insert(lane);
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Turns up to `limit` newly written events into queued deliveries. Returns how many events
+    /// it looked at.
+    pub fn webhook_fanout(&self, now_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let _guard = self.lock_webhooks();
+        let mut w = Writes::default();
+        let mut started = HashSet::new();
+        let mut endpoints: std::collections::HashMap<MerchantId, Vec<WebhookEndpoint>> =
+            Default::default();
+        let mut seen = 0;
+        for kv in self.inner.webhook_fanout.iter().take(limit) {
+            let (id, _) = kv?;
+            seen += 1;
+            w.fanout_done.push(id.to_vec());
+            let Some(raw) = self.inner.events.get(&id)? else {
+                continue;
+            };
+            let event: Event = decode("event", &raw)?;
+            if !endpoints.contains_key(&event.merchant_id) {
+                let list = self.endpoints_impl(&event.merchant_id)?;
+                endpoints.insert(event.merchant_id.clone(), list);
+            }
+            let list = &endpoints[&event.merchant_id];
+            self.enqueue(&event, list, now_ms, &mut started, &mut w)?;
+        }
+        if seen > 0 {
+            self.apply_webhook_writes(w)?;
+        }
+        Ok(seen)
+    }
+
+    /// Queues `event` again for the merchant's endpoints that want it (a delivery of it already
+    /// pending is left as it is). Returns how many deliveries were queued.
+    pub(crate) fn redeliver_impl(&self, event: &Event, now_ms: u64) -> Result<usize, StoreError> {
+        let _guard = self.lock_webhooks();
+        let list = self.endpoints_impl(&event.merchant_id)?;
+        let mut w = Writes::default();
+        let n = self.enqueue(event, &list, now_ms, &mut HashSet::new(), &mut w)?;
+        if n > 0 {
+            self.apply_webhook_writes(w)?;
+        }
+        Ok(n)
+    }
+
+    /// Lane heads due at `now_ms`, oldest first. Lanes of disabled or deleted endpoints are
+    /// dropped on the way.
+    pub fn due_deliveries(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let _guard = self.lock_webhooks();
+        let mut out = Vec::new();
+        let mut drop_lanes = Writes::default();
+        let upper = (now_ms + 1).to_be_bytes();
+        for kv in self.inner.webhook_due.range(..upper.as_slice()) {
+            if out.len() >= limit {
+                break;
+            }
+            let (dk, qk) = kv?;
+            let lane = dk[8..].to_vec();
+            let Some(raw) = self.inner.webhook_queue.get(&qk)? else {
+                drop_lanes.due.push((dk.to_vec(), None));
+                continue;
+            };
+            let entry: QueueEntry = decode("webhook queue entry", &raw)?;
+            let event_id = &qk[lane.len()..];
+            let endpoint_id = lane.split(|b| *b == LANE_SEP).next().unwrap_or_default();
+            let endpoint: Option<WebhookEndpoint> = self
+                .inner
+                .webhook_endpoints
+                .get(endpoint_key(
+                    &entry.merchant_id,
+                    std::str::from_utf8(endpoint_id).unwrap_or_default(),
+                ))?
+                .map(|v| decode("webhook endpoint", &v))
+                .transpose()?;
+            let event: Option<Event> = self
+                .inner
+                .events
+                .get(event_id)?
+                .map(|v| decode("event", &v))
+                .transpose()?;
+            match (endpoint, event) {
+                (Some(endpoint), Some(event)) if endpoint.enabled => out.push(DueDelivery {
+                    due_key: dk.to_vec(),
+                    queue_key: qk.to_vec(),
+                    lane,
+                    event,
+                    endpoint,
+                    attempt: entry.attempts + 1,
+                    first_at: entry.first_at.unwrap_or(Timestamp((now_ms / 1000) as i64)),
+                }),
+                _ => {
+                    drop_lanes.due.push((dk.to_vec(), None));
+                    for k in self.inner.webhook_queue.scan_prefix(&lane).keys() {
+                        drop_lanes.queue.push((k?.to_vec(), None));
+                    }
+                }
+            }
+        }
+        if !drop_lanes.due.is_empty() {
+            self.apply_webhook_writes(drop_lanes)?;
+        }
+        Ok(out)
+    }
+
+    /// Records an attempt. `retry_at_ms`: when to try again; `None` when the delivery is over
+    /// (delivered, given up, or the endpoint is gone — then `disable` says why, and the endpoint
+    /// is disabled). A finished head hands its lane to the next event.
+    pub fn finish_delivery(
+        &self,
+        d: &DueDelivery,
+        attempt: &DeliveryAttempt,
+        now_ms: u64,
+        retry_at_ms: Option<u64>,
+        disable: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let _guard = self.lock_webhooks();
+        let mut w = Writes::default();
+        w.attempts.push((
+            attempt_key(d.event.id.as_str(), &d.endpoint.id, attempt.attempt),
+            encode(attempt),
+        ));
+        w.due.push((d.due_key.clone(), None));
+        match retry_at_ms {
+            Some(at) => {
+                let entry = QueueEntry {
+                    merchant_id: d.event.merchant_id.clone(),
+                    attempts: attempt.attempt,
+                    first_at: Some(d.first_at),
+                    next_at_ms: at,
+                };
+                w.queue.push((d.queue_key.clone(), Some(encode(&entry))));
+                w.due
+                    .push((due_key(at, &d.lane), Some(d.queue_key.clone())));
+            }
+            None => {
+                w.queue.push((d.queue_key.clone(), None));
+                let next = self
+                    .inner
+                    .webhook_queue
+                    .scan_prefix(&d.lane)
+                    .keys()
+                    .find(|k| {
+                        k.as_ref()
+                            .map_or(true, |k| k.as_ref() != d.queue_key.as_slice())
+                    })
+                    .transpose()?;
+                if let Some(next) = next {
+                    w.due.push((due_key(now_ms, &d.lane), Some(next.to_vec())));
+                }
+            }
+        }
+        if let Some(reason) = disable {
+            let mut e = d.endpoint.clone();
+            e.enabled = false;
+            e.disabled_reason = Some(reason.to_owned());
+            w.endpoints
+                .push((endpoint_key(&e.merchant_id, &e.id), encode(&e)));
+        }
+        self.apply_webhook_writes(w)
+    }
+
+    /// Deliveries waiting (queued, including lane heads), for tests and metrics.
+    pub fn webhook_backlog(&self) -> usize {
+        self.inner.webhook_queue.len() + self.inner.webhook_fanout.len()
+    }
+}

@@ -1,0 +1,361 @@
+//! Outbound merchant webhooks against a receiver run by the test: signed, retried until the
+//! receiver is back, in order per invoice, redelivered on request, and not lost to a SIGKILL.
+
+use crate::{create_invoice, merchant_create_with, Server};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+struct Received {
+    signature: String,
+    event_id_header: String,
+    body: String,
+    answered: u16,
+}
+
+#[derive(Default)]
+struct Receiver {
+    got: Mutex<Vec<Received>>,
+    /// Answer 503 to this many requests first.
+    fail_first: AtomicUsize,
+    /// Answer every request with this status (0: 200 after the failures).
+    always: AtomicUsize,
+    /// Wait this long before answering.
+    delay_ms: AtomicUsize,
+    /// Requests that arrived (counted before any delay).
+    arrivals: AtomicUsize,
+}
+
+async fn receive(
+    axum::extract::State(r): axum::extract::State<Arc<Receiver>>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> axum::http::StatusCode {
+    r.arrivals.fetch_add(1, Ordering::SeqCst);
+    let delay = r.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay as u64)).await;
+    }
+    let answered = match r.always.load(Ordering::SeqCst) {
+        0 => {
+            if r.fail_first
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                503
+            } else {
+                200
+            }
+        }
+        s => s as u16,
+    };
+    let h = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    r.got.lock().unwrap().push(Received {
+        signature: h("relay-signature"),
+        event_id_header: h("relay-event-id"),
+        body,
+        answered,
+    });
+    axum::http::StatusCode::from_u16(answered).unwrap()
+}
+
+async fn start_receiver(r: Arc<Receiver>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/hooks", axum::routing::post(receive))
+        .with_state(r);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// Checks `Relay-Signature: t=…,v1=…` the way the README tells merchants to.
+fn verify(secret: &str, header: &str, body: &str) -> bool {
+    let mut t = None;
+    let mut v1 = Vec::new();
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", x)) => t = Some(x.to_owned()),
+            Some(("v1", x)) => v1.push(x.to_owned()),
+            _ => {}
+        }
+    }
+    let Some(t) = t else { return false };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    let expected = hex::encode(mac.finalize().into_bytes());
+    v1.contains(&expected)
+}
+
+struct Env {
+    _rail: crate::ethereum::EthRail,
+    dir: tempfile::TempDir,
+    server: Server,
+    key: String,
+    client: reqwest::Client,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let rail = crate::ethereum::eth_rail(dir.path()).await;
+        let m = merchant_create_with(
+            dir.path(),
+            "hooks shop",
+            &["--eth-payout", &rail.eth.merchant_payout],
+        );
+        let mut env = rail.env.clone();
+        env.push(("RELAY_WEBHOOK_RETRY_BASE_MS", "200".to_owned()));
+        let server = Server::start_with(dir.path(), crate::free_port(), &env).await;
+        Env {
+            _rail: rail,
+            dir,
+            server,
+            key: m["api_key"].as_str().unwrap().to_owned(),
+            client: reqwest::Client::new(),
+            env,
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.server.url))
+            .bearer_auth(&self.key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.client
+            .get(format!("{}{path}", self.server.url))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn invoice(&self, n: usize) -> String {
+        let (status, inv) = create_invoice(
+            &self.client,
+            &self.server.url,
+            &self.key,
+            &format!("hook-{n}"),
+            &json!({"amount": format!("{}.00", 10 + n), "currency": "USD"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "{inv}");
+        inv["id"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Waits until `done` holds for what the receiver got.
+async fn until(r: &Receiver, secs: u64, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    let start = Instant::now();
+    loop {
+        let got = r.got.lock().unwrap().clone();
+        if done(&got) {
+            return got;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "receiver never got what was expected: {} requests",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn delivered_ids(got: &[Received]) -> Vec<String> {
+    got.iter()
+        .filter(|g| g.answered == 200)
+        .map(|g| g.event_id_header.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arrive_signed_and_in_order_once_the_receiver_is_back() {
+    let env = Env::start().await;
+    let receiver = Arc::new(Receiver::default());
+    receiver.fail_first.store(6, Ordering::SeqCst);
+    let url = start_receiver(receiver.clone()).await;
+    let (status, ep) = env.post("/v1/webhook_endpoints", json!({"url": url})).await;
+    assert_eq!(status, 200, "{ep}");
+    let secret = ep["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    // The secret is shown once: never in the list.
+    let list = env.get("/v1/webhook_endpoints").await;
+    assert_eq!(list["data"][0]["id"], ep["id"]);
+    assert!(list["data"][0].get("secret").is_none(), "{list}");
+    // The same URL twice is refused; a bad URL or event type too.
+    let (status, _) = env.post("/v1/webhook_endpoints", json!({"url": url})).await;
+    assert_eq!(status, 409);
+    let (status, err) = env
+        .post("/v1/webhook_endpoints", json!({"url": "ftp://x"}))
+        .await;
+    assert_eq!((status, err["error"]["param"].as_str()), (400, Some("url")));
+    let (status, err) = env
+        .post(
+            "/v1/webhook_endpoints",
+            json!({"url": "http://127.0.0.1:1/x", "event_types": ["invoice.nope"]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+
+    // Three invoices, two canceled: five events, the first six attempts refused.
+    let mut invoices = Vec::new();
+    for n in 0..3 {
+        invoices.push(env.invoice(n).await);
+    }
+    for id in &invoices[..2] {
+        let (status, _) = env
+            .post(&format!("/v1/invoices/{id}/cancel"), json!({}))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let got = until(&receiver, 60, |g| {
+        let ids: std::collections::BTreeSet<_> = delivered_ids(g).into_iter().collect();
+        ids.len() == 5
+    })
+    .await;
+    assert!(got.iter().filter(|g| g.answered == 503).count() >= 6);
+    for g in &got {
+        assert!(
+            verify(&secret, &g.signature, &g.body),
+            "bad signature: {g:?}"
+        );
+        let body: Value = serde_json::from_str(&g.body).unwrap();
+        assert_eq!(body["id"], g.event_id_header.as_str());
+    }
+    // Per invoice, in order: created, then invalid.
+    for id in &invoices {
+        let types: Vec<String> = got
+            .iter()
+            .filter(|g| g.answered == 200)
+            .map(|g| serde_json::from_str::<Value>(&g.body).unwrap())
+            .filter(|b| b["data"]["object"]["id"] == id.as_str())
+            .map(|b| b["type"].as_str().unwrap().to_owned())
+            .collect();
+        let expected: &[&str] = if id == &invoices[2] {
+            &["invoice.created"]
+        } else {
+            &["invoice.created", "invoice.invalid"]
+        };
+        assert_eq!(types, expected, "{id}");
+    }
+    // The attempts are recorded: the refused ones, then the delivery.
+    let first = got[0].event_id_header.clone();
+    let attempts = env.get(&format!("/v1/events/{first}/deliveries")).await;
+    let attempts = attempts["data"].as_array().unwrap();
+    assert!(attempts.len() >= 2, "{attempts:?}");
+    assert_eq!(attempts[0]["status"], 503);
+    assert_eq!(attempts[0]["outcome"], "retrying");
+    assert_eq!(attempts.last().unwrap()["outcome"], "delivered");
+
+    // Redelivery sends it again.
+    let before = delivered_ids(&got).iter().filter(|i| **i == first).count();
+    let (status, r) = env
+        .post(&format!("/v1/events/{first}/redeliver"), json!({}))
+        .await;
+    assert_eq!((status, r["queued"].as_u64()), (200, Some(1)), "{r}");
+    until(&receiver, 20, |g| {
+        delivered_ids(g).iter().filter(|i| **i == first).count() == before + 1
+    })
+    .await;
+    let (status, _) = env
+        .post(
+            "/v1/events/evt_00000000000000000000000000/redeliver",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // A receiver answering 410 gets its endpoint disabled, and nothing more.
+    let gone = Arc::new(Receiver::default());
+    gone.always.store(410, Ordering::SeqCst);
+    let gone_url = start_receiver(gone.clone()).await;
+    let (_, gone_ep) = env
+        .post(
+            "/v1/webhook_endpoints",
+            json!({"url": gone_url, "event_types": ["invoice.created"]}),
+        )
+        .await;
+    env.invoice(10).await;
+    until(&gone, 20, |g| !g.is_empty()).await;
+    let start = Instant::now();
+    loop {
+        let list = env.get("/v1/webhook_endpoints").await;
+        let e = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == gone_ep["id"])
+            .unwrap()
+            .clone();
+        if e["enabled"] == false {
+            assert!(e["disabled_reason"].as_str().unwrap().contains("410"));
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.invoice(11).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(gone.got.lock().unwrap().len(), 1, "nothing more after 410");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_during_delivery_loses_no_event() {
+    let mut env = Env::start().await;
+    let receiver = Arc::new(Receiver::default());
+    receiver.delay_ms.store(300, Ordering::SeqCst);
+    let url = start_receiver(receiver.clone()).await;
+    let (status, ep) = env.post("/v1/webhook_endpoints", json!({"url": url})).await;
+    assert_eq!(status, 200);
+    let secret = ep["secret"].as_str().unwrap().to_owned();
+    let mut invoices = Vec::new();
+    for n in 0..20 {
+        invoices.push(env.invoice(n).await);
+    }
+    // Deliveries are in flight (the receiver is slow to answer): kill the relay now.
+    let start = Instant::now();
+    while receiver.arrivals.load(Ordering::SeqCst) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "nothing was sent"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    env.server.kill9();
+    let before = delivered_ids(&receiver.got.lock().unwrap()).len();
+    assert!(before < 20, "the kill came too late to test anything");
+    receiver.delay_ms.store(0, Ordering::SeqCst);
+    env.server = Server::start_with(env.dir.path(), crate::free_port(), &env.env).await;
+    let got = until(&receiver, 30, |g| {
+        let ids: std::collections::BTreeSet<_> = delivered_ids(g).into_iter().collect();
+        ids.len() == 20
+    })
+    .await;
+    for g in &got {
+        assert!(verify(&secret, &g.signature, &g.body));
+    }
+}
