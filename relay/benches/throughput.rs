@@ -348,16 +348,52 @@ async fn btc_block_to_settled(
     eth: &[(String, String)],
 ) {
     use std::str::FromStr;
+    // The merchant's webhook receiver: when each invoice's `invoice.settled` arrived.
+    let settled_at: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> =
+        Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let seen = settled_at.clone();
+    let receiver = tokio::spawn(async move {
+        let app = axum::Router::new().route(
+            "/hooks",
+            axum::routing::post(move |body: String| {
+                let seen = seen.clone();
+                async move {
+                    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+                    if v["type"] == "invoice.settled" {
+                        if let Some(id) = v["data"]["object"]["id"].as_str() {
+                            seen.lock().unwrap().insert(id.to_owned(), Instant::now());
+                        }
+                    }
+                    "ok"
+                }
+            }),
+        );
+        axum::serve(listener, app).await.unwrap();
+    });
     let dir = tempfile::tempdir().unwrap();
     let key = {
         let store = SledStore::open(dir.path()).unwrap();
-        let (_, key) = merchant_in(&store);
+        let (mid, key) = merchant_in(&store);
+        let merchant = store.merchant(&mid).unwrap().unwrap();
+        let endpoint = relay_api::routes::webhooks::new_endpoint(
+            &merchant,
+            &hook_url,
+            vec!["invoice.settled".into()],
+            relay_core::Secret::from_entropy("whsec_", [9; 32]),
+            [8; 12],
+            Timestamp(1_900_000_000),
+        )
+        .unwrap();
+        store.insert_endpoint(&endpoint).unwrap();
         store.durable().await.unwrap();
         key
     };
     let relay = start_relay(dir.path(), &node.rpc_url_with_auth(), poll_ms, eth).await;
     let client = reqwest::Client::new();
     let mut times = Vec::new();
+    let mut hook_times = Vec::new();
     for i in 0..rounds {
         let inv: Value = client.post(format!("{}/v1/invoices", relay.url)).bearer_auth(&key)
             .json(&json!({"amount": format!("{}.00", 10 + i), "currency": "USD", "payment_methods": ["bitcoin"]}))
@@ -398,7 +434,23 @@ async fn btc_block_to_settled(
         let mined = Instant::now();
         until("settled", 2).await;
         times.push(mined.elapsed());
+        let id = inv["id"].as_str().unwrap().to_owned();
+        loop {
+            if let Some(at) = settled_at.lock().unwrap().get(&id) {
+                hook_times.push(at.duration_since(mined));
+                break;
+            }
+            assert!(
+                mined.elapsed() < Duration::from_secs(30),
+                "no webhook for {id}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
+    receiver.abort();
+    hook_times.sort();
+    println!("bitcoin block mined -> merchant's invoice.settled webhook, poll {:>4} ms: median {:>7.1} ms  max {:>7.1} ms",
+        poll_ms, hook_times[hook_times.len() / 2].as_secs_f64() * 1e3, hook_times[hook_times.len() - 1].as_secs_f64() * 1e3);
     times.sort();
     println!("bitcoin block mined -> settled, poll {:>4} ms: median {:>7.1} ms  max {:>7.1} ms  ({} rounds)",
         poll_ms, times[times.len() / 2].as_secs_f64() * 1e3, times[times.len() - 1].as_secs_f64() * 1e3, rounds);
