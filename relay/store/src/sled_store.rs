@@ -134,6 +134,14 @@ fn awaits_expiry(status: InvoiceStatus) -> bool {
     matches!(status, InvoiceStatus::New | InvoiceStatus::Processing)
 }
 
+/// An event ready to be written: its key, its by-merchant index key, its merchant, its value.
+struct EncodedEvent {
+    id: Vec<u8>,
+    by_merchant: Vec<u8>,
+    merchant: Vec<u8>,
+    value: Vec<u8>,
+}
+
 /// Why a transaction closure gave up without writing.
 enum Abort {
     Idempotent(IdempotencyRecord),
@@ -226,15 +234,14 @@ impl SledStore {
 
     /// Pre-encodes events as (id key, by-merchant key, value) outside the transaction closure,
     /// which sled may run more than once.
-    fn encode_events(events: &[Event]) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    fn encode_events(events: &[Event]) -> Vec<EncodedEvent> {
         events
             .iter()
-            .map(|e| {
-                (
-                    e.id.as_str().as_bytes().to_vec(),
-                    id_key(&merchant_prefix(&e.merchant_id), e.id.as_str()),
-                    encode(e),
-                )
+            .map(|e| EncodedEvent {
+                id: e.id.as_str().as_bytes().to_vec(),
+                by_merchant: id_key(&merchant_prefix(&e.merchant_id), e.id.as_str()),
+                merchant: e.merchant_id.as_str().as_bytes().to_vec(),
+                value: encode(e),
             })
             .collect()
     }
@@ -245,12 +252,13 @@ impl SledStore {
         events_tx: &TransactionalTree,
         by_merchant_tx: &TransactionalTree,
         fanout_tx: &TransactionalTree,
-        events: &[(Vec<u8>, Vec<u8>, Vec<u8>)],
+        events: &[EncodedEvent],
     ) -> Result<(), ConflictableTransactionError<Abort>> {
-        for (id, by_merchant, value) in events {
-            events_tx.insert(id.as_slice(), value.as_slice())?;
-            by_merchant_tx.insert(by_merchant.as_slice(), &[])?;
-            fanout_tx.insert(id.as_slice(), &[])?;
+        for e in events {
+            events_tx.insert(e.id.as_slice(), e.value.as_slice())?;
+            by_merchant_tx.insert(e.by_merchant.as_slice(), &[])?;
+            // The merchant rides along, so fan-out skips merchants without endpoints unread.
+            fanout_tx.insert(e.id.as_slice(), e.merchant.as_slice())?;
         }
         Ok(())
     }

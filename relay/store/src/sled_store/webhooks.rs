@@ -217,10 +217,23 @@ impl SledStore {
         let mut endpoints: std::collections::HashMap<MerchantId, Vec<WebhookEndpoint>> =
             Default::default();
         let mut seen = 0;
+        let mut without_endpoints: HashSet<Vec<u8>> = HashSet::new();
         for kv in self.inner.webhook_fanout.iter().take(limit) {
-            let (id, _) = kv?;
+            let (id, merchant) = kv?;
             seen += 1;
             w.fanout_done.push(id.to_vec());
+            if without_endpoints.contains(merchant.as_ref()) {
+                continue;
+            }
+            if let Some(m) = std::str::from_utf8(&merchant)
+                .ok()
+                .and_then(MerchantId::parse)
+            {
+                if self.endpoints_impl(&m)?.is_empty() {
+                    without_endpoints.insert(merchant.to_vec());
+                    continue;
+                }
+            }
             let Some(raw) = self.inner.events.get(&id)? else {
                 continue;
             };
@@ -371,7 +384,8 @@ impl SledStore {
         self.apply_webhook_writes(w)
     }
 
-    /// Deliveries waiting (queued, including lane heads), for tests and metrics.
+    /// Deliveries waiting (queued, including lane heads) plus events not yet fanned out, for tests
+    /// and metrics. Walks both trees: not for every request.
     pub fn webhook_backlog(&self) -> usize {
         self.inner.webhook_queue.len() + self.inner.webhook_fanout.len()
     }
