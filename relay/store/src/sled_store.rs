@@ -63,6 +63,8 @@ struct Inner {
     /// Serializes the writers of the webhook queue (fan-out, delivery results, redelivery), so
     /// they may read it outside their transactions.
     webhook_lock: std::sync::Mutex<()>,
+    /// Merchants with at least one webhook endpoint: only their events are queued for delivery.
+    hooked_merchants: std::sync::RwLock<std::collections::HashSet<String>>,
     // Group commit: `written` counts writes that have returned; `flushed` is the value of
     // `written` that the last completed disk sync covered.
     written: AtomicU64,
@@ -140,6 +142,8 @@ struct EncodedEvent {
     by_merchant: Vec<u8>,
     merchant: Vec<u8>,
     value: Vec<u8>,
+    /// Whether the merchant had a webhook endpoint when the event was written.
+    fan_out: bool,
 }
 
 /// Why a transaction closure gave up without writing.
@@ -212,15 +216,18 @@ impl SledStore {
             webhook_due: tree("webhook_due")?,
             webhook_attempts: tree("webhook_attempts")?,
             webhook_lock: std::sync::Mutex::new(()),
+            hooked_merchants: Default::default(),
             db,
             written: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
             flush_lock: tokio::sync::Mutex::new(()),
             next_index: Default::default(),
         };
-        Ok(SledStore {
+        let store = SledStore {
             inner: Arc::new(inner),
-        })
+        };
+        store.load_hooked_merchants()?;
+        Ok(store)
     }
 
     /// Marks an invoice's expiry as handled, so the expiry sweep does not return it again.
@@ -234,7 +241,12 @@ impl SledStore {
 
     /// Pre-encodes events as (id key, by-merchant key, value) outside the transaction closure,
     /// which sled may run more than once.
-    fn encode_events(events: &[Event]) -> Vec<EncodedEvent> {
+    fn encode_events(&self, events: &[Event]) -> Vec<EncodedEvent> {
+        let hooked = self
+            .inner
+            .hooked_merchants
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         events
             .iter()
             .map(|e| EncodedEvent {
@@ -242,6 +254,7 @@ impl SledStore {
                 by_merchant: id_key(&merchant_prefix(&e.merchant_id), e.id.as_str()),
                 merchant: e.merchant_id.as_str().as_bytes().to_vec(),
                 value: encode(e),
+                fan_out: hooked.contains(e.merchant_id.as_str()),
             })
             .collect()
     }
@@ -257,8 +270,11 @@ impl SledStore {
         for e in events {
             events_tx.insert(e.id.as_slice(), e.value.as_slice())?;
             by_merchant_tx.insert(e.by_merchant.as_slice(), &[])?;
-            // The merchant rides along, so fan-out skips merchants without endpoints unread.
-            fanout_tx.insert(e.id.as_slice(), e.merchant.as_slice())?;
+            // Marked only for merchants with an endpoint; the merchant rides along, so fan-out
+            // finds endpoints without reading the event.
+            if e.fan_out {
+                fanout_tx.insert(e.id.as_slice(), e.merchant.as_slice())?;
+            }
         }
         Ok(())
     }
@@ -293,7 +309,7 @@ impl SledStore {
                 version,
                 invoice,
                 encode(invoice),
-                Self::encode_events(events),
+                self.encode_events(events),
             )
         });
         let result = (
@@ -433,7 +449,7 @@ impl Store for SledStore {
         idempotency: Option<IdempotencyWrite<'_>>,
     ) -> Result<Commit, StoreError> {
         let i = &self.inner;
-        let events = Self::encode_events(events);
+        let events = self.encode_events(events);
         let id = invoice.id.as_str().as_bytes();
         let value = encode(invoice);
         let by_merchant = id_key(&merchant_prefix(&invoice.merchant_id), invoice.id.as_str());
@@ -599,7 +615,7 @@ impl Store for SledStore {
                     *version,
                     invoice,
                     encode(invoice),
-                    Self::encode_events(events),
+                    self.encode_events(events),
                 )
             })
             .collect();

@@ -137,7 +137,28 @@ impl SledStore {
         Ok(())
     }
 
+    /// Loads which merchants have endpoints (at open).
+    pub(crate) fn load_hooked_merchants(&self) -> Result<(), StoreError> {
+        let mut set = std::collections::HashSet::new();
+        for kv in self.inner.webhook_endpoints.iter() {
+            let e: WebhookEndpoint = decode("webhook endpoint", &kv?.1)?;
+            set.insert(e.merchant_id.as_str().to_owned());
+        }
+        *self
+            .inner
+            .hooked_merchants
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = set;
+        Ok(())
+    }
+
     pub(crate) fn insert_endpoint_impl(&self, e: &WebhookEndpoint) -> Result<(), StoreError> {
+        // Marked first: every event written from now on is queued for this merchant.
+        self.inner
+            .hooked_merchants
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(e.merchant_id.as_str().to_owned());
         self.inner
             .webhook_endpoints
             .insert(endpoint_key(&e.merchant_id, &e.id), encode(e))?;
