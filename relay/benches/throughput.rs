@@ -99,6 +99,21 @@ fn merchant_in(store: &SledStore) -> (relay_core::MerchantId, String) {
     )
 }
 
+/// Gives the merchant a webhook endpoint at `url` for `types` (all when empty).
+fn add_endpoint(store: &SledStore, mid: &relay_core::MerchantId, url: &str, types: &[&str]) {
+    let merchant = store.merchant(mid).unwrap().unwrap();
+    let endpoint = relay_api::routes::webhooks::new_endpoint(
+        &merchant,
+        url,
+        types.iter().map(|t| (*t).to_owned()).collect(),
+        relay_core::Secret::from_entropy("whsec_", [9; 32]),
+        rand::random(),
+        Timestamp(1_900_000_000),
+    )
+    .unwrap();
+    store.insert_endpoint(&endpoint).unwrap();
+}
+
 async fn raw_store(rt_secs: Duration) {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
@@ -376,17 +391,7 @@ async fn btc_block_to_settled(
     let key = {
         let store = SledStore::open(dir.path()).unwrap();
         let (mid, key) = merchant_in(&store);
-        let merchant = store.merchant(&mid).unwrap().unwrap();
-        let endpoint = relay_api::routes::webhooks::new_endpoint(
-            &merchant,
-            &hook_url,
-            vec!["invoice.settled".into()],
-            relay_core::Secret::from_entropy("whsec_", [9; 32]),
-            [8; 12],
-            Timestamp(1_900_000_000),
-        )
-        .unwrap();
-        store.insert_endpoint(&endpoint).unwrap();
+        add_endpoint(&store, &mid, &hook_url, &["invoice.settled"]);
         store.durable().await.unwrap();
         key
     };
@@ -594,11 +599,8 @@ fn payer_escrow(
 ) -> relay_ethereum::bindings::PaymentEscrow::PaymentEscrowInstance<
     impl relay_ethereum::alloy::providers::Provider + Clone,
 > {
-    use relay_ethereum::alloy;
-    let signer: alloy::signers::local::PrivateKeySigner = eth.payer_key.parse().unwrap();
-    let provider = alloy::providers::ProviderBuilder::new()
-        .wallet(alloy::network::EthereumWallet::from(signer))
-        .connect_http(anvil.url().parse().unwrap());
+    let signer = eth.payer_key.parse().unwrap();
+    let provider = relay_ethereum::deploy::wallet_provider(&anvil.url(), &signer).unwrap();
     relay_ethereum::bindings::PaymentEscrow::new(eth.escrow.parse().unwrap(), provider)
 }
 
@@ -816,17 +818,7 @@ async fn webhook_throughput(node: &relay_testnet::BitcoinNode) {
     {
         let store = SledStore::open(dir.path()).unwrap();
         let (mid, _) = merchant_in(&store);
-        let merchant = store.merchant(&mid).unwrap().unwrap();
-        let endpoint = relay_api::routes::webhooks::new_endpoint(
-            &merchant,
-            &url,
-            Vec::new(),
-            relay_core::Secret::from_entropy("whsec_", [9; 32]),
-            [7; 12],
-            Timestamp(1_900_000_000),
-        )
-        .unwrap();
-        store.insert_endpoint(&endpoint).unwrap();
+        add_endpoint(&store, &mid, &url, &[]);
         for i in 0..n as u64 {
             let (inv, ev) = sample_invoice(&mid, i);
             store.create_invoice(&inv, &ev, None).unwrap();

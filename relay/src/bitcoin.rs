@@ -12,9 +12,9 @@ use relay_bitcoin::{
 };
 use relay_core::invoice::{InvoiceInput, BTC_SCRIPT_PREFIX};
 use relay_core::{
-    btc_payment_reference, Amount, Clock, Event, InvoiceId, Method, PaymentStatus, Timestamp,
+    btc_payment_reference, Amount, Clock, InvoiceId, Method, PaymentStatus, Timestamp,
 };
-use relay_store::{ChainWrite, Commit, SledStore, Store};
+use relay_store::{ChainWrite, SledStore, Store};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,58 +127,38 @@ fn input_for(obs: &Observation, invoice: &relay_core::Invoice) -> InvoiceInput {
     }
 }
 
-/// Applies an update's observations to fresh copies of their invoices and stores them with the
-/// watcher's records and cursor, in one transaction (redone on a concurrent invoice change).
+/// Stores an update: its observations' invoice changes, tracking records and cursor, in one
+/// transaction.
 pub fn commit(
     store: &SledStore,
     clock: &dyn Clock,
     ids: &IdSource,
     update: &Update,
 ) -> Result<usize> {
-    let mut by_invoice: BTreeMap<&InvoiceId, Vec<&Observation>> = BTreeMap::new();
+    let mut by_invoice: BTreeMap<InvoiceId, Vec<&Observation>> = BTreeMap::new();
     for o in &update.observations {
-        by_invoice.entry(o.invoice()).or_default().push(o);
+        by_invoice.entry(o.invoice().clone()).or_default().push(o);
     }
-    for _attempt in 0..10 {
-        let now = clock.now();
-        let mut write = ChainWrite {
-            cursor: serde_json::to_vec(&update.cursor)?,
-            put: update
-                .put
-                .iter()
-                .map(|(op, t)| Ok((serialize(op), serde_json::to_vec(t)?)))
-                .collect::<Result<_>>()?,
-            delete: update.delete.iter().map(serialize).collect(),
-            invoices: Vec::new(),
-        };
-        for (id, observations) in &by_invoice {
-            let Some(mut invoice) = store.invoice(id)? else {
-                tracing::error!(target: "relay::btc", invoice = %id, "watched invoice is missing");
-                continue;
-            };
-            let version = invoice.version;
-            let mut kinds = Vec::new();
-            for o in observations {
-                let input = input_for(o, &invoice);
-                match invoice.apply(input, now) {
-                    Ok(t) => kinds.extend(t.events),
-                    Err(e) => {
-                        tracing::warn!(target: "relay::btc", invoice = %id, outpoint = %o.outpoint(), error = %e, "observation not applied")
-                    }
-                }
-            }
-            if invoice.version != version {
-                let events = Event::for_invoice(&invoice, &kinds, now, || ids.event_id());
-                write.invoices.push((version, invoice, events));
-            }
-        }
-        match store.commit_chain(CHAIN, &write)? {
-            Commit::Done => return Ok(write.invoices.len()),
-            Commit::Conflict => continue,
-            Commit::IdempotencyHit(_) => unreachable!("chain writes carry no idempotency key"),
-        }
-    }
-    anyhow::bail!("invoices kept changing while the bitcoin watcher wrote; will retry")
+    let write = ChainWrite {
+        cursor: serde_json::to_vec(&update.cursor)?,
+        put: update
+            .put
+            .iter()
+            .map(|(op, t)| Ok((serialize(op), serde_json::to_vec(t)?)))
+            .collect::<Result<_>>()?,
+        delete: update.delete.iter().map(serialize).collect(),
+        invoices: Vec::new(),
+    };
+    crate::chain::commit_step(
+        store,
+        CHAIN,
+        clock,
+        ids,
+        write,
+        &by_invoice,
+        |o, invoice| Some(input_for(o, invoice)),
+        |o| o.outpoint().to_string(),
+    )
 }
 
 /// Follows the node until the task is dropped: blocks first (catching up block by block), then

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use relay_api::{EthereumRail, IdSource};
 use relay_core::invoice::InvoiceInput;
 use relay_core::{
-    eth_payment_reference, eth_salt_reference, Amount, Clock, Event, Invoice, InvoiceId, Method,
+    eth_payment_reference, eth_salt_reference, Amount, Clock, Invoice, InvoiceId, Method,
     PaymentStatus, Timestamp,
 };
 use relay_ethereum::alloy::primitives::{Address, Bytes, B256, U256};
@@ -244,7 +244,7 @@ fn input_for(obs: &Observation, d: &Deposit, invoice: &Invoice) -> Option<Invoic
 }
 
 /// Stores one watcher step: its cursor, deposits and the invoice changes of its observations, in
-/// one transaction (redone on a concurrent invoice change).
+/// one transaction.
 fn commit_update(
     store: &SledStore,
     clock: &dyn Clock,
@@ -258,7 +258,6 @@ fn commit_update(
             put.push((deposit_key(id), serde_json::to_vec(d)?));
         }
     }
-    let delete = update.forgotten.iter().map(deposit_key).collect();
     let mut by_invoice: BTreeMap<InvoiceId, Vec<(&Observation, &Deposit)>> = BTreeMap::new();
     for o in &update.observations {
         let id = match o {
@@ -270,62 +269,39 @@ fn commit_update(
             continue;
         };
         match invoice_of(store, d)? {
-            Some(inv) => {
-                by_invoice.entry(inv.id).or_default().push((o, d));
-            }
+            Some(inv) => by_invoice.entry(inv.id).or_default().push((o, d)),
             None => {
                 tracing::info!(target: "relay::eth", payment_id = %d.id, salt = %d.salt, "deposit for no known invoice")
             }
         }
     }
-    for _attempt in 0..10 {
-        let now = clock.now();
-        let mut write = ChainWrite {
-            cursor: serde_json::to_vec(watcher.cursor())?,
-            put: put.clone(),
-            delete: Vec::clone(&delete),
-            invoices: Vec::new(),
-        };
-        for (id, observations) in &by_invoice {
-            let Some(mut invoice) = store.invoice(id)? else {
-                continue;
-            };
-            let version = invoice.version;
-            let mut kinds = Vec::new();
-            for (o, d) in observations {
-                let Some(input) = input_for(o, d, &invoice) else {
-                    continue;
-                };
-                match invoice.apply(input, now) {
-                    Ok(t) => kinds.extend(t.events),
-                    Err(e) => {
-                        tracing::warn!(target: "relay::eth", invoice = %id, payment_id = %d.id, error = %e, "observation not applied")
-                    }
-                }
-            }
-            if invoice.version != version {
-                let events = Event::for_invoice(&invoice, &kinds, now, || ids.event_id());
-                write.invoices.push((version, invoice, events));
-            }
-        }
-        match store.commit_chain(CHAIN, &write)? {
-            Commit::Done => return Ok(write.invoices.len()),
-            Commit::Conflict => continue,
-            Commit::IdempotencyHit(_) => unreachable!("chain writes carry no idempotency key"),
-        }
-    }
-    bail!("invoices kept changing while the ethereum watcher wrote; will retry")
+    let write = ChainWrite {
+        cursor: serde_json::to_vec(watcher.cursor())?,
+        put,
+        delete: update.forgotten.iter().map(deposit_key).collect(),
+        invoices: Vec::new(),
+    };
+    crate::chain::commit_step(
+        store,
+        CHAIN,
+        clock,
+        ids,
+        write,
+        &by_invoice,
+        |(o, d), invoice| input_for(o, d, invoice),
+        |(_, d)| format!("{:#x}", d.id),
+    )
 }
 
-/// Stores operator transactions (alone: no invoice changes with them).
-fn store_txs(store: &SledStore, watcher: &Watcher, txs: &[OpTx]) -> Result<()> {
+/// Stores operator transactions and forgets pruned ones (alone: no invoice changes with them).
+fn store_txs(store: &SledStore, watcher: &Watcher, txs: &[OpTx], forget: &[u64]) -> Result<()> {
     let write = ChainWrite {
         cursor: serde_json::to_vec(watcher.cursor())?,
         put: txs
             .iter()
             .map(|t| Ok((tx_key(t.nonce), serde_json::to_vec(t)?)))
             .collect::<Result<_>>()?,
-        delete: Vec::new(),
+        delete: forget.iter().map(|n| tx_key(*n)).collect(),
         invoices: Vec::new(),
     };
     match store.commit_chain(CHAIN, &write)? {
@@ -429,7 +405,7 @@ async fn act(
                 continue;
             }
         };
-        store_txs(store, watcher, std::slice::from_ref(&tx))?;
+        store_txs(store, watcher, std::slice::from_ref(&tx), &[])?;
         store.durable().await?;
         let nonce = tx.nonce;
         tracing::info!(target: "relay::eth", payment_id = %d.id, ?purpose, nonce, tx = %tx.latest().hash, "sending");
@@ -534,7 +510,7 @@ async fn step_sender(
 ) -> Result<()> {
     let (outcomes, changed) = sender.poll(&eth.node).await?;
     if !changed.is_empty() {
-        store_txs(store, watcher, &changed)?;
+        store_txs(store, watcher, &changed, &[])?;
         store.durable().await?;
         for t in &changed {
             if t.state == TxState::Pending {
@@ -561,13 +537,7 @@ async fn step_sender(
         recent || watcher.deposit(&t.purpose.payment_id()).is_some()
     });
     if !gone.is_empty() {
-        let write = ChainWrite {
-            cursor: serde_json::to_vec(watcher.cursor())?,
-            put: Vec::new(),
-            delete: gone.into_iter().map(tx_key).collect(),
-            invoices: Vec::new(),
-        };
-        store.commit_chain(CHAIN, &write)?;
+        store_txs(store, watcher, &[], &gone)?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 pub mod bitcoin;
 pub mod card;
+pub mod chain;
 pub mod config;
 pub mod dev;
 pub mod ethereum;

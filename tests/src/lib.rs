@@ -142,9 +142,9 @@ impl Anvil {
     }
 
     pub fn chain_id(&self) -> Result<u64> {
-        let hex = self.rpc("eth_chainId", json!([]))?;
-        let s = hex.as_str().ok_or_else(|| anyhow!("eth_chainId: {hex}"))?;
-        Ok(u64::from_str_radix(s.trim_start_matches("0x"), 16)?)
+        Ok(u64::try_from(hex_quantity(
+            &self.rpc("eth_chainId", json!([]))?,
+        )?)?)
     }
 
     /// The same node's WebSocket endpoint (anvil serves both on one port).
@@ -171,8 +171,9 @@ impl Anvil {
     }
 
     pub fn block_number(&self) -> Result<u64> {
-        let v = self.rpc("eth_blockNumber", json!([]))?;
-        hex_u64(&v)
+        Ok(u64::try_from(hex_quantity(
+            &self.rpc("eth_blockNumber", json!([]))?,
+        )?)?)
     }
 
     /// Moves the chain's clock forward for the next block.
@@ -198,13 +199,14 @@ impl Anvil {
     }
 
     pub fn nonce(&self, address: &str) -> Result<u64> {
-        hex_u64(&self.rpc("eth_getTransactionCount", json!([address, "latest"]))?)
+        Ok(u64::try_from(hex_quantity(&self.rpc(
+            "eth_getTransactionCount",
+            json!([address, "latest"]),
+        )?)?)?)
     }
 
     pub fn balance(&self, address: &str) -> Result<u128> {
-        let v = self.rpc("eth_getBalance", json!([address, "latest"]))?;
-        let s = v.as_str().ok_or_else(|| anyhow!("eth_getBalance: {v}"))?;
-        Ok(u128::from_str_radix(s.trim_start_matches("0x"), 16)?)
+        hex_quantity(&self.rpc("eth_getBalance", json!([address, "latest"]))?)
     }
 
     /// Runs `cast` against this node and returns what it printed.
@@ -264,11 +266,12 @@ pub fn cast(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-fn hex_u64(v: &Value) -> Result<u64> {
+/// An Ethereum JSON-RPC quantity (`"0x1a"`).
+pub fn hex_quantity(v: &Value) -> Result<u128> {
     let s = v
         .as_str()
         .ok_or_else(|| anyhow!("expected a hex quantity: {v}"))?;
-    Ok(u64::from_str_radix(s.trim_start_matches("0x"), 16)?)
+    Ok(u128::from_str_radix(s.trim_start_matches("0x"), 16)?)
 }
 
 /// Which bitcoin node implementation is running.

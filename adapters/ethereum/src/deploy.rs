@@ -8,10 +8,11 @@ use alloy::primitives::{Address, U256};
 use alloy::providers::ProviderBuilder;
 use alloy::signers::local::PrivateKeySigner;
 
-fn deployer(
+/// A provider that signs with `key` (deployments here; payers' own calls in the bench).
+pub fn wallet_provider(
     url: &str,
     key: &PrivateKeySigner,
-) -> Result<impl alloy::providers::Provider, EthError> {
+) -> Result<impl alloy::providers::Provider + Clone, EthError> {
     let url = url
         .parse()
         .map_err(|e| EthError::fatal(format!("bad RPC URL: {e}")))?;
@@ -28,7 +29,7 @@ pub async fn deploy_escrow(
     operator: Address,
     fee_recipient: Address,
 ) -> Result<Address, EthError> {
-    let provider = deployer(url, key)?;
+    let provider = wallet_provider(url, key)?;
     let escrow = PaymentEscrow::deploy(provider, owner, operator, fee_recipient)
         .await
         .map_err(|e| EthError::fatal(format!("deploying the escrow: {e}")))?;
@@ -44,7 +45,7 @@ pub async fn deploy_test_token(
     decimals: u8,
     holders: &[(Address, U256)],
 ) -> Result<Address, EthError> {
-    let provider = deployer(url, key)?;
+    let provider = wallet_provider(url, key)?;
     let token = TestToken::deploy(provider, name.to_owned(), symbol.to_owned(), decimals)
         .await
         .map_err(|e| EthError::fatal(format!("deploying the test token: {e}")))?;

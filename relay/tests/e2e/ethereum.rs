@@ -182,9 +182,7 @@ impl EthEnv {
                 .rpc("eth_getTransactionReceipt", json!([tx]))
                 .unwrap();
             if !r.is_null() {
-                let h = |v: &Value| {
-                    u128::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
-                };
+                let h = |v: &Value| relay_testnet::hex_quantity(v).unwrap();
                 return h(&r["gasUsed"]) * h(&r["effectiveGasPrice"]);
             }
             assert!(start.elapsed() < Duration::from_secs(10), "{tx} not mined");
@@ -602,20 +600,26 @@ async fn a_reorged_deposit_is_reverted_then_confirmed_and_captured_once() {
     );
 }
 
+/// The operator's first transaction waiting in the node's pool, if any.
+fn operator_pending_tx(env: &EthEnv) -> Option<Value> {
+    let pool = env.anvil.rpc("txpool_content", json!([])).unwrap();
+    pool["pending"]
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.to_lowercase() == env.operator)?
+        .1
+        .as_object()?
+        .values()
+        .next()
+        .cloned()
+}
+
 /// Waits until the operator has a transaction in the node's pool; returns its hash.
 async fn operator_tx_in_pool(env: &EthEnv) -> String {
     let start = Instant::now();
     loop {
-        let pool = env.anvil.rpc("txpool_content", json!([])).unwrap();
-        let pending = &pool["pending"];
-        if let Some(txs) = pending
-            .as_object()
-            .and_then(|m| m.iter().find(|(k, _)| k.to_lowercase() == env.operator))
-            .and_then(|(_, v)| v.as_object())
-        {
-            if let Some((_, tx)) = txs.iter().next() {
-                return tx["hash"].as_str().unwrap().to_owned();
-            }
+        if let Some(tx) = operator_pending_tx(env) {
+            return tx["hash"].as_str().unwrap().to_owned();
         }
         assert!(
             start.elapsed() < Duration::from_secs(20),
@@ -691,30 +695,20 @@ async fn an_unmined_capture_is_replaced_with_higher_fees() {
     let second = loop {
         env.anvil.mine(1).unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let pool = env.anvil.rpc("txpool_content", json!([])).unwrap();
-        let found = pool["pending"]
-            .as_object()
-            .and_then(|m| m.iter().find(|(k, _)| k.to_lowercase() == env.operator))
-            .and_then(|(_, v)| v.as_object().and_then(|t| t.values().next().cloned()));
-        if let Some(tx) = found {
+        if let Some(tx) = operator_pending_tx(&env) {
             break tx;
         }
         assert!(start.elapsed() < Duration::from_secs(30), "never replaced");
     };
     assert_ne!(second["hash"].as_str().unwrap(), first);
-    let fee =
-        |v: &Value| u128::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let fee = |v: &Value| relay_testnet::hex_quantity(v).unwrap();
     assert!(
         fee(&second["maxFeePerGas"]) > fee(&first_fee),
         "{second} vs {first_fee}"
     );
     assert_eq!(
-        u64::from_str_radix(
-            second["nonce"].as_str().unwrap().trim_start_matches("0x"),
-            16
-        )
-        .unwrap(),
-        operator_nonce
+        relay_testnet::hex_quantity(&second["nonce"]).unwrap(),
+        u128::from(operator_nonce)
     );
     env.anvil.mine(1).unwrap();
     let inv = env.until(id, captured).await;

@@ -235,35 +235,33 @@ impl SledStore {
         let _guard = self.lock_webhooks();
         let mut w = Writes::default();
         let mut started = HashSet::new();
-        let mut endpoints: std::collections::HashMap<MerchantId, Vec<WebhookEndpoint>> =
+        // The merchant's endpoints, by the merchant id each marker carries: looked up once per
+        // merchant, and an event is read only when its merchant has an endpoint.
+        let mut endpoints: std::collections::HashMap<Vec<u8>, Vec<WebhookEndpoint>> =
             Default::default();
         let mut seen = 0;
-        let mut without_endpoints: HashSet<Vec<u8>> = HashSet::new();
         for kv in self.inner.webhook_fanout.iter().take(limit) {
             let (id, merchant) = kv?;
             seen += 1;
             w.fanout_done.push(id.to_vec());
-            if without_endpoints.contains(merchant.as_ref()) {
-                continue;
+            if !endpoints.contains_key(merchant.as_ref()) {
+                let list = match std::str::from_utf8(&merchant)
+                    .ok()
+                    .and_then(MerchantId::parse)
+                {
+                    Some(m) => self.endpoints_impl(&m)?,
+                    None => Vec::new(),
+                };
+                endpoints.insert(merchant.to_vec(), list);
             }
-            if let Some(m) = std::str::from_utf8(&merchant)
-                .ok()
-                .and_then(MerchantId::parse)
-            {
-                if self.endpoints_impl(&m)?.is_empty() {
-                    without_endpoints.insert(merchant.to_vec());
-                    continue;
-                }
+            let list = &endpoints[merchant.as_ref()];
+            if list.is_empty() {
+                continue;
             }
             let Some(raw) = self.inner.events.get(&id)? else {
                 continue;
             };
             let event: Event = decode("event", &raw)?;
-            if !endpoints.contains_key(&event.merchant_id) {
-                let list = self.endpoints_impl(&event.merchant_id)?;
-                endpoints.insert(event.merchant_id.clone(), list);
-            }
-            let list = &endpoints[&event.merchant_id];
             self.enqueue(&event, list, now_ms, &mut started, &mut w)?;
         }
         if seen > 0 {

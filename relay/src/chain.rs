@@ -1,0 +1,60 @@
+//! What both chain watchers do with one step: apply its observations to fresh copies of their
+//! invoices and store those with the watcher's own records and cursor, in one transaction, redone
+//! when an invoice changed concurrently.
+
+use anyhow::{bail, Result};
+use relay_api::IdSource;
+use relay_core::invoice::InvoiceInput;
+use relay_core::{Clock, Event, Invoice, InvoiceId};
+use relay_store::{ChainWrite, Commit, SledStore, Store};
+use std::collections::BTreeMap;
+
+/// Stores `write` (cursor and tracking records; its `invoices` are filled here) with the changes
+/// `input_for` derives from each invoice's observations. `describe` names an observation in logs.
+/// Returns how many invoices changed.
+#[allow(clippy::too_many_arguments)]
+pub fn commit_step<O>(
+    store: &SledStore,
+    chain: &str,
+    clock: &dyn Clock,
+    ids: &IdSource,
+    write: ChainWrite,
+    by_invoice: &BTreeMap<InvoiceId, Vec<O>>,
+    input_for: impl Fn(&O, &Invoice) -> Option<InvoiceInput>,
+    describe: impl Fn(&O) -> String,
+) -> Result<usize> {
+    for _attempt in 0..10 {
+        let now = clock.now();
+        let mut write = write.clone();
+        write.invoices.clear();
+        for (id, observations) in by_invoice {
+            let Some(mut invoice) = store.invoice(id)? else {
+                tracing::error!(target: "relay::chain", chain, invoice = %id, "watched invoice is missing");
+                continue;
+            };
+            let version = invoice.version;
+            let mut kinds = Vec::new();
+            for o in observations {
+                let Some(input) = input_for(o, &invoice) else {
+                    continue;
+                };
+                match invoice.apply(input, now) {
+                    Ok(t) => kinds.extend(t.events),
+                    Err(e) => {
+                        tracing::warn!(target: "relay::chain", chain, invoice = %id, observation = %describe(o), error = %e, "observation not applied")
+                    }
+                }
+            }
+            if invoice.version != version {
+                let events = Event::for_invoice(&invoice, &kinds, now, || ids.event_id());
+                write.invoices.push((version, invoice, events));
+            }
+        }
+        match store.commit_chain(chain, &write)? {
+            Commit::Done => return Ok(write.invoices.len()),
+            Commit::Conflict => continue,
+            Commit::IdempotencyHit(_) => unreachable!("chain writes carry no idempotency key"),
+        }
+    }
+    bail!("invoices kept changing while the {chain} watcher wrote; will retry")
+}
