@@ -209,7 +209,7 @@ pub fn broadcast(node: &BitcoinNode, tx: &Transaction) -> Result<Txid> {
         if there {
             return Ok(txid);
         }
-        if start.elapsed() > std::time::Duration::from_secs(10) {
+        if start.elapsed() > std::time::Duration::from_secs(30) {
             bail!("the node did not accept {txid}: {answer:?}");
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
