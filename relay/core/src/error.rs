@@ -36,4 +36,10 @@ pub enum CoreError {
     UnknownPayment { reference: String },
     #[error("{field} is invalid: {reason}")]
     InvalidField { field: &'static str, reason: String },
+    #[error("nothing to refund: {reason}")]
+    NotRefundable { reason: String },
+    #[error("the refund exceeds what is left to refund of the payment ({refundable} {asset})")]
+    RefundTooLarge { refundable: String, asset: String },
+    #[error("unknown refund or settlement {id:?}")]
+    UnknownRecord { id: String },
 }

@@ -41,10 +41,20 @@ pub enum EventType {
     PaymentReclaimed,
     #[serde(rename = "refund.succeeded")]
     RefundSucceeded,
+    #[serde(rename = "refund.pending")]
+    RefundPending,
+    #[serde(rename = "refund.failed")]
+    RefundFailed,
+    #[serde(rename = "settlement.pending")]
+    SettlementPending,
+    #[serde(rename = "settlement.queued")]
+    SettlementQueued,
+    #[serde(rename = "settlement.paid")]
+    SettlementPaid,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 15] = [
+    pub const ALL: [EventType; 20] = [
         EventType::InvoiceCreated,
         EventType::InvoiceProcessing,
         EventType::InvoiceSettled,
@@ -60,6 +70,11 @@ impl EventType {
         EventType::PaymentVoided,
         EventType::PaymentReclaimed,
         EventType::RefundSucceeded,
+        EventType::RefundPending,
+        EventType::RefundFailed,
+        EventType::SettlementPending,
+        EventType::SettlementQueued,
+        EventType::SettlementPaid,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +94,11 @@ impl EventType {
             EventType::PaymentVoided => "payment.voided",
             EventType::PaymentReclaimed => "payment.reclaimed",
             EventType::RefundSucceeded => "refund.succeeded",
+            EventType::RefundPending => "refund.pending",
+            EventType::RefundFailed => "refund.failed",
+            EventType::SettlementPending => "settlement.pending",
+            EventType::SettlementQueued => "settlement.queued",
+            EventType::SettlementPaid => "settlement.paid",
         }
     }
 

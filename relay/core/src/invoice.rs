@@ -21,6 +21,7 @@ use crate::error::CoreError;
 use crate::event::EventType;
 use crate::id::{InvoiceId, MerchantId};
 use crate::money::{Amount, AssetBook, AssetKind, Money};
+use crate::payout::{Refund, RefundAddress, SettleTo, Settlement};
 use crate::rate::{Rate, RateSource};
 use crate::time::Timestamp;
 use alloy_primitives::U256;
@@ -119,6 +120,9 @@ pub struct BitcoinPayTo {
     pub derivation_index: u32,
     /// The merchant's confirmation policy when the invoice was created.
     pub confirmations: u32,
+    /// The address is the operator's treasury (the merchant is paid on Ethereum instead).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub treasury: bool,
 }
 
 /// A card payment's handle at the gateway, fixed when the invoice is created.
@@ -256,6 +260,13 @@ pub struct Payment {
     /// Escrow payments: the transaction that captured it to the merchant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_tx: Option<String>,
+    /// Escrow payments: the relay's fee taken at capture.
+    #[serde(default, skip_serializing_if = "zero")]
+    pub fee: Amount,
+}
+
+fn zero(a: &Amount) -> bool {
+    a.is_zero()
 }
 
 /// What the outside world says about a payment. Adapters produce these; `Invoice::apply` decides.
@@ -313,8 +324,33 @@ pub enum InvoiceInput {
         seen_at: Option<Timestamp>,
         status: PaymentStatus,
     },
-    /// An escrow deposit was captured to the merchant by transaction `tx`.
-    Captured { reference: String, tx: String },
+    /// An escrow deposit was captured to the merchant by transaction `tx`, less `fee`.
+    Captured {
+        reference: String,
+        tx: String,
+        fee: Amount,
+    },
+    /// The merchant asks to refund `amount` (default: all that is left) of `payment` (default:
+    /// the first final payment with something left to refund). Bitcoin refunds name the payer's
+    /// address. A known `id` changes nothing.
+    RequestRefund {
+        id: String,
+        payment: Option<String>,
+        amount: Option<Amount>,
+        to: Option<RefundAddress>,
+    },
+    /// The rail paid refund `id` (by transaction `tx`, or as the gateway's refund).
+    RefundPaid {
+        id: String,
+        tx: Option<String>,
+        gateway_refund: Option<String>,
+    },
+    /// Refund `id` could not be carried out; its amount is refundable again.
+    RefundFailed { id: String, reason: String },
+    /// Settlement `id` waits for the operator's liquidity.
+    SettlementQueued { id: String },
+    /// The escrow paid settlement `id` in transaction `tx`.
+    SettlementPaid { id: String, tx: String },
     /// Re-evaluate against the clock (expiry).
     Tick,
     /// The merchant cancels a still-unpaid invoice.
@@ -356,6 +392,13 @@ pub struct Invoice {
     /// How far short of the price (basis points) confirmed payments may fall and still settle it.
     #[serde(default)]
     pub tolerance_bps: u16,
+    /// For a merchant paid on Ethereum: how its card and bitcoin payments are settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_to: Option<SettleTo>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settlements: Vec<Settlement>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refunds: Vec<Refund>,
     /// Incremented on every change, for optimistic concurrency in the store.
     pub version: u64,
 }
@@ -588,6 +631,9 @@ impl Invoice {
             methods: quotes,
             payments: Vec::new(),
             tolerance_bps: params.tolerance_bps,
+            settle_to: None,
+            settlements: Vec::new(),
+            refunds: Vec::new(),
             version: 1,
         };
         Ok((invoice, vec![EventType::InvoiceCreated]))
@@ -740,7 +786,7 @@ impl Invoice {
                 total_refunded,
             } => {
                 let (p, _) = self.payment_entry(
-                    reference,
+                    reference.clone(),
                     method,
                     &asset,
                     amount,
@@ -757,7 +803,12 @@ impl Invoice {
                 let total = total_refunded.min(p.amount);
                 if total > p.refunded {
                     p.refunded = total;
-                    events.push(EventType::RefundSucceeded);
+                    let before = events.len();
+                    self.gateway_refunded(&reference, &mut events);
+                    // A refund made at the gateway itself, not through the relay.
+                    if events.len() == before {
+                        events.push(EventType::RefundSucceeded);
+                    }
                 }
                 changed = !events.is_empty();
             }
@@ -777,7 +828,7 @@ impl Invoice {
                 }
                 let seen_at = seen_at.map_or(now, |t| t.min(now));
                 let (p, new) = self.payment_entry(
-                    reference,
+                    reference.clone(),
                     method,
                     &asset,
                     amount,
@@ -789,9 +840,12 @@ impl Invoice {
                     p.status = status;
                     events.push(status.event());
                 }
+                if status == PaymentStatus::Voided {
+                    self.returned(&reference, &mut events);
+                }
                 changed = !events.is_empty();
             }
-            InvoiceInput::Captured { reference, tx } => {
+            InvoiceInput::Captured { reference, tx, fee } => {
                 let p = self
                     .payments
                     .iter_mut()
@@ -799,9 +853,39 @@ impl Invoice {
                     .ok_or(CoreError::UnknownPayment { reference })?;
                 if p.capture_tx.is_none() {
                     p.capture_tx = Some(tx);
+                    p.fee = fee.min(p.amount);
                     events.push(EventType::PaymentCaptured);
                     changed = true;
                 }
+            }
+            InvoiceInput::RequestRefund {
+                id,
+                payment,
+                amount,
+                to,
+            } => {
+                self.request_refund(id, payment, amount, to, now, &mut events)?;
+                changed = !events.is_empty();
+            }
+            InvoiceInput::RefundPaid {
+                id,
+                tx,
+                gateway_refund,
+            } => {
+                self.refund_paid(&id, tx, gateway_refund, &mut events)?;
+                changed = !events.is_empty();
+            }
+            InvoiceInput::RefundFailed { id, reason } => {
+                self.refund_failed(&id, reason, &mut events)?;
+                changed = !events.is_empty();
+            }
+            InvoiceInput::SettlementQueued { id } => {
+                self.settlement_queued(&id, &mut events)?;
+                changed = !events.is_empty();
+            }
+            InvoiceInput::SettlementPaid { id, tx } => {
+                self.settlement_paid(&id, tx, &mut events)?;
+                changed = !events.is_empty();
             }
             InvoiceInput::Tick => {}
             InvoiceInput::Cancel => {
@@ -825,6 +909,9 @@ impl Invoice {
             self.exception = exception;
             changed = true;
         }
+        let before = events.len();
+        self.plan_settlements(now, &mut events);
+        changed |= events.len() > before;
         if changed {
             self.version += 1;
         }
@@ -890,6 +977,7 @@ impl Invoice {
                     seen_at: now,
                     refunded: Amount::ZERO,
                     capture_tx: None,
+                    fee: Amount::ZERO,
                 });
                 let last = self.payments.len() - 1;
                 Ok((&mut self.payments[last], true))

@@ -12,8 +12,10 @@ pub mod event;
 pub mod gateway;
 pub mod id;
 pub mod invoice;
+pub mod ledger;
 pub mod merchant;
 pub mod money;
+pub mod payout;
 pub mod rate;
 pub mod time;
 pub mod webhook;
@@ -28,8 +30,13 @@ pub use invoice::{
     InvoiceException, InvoiceStatus, Method, MethodQuote, NewInvoice, Payment, PaymentStatus,
     ReceiveAddress, ReceiveAddresses,
 };
+pub use ledger::{Account, Balances, Line, Net};
 pub use merchant::{ApiKey, ApiKeyHash, Merchant, Secret};
 pub use money::{Amount, Asset, AssetBook, AssetKind, Money};
+pub use payout::{
+    btc_refund_reference, settlement_id, Refund, RefundAddress, RefundStatus, SettleTo, Settlement,
+    SettlementStatus, BTC_REFUND_PREFIX,
+};
 pub use rate::{FixedRates, Rate, RateSource};
 pub use time::{Clock, Timestamp};
 pub use webhook::{DeliveryAttempt, DeliveryOutcome, WebhookEndpoint};

@@ -14,8 +14,8 @@ pub use error::StoreError;
 pub use sled_store::SledStore;
 
 use relay_core::{
-    ApiKeyHash, DeliveryAttempt, Event, EventId, Invoice, InvoiceId, Merchant, MerchantId,
-    Timestamp, WebhookEndpoint,
+    ApiKeyHash, Balances, DeliveryAttempt, Event, EventId, Invoice, InvoiceId, Line, Merchant,
+    MerchantId, Timestamp, WebhookEndpoint,
 };
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -207,4 +207,35 @@ pub trait Store: Send + Sync + 'static {
     fn delivery_attempts(&self, event: &EventId) -> Result<Vec<DeliveryAttempt>, StoreError>;
     /// Queues an event again for the merchant's endpoints that want it; returns how many.
     fn redeliver(&self, event: &Event, now_ms: u64) -> Result<usize, StoreError>;
+
+    /// The merchant's ledger balances by asset and account (every invoice change posts its entry
+    /// in the same transaction).
+    fn balances(&self, merchant: &MerchantId) -> Result<Balances, StoreError>;
+    /// The ledger entries of one invoice, by the invoice version that posted them.
+    fn ledger_entries(
+        &self,
+        merchant: &MerchantId,
+        invoice: &InvoiceId,
+    ) -> Result<Vec<(u64, Vec<Line>)>, StoreError>;
+    /// Payout work still to do, of one kind (kept in step with the invoices).
+    fn payouts(&self, kind: PayoutKind) -> Result<Vec<PayoutWork>, StoreError>;
+}
+
+/// Kinds of payout work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayoutKind {
+    /// A pending refund of an escrow payment (a void or an escrow refund to send).
+    EthRefund,
+    /// A cross-rail settlement to send (pending or queued for liquidity).
+    Settlement,
+    /// A pending bitcoin refund the merchant's wallet pays; `value` is the script to watch (hex).
+    BtcRefund,
+}
+
+/// One record of payout work: the invoice, the refund or settlement id, and a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutWork {
+    pub invoice: InvoiceId,
+    pub record: String,
+    pub value: Vec<u8>,
 }

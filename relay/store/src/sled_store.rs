@@ -19,8 +19,10 @@
 
 use crate::codec::{decode, encode};
 use crate::{
-    ChainWrite, Commit, IdempotencyRecord, IdempotencyWrite, InvoiceQuery, Page, Store, StoreError,
+    ChainWrite, Commit, IdempotencyRecord, IdempotencyWrite, InvoiceQuery, Page, PayoutKind,
+    PayoutWork, Store, StoreError,
 };
+use ledger::Derived;
 use relay_core::{
     ApiKeyHash, DeliveryAttempt, Event, EventId, Invoice, InvoiceId, InvoiceStatus, Merchant,
     MerchantId, Timestamp, WebhookEndpoint,
@@ -60,6 +62,9 @@ struct Inner {
     webhook_queue: Tree,
     webhook_due: Tree,
     webhook_attempts: Tree,
+    ledger: Tree,
+    ledger_entries: Tree,
+    payouts: Tree,
     /// Serializes the writers of the webhook queue (fan-out, delivery results, redelivery), so
     /// they may read it outside their transactions.
     webhook_lock: std::sync::Mutex<()>,
@@ -215,6 +220,9 @@ impl SledStore {
             webhook_queue: tree("webhook_queue")?,
             webhook_due: tree("webhook_due")?,
             webhook_attempts: tree("webhook_attempts")?,
+            ledger: tree("ledger")?,
+            ledger_entries: tree("ledger_entries")?,
+            payouts: tree("payouts")?,
             webhook_lock: std::sync::Mutex::new(()),
             hooked_merchants: Default::default(),
             db,
@@ -319,8 +327,11 @@ impl SledStore {
             &i.events,
             &i.events_by_merchant,
             &i.webhook_fanout,
+            &i.ledger,
+            &i.ledger_entries,
+            &i.payouts,
         )
-            .transaction(|(inv, exp, dedupe_tx, ev, ev_m, fan)| {
+            .transaction(|(inv, exp, dedupe_tx, ev, ev_m, fan, led, led_e, pay)| {
                 if let Some((key, record)) = &dedupe {
                     Self::claim(dedupe_tx, key, record)?;
                 }
@@ -341,6 +352,7 @@ impl SledStore {
                     exp.remove(expiry_key(invoice.expires_at, &invoice.id))?;
                 }
                 Self::write_events(ev, ev_m, fan, events)?;
+                Derived::of(Some(&current), invoice).write(led, led_e, pay)?;
                 Ok(())
             });
         self.finish(result)
@@ -405,6 +417,26 @@ impl Store for SledStore {
         self.attempts_impl(event)
     }
 
+    fn balances(&self, merchant: &MerchantId) -> Result<relay_core::Balances, StoreError> {
+        self.read_balances(merchant)
+    }
+
+    fn ledger_entries(
+        &self,
+        merchant: &MerchantId,
+        invoice: &InvoiceId,
+    ) -> Result<Vec<(u64, Vec<relay_core::Line>)>, StoreError> {
+        self.read_entries(merchant, invoice)
+    }
+
+    fn payouts(&self, kind: PayoutKind) -> Result<Vec<PayoutWork>, StoreError> {
+        self.read_payouts(match kind {
+            PayoutKind::EthRefund => ledger::ETH_REFUND,
+            PayoutKind::Settlement => ledger::SETTLEMENT,
+            PayoutKind::BtcRefund => ledger::BTC_REFUND,
+        })
+    }
+
     fn redeliver(&self, event: &Event, now_ms: u64) -> Result<usize, StoreError> {
         self.redeliver_impl(event, now_ms)
     }
@@ -449,6 +481,8 @@ impl Store for SledStore {
         idempotency: Option<IdempotencyWrite<'_>>,
     ) -> Result<Commit, StoreError> {
         let i = &self.inner;
+        // A new invoice has no payments, refunds or settlements: nothing for the ledger yet.
+        debug_assert!(Derived::of(None, invoice).is_empty());
         let events = self.encode_events(events);
         let id = invoice.id.as_str().as_bytes();
         let value = encode(invoice);
@@ -626,8 +660,11 @@ impl Store for SledStore {
             &i.events_by_merchant,
             &i.chains,
             &i.webhook_fanout,
+            &i.ledger,
+            &i.ledger_entries,
+            &i.payouts,
         )
-            .transaction(|(inv, exp, ev, ev_m, chains, fan)| {
+            .transaction(|(inv, exp, ev, ev_m, chains, fan, led, led_e, pay)| {
                 for (expected_version, invoice, value, events) in &invoices {
                     let id = invoice.id.as_str().as_bytes();
                     let Some(current) = inv.get(id)? else {
@@ -643,6 +680,7 @@ impl Store for SledStore {
                         exp.remove(expiry_key(invoice.expires_at, &invoice.id))?;
                     }
                     Self::write_events(ev, ev_m, fan, events)?;
+                    Derived::of(Some(&current), invoice).write(led, led_e, pay)?;
                 }
                 for key in &write.delete {
                     chains.remove(concat(&prefix, key))?;
@@ -773,6 +811,7 @@ impl Store for SledStore {
     }
 }
 
+mod ledger;
 mod webhooks;
 pub use webhooks::DueDelivery;
 

@@ -554,6 +554,7 @@ fn a_reclaimed_deposit_no_longer_settles_the_invoice() {
 fn a_capture_is_recorded_once_and_needs_a_known_payment() {
     let mut inv = new_invoice(2500, vec![Method::Ethereum]);
     let capture = |tx: &str| InvoiceInput::Captured {
+        fee: Amount::ZERO,
         reference: "eth:0xa".into(),
         tx: tx.into(),
     };

@@ -249,6 +249,7 @@ fn with_script(mut inv: Invoice, script: &str) -> Invoice {
         script_pubkey: script.into(),
         derivation_index: 0,
         confirmations: 1,
+        treasury: false,
     });
     inv
 }
@@ -437,4 +438,129 @@ fn webhook_lanes_deliver_an_invoices_events_in_order_and_survive_reopen() {
     assert_eq!(s.redeliver(&events[0], 6_000).unwrap(), 1);
     assert_eq!(s.redeliver(&events[0], 6_000).unwrap(), 0);
     assert_eq!(s.due_deliveries(6_000, 10).unwrap().len(), 1);
+}
+
+/// Every invoice change posts its ledger entry in its own transaction, whichever write path it
+/// takes: the stored balances are always the sum of the invoices' positions, and payout work
+/// appears and disappears with the records it stands for.
+#[test]
+fn the_ledger_follows_every_write_path_and_payout_work_follows_the_records() {
+    let (_d, s) = store();
+    let m = merchant(1);
+    let card = |n: u32| InvoiceInput::Observe {
+        reference: format!("pi_{n}"),
+        method: Method::Card,
+        asset: "USD".into(),
+        amount: Amount::from_minor(100 + u128::from(n)),
+        confirmed: true,
+        confirmations: 1,
+        seen_at: None,
+    };
+    let mut invoices = Vec::new();
+    for n in 1..=3u32 {
+        let (mut inv, ev) = invoice(&m, n, None);
+        if n == 3 {
+            inv.settle_to = Some(relay_core::SettleTo {
+                due: Money {
+                    asset: Asset::eth(),
+                    amount: Amount::from_minor(5),
+                },
+                rate: relay_core::Rate {
+                    base: "ETH".into(),
+                    quote: "USD".into(),
+                    price: "2500".parse().unwrap(),
+                },
+                payout: format!("0x{}", "ab".repeat(20)),
+                token: None,
+            });
+        }
+        assert_eq!(s.create_invoice(&inv, &ev, None).unwrap(), Commit::Done);
+        invoices.push(inv);
+    }
+    let now = T0.plus_seconds(10);
+    // 1: through update_invoice, then a refund request and its gateway confirmation.
+    let mut a = invoices[0].clone();
+    a.apply(card(1), now).unwrap();
+    assert_eq!(s.update_invoice(1, &a, &[], None).unwrap(), Commit::Done);
+    let v = a.version;
+    a.apply(
+        InvoiceInput::RequestRefund {
+            id: "re_1".into(),
+            payment: None,
+            amount: Some(Amount::from_minor(40)),
+            to: None,
+        },
+        now,
+    )
+    .unwrap();
+    assert_eq!(s.update_invoice(v, &a, &[], None).unwrap(), Commit::Done);
+    // 2: through record_inbound (a gateway webhook).
+    let mut b = invoices[1].clone();
+    b.apply(card(2), now).unwrap();
+    let rec = IdempotencyRecord {
+        fingerprint: [0; 32],
+        status: 200,
+        body: String::new(),
+        created_at: now,
+    };
+    assert_eq!(
+        s.record_inbound("stripe:evt_1", &rec, Some((1, &b, &[])))
+            .unwrap(),
+        Commit::Done
+    );
+    // 3: through commit_chain; it plans a settlement, which becomes payout work.
+    let mut c = invoices[2].clone();
+    c.apply(card(3), now).unwrap();
+    let write = ChainWrite {
+        cursor: b"c".to_vec(),
+        invoices: vec![(1, c.clone(), Vec::new())],
+        ..Default::default()
+    };
+    assert_eq!(s.commit_chain("t", &write).unwrap(), Commit::Done);
+    let work = s.payouts(PayoutKind::Settlement).unwrap();
+    assert_eq!(work.len(), 1);
+    assert_eq!(work[0].invoice, c.id);
+    assert_eq!(work[0].record, c.settlements[0].id);
+
+    let sum = |invs: &[&Invoice]| {
+        let mut b = relay_core::Balances::default();
+        for inv in invs {
+            b.apply(&relay_core::ledger::position(inv).diff(&Default::default()));
+        }
+        b
+    };
+    assert_eq!(s.balances(&m.id).unwrap(), sum(&[&a, &b, &c]));
+    let usd = s.balances(&m.id).unwrap();
+    assert_eq!(
+        usd.get("USD", relay_core::Account::Available).credit,
+        Amount::from_minor(101 + 102 + 103)
+    );
+    assert!(usd.unbalanced_assets().is_empty());
+
+    // The settlement is paid: its work is gone, and the ledger moves it to Ethereum.
+    let v = c.version;
+    let id = c.settlements[0].id.clone();
+    c.apply(
+        InvoiceInput::SettlementPaid {
+            id,
+            tx: "0x1".into(),
+        },
+        now,
+    )
+    .unwrap();
+    assert_eq!(s.update_invoice(v, &c, &[], None).unwrap(), Commit::Done);
+    assert!(s.payouts(PayoutKind::Settlement).unwrap().is_empty());
+    let after = s.balances(&m.id).unwrap();
+    assert_eq!(after, sum(&[&a, &b, &c]));
+    assert_eq!(
+        after.get("ETH", relay_core::Account::PaidOut).credit,
+        Amount::from_minor(5)
+    );
+    // A stale write is refused and posts nothing.
+    assert_eq!(
+        s.update_invoice(v, &c, &[], None).unwrap(),
+        Commit::Conflict
+    );
+    assert_eq!(s.balances(&m.id).unwrap(), after);
+    assert_eq!(s.ledger_entries(&m.id, &c.id).unwrap().len(), 2);
 }

@@ -1,0 +1,494 @@
+use super::*;
+use crate::event::EventType;
+use crate::id::{InvoiceId, MerchantId};
+use crate::invoice::{InvoiceInput, InvoiceStatus, NewInvoice};
+use crate::money::{Asset, AssetBook, Money};
+use crate::payout::{RefundAddress, RefundStatus, SettleTo};
+use crate::rate::{FixedRates, Rate};
+use crate::time::Timestamp;
+use proptest::prelude::*;
+
+const T0: Timestamp = Timestamp(1_800_000_000);
+const PRICE: u128 = 2500;
+// What the price is worth on each rail at the test rates.
+const SAT: u128 = 41_667;
+const WEI: u128 = 10_000_000_000_000_000;
+const CENTS: u128 = 2500;
+
+fn invoice(cross_rail: bool) -> Invoice {
+    let rates = FixedRates::from_pairs([("BTC/USD", "60000"), ("ETH/USD", "2500")]).unwrap();
+    let params = NewInvoice {
+        merchant_id: MerchantId::from_entropy([1; 12]),
+        price: Money {
+            asset: Asset::fiat("USD", 2),
+            amount: Amount::from_minor(PRICE),
+        },
+        order_id: None,
+        description: None,
+        metadata: Default::default(),
+        expires_at: T0.plus_seconds(900),
+        methods: vec![Method::Bitcoin, Method::Ethereum, Method::Card],
+        tolerance_bps: 0,
+        eth_asset: None,
+    };
+    let quotes = params.quote(&AssetBook::default(), &rates).unwrap();
+    let (mut inv, _) =
+        Invoice::create(InvoiceId::from_entropy([2; 12]), params, quotes, T0).unwrap();
+    if cross_rail {
+        inv.settle_to = Some(SettleTo {
+            due: Money {
+                asset: Asset::eth(),
+                amount: Amount::from_minor(WEI),
+            },
+            rate: Rate {
+                base: "ETH".into(),
+                quote: "USD".into(),
+                price: "2500".parse().unwrap(),
+            },
+            payout: format!("0x{}", "aa".repeat(20)),
+            token: None,
+        });
+    }
+    inv
+}
+
+fn method(i: u8) -> (Method, &'static str, u128) {
+    match i % 3 {
+        0 => (Method::Bitcoin, "BTC", SAT),
+        1 => (Method::Ethereum, "ETH", WEI),
+        _ => (Method::Card, "USD", CENTS),
+    }
+}
+
+fn reference(m: Method, n: u8) -> String {
+    match m {
+        Method::Bitcoin => format!("btc:{:064x}:{n}", n),
+        Method::Ethereum => format!("eth:0x{:064x}", n),
+        Method::Card => format!("pi_{n}"),
+    }
+}
+
+/// One thing that can happen to an invoice: payments, reorgs, captures, refunds, settlements.
+#[derive(Debug, Clone)]
+enum Op {
+    Observe {
+        m: u8,
+        n: u8,
+        half: bool,
+        confirmed: bool,
+    },
+    Revert {
+        m: u8,
+        n: u8,
+    },
+    Dispute {
+        n: u8,
+    },
+    Capture {
+        n: u8,
+        fee_bps: u16,
+    },
+    Void {
+        n: u8,
+    },
+    RequestRefund {
+        m: u8,
+        n: u8,
+        amount: Option<u64>,
+    },
+    RefundPaid {
+        k: u8,
+    },
+    RefundFailed {
+        k: u8,
+    },
+    GatewayRefund {
+        n: u8,
+        total: u64,
+    },
+    SettlementQueued {
+        k: u8,
+    },
+    SettlementPaid {
+        k: u8,
+    },
+    Tick {
+        secs: u16,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let n = 0u8..3;
+    prop_oneof![
+        4 => (any::<u8>(), n.clone(), any::<bool>(), any::<bool>())
+            .prop_map(|(m, n, half, confirmed)| Op::Observe { m, n, half, confirmed }),
+        2 => (any::<u8>(), n.clone()).prop_map(|(m, n)| Op::Revert { m, n }),
+        1 => n.clone().prop_map(|n| Op::Dispute { n }),
+        2 => (n.clone(), 0u16..2000).prop_map(|(n, fee_bps)| Op::Capture { n, fee_bps }),
+        1 => n.clone().prop_map(|n| Op::Void { n }),
+        3 => (any::<u8>(), n.clone(), proptest::option::of(1u64..50_000))
+            .prop_map(|(m, n, amount)| Op::RequestRefund { m, n, amount }),
+        2 => any::<u8>().prop_map(|k| Op::RefundPaid { k }),
+        1 => any::<u8>().prop_map(|k| Op::RefundFailed { k }),
+        1 => (n.clone(), 0u64..3000).prop_map(|(n, total)| Op::GatewayRefund { n, total }),
+        1 => any::<u8>().prop_map(|k| Op::SettlementQueued { k }),
+        2 => any::<u8>().prop_map(|k| Op::SettlementPaid { k }),
+        1 => (0u16..1200).prop_map(|secs| Op::Tick { secs }),
+    ]
+}
+
+fn input(inv: &Invoice, op: &Op) -> Option<InvoiceInput> {
+    let pick = |k: u8, len: usize| (len > 0).then(|| usize::from(k) % len);
+    Some(match *op {
+        Op::Observe {
+            m,
+            n,
+            half,
+            confirmed,
+        } => {
+            let (method, asset, full) = method(m);
+            InvoiceInput::Observe {
+                reference: reference(method, n),
+                method,
+                asset: asset.into(),
+                amount: Amount::from_minor(if half { full / 2 } else { full }),
+                confirmed,
+                confirmations: u32::from(confirmed),
+                seen_at: None,
+            }
+        }
+        Op::Revert { m, n } => InvoiceInput::Drop {
+            reference: reference(method(m).0, n),
+            status: PaymentStatus::Reverted,
+        },
+        Op::Dispute { n } => InvoiceInput::Dispute {
+            reference: reference(Method::Card, n),
+            method: Method::Card,
+            asset: "USD".into(),
+            amount: Amount::from_minor(CENTS),
+        },
+        Op::Capture { n, fee_bps } => {
+            let reference = reference(Method::Ethereum, n);
+            let p = inv.payments.iter().find(|p| p.reference == reference)?;
+            InvoiceInput::Captured {
+                fee: Amount(
+                    p.amount.0 * alloy_primitives::U256::from(fee_bps)
+                        / alloy_primitives::U256::from(10_000),
+                ),
+                reference,
+                tx: format!("0xc{n}"),
+            }
+        }
+        Op::Void { n } => InvoiceInput::Return {
+            reference: reference(Method::Ethereum, n),
+            method: Method::Ethereum,
+            asset: "ETH".into(),
+            amount: Amount::from_minor(WEI),
+            seen_at: None,
+            status: PaymentStatus::Voided,
+        },
+        Op::RequestRefund { m, n, amount } => {
+            let (method, _, _) = method(m);
+            InvoiceInput::RequestRefund {
+                id: format!("re_{}", inv.refunds.len()),
+                payment: Some(reference(method, n)),
+                amount: amount.map(|a| Amount::from_minor(u128::from(a))),
+                to: Some(RefundAddress {
+                    address: "bcrt1qpayer".into(),
+                    script_pubkey: "0014aa".into(),
+                }),
+            }
+        }
+        Op::RefundPaid { k } => InvoiceInput::RefundPaid {
+            id: inv.refunds[pick(k, inv.refunds.len())?].id.clone(),
+            tx: Some("0xr".into()),
+            gateway_refund: None,
+        },
+        Op::RefundFailed { k } => InvoiceInput::RefundFailed {
+            id: inv.refunds[pick(k, inv.refunds.len())?].id.clone(),
+            reason: "declined".into(),
+        },
+        Op::GatewayRefund { n, total } => InvoiceInput::Refund {
+            reference: reference(Method::Card, n),
+            method: Method::Card,
+            asset: "USD".into(),
+            amount: Amount::from_minor(CENTS),
+            total_refunded: Amount::from_minor(u128::from(total)),
+        },
+        Op::SettlementQueued { k } => InvoiceInput::SettlementQueued {
+            id: inv.settlements[pick(k, inv.settlements.len())?].id.clone(),
+        },
+        Op::SettlementPaid { k } => InvoiceInput::SettlementPaid {
+            id: inv.settlements[pick(k, inv.settlements.len())?].id.clone(),
+            tx: "0xs".into(),
+        },
+        Op::Tick { .. } => InvoiceInput::Tick,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Random payments, reorgs, disputes, captures, voids, refunds and settlements: the entries
+    /// written at each step add up to the invoice's position, every asset sums to zero, no account
+    /// is on the wrong side, and no payment is ever refunded beyond what was paid.
+    #[test]
+    fn entries_stay_balanced_and_never_refund_more_than_paid(
+        cross_rail in any::<bool>(),
+        ops in proptest::collection::vec(op(), 1..40),
+    ) {
+        let mut inv = invoice(cross_rail);
+        let mut books = Balances::default();
+        let mut now = T0;
+        for op in &ops {
+            if let Op::Tick { secs } = op {
+                now = now.plus_seconds(i64::from(*secs));
+            }
+            let Some(input) = input(&inv, op) else { continue };
+            let before = inv.clone();
+            match inv.apply(input, now) {
+                Ok(t) => {
+                    prop_assert_eq!(t.changed, inv != before);
+                    books.apply(&entry_lines(Some(&before), &inv));
+                }
+                Err(_) => {
+                    prop_assert_eq!(&inv, &before, "a refused input changed the invoice");
+                }
+            }
+            prop_assert_eq!(&books, &position(&inv));
+            prop_assert!(books.unbalanced_assets().is_empty(), "{:?}", books);
+            prop_assert!(books.violations().is_empty(), "{:?} after {:?}", books.violations(), op);
+            for p in &inv.payments {
+                prop_assert!(p.refunded <= p.amount);
+                let reserved = inv
+                    .refunds
+                    .iter()
+                    .filter(|r| r.payment == p.reference && r.status != RefundStatus::Failed)
+                    .fold(alloy_primitives::U256::ZERO, |s, r| s + r.amount.0);
+                prop_assert!(reserved <= p.amount.0, "refunds {} exceed payment {}", reserved, p.amount);
+            }
+            // A settlement is planned at most once per payment, and only for cross-rail ones.
+            let mut ids: Vec<_> = inv.settlements.iter().map(|s| &s.id).collect();
+            ids.dedup();
+            prop_assert_eq!(ids.len(), inv.settlements.len());
+            prop_assert!(cross_rail || inv.settlements.is_empty());
+        }
+    }
+}
+
+fn apply(inv: &mut Invoice, books: &mut Balances, input: InvoiceInput) -> Vec<EventType> {
+    let before = inv.clone();
+    let t = inv.apply(input, T0.plus_seconds(60)).unwrap();
+    books.apply(&entry_lines(Some(&before), inv));
+    t.events
+}
+
+fn step(inv: &mut Invoice, books: &mut Balances, op: &Op) -> Vec<EventType> {
+    let input = input(inv, op).unwrap();
+    apply(inv, books, input)
+}
+
+fn net(books: &Balances, asset: &str, account: Account) -> Option<u128> {
+    books
+        .get(asset, account)
+        .on_normal_side(account)
+        .map(|a| u128::try_from(a.0).unwrap())
+}
+
+#[test]
+fn a_captured_deposit_is_paid_out_less_the_fee_and_refunded_later() {
+    let mut inv = invoice(false);
+    let mut books = Balances::default();
+    let eth = reference(Method::Ethereum, 1);
+    step(
+        &mut inv,
+        &mut books,
+        &Op::Observe {
+            m: 1,
+            n: 1,
+            half: false,
+            confirmed: true,
+        },
+    );
+    assert_eq!(net(&books, "ETH", Account::Available), Some(WEI));
+    apply(
+        &mut inv,
+        &mut books,
+        InvoiceInput::Captured {
+            reference: eth.clone(),
+            tx: "0xc".into(),
+            fee: Amount::from_minor(WEI / 100),
+        },
+    );
+    assert_eq!(net(&books, "ETH", Account::Available), Some(0));
+    assert_eq!(net(&books, "ETH", Account::PaidOut), Some(WEI - WEI / 100));
+    assert_eq!(net(&books, "ETH", Account::Fees), Some(WEI / 100));
+    let events = apply(
+        &mut inv,
+        &mut books,
+        InvoiceInput::RequestRefund {
+            id: "re_1".into(),
+            payment: None,
+            amount: Some(Amount::from_minor(WEI / 4)),
+            to: None,
+        },
+    );
+    assert_eq!(events, vec![EventType::RefundPending]);
+    // Reserved, not yet paid: the books do not move until the chain says so.
+    assert_eq!(net(&books, "ETH", Account::Refunded), Some(0));
+    let events = apply(
+        &mut inv,
+        &mut books,
+        InvoiceInput::RefundPaid {
+            id: "re_1".into(),
+            tx: Some("0xr".into()),
+            gateway_refund: None,
+        },
+    );
+    assert_eq!(events, vec![EventType::RefundSucceeded]);
+    assert_eq!(net(&books, "ETH", Account::Refunded), Some(WEI / 4));
+    assert_eq!(net(&books, "ETH", Account::Payers), Some(WEI - WEI / 4));
+    let err = inv
+        .apply(
+            InvoiceInput::RequestRefund {
+                id: "re_2".into(),
+                payment: None,
+                amount: Some(Amount::from_minor(WEI)),
+                to: None,
+            },
+            T0.plus_seconds(70),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, crate::CoreError::RefundTooLarge { .. }),
+        "{err}"
+    );
+    assert!(books.unbalanced_assets().is_empty());
+}
+
+#[test]
+fn a_card_payment_settled_on_ethereum_moves_to_treasury_and_a_dispute_becomes_a_liability() {
+    let mut inv = invoice(true);
+    let mut books = Balances::default();
+    let events = step(
+        &mut inv,
+        &mut books,
+        &Op::Observe {
+            m: 2,
+            n: 7,
+            half: false,
+            confirmed: true,
+        },
+    );
+    assert!(events.contains(&EventType::InvoiceSettled));
+    assert_eq!(events.last(), Some(&EventType::SettlementPending));
+    assert_eq!(inv.status, InvoiceStatus::Settled);
+    let s = inv.settlements[0].clone();
+    assert_eq!(s.source_ref, "pi_7");
+    assert_eq!(s.amount, Amount::from_minor(WEI));
+    assert_eq!(s.id, crate::payout::settlement_id(inv.id.as_str(), "pi_7"));
+    assert_eq!(net(&books, "USD", Account::Available), Some(CENTS));
+    // Replaying the payment plans nothing new.
+    let again = step(
+        &mut inv,
+        &mut books,
+        &Op::Observe {
+            m: 2,
+            n: 7,
+            half: false,
+            confirmed: true,
+        },
+    );
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(inv.settlements.len(), 1);
+    apply(
+        &mut inv,
+        &mut books,
+        InvoiceInput::SettlementPaid {
+            id: s.id.clone(),
+            tx: "0xs".into(),
+        },
+    );
+    assert_eq!(net(&books, "USD", Account::Available), Some(0));
+    assert_eq!(net(&books, "USD", Account::Treasury), Some(CENTS));
+    assert_eq!(net(&books, "ETH", Account::PaidOut), Some(WEI));
+    assert_eq!(net(&books, "ETH", Account::Liquidity), Some(WEI));
+    step(&mut inv, &mut books, &Op::Dispute { n: 7 });
+    assert_eq!(net(&books, "USD", Account::Treasury), Some(0));
+    assert_eq!(net(&books, "ETH", Account::Liability), Some(WEI));
+    assert_eq!(net(&books, "ETH", Account::Liquidity), Some(0));
+    assert!(books.unbalanced_assets().is_empty());
+    assert!(books.violations().is_empty());
+}
+
+#[test]
+fn a_bitcoin_refund_needs_an_address_and_is_counted_once_paid() {
+    let mut inv = invoice(false);
+    let mut books = Balances::default();
+    step(
+        &mut inv,
+        &mut books,
+        &Op::Observe {
+            m: 0,
+            n: 1,
+            half: false,
+            confirmed: true,
+        },
+    );
+    assert_eq!(net(&books, "BTC", Account::PaidOut), Some(SAT));
+    let err = inv
+        .apply(
+            InvoiceInput::RequestRefund {
+                id: "re_1".into(),
+                payment: None,
+                amount: None,
+                to: None,
+            },
+            T0.plus_seconds(70),
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        crate::CoreError::InvalidField {
+            field: "bitcoin_address",
+            ..
+        }
+    ));
+    apply(
+        &mut inv,
+        &mut books,
+        InvoiceInput::RequestRefund {
+            id: "re_1".into(),
+            payment: None,
+            amount: None,
+            to: Some(RefundAddress {
+                address: "bcrt1qpayer".into(),
+                script_pubkey: "0014bb".into(),
+            }),
+        },
+    );
+    assert_eq!(inv.refunds[0].amount, Amount::from_minor(SAT));
+    assert!(inv
+        .apply(
+            InvoiceInput::RequestRefund {
+                id: "re_2".into(),
+                payment: None,
+                amount: Some(Amount::from_minor(1)),
+                to: None
+            },
+            T0.plus_seconds(70),
+        )
+        .is_err());
+    apply(
+        &mut inv,
+        &mut books,
+        InvoiceInput::RefundPaid {
+            id: "re_1".into(),
+            tx: Some("ab".into()),
+            gateway_refund: None,
+        },
+    );
+    assert_eq!(net(&books, "BTC", Account::Refunded), Some(SAT));
+    assert_eq!(net(&books, "BTC", Account::Payers), Some(0));
+    assert!(books.unbalanced_assets().is_empty());
+}

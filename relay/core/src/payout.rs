@@ -1,0 +1,443 @@
+//! Money leaving the relay after a payment: refunds to payers and cross-rail settlements to
+//! merchants. Both are records on the invoice, so they change in the same atomic write as the rest
+//! of it, and the ledger follows them.
+//!
+//! - A **refund** reserves its amount when it is requested (`pending`): the sum of a payment's
+//!   pending and succeeded refunds never exceeds the payment, so two concurrent requests cannot
+//!   together refund more than was paid (the store's version check serialises them). The rail then
+//!   carries it out: an escrow void or refund, a gateway refund, or the merchant's own bitcoin
+//!   wallet; the relay marks it `succeeded` when it sees that happen.
+//! - A **settlement** pays a merchant who wants to be paid on Ethereum for a card or bitcoin
+//!   payment, out of the operator's liquidity in the escrow. One per payment, planned once the
+//!   payment is final and the invoice is no longer in progress; its id is derived from the invoice
+//!   and the payment, and the escrow refuses a settlement id twice, so a retry or a replay can never
+//!   pay twice.
+
+use crate::error::CoreError;
+use crate::event::EventType;
+use crate::invoice::{Invoice, InvoiceStatus, Method, Payment, PaymentStatus};
+use crate::money::{Amount, Money};
+use crate::rate::Rate;
+use crate::time::Timestamp;
+use alloy_primitives::U256;
+use serde::{Deserialize, Serialize};
+
+/// How a merchant that wants Ethereum is paid for card and bitcoin payments, fixed at creation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettleTo {
+    /// The settlement asset (ETH or an ERC-20) and what the whole price is worth in it, at the
+    /// rate locked when the invoice was created.
+    pub due: Money,
+    pub rate: Rate,
+    /// The merchant's payout address, `0x` hex.
+    pub payout: String,
+    /// The ERC-20 contract, or `None` for ether.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SettlementStatus {
+    /// Planned; the operator sends it.
+    Pending,
+    /// Waiting for the operator's liquidity to cover it (it is sent when it does).
+    Queued,
+    /// The escrow's `Settled` log was seen.
+    Paid,
+}
+
+/// One payment paid out to the merchant on Ethereum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    /// `0x` + 32 bytes: [`settlement_id`] of the invoice and the payment.
+    pub id: String,
+    /// The payment's reference on the invoice.
+    pub payment: String,
+    /// What the escrow records as the source: the gateway's PaymentIntent id or the bitcoin txid.
+    pub source_ref: String,
+    /// In the settlement asset's minor units.
+    pub amount: Amount,
+    pub asset: String,
+    pub status: SettlementStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx: Option<String>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+/// A refund of (part of) one payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refund {
+    /// `re_…`
+    pub id: String,
+    /// The refunded payment's reference.
+    pub payment: String,
+    pub method: Method,
+    pub amount: Amount,
+    pub asset: String,
+    pub status: RefundStatus,
+    /// Bitcoin: where the merchant's wallet pays the refund.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Bitcoin: the address's output script, hex (the watcher matches it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script_pubkey: Option<String>,
+    /// The transaction that paid it (escrow refund or void, bitcoin payment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx: Option<String>,
+    /// Card: the gateway's refund id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_refund: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// Where a bitcoin refund goes: the payer's address and its output script (hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundAddress {
+    pub address: String,
+    pub script_pubkey: String,
+}
+
+/// The reference key under which the bitcoin watcher finds a refund's output script.
+pub fn btc_refund_reference(script_hex: &str) -> String {
+    format!("{BTC_REFUND_PREFIX}{script_hex}")
+}
+
+/// Prefix of [`btc_refund_reference`] keys.
+pub const BTC_REFUND_PREFIX: &str = "btcr:";
+
+/// The settlement id of `payment` on `invoice`: keccak256 of both, so the same payment always
+/// gets the same id (and the escrow pays an id once).
+pub fn settlement_id(invoice: &str, payment: &str) -> String {
+    let mut buf = b"relay.settlement\0".to_vec();
+    buf.extend_from_slice(invoice.as_bytes());
+    buf.push(0);
+    buf.extend_from_slice(payment.as_bytes());
+    format!("{:#x}", alloy_primitives::keccak256(buf))
+}
+
+/// The source reference recorded on chain for a payment: the PaymentIntent id for a card, the
+/// transaction id for bitcoin (`btc:<txid>:<vout>` → `<txid>`).
+pub fn source_ref(p: &Payment) -> String {
+    match p.method {
+        Method::Bitcoin => p
+            .reference
+            .strip_prefix("btc:")
+            .and_then(|r| r.rsplit_once(':'))
+            .map_or_else(|| p.reference.clone(), |(txid, _)| txid.to_owned()),
+        _ => p.reference.clone(),
+    }
+}
+
+impl Invoice {
+    /// Whether payments on `method` are paid to the merchant by cross-rail settlement.
+    pub fn settles_cross_rail(&self, method: Method) -> bool {
+        self.settle_to.is_some() && matches!(method, Method::Card | Method::Bitcoin)
+    }
+
+    /// What is left to refund of the payment `reference`: its amount less every refund not
+    /// failed (and less what the gateway reports refunded, which may include refunds made there).
+    pub fn refundable(&self, reference: &str) -> Amount {
+        let Some(p) = self.payments.iter().find(|p| p.reference == reference) else {
+            return Amount::ZERO;
+        };
+        let requested = self
+            .refunds
+            .iter()
+            .filter(|r| r.payment == reference && r.status != RefundStatus::Failed)
+            .fold(U256::ZERO, |s, r| s.saturating_add(r.amount.0));
+        p.amount.saturating_sub(Amount(requested.max(p.refunded.0)))
+    }
+
+    /// Records a refund request (`refund.pending`), reserving its amount.
+    pub(crate) fn request_refund(
+        &mut self,
+        id: String,
+        payment: Option<String>,
+        amount: Option<Amount>,
+        to: Option<RefundAddress>,
+        now: Timestamp,
+        events: &mut Vec<EventType>,
+    ) -> Result<(), CoreError> {
+        if self.refunds.iter().any(|r| r.id == id) {
+            return Ok(());
+        }
+        let not = |reason: &str| CoreError::NotRefundable {
+            reason: reason.into(),
+        };
+        let p = match &payment {
+            Some(reference) => self
+                .payments
+                .iter()
+                .find(|p| &p.reference == reference)
+                .ok_or_else(|| CoreError::UnknownPayment {
+                    reference: reference.clone(),
+                })?,
+            None => self
+                .payments
+                .iter()
+                .find(|p| {
+                    p.status == PaymentStatus::Confirmed && !self.refundable(&p.reference).is_zero()
+                })
+                .ok_or_else(|| not("the invoice has no final payment left to refund"))?,
+        };
+        if p.status != PaymentStatus::Confirmed {
+            return Err(not(match p.status {
+                PaymentStatus::Pending => "the payment is not final yet",
+                PaymentStatus::Disputed => "the payment is disputed",
+                _ => "the payment did not reach the merchant",
+            }));
+        }
+        let refundable = self.refundable(&p.reference);
+        let asset = self
+            .quote_for(p.method)
+            .map(|q| q.due.asset.clone())
+            .ok_or_else(|| CoreError::MethodNotOffered {
+                method: p.method.to_string(),
+            })?;
+        if refundable.is_zero() {
+            return Err(not("the payment is already refunded in full"));
+        }
+        let amount = amount.unwrap_or(refundable);
+        if amount.is_zero() {
+            return Err(CoreError::InvalidAmount {
+                asset: asset.code.clone(),
+                input: "0".into(),
+                reason: "a refund must be greater than zero",
+            });
+        }
+        if amount > refundable {
+            return Err(CoreError::RefundTooLarge {
+                refundable: refundable.to_decimal_string(asset.decimals),
+                asset: asset.code,
+            });
+        }
+        if p.method == Method::Bitcoin && to.is_none() {
+            return Err(CoreError::InvalidField {
+                field: "bitcoin_address",
+                reason: "a bitcoin refund needs the payer's address".into(),
+            });
+        }
+        if self.settles_cross_rail(p.method) {
+            return Err(not(
+                "the payment is settled to the merchant on Ethereum; refund it from there",
+            ));
+        }
+        let (address, script_pubkey) = match (p.method, to) {
+            (Method::Bitcoin, Some(t)) => (Some(t.address), Some(t.script_pubkey)),
+            _ => (None, None),
+        };
+        self.refunds.push(Refund {
+            id,
+            payment: p.reference.clone(),
+            method: p.method,
+            amount,
+            asset: asset.code,
+            status: RefundStatus::Pending,
+            address,
+            script_pubkey,
+            tx: None,
+            gateway_refund: None,
+            failure: None,
+            created_at: now,
+        });
+        events.push(EventType::RefundPending);
+        Ok(())
+    }
+
+    /// Marks a pending refund paid (`refund.succeeded`) and counts it on its payment.
+    pub(crate) fn refund_paid(
+        &mut self,
+        id: &str,
+        tx: Option<String>,
+        gateway_refund: Option<String>,
+        events: &mut Vec<EventType>,
+    ) -> Result<(), CoreError> {
+        let r = self
+            .refunds
+            .iter_mut()
+            .find(|r| r.id == id)
+            .ok_or_else(|| CoreError::UnknownRecord { id: id.to_owned() })?;
+        // Only a pending refund can be paid: a failed one released its amount, which another
+        // refund may have taken since.
+        if r.status != RefundStatus::Pending {
+            return Ok(());
+        }
+        r.status = RefundStatus::Succeeded;
+        r.failure = None;
+        if tx.is_some() {
+            r.tx = tx;
+        }
+        if gateway_refund.is_some() {
+            r.gateway_refund = gateway_refund;
+        }
+        let (reference, amount) = (r.payment.clone(), r.amount);
+        if let Some(p) = self.payments.iter_mut().find(|p| p.reference == reference) {
+            p.refunded = p
+                .refunded
+                .checked_add(amount)
+                .unwrap_or(p.amount)
+                .min(p.amount);
+        }
+        events.push(EventType::RefundSucceeded);
+        Ok(())
+    }
+
+    /// Marks a pending refund failed (`refund.failed`); its amount is refundable again.
+    pub(crate) fn refund_failed(
+        &mut self,
+        id: &str,
+        reason: String,
+        events: &mut Vec<EventType>,
+    ) -> Result<(), CoreError> {
+        let r = self
+            .refunds
+            .iter_mut()
+            .find(|r| r.id == id)
+            .ok_or_else(|| CoreError::UnknownRecord { id: id.to_owned() })?;
+        if r.status != RefundStatus::Pending {
+            return Ok(());
+        }
+        r.status = RefundStatus::Failed;
+        r.failure = Some(reason);
+        events.push(EventType::RefundFailed);
+        Ok(())
+    }
+
+    /// A gateway reports `total` refunded of a card payment: its pending refunds, oldest first,
+    /// are succeeded as far as the total covers them.
+    pub(crate) fn gateway_refunded(&mut self, reference: &str, events: &mut Vec<EventType>) {
+        let Some(total) = self
+            .payments
+            .iter()
+            .find(|p| p.reference == reference)
+            .map(|p| p.refunded.0)
+        else {
+            return;
+        };
+        let mut covered = self
+            .refunds
+            .iter()
+            .filter(|r| r.payment == reference && r.status == RefundStatus::Succeeded)
+            .fold(U256::ZERO, |s, r| s.saturating_add(r.amount.0));
+        for r in self
+            .refunds
+            .iter_mut()
+            .filter(|r| r.payment == reference && r.status == RefundStatus::Pending)
+        {
+            let next = covered.saturating_add(r.amount.0);
+            if next > total {
+                break;
+            }
+            covered = next;
+            r.status = RefundStatus::Succeeded;
+            events.push(EventType::RefundSucceeded);
+        }
+    }
+
+    /// An escrow deposit went back to its payer: pending refunds of it are done.
+    pub(crate) fn returned(&mut self, reference: &str, events: &mut Vec<EventType>) {
+        for r in self
+            .refunds
+            .iter_mut()
+            .filter(|r| r.payment == reference && r.status == RefundStatus::Pending)
+        {
+            r.status = RefundStatus::Succeeded;
+            events.push(EventType::RefundSucceeded);
+        }
+    }
+
+    /// The settlement amount of `p`: its amount converted at the locked rates (the settlement
+    /// quote over the method's quote), rounded down.
+    pub fn settlement_amount(&self, p: &Payment) -> Amount {
+        let (Some(to), Some(q)) = (&self.settle_to, self.quote_for(p.method)) else {
+            return Amount::ZERO;
+        };
+        if q.due.amount.is_zero() {
+            return Amount::ZERO;
+        }
+        match p.amount.0.checked_mul(to.due.amount.0) {
+            Some(n) => Amount(n / q.due.amount.0),
+            None => Amount(U256::MAX),
+        }
+    }
+
+    /// Plans a settlement for every final cross-rail payment that has none, once the invoice is
+    /// no longer waiting for payments.
+    pub(crate) fn plan_settlements(&mut self, now: Timestamp, events: &mut Vec<EventType>) {
+        let Some(to) = &self.settle_to else {
+            return;
+        };
+        if matches!(self.status, InvoiceStatus::New | InvoiceStatus::Processing) {
+            return;
+        }
+        let asset = to.due.asset.code.clone();
+        let planned: Vec<Settlement> = self
+            .payments
+            .iter()
+            .filter(|p| p.status == PaymentStatus::Confirmed && self.settles_cross_rail(p.method))
+            .filter(|p| !self.settlements.iter().any(|s| s.payment == p.reference))
+            .filter(|p| p.refunded.is_zero())
+            .map(|p| Settlement {
+                id: settlement_id(self.id.as_str(), &p.reference),
+                payment: p.reference.clone(),
+                source_ref: source_ref(p),
+                amount: self.settlement_amount(p),
+                asset: asset.clone(),
+                status: SettlementStatus::Pending,
+                tx: None,
+                created_at: now,
+            })
+            .filter(|s| !s.amount.is_zero())
+            .collect();
+        for s in planned {
+            self.settlements.push(s);
+            events.push(EventType::SettlementPending);
+        }
+    }
+
+    pub(crate) fn settlement_queued(
+        &mut self,
+        id: &str,
+        events: &mut Vec<EventType>,
+    ) -> Result<(), CoreError> {
+        let s = self
+            .settlements
+            .iter_mut()
+            .find(|s| s.id == id)
+            .ok_or_else(|| CoreError::UnknownRecord { id: id.to_owned() })?;
+        if s.status == SettlementStatus::Pending {
+            s.status = SettlementStatus::Queued;
+            events.push(EventType::SettlementQueued);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn settlement_paid(
+        &mut self,
+        id: &str,
+        tx: String,
+        events: &mut Vec<EventType>,
+    ) -> Result<(), CoreError> {
+        let s = self
+            .settlements
+            .iter_mut()
+            .find(|s| s.id.eq_ignore_ascii_case(id))
+            .ok_or_else(|| CoreError::UnknownRecord { id: id.to_owned() })?;
+        if s.status != SettlementStatus::Paid {
+            s.status = SettlementStatus::Paid;
+            s.tx = Some(tx);
+            events.push(EventType::SettlementPaid);
+        }
+        Ok(())
+    }
+}
