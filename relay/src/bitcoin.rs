@@ -5,6 +5,7 @@ use crate::config::Config;
 use anyhow::{Context, Result};
 use relay_api::{BitcoinRail, IdSource};
 use relay_bitcoin::bitcoin::consensus::{deserialize, serialize};
+use relay_bitcoin::bitcoin::hashes::Hash;
 use relay_bitcoin::bitcoin::{Network, OutPoint, ScriptBuf};
 use relay_bitcoin::{
     BlockSource, ChainCursor, DescriptorAddresses, Observation, RpcClient, Tracked, Update,
@@ -14,8 +15,8 @@ use relay_core::invoice::{InvoiceInput, BTC_SCRIPT_PREFIX};
 use relay_core::{
     btc_payment_reference, Amount, Clock, InvoiceId, Method, PaymentStatus, Timestamp,
 };
-use relay_store::{ChainWrite, SledStore, Store};
-use std::collections::BTreeMap;
+use relay_store::{ChainWrite, PayoutKind, SledStore, Store};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -29,6 +30,40 @@ pub struct Bitcoin {
     pub network: Network,
     pub rail: BitcoinRail,
     pub scripts: mpsc::UnboundedReceiver<(ScriptBuf, InvoiceId)>,
+    pub refunds: RefundWatch,
+}
+
+/// Bitcoin refunds the watcher looks for. The watcher follows scripts for invoices; a refund's
+/// script is followed under a stand-in id derived from the refund ([`refund_key`]), which this
+/// map turns back into the invoice and the refund.
+#[derive(Clone, Default)]
+pub struct RefundWatch(Arc<std::sync::Mutex<HashMap<InvoiceId, (InvoiceId, String)>>>);
+
+impl RefundWatch {
+    fn insert(&self, key: InvoiceId, invoice: InvoiceId, refund: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (invoice, refund));
+    }
+
+    fn get(&self, key: &InvoiceId) -> Option<(InvoiceId, String)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+}
+
+/// The stand-in id under which the watcher follows a refund's script.
+fn refund_key(refund: &str) -> InvoiceId {
+    let digest = relay_bitcoin::bitcoin::hashes::sha256::Hash::hash(
+        format!("relay.refund\0{refund}").as_bytes(),
+    );
+    let mut entropy = [0u8; 12];
+    entropy.copy_from_slice(&digest.as_byte_array()[..12]);
+    InvoiceId::from_entropy(entropy)
 }
 
 /// Connects to the configured node (waiting up to `wait` for it to answer) and learns its network.
@@ -52,7 +87,30 @@ pub async fn connect(config: &Config, wait: Duration) -> Result<Option<Bitcoin>>
             }
         }
     };
+    let treasury_descriptor = config
+        .treasury_descriptor
+        .as_deref()
+        .map(validate_descriptor)
+        .transpose()
+        .context("treasury_descriptor")?;
     let (tx, rx) = mpsc::unbounded_channel();
+    let refunds = RefundWatch::default();
+    let watch_refund = {
+        let tx = tx.clone();
+        let refunds = refunds.clone();
+        move |invoice: &InvoiceId, refund: &relay_core::Refund| {
+            let Some(script) = refund
+                .script_pubkey
+                .as_deref()
+                .and_then(|h| ScriptBuf::from_hex(h).ok())
+            else {
+                return;
+            };
+            let key = refund_key(&refund.id);
+            refunds.insert(key.clone(), invoice.clone(), refund.id.clone());
+            let _ = tx.send((script, key));
+        }
+    };
     let watch = move |invoice: &relay_core::Invoice| {
         for pay_to in invoice.methods.iter().filter_map(|q| q.bitcoin.as_ref()) {
             if let Ok(script) = ScriptBuf::from_hex(&pay_to.script_pubkey) {
@@ -67,13 +125,20 @@ pub async fn connect(config: &Config, wait: Duration) -> Result<Option<Bitcoin>>
         rail: BitcoinRail {
             addresses: Arc::new(DescriptorAddresses::new(network)),
             watch: Arc::new(watch),
+            watch_refund: Arc::new(watch_refund),
+            treasury_descriptor,
         },
         scripts: rx,
+        refunds,
     }))
 }
 
 /// Rebuilds the watcher from the store: its cursor, its tracked payments and every watched script.
-fn load_watcher(store: &SledStore, config: WatcherConfig) -> Result<Watcher> {
+fn load_watcher(
+    store: &SledStore,
+    config: WatcherConfig,
+    refunds: &RefundWatch,
+) -> Result<Watcher> {
     let cursor: ChainCursor = match store.chain_cursor(CHAIN)? {
         Some(bytes) => serde_json::from_slice(&bytes).context("stored bitcoin cursor")?,
         None => ChainCursor::default(),
@@ -91,6 +156,19 @@ fn load_watcher(store: &SledStore, config: WatcherConfig) -> Result<Watcher> {
             Ok(script) => watcher.watch(script, invoice),
             Err(e) => {
                 tracing::error!(target: "relay::btc", %reference, error = %e, "unreadable watched script")
+            }
+        }
+    }
+    for w in store.payouts(PayoutKind::BtcRefund)? {
+        let hex = String::from_utf8_lossy(&w.value).into_owned();
+        match ScriptBuf::from_hex(&hex) {
+            Ok(script) => {
+                let key = refund_key(&w.record);
+                refunds.insert(key.clone(), w.invoice, w.record);
+                watcher.watch(script, key);
+            }
+            Err(e) => {
+                tracing::error!(target: "relay::btc", refund = %w.record, error = %e, "unreadable refund script")
             }
         }
     }
@@ -127,6 +205,31 @@ fn input_for(obs: &Observation, invoice: &relay_core::Invoice) -> InvoiceInput {
     }
 }
 
+/// A refund is paid once an output of at least its amount to the payer's address is as deep as
+/// the invoice's own payments must be (at least one block).
+fn refund_input(
+    obs: &Observation,
+    invoice: &relay_core::Invoice,
+    refund: &str,
+) -> Option<InvoiceInput> {
+    let Observation::Seen {
+        sat,
+        confirmations,
+        outpoint,
+        ..
+    } = obs
+    else {
+        return None;
+    };
+    let r = invoice.refunds.iter().find(|r| r.id == refund)?;
+    let deep = *confirmations >= invoice.confirmations_required(Method::Bitcoin).max(1);
+    (deep && Amount::from_minor(u128::from(*sat)) >= r.amount).then(|| InvoiceInput::RefundPaid {
+        id: refund.to_owned(),
+        tx: Some(outpoint.txid.to_string()),
+        gateway_refund: None,
+    })
+}
+
 /// Stores an update: its observations' invoice changes, tracking records and cursor, in one
 /// transaction.
 pub fn commit(
@@ -134,10 +237,21 @@ pub fn commit(
     clock: &dyn Clock,
     ids: &IdSource,
     update: &Update,
+    refunds: &RefundWatch,
 ) -> Result<usize> {
-    let mut by_invoice: BTreeMap<InvoiceId, Vec<&Observation>> = BTreeMap::new();
+    // Observations of refund scripts belong to the refund's invoice, as that refund.
+    let mut by_invoice: BTreeMap<InvoiceId, Vec<(&Observation, Option<String>)>> = BTreeMap::new();
     for o in &update.observations {
-        by_invoice.entry(o.invoice().clone()).or_default().push(o);
+        match refunds.get(o.invoice()) {
+            Some((invoice, refund)) => by_invoice
+                .entry(invoice)
+                .or_default()
+                .push((o, Some(refund))),
+            None => by_invoice
+                .entry(o.invoice().clone())
+                .or_default()
+                .push((o, None)),
+        }
     }
     let write = ChainWrite {
         cursor: serde_json::to_vec(&update.cursor)?,
@@ -156,8 +270,11 @@ pub fn commit(
         ids,
         write,
         &by_invoice,
-        |o, invoice| Some(input_for(o, invoice)),
-        |o| o.outpoint().to_string(),
+        |(o, refund), invoice| match refund {
+            Some(refund) => refund_input(o, invoice, refund),
+            None => Some(input_for(o, invoice)),
+        },
+        |(o, _)| o.outpoint().to_string(),
     )
 }
 
@@ -167,7 +284,7 @@ pub fn commit(
 pub async fn watch_loop(
     store: SledStore,
     client: RpcClient,
-    mut scripts: mpsc::UnboundedReceiver<(ScriptBuf, InvoiceId)>,
+    (mut scripts, refunds): (mpsc::UnboundedReceiver<(ScriptBuf, InvoiceId)>, RefundWatch),
     clock: Arc<dyn Clock>,
     ids: Arc<IdSource>,
     config: WatcherConfig,
@@ -181,7 +298,7 @@ pub async fn watch_loop(
         out
     };
     'rebuild: loop {
-        let mut watcher = match load_watcher(&store, config.clone()) {
+        let mut watcher = match load_watcher(&store, config.clone(), &refunds) {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(target: "relay::btc", error = %e, "cannot load the watcher's state");
@@ -211,7 +328,7 @@ pub async fn watch_loop(
                 tokio::time::sleep(poll).await;
                 continue;
             };
-            match commit(&store, clock.as_ref(), &ids, &update) {
+            match commit(&store, clock.as_ref(), &ids, &update, &refunds) {
                 Ok(changed) => {
                     metrics::counter!("relay_btc_blocks_connected_total")
                         .increment(u64::from(update.blocks_connected));

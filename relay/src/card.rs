@@ -40,6 +40,22 @@ impl CardGateway for StripeGateway {
         })
     }
 
+    fn refund<'a>(
+        &'a self,
+        payment_intent: &'a str,
+        amount_minor: u64,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let refund = self
+                .client
+                .refund(payment_intent, amount_minor, key)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(refund["id"].as_str().unwrap_or_default().to_owned())
+        })
+    }
+
     fn verify(
         &self,
         signature: Option<&str>,

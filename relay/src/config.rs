@@ -23,6 +23,9 @@ pub struct Config {
     /// ERC-20 tokens accepted besides ETH.
     pub tokens: Vec<TokenConfig>,
     pub btc_rpc_url: Option<String>,
+    /// The operator's watch-only descriptor for bitcoin invoices of merchants paid on Ethereum
+    /// (`RELAY_TREASURY_DESCRIPTOR`).
+    pub treasury_descriptor: Option<String>,
     pub eth_rpc_url: Option<String>,
     pub escrow_address: Option<String>,
     pub operator_key_file: Option<PathBuf>,
@@ -76,6 +79,7 @@ impl Default for Config {
             rates: BTreeMap::new(),
             tokens: Vec::new(),
             btc_rpc_url: None,
+            treasury_descriptor: None,
             eth_rpc_url: None,
             escrow_address: None,
             operator_key_file: None,
@@ -108,6 +112,7 @@ impl fmt::Debug for Config {
             .field("rates", &self.rates)
             .field("tokens", &self.tokens)
             .field("btc_rpc_url", &set(&self.btc_rpc_url))
+            .field("treasury_descriptor", &self.treasury_descriptor.is_some())
             .field("eth_rpc_url", &set(&self.eth_rpc_url))
             .field("escrow_address", &self.escrow_address)
             .field("stripe_api_base", &self.stripe_api_base)
@@ -179,6 +184,7 @@ impl Config {
                 }
             }
             "BTC_RPC_URL" => self.btc_rpc_url = opt(value),
+            "TREASURY_DESCRIPTOR" => self.treasury_descriptor = opt(value),
             "ETH_RPC_URL" => self.eth_rpc_url = opt(value),
             "ESCROW_ADDRESS" => self.escrow_address = opt(value),
             "OPERATOR_KEY_FILE" => self.operator_key_file = opt(value).map(PathBuf::from),

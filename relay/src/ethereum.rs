@@ -9,7 +9,7 @@ use relay_api::{EthereumRail, IdSource};
 use relay_core::invoice::InvoiceInput;
 use relay_core::{
     eth_payment_reference, eth_salt_reference, Amount, Clock, Invoice, InvoiceId, Method,
-    PaymentStatus, Timestamp,
+    PaymentStatus, RefundStatus, SettlementStatus, Timestamp,
 };
 use relay_ethereum::alloy::primitives::{Address, Bytes, B256, U256};
 use relay_ethereum::alloy::sol_types::SolCall;
@@ -18,7 +18,7 @@ use relay_ethereum::{
     ClosingKind, Cursor, Deposit, EthNode, Observation, OpTx, OperatorKey, Purpose, Sender,
     SenderConfig, TxState, Update, Watcher, WatcherConfig,
 };
-use relay_store::{ChainWrite, Commit, SledStore, Store, TrackedRecord};
+use relay_store::{ChainWrite, Commit, PayoutKind, SledStore, Store, TrackedRecord};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,8 +196,32 @@ fn match_of(invoice: &Invoice, d: &Deposit) -> Match {
     }
 }
 
-/// What an observation means for the deposit's invoice, if anything.
-fn input_for(obs: &Observation, d: &Deposit, invoice: &Invoice) -> Option<InvoiceInput> {
+/// What an observation means for its invoice, if anything: the deposit's, or (for refunds and
+/// settlements, which need no deposit) the invoice of the refund or settlement.
+fn input_for(obs: &Observation, d: Option<&Deposit>, invoice: &Invoice) -> Option<InvoiceInput> {
+    match obs {
+        Observation::Refunded { id, amount, tx } => {
+            let reference = eth_payment_reference(&format!("{id:#x}"));
+            let r = invoice.refunds.iter().find(|r| {
+                r.payment == reference
+                    && r.status == RefundStatus::Pending
+                    && r.amount == Amount(*amount)
+            })?;
+            return Some(InvoiceInput::RefundPaid {
+                id: r.id.clone(),
+                tx: Some(format!("{tx:#x}")),
+                gateway_refund: None,
+            });
+        }
+        Observation::Settled { id, tx, .. } => {
+            return Some(InvoiceInput::SettlementPaid {
+                id: format!("{id:#x}"),
+                tx: format!("{tx:#x}"),
+            })
+        }
+        _ => {}
+    }
+    let d = d?;
     let how = match_of(invoice, d);
     let quote = invoice.quote_for(Method::Ethereum)?;
     let reference = eth_payment_reference(&format!("{:#x}", d.id));
@@ -221,24 +245,27 @@ fn input_for(obs: &Observation, d: &Deposit, invoice: &Invoice) -> Option<Invoic
                 reference,
                 status: PaymentStatus::Reverted,
             }),
-        (Observation::Closed { kind, tx, .. }, Match::Exact | Match::SameAsset) => match kind {
-            ClosingKind::Captured => Some(InvoiceInput::Captured {
-                reference,
-                tx: format!("{tx:#x}"),
-            }),
-            ClosingKind::Voided | ClosingKind::Reclaimed => Some(InvoiceInput::Return {
-                reference,
-                method: Method::Ethereum,
-                asset,
-                amount: Amount(d.amount),
-                seen_at,
-                status: if *kind == ClosingKind::Voided {
-                    PaymentStatus::Voided
-                } else {
-                    PaymentStatus::Reclaimed
-                },
-            }),
-        },
+        (Observation::Closed { kind, tx, fee, .. }, Match::Exact | Match::SameAsset) => {
+            match kind {
+                ClosingKind::Captured => Some(InvoiceInput::Captured {
+                    reference,
+                    tx: format!("{tx:#x}"),
+                    fee: Amount(*fee),
+                }),
+                ClosingKind::Voided | ClosingKind::Reclaimed => Some(InvoiceInput::Return {
+                    reference,
+                    method: Method::Ethereum,
+                    asset,
+                    amount: Amount(d.amount),
+                    seen_at,
+                    status: if *kind == ClosingKind::Voided {
+                        PaymentStatus::Voided
+                    } else {
+                        PaymentStatus::Reclaimed
+                    },
+                }),
+            }
+        }
         _ => None,
     }
 }
@@ -258,18 +285,43 @@ fn commit_update(
             put.push((deposit_key(id), serde_json::to_vec(d)?));
         }
     }
-    let mut by_invoice: BTreeMap<InvoiceId, Vec<(&Observation, &Deposit)>> = BTreeMap::new();
+    let mut by_invoice: BTreeMap<InvoiceId, Vec<(&Observation, Option<&Deposit>)>> =
+        BTreeMap::new();
     for o in &update.observations {
         let id = match o {
             Observation::Seen { id, .. }
             | Observation::Reverted { id }
             | Observation::Closed { id, .. } => id,
+            Observation::Refunded { id, .. } => {
+                match payout_invoice(store, PayoutKind::EthRefund, |inv, record| {
+                    let reference = eth_payment_reference(&format!("{id:#x}"));
+                    inv.refunds
+                        .iter()
+                        .any(|r| r.id == record && r.payment == reference)
+                })? {
+                    Some(inv) => by_invoice.entry(inv).or_default().push((o, None)),
+                    None => {
+                        tracing::info!(target: "relay::eth", payment_id = %id, "refund the relay did not ask for, or already recorded")
+                    }
+                }
+                continue;
+            }
+            Observation::Settled { id, .. } => {
+                let sid = format!("{id:#x}");
+                match payout_invoice(store, PayoutKind::Settlement, |_, record| record == sid)? {
+                    Some(inv) => by_invoice.entry(inv).or_default().push((o, None)),
+                    None => {
+                        tracing::info!(target: "relay::eth", settlement_id = %id, "settlement not pending (already recorded)")
+                    }
+                }
+                continue;
+            }
         };
         let Some(d) = watcher.deposit(id) else {
             continue;
         };
         match invoice_of(store, d)? {
-            Some(inv) => by_invoice.entry(inv.id).or_default().push((o, d)),
+            Some(inv) => by_invoice.entry(inv.id).or_default().push((o, Some(d))),
             None => {
                 tracing::info!(target: "relay::eth", payment_id = %d.id, salt = %d.salt, "deposit for no known invoice")
             }
@@ -288,9 +340,25 @@ fn commit_update(
         ids,
         write,
         &by_invoice,
-        |(o, d), invoice| input_for(o, d, invoice),
-        |(_, d)| format!("{:#x}", d.id),
+        |(o, d), invoice| input_for(o, *d, invoice),
+        |(o, _)| format!("{o:?}"),
     )
+}
+
+/// The invoice with payout work of `kind` that `matches` (given the invoice and the record id).
+fn payout_invoice(
+    store: &SledStore,
+    kind: PayoutKind,
+    matches: impl Fn(&Invoice, &str) -> bool,
+) -> Result<Option<InvoiceId>> {
+    for w in store.payouts(kind)? {
+        if let Some(inv) = store.invoice(&w.invoice)? {
+            if matches(&inv, &w.record) {
+                return Ok(Some(inv.id));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Stores operator transactions and forgets pruned ones (alone: no invoice changes with them).
@@ -321,10 +389,16 @@ fn decide(
     let capture = invoice.is_some_and(|inv| {
         let in_time = i64::try_from(d.block_time).unwrap_or(i64::MAX) < inv.expires_at.0
             && inv.canceled_at.is_none();
+        // The merchant refunded the whole deposit before it was captured: send it back.
+        let reference = eth_payment_reference(&format!("{:#x}", d.id));
+        let refunded_in_full = inv.refunds.iter().any(|r| {
+            r.payment == reference && r.status == RefundStatus::Pending && r.amount.0 >= d.amount
+        });
         matches!(match_of(inv, d), Match::Exact)
             && in_time
             && chain_time < d.expiry
             && failures < MAX_FAILURES
+            && !refunded_in_full
     });
     if capture {
         let fee = d.amount * U256::from(fee_bps) / U256::from(10_000u32);
@@ -410,7 +484,7 @@ async fn act(
         let nonce = tx.nonce;
         tracing::info!(target: "relay::eth", payment_id = %d.id, ?purpose, nonce, tx = %tx.latest().hash, "sending");
         sender.adopt(tx);
-        metrics::counter!("relay_eth_operator_txs_total", "purpose" => match purpose { Purpose::Capture(_) => "capture", Purpose::Void(_) => "void" }).increment(1);
+        metrics::counter!("relay_eth_operator_txs_total", "purpose" => purpose.name()).increment(1);
         if let Err(e) = sender.broadcast(&eth.node, nonce).await {
             tracing::warn!(target: "relay::eth", nonce, error = %e, "broadcast failed; will retry");
         }
@@ -476,7 +550,16 @@ pub async fn watch_loop(
             if update.more {
                 continue;
             }
-            if let Err(e) = step_sender(&store, &eth, &watcher, &mut sender, &mut failures).await {
+            if let Err(e) = step_sender(
+                &store,
+                &eth,
+                &watcher,
+                &mut sender,
+                &mut failures,
+                (clock.as_ref(), &ids),
+            )
+            .await
+            {
                 tracing::warn!(target: "relay::eth", error = %e, "operator step failed; reloading");
                 tokio::time::sleep(eth.poll).await;
                 continue 'rebuild;
@@ -507,6 +590,7 @@ async fn step_sender(
     watcher: &Watcher,
     sender: &mut Sender,
     failures: &mut HashMap<B256, u32>,
+    (clock, ids): (&dyn Clock, &IdSource),
 ) -> Result<()> {
     let (outcomes, changed) = sender.poll(&eth.node).await?;
     if !changed.is_empty() {
@@ -529,6 +613,8 @@ async fn step_sender(
         }
     }
     act(store, eth, watcher, sender, failures).await?;
+    refund(store, eth, watcher, sender, failures, (clock, ids)).await?;
+    settle(store, eth, watcher, sender, (clock, ids)).await?;
     // Finished transactions of deposits the watcher has forgotten (closed, deeper than its
     // window) are no longer needed; the chain keeps their nonces used.
     let head = watcher.head().unwrap_or(0);
@@ -539,5 +625,270 @@ async fn step_sender(
     if !gone.is_empty() {
         store_txs(store, watcher, &[], &gone)?;
     }
+    Ok(())
+}
+
+/// Applies `input` to a fresh copy of the invoice and stores it with its events (redone on a
+/// concurrent change).
+fn update_invoice(
+    store: &SledStore,
+    (clock, ids): (&dyn Clock, &IdSource),
+    id: &InvoiceId,
+    input: impl Fn() -> InvoiceInput,
+) -> Result<()> {
+    for _ in 0..10 {
+        let Some(mut invoice) = store.invoice(id)? else {
+            return Ok(());
+        };
+        let version = invoice.version;
+        let now = clock.now();
+        let t = invoice.apply(input(), now)?;
+        if !t.changed {
+            return Ok(());
+        }
+        let events = relay_core::Event::for_invoice(&invoice, &t.events, now, || ids.event_id());
+        if store.update_invoice(version, &invoice, &events, None)? != Commit::Conflict {
+            return Ok(());
+        }
+    }
+    bail!("invoice {id} kept changing")
+}
+
+/// Signs, stores (flushed) and then broadcasts one operator transaction.
+async fn send(
+    store: &SledStore,
+    eth: &Ethereum,
+    watcher: &Watcher,
+    sender: &mut Sender,
+    purpose: Purpose,
+    input: Bytes,
+    value: U256,
+) -> Result<(), relay_ethereum::EthError> {
+    let tx = sender
+        .prepare(&eth.node, purpose, eth.rail.escrow, input, value)
+        .await?;
+    store_txs(store, watcher, std::slice::from_ref(&tx), &[]).map_err(|e| {
+        relay_ethereum::EthError {
+            message: e.to_string(),
+            retryable: true,
+        }
+    })?;
+    store
+        .durable()
+        .await
+        .map_err(|e| relay_ethereum::EthError {
+            message: e.to_string(),
+            retryable: true,
+        })?;
+    let nonce = tx.nonce;
+    tracing::info!(target: "relay::eth", ?purpose, nonce, tx = %tx.latest().hash, "sending");
+    sender.adopt(tx);
+    metrics::counter!("relay_eth_operator_txs_total", "purpose" => purpose.name()).increment(1);
+    if let Err(e) = sender.broadcast(&eth.node, nonce).await {
+        tracing::warn!(target: "relay::eth", nonce, error = %e, "broadcast failed; will retry");
+    }
+    Ok(())
+}
+
+fn live(sender: &Sender, purpose: Purpose) -> bool {
+    sender.for_payment(purpose.payment_id()).any(|t| {
+        t.purpose == purpose
+            && match t.state {
+                TxState::Pending => true,
+                TxState::Mined { success, .. } => success,
+                TxState::Displaced => false,
+            }
+    })
+}
+
+fn failed(sender: &Sender, purpose: Purpose) -> u32 {
+    let n = sender
+        .for_payment(purpose.payment_id())
+        .filter(|t| {
+            t.purpose == purpose && matches!(t.state, TxState::Mined { success: false, .. })
+        })
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Refunds of captured escrow payments: `refund(id, amount)`, funded by the operator in the same
+/// call. (A refund of the whole deposit before capture is a void, decided in [`act`]; a partial
+/// one waits for the capture.) After repeated failures the refund is marked failed.
+async fn refund(
+    store: &SledStore,
+    eth: &Ethereum,
+    watcher: &Watcher,
+    sender: &mut Sender,
+    failures: &mut HashMap<B256, u32>,
+    ctx: (&dyn Clock, &IdSource),
+) -> Result<()> {
+    for w in store.payouts(PayoutKind::EthRefund)? {
+        let Some(inv) = store.invoice(&w.invoice)? else {
+            continue;
+        };
+        let Some(r) = inv
+            .refunds
+            .iter()
+            .find(|r| r.id == w.record && r.status == RefundStatus::Pending)
+        else {
+            continue;
+        };
+        let captured = inv
+            .payments
+            .iter()
+            .any(|p| p.reference == r.payment && p.capture_tx.is_some());
+        let Some(id) = r
+            .payment
+            .strip_prefix("eth:")
+            .and_then(|h| h.parse::<B256>().ok())
+        else {
+            continue;
+        };
+        if !captured {
+            continue;
+        }
+        let purpose = Purpose::Refund(
+            id,
+            relay_ethereum::alloy::primitives::keccak256(r.id.as_bytes()),
+        );
+        if live(sender, purpose) {
+            continue;
+        }
+        let key =
+            purpose.payment_id() ^ relay_ethereum::alloy::primitives::keccak256(r.id.as_bytes());
+        let tries = failed(sender, purpose) + failures.get(&key).copied().unwrap_or(0);
+        if tries >= MAX_FAILURES {
+            tracing::error!(target: "relay::eth", refund = %r.id, "the escrow refund keeps failing; marking it failed");
+            let rid = r.id.clone();
+            update_invoice(store, ctx, &inv.id, || InvoiceInput::RefundFailed {
+                id: rid.clone(),
+                reason: "the escrow refund failed (does the operator hold enough of the asset?)"
+                    .into(),
+            })?;
+            failures.remove(&key);
+            continue;
+        }
+        let token = inv
+            .quote_for(Method::Ethereum)
+            .and_then(|q| q.ethereum.as_ref())
+            .and_then(|e| e.token.clone());
+        let value = if token.is_none() {
+            r.amount.0
+        } else {
+            U256::ZERO
+        };
+        let call = PaymentEscrow::refundCall {
+            id,
+            amount: r.amount.0,
+        };
+        if let Err(e) = send(
+            store,
+            eth,
+            watcher,
+            sender,
+            purpose,
+            Bytes::from(call.abi_encode()),
+            value,
+        )
+        .await
+        {
+            *failures.entry(key).or_default() += 1;
+            tracing::warn!(target: "relay::eth", refund = %r.id, error = %e, "refund would fail; will retry");
+        }
+    }
+    Ok(())
+}
+
+/// Cross-rail settlements: `settle(settlementId, merchant, token, amount, sourceRef)` from the
+/// operator's liquidity. One that the liquidity does not cover stays queued (`settlement.queued`,
+/// and the `relay_settlements_queued` gauge) and is sent once it does.
+async fn settle(
+    store: &SledStore,
+    eth: &Ethereum,
+    watcher: &Watcher,
+    sender: &mut Sender,
+    ctx: (&dyn Clock, &IdSource),
+) -> Result<()> {
+    let contract = PaymentEscrow::new(eth.rail.escrow, eth.node.provider().clone());
+    let mut liquidity: HashMap<Address, U256> = HashMap::new();
+    let mut queued = 0u64;
+    for w in store.payouts(PayoutKind::Settlement)? {
+        let Some(inv) = store.invoice(&w.invoice)? else {
+            continue;
+        };
+        let (Some(s), Some(to)) = (
+            inv.settlements
+                .iter()
+                .find(|s| s.id == w.record && s.status != SettlementStatus::Paid),
+            inv.settle_to.as_ref(),
+        ) else {
+            continue;
+        };
+        let (Ok(sid), Ok(merchant)) = (s.id.parse::<B256>(), to.payout.parse::<Address>()) else {
+            tracing::error!(target: "relay::eth", settlement = %s.id, "unreadable settlement");
+            continue;
+        };
+        let token = match &to.token {
+            Some(t) => t.parse::<Address>().unwrap_or(Address::ZERO),
+            None => Address::ZERO,
+        };
+        let purpose = Purpose::Settle(sid);
+        if live(sender, purpose) {
+            continue;
+        }
+        if failed(sender, purpose) >= MAX_FAILURES {
+            tracing::error!(target: "relay::eth", settlement = %s.id, "the settlement keeps failing: the operator must look at it");
+            continue;
+        }
+        // Paid already (its log is on its way to the watcher): never send it again.
+        if contract.settlementUsed(sid).call().await? {
+            continue;
+        }
+        let available = match liquidity.get(&token) {
+            Some(a) => *a,
+            None => {
+                let a = contract.liquidity(token).call().await?;
+                liquidity.insert(token, a);
+                a
+            }
+        };
+        if available < s.amount.0 {
+            queued += 1;
+            if s.status == SettlementStatus::Pending {
+                tracing::warn!(target: "relay::eth", settlement = %s.id, amount = %s.amount, %available, "not enough liquidity in the escrow: settlement queued");
+                let id = s.id.clone();
+                update_invoice(store, ctx, &inv.id, || InvoiceInput::SettlementQueued {
+                    id: id.clone(),
+                })?;
+            }
+            continue;
+        }
+        let call = PaymentEscrow::settleCall {
+            settlementId: sid,
+            merchant,
+            token,
+            amount: s.amount.0,
+            sourceRef: s.source_ref.clone(),
+        };
+        match send(
+            store,
+            eth,
+            watcher,
+            sender,
+            purpose,
+            Bytes::from(call.abi_encode()),
+            U256::ZERO,
+        )
+        .await
+        {
+            Ok(()) => {
+                liquidity.insert(token, available - s.amount.0);
+            }
+            Err(e) => {
+                tracing::warn!(target: "relay::eth", settlement = %s.id, error = %e, "settlement would fail; will retry")
+            }
+        }
+    }
+    metrics::gauge!("relay_settlements_queued").set(queued as f64);
     Ok(())
 }

@@ -66,6 +66,10 @@ enum MerchantCommand {
         eth_confirmations: u32,
         #[arg(long)]
         webhook_url: Option<String>,
+        /// Be paid on Ethereum for card and bitcoin payments too, in this asset (`ETH` or a
+        /// configured token code), at `--eth-payout`, from the operator's liquidity.
+        #[arg(long)]
+        settle_on_ethereum: Option<String>,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -114,6 +118,7 @@ async fn main() -> Result<()> {
                     eth_payout,
                     eth_confirmations,
                     webhook_url,
+                    settle_on_ethereum,
                     config,
                 },
         } => {
@@ -130,6 +135,7 @@ async fn main() -> Result<()> {
                     payment_tolerance_bps,
                     eth_payout,
                     webhook_url,
+                    settle_on_ethereum,
                 },
             )?;
             relay_store::Store::durable(&store).await?;

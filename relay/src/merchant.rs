@@ -14,6 +14,8 @@ pub struct NewMerchant {
     pub payment_tolerance_bps: u16,
     pub eth_payout: Option<String>,
     pub webhook_url: Option<String>,
+    /// Be paid on Ethereum, in this asset, for card and bitcoin payments.
+    pub settle_on_ethereum: Option<String>,
 }
 
 impl Default for NewMerchant {
@@ -26,6 +28,7 @@ impl Default for NewMerchant {
             payment_tolerance_bps: 0,
             eth_payout: None,
             webhook_url: None,
+            settle_on_ethereum: None,
         }
     }
 }
@@ -43,6 +46,8 @@ pub struct CreatedMerchant {
     pub btc_confirmations: u32,
     pub eth_payout: Option<String>,
     pub eth_confirmations: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settle_on_ethereum: Option<String>,
 }
 
 pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<CreatedMerchant> {
@@ -63,6 +68,12 @@ pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<
         .as_deref()
         .map(crate::bitcoin::validate_descriptor)
         .transpose()?;
+    let settle_on_ethereum = new
+        .settle_on_ethereum
+        .map(|a| a.trim().to_ascii_uppercase());
+    if settle_on_ethereum.is_some() && eth_payout.is_none() {
+        anyhow::bail!("--settle-on-ethereum needs --eth-payout: settlements are paid there");
+    }
     let key = ApiKey::from_entropy(rand::random());
     let merchant = Merchant {
         id: MerchantId::from_entropy(rand::random()),
@@ -76,6 +87,7 @@ pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<
         btc_confirmations: new.btc_confirmations,
         eth_confirmations: new.eth_confirmations,
         payment_tolerance_bps: new.payment_tolerance_bps,
+        settle_on_ethereum,
     };
     store
         .insert_merchant(&merchant, &key.hash())
@@ -106,5 +118,6 @@ pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<
         btc_confirmations: merchant.btc_confirmations,
         eth_payout: merchant.eth_payout.clone(),
         eth_confirmations: merchant.eth_confirmations,
+        settle_on_ethereum: merchant.settle_on_ethereum.clone(),
     })
 }

@@ -79,7 +79,7 @@ pub async fn serve(
         tokio::spawn(crate::bitcoin::watch_loop(
             store.clone(),
             b.client,
-            b.scripts,
+            (b.scripts, b.refunds),
             clock.clone(),
             ids.clone(),
             relay_bitcoin::WatcherConfig {

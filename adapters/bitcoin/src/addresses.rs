@@ -48,4 +48,16 @@ impl ReceiveAddresses for DescriptorAddresses {
             script_pubkey: derived.script_pubkey.to_hex_string(),
         })
     }
+
+    fn script_of(&self, address: &str) -> Result<String, String> {
+        let parsed: bitcoin::Address<bitcoin::address::NetworkUnchecked> =
+            address.parse().map_err(|e| format!("{e}"))?;
+        let checked = parsed.require_network(self.network).map_err(|_| {
+            format!(
+                "{address} is not an address of the {} network",
+                self.network
+            )
+        })?;
+        Ok(checked.script_pubkey().to_hex_string())
+    }
 }

@@ -76,6 +76,13 @@ pub enum EscrowEvent {
         id: B256,
         amount: U256,
     },
+    Settled {
+        id: B256,
+        merchant: Address,
+        token: Address,
+        amount: U256,
+        source_ref: String,
+    },
 }
 
 /// One escrow log with where it is.
@@ -88,7 +95,7 @@ pub struct EscrowLog {
     pub event: EscrowEvent,
 }
 
-/// Decodes the escrow events the rail follows; others (liquidity, settlement, admin) give `None`.
+/// Decodes the escrow events the rail follows; others (liquidity, admin) give `None`.
 pub fn decode_log(log: &Log) -> Option<EscrowLog> {
     use PaymentEscrow as E;
     let topic = *log.topic0()?;
@@ -127,6 +134,15 @@ pub fn decode_log(log: &Log) -> Option<EscrowLog> {
         EscrowEvent::Refunded {
             id: d.paymentId,
             amount: d.amount,
+        }
+    } else if topic == E::Settled::SIGNATURE_HASH {
+        let d = log.log_decode::<E::Settled>().ok()?.inner.data;
+        EscrowEvent::Settled {
+            id: d.settlementId,
+            merchant: d.merchant,
+            token: d.token,
+            amount: d.amount,
+            source_ref: d.sourceRef,
         }
     } else {
         return None;

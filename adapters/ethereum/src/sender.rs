@@ -22,12 +22,27 @@ use std::fmt;
 pub enum Purpose {
     Capture(B256),
     Void(B256),
+    /// Refund of a captured payment: (payment id, key of the relay's refund record).
+    Refund(B256, B256),
+    /// A cross-rail settlement, by settlement id.
+    Settle(B256),
 }
 
 impl Purpose {
+    /// The escrow payment the transaction acts on (for a settlement: its settlement id).
     pub fn payment_id(&self) -> B256 {
         match self {
-            Purpose::Capture(id) | Purpose::Void(id) => *id,
+            Purpose::Capture(id) | Purpose::Void(id) | Purpose::Refund(id, _) => *id,
+            Purpose::Settle(id) => *id,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Purpose::Capture(_) => "capture",
+            Purpose::Void(_) => "void",
+            Purpose::Refund(..) => "refund",
+            Purpose::Settle(_) => "settle",
         }
     }
 }

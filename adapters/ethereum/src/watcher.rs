@@ -93,6 +93,19 @@ pub enum Observation {
         id: B256,
         kind: ClosingKind,
         tx: B256,
+        /// A capture's fee (zero otherwise).
+        fee: U256,
+    },
+    /// The operator refunded `amount` of a captured payment (whether or not the watcher still
+    /// follows its deposit).
+    Refunded { id: B256, amount: U256, tx: B256 },
+    /// The escrow paid a cross-rail settlement.
+    Settled {
+        id: B256,
+        merchant: Address,
+        amount: U256,
+        source_ref: String,
+        tx: B256,
     },
 }
 
@@ -286,10 +299,10 @@ impl Watcher {
             EscrowEvent::Captured { id, .. }
             | EscrowEvent::Voided { id, .. }
             | EscrowEvent::Reclaimed { id, .. } => {
-                let kind = match log.event {
-                    EscrowEvent::Captured { .. } => ClosingKind::Captured,
-                    EscrowEvent::Voided { .. } => ClosingKind::Voided,
-                    _ => ClosingKind::Reclaimed,
+                let (kind, fee) = match log.event {
+                    EscrowEvent::Captured { fee, .. } => (ClosingKind::Captured, fee),
+                    EscrowEvent::Voided { .. } => (ClosingKind::Voided, U256::ZERO),
+                    _ => (ClosingKind::Reclaimed, U256::ZERO),
                 };
                 let Some(d) = self.deposits.get_mut(id) else {
                     tracing::debug!(target: "relay::eth", payment_id = %id, "closing of a deposit not followed");
@@ -307,10 +320,28 @@ impl Watcher {
                         id: *id,
                         kind,
                         tx: log.tx,
+                        fee,
                     });
                 }
             }
-            EscrowEvent::Refunded { .. } => {}
+            EscrowEvent::Refunded { id, amount } => up.observations.push(Observation::Refunded {
+                id: *id,
+                amount: *amount,
+                tx: log.tx,
+            }),
+            EscrowEvent::Settled {
+                id,
+                merchant,
+                amount,
+                source_ref,
+                ..
+            } => up.observations.push(Observation::Settled {
+                id: *id,
+                merchant: *merchant,
+                amount: *amount,
+                source_ref: source_ref.clone(),
+                tx: log.tx,
+            }),
         }
     }
 

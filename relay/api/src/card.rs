@@ -43,6 +43,15 @@ pub trait CardGateway: Send + Sync + 'static {
         body: &[u8],
         now: Timestamp,
     ) -> Result<GatewayEvent, WebhookRejection>;
+
+    /// Refunds `amount_minor` of a PaymentIntent; `key` (the relay's refund id) makes a retry
+    /// refund once. Returns the gateway's refund id; the gateway's webhook confirms it.
+    fn refund<'a>(
+        &'a self,
+        payment_intent: &'a str,
+        amount_minor: u64,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<String, String>>;
 }
 
 /// What handling an event did.

@@ -145,6 +145,17 @@ impl From<CoreError> for ApiError {
             CoreError::InvalidField { field, .. } => {
                 ApiError::invalid("parameter_invalid", message).with_param(field)
             }
+            CoreError::NotRefundable { .. } => {
+                ApiError::invalid("refund_not_possible", message).with_status(StatusCode::CONFLICT)
+            }
+            CoreError::RefundTooLarge { .. } => {
+                ApiError::invalid("refund_exceeds_payment", message)
+                    .with_param("amount")
+                    .with_status(StatusCode::UNPROCESSABLE_ENTITY)
+            }
+            CoreError::UnknownPayment { .. } => ApiError::invalid("payment_unknown", message)
+                .with_param("payment")
+                .with_status(StatusCode::NOT_FOUND),
             _ => ApiError::invalid("parameter_invalid", message),
         }
     }

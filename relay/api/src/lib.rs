@@ -64,6 +64,9 @@ impl<S: Clone> Clone for AppState<S> {
     }
 }
 
+/// What the bitcoin rail is told of each refund it should see paid.
+pub type WatchRefund = dyn Fn(&relay_core::InvoiceId, &relay_core::Refund) + Send + Sync;
+
 /// The bitcoin rail as the API sees it.
 #[derive(Clone)]
 pub struct BitcoinRail {
@@ -72,6 +75,11 @@ pub struct BitcoinRail {
     /// Called with each invoice stored with a bitcoin address, so the watcher matches payments to
     /// it from then on (the watcher also loads every address from the store when it starts).
     pub watch: Arc<dyn Fn(&relay_core::Invoice) + Send + Sync>,
+    /// Called with each bitcoin refund stored, so the watcher sees the merchant's wallet pay it.
+    pub watch_refund: Arc<WatchRefund>,
+    /// The operator's watch-only treasury descriptor: where bitcoin invoices of merchants paid on
+    /// Ethereum are paid (the relay settles them from its liquidity).
+    pub treasury_descriptor: Option<String>,
 }
 
 /// The Ethereum rail as the API sees it: where deposits go.
@@ -145,6 +153,8 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::invoices::retrieve,
         routes::invoices::list,
         routes::invoices::cancel,
+        routes::refunds::create,
+        routes::refunds::balances,
         routes::events::list,
         routes::gateway::stripe_webhook,
         routes::webhooks::create,
@@ -153,7 +163,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::webhooks::deliveries,
         routes::webhooks::redeliver,
     ),
-    components(schemas(error::ErrorBody, view::InvoiceView, view::EventView)),
+    components(schemas(error::ErrorBody, view::InvoiceView, view::EventView, view::RefundView, view::BalancesView)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;
@@ -183,6 +193,11 @@ pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
             "/v1/invoices/{id}/cancel",
             post(routes::invoices::cancel::<S>),
         )
+        .route(
+            "/v1/invoices/{id}/refunds",
+            post(routes::refunds::create::<S>),
+        )
+        .route("/v1/balances", get(routes::refunds::balances::<S>))
         .route("/v1/events", get(routes::events::list::<S>))
         .route(
             "/v1/events/{id}/deliveries",

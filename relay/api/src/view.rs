@@ -39,6 +39,144 @@ pub struct InvoiceView {
     /// What to pay on each offered rail, at the rate locked in at creation.
     pub payment_methods: BTreeMap<String, MethodView>,
     pub payments: Vec<PaymentView>,
+    /// Refunds requested, oldest first.
+    pub refunds: Vec<RefundView>,
+    /// Merchants paid on Ethereum: how the card and bitcoin payments reach them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<SettlementPlanView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RefundView {
+    /// `re_…`
+    pub id: String,
+    pub object: &'static str,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: String,
+    /// The refunded payment's reference.
+    pub payment: String,
+    pub method: String,
+    pub asset: String,
+    pub amount: String,
+    pub amount_minor: String,
+    /// Bitcoin: the payer's address, which the merchant's wallet pays.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Bitcoin: a BIP21 URI for the merchant's wallet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// The transaction that paid it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    pub created_at: String,
+}
+
+impl RefundView {
+    pub fn of(inv: &Invoice, r: &relay_core::Refund) -> RefundView {
+        let decimals = inv
+            .quote_for(r.method)
+            .map(|q| q.due.asset.decimals)
+            .unwrap_or(0);
+        let amount = r.amount.to_decimal_string(decimals);
+        RefundView {
+            id: r.id.clone(),
+            object: "refund",
+            status: enum_str(&r.status),
+            payment: r.payment.clone(),
+            method: r.method.as_str().to_owned(),
+            asset: r.asset.clone(),
+            uri: r.address.as_ref().map(|a| {
+                let s = amount.trim_end_matches('0').trim_end_matches('.');
+                format!("bitcoin:{a}?amount={s}")
+            }),
+            amount,
+            amount_minor: r.amount.to_string(),
+            address: r.address.clone(),
+            tx: r.tx.clone(),
+            failure: r.failure.clone(),
+            created_at: rfc3339(r.created_at),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SettlementPlanView {
+    /// What the whole price is worth in the settlement asset, at the rate locked at creation.
+    pub asset: String,
+    pub amount: String,
+    pub amount_minor: String,
+    pub rate: String,
+    /// The merchant's payout address.
+    pub payout: String,
+    pub settlements: Vec<SettlementView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SettlementView {
+    /// The escrow's settlement id (`0x…`), derived from the invoice and the payment.
+    pub id: String,
+    /// `pending`, `queued` (waiting for the operator's liquidity) or `paid`.
+    pub status: String,
+    pub payment: String,
+    /// Recorded on chain: the PaymentIntent id or the bitcoin txid.
+    pub source_ref: String,
+    pub amount: String,
+    pub amount_minor: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx: Option<String>,
+}
+
+/// A merchant's ledger balances (`GET /v1/balances`).
+#[derive(Serialize, ToSchema)]
+pub struct BalancesView {
+    pub object: &'static str,
+    /// One row per asset the merchant has seen money in.
+    pub balances: Vec<AssetBalanceView>,
+}
+
+/// Balances of one asset, in minor units. Each account's balance is on its normal side; the
+/// merchant's share is `pending + available + paid_out − refunded − liability`.
+#[derive(Serialize, ToSchema)]
+pub struct AssetBalanceView {
+    pub asset: String,
+    /// Every account in minor units: `payers`, `pending`, `available`, `paid_out`, `refunded`,
+    /// `liability`, `fees`, `treasury`, `liquidity`. A value on the account's unusual side is
+    /// prefixed with `-`.
+    pub accounts: BTreeMap<String, String>,
+    /// The accounts sum to zero (every entry is balanced).
+    pub balanced: bool,
+}
+
+impl BalancesView {
+    pub fn of(b: &relay_core::Balances) -> BalancesView {
+        let mut assets: Vec<&str> = b.0.keys().map(|(a, _)| a.as_str()).collect();
+        assets.dedup();
+        let unbalanced = b.unbalanced_assets();
+        BalancesView {
+            object: "balances",
+            balances: assets
+                .into_iter()
+                .map(|asset| AssetBalanceView {
+                    asset: asset.to_owned(),
+                    accounts: relay_core::Account::ALL
+                        .into_iter()
+                        .map(|acc| {
+                            let net = b.get(asset, acc);
+                            let value = match net.on_normal_side(acc) {
+                                Some(a) => a.to_string(),
+                                None if acc.credit_normal() => format!("-{}", net.debit),
+                                None => format!("-{}", net.credit),
+                            };
+                            (acc.as_str().to_owned(), value)
+                        })
+                        .collect(),
+                    balanced: !unbalanced.iter().any(|u| u == asset),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -176,6 +314,9 @@ pub struct PaymentView {
     /// Escrow payments: the transaction that captured the deposit to the merchant.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capture_tx: Option<String>,
+    /// Escrow payments: the relay's fee taken at capture, minor units.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fee_minor: Option<String>,
 }
 
 /// BIP21 amounts are decimal BTC; trailing zeros are dropped (`0.0004` rather than `0.00040000`).
@@ -262,6 +403,27 @@ impl InvoiceView {
                 .iter()
                 .map(|p| PaymentView::of(inv, p))
                 .collect(),
+            refunds: inv.refunds.iter().map(|r| RefundView::of(inv, r)).collect(),
+            settlement: inv.settle_to.as_ref().map(|to| SettlementPlanView {
+                asset: to.due.asset.code.clone(),
+                amount: to.due.to_decimal_string(),
+                amount_minor: to.due.amount.to_string(),
+                rate: to.rate.price.normalize().to_string(),
+                payout: to.payout.clone(),
+                settlements: inv
+                    .settlements
+                    .iter()
+                    .map(|s| SettlementView {
+                        id: s.id.clone(),
+                        status: enum_str(&s.status),
+                        payment: s.payment.clone(),
+                        source_ref: s.source_ref.clone(),
+                        amount: s.amount.to_decimal_string(to.due.asset.decimals),
+                        amount_minor: s.amount.to_string(),
+                        tx: s.tx.clone(),
+                    })
+                    .collect(),
+            }),
         }
     }
 }
@@ -282,6 +444,7 @@ impl PaymentView {
             seen_at: rfc3339(p.seen_at),
             refunded_minor: p.refunded.to_string(),
             capture_tx: p.capture_tx.clone(),
+            fee_minor: p.capture_tx.as_ref().map(|_| p.fee.to_string()),
         }
     }
 }

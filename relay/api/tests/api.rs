@@ -70,6 +70,7 @@ fn env() -> Env {
             btc_confirmations: 2,
             eth_confirmations: 1,
             payment_tolerance_bps: 0,
+            settle_on_ethereum: None,
         };
         let key = ApiKey::from_entropy([n; 32]);
         store.insert_merchant(&m, &key.hash()).unwrap();
@@ -88,6 +89,8 @@ fn env() -> Env {
         bitcoin: Some(relay_api::BitcoinRail {
             addresses: Arc::new(relay_bitcoin::DescriptorAddresses::new(Network::Regtest)),
             watch: Arc::new(|_| {}),
+            watch_refund: Arc::new(|_, _| {}),
+            treasury_descriptor: None,
         }),
         assets: Arc::new(AssetBook::default()),
         rates: Arc::new(
@@ -926,4 +929,152 @@ async fn each_invoice_gets_the_next_unused_address_and_bitcoin_needs_a_descripto
     assert_eq!(r.json["error"]["code"], "payment_method_unavailable");
     assert_eq!(r.json["error"]["param"], "payment_methods[0]");
     assert_eq!(env.invoice_count_of(&env.other_key).await, before);
+}
+
+/// Records a final payment on an invoice, as a chain watcher would.
+fn pay(env: &Env, id: &str, input: relay_core::invoice::InvoiceInput) {
+    let id = relay_core::InvoiceId::parse(id).unwrap();
+    let mut inv = env.store.invoice(&id).unwrap().unwrap();
+    let v = inv.version;
+    inv.apply(input, relay_core::Timestamp(T0 + 5)).unwrap();
+    assert_eq!(
+        env.store.update_invoice(v, &inv, &[], None).unwrap(),
+        relay_store::Commit::Done
+    );
+}
+
+/// Refunds are reserved under the invoice's version check: many concurrent requests, each for
+/// 60 % of the payment, get exactly one refund; the others are told there is not enough left.
+/// Bad refund requests change nothing, and the balances show what the ledger holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_refunds_never_exceed_the_payment() {
+    let env = Arc::new(env());
+    let inv = env
+        .post(
+            "/v1/invoices",
+            json!({"amount": "25.00", "currency": "USD", "payment_methods": ["bitcoin"]}),
+        )
+        .await;
+    assert_eq!(inv.status, StatusCode::OK, "{}", inv.json);
+    let id = inv.json["id"].as_str().unwrap().to_owned();
+    let uri = format!("/v1/invoices/{id}/refunds");
+    let payer = address_at(7);
+
+    // Nothing to refund yet.
+    let early = env.post(&uri, json!({"bitcoin_address": payer})).await;
+    assert_eq!(early.status, StatusCode::CONFLICT, "{}", early.json);
+    assert_eq!(early.json["error"]["code"], "refund_not_possible");
+
+    pay(
+        &env,
+        &id,
+        relay_core::invoice::InvoiceInput::Observe {
+            reference: "btc:aa:0".into(),
+            method: Method::Bitcoin,
+            asset: "BTC".into(),
+            amount: relay_core::Amount::from_minor(41_667),
+            confirmed: true,
+            confirmations: 2,
+            seen_at: None,
+        },
+    );
+    let balances = env.get("/v1/balances").await;
+    assert_eq!(balances.status, StatusCode::OK);
+    assert_eq!(balances.json["balances"][0]["asset"], "BTC");
+    assert_eq!(
+        balances.json["balances"][0]["accounts"]["paid_out"],
+        "41667"
+    );
+    assert_eq!(balances.json["balances"][0]["balanced"], true);
+
+    // Bad requests: no address, a mainnet address, an amount too large, negative, malformed.
+    for (body, code) in [
+        (json!({}), "parameter_invalid"),
+        (
+            json!({"bitcoin_address": "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"}),
+            "bitcoin_address_invalid",
+        ),
+        (
+            json!({"bitcoin_address": payer, "amount": "1"}),
+            "refund_exceeds_payment",
+        ),
+        (
+            json!({"bitcoin_address": payer, "amount": "-0.0001"}),
+            "amount_invalid",
+        ),
+        (
+            json!({"bitcoin_address": payer, "amount": 0.0001}),
+            "parameter_invalid",
+        ),
+        (
+            json!({"bitcoin_address": payer, "payment": "btc:bb:0"}),
+            "payment_unknown",
+        ),
+    ] {
+        let r = env.post(&uri, body.clone()).await;
+        assert!(r.status.is_client_error(), "{body}: {}", r.json);
+        assert_eq!(r.json["error"]["code"], code, "{body}: {}", r.json);
+    }
+    assert!(env.get(&format!("/v1/invoices/{id}")).await.json["refunds"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let env = env.clone();
+        let uri = uri.clone();
+        let payer = payer.clone();
+        tasks.push(tokio::spawn(async move {
+            env.post(&uri, json!({"bitcoin_address": payer, "amount": "0.00025"}))
+                .await
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        let r = t.await.unwrap();
+        match r.status {
+            StatusCode::OK => {
+                ok += 1;
+                assert_eq!(r.json["status"], "pending");
+                assert_eq!(r.json["amount_minor"], "25000");
+                assert_eq!(r.json["address"], payer.as_str());
+            }
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                refused += 1;
+                assert_eq!(r.json["error"]["code"], "refund_exceeds_payment");
+            }
+            other => panic!("unexpected {other}: {}", r.json),
+        }
+    }
+    assert_eq!((ok, refused), (1, 11));
+    let view = env.get(&format!("/v1/invoices/{id}")).await.json;
+    assert_eq!(view["refunds"].as_array().unwrap().len(), 1);
+
+    // The rest can still be refunded, once: the same Idempotency-Key replays the same refund.
+    let rest = |k: &'static str| {
+        let env = env.clone();
+        let uri = uri.clone();
+        let payer = payer.clone();
+        async move {
+            env.call_with_key(
+                "POST",
+                &uri,
+                Some(k),
+                json!({"bitcoin_address": payer}),
+                &env.key,
+            )
+            .await
+        }
+    };
+    let a = rest("rest-1").await;
+    let b = rest("rest-1").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    assert_eq!(a.json["amount_minor"], "16667");
+    assert_eq!(a.json, b.json);
+    let c = rest("rest-2").await;
+    assert_eq!(c.status, StatusCode::CONFLICT, "{}", c.json);
+    // Refunds are reserved, not paid: the ledger moves only when the chain shows the payment.
+    let balances = env.get("/v1/balances").await;
+    assert_eq!(balances.json["balances"][0]["accounts"]["refunded"], "0");
 }

@@ -412,6 +412,9 @@ pub trait ReceiveAddresses: Send + Sync {
     /// The address at `index` of `descriptor`, or why there is none (as a sentence for the
     /// merchant: a descriptor for another network, a key that cannot derive).
     fn derive(&self, descriptor: &str, index: u32) -> Result<ReceiveAddress, String>;
+
+    /// The output script (hex) of an address on the relay's network, or why it is not one.
+    fn script_of(&self, address: &str) -> Result<String, String>;
 }
 
 /// One derived address and its output script (hex).

@@ -37,6 +37,17 @@ pub struct Merchant {
     /// includes it). Copied into each invoice at creation.
     #[serde(default = "default_eth_confirmations")]
     pub eth_confirmations: u32,
+    /// Settlement preference: the asset (`ETH` or a configured ERC-20 code) in which the merchant
+    /// is paid on Ethereum for card and bitcoin payments, or `None` to be paid on each payment's
+    /// own rail. Needs `eth_payout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_on_ethereum: Option<String>,
+}
+
+/// Who the operator's treasury addresses are counted for: derivation indexes of the treasury
+/// descriptor are allocated under this id (no merchant has it: merchant ids are random).
+pub fn treasury_index_owner() -> MerchantId {
+    MerchantId::from_entropy([0; 12])
 }
 
 /// The most confirmations a merchant may ask of an Ethereum deposit.

@@ -144,6 +144,15 @@ impl Invoice {
         self.settle_to.is_some() && matches!(method, Method::Card | Method::Bitcoin)
     }
 
+    /// Whether a refund of `p` may be asked now: a final payment, or an escrow deposit not yet
+    /// captured (it is voided back once final).
+    pub fn may_refund(&self, p: &Payment) -> bool {
+        p.status == PaymentStatus::Confirmed
+            || (p.status == PaymentStatus::Pending
+                && p.method == Method::Ethereum
+                && p.capture_tx.is_none())
+    }
+
     /// What is left to refund of the payment `reference`: its amount less every refund not
     /// failed (and less what the gateway reports refunded, which may include refunds made there).
     pub fn refundable(&self, reference: &str) -> Amount {
@@ -185,12 +194,10 @@ impl Invoice {
             None => self
                 .payments
                 .iter()
-                .find(|p| {
-                    p.status == PaymentStatus::Confirmed && !self.refundable(&p.reference).is_zero()
-                })
+                .find(|p| self.may_refund(p) && !self.refundable(&p.reference).is_zero())
                 .ok_or_else(|| not("the invoice has no final payment left to refund"))?,
         };
-        if p.status != PaymentStatus::Confirmed {
+        if !self.may_refund(p) {
             return Err(not(match p.status {
                 PaymentStatus::Pending => "the payment is not final yet",
                 PaymentStatus::Disputed => "the payment is disputed",

@@ -496,9 +496,15 @@ impl Store for SledStore {
             .methods
             .iter()
             .filter_map(|q| q.bitcoin.as_ref())
-            .map(|b| u64::from(b.derivation_index) + 1)
-            .max()
-            .map(|next| (index_key(&invoice.merchant_id), next));
+            .map(|b| {
+                let owner = if b.treasury {
+                    relay_core::merchant::treasury_index_owner()
+                } else {
+                    invoice.merchant_id.clone()
+                };
+                (index_key(&owner), u64::from(b.derivation_index) + 1)
+            })
+            .max_by_key(|(_, next)| *next);
         let idem = idempotency
             .as_ref()
             .map(|w| (idem_key(w.merchant_id, w.key), &w.record));

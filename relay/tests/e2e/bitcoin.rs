@@ -16,7 +16,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 /// A merchant's receive descriptor (a regtest tpub; the relay never sees the private key).
-fn descriptor(seed: u8, kind: &str) -> String {
+pub(crate) fn descriptor(seed: u8, kind: &str) -> String {
     let secp = Secp256k1::new();
     let xprv = Xpriv::new_master(Network::Regtest, &[seed; 32]).unwrap();
     let xpub = Xpub::from_priv(&secp, &xprv);

@@ -4,6 +4,7 @@
 mod bitcoin;
 mod card;
 mod ethereum;
+mod payouts;
 mod webhooks;
 
 use relay_core::{Clock, InvoiceStatus, Timestamp};

@@ -211,11 +211,24 @@ async fn catches_up_by_range_and_closes_deposits() {
     }
     chain.mine(
         0,
-        vec![EscrowEvent::Captured {
-            id: B256::repeat_byte(1),
-            amount: U256::from(1000u64),
-            fee: U256::ZERO,
-        }],
+        vec![
+            EscrowEvent::Captured {
+                id: B256::repeat_byte(1),
+                amount: U256::from(1000u64),
+                fee: U256::from(7u64),
+            },
+            EscrowEvent::Refunded {
+                id: B256::repeat_byte(1),
+                amount: U256::from(300u64),
+            },
+            EscrowEvent::Settled {
+                id: B256::repeat_byte(0x5e),
+                merchant: Address::repeat_byte(0x4d),
+                token: Address::ZERO,
+                amount: U256::from(55u64),
+                source_ref: "pi_1".into(),
+            },
+        ],
     );
     let mut w = Watcher::new(small(), None, vec![]);
     let obs = poll_all(&mut w, &chain).await;
@@ -232,7 +245,17 @@ async fn catches_up_by_range_and_closes_deposits() {
         id: B256::repeat_byte(1),
         kind: ClosingKind::Captured,
         tx: hash(201 * 100, 0xaa),
+        fee: U256::from(7u64),
     }));
+    // Refunds and settlements are reported whether or not a deposit is followed.
+    assert!(obs
+        .iter()
+        .any(|o| matches!(o, Observation::Refunded { id, amount, .. }
+        if *id == B256::repeat_byte(1) && *amount == U256::from(300u64))));
+    assert!(obs.iter().any(
+        |o| matches!(o, Observation::Settled { id, source_ref, amount, .. }
+        if *id == B256::repeat_byte(0x5e) && source_ref == "pi_1" && *amount == U256::from(55u64))
+    ));
     assert_eq!(w.head(), Some(201));
     // Deep deposits are reported at the horizon, not one confirmation at a time.
     assert!(obs.contains(&seen(2, 3)));

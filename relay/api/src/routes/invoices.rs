@@ -97,6 +97,11 @@ impl Idempotent {
         }))
     }
 
+    /// The request's `Idempotency-Key`, if it has one.
+    pub(crate) fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
     /// The record to store with the decision, if the request carried a key.
     pub(crate) fn record<'a>(
         &'a self,
@@ -147,7 +152,7 @@ impl Idempotent {
     }
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> String {
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
@@ -197,6 +202,7 @@ pub async fn create<S: Store>(
     offer_only_available(&state, &merchant, &mut params, &req_names)?;
     let quotes = params.quote(&state.assets, state.rates.as_ref())?;
     let (mut invoice, kinds) = Invoice::create(state.ids.invoice_id(), params, quotes, now)?;
+    attach_settlement(&state, &merchant, &mut invoice)?;
     attach_ethereum_deposit(&state, &merchant, &mut invoice)?;
     attach_card_intent(&state, &mut invoice).await?;
     // An address is claimed in the same transaction as the invoice; should it already belong to
@@ -248,7 +254,23 @@ fn offer_only_available<S: Store>(
             M::Bitcoin if state.bitcoin.is_none() => {
                 Some("bitcoin payments need a bitcoin node, and none is configured")
             }
-            M::Bitcoin if merchant.btc_descriptor.is_none() => {
+            M::Card | M::Bitcoin
+                if merchant.settle_on_ethereum.is_some() && state.ethereum.is_none() =>
+            {
+                Some("the merchant is paid on Ethereum, and no Ethereum node and escrow is configured")
+            }
+            M::Bitcoin
+                if merchant.settle_on_ethereum.is_some()
+                    && state
+                        .bitcoin
+                        .as_ref()
+                        .is_some_and(|b| b.treasury_descriptor.is_none()) =>
+            {
+                Some("bitcoin payments for a merchant paid on Ethereum go to the operator's treasury descriptor, and none is configured")
+            }
+            M::Bitcoin
+                if merchant.settle_on_ethereum.is_none() && merchant.btc_descriptor.is_none() =>
+            {
                 Some("bitcoin payments need the merchant's receive descriptor, and none was given")
             }
             M::Ethereum if state.ethereum.is_none() => {
@@ -287,9 +309,16 @@ fn attach_bitcoin_address<S: Store>(
     merchant: &Merchant,
     invoice: &mut Invoice,
 ) -> Result<(), ApiError> {
+    // A merchant paid on Ethereum is paid from the relay's liquidity; the bitcoin goes to the
+    // operator's treasury, or the merchant would be paid twice.
+    let treasury = merchant.settle_on_ethereum.is_some();
+    let descriptor = match (treasury, state.bitcoin.as_ref()) {
+        (true, Some(rail)) => rail.treasury_descriptor.as_deref(),
+        _ => merchant.btc_descriptor.as_deref(),
+    };
     let (Some(rail), Some(descriptor), Some(quote)) = (
         state.bitcoin.as_ref(),
-        merchant.btc_descriptor.as_deref(),
+        descriptor,
         invoice
             .methods
             .iter_mut()
@@ -297,7 +326,12 @@ fn attach_bitcoin_address<S: Store>(
     ) else {
         return Ok(());
     };
-    let index = state.store.next_derivation_index(&merchant.id)?;
+    let owner = if treasury {
+        relay_core::merchant::treasury_index_owner()
+    } else {
+        merchant.id.clone()
+    };
+    let index = state.store.next_derivation_index(&owner)?;
     let derived = rail.addresses.derive(descriptor, index).map_err(|why| {
         ApiError::invalid(
             "bitcoin_descriptor_unusable",
@@ -310,6 +344,65 @@ fn attach_bitcoin_address<S: Store>(
         script_pubkey: derived.script_pubkey,
         derivation_index: index,
         confirmations: merchant.btc_confirmations,
+        treasury,
+    });
+    Ok(())
+}
+
+/// For a merchant paid on Ethereum: locks what the price is worth in the settlement asset.
+fn attach_settlement<S: Store>(
+    state: &AppState<S>,
+    merchant: &Merchant,
+    invoice: &mut Invoice,
+) -> Result<(), ApiError> {
+    let Some(code) = &merchant.settle_on_ethereum else {
+        return Ok(());
+    };
+    if !invoice.methods.iter().any(|q| {
+        matches!(
+            q.method,
+            relay_core::Method::Card | relay_core::Method::Bitcoin
+        )
+    }) {
+        return Ok(());
+    }
+    let unusable = |why: String| {
+        ApiError::invalid("settlement_unavailable", why)
+            .with_status(StatusCode::UNPROCESSABLE_ENTITY)
+    };
+    let asset = state
+        .assets
+        .get(code)
+        .map_err(|_| {
+            unusable(format!(
+                "the merchant's settlement asset {code} is not configured"
+            ))
+        })?
+        .clone();
+    let token = match &asset.kind {
+        relay_core::AssetKind::Erc20 { contract } => Some(contract.clone()),
+        relay_core::AssetKind::Ether => None,
+        _ => return Err(unusable(format!("{code} is not paid on Ethereum"))),
+    };
+    let rate = state
+        .rates
+        .rate(&asset.code, &invoice.price.asset.code)
+        .ok_or_else(|| {
+            unusable(format!(
+                "no rate from {} to {code}",
+                invoice.price.asset.code
+            ))
+        })?;
+    let due = rate.quote_to_base(invoice.price.amount, &invoice.price.asset, &asset)?;
+    let payout = merchant
+        .eth_payout
+        .clone()
+        .ok_or_else(|| unusable("the merchant has no payout address".into()))?;
+    invoice.settle_to = Some(relay_core::SettleTo {
+        due: Money { asset, amount: due },
+        rate,
+        payout,
+        token,
     });
     Ok(())
 }
@@ -412,7 +505,7 @@ async fn attach_card_intent<S: Store>(
     Ok(())
 }
 
-fn owned_invoice<S: Store>(
+pub(crate) fn owned_invoice<S: Store>(
     state: &AppState<S>,
     merchant: &Merchant,
     id: &str,

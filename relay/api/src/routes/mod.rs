@@ -3,4 +3,5 @@
 pub mod events;
 pub mod gateway;
 pub mod invoices;
+pub mod refunds;
 pub mod webhooks;

@@ -18,6 +18,7 @@ fn merchant(n: u8) -> Merchant {
         btc_confirmations: 1,
         payment_tolerance_bps: 0,
         eth_confirmations: 1,
+        settle_on_ethereum: None,
     }
 }
 

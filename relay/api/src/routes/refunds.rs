@@ -1,0 +1,299 @@
+//! `POST /v1/invoices/{id}/refunds` and `GET /v1/balances`.
+//!
+//! A refund is first **reserved** on the invoice (its amount counted against the payment in the
+//! same optimistic-concurrency write as any other change, so concurrent requests can never refund
+//! more than was paid), then carried out by its rail: the card gateway is asked here; the
+//! Ethereum operator voids or refunds the escrow deposit; a bitcoin refund waits for the
+//! merchant's wallet to pay the payer's address, which the watcher sees.
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{parse_json, AuthMerchant, RawBody};
+use crate::routes::invoices::{owned_invoice, to_json, Idempotent};
+use crate::view::{BalancesView, RefundView};
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use relay_core::invoice::InvoiceInput;
+use relay_core::{Amount, Event, Invoice, Merchant, RefundAddress, RefundStatus};
+use relay_store::{Commit, Store};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+/// Parameters of a refund.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRefundRequest {
+    /// In major units of the payment's asset, e.g. `"10.00"` or `"0.0002"`. Default: all that is
+    /// left to refund of the payment.
+    pub amount: Option<String>,
+    /// The payment's reference. Default: the invoice's first final payment with something left
+    /// to refund.
+    pub payment: Option<String>,
+    /// Bitcoin payments: the payer's address the merchant's wallet refunds to.
+    pub bitcoin_address: Option<String>,
+}
+
+/// The refund id: derived from the `Idempotency-Key` when there is one, so a retry after a crash
+/// finds the refund it reserved instead of reserving a second one.
+fn refund_id<S: Store>(state: &AppState<S>, merchant: &Merchant, key: Option<&str>) -> String {
+    match key {
+        Some(k) => {
+            let mut h = Sha256::new();
+            h.update(merchant.id.as_str().as_bytes());
+            h.update([0]);
+            h.update(k.as_bytes());
+            format!("re_{}", hex::encode(&h.finalize()[..12]))
+        }
+        None => format!("re_{}", hex::encode(state.ids.next())),
+    }
+}
+
+/// The payment a request refunds: the named one, or the first final one with something left.
+fn target(invoice: &Invoice, named: Option<&str>) -> Result<relay_core::Payment, ApiError> {
+    let found = match named {
+        Some(r) => invoice.payments.iter().find(|p| p.reference == r),
+        None => invoice
+            .payments
+            .iter()
+            .find(|p| invoice.may_refund(p) && !invoice.refundable(&p.reference).is_zero()),
+    };
+    match (found, named) {
+        (Some(p), _) => Ok(p.clone()),
+        (None, Some(r)) => Err(ApiError::invalid(
+            "payment_unknown",
+            format!("the invoice has no payment {r:?}"),
+        )
+        .with_param("payment")
+        .with_status(StatusCode::NOT_FOUND)),
+        (None, None) => Err(ApiError::invalid(
+            "refund_not_possible",
+            "the invoice has no final payment left to refund",
+        )
+        .with_status(StatusCode::CONFLICT)),
+    }
+}
+
+/// Refund (part of) a payment of an invoice.
+#[utoipa::path(
+    post, path = "/v1/invoices/{id}/refunds", tag = "refunds",
+    request_body = CreateRefundRequest,
+    params(
+        ("id" = String, Path, description = "Invoice id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: one refund per key"),
+    ),
+    responses(
+        (status = 200, description = "The refund (pending until its rail carries it out)", body = RefundView),
+        (status = 400, description = "Invalid parameters", body = ErrorBody),
+        (status = 404, description = "No such invoice or payment", body = ErrorBody),
+        (status = 409, description = "Nothing to refund (not final, disputed, refunded in full)", body = ErrorBody),
+        (status = 422, description = "More than is left to refund", body = ErrorBody),
+        (status = 502, description = "The card gateway refused or could not be reached; the refund is failed", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn create<S: Store>(
+    State(state): State<AppState<S>>,
+    AuthMerchant(merchant): AuthMerchant,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let path = format!("/v1/invoices/{id}/refunds");
+    let idem = match Idempotent::begin(&state, &merchant, &headers, &method, &path, &body).await? {
+        Ok(idem) => idem,
+        Err(replay) => return Ok(replay),
+    };
+    let req: CreateRefundRequest = parse_json(&body)?;
+    let refund_id = refund_id(&state, &merchant, idem.key());
+    // 1. Reserve the refund on the invoice (redone on a concurrent change).
+    let mut reserved = None;
+    for _ in 0..16 {
+        let mut invoice = owned_invoice(&state, &merchant, &id)?;
+        if invoice.refunds.iter().any(|r| r.id == refund_id) {
+            reserved = Some(invoice);
+            break;
+        }
+        let payment = target(&invoice, req.payment.as_deref())?;
+        let asset = invoice
+            .quote_for(payment.method)
+            .map(|q| q.due.asset.clone())
+            .ok_or_else(ApiError::internal)?;
+        let amount = req
+            .amount
+            .as_deref()
+            .map(|a| Amount::parse_decimal(a, &asset))
+            .transpose()?;
+        let to = match (&req.bitcoin_address, payment.method) {
+            (Some(address), relay_core::Method::Bitcoin) => {
+                let rail = state.bitcoin.as_ref().ok_or_else(|| {
+                    ApiError::invalid(
+                        "payment_method_unavailable",
+                        "no bitcoin node is configured",
+                    )
+                    .with_status(StatusCode::UNPROCESSABLE_ENTITY)
+                })?;
+                let script = rail.addresses.script_of(address).map_err(|why| {
+                    ApiError::invalid("bitcoin_address_invalid", why).with_param("bitcoin_address")
+                })?;
+                Some(RefundAddress {
+                    address: address.clone(),
+                    script_pubkey: script,
+                })
+            }
+            (Some(_), _) => {
+                return Err(ApiError::invalid(
+                    "parameter_invalid",
+                    "bitcoin_address is only for refunds of bitcoin payments",
+                )
+                .with_param("bitcoin_address"))
+            }
+            (None, _) => None,
+        };
+        let version = invoice.version;
+        let now = state.clock.now();
+        let transition = invoice.apply(
+            InvoiceInput::RequestRefund {
+                id: refund_id.clone(),
+                payment: Some(payment.reference.clone()),
+                amount,
+                to,
+            },
+            now,
+        )?;
+        let events = Event::for_invoice(&invoice, &transition.events, now, || state.ids.event_id());
+        match state
+            .store
+            .update_invoice(version, &invoice, &events, None)?
+        {
+            Commit::Conflict => continue,
+            _ => {
+                reserved = Some(invoice);
+                break;
+            }
+        }
+    }
+    let invoice = reserved.ok_or_else(|| {
+        ApiError::invalid("concurrent_update", "the invoice keeps changing; retry")
+            .with_status(StatusCode::CONFLICT)
+    })?;
+    state.store.durable().await?;
+    let refund = invoice
+        .refunds
+        .iter()
+        .find(|r| r.id == refund_id)
+        .cloned()
+        .ok_or_else(ApiError::internal)?;
+    // 2. Hand it to its rail.
+    let mut gateway_error = None;
+    if refund.status == RefundStatus::Pending {
+        match refund.method {
+            relay_core::Method::Card => {
+                if let Err(e) = card_refund(&state, &invoice, &refund).await {
+                    tracing::warn!(target: "relay::card", refund = %refund.id, error = %e, "the gateway refused the refund");
+                    fail_refund(&state, &merchant, &id, &refund.id, &e).await?;
+                    gateway_error = Some(e);
+                }
+            }
+            relay_core::Method::Bitcoin => {
+                if let Some(rail) = &state.bitcoin {
+                    (rail.watch_refund)(&invoice.id, &refund);
+                }
+            }
+            // The operator's loop voids or refunds the deposit (the store lists the work).
+            relay_core::Method::Ethereum => {}
+        }
+    }
+    metrics::counter!("relay_refunds_requested_total", "method" => refund.method.as_str())
+        .increment(1);
+    if let Some(e) = gateway_error {
+        return Err(ApiError::invalid(
+            "gateway_refund_failed",
+            format!("the card gateway did not take the refund ({e}); it is marked failed"),
+        )
+        .with_status(StatusCode::BAD_GATEWAY));
+    }
+    // 3. Answer with the refund as it now stands; the answer is stored under the key.
+    for _ in 0..16 {
+        let invoice = owned_invoice(&state, &merchant, &id)?;
+        let Some(r) = invoice.refunds.iter().find(|r| r.id == refund_id) else {
+            return Err(ApiError::internal());
+        };
+        let response = to_json(&RefundView::of(&invoice, r));
+        let commit = state.store.update_invoice(
+            invoice.version,
+            &invoice,
+            &[],
+            idem.record(&merchant, StatusCode::OK, &response),
+        )?;
+        if commit != Commit::Conflict {
+            return idem.finish(&state, commit, StatusCode::OK, response).await;
+        }
+    }
+    Err(
+        ApiError::invalid("concurrent_update", "the invoice keeps changing; retry")
+            .with_status(StatusCode::CONFLICT),
+    )
+}
+
+async fn card_refund<S: Store>(
+    state: &AppState<S>,
+    invoice: &Invoice,
+    refund: &relay_core::Refund,
+) -> Result<String, String> {
+    let gateway = state.card.as_ref().ok_or("no card gateway is configured")?;
+    let intent = invoice
+        .quote_for(relay_core::Method::Card)
+        .and_then(|q| q.card.as_ref())
+        .map(|c| c.payment_intent.clone())
+        .ok_or("the invoice has no PaymentIntent")?;
+    let amount = u64::try_from(refund.amount.0).map_err(|_| "amount too large")?;
+    gateway.refund(&intent, amount, &refund.id).await
+}
+
+async fn fail_refund<S: Store>(
+    state: &AppState<S>,
+    merchant: &Merchant,
+    invoice_id: &str,
+    refund: &str,
+    reason: &str,
+) -> Result<(), ApiError> {
+    for _ in 0..16 {
+        let mut invoice = owned_invoice(state, merchant, invoice_id)?;
+        let version = invoice.version;
+        let now = state.clock.now();
+        let t = invoice.apply(
+            InvoiceInput::RefundFailed {
+                id: refund.to_owned(),
+                reason: format!("the card gateway refused it: {reason}"),
+            },
+            now,
+        )?;
+        let events = Event::for_invoice(&invoice, &t.events, now, || state.ids.event_id());
+        if state
+            .store
+            .update_invoice(version, &invoice, &events, None)?
+            != Commit::Conflict
+        {
+            state.store.durable().await?;
+            return Ok(());
+        }
+    }
+    Err(ApiError::internal())
+}
+
+/// The merchant's ledger balances, per asset and account.
+#[utoipa::path(
+    get, path = "/v1/balances", tag = "refunds",
+    responses((status = 200, description = "Balances", body = BalancesView)),
+    security(("api_key" = []))
+)]
+pub async fn balances<S: Store>(
+    State(state): State<AppState<S>>,
+    AuthMerchant(merchant): AuthMerchant,
+) -> Result<Json<BalancesView>, ApiError> {
+    Ok(Json(BalancesView::of(&state.store.balances(&merchant.id)?)))
+}

@@ -1,0 +1,688 @@
+//! Money going out, end to end against the real parts: cross-rail settlements paid by the escrow
+//! on anvil for card payments (localstripe) and bitcoin payments (regtest), and refunds on every
+//! rail. Payers, the operator's funding and the merchant's wallet act through `cast`, the
+//! gateway's API and the test's own bitcoin wallet — never through relay code.
+
+use crate::card::wait_for;
+use crate::ethereum::eth_rail;
+use crate::{create_invoice, merchant_create_with, Server};
+use hmac::{Hmac, Mac};
+use relay_bitcoin::bitcoin::{Address, Network, ScriptBuf};
+use relay_core::ReceiveAddresses;
+use relay_testnet::btc_wallet::{broadcast, TestWallet};
+use relay_testnet::{Anvil, BitcoinNode, LocalStripe};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "whsec_e2e_payouts";
+/// 25.00 USD at 2,500 USD/ETH.
+const WEI_25_USD: u128 = 10_000_000_000_000_000;
+
+struct Env {
+    anvil: Anvil,
+    eth: relay::dev::DevEthereum,
+    gw: Option<LocalStripe>,
+    btc: Option<(BitcoinNode, TestWallet)>,
+    treasury: Option<String>,
+    server: Server,
+    key: String,
+    client: reqwest::Client,
+    dir: tempfile::TempDir,
+    env: Vec<(&'static str, String)>,
+}
+
+/// A relay on anvil (escrow deployed), with the card gateway and/or a bitcoin node, and one
+/// merchant created with `merchant_args` (its payout address is added here).
+async fn start(card: bool, bitcoin: bool, merchant_args: &[&str]) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let rail = eth_rail(dir.path()).await;
+    let mut env = rail.env;
+    let gw = card.then(|| LocalStripe::spawn().unwrap());
+    if let Some(gw) = &gw {
+        env.push(("RELAY_STRIPE_API_BASE", gw.url()));
+        env.push((
+            "RELAY_STRIPE_SECRET_KEY",
+            LocalStripe::SECRET_KEY.to_owned(),
+        ));
+        env.push(("RELAY_STRIPE_WEBHOOK_SECRET", SECRET.to_owned()));
+    }
+    let mut treasury = None;
+    let btc = bitcoin.then(|| {
+        let node = BitcoinNode::spawn().unwrap();
+        let mut wallet = TestWallet::new(51);
+        wallet.fund(&node, 3).unwrap();
+        (node, wallet)
+    });
+    if let Some((node, _)) = &btc {
+        let t = crate::bitcoin::descriptor(99, "wpkh");
+        env.push(("RELAY_BTC_RPC_URL", node.rpc_url_with_auth()));
+        env.push(("RELAY_BTC_POLL_MS", "100".to_owned()));
+        env.push(("RELAY_TREASURY_DESCRIPTOR", t.clone()));
+        treasury = Some(t);
+    }
+    let mut args = vec!["--eth-payout", rail.eth.merchant_payout.as_str()];
+    args.extend_from_slice(merchant_args);
+    let m = merchant_create_with(dir.path(), "payout shop", &args);
+    let server = Server::start_with(dir.path(), crate::free_port(), &env).await;
+    if let Some(gw) = &gw {
+        gw.register_webhook(
+            "relay",
+            &format!("{}/v1/gateways/stripe/webhook", server.url),
+            SECRET,
+        )
+        .unwrap();
+    }
+    Env {
+        anvil: rail.anvil,
+        eth: rail.eth,
+        gw,
+        btc,
+        treasury,
+        server,
+        key: m["api_key"].as_str().unwrap().to_owned(),
+        client: reqwest::Client::new(),
+        dir,
+        env,
+    }
+}
+
+impl Env {
+    async fn invoice(&self, body: Value) -> Value {
+        let (status, inv) = create_invoice(
+            &self.client,
+            &self.server.url,
+            &self.key,
+            &format!("p-{}", nanos()),
+            &body,
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "{inv}");
+        inv
+    }
+
+    async fn until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        wait_for(&self.client, &self.server.url, &self.key, id, done).await
+    }
+
+    async fn refund(&self, id: &str, key: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}/v1/invoices/{id}/refunds", self.server.url))
+            .bearer_auth(&self.key)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    async fn balances(&self) -> Value {
+        self.client
+            .get(format!("{}/v1/balances", self.server.url))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.server.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Event types of one invoice, oldest first.
+    async fn events_of(&self, id: &str) -> Vec<String> {
+        let page: Value = self
+            .client
+            .get(format!("{}/v1/events?limit=100", self.server.url))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut out: Vec<String> = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["data"]["object"]["id"] == id)
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect();
+        out.reverse();
+        out
+    }
+
+    /// The operator adds `wei` of ether liquidity to the escrow.
+    fn fund(&self, wei: u128) {
+        let tx = self
+            .anvil
+            .send(
+                &self.eth.operator_key,
+                &self.eth.escrow,
+                "fund(address,uint256)",
+                &[
+                    "0x0000000000000000000000000000000000000000",
+                    &wei.to_string(),
+                ],
+                &wei.to_string(),
+            )
+            .unwrap();
+        wait_mined(&self.anvil, &tx);
+    }
+
+    fn settled_logs(&self, settlement_id: &str) -> Vec<Value> {
+        let topic =
+            relay_testnet::cast(&["keccak", "Settled(bytes32,address,address,uint256,string)"])
+                .unwrap();
+        let logs = self
+            .anvil
+            .rpc(
+                "eth_getLogs",
+                json!([{"fromBlock": "0x0", "toBlock": "latest", "address": self.eth.escrow,
+                    "topics": [topic, settlement_id]}]),
+            )
+            .unwrap();
+        logs.as_array().unwrap().clone()
+    }
+
+    /// The payer confirms the invoice's PaymentIntent with a card, as Stripe.js does.
+    fn pay_card(&self, inv: &Value) -> String {
+        let gw = self.gw.as_ref().unwrap();
+        let pi = inv["payment_methods"]["card"]["payment_intent"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        gw.post(
+            &format!("/v1/payment_intents/{pi}"),
+            &[("payment_method", "pm_card_visa")],
+        )
+        .unwrap();
+        let paid = gw
+            .post(&format!("/v1/payment_intents/{pi}/confirm"), &[])
+            .unwrap();
+        assert_eq!(paid["status"], "succeeded");
+        pi
+    }
+
+    async fn post_gateway_event(&self, body: &str) -> u16 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(format!("{t}.{body}").as_bytes());
+        let sig = format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()));
+        self.client
+            .post(format!("{}/v1/gateways/stripe/webhook", self.server.url))
+            .header("Stripe-Signature", sig)
+            .header("Content-Type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Kills the relay (SIGKILL) and starts it again on the same data.
+    async fn restart(&mut self) {
+        self.server.kill9();
+        self.server = Server::start_with(self.dir.path(), crate::free_port(), &self.env).await;
+    }
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn wait_mined(anvil: &Anvil, tx: &str) {
+    let start = Instant::now();
+    loop {
+        match anvil.receipt_status(tx).unwrap() {
+            Some(ok) => {
+                assert!(ok, "{tx} reverted");
+                return;
+            }
+            None => {
+                assert!(start.elapsed() < Duration::from_secs(20), "{tx} not mined");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// `(token, amount, sourceRef)` of a `Settled` log.
+fn decode_settled(log: &Value) -> (String, u128, String) {
+    let out = relay_testnet::cast(&[
+        "abi-decode",
+        "f()(address,uint256,string)",
+        log["data"].as_str().unwrap(),
+    ])
+    .unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    (
+        lines[0].trim().to_lowercase(),
+        lines[1].split_whitespace().next().unwrap().parse().unwrap(),
+        lines[2].trim().trim_matches('"').to_owned(),
+    )
+}
+
+fn settlement(inv: &Value) -> &Value {
+    &inv["settlement"]["settlements"][0]
+}
+
+/// A merchant paid on Ethereum: its card payment is settled by the escrow from the operator's
+/// liquidity, with the PaymentIntent id on chain. Without enough liquidity the settlement waits,
+/// queued, with an event and a metric; a replayed gateway webhook and a restart pay nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_payment_is_settled_on_ethereum_once_with_the_payment_intent_as_source() {
+    let mut env = start(true, false, &["--settle-on-ethereum", "ETH"]).await;
+    let inv = env
+        .invoice(json!({"amount": "25.00", "currency": "USD", "payment_methods": ["card"]}))
+        .await;
+    let id = inv["id"].as_str().unwrap().to_owned();
+    assert_eq!(inv["settlement"]["asset"], "ETH");
+    assert_eq!(inv["settlement"]["amount_minor"], WEI_25_USD.to_string());
+    assert_eq!(
+        inv["settlement"]["payout"],
+        env.eth.merchant_payout.as_str()
+    );
+
+    // Liquidity for less than one settlement.
+    env.fund(WEI_25_USD / 2);
+    let before = env.anvil.balance(&env.eth.merchant_payout).unwrap();
+    let pi = env.pay_card(&inv);
+    let queued = env
+        .until(&id, |i| settlement(i)["status"] == "queued")
+        .await;
+    assert_eq!(queued["status"], "settled");
+    let s = settlement(&queued).clone();
+    assert_eq!(s["source_ref"], pi.as_str());
+    assert_eq!(s["amount_minor"], WEI_25_USD.to_string());
+    assert_eq!(env.metric("relay_settlements_queued").await, Some(1.0));
+    assert_eq!(env.anvil.balance(&env.eth.merchant_payout).unwrap(), before);
+
+    // The operator tops up: the queued settlement goes out.
+    env.fund(WEI_25_USD);
+    let paid = env.until(&id, |i| settlement(i)["status"] == "paid").await;
+    let sid = settlement(&paid)["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        env.anvil.balance(&env.eth.merchant_payout).unwrap(),
+        before + WEI_25_USD
+    );
+    let logs = env.settled_logs(&sid);
+    assert_eq!(logs.len(), 1);
+    assert_eq!(
+        decode_settled(&logs[0]),
+        (
+            "0x0000000000000000000000000000000000000000".to_owned(),
+            WEI_25_USD,
+            pi.clone()
+        )
+    );
+    assert_eq!(
+        logs[0]["transactionHash"].as_str().unwrap(),
+        settlement(&paid)["tx"].as_str().unwrap()
+    );
+    let events = env.events_of(&id).await;
+    for kind in ["settlement.pending", "settlement.queued", "settlement.paid"] {
+        assert_eq!(
+            events.iter().filter(|e| *e == kind).count(),
+            1,
+            "{kind}: {events:?}"
+        );
+    }
+
+    // The gateway's success webhook again (a replay with a new event id), then a restart.
+    let intent = env
+        .gw
+        .as_ref()
+        .unwrap()
+        .get(&format!("/v1/payment_intents/{pi}"))
+        .unwrap();
+    let body = json!({"id": format!("evt_replay_{}", nanos()), "object": "event",
+        "type": "payment_intent.succeeded", "data": {"object": intent}})
+    .to_string();
+    assert_eq!(env.post_gateway_event(&body).await, 200);
+    env.restart().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(env.settled_logs(&sid).len(), 1);
+    assert_eq!(
+        env.anvil.balance(&env.eth.merchant_payout).unwrap(),
+        before + WEI_25_USD
+    );
+    // The escrow itself refuses the id again.
+    let used = env
+        .anvil
+        .call(&env.eth.escrow, "settlementUsed(bytes32)(bool)", &[&sid])
+        .unwrap();
+    assert_eq!(used.trim(), "true");
+
+    // The ledger: the card money stays with the relay, the merchant was paid in ETH from
+    // liquidity.
+    let balances = env.balances().await;
+    let rows = balances["balances"].as_array().unwrap();
+    let row = |asset: &str| rows.iter().find(|r| r["asset"] == asset).unwrap().clone();
+    assert_eq!(row("USD")["accounts"]["treasury"], "2500");
+    assert_eq!(row("USD")["accounts"]["available"], "0");
+    assert_eq!(row("ETH")["accounts"]["paid_out"], WEI_25_USD.to_string());
+    assert_eq!(row("ETH")["accounts"]["liquidity"], WEI_25_USD.to_string());
+    assert!(rows.iter().all(|r| r["balanced"] == true), "{balances}");
+}
+
+/// A merchant paid on Ethereum gets bitcoin invoices at the operator's treasury addresses; a
+/// payment there is settled on Ethereum with the bitcoin txid as the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bitcoin_payment_to_the_treasury_is_settled_on_ethereum_with_its_txid() {
+    let mut env = start(false, true, &["--settle-on-ethereum", "ETH"]).await;
+    env.fund(3 * WEI_25_USD);
+    let inv = env
+        .invoice(json!({"amount": "25.00", "currency": "USD", "payment_methods": ["bitcoin"]}))
+        .await;
+    let id = inv["id"].as_str().unwrap().to_owned();
+    // The address is the treasury descriptor's first, not the merchant's (it has none).
+    let treasury = relay_bitcoin::DescriptorAddresses::new(Network::Regtest)
+        .derive(env.treasury.as_deref().unwrap(), 0)
+        .unwrap();
+    let btc = &inv["payment_methods"]["bitcoin"];
+    assert_eq!(btc["address"], treasury.address.as_str());
+    let sat: u64 = btc["amount_sat"].as_str().unwrap().parse().unwrap();
+    let script = Address::from_str(&treasury.address)
+        .unwrap()
+        .require_network(Network::Regtest)
+        .unwrap()
+        .script_pubkey();
+    let before = env.anvil.balance(&env.eth.merchant_payout).unwrap();
+    let (node, wallet) = env.btc.as_mut().unwrap();
+    let tx = wallet.pay(&[(script, sat)]).unwrap();
+    broadcast(node, &tx).unwrap();
+    node.mine(1, &[0xee; 20]).unwrap();
+    let paid = env.until(&id, |i| settlement(i)["status"] == "paid").await;
+    assert_eq!(paid["status"], "settled");
+    let txid = tx.compute_txid().to_string();
+    assert_eq!(settlement(&paid)["source_ref"], txid.as_str());
+    let sid = settlement(&paid)["id"].as_str().unwrap().to_owned();
+    let logs = env.settled_logs(&sid);
+    assert_eq!(logs.len(), 1);
+    assert_eq!(decode_settled(&logs[0]).2, txid);
+    assert_eq!(
+        env.anvil.balance(&env.eth.merchant_payout).unwrap(),
+        before + WEI_25_USD
+    );
+    // Refunds of a payment the merchant was paid for on Ethereum are refused, not guessed at.
+    let (status, body) = env
+        .refund(&id, "r-1", json!({"bitcoin_address": treasury.address}))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "refund_not_possible");
+
+    env.restart().await;
+    env.btc.as_ref().unwrap().0.mine(2, &[0xee; 20]).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(env.settled_logs(&sid).len(), 1);
+    let balances = env.balances().await;
+    let btc_row = balances["balances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["asset"] == "BTC")
+        .unwrap()
+        .clone();
+    assert_eq!(btc_row["accounts"]["treasury"], sat.to_string());
+    assert_eq!(btc_row["accounts"]["paid_out"], "0");
+}
+
+/// Escrow refunds: the whole deposit refunded before capture is voided back; part of a captured
+/// deposit is refunded by the operator's `refund`, the payer receiving exactly that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escrow_refunds_void_before_capture_and_refund_after() {
+    let env = start(false, false, &["--eth-confirmations", "3"]).await;
+    let body = json!({"amount": "25.00", "currency": "USD", "payment_methods": ["ethereum"]});
+
+    // Before capture: a full refund turns the capture into a void once the deposit is final.
+    let a = env.invoice(body.clone()).await;
+    let a_id = a["id"].as_str().unwrap().to_owned();
+    let pay = |inv: &Value| {
+        let call = &inv["payment_methods"]["ethereum"]["call"];
+        let args: Vec<&str> = call["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let tx = env
+            .anvil
+            .send(
+                &env.eth.payer_key,
+                call["to"].as_str().unwrap(),
+                call["function"].as_str().unwrap(),
+                &args,
+                call["value"].as_str().unwrap(),
+            )
+            .unwrap();
+        wait_mined(&env.anvil, &tx);
+    };
+    let (status, early) = env.refund(&a_id, "a-0", json!({})).await;
+    assert_eq!(status, 409, "nothing paid yet: {early}");
+    pay(&a);
+    env.until(&a_id, |i| i["payments"][0]["status"] == "pending")
+        .await;
+    let (status, r) = env.refund(&a_id, "a-1", json!({})).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["status"], "pending");
+    assert_eq!(r["amount_minor"], WEI_25_USD.to_string());
+    let payer_before = env.anvil.balance(&env.eth.payer).unwrap();
+    env.anvil.mine(2).unwrap();
+    let a_done = env
+        .until(&a_id, |i| i["refunds"][0]["status"] == "succeeded")
+        .await;
+    assert_eq!(a_done["payments"][0]["status"], "voided");
+    assert!(a_done["payments"][0]["capture_tx"].is_null());
+    assert_eq!(
+        env.anvil.balance(&env.eth.payer).unwrap() - payer_before,
+        WEI_25_USD
+    );
+
+    // After capture: part of it, paid by the operator through the escrow.
+    let b = env.invoice(body).await;
+    let b_id = b["id"].as_str().unwrap().to_owned();
+    pay(&b);
+    env.anvil.mine(2).unwrap();
+    let captured = env
+        .until(&b_id, |i| i["payments"][0]["capture_tx"].is_string())
+        .await;
+    let reference = captured["payments"][0]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let payer_before = env.anvil.balance(&env.eth.payer).unwrap();
+    let (status, r) = env
+        .refund(
+            &b_id,
+            "b-1",
+            json!({"amount": "0.004", "payment": reference}),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    // The same key again: the same refund, not a second one.
+    let (status, again) = env
+        .refund(
+            &b_id,
+            "b-1",
+            json!({"amount": "0.004", "payment": reference}),
+        )
+        .await;
+    assert_eq!((status, &again["id"]), (200, &r["id"]));
+    let (status, too_much) = env.refund(&b_id, "b-2", json!({"amount": "0.007"})).await;
+    assert_eq!(status, 422, "{too_much}");
+    let done = env
+        .until(&b_id, |i| i["refunds"][0]["status"] == "succeeded")
+        .await;
+    assert_eq!(
+        env.anvil.balance(&env.eth.payer).unwrap() - payer_before,
+        4_000_000_000_000_000
+    );
+    assert_eq!(done["payments"][0]["refunded_minor"], "4000000000000000");
+    assert_eq!(done["refunds"].as_array().unwrap().len(), 1);
+    let topic = relay_testnet::cast(&["keccak", "PaymentRefunded(bytes32,uint256)"]).unwrap();
+    let id = captured["payment_methods"]["ethereum"]["payment_id"]
+        .as_str()
+        .unwrap();
+    let logs = env
+        .anvil
+        .rpc("eth_getLogs", json!([{"fromBlock": "0x0", "toBlock": "latest", "address": env.eth.escrow, "topics": [topic, id]}]))
+        .unwrap();
+    assert_eq!(logs.as_array().unwrap().len(), 1);
+    assert_eq!(done["refunds"][0]["tx"], logs[0]["transactionHash"]);
+    let events = env.events_of(&b_id).await;
+    assert_eq!(events.iter().filter(|e| *e == "refund.pending").count(), 1);
+    assert_eq!(
+        events.iter().filter(|e| *e == "refund.succeeded").count(),
+        1
+    );
+    let balances = env.balances().await;
+    let eth = balances["balances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["asset"] == "ETH")
+        .unwrap()
+        .clone();
+    assert_eq!(eth["accounts"]["refunded"], "4000000000000000");
+    assert_eq!(eth["accounts"]["paid_out"], WEI_25_USD.to_string());
+    assert_eq!(eth["balanced"], true);
+}
+
+/// Card refunds go to the gateway (once per refund, whatever the retries) and succeed when the
+/// gateway says so in its webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_refund_goes_to_the_gateway_once_and_succeeds_on_its_webhook() {
+    let env = start(true, false, &[]).await;
+    let inv = env
+        .invoice(json!({"amount": "25.00", "currency": "USD", "payment_methods": ["card"]}))
+        .await;
+    let id = inv["id"].as_str().unwrap().to_owned();
+    let pi = env.pay_card(&inv);
+    env.until(&id, |i| i["status"] == "settled").await;
+    let (status, r) = env.refund(&id, "c-1", json!({"amount": "10.00"})).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["status"], "pending");
+    let (_, again) = env.refund(&id, "c-1", json!({"amount": "10.00"})).await;
+    assert_eq!(again["id"], r["id"]);
+    // The gateway refunded exactly once.
+    let gw = env.gw.as_ref().unwrap();
+    let intent = gw.get(&format!("/v1/payment_intents/{pi}")).unwrap();
+    let charge_id = intent["charges"]["data"][0]["id"]
+        .as_str()
+        .or_else(|| intent["latest_charge"].as_str())
+        .unwrap()
+        .to_owned();
+    let charge = gw.get(&format!("/v1/charges/{charge_id}")).unwrap();
+    assert_eq!(charge["amount_refunded"], 1000, "{charge}");
+    // localstripe does not emit `charge.refunded`; deliver it from the gateway's own charge.
+    let body = json!({"id": format!("evt_ref_{}", nanos()), "object": "event",
+        "type": "charge.refunded", "data": {"object": charge}})
+    .to_string();
+    assert_eq!(env.post_gateway_event(&body).await, 200);
+    let done = env
+        .until(&id, |i| i["refunds"][0]["status"] == "succeeded")
+        .await;
+    assert_eq!(done["payments"][0]["refunded_minor"], "1000");
+    // What is left can be refunded; more cannot.
+    let (status, _) = env.refund(&id, "c-2", json!({"amount": "15.01"})).await;
+    assert_eq!(status, 422);
+    let balances = env.balances().await;
+    let usd = &balances["balances"][0];
+    assert_eq!(usd["asset"], "USD");
+    assert_eq!(usd["accounts"]["refunded"], "1000");
+    assert_eq!(usd["accounts"]["available"], "2500");
+    assert_eq!(usd["accounts"]["payers"], "1500");
+}
+
+/// A bitcoin refund is a request the merchant's own wallet pays; the relay marks it paid when it
+/// sees that payment on chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bitcoin_refund_is_marked_paid_when_the_merchants_wallet_pays_it() {
+    let mut env = start(
+        false,
+        true,
+        &["--btc-descriptor", &crate::bitcoin::descriptor(8, "wpkh")],
+    )
+    .await;
+    let inv = env
+        .invoice(json!({"amount": "25.00", "currency": "USD", "payment_methods": ["bitcoin"]}))
+        .await;
+    let id = inv["id"].as_str().unwrap().to_owned();
+    let btc = &inv["payment_methods"]["bitcoin"];
+    let sat: u64 = btc["amount_sat"].as_str().unwrap().parse().unwrap();
+    let script = Address::from_str(btc["address"].as_str().unwrap())
+        .unwrap()
+        .require_network(Network::Regtest)
+        .unwrap()
+        .script_pubkey();
+    {
+        let (node, wallet) = env.btc.as_mut().unwrap();
+        let tx = wallet.pay(&[(script, sat)]).unwrap();
+        broadcast(node, &tx).unwrap();
+        node.mine(1, &[0xee; 20]).unwrap();
+    }
+    env.until(&id, |i| i["status"] == "settled").await;
+    // The payer's refund address.
+    let payer = relay_bitcoin::DescriptorAddresses::new(Network::Regtest)
+        .derive(&crate::bitcoin::descriptor(77, "wpkh"), 3)
+        .unwrap();
+    let (status, r) = env
+        .refund(
+            &id,
+            "b-1",
+            json!({"amount": "0.0002", "bitcoin_address": payer.address}),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["status"], "pending");
+    assert_eq!(r["uri"], format!("bitcoin:{}?amount=0.0002", payer.address));
+    // The relay restarts before the merchant pays: it still watches the refund address.
+    env.restart().await;
+    let refund_script = ScriptBuf::from_hex(&payer.script_pubkey).unwrap();
+    let txid = {
+        let (node, wallet) = env.btc.as_mut().unwrap();
+        let tx = wallet.pay(&[(refund_script, 20_000)]).unwrap();
+        broadcast(node, &tx).unwrap();
+        node.mine(1, &[0xee; 20]).unwrap();
+        tx.compute_txid().to_string()
+    };
+    let done = env
+        .until(&id, |i| i["refunds"][0]["status"] == "succeeded")
+        .await;
+    assert_eq!(done["refunds"][0]["tx"], txid.as_str());
+    assert_eq!(done["payments"][0]["refunded_minor"], "20000");
+    // The payment to the refund address is not taken for a payment of the invoice.
+    assert_eq!(done["payments"].as_array().unwrap().len(), 1);
+    let balances = env.balances().await;
+    let row = &balances["balances"][0];
+    assert_eq!(row["asset"], "BTC");
+    assert_eq!(row["accounts"]["refunded"], "20000");
+    assert_eq!(row["accounts"]["paid_out"], sat.to_string());
+}
