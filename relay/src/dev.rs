@@ -25,6 +25,22 @@ fn demo_descriptor() -> String {
     format!("wpkh({}/0/*)", Xpub::from_priv(&Secp256k1::new(), &xprv))
 }
 
+/// The operator's treasury descriptor in dev: where bitcoin invoices of merchants paid on
+/// Ethereum are paid (watch-only, like a merchant's).
+fn dev_treasury_descriptor() -> String {
+    use relay_bitcoin::bitcoin::bip32::{Xpriv, Xpub};
+    use relay_bitcoin::bitcoin::secp256k1::Secp256k1;
+    let xprv = Xpriv::new_master(
+        relay_bitcoin::bitcoin::Network::Regtest,
+        b"relay dev operator treasury seed",
+    )
+    .expect("a valid seed");
+    format!("wpkh({}/0/*)", Xpub::from_priv(&Secp256k1::new(), &xprv))
+}
+
+/// Ether the dev operator puts into the escrow's liquidity for cross-rail settlements.
+const DEV_LIQUIDITY_ETH: u64 = 100;
+
 /// The dev faucet: a funded payer wallet on the regtest node, reachable over loopback HTTP, so a
 /// developer can pay an invoice's BIP21 URI with one `curl` (bcoin runs without a wallet).
 struct Faucet {
@@ -106,6 +122,8 @@ pub struct DevEthereum {
     pub payer_key: String,
     pub payer: String,
     pub merchant_payout: String,
+    /// The payout address of `relay dev`'s second merchant, paid on Ethereum for everything.
+    pub bridge_payout: String,
 }
 
 fn random_key() -> relay_ethereum::alloy::signers::local::PrivateKeySigner {
@@ -120,6 +138,7 @@ pub async fn deploy_dev_contracts(anvil: &relay_testnet::Anvil) -> Result<DevEth
     let payer = random_key();
     let fee_recipient = random_key().address();
     let merchant = random_key().address();
+    let bridge = random_key().address();
     let ether = 10u128.pow(18);
     for who in [operator.address(), payer.address()] {
         anvil.set_balance(&format!("{who:#x}"), 1000 * ether)?;
@@ -157,6 +176,7 @@ pub async fn deploy_dev_contracts(anvil: &relay_testnet::Anvil) -> Result<DevEth
         payer_key: hex_key(&payer),
         payer: format!("{:#x}", payer.address()),
         merchant_payout: format!("{merchant:#x}"),
+        bridge_payout: format!("{bridge:#x}"),
     })
 }
 
@@ -196,6 +216,17 @@ pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Resul
     let eth = deploy_dev_contracts(&testnet.anvil)
         .await
         .context("deploying the escrow on anvil")?;
+    // Liquidity for the bridge merchant's settlements, from the operator.
+    relay_ethereum::deploy::fund_ether_liquidity(
+        &testnet.anvil.url(),
+        &eth.operator_key.parse().context("dev operator key")?,
+        eth.escrow.parse().context("dev escrow")?,
+        relay_ethereum::alloy::primitives::U256::from(DEV_LIQUIDITY_ETH)
+            * relay_ethereum::alloy::primitives::U256::from(10u64.pow(18)),
+    )
+    .await
+    .context("funding the escrow's liquidity")?;
+    config.treasury_descriptor = Some(dev_treasury_descriptor());
     config.eth_rpc_url = Some(testnet.anvil.url());
     config.eth_ws_url = Some(testnet.anvil.ws_url());
     config.escrow_address = Some(eth.escrow.clone());
@@ -245,6 +276,16 @@ pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Resul
             ..Default::default()
         },
     )?;
+    let bridge = merchant::create(
+        &store,
+        &relay_api::SystemClock,
+        merchant::NewMerchant {
+            name: "Bridge shop".into(),
+            eth_payout: Some(eth.bridge_payout.clone()),
+            settle_on_ethereum: Some("ETH".into()),
+            ..Default::default()
+        },
+    )?;
     relay_store::Store::durable(&store).await?;
 
     #[allow(clippy::print_stdout)]
@@ -279,6 +320,15 @@ Pay it by card on the local gateway: take payment_methods.card.payment_intent (p
 The gateway's signed webhook reaches the relay and the invoice turns "settled" (GET it again).
 A declined card: use payment_method=pm_card_chargeCustomerFail instead.
 
+Bridge merchant {bid}: paid on Ethereum, in ETH at {bridge_payout}, for card and
+bitcoin payments too (the relay settles them from the escrow's liquidity, {liquidity} ETH here).
+  bridge API key   {bkey}
+Create an invoice with this key and pay it by card exactly as above: once it is "settled", the
+relay calls the escrow's settle() with the PaymentIntent id as sourceRef; the invoice's
+settlement.settlements[0] turns "paid" with its tx, and the merchant's ether arrives:
+  {cast} balance {bridge_payout} --rpc-url {anvil}
+Its bitcoin invoices pay the operator's treasury addresses; they are settled the same way.
+
 Pay it in bitcoin: the dev faucet (a funded wallet on the regtest node) pays the invoice's
 payment_methods.bitcoin.uri; then mine a block:
   curl -s {faucet}/bitcoin/pay -d 'bitcoin:bcrt1…?amount=…'
@@ -303,6 +353,10 @@ payment_methods.ethereum.call the same way.
             stripe = testnet.stripe.url(),
             sk = relay_testnet::LocalStripe::SECRET_KEY,
             mid = demo.id,
+            bid = bridge.id,
+            bkey = bridge.api_key,
+            bridge_payout = eth.bridge_payout,
+            liquidity = DEV_LIQUIDITY_ETH,
             key = demo.api_key,
             whsec = demo.webhook_secret,
             rates = DEV_RATES,

@@ -61,3 +61,24 @@ pub async fn deploy_test_token(
     }
     Ok(*token.address())
 }
+
+/// The operator adds `amount` of ether to the escrow's liquidity (what cross-rail settlements are
+/// paid from). For `relay dev` and tests; in production the operator funds it with its own tools.
+pub async fn fund_ether_liquidity(
+    url: &str,
+    operator: &PrivateKeySigner,
+    escrow: Address,
+    amount: U256,
+) -> Result<(), EthError> {
+    let provider = wallet_provider(url, operator)?;
+    PaymentEscrow::new(escrow, provider)
+        .fund(Address::ZERO, amount)
+        .value(amount)
+        .send()
+        .await
+        .map_err(|e| EthError::fatal(format!("funding liquidity: {e}")))?
+        .get_receipt()
+        .await
+        .map_err(|e| EthError::fatal(format!("funding liquidity: {e}")))?;
+    Ok(())
+}

@@ -512,6 +512,59 @@ async fn relay_dev_serves_invoices_and_stops_its_nodes() {
     let id = inv["id"].as_str().unwrap();
     card::wait_for(&client, &url, &key, id, |inv| inv["status"] == "settled").await;
 
+    // The bridge merchant is paid on Ethereum: its card payment is settled on anvil.
+    let bridge_key = field("bridge API key");
+    let payout = banner
+        .lines()
+        .find(|l| l.contains(" balance 0x"))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("0x")))
+        .unwrap_or_else(|| panic!("bridge payout in {banner}"))
+        .to_owned();
+    let (status, bridge_inv) = create_invoice(
+        &client,
+        &url,
+        &bridge_key,
+        "dev-bridge-1",
+        &json!({"amount": "30.00", "currency": "USD", "payment_methods": ["card"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{bridge_inv}");
+    let bridge_pi = bridge_inv["payment_methods"]["card"]["payment_intent"]
+        .as_str()
+        .unwrap();
+    for (path, form) in [
+        (
+            format!("/v1/payment_intents/{bridge_pi}"),
+            vec![("payment_method", "pm_card_visa")],
+        ),
+        (format!("/v1/payment_intents/{bridge_pi}/confirm"), vec![]),
+    ] {
+        let r = client
+            .post(format!("{stripe}{path}"))
+            .basic_auth("sk_test_relay", Some(""))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let bridge_id = bridge_inv["id"].as_str().unwrap();
+    let settled = card::wait_for(&client, &url, &bridge_key, bridge_id, |inv| {
+        inv["settlement"]["settlements"][0]["status"] == "paid"
+    })
+    .await;
+    let s = &settled["settlement"]["settlements"][0];
+    assert_eq!(s["source_ref"], bridge_pi);
+    // 30.00 USD at the dev rate of 3,000 USD/ETH.
+    assert_eq!(s["amount_minor"], "10000000000000000");
+    let balance =
+        relay_testnet::json_rpc(&anvil, None, "eth_getBalance", json!([payout, "latest"])).unwrap();
+    assert_eq!(
+        relay_testnet::hex_quantity(&balance).unwrap(),
+        10_000_000_000_000_000
+    );
+
     // Pay another invoice in bitcoin with the two printed faucet lines.
     let faucet = banner
         .lines()
