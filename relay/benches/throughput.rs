@@ -17,6 +17,10 @@
 //!    its watcher reaches the tip with every invoice settled.
 //! 9. Merchant webhooks: a relay started with 20,000 undelivered events, timed until a local
 //!    receiver has every one (`RELAY_BENCH_WEBHOOKS`).
+//! 10. Card to merchant: a card payment confirmed at localstripe, its signed
+//!     `payment_intent.succeeded` delivered to the relay, timed until the merchant's endpoint
+//!     has `invoice.settled` and, for a merchant paid on Ethereum, `settlement.paid` (the
+//!     escrow's `settle` mined on anvil, WebSocket heads).
 //!
 //! Bounded: each load phase runs for a fixed time (`RELAY_BENCH_SECS`, default 10).
 
@@ -469,9 +473,10 @@ fn main() {
     rt.block_on(async {
         let dur = secs();
         println!("relay throughput bench: {CONCURRENCY} concurrent connections, {}s per phase, {} cores", dur.as_secs(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-        // `RELAY_BENCH_ONLY=ethereum` runs phases 7 and 8 alone, `=webhooks` phase 9.
+        // `RELAY_BENCH_ONLY=ethereum` runs phases 7 and 8 alone, `=webhooks` phase 9, `=card`
+        // phase 10.
         let only = std::env::var("RELAY_BENCH_ONLY").unwrap_or_default();
-        let only_eth = only == "ethereum" || only == "webhooks";
+        let only_eth = !only.is_empty();
         // Invoices offer bitcoin, so creating one derives an address: the relay needs its node.
         let node = relay_testnet::BitcoinNode::spawn().unwrap();
         let rounds: usize = std::env::var("RELAY_BENCH_BTC_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
@@ -577,7 +582,7 @@ fn main() {
         }
         }
 
-        if only != "webhooks" {
+        if only.is_empty() || only == "ethereum" {
         // Ethereum: deposit block mined -> settled, polling vs. WebSocket heads (each on a fresh
         // anvil and escrow, so no relay sees another's deposits).
         for (poll, ws) in [(1000, false), (1000, true), (100, false)] {
@@ -588,8 +593,153 @@ fn main() {
         }
         eth_catch_up(&node).await;
         }
-        webhook_throughput(&node).await;
+        if only.is_empty() || only == "webhooks" {
+            webhook_throughput(&node).await;
+        }
+        if only.is_empty() || only == "card" {
+            card_to_merchant(&node, rounds).await;
+        }
     });
+}
+
+/// Phase 10: gateway webhook -> merchant webhook, and -> the merchant paid on Ethereum.
+async fn card_to_merchant(node: &relay_testnet::BitcoinNode, rounds: usize) {
+    type Seen = Arc<std::sync::Mutex<std::collections::HashMap<(String, String), Instant>>>;
+    let gw = relay_testnet::LocalStripe::spawn().unwrap();
+    let anvil = relay_testnet::Anvil::spawn().unwrap();
+    let eth = relay::dev::deploy_dev_contracts(&anvil).await.unwrap();
+    relay_ethereum::deploy::fund_ether_liquidity(
+        &anvil.url(),
+        &eth.operator_key.parse().unwrap(),
+        eth.escrow.parse().unwrap(),
+        relay_ethereum::alloy::primitives::U256::from(10u64.pow(18))
+            * relay_ethereum::alloy::primitives::U256::from(100u64),
+    )
+    .await
+    .unwrap();
+    // The merchant's receiver: when each (invoice, event type) arrived.
+    let seen: Seen = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let s2 = seen.clone();
+    let receiver = tokio::spawn(async move {
+        let app = axum::Router::new().route(
+            "/hooks",
+            axum::routing::post(move |body: String| {
+                let seen = s2.clone();
+                async move {
+                    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+                    if let (Some(t), Some(id)) =
+                        (v["type"].as_str(), v["data"]["object"]["id"].as_str())
+                    {
+                        seen.lock()
+                            .unwrap()
+                            .insert((id.to_owned(), t.to_owned()), Instant::now());
+                    }
+                    "ok"
+                }
+            }),
+        );
+        axum::serve(listener, app).await.unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let key = {
+        let store = SledStore::open(dir.path()).unwrap();
+        let created = relay::merchant::create(
+            &store,
+            &relay_api::SystemClock,
+            relay::merchant::NewMerchant {
+                name: "bench bridge".into(),
+                eth_payout: Some(BENCH_PAYOUT.into()),
+                settle_on_ethereum: Some("ETH".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mid = relay_core::MerchantId::parse(&created.id).unwrap();
+        add_endpoint(
+            &store,
+            &mid,
+            &hook_url,
+            &["invoice.settled", "settlement.paid"],
+        );
+        store.durable().await.unwrap();
+        created.api_key
+    };
+    let mut env = eth_env(&anvil, &eth, 1000, true);
+    env.push(("RELAY_STRIPE_API_BASE".into(), gw.url()));
+    env.push((
+        "RELAY_STRIPE_SECRET_KEY".into(),
+        relay_testnet::LocalStripe::SECRET_KEY.into(),
+    ));
+    let relay = start_relay(dir.path(), &node.rpc_url_with_auth(), 1000, &env).await;
+    let client = reqwest::Client::new();
+    let (mut to_settled, mut to_paid) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        let inv: Value = client.post(format!("{}/v1/invoices", relay.url)).bearer_auth(&key)
+            .json(&json!({"amount": format!("{}.00", 10 + i), "currency": "USD", "payment_methods": ["card"]}))
+            .send().await.unwrap().json().await.unwrap();
+        let id = inv["id"].as_str().unwrap().to_owned();
+        let pi = inv["payment_methods"]["card"]["payment_intent"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // The payer pays at the gateway; its event is then delivered as the gateway would.
+        gw.post(
+            &format!("/v1/payment_intents/{pi}"),
+            &[("payment_method", "pm_card_visa")],
+        )
+        .unwrap();
+        gw.post(&format!("/v1/payment_intents/{pi}/confirm"), &[])
+            .unwrap();
+        let intent = gw.get(&format!("/v1/payment_intents/{pi}")).unwrap();
+        let body = json!({"id": format!("evt_card_{i}_{pi}"), "object": "event", "type": "payment_intent.succeeded",
+            "data": {"object": intent}}).to_string();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        use hmac::Mac;
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+        mac.update(format!("{t}.{body}").as_bytes());
+        let sig = format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()));
+        let sent = Instant::now();
+        let r = client
+            .post(format!("{}/v1/gateways/stripe/webhook", relay.url))
+            .header("Stripe-Signature", sig)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        for (kind, out) in [
+            ("invoice.settled", &mut to_settled),
+            ("settlement.paid", &mut to_paid),
+        ] {
+            loop {
+                if let Some(at) = seen.lock().unwrap().get(&(id.clone(), kind.to_owned())) {
+                    out.push(at.duration_since(sent));
+                    break;
+                }
+                assert!(
+                    sent.elapsed() < Duration::from_secs(30),
+                    "no {kind} for {id}"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+    receiver.abort();
+    for (label, mut v) in [
+        ("invoice.settled", to_settled),
+        ("settlement.paid", to_paid),
+    ] {
+        v.sort();
+        println!("gateway webhook -> merchant's {label:<15} webhook: median {:>7.1} ms  max {:>7.1} ms  ({} rounds)",
+            v[v.len() / 2].as_secs_f64() * 1e3, v[v.len() - 1].as_secs_f64() * 1e3, v.len());
+    }
 }
 
 /// A payer's escrow client on a bench anvil (the payer's own transactions, signed here).
