@@ -567,6 +567,8 @@ pub async fn watch_loop(
             tokio::select! {
                 _ = tokio::time::sleep(eth.poll) => {}
                 _ = wake.notified() => {}
+                // A refund or settlement to send: act without waiting for the next block.
+                _ = store.payout_wake().notified() => {}
             }
         }
     }

@@ -159,6 +159,18 @@ pub async fn dispatch_loop(store: SledStore, config: DispatchConfig) {
             metrics::gauge!("relay_webhook_backlog").set(store.webhook_backlog() as f64);
         }
         if due.is_empty() {
+            // A write that queues events wakes the dispatcher at once; the timer covers retries
+            // falling due.
+            tokio::select! {
+                _ = tokio::time::sleep(config.idle) => {}
+                _ = store.fanout_wake().notified() => {}
+            }
+            continue;
+        }
+        // Deliver only what is on disk: an event a crash could still take back must not reach a
+        // merchant (concurrent writers share the flush).
+        if let Err(e) = store.durable().await {
+            tracing::error!(target: "relay::webhooks", error = %e, "flushing before delivery failed");
             tokio::time::sleep(config.idle).await;
             continue;
         }

@@ -68,6 +68,12 @@ struct Inner {
     /// Serializes the writers of the webhook queue (fan-out, delivery results, redelivery), so
     /// they may read it outside their transactions.
     webhook_lock: std::sync::Mutex<()>,
+    /// Woken when a write queued events for webhook fan-out.
+    fanout_wake: tokio::sync::Notify,
+    /// Woken when a write added payout work (a refund or settlement for the operator).
+    payout_wake: tokio::sync::Notify,
+    /// Set inside a transaction that adds payout work (read by `finish`).
+    payout_added: std::sync::atomic::AtomicBool,
     /// Merchants with at least one webhook endpoint: only their events are queued for delivery.
     hooked_merchants: std::sync::RwLock<std::collections::HashSet<String>>,
     // Group commit: `written` counts writes that have returned; `flushed` is the value of
@@ -225,6 +231,9 @@ impl SledStore {
             payouts: tree("payouts")?,
             webhook_lock: std::sync::Mutex::new(()),
             hooked_merchants: Default::default(),
+            fanout_wake: tokio::sync::Notify::new(),
+            payout_wake: tokio::sync::Notify::new(),
+            payout_added: std::sync::atomic::AtomicBool::new(false),
             db,
             written: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
@@ -236,6 +245,27 @@ impl SledStore {
         };
         store.load_hooked_merchants()?;
         Ok(store)
+    }
+
+    /// Completes when a write has queued events for webhook fan-out since the last wake (the
+    /// dispatcher waits on it instead of polling).
+    pub fn fanout_wake(&self) -> &tokio::sync::Notify {
+        &self.inner.fanout_wake
+    }
+
+    /// Completes when a write has added payout work since the last wake (the Ethereum operator
+    /// waits on it besides new blocks).
+    pub fn payout_wake(&self) -> &tokio::sync::Notify {
+        &self.inner.payout_wake
+    }
+
+    fn wake(&self, events: &[EncodedEvent]) {
+        if events.iter().any(|e| e.fan_out) {
+            self.inner.fanout_wake.notify_one();
+        }
+        if self.inner.payout_added.swap(false, Ordering::SeqCst) {
+            self.inner.payout_wake.notify_one();
+        }
     }
 
     /// Marks an invoice's expiry as handled, so the expiry sweep does not return it again.
@@ -352,10 +382,20 @@ impl SledStore {
                     exp.remove(expiry_key(invoice.expires_at, &invoice.id))?;
                 }
                 Self::write_events(ev, ev_m, fan, events)?;
-                Derived::of(Some(&current), invoice).write(led, led_e, pay)?;
+                let derived = Derived::of(Some(&current), invoice);
+                derived.write(led, led_e, pay)?;
+                if derived.adds_payouts() {
+                    i.payout_added.store(true, Ordering::SeqCst);
+                }
                 Ok(())
             });
-        self.finish(result)
+        let done = self.finish(result);
+        if matches!(done, Ok(Commit::Done)) {
+            if let Some((_, _, _, events)) = &encoded {
+                self.wake(events);
+            }
+        }
+        done
     }
 
     fn finish(&self, result: Result<(), TransactionError<Abort>>) -> Result<Commit, StoreError> {
@@ -548,7 +588,11 @@ impl Store for SledStore {
                     Ok(())
                 },
             );
-        self.finish(result)
+        let done = self.finish(result);
+        if matches!(done, Ok(Commit::Done)) {
+            self.wake(&events);
+        }
+        done
     }
 
     fn update_invoice(
@@ -686,7 +730,11 @@ impl Store for SledStore {
                         exp.remove(expiry_key(invoice.expires_at, &invoice.id))?;
                     }
                     Self::write_events(ev, ev_m, fan, events)?;
-                    Derived::of(Some(&current), invoice).write(led, led_e, pay)?;
+                    let derived = Derived::of(Some(&current), invoice);
+                    derived.write(led, led_e, pay)?;
+                    if derived.adds_payouts() {
+                        i.payout_added.store(true, Ordering::SeqCst);
+                    }
                 }
                 for key in &write.delete {
                     chains.remove(concat(&prefix, key))?;
@@ -697,7 +745,15 @@ impl Store for SledStore {
                 chains.insert(cursor_key.as_slice(), write.cursor.as_slice())?;
                 Ok(())
             });
-        self.finish(result)
+        let done = self.finish(result);
+        if matches!(done, Ok(Commit::Done)) {
+            let events: Vec<EncodedEvent> = invoices
+                .into_iter()
+                .flat_map(|(_, _, _, events)| events)
+                .collect();
+            self.wake(&events);
+        }
+        done
     }
 
     fn invoice_by_reference(&self, reference: &str) -> Result<Option<InvoiceId>, StoreError> {

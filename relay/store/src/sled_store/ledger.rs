@@ -108,6 +108,11 @@ impl Derived {
         }
     }
 
+    /// Whether the change gives the operator or a watcher something new to do.
+    pub(super) fn adds_payouts(&self) -> bool {
+        !self.payouts_added.is_empty()
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.lines.is_empty() && self.payouts_removed.is_empty() && self.payouts_added.is_empty()
     }
