@@ -33,21 +33,25 @@ pub struct Bitcoin {
     pub refunds: RefundWatch,
 }
 
-/// Bitcoin refunds the watcher looks for. The watcher follows scripts for invoices; a refund's
-/// script is followed under a stand-in id derived from the refund ([`refund_key`]), which this
-/// map turns back into the invoice and the refund.
+/// Bitcoin refunds the watcher looks for. The watcher follows scripts for invoices; a refund
+/// address's script is followed under a stand-in id derived from the script ([`refund_key`]),
+/// which this map turns into the refunds (invoice, refund id) paying that address, oldest first.
 #[derive(Clone, Default)]
-pub struct RefundWatch(Arc<std::sync::Mutex<HashMap<InvoiceId, (InvoiceId, String)>>>);
+pub struct RefundWatch(Arc<std::sync::Mutex<HashMap<InvoiceId, Vec<RefundOf>>>>);
+
+/// A refund, by its invoice and its id.
+type RefundOf = (InvoiceId, String);
 
 impl RefundWatch {
     fn insert(&self, key: InvoiceId, invoice: InvoiceId, refund: String) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (invoice, refund));
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let list = map.entry(key).or_default();
+        if !list.iter().any(|(_, r)| *r == refund) {
+            list.push((invoice, refund));
+        }
     }
 
-    fn get(&self, key: &InvoiceId) -> Option<(InvoiceId, String)> {
+    fn get(&self, key: &InvoiceId) -> Option<Vec<(InvoiceId, String)>> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -56,10 +60,10 @@ impl RefundWatch {
     }
 }
 
-/// The stand-in id under which the watcher follows a refund's script.
-fn refund_key(refund: &str) -> InvoiceId {
+/// The stand-in id under which the watcher follows a refund address's script (hex).
+fn refund_key(script_hex: &str) -> InvoiceId {
     let digest = relay_bitcoin::bitcoin::hashes::sha256::Hash::hash(
-        format!("relay.refund\0{refund}").as_bytes(),
+        format!("relay.refund\0{script_hex}").as_bytes(),
     );
     let mut entropy = [0u8; 12];
     entropy.copy_from_slice(&digest.as_byte_array()[..12]);
@@ -99,14 +103,14 @@ pub async fn connect(config: &Config, wait: Duration) -> Result<Option<Bitcoin>>
         let tx = tx.clone();
         let refunds = refunds.clone();
         move |invoice: &InvoiceId, refund: &relay_core::Refund| {
-            let Some(script) = refund
+            let Some((hex, script)) = refund
                 .script_pubkey
                 .as_deref()
-                .and_then(|h| ScriptBuf::from_hex(h).ok())
+                .and_then(|h| ScriptBuf::from_hex(h).ok().map(|s| (h, s)))
             else {
                 return;
             };
-            let key = refund_key(&refund.id);
+            let key = refund_key(hex);
             refunds.insert(key.clone(), invoice.clone(), refund.id.clone());
             let _ = tx.send((script, key));
         }
@@ -163,7 +167,7 @@ fn load_watcher(
         let hex = String::from_utf8_lossy(&w.value).into_owned();
         match ScriptBuf::from_hex(&hex) {
             Ok(script) => {
-                let key = refund_key(&w.record);
+                let key = refund_key(&hex);
                 refunds.insert(key.clone(), w.invoice, w.record);
                 watcher.watch(script, key);
             }
@@ -205,6 +209,38 @@ fn input_for(obs: &Observation, invoice: &relay_core::Invoice) -> InvoiceInput {
     }
 }
 
+/// The refund an output to a refund address pays: none if the output already paid one (it is
+/// seen again as it gets deeper), else the oldest pending candidate whose amount it covers.
+fn refund_paid_by(
+    store: &SledStore,
+    obs: &Observation,
+    candidates: &[(InvoiceId, String)],
+) -> Result<Option<(InvoiceId, String)>> {
+    let Observation::Seen { outpoint, sat, .. } = obs else {
+        return Ok(None);
+    };
+    let txid = outpoint.txid.to_string();
+    let mut pick = None;
+    for (invoice, refund) in candidates {
+        let Some(inv) = store.invoice(invoice)? else {
+            continue;
+        };
+        let Some(r) = inv.refunds.iter().find(|r| r.id == *refund) else {
+            continue;
+        };
+        if r.tx.as_deref() == Some(txid.as_str()) {
+            return Ok(None);
+        }
+        if pick.is_none()
+            && r.status == relay_core::RefundStatus::Pending
+            && Amount::from_minor(u128::from(*sat)) >= r.amount
+        {
+            pick = Some((invoice.clone(), refund.clone()));
+        }
+    }
+    Ok(pick)
+}
+
 /// A refund is paid once an output of at least its amount to the payer's address is as deep as
 /// the invoice's own payments must be (at least one block).
 fn refund_input(
@@ -239,14 +275,18 @@ pub fn commit(
     update: &Update,
     refunds: &RefundWatch,
 ) -> Result<usize> {
-    // Observations of refund scripts belong to the refund's invoice, as that refund.
+    // An output to a refund address pays the oldest pending refund to it that it covers, once.
     let mut by_invoice: BTreeMap<InvoiceId, Vec<(&Observation, Option<String>)>> = BTreeMap::new();
     for o in &update.observations {
         match refunds.get(o.invoice()) {
-            Some((invoice, refund)) => by_invoice
-                .entry(invoice)
-                .or_default()
-                .push((o, Some(refund))),
+            Some(candidates) => {
+                if let Some((invoice, refund)) = refund_paid_by(store, o, &candidates)? {
+                    by_invoice
+                        .entry(invoice)
+                        .or_default()
+                        .push((o, Some(refund)));
+                }
+            }
             None => by_invoice
                 .entry(o.invoice().clone())
                 .or_default()

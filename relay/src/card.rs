@@ -45,13 +45,16 @@ impl CardGateway for StripeGateway {
         payment_intent: &'a str,
         amount_minor: u64,
         key: &'a str,
-    ) -> BoxFuture<'a, Result<String, String>> {
+    ) -> BoxFuture<'a, Result<String, relay_api::card::RefundError>> {
         Box::pin(async move {
             let refund = self
                 .client
                 .refund(payment_intent, amount_minor, key)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| relay_api::card::RefundError {
+                    refused: !e.is_retryable(),
+                    message: e.to_string(),
+                })?;
             Ok(refund["id"].as_str().unwrap_or_default().to_owned())
         })
     }

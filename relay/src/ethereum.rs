@@ -198,14 +198,15 @@ fn match_of(invoice: &Invoice, d: &Deposit) -> Match {
 
 /// What an observation means for its invoice, if anything: the deposit's, or (for refunds and
 /// settlements, which need no deposit) the invoice of the refund or settlement.
-fn input_for(obs: &Observation, d: Option<&Deposit>, invoice: &Invoice) -> Option<InvoiceInput> {
+fn input_for(item: &Item<'_>, invoice: &Invoice) -> Option<InvoiceInput> {
+    let (obs, d) = (item.obs, item.deposit);
     match obs {
         Observation::Refunded { id, amount, tx } => {
+            // The refund whose operator transaction this is (found by its hash).
+            let key = item.refund?;
             let reference = eth_payment_reference(&format!("{id:#x}"));
             let r = invoice.refunds.iter().find(|r| {
-                r.payment == reference
-                    && r.status == RefundStatus::Pending
-                    && r.amount == Amount(*amount)
+                r.payment == reference && refund_key(&r.id) == key && r.amount == Amount(*amount)
             })?;
             return Some(InvoiceInput::RefundPaid {
                 id: r.id.clone(),
@@ -270,6 +271,19 @@ fn input_for(obs: &Observation, d: Option<&Deposit>, invoice: &Invoice) -> Optio
     }
 }
 
+/// One observation with what it concerns: its deposit, or (escrow refunds) the key of the refund
+/// whose operator transaction logged it.
+struct Item<'a> {
+    obs: &'a Observation,
+    deposit: Option<&'a Deposit>,
+    refund: Option<B256>,
+}
+
+/// The key an escrow refund's operator transaction carries (`Purpose::Refund`).
+fn refund_key(refund_id: &str) -> B256 {
+    relay_ethereum::alloy::primitives::keccak256(refund_id.as_bytes())
+}
+
 /// Stores one watcher step: its cursor, deposits and the invoice changes of its observations, in
 /// one transaction.
 fn commit_update(
@@ -277,6 +291,7 @@ fn commit_update(
     clock: &dyn Clock,
     ids: &IdSource,
     watcher: &Watcher,
+    sender: &Sender,
     update: &Update,
 ) -> Result<usize> {
     let mut put: Vec<TrackedRecord> = Vec::new();
@@ -285,23 +300,35 @@ fn commit_update(
             put.push((deposit_key(id), serde_json::to_vec(d)?));
         }
     }
-    let mut by_invoice: BTreeMap<InvoiceId, Vec<(&Observation, Option<&Deposit>)>> =
-        BTreeMap::new();
+    let mut by_invoice: BTreeMap<InvoiceId, Vec<Item<'_>>> = BTreeMap::new();
+    let item = |obs, deposit, refund| Item {
+        obs,
+        deposit,
+        refund,
+    };
     for o in &update.observations {
         let id = match o {
             Observation::Seen { id, .. }
             | Observation::Reverted { id }
             | Observation::Closed { id, .. } => id,
-            Observation::Refunded { id, .. } => {
-                match payout_invoice(store, PayoutKind::EthRefund, |inv, record| {
-                    let reference = eth_payment_reference(&format!("{id:#x}"));
-                    inv.refunds
-                        .iter()
-                        .any(|r| r.id == record && r.payment == reference)
-                })? {
-                    Some(inv) => by_invoice.entry(inv).or_default().push((o, None)),
+            Observation::Refunded { id, tx, .. } => {
+                // Only the relay's own refund transactions pay its refunds.
+                let key = sender.for_payment(*id).find_map(|t| match t.purpose {
+                    Purpose::Refund(_, key) if t.attempts.iter().any(|a| a.hash == *tx) => {
+                        Some(key)
+                    }
+                    _ => None,
+                });
+                let found = match key {
+                    Some(key) => payout_invoice(store, PayoutKind::EthRefund, |_, record| {
+                        refund_key(record) == key
+                    })?,
+                    None => None,
+                };
+                match found {
+                    Some(inv) => by_invoice.entry(inv).or_default().push(item(o, None, key)),
                     None => {
-                        tracing::info!(target: "relay::eth", payment_id = %id, "refund the relay did not ask for, or already recorded")
+                        tracing::info!(target: "relay::eth", payment_id = %id, %tx, "escrow refund not sent by this relay, or already recorded")
                     }
                 }
                 continue;
@@ -309,7 +336,7 @@ fn commit_update(
             Observation::Settled { id, .. } => {
                 let sid = format!("{id:#x}");
                 match payout_invoice(store, PayoutKind::Settlement, |_, record| record == sid)? {
-                    Some(inv) => by_invoice.entry(inv).or_default().push((o, None)),
+                    Some(inv) => by_invoice.entry(inv).or_default().push(item(o, None, None)),
                     None => {
                         tracing::info!(target: "relay::eth", settlement_id = %id, "settlement not pending (already recorded)")
                     }
@@ -321,7 +348,10 @@ fn commit_update(
             continue;
         };
         match invoice_of(store, d)? {
-            Some(inv) => by_invoice.entry(inv.id).or_default().push((o, Some(d))),
+            Some(inv) => by_invoice
+                .entry(inv.id)
+                .or_default()
+                .push(item(o, Some(d), None)),
             None => {
                 tracing::info!(target: "relay::eth", payment_id = %d.id, salt = %d.salt, "deposit for no known invoice")
             }
@@ -340,8 +370,8 @@ fn commit_update(
         ids,
         write,
         &by_invoice,
-        |(o, d), invoice| input_for(o, *d, invoice),
-        |(o, _)| format!("{o:?}"),
+        input_for,
+        |i| format!("{:?}", i.obs),
     )
 }
 
@@ -533,7 +563,9 @@ pub async fn watch_loop(
                 }
             };
             if !update.is_empty() {
-                if let Err(e) = commit_update(&store, clock.as_ref(), &ids, &watcher, &update) {
+                if let Err(e) =
+                    commit_update(&store, clock.as_ref(), &ids, &watcher, &sender, &update)
+                {
                     tracing::error!(target: "relay::eth", error = %e, "storing the watcher's step failed; reloading");
                     tokio::time::sleep(eth.poll).await;
                     continue 'rebuild;
@@ -749,15 +781,11 @@ async fn refund(
         if !captured {
             continue;
         }
-        let purpose = Purpose::Refund(
-            id,
-            relay_ethereum::alloy::primitives::keccak256(r.id.as_bytes()),
-        );
+        let purpose = Purpose::Refund(id, refund_key(&r.id));
         if live(sender, purpose) {
             continue;
         }
-        let key =
-            purpose.payment_id() ^ relay_ethereum::alloy::primitives::keccak256(r.id.as_bytes());
+        let key = purpose.payment_id() ^ refund_key(&r.id);
         let tries = failed(sender, purpose) + failures.get(&key).copied().unwrap_or(0);
         if tries >= MAX_FAILURES {
             tracing::error!(target: "relay::eth", refund = %r.id, "the escrow refund keeps failing; marking it failed");
@@ -812,6 +840,16 @@ async fn settle(
     ctx: (&dyn Clock, &IdSource),
 ) -> Result<()> {
     let contract = PaymentEscrow::new(eth.rail.escrow, eth.node.provider().clone());
+    // Liquidity already promised to settlements sent and not yet mined.
+    let mut in_flight: HashMap<Address, U256> = HashMap::new();
+    for t in sender.pending() {
+        if let Purpose::Settle(_) = t.purpose {
+            if let Ok(call) = PaymentEscrow::settleCall::abi_decode(&t.input) {
+                let slot = in_flight.entry(call.token).or_default();
+                *slot = slot.saturating_add(call.amount);
+            }
+        }
+    }
     let mut liquidity: HashMap<Address, U256> = HashMap::new();
     let mut queued = 0u64;
     for w in store.payouts(PayoutKind::Settlement)? {
@@ -819,9 +857,13 @@ async fn settle(
             continue;
         };
         let (Some(s), Some(to)) = (
-            inv.settlements
-                .iter()
-                .find(|s| s.id == w.record && s.status != SettlementStatus::Paid),
+            inv.settlements.iter().find(|s| {
+                s.id == w.record
+                    && matches!(
+                        s.status,
+                        SettlementStatus::Pending | SettlementStatus::Queued
+                    )
+            }),
             inv.settle_to.as_ref(),
         ) else {
             continue;
@@ -830,9 +872,13 @@ async fn settle(
             tracing::error!(target: "relay::eth", settlement = %s.id, "unreadable settlement");
             continue;
         };
-        let token = match &to.token {
-            Some(t) => t.parse::<Address>().unwrap_or(Address::ZERO),
+        let token = match to.token.as_deref().map(str::parse::<Address>) {
             None => Address::ZERO,
+            Some(Ok(t)) => t,
+            Some(Err(_)) => {
+                tracing::error!(target: "relay::eth", settlement = %s.id, "unreadable token address");
+                continue;
+            }
         };
         let purpose = Purpose::Settle(sid);
         if live(sender, purpose) {
@@ -849,7 +895,11 @@ async fn settle(
         let available = match liquidity.get(&token) {
             Some(a) => *a,
             None => {
-                let a = contract.liquidity(token).call().await?;
+                let a = contract
+                    .liquidity(token)
+                    .call()
+                    .await?
+                    .saturating_sub(in_flight.get(&token).copied().unwrap_or_default());
                 liquidity.insert(token, a);
                 a
             }

@@ -51,7 +51,16 @@ pub trait CardGateway: Send + Sync + 'static {
         payment_intent: &'a str,
         amount_minor: u64,
         key: &'a str,
-    ) -> BoxFuture<'a, Result<String, String>>;
+    ) -> BoxFuture<'a, Result<String, RefundError>>;
+}
+
+/// Why a gateway refund did not go through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundError {
+    pub message: String,
+    /// The gateway said no (it will say no again). Otherwise it could not be reached or failed
+    /// on its side, and may have taken the refund: retry with the same key.
+    pub refused: bool,
 }
 
 /// What handling an event did.

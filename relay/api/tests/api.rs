@@ -1010,6 +1010,11 @@ async fn concurrent_refunds_never_exceed_the_payment() {
             json!({"bitcoin_address": payer, "payment": "btc:bb:0"}),
             "payment_unknown",
         ),
+        // The invoice's own address is watched for the invoice: never a refund address.
+        (
+            json!({"bitcoin_address": address_at(0)}),
+            "bitcoin_address_invalid",
+        ),
     ] {
         let r = env.post(&uri, body.clone()).await;
         assert!(r.status.is_client_error(), "{body}: {}", r.json);

@@ -51,10 +51,12 @@ pub enum EventType {
     SettlementQueued,
     #[serde(rename = "settlement.paid")]
     SettlementPaid,
+    #[serde(rename = "settlement.held")]
+    SettlementHeld,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 20] = [
+    pub const ALL: [EventType; 21] = [
         EventType::InvoiceCreated,
         EventType::InvoiceProcessing,
         EventType::InvoiceSettled,
@@ -75,6 +77,7 @@ impl EventType {
         EventType::SettlementPending,
         EventType::SettlementQueued,
         EventType::SettlementPaid,
+        EventType::SettlementHeld,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +102,7 @@ impl EventType {
             EventType::SettlementPending => "settlement.pending",
             EventType::SettlementQueued => "settlement.queued",
             EventType::SettlementPaid => "settlement.paid",
+            EventType::SettlementHeld => "settlement.held",
         }
     }
 

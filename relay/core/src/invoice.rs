@@ -339,6 +339,8 @@ pub enum InvoiceInput {
         amount: Option<Amount>,
         to: Option<RefundAddress>,
     },
+    /// The gateway took refund `id` under its own id (its webhook confirms it later).
+    RefundSubmitted { id: String, gateway_refund: String },
     /// The rail paid refund `id` (by transaction `tx`, or as the gateway's refund).
     RefundPaid {
         id: String,
@@ -843,9 +845,8 @@ impl Invoice {
                     p.status = status;
                     events.push(status.event());
                 }
-                if status == PaymentStatus::Voided {
-                    self.returned(&reference, &mut events);
-                }
+                // Voided or reclaimed, the payer has the deposit back: its refunds are done.
+                self.returned(&reference, &mut events);
                 changed = !events.is_empty();
             }
             InvoiceInput::Captured { reference, tx, fee } => {
@@ -877,6 +878,14 @@ impl Invoice {
             } => {
                 self.refund_paid(&id, tx, gateway_refund, &mut events)?;
                 changed = !events.is_empty();
+            }
+            InvoiceInput::RefundSubmitted { id, gateway_refund } => {
+                if let Some(r) = self.refunds.iter_mut().find(|r| r.id == id) {
+                    if r.gateway_refund.as_deref() != Some(gateway_refund.as_str()) {
+                        r.gateway_refund = Some(gateway_refund);
+                        changed = true;
+                    }
+                }
             }
             InvoiceInput::RefundFailed { id, reason } => {
                 self.refund_failed(&id, reason, &mut events)?;
@@ -914,6 +923,7 @@ impl Invoice {
         }
         let before = events.len();
         self.plan_settlements(now, &mut events);
+        self.hold_settlements(&mut events);
         changed |= events.len() > before;
         if changed {
             self.version += 1;

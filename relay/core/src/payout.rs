@@ -42,6 +42,9 @@ pub enum SettlementStatus {
     Pending,
     /// Waiting for the operator's liquidity to cover it (it is sent when it does).
     Queued,
+    /// Not to be sent: its payment is no longer final and whole (reorged out, disputed, refunded
+    /// at the gateway). It goes back to `pending` if the payment is final again.
+    Held,
     /// The escrow's `Settled` log was seen.
     Paid,
 }
@@ -409,6 +412,35 @@ impl Invoice {
         for s in planned {
             self.settlements.push(s);
             events.push(EventType::SettlementPending);
+        }
+    }
+
+    /// Holds unpaid settlements whose payment stopped being final and whole, and releases held
+    /// ones whose payment is again.
+    pub(crate) fn hold_settlements(&mut self, events: &mut Vec<EventType>) {
+        for i in 0..self.settlements.len() {
+            let s = &self.settlements[i];
+            if s.status == SettlementStatus::Paid {
+                continue;
+            }
+            let whole = self.payments.iter().any(|p| {
+                p.reference == s.payment
+                    && p.status == PaymentStatus::Confirmed
+                    && p.refunded.is_zero()
+            });
+            let s = &mut self.settlements[i];
+            match (whole, s.status) {
+                (false, SettlementStatus::Held) => {}
+                (false, _) => {
+                    s.status = SettlementStatus::Held;
+                    events.push(EventType::SettlementHeld);
+                }
+                (true, SettlementStatus::Held) => {
+                    s.status = SettlementStatus::Pending;
+                    events.push(EventType::SettlementPending);
+                }
+                (true, _) => {}
+            }
         }
     }
 

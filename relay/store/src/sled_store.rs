@@ -72,8 +72,6 @@ struct Inner {
     fanout_wake: tokio::sync::Notify,
     /// Woken when a write added payout work (a refund or settlement for the operator).
     payout_wake: tokio::sync::Notify,
-    /// Set inside a transaction that adds payout work (read by `finish`).
-    payout_added: std::sync::atomic::AtomicBool,
     /// Merchants with at least one webhook endpoint: only their events are queued for delivery.
     hooked_merchants: std::sync::RwLock<std::collections::HashSet<String>>,
     // Group commit: `written` counts writes that have returned; `flushed` is the value of
@@ -233,7 +231,6 @@ impl SledStore {
             hooked_merchants: Default::default(),
             fanout_wake: tokio::sync::Notify::new(),
             payout_wake: tokio::sync::Notify::new(),
-            payout_added: std::sync::atomic::AtomicBool::new(false),
             db,
             written: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
@@ -259,11 +256,13 @@ impl SledStore {
         &self.inner.payout_wake
     }
 
-    fn wake(&self, events: &[EncodedEvent]) {
+    /// After a committed write: wakes the dispatcher if it queued events for fan-out, and the
+    /// operator if it added payout work.
+    fn wake(&self, events: &[EncodedEvent], payouts_added: bool) {
         if events.iter().any(|e| e.fan_out) {
             self.inner.fanout_wake.notify_one();
         }
-        if self.inner.payout_added.swap(false, Ordering::SeqCst) {
+        if payouts_added {
             self.inner.payout_wake.notify_one();
         }
     }
@@ -350,6 +349,7 @@ impl SledStore {
                 self.encode_events(events),
             )
         });
+        let added = std::sync::atomic::AtomicBool::new(false);
         let result = (
             &i.invoices,
             &i.expiries,
@@ -384,15 +384,14 @@ impl SledStore {
                 Self::write_events(ev, ev_m, fan, events)?;
                 let derived = Derived::of(Some(&current), invoice);
                 derived.write(led, led_e, pay)?;
-                if derived.adds_payouts() {
-                    i.payout_added.store(true, Ordering::SeqCst);
-                }
+                // Only the attempt that commits counts: an aborted one is redone from scratch.
+                added.store(derived.adds_payouts(), Ordering::SeqCst);
                 Ok(())
             });
         let done = self.finish(result);
         if matches!(done, Ok(Commit::Done)) {
             if let Some((_, _, _, events)) = &encoded {
-                self.wake(events);
+                self.wake(events, added.load(Ordering::SeqCst));
             }
         }
         done
@@ -590,7 +589,7 @@ impl Store for SledStore {
             );
         let done = self.finish(result);
         if matches!(done, Ok(Commit::Done)) {
-            self.wake(&events);
+            self.wake(&events, false);
         }
         done
     }
@@ -703,6 +702,7 @@ impl Store for SledStore {
                 )
             })
             .collect();
+        let added = std::sync::atomic::AtomicBool::new(false);
         let result = (
             &i.invoices,
             &i.expiries,
@@ -715,6 +715,7 @@ impl Store for SledStore {
             &i.payouts,
         )
             .transaction(|(inv, exp, ev, ev_m, chains, fan, led, led_e, pay)| {
+                added.store(false, Ordering::SeqCst);
                 for (expected_version, invoice, value, events) in &invoices {
                     let id = invoice.id.as_str().as_bytes();
                     let Some(current) = inv.get(id)? else {
@@ -733,7 +734,7 @@ impl Store for SledStore {
                     let derived = Derived::of(Some(&current), invoice);
                     derived.write(led, led_e, pay)?;
                     if derived.adds_payouts() {
-                        i.payout_added.store(true, Ordering::SeqCst);
+                        added.store(true, Ordering::SeqCst);
                     }
                 }
                 for key in &write.delete {
@@ -751,7 +752,7 @@ impl Store for SledStore {
                 .into_iter()
                 .flat_map(|(_, _, _, events)| events)
                 .collect();
-            self.wake(&events);
+            self.wake(&events, added.load(Ordering::SeqCst));
         }
         done
     }

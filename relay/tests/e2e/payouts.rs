@@ -432,8 +432,11 @@ async fn a_bitcoin_payment_to_the_treasury_is_settled_on_ethereum_with_its_txid(
         before + WEI_25_USD
     );
     // Refunds of a payment the merchant was paid for on Ethereum are refused, not guessed at.
+    let payer = relay_bitcoin::DescriptorAddresses::new(Network::Regtest)
+        .derive(&crate::bitcoin::descriptor(78, "wpkh"), 0)
+        .unwrap();
     let (status, body) = env
-        .refund(&id, "r-1", json!({"bitcoin_address": treasury.address}))
+        .refund(&id, "r-1", json!({"bitcoin_address": payer.address}))
         .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "refund_not_possible");
@@ -570,7 +573,9 @@ async fn escrow_refunds_void_before_capture_and_refund_after() {
         .find(|r| r["asset"] == "ETH")
         .unwrap()
         .clone();
-    assert_eq!(eth["accounts"]["refunded"], "4000000000000000");
+    // The operator paid the refund out of its own funds after the capture: the merchant owes it.
+    assert_eq!(eth["accounts"]["liability"], "4000000000000000");
+    assert_eq!(eth["accounts"]["refunded"], "0");
     assert_eq!(eth["accounts"]["paid_out"], WEI_25_USD.to_string());
     assert_eq!(eth["balanced"], true);
 }
@@ -649,6 +654,12 @@ async fn a_bitcoin_refund_is_marked_paid_when_the_merchants_wallet_pays_it() {
         node.mine(1, &[0xee; 20]).unwrap();
     }
     env.until(&id, |i| i["status"] == "settled").await;
+    // An invoice's own address is never a refund address (the watcher follows it for the invoice).
+    let (status, body) = env
+        .refund(&id, "b-0", json!({"bitcoin_address": btc["address"]}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "bitcoin_address_invalid");
     // The payer's refund address.
     let payer = relay_bitcoin::DescriptorAddresses::new(Network::Regtest)
         .derive(&crate::bitcoin::descriptor(77, "wpkh"), 3)

@@ -6,6 +6,7 @@
 //! Ethereum operator voids or refunds the escrow deposit; a bitcoin refund waits for the
 //! merchant's wallet to pay the payer's address, which the watcher sees.
 
+use crate::card::RefundError;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{parse_json, AuthMerchant, RawBody};
 use crate::routes::invoices::{owned_invoice, to_json, Idempotent};
@@ -139,6 +140,18 @@ pub async fn create<S: Store>(
                 let script = rail.addresses.script_of(address).map_err(|why| {
                     ApiError::invalid("bitcoin_address_invalid", why).with_param("bitcoin_address")
                 })?;
+                // An invoice's own address would be watched for that invoice: never a refund's.
+                if state
+                    .store
+                    .invoice_by_reference(&relay_core::btc_script_reference(&script))?
+                    .is_some()
+                {
+                    return Err(ApiError::invalid(
+                        "bitcoin_address_invalid",
+                        "this address receives payments for an invoice; refund to the payer's own address",
+                    )
+                    .with_param("bitcoin_address"));
+                }
                 Some(RefundAddress {
                     address: address.clone(),
                     script_pubkey: script,
@@ -191,13 +204,33 @@ pub async fn create<S: Store>(
     let mut gateway_error = None;
     if refund.status == RefundStatus::Pending {
         match refund.method {
-            relay_core::Method::Card => {
-                if let Err(e) = card_refund(&state, &invoice, &refund).await {
-                    tracing::warn!(target: "relay::card", refund = %refund.id, error = %e, "the gateway refused the refund");
-                    fail_refund(&state, &merchant, &id, &refund.id, &e).await?;
-                    gateway_error = Some(e);
+            relay_core::Method::Card => match card_refund(&state, &invoice, &refund).await {
+                Ok(gateway_refund) => {
+                    let input = InvoiceInput::RefundSubmitted {
+                        id: refund.id.clone(),
+                        gateway_refund,
+                    };
+                    apply(&state, &merchant, &id, input).await?;
                 }
-            }
+                Err(e) if e.refused => {
+                    tracing::warn!(target: "relay::card", refund = %refund.id, error = %e.message, "the gateway refused the refund");
+                    let input = InvoiceInput::RefundFailed {
+                        id: refund.id.clone(),
+                        reason: format!("the card gateway refused it: {}", e.message),
+                    };
+                    apply(&state, &merchant, &id, input).await?;
+                    gateway_error = Some(e.message);
+                }
+                Err(e) => {
+                    // The gateway may have taken it: the refund stays reserved, and a retry with
+                    // the same key asks again under the same refund id (refunded once).
+                    tracing::warn!(target: "relay::card", refund = %refund.id, error = %e.message, "the gateway could not be reached for a refund");
+                    return Err(ApiError::unavailable(
+                        "gateway_unavailable",
+                        "the card gateway could not be reached; the refund is reserved: retry with the same Idempotency-Key",
+                    ));
+                }
+            },
             relay_core::Method::Bitcoin => {
                 if let Some(rail) = &state.bitcoin {
                     (rail.watch_refund)(&invoice.id, &refund);
@@ -243,35 +276,40 @@ async fn card_refund<S: Store>(
     state: &AppState<S>,
     invoice: &Invoice,
     refund: &relay_core::Refund,
-) -> Result<String, String> {
-    let gateway = state.card.as_ref().ok_or("no card gateway is configured")?;
+) -> Result<String, RefundError> {
+    let refused = |m: &str| RefundError {
+        message: m.to_owned(),
+        refused: true,
+    };
+    let gateway = state
+        .card
+        .as_ref()
+        .ok_or_else(|| refused("no card gateway is configured"))?;
     let intent = invoice
         .quote_for(relay_core::Method::Card)
         .and_then(|q| q.card.as_ref())
         .map(|c| c.payment_intent.clone())
-        .ok_or("the invoice has no PaymentIntent")?;
-    let amount = u64::try_from(refund.amount.0).map_err(|_| "amount too large")?;
+        .ok_or_else(|| refused("the invoice has no PaymentIntent"))?;
+    let amount = u64::try_from(refund.amount.0).map_err(|_| refused("amount too large"))?;
     gateway.refund(&intent, amount, &refund.id).await
 }
 
-async fn fail_refund<S: Store>(
+/// Applies `input` to a fresh copy of the invoice and stores it durably (redone on a concurrent
+/// change).
+async fn apply<S: Store>(
     state: &AppState<S>,
     merchant: &Merchant,
     invoice_id: &str,
-    refund: &str,
-    reason: &str,
+    input: InvoiceInput,
 ) -> Result<(), ApiError> {
     for _ in 0..16 {
         let mut invoice = owned_invoice(state, merchant, invoice_id)?;
         let version = invoice.version;
         let now = state.clock.now();
-        let t = invoice.apply(
-            InvoiceInput::RefundFailed {
-                id: refund.to_owned(),
-                reason: format!("the card gateway refused it: {reason}"),
-            },
-            now,
-        )?;
+        let t = invoice.apply(input.clone(), now)?;
+        if !t.changed {
+            return Ok(());
+        }
         let events = Event::for_invoice(&invoice, &t.events, now, || state.ids.event_id());
         if state
             .store

@@ -346,7 +346,9 @@ fn a_captured_deposit_is_paid_out_less_the_fee_and_refunded_later() {
         },
     );
     assert_eq!(events, vec![EventType::RefundSucceeded]);
-    assert_eq!(net(&books, "ETH", Account::Refunded), Some(WEI / 4));
+    // The operator paid it (the merchant already had the money): the merchant owes it.
+    assert_eq!(net(&books, "ETH", Account::Liability), Some(WEI / 4));
+    assert_eq!(net(&books, "ETH", Account::Refunded), Some(0));
     assert_eq!(net(&books, "ETH", Account::Payers), Some(WEI - WEI / 4));
     let err = inv
         .apply(
@@ -419,6 +421,89 @@ fn a_card_payment_settled_on_ethereum_moves_to_treasury_and_a_dispute_becomes_a_
     assert_eq!(net(&books, "ETH", Account::Liquidity), Some(0));
     assert!(books.unbalanced_assets().is_empty());
     assert!(books.violations().is_empty());
+}
+
+#[test]
+fn a_settlement_not_yet_paid_is_held_while_its_payment_is_not_final_and_whole() {
+    let mut inv = invoice(true);
+    let mut books = Balances::default();
+    step(
+        &mut inv,
+        &mut books,
+        &Op::Observe {
+            m: 2,
+            n: 3,
+            half: false,
+            confirmed: true,
+        },
+    );
+    assert_eq!(
+        inv.settlements[0].status,
+        crate::payout::SettlementStatus::Pending
+    );
+    let events = step(&mut inv, &mut books, &Op::Dispute { n: 3 });
+    assert!(events.contains(&EventType::SettlementHeld), "{events:?}");
+    assert_eq!(
+        inv.settlements[0].status,
+        crate::payout::SettlementStatus::Held
+    );
+    // Still held: a liquidity shortage does not revive it.
+    let id = inv.settlements[0].id.clone();
+    apply(
+        &mut inv,
+        &mut books,
+        InvoiceInput::SettlementQueued { id: id.clone() },
+    );
+    assert_eq!(
+        inv.settlements[0].status,
+        crate::payout::SettlementStatus::Held
+    );
+    // A transaction already on its way is still recorded when it lands, as a liability.
+    apply(
+        &mut inv,
+        &mut books,
+        InvoiceInput::SettlementPaid {
+            id,
+            tx: "0xs".into(),
+        },
+    );
+    assert_eq!(net(&books, "ETH", Account::Liability), Some(WEI));
+    assert!(books.unbalanced_assets().is_empty());
+
+    // A bitcoin payment reorged out before its settlement: held, then pending again once the
+    // payment is confirmed again — still one settlement.
+    let mut inv = invoice(true);
+    let mut books = Balances::default();
+    step(
+        &mut inv,
+        &mut books,
+        &Op::Observe {
+            m: 0,
+            n: 1,
+            half: false,
+            confirmed: true,
+        },
+    );
+    step(&mut inv, &mut books, &Op::Revert { m: 0, n: 1 });
+    assert_eq!(
+        inv.settlements[0].status,
+        crate::payout::SettlementStatus::Held
+    );
+    step(
+        &mut inv,
+        &mut books,
+        &Op::Observe {
+            m: 0,
+            n: 1,
+            half: false,
+            confirmed: true,
+        },
+    );
+    assert_eq!(
+        inv.settlements[0].status,
+        crate::payout::SettlementStatus::Pending
+    );
+    assert_eq!(inv.settlements.len(), 1);
 }
 
 #[test]
