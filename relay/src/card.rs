@@ -5,7 +5,10 @@
 use relay_api::card::{apply_gateway_event, BoxFuture, CardGateway, Handled, WebhookRejection};
 use relay_api::IdSource;
 use relay_card::{GatewayClient, SignatureError};
-use relay_core::{CardIntent, Clock, GatewayEvent, InvoiceId, Method, PaymentStatus, Timestamp};
+use relay_core::invoice::InvoiceInput;
+use relay_core::{
+    CardIntent, Clock, Event, GatewayEvent, InvoiceId, Method, PaymentStatus, Timestamp,
+};
 use relay_store::{SledStore, Store, StoreError};
 use sha2::{Digest, Sha256};
 
@@ -13,6 +16,10 @@ pub struct StripeGateway {
     pub client: GatewayClient,
     /// Accepted webhook secrets: more than one while rotating.
     pub webhook_secrets: Vec<String>,
+    /// Refunds this process got the gateway to take, by refund id, held while one is asked for:
+    /// the API and the reconciliation pass never ask twice for the same refund, even with a
+    /// gateway that ignores idempotency keys (localstripe does).
+    pub refunds_taken: tokio::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl CardGateway for StripeGateway {
@@ -47,6 +54,10 @@ impl CardGateway for StripeGateway {
         key: &'a str,
     ) -> BoxFuture<'a, Result<String, relay_api::card::RefundError>> {
         Box::pin(async move {
+            let mut taken = self.refunds_taken.lock().await;
+            if let Some(id) = taken.get(key) {
+                return Ok(id.clone());
+            }
             let refund = self
                 .client
                 .refund(payment_intent, amount_minor, key)
@@ -55,7 +66,9 @@ impl CardGateway for StripeGateway {
                     refused: !e.is_retryable(),
                     message: e.to_string(),
                 })?;
-            Ok(refund["id"].as_str().unwrap_or_default().to_owned())
+            let id = refund["id"].as_str().unwrap_or_default().to_owned();
+            taken.insert(key.to_owned(), id.clone());
+            Ok(id)
         })
     }
 
@@ -80,6 +93,78 @@ impl CardGateway for StripeGateway {
         })?;
         relay_card::parse_event(body).ok_or(WebhookRejection::NotAnEvent)
     }
+}
+
+/// Asks the gateway again for every card refund it has not accepted (the relay crashed, or the
+/// gateway could not be reached, when the refund was requested) and older than `min_age_secs`.
+/// The gateway's idempotency key is the refund id, so it refunds once however often it is asked.
+/// Returns how many it accepted or refused.
+pub async fn resume_refunds(
+    store: &SledStore,
+    gateway: &StripeGateway,
+    clock: &dyn Clock,
+    ids: &IdSource,
+    min_age_secs: i64,
+) -> Result<usize, StoreError> {
+    let mut done = 0;
+    for w in store.payouts(relay_store::PayoutKind::CardRefund)? {
+        let Some(invoice) = store.invoice(&w.invoice)? else {
+            continue;
+        };
+        let Some(r) = invoice.refunds.iter().find(|r| r.id == w.record) else {
+            continue;
+        };
+        if r.created_at.0 > clock.now().0 - min_age_secs {
+            continue;
+        }
+        let (Some(intent), Ok(amount)) = (
+            invoice
+                .quote_for(Method::Card)
+                .and_then(|q| q.card.as_ref())
+                .map(|c| c.payment_intent.clone()),
+            u64::try_from(r.amount.0),
+        ) else {
+            continue;
+        };
+        let input = match gateway.refund(&intent, amount, &r.id).await {
+            Ok(gateway_refund) => InvoiceInput::RefundSubmitted {
+                id: r.id.clone(),
+                gateway_refund,
+            },
+            Err(e) if e.refused => InvoiceInput::RefundFailed {
+                id: r.id.clone(),
+                reason: format!("the card gateway refused it: {}", e.message),
+            },
+            Err(e) => {
+                tracing::warn!(target: "relay::card", refund = %r.id, error = %e.message, "the gateway is still unreachable for a refund");
+                continue;
+            }
+        };
+        tracing::info!(target: "relay::card", refund = %r.id, "refund handed to the gateway again");
+        for _ in 0..10 {
+            let Some(mut inv) = store.invoice(&w.invoice)? else {
+                break;
+            };
+            let version = inv.version;
+            let now = clock.now();
+            let Ok(t) = inv.apply(input.clone(), now) else {
+                break;
+            };
+            if !t.changed {
+                break;
+            }
+            let events = Event::for_invoice(&inv, &t.events, now, || ids.event_id());
+            if store.update_invoice(version, &inv, &events, None)? != relay_store::Commit::Conflict
+            {
+                done += 1;
+                break;
+            }
+        }
+    }
+    if done > 0 {
+        store.durable().await?;
+    }
+    Ok(done)
 }
 
 /// Retrieves the PaymentIntent of each invoice in `invoices` that has one and no final card

@@ -257,6 +257,7 @@ impl Config {
         Ok(Some(crate::card::StripeGateway {
             client: relay_card::GatewayClient::new(base, key)?,
             webhook_secrets,
+            refunds_taken: Default::default(),
         }))
     }
 

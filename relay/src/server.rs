@@ -183,6 +183,12 @@ async fn reconcile_loop(
             }
             Err(e) => tracing::warn!(target: "relay::card", error = %e, "reconciliation failed"),
         }
+        // Refunds a crash or an outage kept from the gateway (asked once the request is a few
+        // seconds old, so not while its own request is still asking).
+        if let Err(e) = crate::card::resume_refunds(&store, &gateway, clock.as_ref(), &ids, 5).await
+        {
+            tracing::warn!(target: "relay::card", error = %e, "resuming card refunds failed");
+        }
     }
 }
 

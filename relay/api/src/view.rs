@@ -68,6 +68,9 @@ pub struct RefundView {
     /// The transaction that paid it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tx: Option<String>,
+    /// Card: the gateway's refund id, once the gateway took it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_refund: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
     pub created_at: String,
@@ -95,6 +98,7 @@ impl RefundView {
             amount_minor: r.amount.to_string(),
             address: r.address.clone(),
             tx: r.tx.clone(),
+            gateway_refund: r.gateway_refund.clone(),
             failure: r.failure.clone(),
             created_at: rfc3339(r.created_at),
         }

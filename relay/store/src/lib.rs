@@ -230,6 +230,8 @@ pub enum PayoutKind {
     Settlement,
     /// A pending bitcoin refund the merchant's wallet pays; `value` is the script to watch (hex).
     BtcRefund,
+    /// A pending card refund the gateway has not accepted yet (asked again until it does).
+    CardRefund,
 }
 
 /// One record of payout work: the invoice, the refund or settlement id, and a value.

@@ -473,6 +473,7 @@ impl Store for SledStore {
             PayoutKind::EthRefund => ledger::ETH_REFUND,
             PayoutKind::Settlement => ledger::SETTLEMENT,
             PayoutKind::BtcRefund => ledger::BTC_REFUND,
+            PayoutKind::CardRefund => ledger::CARD_REFUND,
         })
     }
 

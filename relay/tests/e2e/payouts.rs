@@ -36,6 +36,16 @@ struct Env {
 /// A relay on anvil (escrow deployed), with the card gateway and/or a bitcoin node, and one
 /// merchant created with `merchant_args` (its payout address is added here).
 async fn start(card: bool, bitcoin: bool, merchant_args: &[&str]) -> Env {
+    start_with(card, bitcoin, merchant_args, |_| Vec::new()).await
+}
+
+/// [`start`], with settings added last (they win), made from the gateway's URL.
+async fn start_with(
+    card: bool,
+    bitcoin: bool,
+    merchant_args: &[&str],
+    extra: impl FnOnce(&str) -> Vec<(&'static str, String)>,
+) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let rail = eth_rail(dir.path()).await;
     let mut env = rail.env;
@@ -62,6 +72,9 @@ async fn start(card: bool, bitcoin: bool, merchant_args: &[&str]) -> Env {
         env.push(("RELAY_TREASURY_DESCRIPTOR", t.clone()));
         treasury = Some(t);
     }
+    env.extend(extra(
+        &gw.as_ref().map(LocalStripe::url).unwrap_or_default(),
+    ));
     let mut args = vec!["--eth-payout", rail.eth.merchant_payout.as_str()];
     args.extend_from_slice(merchant_args);
     let m = merchant_create_with(dir.path(), "payout shop", &args);
@@ -390,6 +403,26 @@ async fn a_card_payment_is_settled_on_ethereum_once_with_the_payment_intent_as_s
     assert_eq!(row("ETH")["accounts"]["paid_out"], WEI_25_USD.to_string());
     assert_eq!(row("ETH")["accounts"]["liquidity"], WEI_25_USD.to_string());
     assert!(rows.iter().all(|r| r["balanced"] == true), "{balances}");
+
+    // The payer disputes the card payment after the merchant was paid on Ethereum: the relay no
+    // longer holds the card money, and the merchant owes the settlement back.
+    let dispute = json!({"id": format!("evt_dispute_{}", nanos()), "object": "event",
+        "type": "charge.dispute.created", "data": {"object": {"id": "dp_1", "object": "dispute",
+        "charge": "ch_1", "payment_intent": pi, "amount": 2500, "currency": "usd"}}})
+    .to_string();
+    assert_eq!(env.post_gateway_event(&dispute).await, 200);
+    env.until(&id, |i| i["payments"][0]["status"] == "disputed")
+        .await;
+    let balances = env.balances().await;
+    let rows = balances["balances"].as_array().unwrap();
+    let row = |asset: &str| rows.iter().find(|r| r["asset"] == asset).unwrap().clone();
+    // Nothing is left in USD: the asset's row is gone.
+    assert!(rows.iter().all(|r| r["asset"] != "USD"), "{balances}");
+    assert_eq!(row("ETH")["accounts"]["liability"], WEI_25_USD.to_string());
+    assert_eq!(row("ETH")["accounts"]["liquidity"], "0");
+    assert_eq!(row("ETH")["accounts"]["paid_out"], WEI_25_USD.to_string());
+    assert!(rows.iter().all(|r| r["balanced"] == true), "{balances}");
+    assert_eq!(env.settled_logs(&sid).len(), 1);
 }
 
 /// A merchant paid on Ethereum gets bitcoin invoices at the operator's treasury addresses; a
@@ -696,4 +729,143 @@ async fn a_bitcoin_refund_is_marked_paid_when_the_merchants_wallet_pays_it() {
     assert_eq!(row["asset"], "BTC");
     assert_eq!(row["accounts"]["refunded"], "20000");
     assert_eq!(row["accounts"]["paid_out"], sat.to_string());
+}
+
+/// A TCP proxy to the gateway that can be switched off: while off, it accepts connections and
+/// closes them at once, as a gateway in an outage would look to the relay.
+struct Switch {
+    url: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pipes: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Switch {
+    /// Off: open connections are cut and new ones closed at once.
+    fn off(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for p in self.pipes.lock().unwrap().drain(..) {
+            p.abort();
+        }
+    }
+
+    fn on(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn switch_to(target: &str) -> Switch {
+    use std::sync::atomic::Ordering;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let target = target
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let on = up.clone();
+    let pipes: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+        Default::default();
+    let open = pipes.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            if !on.load(Ordering::SeqCst) {
+                drop(inbound);
+                continue;
+            }
+            let target = target.clone();
+            let pipe = tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+            open.lock().unwrap().push(pipe);
+        }
+    });
+    Switch {
+        url,
+        up,
+        pipes,
+        task,
+    }
+}
+
+/// A card refund the gateway could not take (an outage) stays reserved; the relay asks again
+/// once the gateway is back, and the gateway refunds once, however often it is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_refund_the_gateway_could_not_take_is_resumed_and_made_once() {
+    let gateway = std::sync::Arc::new(tokio::sync::OnceCell::<Switch>::new());
+    let g2 = gateway.clone();
+    // The relay reaches the gateway through the switch; the payer and the test reach it directly.
+    let env = start_with(true, false, &[], move |gw_url| {
+        let switch = futures_block_on(switch_to(gw_url));
+        let url = switch.url.clone();
+        let _ = g2.set(switch);
+        vec![
+            ("RELAY_STRIPE_API_BASE", url),
+            ("RELAY_CARD_RECONCILE_SECS", "1".to_owned()),
+        ]
+    })
+    .await;
+    let switch = gateway.get().unwrap();
+    let inv = env
+        .invoice(json!({"amount": "25.00", "currency": "USD", "payment_methods": ["card"]}))
+        .await;
+    let id = inv["id"].as_str().unwrap().to_owned();
+    let pi = env.pay_card(&inv);
+    env.until(&id, |i| i["status"] == "settled").await;
+
+    switch.off();
+    let (status, body) = env.refund(&id, "c-out", json!({"amount": "10.00"})).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "gateway_unavailable");
+    let held = env
+        .until(&id, |i| i["refunds"][0]["status"] == "pending")
+        .await;
+    assert!(held["refunds"][0]["gateway_refund"].is_null(), "{held}");
+    // Reserved: the rest is all that can be refunded meanwhile.
+    let (status, _) = env.refund(&id, "c-more", json!({"amount": "15.01"})).await;
+    assert_eq!(status, 422);
+
+    switch.on();
+    let taken = env
+        .until(&id, |i| i["refunds"][0]["gateway_refund"].is_string())
+        .await;
+    let refund_id = taken["refunds"][0]["id"].clone();
+    // The merchant retries its request with the same key: the same refund, not a second one.
+    let (status, again) = env.refund(&id, "c-out", json!({"amount": "10.00"})).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], refund_id);
+    let gw = env.gw.as_ref().unwrap();
+    let intent = gw.get(&format!("/v1/payment_intents/{pi}")).unwrap();
+    let charge_id = intent["charges"]["data"][0]["id"]
+        .as_str()
+        .or_else(|| intent["latest_charge"].as_str())
+        .unwrap()
+        .to_owned();
+    let charge = gw.get(&format!("/v1/charges/{charge_id}")).unwrap();
+    assert_eq!(charge["amount_refunded"], 1000, "{charge}");
+    let body = json!({"id": format!("evt_ref_{}", nanos()), "object": "event",
+        "type": "charge.refunded", "data": {"object": charge}})
+    .to_string();
+    assert_eq!(env.post_gateway_event(&body).await, 200);
+    let done = env
+        .until(&id, |i| i["refunds"][0]["status"] == "succeeded")
+        .await;
+    assert_eq!(done["payments"][0]["refunded_minor"], "1000");
+    assert_eq!(done["refunds"].as_array().unwrap().len(), 1);
+}
+
+/// Runs a future to completion from synchronous code inside the test runtime.
+fn futures_block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }

@@ -204,6 +204,8 @@ pub async fn create<S: Store>(
     let mut gateway_error = None;
     if refund.status == RefundStatus::Pending {
         match refund.method {
+            // Taken by the gateway already (a retry of this request): not asked again.
+            relay_core::Method::Card if refund.gateway_refund.is_some() => {}
             relay_core::Method::Card => match card_refund(&state, &invoice, &refund).await {
                 Ok(gateway_refund) => {
                     let input = InvoiceInput::RefundSubmitted {

@@ -5,7 +5,8 @@
 //! - `ledger_entries`: merchant · 0 · invoice · 0 · version (u64 BE) → lines of the entry
 //! - `payouts`: kind · 0 · invoice · 0 · record id → value: the work the operator and the
 //!   watchers still have to do for an invoice (`eth-refund`, `settlement`, `btc-refund` with the
-//!   script to watch). A record leaves the list in the transaction that finishes it.
+//!   script to watch, `card-refund` not yet accepted by the gateway). A record leaves the list in
+//!   the transaction that finishes it.
 
 use super::{abort, Abort, SledStore};
 use crate::codec::{decode, encode};
@@ -20,6 +21,7 @@ use std::collections::BTreeMap;
 pub(super) const ETH_REFUND: &str = "eth-refund";
 pub(super) const SETTLEMENT: &str = "settlement";
 pub(super) const BTC_REFUND: &str = "btc-refund";
+pub(super) const CARD_REFUND: &str = "card-refund";
 
 fn balance_key(merchant: &MerchantId, asset: &str, account: Account) -> Vec<u8> {
     let mut k = merchant.as_str().as_bytes().to_vec();
@@ -58,7 +60,11 @@ fn payout_work(invoice: &Invoice) -> BTreeMap<Vec<u8>, Vec<u8>> {
                     script.into_bytes(),
                 );
             }
-            // The gateway carries card refunds out; its webhook finishes them.
+            // Until the gateway has accepted it (its refund id is recorded): to ask it again
+            // after a crash or a gateway outage. Its webhook finishes it.
+            Method::Card if r.gateway_refund.is_none() => {
+                work.insert(payout_key(CARD_REFUND, &invoice.id, &r.id), Vec::new());
+            }
             Method::Card => {}
         }
     }
