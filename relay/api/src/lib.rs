@@ -154,6 +154,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::invoices::list,
         routes::invoices::cancel,
         routes::refunds::create,
+        routes::refunds::cancel,
         routes::refunds::balances,
         routes::events::list,
         routes::gateway::stripe_webhook,
@@ -196,6 +197,10 @@ pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
         .route(
             "/v1/invoices/{id}/refunds",
             post(routes::refunds::create::<S>),
+        )
+        .route(
+            "/v1/invoices/{id}/refunds/{refund}/cancel",
+            post(routes::refunds::cancel::<S>),
         )
         .route("/v1/balances", get(routes::refunds::balances::<S>))
         .route("/v1/events", get(routes::events::list::<S>))

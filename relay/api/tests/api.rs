@@ -1082,4 +1082,21 @@ async fn concurrent_refunds_never_exceed_the_payment() {
     // Refunds are reserved, not paid: the ledger moves only when the chain shows the payment.
     let balances = env.get("/v1/balances").await;
     assert_eq!(balances.json["balances"][0]["accounts"]["refunded"], "0");
+
+    // The merchant will not pay the first one after all: canceled, its amount is free again.
+    let first = view["refunds"][0]["id"].as_str().unwrap().to_owned();
+    let cancel = format!("{uri}/{first}/cancel");
+    let c = env.post(&cancel, json!({})).await;
+    assert_eq!(c.status, StatusCode::OK, "{}", c.json);
+    assert_eq!(c.json["status"], "failed");
+    assert_eq!(c.json["failure"], "canceled by the merchant");
+    let again = env.post(&cancel, json!({})).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.json["error"]["code"], "refund_not_cancelable");
+    let missing = env.post(&format!("{uri}/re_nope/cancel"), json!({})).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let r = env
+        .post(&uri, json!({"bitcoin_address": payer, "amount": "0.00025"}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
 }

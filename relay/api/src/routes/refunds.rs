@@ -325,6 +325,59 @@ async fn apply<S: Store>(
     Err(ApiError::internal())
 }
 
+/// Cancel a pending bitcoin refund the merchant will not pay after all: it becomes `failed` and
+/// its amount is refundable again. Card and escrow refunds are in the gateway's and the
+/// operator's hands once requested, so they cannot be canceled.
+#[utoipa::path(
+    post, path = "/v1/invoices/{id}/refunds/{refund}/cancel", tag = "refunds",
+    params(
+        ("id" = String, Path, description = "Invoice id"),
+        ("refund" = String, Path, description = "Refund id, `re_…`"),
+    ),
+    responses(
+        (status = 200, description = "The canceled refund", body = RefundView),
+        (status = 404, description = "No such invoice or refund", body = ErrorBody),
+        (status = 409, description = "Not a pending bitcoin refund", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn cancel<S: Store>(
+    State(state): State<AppState<S>>,
+    AuthMerchant(merchant): AuthMerchant,
+    Path((id, refund)): Path<(String, String)>,
+    RawBody(body): RawBody,
+) -> Result<Json<RefundView>, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NoParams {}
+    let _: NoParams = parse_json(&body)?;
+    let invoice = owned_invoice(&state, &merchant, &id)?;
+    let r = invoice
+        .refunds
+        .iter()
+        .find(|r| r.id == refund)
+        .ok_or_else(|| ApiError::not_found("refund").with_param("refund"))?;
+    if r.method != relay_core::Method::Bitcoin || r.status != RefundStatus::Pending {
+        return Err(ApiError::invalid(
+            "refund_not_cancelable",
+            "only a pending bitcoin refund (paid by the merchant's own wallet) can be canceled",
+        )
+        .with_status(StatusCode::CONFLICT));
+    }
+    let input = InvoiceInput::RefundFailed {
+        id: refund.clone(),
+        reason: "canceled by the merchant".into(),
+    };
+    apply(&state, &merchant, &id, input).await?;
+    let invoice = owned_invoice(&state, &merchant, &id)?;
+    let r = invoice
+        .refunds
+        .iter()
+        .find(|r| r.id == refund)
+        .ok_or_else(ApiError::internal)?;
+    Ok(Json(RefundView::of(&invoice, r)))
+}
+
 /// The merchant's ledger balances, per asset and account.
 #[utoipa::path(
     get, path = "/v1/balances", tag = "refunds",
