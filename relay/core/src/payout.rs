@@ -264,6 +264,21 @@ impl Invoice {
         Ok(())
     }
 
+    fn refund_mut(&mut self, id: &str) -> Result<&mut Refund, CoreError> {
+        self.refunds
+            .iter_mut()
+            .find(|r| r.id == id)
+            .ok_or_else(|| CoreError::UnknownRecord { id: id.to_owned() })
+    }
+
+    /// Settlement ids are hex: any case names the same one.
+    fn settlement_mut(&mut self, id: &str) -> Result<&mut Settlement, CoreError> {
+        self.settlements
+            .iter_mut()
+            .find(|s| s.id.eq_ignore_ascii_case(id))
+            .ok_or_else(|| CoreError::UnknownRecord { id: id.to_owned() })
+    }
+
     /// Marks a pending refund paid (`refund.succeeded`) and counts it on its payment.
     pub(crate) fn refund_paid(
         &mut self,
@@ -272,11 +287,7 @@ impl Invoice {
         gateway_refund: Option<String>,
         events: &mut Vec<EventType>,
     ) -> Result<(), CoreError> {
-        let r = self
-            .refunds
-            .iter_mut()
-            .find(|r| r.id == id)
-            .ok_or_else(|| CoreError::UnknownRecord { id: id.to_owned() })?;
+        let r = self.refund_mut(id)?;
         // Only a pending refund can be paid: a failed one released its amount, which another
         // refund may have taken since.
         if r.status != RefundStatus::Pending {
@@ -309,11 +320,7 @@ impl Invoice {
         reason: String,
         events: &mut Vec<EventType>,
     ) -> Result<(), CoreError> {
-        let r = self
-            .refunds
-            .iter_mut()
-            .find(|r| r.id == id)
-            .ok_or_else(|| CoreError::UnknownRecord { id: id.to_owned() })?;
+        let r = self.refund_mut(id)?;
         if r.status != RefundStatus::Pending {
             return Ok(());
         }
@@ -449,11 +456,7 @@ impl Invoice {
         id: &str,
         events: &mut Vec<EventType>,
     ) -> Result<(), CoreError> {
-        let s = self
-            .settlements
-            .iter_mut()
-            .find(|s| s.id == id)
-            .ok_or_else(|| CoreError::UnknownRecord { id: id.to_owned() })?;
+        let s = self.settlement_mut(id)?;
         if s.status == SettlementStatus::Pending {
             s.status = SettlementStatus::Queued;
             events.push(EventType::SettlementQueued);
@@ -467,11 +470,7 @@ impl Invoice {
         tx: String,
         events: &mut Vec<EventType>,
     ) -> Result<(), CoreError> {
-        let s = self
-            .settlements
-            .iter_mut()
-            .find(|s| s.id.eq_ignore_ascii_case(id))
-            .ok_or_else(|| CoreError::UnknownRecord { id: id.to_owned() })?;
+        let s = self.settlement_mut(id)?;
         if s.status != SettlementStatus::Paid {
             s.status = SettlementStatus::Paid;
             s.tx = Some(tx);

@@ -192,25 +192,7 @@ impl EthEnv {
 
     /// Event types of one invoice, oldest first.
     async fn events_of(&self, id: &str) -> Vec<String> {
-        let page: Value = self
-            .client
-            .get(format!("{}/v1/events?limit=100", self.server.url))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let mut out: Vec<String> = page["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["data"]["object"]["id"] == id)
-            .map(|e| e["type"].as_str().unwrap().to_owned())
-            .collect();
-        out.reverse();
-        out
+        crate::invoice_event_types(&self.client, &self.server.url, &self.key, id).await
     }
 }
 

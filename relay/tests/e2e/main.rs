@@ -116,6 +116,33 @@ pub(crate) async fn create_invoice(
     Ok((status, r.json().await?))
 }
 
+/// Event types of one invoice, oldest first (from the merchant's newest 100 events).
+pub(crate) async fn invoice_event_types(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    id: &str,
+) -> Vec<String> {
+    let page: Value = client
+        .get(format!("{url}/v1/events?limit=100"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut out: Vec<String> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["data"]["object"]["id"] == id)
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    out.reverse();
+    out
+}
+
 pub(crate) async fn get_invoice(client: &reqwest::Client, url: &str, key: &str, id: &str) -> Value {
     client
         .get(format!("{url}/v1/invoices/{id}"))
@@ -406,6 +433,30 @@ fn rand_bytes() -> [u8; 12] {
     b
 }
 
+/// Confirms a PaymentIntent with a test card at the dev gateway, as the banner tells.
+async fn pay_by_card(client: &reqwest::Client, stripe: &str, pi: &str) {
+    for (path, form) in [
+        (
+            format!("/v1/payment_intents/{pi}"),
+            vec![("payment_method", "pm_card_visa")],
+        ),
+        (format!("/v1/payment_intents/{pi}/confirm"), vec![]),
+    ] {
+        let r = client
+            .post(format!("{stripe}{path}"))
+            .basic_auth("sk_test_relay", Some(""))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "{path}: {}",
+            r.text().await.unwrap()
+        );
+    }
+}
+
 /// `relay dev` brings up the testnet and a relay that creates invoices; SIGINT stops it all.
 #[tokio::test(flavor = "multi_thread")]
 async fn relay_dev_serves_invoices_and_stops_its_nodes() {
@@ -489,26 +540,7 @@ async fn relay_dev_serves_invoices_and_stops_its_nodes() {
     let pi = inv["payment_methods"]["card"]["payment_intent"]
         .as_str()
         .unwrap();
-    for (path, form) in [
-        (
-            format!("/v1/payment_intents/{pi}"),
-            vec![("payment_method", "pm_card_visa")],
-        ),
-        (format!("/v1/payment_intents/{pi}/confirm"), vec![]),
-    ] {
-        let r = client
-            .post(format!("{stripe}{path}"))
-            .basic_auth("sk_test_relay", Some(""))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            r.status().is_success(),
-            "{path}: {}",
-            r.text().await.unwrap()
-        );
-    }
+    pay_by_card(&client, &stripe, pi).await;
     let id = inv["id"].as_str().unwrap();
     card::wait_for(&client, &url, &key, id, |inv| inv["status"] == "settled").await;
 
@@ -533,22 +565,7 @@ async fn relay_dev_serves_invoices_and_stops_its_nodes() {
     let bridge_pi = bridge_inv["payment_methods"]["card"]["payment_intent"]
         .as_str()
         .unwrap();
-    for (path, form) in [
-        (
-            format!("/v1/payment_intents/{bridge_pi}"),
-            vec![("payment_method", "pm_card_visa")],
-        ),
-        (format!("/v1/payment_intents/{bridge_pi}/confirm"), vec![]),
-    ] {
-        let r = client
-            .post(format!("{stripe}{path}"))
-            .basic_auth("sk_test_relay", Some(""))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-    }
+    pay_by_card(&client, &stripe, bridge_pi).await;
     let bridge_id = bridge_inv["id"].as_str().unwrap();
     let settled = card::wait_for(&client, &url, &bridge_key, bridge_id, |inv| {
         inv["settlement"]["settlements"][0]["status"] == "paid"

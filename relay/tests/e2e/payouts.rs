@@ -163,25 +163,7 @@ impl Env {
 
     /// Event types of one invoice, oldest first.
     async fn events_of(&self, id: &str) -> Vec<String> {
-        let page: Value = self
-            .client
-            .get(format!("{}/v1/events?limit=100", self.server.url))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let mut out: Vec<String> = page["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["data"]["object"]["id"] == id)
-            .map(|e| e["type"].as_str().unwrap().to_owned())
-            .collect();
-        out.reverse();
-        out
+        crate::invoice_event_types(&self.client, &self.server.url, &self.key, id).await
     }
 
     /// The operator adds `wei` of ether liquidity to the escrow.
@@ -254,6 +236,24 @@ impl Env {
             .unwrap()
             .status()
             .as_u16()
+    }
+
+    /// The PaymentIntent's charge as the gateway holds it, delivered to the relay as a signed
+    /// `charge.refunded` event (localstripe records refunds but does not emit that event).
+    async fn charge_refunded(&self, pi: &str) -> Value {
+        let gw = self.gw.as_ref().unwrap();
+        let intent = gw.get(&format!("/v1/payment_intents/{pi}")).unwrap();
+        let charge_id = intent["charges"]["data"][0]["id"]
+            .as_str()
+            .or_else(|| intent["latest_charge"].as_str())
+            .unwrap()
+            .to_owned();
+        let charge = gw.get(&format!("/v1/charges/{charge_id}")).unwrap();
+        let body = json!({"id": format!("evt_ref_{}", nanos()), "object": "event",
+            "type": "charge.refunded", "data": {"object": charge}})
+        .to_string();
+        assert_eq!(self.post_gateway_event(&body).await, 200);
+        charge
     }
 
     /// Kills the relay (SIGKILL) and starts it again on the same data.
@@ -630,20 +630,8 @@ async fn a_card_refund_goes_to_the_gateway_once_and_succeeds_on_its_webhook() {
     let (_, again) = env.refund(&id, "c-1", json!({"amount": "10.00"})).await;
     assert_eq!(again["id"], r["id"]);
     // The gateway refunded exactly once.
-    let gw = env.gw.as_ref().unwrap();
-    let intent = gw.get(&format!("/v1/payment_intents/{pi}")).unwrap();
-    let charge_id = intent["charges"]["data"][0]["id"]
-        .as_str()
-        .or_else(|| intent["latest_charge"].as_str())
-        .unwrap()
-        .to_owned();
-    let charge = gw.get(&format!("/v1/charges/{charge_id}")).unwrap();
+    let charge = env.charge_refunded(&pi).await;
     assert_eq!(charge["amount_refunded"], 1000, "{charge}");
-    // localstripe does not emit `charge.refunded`; deliver it from the gateway's own charge.
-    let body = json!({"id": format!("evt_ref_{}", nanos()), "object": "event",
-        "type": "charge.refunded", "data": {"object": charge}})
-    .to_string();
-    assert_eq!(env.post_gateway_event(&body).await, 200);
     let done = env
         .until(&id, |i| i["refunds"][0]["status"] == "succeeded")
         .await;
@@ -845,19 +833,8 @@ async fn a_card_refund_the_gateway_could_not_take_is_resumed_and_made_once() {
     let (status, again) = env.refund(&id, "c-out", json!({"amount": "10.00"})).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["id"], refund_id);
-    let gw = env.gw.as_ref().unwrap();
-    let intent = gw.get(&format!("/v1/payment_intents/{pi}")).unwrap();
-    let charge_id = intent["charges"]["data"][0]["id"]
-        .as_str()
-        .or_else(|| intent["latest_charge"].as_str())
-        .unwrap()
-        .to_owned();
-    let charge = gw.get(&format!("/v1/charges/{charge_id}")).unwrap();
+    let charge = env.charge_refunded(&pi).await;
     assert_eq!(charge["amount_refunded"], 1000, "{charge}");
-    let body = json!({"id": format!("evt_ref_{}", nanos()), "object": "event",
-        "type": "charge.refunded", "data": {"object": charge}})
-    .to_string();
-    assert_eq!(env.post_gateway_event(&body).await, 200);
     let done = env
         .until(&id, |i| i["refunds"][0]["status"] == "succeeded")
         .await;

@@ -91,7 +91,8 @@ fn target(invoice: &Invoice, named: Option<&str>) -> Result<relay_core::Payment,
         (status = 404, description = "No such invoice or payment", body = ErrorBody),
         (status = 409, description = "Nothing to refund (not final, disputed, refunded in full)", body = ErrorBody),
         (status = 422, description = "More than is left to refund", body = ErrorBody),
-        (status = 502, description = "The card gateway refused or could not be reached; the refund is failed", body = ErrorBody),
+        (status = 502, description = "The card gateway refused the refund; it is failed", body = ErrorBody),
+        (status = 503, description = "The card gateway could not be reached; the refund stays reserved and is asked for again", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
