@@ -55,6 +55,8 @@ impl Server {
             .env("RELAY_DATA_DIR", data_dir)
             .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
             .env("RELAY_RATES", "BTC/USD=60000,ETH/USD=2500")
+            // A test's own settings win (applied again after the defaults).
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env(
                 "RELAY_LOG",
                 std::env::var("RELAY_E2E_LOG").unwrap_or_else(|_| "warn".into()),

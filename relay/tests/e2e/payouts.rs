@@ -846,3 +846,75 @@ async fn a_card_refund_the_gateway_could_not_take_is_resumed_and_made_once() {
 fn futures_block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
+
+/// A merchant paid in the dev dollar token: the operator funds token liquidity (approve, then
+/// `fund`), and a card payment is settled in token units to the merchant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_payment_is_settled_in_an_erc20_token() {
+    let env = start_with(true, false, &["--settle-on-ethereum", "DUSD"], |_| {
+        vec![(
+            "RELAY_RATES",
+            "BTC/USD=60000,ETH/USD=2500,DUSD/USD=1".to_owned(),
+        )]
+    })
+    .await;
+    // 100 DUSD (6 decimals) from the dev payer to the operator, then into the escrow.
+    let amount = "100000000";
+    let send = |key: &str, to: &str, sig: &str, args: &[&str]| {
+        let tx = env.anvil.send(key, to, sig, args, "0").unwrap();
+        wait_mined(&env.anvil, &tx);
+    };
+    send(
+        &env.eth.payer_key,
+        &env.eth.token,
+        "transfer(address,uint256)",
+        &[&env.eth.operator, amount],
+    );
+    send(
+        &env.eth.operator_key,
+        &env.eth.token,
+        "approve(address,uint256)",
+        &[&env.eth.escrow, amount],
+    );
+    send(
+        &env.eth.operator_key,
+        &env.eth.escrow,
+        "fund(address,uint256)",
+        &[&env.eth.token, amount],
+    );
+    let inv = env
+        .invoice(json!({"amount": "25.00", "currency": "USD", "payment_methods": ["card"]}))
+        .await;
+    let id = inv["id"].as_str().unwrap().to_owned();
+    assert_eq!(inv["settlement"]["asset"], "DUSD");
+    assert_eq!(inv["settlement"]["amount"], "25.000000");
+    let balance = |who: &str| -> u128 {
+        let out = env
+            .anvil
+            .call(&env.eth.token, "balanceOf(address)(uint256)", &[who])
+            .unwrap();
+        out.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let before = balance(&env.eth.merchant_payout);
+    let pi = env.pay_card(&inv);
+    let paid = env.until(&id, |i| settlement(i)["status"] == "paid").await;
+    assert_eq!(settlement(&paid)["amount_minor"], "25000000");
+    assert_eq!(balance(&env.eth.merchant_payout) - before, 25_000_000);
+    let sid = settlement(&paid)["id"].as_str().unwrap().to_owned();
+    let logs = env.settled_logs(&sid);
+    assert_eq!(logs.len(), 1);
+    assert_eq!(
+        decode_settled(&logs[0]),
+        (env.eth.token.to_lowercase(), 25_000_000, pi)
+    );
+    // What is left in the escrow's liquidity for this token.
+    let left = env
+        .anvil
+        .call(
+            &env.eth.escrow,
+            "liquidity(address)(uint256)",
+            &[&env.eth.token],
+        )
+        .unwrap();
+    assert_eq!(left.split_whitespace().next().unwrap(), "75000000");
+}
