@@ -6,9 +6,7 @@ use relay_api::card::{apply_gateway_event, BoxFuture, CardGateway, Handled, Webh
 use relay_api::IdSource;
 use relay_card::{GatewayClient, SignatureError};
 use relay_core::invoice::InvoiceInput;
-use relay_core::{
-    CardIntent, Clock, Event, GatewayEvent, InvoiceId, Method, PaymentStatus, Timestamp,
-};
+use relay_core::{CardIntent, Clock, GatewayEvent, InvoiceId, Method, PaymentStatus, Timestamp};
 use relay_store::{SledStore, Store, StoreError};
 use sha2::{Digest, Sha256};
 
@@ -141,23 +139,12 @@ pub async fn resume_refunds(
             }
         };
         tracing::info!(target: "relay::card", refund = %r.id, "refund handed to the gateway again");
-        for _ in 0..10 {
-            let Some(mut inv) = store.invoice(&w.invoice)? else {
-                break;
-            };
-            let version = inv.version;
-            let now = clock.now();
-            let Ok(t) = inv.apply(input.clone(), now) else {
-                break;
-            };
-            if !t.changed {
-                break;
-            }
-            let events = Event::for_invoice(&inv, &t.events, now, || ids.event_id());
-            if store.update_invoice(version, &inv, &events, None)? != relay_store::Commit::Conflict
-            {
-                done += 1;
-                break;
+        match relay_api::update::apply_input(store, clock, ids, &w.invoice, &input) {
+            Ok(true) => done += 1,
+            Ok(false) => {}
+            Err(relay_api::update::ApplyError::Store(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(target: "relay::card", refund = %r.id, error = %e, "the refund's outcome could not be recorded")
             }
         }
     }

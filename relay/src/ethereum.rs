@@ -662,32 +662,6 @@ async fn step_sender(
     Ok(())
 }
 
-/// Applies `input` to a fresh copy of the invoice and stores it with its events (redone on a
-/// concurrent change).
-fn update_invoice(
-    store: &SledStore,
-    (clock, ids): (&dyn Clock, &IdSource),
-    id: &InvoiceId,
-    input: impl Fn() -> InvoiceInput,
-) -> Result<()> {
-    for _ in 0..10 {
-        let Some(mut invoice) = store.invoice(id)? else {
-            return Ok(());
-        };
-        let version = invoice.version;
-        let now = clock.now();
-        let t = invoice.apply(input(), now)?;
-        if !t.changed {
-            return Ok(());
-        }
-        let events = relay_core::Event::for_invoice(&invoice, &t.events, now, || ids.event_id());
-        if store.update_invoice(version, &invoice, &events, None)? != Commit::Conflict {
-            return Ok(());
-        }
-    }
-    bail!("invoice {id} kept changing")
-}
-
 /// Signs, stores (flushed) and then broadcasts one operator transaction.
 async fn send(
     store: &SledStore,
@@ -790,11 +764,12 @@ async fn refund(
         if tries >= MAX_FAILURES {
             tracing::error!(target: "relay::eth", refund = %r.id, "the escrow refund keeps failing; marking it failed");
             let rid = r.id.clone();
-            update_invoice(store, ctx, &inv.id, || InvoiceInput::RefundFailed {
-                id: rid.clone(),
+            let input = InvoiceInput::RefundFailed {
+                id: rid,
                 reason: "the escrow refund failed (does the operator hold enough of the asset?)"
                     .into(),
-            })?;
+            };
+            relay_api::update::apply_input(store, ctx.0, ctx.1, &inv.id, &input)?;
             failures.remove(&key);
             continue;
         }
@@ -909,9 +884,8 @@ async fn settle(
             if s.status == SettlementStatus::Pending {
                 tracing::warn!(target: "relay::eth", settlement = %s.id, amount = %s.amount, %available, "not enough liquidity in the escrow: settlement queued");
                 let id = s.id.clone();
-                update_invoice(store, ctx, &inv.id, || InvoiceInput::SettlementQueued {
-                    id: id.clone(),
-                })?;
+                let input = InvoiceInput::SettlementQueued { id };
+                relay_api::update::apply_input(store, ctx.0, ctx.1, &inv.id, &input)?;
             }
             continue;
         }

@@ -120,6 +120,19 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::update::ApplyError> for ApiError {
+    fn from(e: crate::update::ApplyError) -> ApiError {
+        match e {
+            crate::update::ApplyError::Store(e) => e.into(),
+            crate::update::ApplyError::Refused(e) => e.into(),
+            crate::update::ApplyError::Busy(_) => {
+                ApiError::invalid("concurrent_update", "the invoice keeps changing; retry")
+                    .with_status(StatusCode::CONFLICT)
+            }
+        }
+    }
+}
+
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> ApiError {
         let message = e.to_string();

@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod routes;
+pub mod update;
 pub mod view;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};

@@ -156,6 +156,14 @@ impl Invoice {
                 && p.capture_tx.is_none())
     }
 
+    /// The payment a refund that names none refunds: the first that may be refunded and has
+    /// something left.
+    pub fn default_refund_payment(&self) -> Option<&Payment> {
+        self.payments
+            .iter()
+            .find(|p| self.may_refund(p) && !self.refundable(&p.reference).is_zero())
+    }
+
     /// What is left to refund of the payment `reference`: its amount less every refund not
     /// failed (and less what the gateway reports refunded, which may include refunds made there).
     pub fn refundable(&self, reference: &str) -> Amount {
@@ -195,9 +203,7 @@ impl Invoice {
                     reference: reference.clone(),
                 })?,
             None => self
-                .payments
-                .iter()
-                .find(|p| self.may_refund(p) && !self.refundable(&p.reference).is_zero())
+                .default_refund_payment()
                 .ok_or_else(|| not("the invoice has no final payment left to refund"))?,
         };
         if !self.may_refund(p) {

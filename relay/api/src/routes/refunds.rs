@@ -10,6 +10,7 @@ use crate::card::RefundError;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{parse_json, AuthMerchant, RawBody};
 use crate::routes::invoices::{owned_invoice, to_json, Idempotent};
+use crate::update::apply_input;
 use crate::view::{BalancesView, RefundView};
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -56,10 +57,7 @@ fn refund_id<S: Store>(state: &AppState<S>, merchant: &Merchant, key: Option<&st
 fn target(invoice: &Invoice, named: Option<&str>) -> Result<relay_core::Payment, ApiError> {
     let found = match named {
         Some(r) => invoice.payments.iter().find(|p| p.reference == r),
-        None => invoice
-            .payments
-            .iter()
-            .find(|p| invoice.may_refund(p) && !invoice.refundable(&p.reference).is_zero()),
+        None => invoice.default_refund_payment(),
     };
     match (found, named) {
         (Some(p), _) => Ok(p.clone()),
@@ -297,33 +295,17 @@ async fn card_refund<S: Store>(
     gateway.refund(&intent, amount, &refund.id).await
 }
 
-/// Applies `input` to a fresh copy of the invoice and stores it durably (redone on a concurrent
-/// change).
+/// Applies `input` to the merchant's invoice and stores it durably.
 async fn apply<S: Store>(
     state: &AppState<S>,
     merchant: &Merchant,
     invoice_id: &str,
     input: InvoiceInput,
 ) -> Result<(), ApiError> {
-    for _ in 0..16 {
-        let mut invoice = owned_invoice(state, merchant, invoice_id)?;
-        let version = invoice.version;
-        let now = state.clock.now();
-        let t = invoice.apply(input.clone(), now)?;
-        if !t.changed {
-            return Ok(());
-        }
-        let events = Event::for_invoice(&invoice, &t.events, now, || state.ids.event_id());
-        if state
-            .store
-            .update_invoice(version, &invoice, &events, None)?
-            != Commit::Conflict
-        {
-            state.store.durable().await?;
-            return Ok(());
-        }
-    }
-    Err(ApiError::internal())
+    let id = owned_invoice(state, merchant, invoice_id)?.id;
+    apply_input(&state.store, state.clock.as_ref(), &state.ids, &id, &input)?;
+    state.store.durable().await?;
+    Ok(())
 }
 
 /// Cancel a pending bitcoin refund the merchant will not pay after all: it becomes `failed` and
