@@ -5,8 +5,8 @@ import {Test} from "forge-std/Test.sol";
 import {PaymentEscrow} from "../src/PaymentEscrow.sol";
 import {TestToken} from "../src/TestToken.sol";
 
-/// Shared fixture: an escrow with distinct owner, operator and fee recipient, a 6-decimals test
-/// token, and a funded payer.
+/// Shared fixture: an escrow with distinct owner, operator, fee recipient and treasury, a 10 % fee
+/// cap and a 2-day change delay, a 6-decimals test token, and a funded payer.
 abstract contract EscrowBase is Test {
     PaymentEscrow internal escrow;
     TestToken internal token;
@@ -14,6 +14,7 @@ abstract contract EscrowBase is Test {
     address internal owner = makeAddr("owner");
     address internal operator = makeAddr("operator");
     address internal feeRecipient = makeAddr("feeRecipient");
+    address internal treasury = makeAddr("treasury");
     address internal payer = makeAddr("payer");
     address internal merchant = makeAddr("merchant");
     address internal stranger = makeAddr("stranger");
@@ -21,6 +22,8 @@ abstract contract EscrowBase is Test {
     address internal constant ETH = address(0);
     uint256 internal constant PAYER_ETH = 1_000 ether;
     uint256 internal constant PAYER_TOKENS = 1_000_000e6;
+    uint16 internal constant MAX_FEE_BPS = 1_000; // 10 %
+    uint64 internal constant CHANGE_DELAY = 2 days;
     uint64 internal expiry;
 
     // Expected events are emitted as `PaymentEscrow.<Event>(…)`: the contract's own declarations.
@@ -28,7 +31,7 @@ abstract contract EscrowBase is Test {
     function setUp() public virtual {
         vm.warp(1_700_000_000);
         expiry = uint64(block.timestamp + 1 days);
-        escrow = new PaymentEscrow(owner, operator, feeRecipient);
+        escrow = _newEscrow(MAX_FEE_BPS);
         token = new TestToken("Test USD", "TUSD", 6);
 
         vm.deal(payer, PAYER_ETH);
@@ -40,6 +43,11 @@ abstract contract EscrowBase is Test {
     }
 
     // ------------------------------------------------------------ helpers
+
+    /// An escrow with the fixture's roles and delay and the given fee cap.
+    function _newEscrow(uint16 maxFeeBps) internal returns (PaymentEscrow) {
+        return new PaymentEscrow(owner, operator, feeRecipient, treasury, maxFeeBps, CHANGE_DELAY);
+    }
 
     function _depositEth(uint256 amount, bytes32 salt) internal returns (bytes32 id) {
         vm.prank(payer);
@@ -54,6 +62,36 @@ abstract contract EscrowBase is Test {
     function _capture(bytes32 id, uint256 amount, uint256 fee) internal {
         vm.prank(operator);
         escrow.capture(id, amount, fee);
+    }
+
+    /// `from` adds `amount` of `asset` to `forMerchant`'s refund reserve, with freshly dealt or
+    /// minted funds (so `from`'s balance ends where it started).
+    function _fundRefunds(address from, address forMerchant, address asset, uint256 amount) internal {
+        if (asset == ETH) {
+            vm.deal(from, from.balance + amount);
+            vm.prank(from);
+            escrow.fundRefunds{value: amount}(forMerchant, ETH, amount);
+        } else {
+            token.mint(from, amount);
+            vm.startPrank(from);
+            token.approve(address(escrow), type(uint256).max);
+            escrow.fundRefunds(forMerchant, asset, amount);
+            vm.stopPrank();
+        }
+    }
+
+    function _refund(bytes32 id, uint256 amount) internal {
+        vm.prank(operator);
+        escrow.refund(id, amount);
+    }
+
+    /// Owner proposes, time passes, anyone executes.
+    function _changeRole(PaymentEscrow.Role role, address next) internal {
+        vm.prank(owner);
+        escrow.proposeChange(role, next);
+        vm.warp(block.timestamp + CHANGE_DELAY);
+        vm.prank(stranger);
+        escrow.executeChange(role);
     }
 
     function _balance(address asset, address who) internal view returns (uint256) {

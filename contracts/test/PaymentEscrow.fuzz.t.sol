@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {PaymentEscrow} from "../src/PaymentEscrow.sol";
 import {EscrowBase} from "./EscrowBase.sol";
 
-/// Fuzz tests: amounts, fees, refunds, expiry against time, and the payment id binding.
+/// Fuzz tests: amounts, the fee cap, refunds from merchants' reserves, expiry and role-change delays
+/// against time, and the payment id binding.
 contract PaymentEscrowFuzzTest is EscrowBase {
     // ------------------------------------------------------------ id binding
 
@@ -59,11 +61,12 @@ contract PaymentEscrowFuzzTest is EscrowBase {
 
     // ------------------------------------------------------------ amounts
 
-    /// capture + fee + refund on ETH: every party ends with what the terms say.
+    /// capture + fee + refund on ETH: every party ends with what the terms say, and the refund
+    /// comes out of the merchant's reserve, never the operator's wallet or the deposit.
     function testFuzz_captureFeeRefund_eth(uint256 amount, uint256 captureAmt, uint256 fee, uint256 refundAmt) public {
         amount = _bound(amount, 1, PAYER_ETH);
         captureAmt = _bound(captureAmt, 1, amount);
-        fee = _bound(fee, 0, captureAmt);
+        fee = _bound(fee, 0, captureAmt * MAX_FEE_BPS / 10_000);
         refundAmt = _bound(refundAmt, 1, captureAmt);
 
         bytes32 id = _depositEth(amount, "fuzz");
@@ -72,10 +75,12 @@ contract PaymentEscrowFuzzTest is EscrowBase {
         assertEq(feeRecipient.balance, fee);
         assertEq(address(escrow).balance, amount - captureAmt);
 
-        vm.deal(operator, refundAmt);
-        vm.prank(operator);
-        escrow.refund{value: refundAmt}(id, refundAmt);
+        vm.deal(operator, 1 ether);
+        _fundRefunds(merchant, merchant, ETH, refundAmt);
+        _refund(id, refundAmt);
         assertEq(address(escrow).balance, amount - captureAmt, "refund does not touch the deposit");
+        assertEq(operator.balance, 1 ether, "operator pays nothing");
+        assertEq(escrow.refundReserve(merchant, ETH), 0);
 
         vm.prank(operator);
         if (captureAmt < amount) {
@@ -92,10 +97,50 @@ contract PaymentEscrowFuzzTest is EscrowBase {
         assertTrue(closed);
     }
 
+    /// The fee cap: a capture passes exactly when `fee * 10_000 <= amount * maxFeeBps`, for any
+    /// cap and any amount small enough for that product not to overflow.
+    function testFuzz_feeCap(uint16 maxFeeBps, uint256 amount, uint256 fee) public {
+        maxFeeBps = uint16(_bound(maxFeeBps, 0, 10_000));
+        amount = _bound(amount, 1, PAYER_TOKENS);
+        fee = _bound(fee, 0, amount + 2);
+        escrow = _newEscrow(maxFeeBps);
+        vm.prank(payer);
+        token.approve(address(escrow), type(uint256).max);
+        bytes32 id = _depositToken(amount, "fee");
+
+        bool allowed = fee * 10_000 <= amount * maxFeeBps;
+        vm.prank(operator);
+        if (!allowed) vm.expectRevert(PaymentEscrow.FeeTooLarge.selector);
+        escrow.capture(id, amount, fee);
+        assertEq(token.balanceOf(feeRecipient), allowed ? fee : 0);
+        assertEq(token.balanceOf(merchant), allowed ? amount - fee : 0);
+        assertEq(token.balanceOf(address(escrow)), allowed ? 0 : amount);
+    }
+
+    /// The fee cap stays exact (no overflow panic) for amounts where `amount * maxFeeBps` overflows
+    /// 256 bits: the largest allowed fee is floor(amount * maxFeeBps / 10_000), here computed
+    /// independently with OpenZeppelin's 512-bit `Math.mulDiv`.
+    function testFuzz_feeCap_hugeAmounts(uint16 maxFeeBps, uint256 amount) public {
+        maxFeeBps = uint16(_bound(maxFeeBps, 0, 10_000));
+        amount = _bound(amount, type(uint256).max / 10_000, type(uint256).max - PAYER_TOKENS);
+        escrow = _newEscrow(maxFeeBps);
+        token.mint(payer, amount - PAYER_TOKENS);
+        vm.prank(payer);
+        token.approve(address(escrow), type(uint256).max);
+        bytes32 id = _depositToken(amount, "huge");
+        uint256 cap = Math.mulDiv(amount, maxFeeBps, 10_000);
+
+        vm.prank(operator);
+        vm.expectRevert(PaymentEscrow.FeeTooLarge.selector);
+        escrow.capture(id, amount, cap + 1);
+        _capture(id, amount, cap);
+        assertEq(token.balanceOf(feeRecipient), cap);
+    }
+
     /// Token: a sequence of partial captures never exceeds the deposit; the remainder voids back.
     function testFuzz_partialCaptures_token(uint256 amount, uint256[4] memory parts, uint16 feeBps) public {
         amount = _bound(amount, 1, PAYER_TOKENS);
-        feeBps = uint16(_bound(feeBps, 0, 10_000));
+        feeBps = uint16(_bound(feeBps, 0, MAX_FEE_BPS));
         bytes32 id = _depositToken(amount, "fuzz");
         uint256 captured;
         uint256 fees;
@@ -130,14 +175,23 @@ contract PaymentEscrowFuzzTest is EscrowBase {
         assertEq(token.balanceOf(payer), PAYER_TOKENS - captured);
     }
 
-    /// Refunds in several steps never exceed the total captured.
-    function testFuzz_refundsCappedByCaptured(uint256 amount, uint256 captureAmt, uint256 r1, uint256 r2) public {
+    /// Refunds in several steps never exceed the total captured nor the merchant's reserve, and
+    /// are paid from that reserve only.
+    function testFuzz_refundsCappedByCapturedAndReserve(
+        uint256 amount,
+        uint256 captureAmt,
+        uint256 reserve,
+        uint256 r1,
+        uint256 r2
+    ) public {
         amount = _bound(amount, 1, PAYER_TOKENS);
         captureAmt = _bound(captureAmt, 1, amount);
+        reserve = _bound(reserve, 1, captureAmt * 2);
         r1 = _bound(r1, 1, captureAmt * 2);
         r2 = _bound(r2, 1, captureAmt * 2);
         bytes32 id = _depositToken(amount, "fuzz");
         _capture(id, captureAmt, 0);
+        _fundRefunds(stranger, merchant, address(token), reserve);
         token.mint(operator, r1 + r2);
 
         uint256 refunded;
@@ -147,6 +201,9 @@ contract PaymentEscrowFuzzTest is EscrowBase {
             if (refunded + rs[i] > captureAmt) {
                 vm.expectRevert(PaymentEscrow.AmountTooLarge.selector);
                 escrow.refund(id, rs[i]);
+            } else if (refunded + rs[i] > reserve) {
+                vm.expectRevert(PaymentEscrow.InsufficientRefundReserve.selector);
+                escrow.refund(id, rs[i]);
             } else {
                 escrow.refund(id, rs[i]);
                 refunded += rs[i];
@@ -155,9 +212,63 @@ contract PaymentEscrowFuzzTest is EscrowBase {
         (,,,,,, uint256 storedRefunded,) = escrow.payments(id);
         assertEq(storedRefunded, refunded);
         assertLe(refunded, captureAmt);
+        assertLe(refunded, reserve);
+        assertEq(escrow.refundReserve(merchant, address(token)), reserve - refunded);
         assertEq(token.balanceOf(payer), PAYER_TOKENS - amount + refunded);
-        assertEq(token.balanceOf(operator), r1 + r2 - refunded);
-        assertEq(token.balanceOf(address(escrow)), amount - captureAmt);
+        assertEq(token.balanceOf(operator), r1 + r2, "operator pays nothing");
+        assertEq(token.balanceOf(address(escrow)), amount - captureAmt + reserve - refunded);
+    }
+
+    /// With two merchants' reserves, operator liquidity and an open deposit in the escrow, a
+    /// refund succeeds exactly when its own merchant's reserve covers it, and moves only that.
+    function testFuzz_refundOnlyFromOwnReserve(uint256 own, uint256 other, uint256 liq, uint256 amount) public {
+        own = _bound(own, 0, 10 ether);
+        other = _bound(other, 0, 10 ether);
+        liq = _bound(liq, 0, 10 ether);
+        amount = _bound(amount, 1, 5 ether);
+        address otherMerchant = makeAddr("otherMerchant");
+        bytes32 id = _depositEth(5 ether, "own");
+        _capture(id, 5 ether, 0);
+        vm.prank(payer);
+        escrow.deposit{value: 1 ether}(otherMerchant, expiry, "open");
+        if (own > 0) _fundRefunds(merchant, merchant, ETH, own);
+        if (other > 0) _fundRefunds(otherMerchant, otherMerchant, ETH, other);
+        if (liq > 0) {
+            vm.deal(operator, liq);
+            vm.prank(operator);
+            escrow.fund{value: liq}(ETH, liq);
+        }
+        vm.deal(operator, 3 ether);
+        uint256 escrowBefore = address(escrow).balance;
+
+        vm.prank(operator);
+        if (amount > own) vm.expectRevert(PaymentEscrow.InsufficientRefundReserve.selector);
+        escrow.refund(id, amount);
+        uint256 paid = amount > own ? 0 : amount;
+        assertEq(escrow.refundReserve(merchant, ETH), own - paid);
+        assertEq(escrow.refundReserve(otherMerchant, ETH), other);
+        assertEq(escrow.liquidity(ETH), liq);
+        assertEq(operator.balance, 3 ether);
+        assertEq(address(escrow).balance, escrowBefore - paid);
+        assertEq(payer.balance, PAYER_ETH - 6 ether + paid);
+    }
+
+    /// A merchant withdraws at most its own reserve, and always to itself.
+    function testFuzz_withdrawRefunds(uint256 funded, uint256 taken, uint256 otherFunded) public {
+        funded = _bound(funded, 1, PAYER_TOKENS);
+        otherFunded = _bound(otherFunded, 1, PAYER_TOKENS);
+        taken = _bound(taken, 1, 2 * PAYER_TOKENS);
+        _fundRefunds(stranger, merchant, address(token), funded);
+        address otherMerchant = makeAddr("otherMerchant");
+        _fundRefunds(stranger, otherMerchant, address(token), otherFunded);
+        vm.prank(merchant);
+        if (taken > funded) vm.expectRevert(PaymentEscrow.InsufficientRefundReserve.selector);
+        escrow.withdrawRefunds(address(token), taken);
+        uint256 got = taken > funded ? 0 : taken;
+        assertEq(token.balanceOf(merchant), got);
+        assertEq(escrow.refundReserve(merchant, address(token)), funded - got);
+        assertEq(escrow.refundReserve(otherMerchant, address(token)), otherFunded);
+        assertEq(token.balanceOf(address(escrow)), funded + otherFunded - got);
     }
 
     // ------------------------------------------------------------ time
@@ -193,6 +304,27 @@ contract PaymentEscrowFuzzTest is EscrowBase {
         assertEq(address(escrow).balance, expired ? 0 : amount - 1);
     }
 
+    /// A role change can be executed from `eta` on and not a second earlier.
+    function testFuzz_roleChangeDelay(uint8 roleSeed, uint64 wait, address next) public {
+        vm.assume(next != address(0));
+        PaymentEscrow.Role role = PaymentEscrow.Role(_bound(roleSeed, 0, 2));
+        wait = uint64(_bound(wait, 0, 3 * CHANGE_DELAY));
+        vm.prank(owner);
+        escrow.proposeChange(role, next);
+        uint64 eta = uint64(block.timestamp) + CHANGE_DELAY;
+        vm.warp(block.timestamp + wait);
+        if (block.timestamp < eta) {
+            vm.expectRevert(abi.encodeWithSelector(PaymentEscrow.ChangeNotReady.selector, eta));
+        }
+        escrow.executeChange(role);
+        address[3] memory original = [operator, feeRecipient, treasury];
+        address[3] memory current = [escrow.operator(), escrow.feeRecipient(), escrow.treasury()];
+        for (uint256 r; r < 3; r++) {
+            bool changed = r == uint256(role) && block.timestamp >= eta;
+            assertEq(current[r], changed ? next : original[r]);
+        }
+    }
+
     /// A deposit whose expiry is not in the future is refused, for ETH and tokens.
     function testFuzz_depositRejectsPastExpiry(uint64 age, uint256 amount) public {
         age = uint64(_bound(age, 0, block.timestamp));
@@ -208,7 +340,8 @@ contract PaymentEscrowFuzzTest is EscrowBase {
 
     // ------------------------------------------------------------ liquidity
 
-    /// Liquidity and deposits never mix: withdraw and settle can take at most what was funded.
+    /// Liquidity, deposits and refund reserves never mix: withdraw and settle can take at most what
+    /// was funded, and withdraw pays the treasury.
     function testFuzz_liquiditySeparateFromDeposits(uint256 deposited, uint256 funded, uint256 settled, uint256 taken)
         public
     {
@@ -217,17 +350,21 @@ contract PaymentEscrowFuzzTest is EscrowBase {
         settled = _bound(settled, 1, funded);
         taken = _bound(taken, 1, funded);
         _depositEth(deposited, "d");
+        _fundRefunds(merchant, merchant, ETH, 1 ether);
         vm.deal(operator, funded);
         vm.startPrank(operator);
         escrow.fund{value: funded}(ETH, funded);
         escrow.settle(keccak256("s"), merchant, ETH, settled, "ref");
         if (taken > funded - settled) vm.expectRevert(PaymentEscrow.InsufficientLiquidity.selector);
-        escrow.withdraw(ETH, taken, operator);
+        escrow.withdraw(ETH, taken);
         vm.stopPrank();
 
         uint256 left = taken > funded - settled ? funded - settled : funded - settled - taken;
         assertEq(escrow.liquidity(ETH), left);
-        assertEq(address(escrow).balance, deposited + left);
+        assertEq(address(escrow).balance, deposited + left + 1 ether);
         assertEq(merchant.balance, settled);
+        assertEq(treasury.balance, taken > funded - settled ? 0 : taken);
+        assertEq(operator.balance, 0);
+        assertEq(escrow.refundReserve(merchant, ETH), 1 ether);
     }
 }

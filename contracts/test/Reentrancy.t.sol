@@ -57,21 +57,40 @@ contract ReentrancyTest is EscrowBase {
     function test_payerReenteringDuringRefund_cannotReclaim() public {
         bytes32 id = attacker.depositEth{value: 5 ether}(merchant, expiry, "a");
         _capture(id, 2 ether, 0);
+        _fundRefunds(merchant, merchant, ETH, 3 ether);
         vm.warp(expiry);
-        vm.deal(operator, 2 ether);
-        vm.prank(operator);
-        escrow.refund{value: 2 ether}(id, 2 ether);
+        _refund(id, 2 ether);
 
         assertEq(address(attacker).balance, 2 ether, "only the refund");
         assertEq(attacker.successes(), 0);
         assertEq(attacker.lastError(), _guardError());
-        assertEq(address(escrow).balance, BYSTANDER + 10 ether + 3 ether, "uncaptured 3 ether still held");
+        assertEq(escrow.refundReserve(merchant, ETH), 1 ether);
+        assertEq(
+            address(escrow).balance, BYSTANDER + 10 ether + 3 ether + 1 ether, "uncaptured 3 ether and reserve held"
+        );
         assertFalse(_payment(id).closed);
 
         // Its legitimate reclaim still works afterwards, once.
         attacker.reclaim();
         assertEq(address(attacker).balance, 5 ether);
-        assertEq(address(escrow).balance, BYSTANDER + 10 ether);
+        assertEq(address(escrow).balance, BYSTANDER + 10 ether + 1 ether);
+    }
+
+    function test_merchantReenteringWithdrawRefunds_getsAmountOnce() public {
+        ReentrantMerchant evil = new ReentrantMerchant(escrow);
+        vm.deal(address(this), 2 ether);
+        evil.fundRefunds{value: 2 ether}();
+        _fundRefunds(merchant, merchant, ETH, 4 ether); // another merchant's reserve
+
+        evil.withdrawRefunds(1 ether);
+
+        assertEq(address(evil).balance, 1 ether, "withdrawn once");
+        assertGt(evil.attempts(), 0);
+        assertEq(evil.successes(), 0, "no re-entry succeeded");
+        assertEq(evil.lastError(), _guardError());
+        assertEq(escrow.refundReserve(address(evil), ETH), 1 ether);
+        assertEq(escrow.refundReserve(merchant, ETH), 4 ether);
+        assertEq(address(escrow).balance, BYSTANDER + 10 ether + 1 ether + 4 ether);
     }
 
     function test_payerBubblingReentryFailure_revertsItsOwnReclaim() public {

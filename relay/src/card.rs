@@ -45,6 +45,16 @@ impl CardGateway for StripeGateway {
         })
     }
 
+    fn cancel_intent<'a>(&'a self, payment_intent: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.client
+                .cancel_payment_intent(payment_intent)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+
     fn refund<'a>(
         &'a self,
         payment_intent: &'a str,
@@ -56,14 +66,29 @@ impl CardGateway for StripeGateway {
             if let Some(id) = taken.get(key) {
                 return Ok(id.clone());
             }
+            let ambiguous = |e: relay_card::GatewayError| relay_api::card::RefundError {
+                refused: e.is_refusal(),
+                message: e.to_string(),
+            };
+            // Asked before, and the answer lost (a crash, a 5xx, a cut-off body): the gateway
+            // may hold it already. Only a refund it does not have is asked for.
+            if let Some(id) = self
+                .client
+                .find_refund(payment_intent, key)
+                .await
+                .map_err(|e| relay_api::card::RefundError {
+                    refused: false,
+                    message: e.to_string(),
+                })?
+            {
+                taken.insert(key.to_owned(), id.clone());
+                return Ok(id);
+            }
             let refund = self
                 .client
                 .refund(payment_intent, amount_minor, key)
                 .await
-                .map_err(|e| relay_api::card::RefundError {
-                    refused: !e.is_retryable(),
-                    message: e.to_string(),
-                })?;
+                .map_err(ambiguous)?;
             let id = refund["id"].as_str().unwrap_or_default().to_owned();
             taken.insert(key.to_owned(), id.clone());
             Ok(id)
@@ -204,4 +229,55 @@ pub async fn reconcile(
         store.durable().await?;
     }
     Ok(changed)
+}
+
+/// Cancels the PaymentIntent of each invoice that just expired unpaid by card, so that a payer
+/// can no longer be charged for it. A payer who confirmed at the last moment makes the gateway
+/// refuse; that invoice is reconciled at once, and the gateway's own charge time decides whether
+/// the payment was in time.
+pub async fn close_expired(
+    store: &SledStore,
+    gateway: &StripeGateway,
+    clock: &dyn Clock,
+    ids: &IdSource,
+    expired: &[relay_core::Invoice],
+) {
+    for invoice in expired {
+        if invoice.status != relay_core::InvoiceStatus::Expired {
+            continue;
+        }
+        let Some(intent) = invoice
+            .quote_for(Method::Card)
+            .and_then(|q| q.card.as_ref())
+            .map(|c| c.payment_intent.clone())
+        else {
+            continue;
+        };
+        if invoice
+            .payments
+            .iter()
+            .any(|p| p.reference == intent && p.status != PaymentStatus::Failed)
+        {
+            continue;
+        }
+        match gateway.client.cancel_payment_intent(&intent).await {
+            Ok(_) => {
+                tracing::info!(target: "relay::card", invoice = %invoice.id, %intent, "canceled the expired invoice's PaymentIntent")
+            }
+            Err(e) => {
+                tracing::warn!(target: "relay::card", invoice = %invoice.id, %intent, error = %e, "the gateway did not cancel an expired invoice's PaymentIntent; reconciling it");
+                if let Err(e) = reconcile(
+                    store,
+                    gateway,
+                    clock,
+                    ids,
+                    std::slice::from_ref(&invoice.id),
+                )
+                .await
+                {
+                    tracing::warn!(target: "relay::card", error = %e, "reconciling after a refused cancel");
+                }
+            }
+        }
+    }
 }

@@ -55,6 +55,9 @@ pub struct Config {
     pub eth_fee_bps: u16,
     /// Seconds after an invoice's expiry before the payer may reclaim an uncaptured deposit.
     pub eth_capture_window_secs: u64,
+    /// How deep a bitcoin payment must be before the operator's liquidity pays its cross-rail
+    /// settlement, whatever the merchant's own policy (1 to 6).
+    pub settlement_min_confirmations: u32,
     /// The first webhook retry's delay in milliseconds; each further one doubles (to 6 hours).
     pub webhook_retry_base_ms: u64,
     /// How long a merchant's endpoint has to answer a delivery.
@@ -95,6 +98,7 @@ impl Default for Config {
             eth_start_block: 0,
             eth_fee_bps: 0,
             eth_capture_window_secs: 3600,
+            settlement_min_confirmations: relay_core::payout::DEFAULT_SETTLEMENT_DEPTH,
             webhook_retry_base_ms: 10_000,
             webhook_timeout_secs: 10,
         }
@@ -128,6 +132,10 @@ impl fmt::Debug for Config {
             .field("eth_start_block", &self.eth_start_block)
             .field("eth_fee_bps", &self.eth_fee_bps)
             .field("eth_capture_window_secs", &self.eth_capture_window_secs)
+            .field(
+                "settlement_min_confirmations",
+                &self.settlement_min_confirmations,
+            )
             .field("webhook_retry_base_ms", &self.webhook_retry_base_ms)
             .field("webhook_timeout_secs", &self.webhook_timeout_secs)
             .finish_non_exhaustive()
@@ -231,6 +239,9 @@ impl Config {
             "ETH_CAPTURE_WINDOW_SECS" => {
                 self.eth_capture_window_secs = value.parse().context("expected seconds")?
             }
+            "SETTLEMENT_MIN_CONFIRMATIONS" => {
+                self.settlement_min_confirmations = value.parse().context("expected a depth")?
+            }
             // Other RELAY_* variables (e.g. the harness's own) are not settings of the relay.
             _ => {}
         }
@@ -285,6 +296,10 @@ impl Config {
         }
         if self.eth_fee_bps > 10_000 {
             bail!("eth_fee_bps must be at most 10000");
+        }
+        if !(1..=6).contains(&self.settlement_min_confirmations) {
+            // The bitcoin watcher reports depths up to 6.
+            bail!("settlement_min_confirmations must be 1 to 6");
         }
         if !(60..=30 * 24 * 3600).contains(&self.eth_capture_window_secs) {
             bail!("eth_capture_window_secs must be 60 to 2592000");

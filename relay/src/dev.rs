@@ -38,6 +38,9 @@ fn dev_treasury_descriptor() -> String {
     format!("wpkh({}/0/*)", Xpub::from_priv(&Secp256k1::new(), &xprv))
 }
 
+/// The dev escrow's cap on capture fees (10 %).
+pub const DEV_MAX_FEE_BPS: u16 = 1000;
+
 /// Ether the dev operator puts into the escrow's liquidity for cross-rail settlements.
 const DEV_LIQUIDITY_ETH: u64 = 100;
 
@@ -147,9 +150,14 @@ pub async fn deploy_dev_contracts(anvil: &relay_testnet::Anvil) -> Result<DevEth
     let escrow = relay_ethereum::deploy::deploy_escrow(
         &url,
         &operator,
-        operator.address(),
-        operator.address(),
-        fee_recipient,
+        relay_ethereum::deploy::EscrowRoles {
+            owner: operator.address(),
+            operator: operator.address(),
+            fee_recipient,
+            treasury: operator.address(),
+            max_fee_bps: DEV_MAX_FEE_BPS,
+            change_delay_secs: 2 * 24 * 3600,
+        },
     )
     .await?;
     let token = relay_ethereum::deploy::deploy_test_token(

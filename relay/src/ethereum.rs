@@ -92,7 +92,19 @@ pub async fn connect(config: &Config, wait: Duration) -> Result<Option<Ethereum>
             key.address()
         );
     }
+    let max_fee_bps = contract
+        .maxFeeBps()
+        .call()
+        .await
+        .context("reading the escrow's fee cap")?;
+    if config.eth_fee_bps > max_fee_bps {
+        bail!(
+            "eth_fee_bps ({}) is above the escrow's fee cap ({max_fee_bps} bps): every capture would fail",
+            config.eth_fee_bps
+        );
+    }
     tracing::info!(target: "relay::eth", node = node.public_url(), chain_id, escrow = %escrow, operator = %key.address(), "ethereum rail ready");
+    let reserves_node = node.clone();
     Ok(Some(Ethereum {
         node,
         key,
@@ -100,12 +112,39 @@ pub async fn connect(config: &Config, wait: Duration) -> Result<Option<Ethereum>
             chain_id,
             escrow,
             capture_window_secs: config.eth_capture_window_secs,
+            settlement_min_confirmations: config.settlement_min_confirmations,
+            reserves: Arc::new(EscrowReserves {
+                node: reserves_node,
+                escrow,
+            }),
         },
         ws_url: config.eth_ws_url.clone(),
         poll: Duration::from_millis(config.eth_poll_ms),
         fee_bps: config.eth_fee_bps,
         start_block: config.eth_start_block,
     }))
+}
+
+/// Reads merchants' refund reserves from the escrow (`refundReserve(merchant, token)`).
+struct EscrowReserves {
+    node: EthNode,
+    escrow: Address,
+}
+
+impl relay_api::RefundReserves for EscrowReserves {
+    fn reserve(
+        &self,
+        merchant: Address,
+        token: Address,
+    ) -> relay_api::card::BoxFuture<'_, Result<U256, String>> {
+        Box::pin(async move {
+            PaymentEscrow::new(self.escrow, self.node.provider().clone())
+                .refundReserve(merchant, token)
+                .call()
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 fn deposit_key(id: &B256) -> Vec<u8> {
@@ -408,12 +447,81 @@ fn store_txs(store: &SledStore, watcher: &Watcher, txs: &[OpTx], forget: &[u64])
     }
 }
 
+/// Failed attempts at preparing operator transactions, by deposit (or refund key). Only a
+/// deterministic refusal — the escrow reverting the call in an `eth_call` — counts toward giving
+/// up; a node that cannot be reached, rate-limits, or fails to estimate fees or nonces is retried
+/// with a growing pause for as long as it takes.
+#[derive(Default)]
+struct Failures {
+    refused: HashMap<B256, u32>,
+    transient: HashMap<B256, (u32, std::time::Instant)>,
+}
+
+impl Failures {
+    fn count(&self, key: B256) -> u32 {
+        self.refused.get(&key).copied().unwrap_or(0)
+    }
+
+    fn forget(&mut self, key: B256) {
+        self.refused.remove(&key);
+        self.transient.remove(&key);
+    }
+
+    /// Whether the key is pausing after a transient failure.
+    fn waiting(&self, key: B256) -> bool {
+        self.transient
+            .get(&key)
+            .is_some_and(|(_, until)| std::time::Instant::now() < *until)
+    }
+
+    /// Asks the node whether the failed call reverts, and counts the failure accordingly.
+    #[allow(clippy::too_many_arguments)]
+    async fn classify(
+        &mut self,
+        node: &EthNode,
+        from: Address,
+        to: Address,
+        key: B256,
+        purpose: Purpose,
+        input: &Bytes,
+        error: &relay_ethereum::EthError,
+    ) {
+        match node.simulate(from, to, input, U256::ZERO).await {
+            Ok(Some(reason)) => {
+                let n = self.refused.entry(key).or_default();
+                *n += 1;
+                self.transient.remove(&key);
+                if *n >= MAX_FAILURES {
+                    tracing::error!(target: "relay::eth", payment_id = %purpose.payment_id(), ?purpose, %reason, "the escrow refuses this operation: giving up on it, the operator must look at it");
+                } else {
+                    tracing::warn!(target: "relay::eth", payment_id = %purpose.payment_id(), ?purpose, %reason, "the escrow refuses this operation");
+                }
+            }
+            // It would go through now (the failure was the node's), or the node cannot say.
+            _ => {
+                let slot = self
+                    .transient
+                    .entry(key)
+                    .or_insert((0, std::time::Instant::now()));
+                slot.0 = slot.0.saturating_add(1);
+                let pause = Duration::from_millis(250u64 << slot.0.min(8));
+                slot.1 = std::time::Instant::now() + pause;
+                metrics::counter!("relay_eth_operator_retries_total", "purpose" => purpose.name())
+                    .increment(1);
+                tracing::warn!(target: "relay::eth", payment_id = %purpose.payment_id(), ?purpose, error = %error, attempt = slot.0, ?pause, "operator transaction could not be prepared (node error); retrying");
+            }
+        }
+    }
+}
+
 /// What the relay does with a final, open deposit.
+///
+/// An exact deposit made in time is always captured (never voided because sending failed: a
+/// capture that keeps failing is left for the operator); anything else goes back to its payer.
 fn decide(
     d: &Deposit,
     invoice: Option<&Invoice>,
     chain_time: u64,
-    failures: u32,
     fee_bps: u16,
 ) -> (Purpose, Bytes) {
     let capture = invoice.is_some_and(|inv| {
@@ -427,7 +535,6 @@ fn decide(
         matches!(match_of(inv, d), Match::Exact)
             && in_time
             && chain_time < d.expiry
-            && failures < MAX_FAILURES
             && !refunded_in_full
     });
     if capture {
@@ -460,7 +567,7 @@ async fn act(
     eth: &Ethereum,
     watcher: &Watcher,
     sender: &mut Sender,
-    failures: &mut HashMap<B256, u32>,
+    failures: &mut Failures,
 ) -> Result<()> {
     let chain_time = if watcher.cursor().time > 0 {
         watcher.cursor().time
@@ -481,31 +588,41 @@ async fn act(
         if watcher.depth(&d) < required {
             continue;
         }
-        let failed = failures.get(&d.id).copied().unwrap_or(0)
+        let failed = failures.count(d.id)
             + u32::try_from(
                 sender
                     .for_payment(d.id)
-                    .filter(|t| !matches!(t.state, TxState::Pending))
+                    .filter(|t| matches!(t.state, TxState::Mined { success: false, .. }))
                     .count(),
             )
             .unwrap_or(u32::MAX);
-        if failed >= 2 * MAX_FAILURES {
+        if failed >= MAX_FAILURES || failures.waiting(d.id) {
             continue;
         }
-        let (purpose, input) = decide(&d, invoice.as_ref(), chain_time, failed, eth.fee_bps);
+        let (purpose, input) = decide(&d, invoice.as_ref(), chain_time, eth.fee_bps);
         let tx = match sender
-            .prepare(&eth.node, purpose, eth.rail.escrow, input, U256::ZERO)
+            .prepare(
+                &eth.node,
+                purpose,
+                eth.rail.escrow,
+                input.clone(),
+                U256::ZERO,
+            )
             .await
         {
             Ok(tx) => tx,
             Err(e) => {
-                let n = failures.entry(d.id).or_default();
-                *n += 1;
-                if *n + 1 >= 2 * MAX_FAILURES {
-                    tracing::error!(target: "relay::eth", payment_id = %d.id, ?purpose, error = %e, "giving up on this deposit: the operator must look at it");
-                } else {
-                    tracing::warn!(target: "relay::eth", payment_id = %d.id, ?purpose, error = %e, "operation would fail; will retry");
-                }
+                failures
+                    .classify(
+                        &eth.node,
+                        eth.key.address(),
+                        eth.rail.escrow,
+                        d.id,
+                        purpose,
+                        &input,
+                        &e,
+                    )
+                    .await;
                 continue;
             }
         };
@@ -545,7 +662,7 @@ pub async fn watch_loop(
                 continue;
             }
         };
-        let mut failures: HashMap<B256, u32> = HashMap::new();
+        let mut failures = Failures::default();
         // Whatever was stored but maybe never sent (a crash between the two) goes out now.
         for nonce in sender.pending().map(|t| t.nonce).collect::<Vec<_>>() {
             if let Err(e) = sender.broadcast(&eth.node, nonce).await {
@@ -623,7 +740,7 @@ async fn step_sender(
     eth: &Ethereum,
     watcher: &Watcher,
     sender: &mut Sender,
-    failures: &mut HashMap<B256, u32>,
+    failures: &mut Failures,
     (clock, ids): (&dyn Clock, &IdSource),
 ) -> Result<()> {
     let (outcomes, changed) = sender.poll(&eth.node).await?;
@@ -719,15 +836,16 @@ fn failed(sender: &Sender, purpose: Purpose) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// Refunds of captured escrow payments: `refund(id, amount)`, funded by the operator in the same
-/// call. (A refund of the whole deposit before capture is a void, decided in [`act`]; a partial
-/// one waits for the capture.) After repeated failures the refund is marked failed.
+/// Refunds of captured escrow payments: `refund(id, amount)`, which the escrow pays out of the
+/// merchant's own refund reserve (never out of the operator's money; the operator only pays the
+/// gas). A refund of the whole deposit before capture is a void, decided in [`act`]; a partial
+/// one waits for the capture. After repeated failures the refund is marked failed.
 async fn refund(
     store: &SledStore,
     eth: &Ethereum,
     watcher: &Watcher,
     sender: &mut Sender,
-    failures: &mut HashMap<B256, u32>,
+    failures: &mut Failures,
     ctx: (&dyn Clock, &IdSource),
 ) -> Result<()> {
     for w in store.payouts(PayoutKind::EthRefund)? {
@@ -760,45 +878,49 @@ async fn refund(
             continue;
         }
         let key = purpose.payment_id() ^ refund_key(&r.id);
-        let tries = failed(sender, purpose) + failures.get(&key).copied().unwrap_or(0);
+        if failures.waiting(key) {
+            continue;
+        }
+        let tries = failed(sender, purpose) + failures.count(key);
         if tries >= MAX_FAILURES {
             tracing::error!(target: "relay::eth", refund = %r.id, "the escrow refund keeps failing; marking it failed");
             let rid = r.id.clone();
             let input = InvoiceInput::RefundFailed {
                 id: rid,
-                reason: "the escrow refund failed (does the operator hold enough of the asset?)"
+                reason: "the escrow refund failed (does the merchant's refund reserve cover it?)"
                     .into(),
             };
             relay_api::update::apply_input(store, ctx.0, ctx.1, &inv.id, &input)?;
-            failures.remove(&key);
+            failures.forget(key);
             continue;
         }
-        let token = inv
-            .quote_for(Method::Ethereum)
-            .and_then(|q| q.ethereum.as_ref())
-            .and_then(|e| e.token.clone());
-        let value = if token.is_none() {
-            r.amount.0
-        } else {
-            U256::ZERO
-        };
         let call = PaymentEscrow::refundCall {
             id,
             amount: r.amount.0,
         };
+        let input = Bytes::from(call.abi_encode());
         if let Err(e) = send(
             store,
             eth,
             watcher,
             sender,
             purpose,
-            Bytes::from(call.abi_encode()),
-            value,
+            input.clone(),
+            U256::ZERO,
         )
         .await
         {
-            *failures.entry(key).or_default() += 1;
-            tracing::warn!(target: "relay::eth", refund = %r.id, error = %e, "refund would fail; will retry");
+            failures
+                .classify(
+                    &eth.node,
+                    eth.key.address(),
+                    eth.rail.escrow,
+                    key,
+                    purpose,
+                    &input,
+                    &e,
+                )
+                .await;
         }
     }
     Ok(())

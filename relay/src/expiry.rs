@@ -3,17 +3,18 @@
 
 use relay_api::IdSource;
 use relay_core::invoice::InvoiceInput;
-use relay_core::{Clock, Event, InvoiceStatus};
+use relay_core::{Clock, Event, Invoice, InvoiceStatus};
 use relay_store::{Commit, SledStore, Store, StoreError};
 
-/// Handles every invoice due for expiry at the clock's "now"; returns how many changed.
+/// Handles every invoice due for expiry at the clock's "now"; returns those that changed, as
+/// stored.
 pub async fn sweep(
     store: &SledStore,
     clock: &dyn Clock,
     ids: &IdSource,
-) -> Result<usize, StoreError> {
+) -> Result<Vec<Invoice>, StoreError> {
     let now = clock.now();
-    let mut changed = 0;
+    let mut changed = Vec::new();
     for id in store.invoices_due_for_expiry(now, 1000)? {
         // Retry on a concurrent update (a payment arriving at the same moment).
         for _ in 0..8 {
@@ -30,7 +31,7 @@ pub async fn sweep(
                 if store.update_invoice(version, &invoice, &events, None)? == Commit::Conflict {
                     continue;
                 }
-                changed += 1;
+                changed.push(invoice.clone());
             }
             // A paid invoice still processing past its expiry needs no further sweep.
             if matches!(

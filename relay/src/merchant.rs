@@ -71,6 +71,11 @@ pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<
     let settle_on_ethereum = new
         .settle_on_ethereum
         .map(|a| a.trim().to_ascii_uppercase());
+    if settle_on_ethereum.is_some() && new.btc_confirmations == 0 {
+        anyhow::bail!(
+            "a merchant paid on Ethereum cannot take bitcoin on 0 confirmations: the operator's liquidity pays for those payments"
+        );
+    }
     if settle_on_ethereum.is_some() && eth_payout.is_none() {
         anyhow::bail!("--settle-on-ethereum needs --eth-payout: settlements are paid there");
     }

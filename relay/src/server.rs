@@ -154,8 +154,13 @@ async fn expiry_loop(
             }
         }
         match crate::expiry::sweep(&store, clock.as_ref(), &ids).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(target: "relay::expiry", expired = n, "invoices expired"),
+            Ok(changed) if changed.is_empty() => {}
+            Ok(changed) => {
+                tracing::debug!(target: "relay::expiry", expired = changed.len(), "invoices expired");
+                if let Some(g) = &gateway {
+                    crate::card::close_expired(&store, g, clock.as_ref(), &ids, &changed).await;
+                }
+            }
             Err(e) => tracing::warn!(target: "relay::expiry", error = %e, "expiry sweep failed"),
         }
     }

@@ -25,6 +25,14 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// The gateway said no, and will say no again: a 4xx answer other than 409 (a concurrent
+    /// request with the same key) and 429. Anything else — a 5xx, a proxy's page, an answer cut
+    /// off, no answer — leaves open whether it acted.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, GatewayError::Rejected { status, .. }
+            if (400..500).contains(status) && *status != 409 && *status != 429)
+    }
+
     pub fn is_retryable(&self) -> bool {
         match self {
             GatewayError::Transport(_) => true,
@@ -47,9 +55,26 @@ pub struct PaymentIntent {
     pub status: String,
     #[serde(default)]
     pub client_secret: Option<String>,
+    /// The intent's charges, where the gateway lists them (kept as JSON: only their times are
+    /// read, and a gateway that shapes them otherwise must not make the intent unreadable).
+    #[serde(default)]
+    pub charges: Option<serde_json::Value>,
 }
 
 impl PaymentIntent {
+    /// When its successful charge was made, by the gateway's clock.
+    pub fn charged_at(&self) -> Option<relay_core::Timestamp> {
+        self.charges
+            .as_ref()?
+            .get("data")?
+            .as_array()?
+            .iter()
+            .filter(|c| c.get("status").and_then(|s| s.as_str()) == Some("succeeded"))
+            .filter_map(|c| c.get("created")?.as_i64())
+            .max()
+            .map(relay_core::Timestamp)
+    }
+
     /// What the intent's current state means, as the event a webhook would have carried.
     /// `None` while the payer has not finished.
     pub fn as_event(&self) -> Option<GatewayEvent> {
@@ -63,6 +88,8 @@ impl PaymentIntent {
                 intent: self.id.clone(),
                 amount,
                 currency: self.currency.clone(),
+                // The successful charge's time, not the time the relay asked.
+                at: self.charged_at(),
             },
             _ => return None,
         };
@@ -128,10 +155,21 @@ impl GatewayClient {
                 Err(e) => Err(GatewayError::Transport(e.to_string())),
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let body: serde_json::Value = resp
-                        .json()
-                        .await
-                        .map_err(|e| GatewayError::Decode(e.to_string()))?;
+                    let text = resp.text().await;
+                    let body = text.as_deref().map_err(|e| e.to_string()).and_then(|t| {
+                        serde_json::from_str::<serde_json::Value>(t).map_err(|e| e.to_string())
+                    });
+                    let body = match body {
+                        Ok(body) => body,
+                        // A proxy's error page, or an answer cut off: the request may or may not
+                        // have been carried out. Never a refusal.
+                        Err(e) if (200..300).contains(&status) => {
+                            return Err(GatewayError::Decode(e));
+                        }
+                        Err(e) => {
+                            serde_json::json!({"error": {"code": "unreadable_answer", "message": e}})
+                        }
+                    };
                     if (200..300).contains(&status) {
                         Ok(body)
                     } else {
@@ -225,8 +263,35 @@ impl GatewayClient {
         let form = [
             ("payment_intent", payment_intent.to_owned()),
             ("amount", amount_minor.to_string()),
+            ("metadata[relay_refund]", key.to_owned()),
         ];
         self.call(reqwest::Method::POST, "/v1/refunds", &form, Some(key))
             .await
+    }
+
+    /// The id of the refund of `payment_intent` made under `key` (its `relay_refund` metadata),
+    /// if the gateway has one: how a refund whose answer was lost is found again without asking
+    /// twice, even at a gateway that ignores idempotency keys.
+    pub async fn find_refund(
+        &self,
+        payment_intent: &str,
+        key: &str,
+    ) -> Result<Option<String>, GatewayError> {
+        let v = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/refunds?payment_intent={payment_intent}&limit=100"),
+                &[],
+                None,
+            )
+            .await?;
+        let found = v["data"].as_array().and_then(|refunds| {
+            refunds
+                .iter()
+                .find(|r| r["metadata"]["relay_refund"].as_str() == Some(key))
+                .and_then(|r| r["id"].as_str())
+                .map(str::to_owned)
+        });
+        Ok(found)
     }
 }

@@ -4,7 +4,7 @@
 //! several secrets (rotation), and refuses timestamps outside the tolerance.
 
 use hmac::{Hmac, Mac};
-use relay_core::{Amount, GatewayEvent, GatewayEventKind};
+use relay_core::{Amount, GatewayEvent, GatewayEventKind, Timestamp};
 use serde_json::Value;
 use sha2::Sha256;
 
@@ -109,6 +109,7 @@ pub fn parse_event(body: &[u8]) -> Option<GatewayEvent> {
                 .filter(|a| !a.is_zero())
                 .or_else(|| amount_of(obj, "amount"))?,
             currency: str_of(obj, "currency")?,
+            at: v.get("created").and_then(Value::as_i64).map(Timestamp),
         }),
         "payment_intent.payment_failed" => Some(GatewayEventKind::PaymentFailed {
             intent: str_of(obj, "id")?,
@@ -166,13 +167,14 @@ mod tests {
 
     #[test]
     fn parses_the_four_mapped_events_and_keeps_others() {
-        let succeeded = br#"{"id":"evt_a","type":"payment_intent.succeeded","data":{"object":{"id":"pi_1","amount":2500,"amount_received":2500,"currency":"usd"}}}"#;
+        let succeeded = br#"{"id":"evt_a","type":"payment_intent.succeeded","created":1700000000,"data":{"object":{"id":"pi_1","amount":2500,"amount_received":2500,"currency":"usd"}}}"#;
         assert_eq!(
             parse_event(succeeded).unwrap().kind,
             GatewayEventKind::PaymentSucceeded {
                 intent: "pi_1".into(),
                 amount: Amount::from_minor(2500),
-                currency: "usd".into()
+                currency: "usd".into(),
+                at: Some(Timestamp(1_700_000_000)),
             }
         );
         let refunded = br#"{"id":"evt_b","type":"charge.refunded","data":{"object":{"id":"ch_1","payment_intent":"pi_1","amount":2500,"amount_refunded":500,"currency":"usd"}}}"#;

@@ -21,18 +21,40 @@ pub fn wallet_provider(
         .connect_http(url))
 }
 
-/// Deploys `PaymentEscrow(owner, operator, fee_recipient)` from `key`'s account.
+/// Who may do what with a new escrow, fixed at deployment.
+#[derive(Debug, Clone, Copy)]
+pub struct EscrowRoles {
+    pub owner: Address,
+    /// The relay's key: captures, voids, refunds (from merchants' reserves), settlements.
+    pub operator: Address,
+    pub fee_recipient: Address,
+    /// Where the operator's liquidity can be withdrawn to, and nowhere else.
+    pub treasury: Address,
+    /// The most a capture's fee may take, in basis points of the captured amount.
+    pub max_fee_bps: u16,
+    /// Seconds between the owner proposing a new operator, fee recipient or treasury and the
+    /// change taking effect.
+    pub change_delay_secs: u64,
+}
+
+/// Deploys `PaymentEscrow` with `roles` from `key`'s account.
 pub async fn deploy_escrow(
     url: &str,
     key: &PrivateKeySigner,
-    owner: Address,
-    operator: Address,
-    fee_recipient: Address,
+    roles: EscrowRoles,
 ) -> Result<Address, EthError> {
     let provider = wallet_provider(url, key)?;
-    let escrow = PaymentEscrow::deploy(provider, owner, operator, fee_recipient)
-        .await
-        .map_err(|e| EthError::fatal(format!("deploying the escrow: {e}")))?;
+    let escrow = PaymentEscrow::deploy(
+        provider,
+        roles.owner,
+        roles.operator,
+        roles.fee_recipient,
+        roles.treasury,
+        roles.max_fee_bps,
+        roles.change_delay_secs,
+    )
+    .await
+    .map_err(|e| EthError::fatal(format!("deploying the escrow: {e}")))?;
     Ok(*escrow.address())
 }
 

@@ -19,6 +19,7 @@ pub mod bindings {
     alloy::sol!(
         #[allow(missing_docs)]
         #[sol(rpc)]
+        #[derive(Debug)]
         PaymentEscrow,
         "artifacts/PaymentEscrow.json"
     );

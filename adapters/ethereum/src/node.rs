@@ -285,6 +285,35 @@ impl EthNode {
             .map_err(|e| EthError::from_transport("eth_estimateGas", e))
     }
 
+    /// Runs a call with `eth_call` and says whether it reverts deterministically: `Ok(None)` when
+    /// it would succeed, `Ok(Some(reason))` when the contract itself refuses it (its error,
+    /// decoded where it is the escrow's), `Err` when the node could not tell (unreachable, rate
+    /// limited, any error without revert data) — which must never be taken for a refusal.
+    pub async fn simulate(
+        &self,
+        from: Address,
+        to: Address,
+        input: &Bytes,
+        value: U256,
+    ) -> Result<Option<String>, EthError> {
+        let tx = TransactionRequest::default()
+            .from(from)
+            .to(to)
+            .input(input.clone().into())
+            .value(value);
+        match self.provider.call(tx).await {
+            Ok(_) => Ok(None),
+            Err(RpcError::ErrorResp(payload)) => match payload.as_revert_data() {
+                Some(data) => Ok(Some(revert_reason(&data))),
+                None => Err(EthError {
+                    message: format!("eth_call: {payload}"),
+                    retryable: true,
+                }),
+            },
+            Err(e) => Err(EthError::from_transport("eth_call", e)),
+        }
+    }
+
     pub async fn send_raw(&self, raw: &[u8]) -> Result<B256, EthError> {
         self.provider
             .send_raw_transaction(raw)
@@ -370,5 +399,14 @@ pub async fn follow_heads(url: String, wake: std::sync::Arc<tokio::sync::Notify>
             }
         }
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}
+
+/// A revert's reason: the escrow's custom error by name, else the raw data in hex.
+pub fn revert_reason(data: &[u8]) -> String {
+    use alloy::sol_types::SolInterface;
+    match PaymentEscrow::PaymentEscrowErrors::abi_decode(data) {
+        Ok(e) => format!("{e:?}"),
+        Err(_) => format!("0x{}", alloy::hex::encode(data)),
     }
 }

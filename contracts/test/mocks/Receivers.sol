@@ -57,8 +57,9 @@ contract ReentrantPayer {
     }
 }
 
-/// A merchant contract that is also the payer of another (expired) payment. When paid by a
-/// capture it tries to reclaim its own payment from inside the capture, and to capture again.
+/// A merchant contract that is also the payer of another (expired) payment. When paid (by a
+/// capture or a withdrawal of its refund reserve) it tries to reclaim its own payment from inside
+/// the payout, to capture again, and to withdraw from its refund reserve again.
 contract ReentrantMerchant {
     PaymentEscrow public immutable escrow;
     bytes32 public ownPayment;
@@ -84,6 +85,14 @@ contract ReentrantMerchant {
         escrow.reclaim(ownPayment);
     }
 
+    function fundRefunds() external payable {
+        escrow.fundRefunds{value: msg.value}(address(this), address(0), msg.value);
+    }
+
+    function withdrawRefunds(uint256 amount) external {
+        escrow.withdrawRefunds(address(0), amount);
+    }
+
     receive() external payable {
         if (attempts >= 3) return;
         attempts++;
@@ -91,6 +100,8 @@ contract ReentrantMerchant {
         if (ok) successes++;
         lastError = err;
         (ok,) = address(escrow).call(abi.encodeCall(PaymentEscrow.capture, (capturedPayment, 1, 0)));
+        if (ok) successes++;
+        (ok,) = address(escrow).call(abi.encodeCall(PaymentEscrow.withdrawRefunds, (address(0), 1)));
         if (ok) successes++;
     }
 }

@@ -44,6 +44,10 @@ pub trait CardGateway: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<GatewayEvent, WebhookRejection>;
 
+    /// Cancels a PaymentIntent nobody paid, so that it can no longer be confirmed. An error when
+    /// the gateway refused (the payer already paid it) or could not be reached.
+    fn cancel_intent<'a>(&'a self, payment_intent: &'a str) -> BoxFuture<'a, Result<(), String>>;
+
     /// Refunds `amount_minor` of a PaymentIntent; `key` (the relay's refund id) makes a retry
     /// refund once. Returns the gateway's refund id; the gateway's webhook confirms it.
     fn refund<'a>(

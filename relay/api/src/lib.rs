@@ -84,13 +84,43 @@ pub struct BitcoinRail {
 }
 
 /// The Ethereum rail as the API sees it: where deposits go.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct EthereumRail {
     pub chain_id: u64,
     pub escrow: alloy_primitives::Address,
     /// How long after the invoice's expiry the escrow keeps a deposit before the payer may
     /// reclaim it: the relay's time to confirm and capture an in-time deposit.
     pub capture_window_secs: u64,
+    /// How deep a bitcoin payment must be before a cross-rail settlement pays for it.
+    pub settlement_min_confirmations: u32,
+    /// Reads merchants' refund reserves in the escrow (what refunds after a capture are paid
+    /// from).
+    pub reserves: Arc<dyn RefundReserves>,
+}
+
+impl std::fmt::Debug for EthereumRail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EthereumRail")
+            .field("chain_id", &self.chain_id)
+            .field("escrow", &self.escrow)
+            .field("capture_window_secs", &self.capture_window_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The escrow's per-merchant refund reserves, as the chain holds them now.
+///
+/// A refund of a captured escrow payment is paid out of the reserve its merchant funded in the
+/// escrow (`fundRefunds`), never out of the operator's money: the escrow itself refuses to pay
+/// more than the reserve holds. The API reads it to refuse a refund that is not covered before
+/// reserving anything.
+pub trait RefundReserves: Send + Sync + 'static {
+    /// The reserve of `merchant` in `token` (`Address::ZERO` for ether), in base units.
+    fn reserve(
+        &self,
+        merchant: alloy_primitives::Address,
+        token: alloy_primitives::Address,
+    ) -> card::BoxFuture<'_, Result<alloy_primitives::U256, String>>;
 }
 
 /// Time-ordered invoice and event ids for this process (wall clock + OS randomness).
@@ -165,7 +195,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::webhooks::deliveries,
         routes::webhooks::redeliver,
     ),
-    components(schemas(error::ErrorBody, view::InvoiceView, view::EventView, view::RefundView, view::BalancesView)),
+    components(schemas(error::ErrorBody, view::InvoiceView, view::EventView, view::RefundView, view::BalancesView, view::RefundReserveView)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;

@@ -121,8 +121,13 @@ pub struct SettlementPlanView {
 pub struct SettlementView {
     /// The escrow's settlement id (`0x…`), derived from the invoice and the payment.
     pub id: String,
-    /// `pending`, `queued` (waiting for the operator's liquidity) or `paid`.
+    /// `pending`, `queued` (waiting for the operator's liquidity), `held` or `paid`.
     pub status: String,
+    /// Why it is held: `payment_not_final`, `late`, `after_cancel`, `over_payment` or
+    /// `replacement`. Only `payment_not_final` is released by itself (when the payment is final
+    /// again); the others are never paid automatically.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_reason: Option<String>,
     pub payment: String,
     /// Recorded on chain: the PaymentIntent id or the bitcoin txid.
     pub source_ref: String,
@@ -138,6 +143,21 @@ pub struct BalancesView {
     pub object: &'static str,
     /// One row per asset the merchant has seen money in.
     pub balances: Vec<AssetBalanceView>,
+    /// The merchant's refund reserves in the escrow, one row per Ethereum asset (empty without an
+    /// Ethereum rail or a payout address): what refunds after a capture are paid from.
+    pub refund_reserves: Vec<RefundReserveView>,
+}
+
+/// One asset of a merchant's refund reserve in the escrow, in base units.
+#[derive(Serialize, ToSchema)]
+pub struct RefundReserveView {
+    pub asset: String,
+    /// What the escrow holds for the merchant's refunds now.
+    pub reserve_minor: String,
+    /// What pending refunds will take from it.
+    pub pending_minor: String,
+    /// What a new refund may use: the reserve less the pending refunds.
+    pub available_minor: String,
 }
 
 /// Balances of one asset, in minor units. Each account's balance is on its normal side; the
@@ -160,6 +180,7 @@ impl BalancesView {
         let unbalanced = b.unbalanced_assets();
         BalancesView {
             object: "balances",
+            refund_reserves: Vec::new(),
             balances: assets
                 .into_iter()
                 .map(|asset| AssetBalanceView {
@@ -420,6 +441,7 @@ impl InvoiceView {
                     .map(|s| SettlementView {
                         id: s.id.clone(),
                         status: enum_str(&s.status),
+                        hold_reason: s.hold_reason().map(|r| r.as_str().to_owned()),
                         payment: s.payment.clone(),
                         source_ref: s.source_ref.clone(),
                         amount: s.amount.to_decimal_string(to.due.asset.decimals),

@@ -85,6 +85,8 @@ fn env() -> Env {
             chain_id: 31337,
             escrow: ESCROW.parse().unwrap(),
             capture_window_secs: 3600,
+            settlement_min_confirmations: 3,
+            reserves: Arc::new(EmptyReserves),
         }),
         bitcoin: Some(relay_api::BitcoinRail {
             addresses: Arc::new(relay_bitcoin::DescriptorAddresses::new(Network::Regtest)),
@@ -1099,4 +1101,17 @@ async fn concurrent_refunds_never_exceed_the_payment() {
         .post(&uri, json!({"bitcoin_address": payer, "amount": "0.00025"}))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+}
+
+/// No merchant has funded a refund reserve (these tests never refund a captured deposit).
+struct EmptyReserves;
+
+impl relay_api::RefundReserves for EmptyReserves {
+    fn reserve(
+        &self,
+        _merchant: alloy_primitives::Address,
+        _token: alloy_primitives::Address,
+    ) -> relay_api::card::BoxFuture<'_, Result<alloy_primitives::U256, String>> {
+        Box::pin(async { Ok(alloy_primitives::U256::ZERO) })
+    }
 }

@@ -7,6 +7,7 @@
 
 use crate::invoice::{InvoiceInput, Method};
 use crate::money::Amount;
+use crate::time::Timestamp;
 
 /// One event from the card gateway, already verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,9 @@ pub enum GatewayEventKind {
         intent: String,
         amount: Amount,
         currency: String,
+        /// When the gateway says the charge was made (its own clock): what decides whether the
+        /// payment was in time, however late its webhook arrives.
+        at: Option<Timestamp>,
     },
     /// An attempt on the PaymentIntent failed (declined card); the payer may try again.
     PaymentFailed {
@@ -68,6 +72,7 @@ impl GatewayEvent {
                 intent,
                 amount,
                 currency,
+                at,
             } => InvoiceInput::Observe {
                 reference: intent.clone(),
                 method,
@@ -75,7 +80,7 @@ impl GatewayEvent {
                 amount: *amount,
                 confirmed: true,
                 confirmations: 1,
-                seen_at: None,
+                seen_at: *at,
             },
             GatewayEventKind::PaymentFailed {
                 intent,
@@ -157,6 +162,7 @@ mod tests {
                 intent,
                 amount,
                 currency,
+                at: None,
             },
             1 => GatewayEventKind::PaymentFailed {
                 intent,

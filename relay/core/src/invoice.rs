@@ -999,7 +999,7 @@ impl Invoice {
     }
 
     /// When a payment counts: first seen before the invoice stopped being payable.
-    fn in_time(&self, p: &Payment) -> bool {
+    pub(crate) fn in_time(&self, p: &Payment) -> bool {
         let deadline = match self.canceled_at {
             Some(c) => c.min(self.expires_at),
             None => self.expires_at,

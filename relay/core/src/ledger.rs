@@ -14,8 +14,8 @@
 //! | `pending` | credit | payments seen, not final yet |
 //! | `available` | credit | final payments held for the merchant (in the escrow until captured, in the operator's gateway account for cards, or awaiting a cross-rail settlement) |
 //! | `paid_out` | credit | what reached the merchant: captures to its payout address, bitcoin paid to its own wallet, settlements on Ethereum |
-//! | `refunded` | debit | refunds paid back to payers out of money held for the merchant or out of the merchant's own wallet |
-//! | `liability` | debit | what the merchant owes the relay: refunds the operator paid after a capture, payments disputed or reorged out after they were settled to the merchant |
+//! | `refunded` | debit | refunds paid back to payers out of money held for the merchant, out of the merchant's own wallet, or out of its refund reserve in the escrow |
+//! | `liability` | debit | what the merchant owes the relay: payments disputed or reorged out after they were settled to the merchant |
 //! | `fees` | credit | the relay's capture fees |
 //! | `treasury` | credit | card and bitcoin money the relay kept because it paid the merchant on Ethereum instead |
 //! | `liquidity` | debit | the operator's liquidity paid out in settlements |
@@ -301,15 +301,10 @@ fn post_payment(invoice: &Invoice, p: &Payment, b: &mut Balances) {
         }
         PaymentStatus::Confirmed | PaymentStatus::Disputed => {
             b.post(asset, Account::Payers, Net::debit(sub(a, refunded)));
-            // A refund of a captured deposit is paid by the operator (the merchant already has
-            // the money): the merchant owes it back. Other refunds come out of money held for the
-            // merchant or out of the merchant's own wallet.
-            let charged_to = if p.capture_tx.is_some() {
-                Account::Liability
-            } else {
-                Account::Refunded
-            };
-            b.post(asset, charged_to, Net::debit(refunded));
+            // Refunds come out of money held for the merchant, out of the merchant's own wallet,
+            // or (after a capture) out of the refund reserve the merchant funded in the escrow:
+            // never out of the operator's money.
+            b.post(asset, Account::Refunded, Net::debit(refunded));
             let merchant_holds =
                 p.method == Method::Bitcoin && !invoice.settles_cross_rail(p.method);
             if p.capture_tx.is_some() {

@@ -34,8 +34,8 @@ pub use ledger::{Account, Balances, Line, Net};
 pub use merchant::{ApiKey, ApiKeyHash, Merchant, Secret};
 pub use money::{Amount, Asset, AssetBook, AssetKind, Money};
 pub use payout::{
-    btc_refund_reference, settlement_id, Refund, RefundAddress, RefundStatus, SettleTo, Settlement,
-    SettlementStatus, BTC_REFUND_PREFIX,
+    btc_refund_reference, excess_settlement_id, settlement_id, HoldReason, Refund, RefundAddress,
+    RefundStatus, SettleTo, Settlement, SettlementStatus, BTC_REFUND_PREFIX,
 };
 pub use rate::{FixedRates, Rate, RateSource};
 pub use time::{Clock, Timestamp};

@@ -240,6 +240,13 @@ impl AssetBook {
             .ok_or_else(|| CoreError::UnknownAsset { code: code.into() })
     }
 
+    /// Ether and every ERC-20 token, in code order: the assets the escrow holds.
+    pub fn ethereum_assets(&self) -> impl Iterator<Item = &Asset> {
+        self.assets
+            .values()
+            .filter(|a| matches!(a.kind, AssetKind::Ether | AssetKind::Erc20 { .. }))
+    }
+
     /// Adds an ERC-20 token. Its code must not shadow a built-in asset.
     pub fn add_token(&mut self, code: &str, decimals: u8, contract: &str) -> Result<(), CoreError> {
         let code = code.to_ascii_uppercase();

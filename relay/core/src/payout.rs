@@ -33,6 +33,18 @@ pub struct SettleTo {
     pub payout: String,
     /// The ERC-20 contract, or `None` for ether.
     pub token: Option<String>,
+    /// How deep a bitcoin payment must be before the operator's liquidity pays for it: the
+    /// operator's `settlement_min_confirmations`, whatever the merchant's own policy, fixed at
+    /// creation.
+    #[serde(default = "default_settlement_depth")]
+    pub min_confirmations: u32,
+}
+
+/// The operator's default depth before a cross-rail settlement is paid.
+pub const DEFAULT_SETTLEMENT_DEPTH: u32 = 3;
+
+fn default_settlement_depth() -> u32 {
+    DEFAULT_SETTLEMENT_DEPTH
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -42,11 +54,40 @@ pub enum SettlementStatus {
     Pending,
     /// Waiting for the operator's liquidity to cover it (it is sent when it does).
     Queued,
-    /// Not to be sent: its payment is no longer final and whole (reorged out, disputed, refunded
-    /// at the gateway). It goes back to `pending` if the payment is final again.
+    /// Not to be sent automatically; [`Settlement::hold`] says why. Held for
+    /// [`HoldReason::PaymentNotFinal`] it goes back to `pending` if the payment is final and whole
+    /// again (and the invoice's cap still allows it); any other hold is never paid automatically.
     Held,
     /// The escrow's `Settled` log was seen.
     Paid,
+}
+
+/// Why a settlement is held instead of paid from the operator's liquidity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldReason {
+    /// The payment is no longer final and whole (reorged out, disputed, refunded at the gateway).
+    PaymentNotFinal,
+    /// The payment arrived after the invoice expired: its locked rate no longer holds.
+    Late,
+    /// The payment arrived after the merchant canceled the invoice.
+    AfterCancel,
+    /// Beyond what the invoice was due: the invoice's settlements already add up to it.
+    OverPayment,
+    /// It replaces a payment that was reverted or replaced after the merchant was paid for it.
+    Replacement,
+}
+
+impl HoldReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldReason::PaymentNotFinal => "payment_not_final",
+            HoldReason::Late => "late",
+            HoldReason::AfterCancel => "after_cancel",
+            HoldReason::OverPayment => "over_payment",
+            HoldReason::Replacement => "replacement",
+        }
+    }
 }
 
 /// One payment paid out to the merchant on Ethereum.
@@ -64,7 +105,27 @@ pub struct Settlement {
     pub status: SettlementStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tx: Option<String>,
+    /// Why it is held (`status == held`; a held settlement stored without a reason was held
+    /// because its payment stopped being final).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldReason>,
     pub created_at: Timestamp,
+}
+
+impl Settlement {
+    /// The reason it is held, if it is.
+    pub fn hold_reason(&self) -> Option<HoldReason> {
+        (self.status == SettlementStatus::Held)
+            .then(|| self.hold.unwrap_or(HoldReason::PaymentNotFinal))
+    }
+
+    /// Whether it counts against the invoice's settlement cap: paid, or on its way to be.
+    fn committed(&self) -> bool {
+        matches!(
+            self.status,
+            SettlementStatus::Pending | SettlementStatus::Queued | SettlementStatus::Paid
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -126,6 +187,12 @@ pub fn settlement_id(invoice: &str, payment: &str) -> String {
     buf.push(0);
     buf.extend_from_slice(payment.as_bytes());
     format!("{:#x}", alloy_primitives::keccak256(buf))
+}
+
+/// The id of the part of `payment` beyond what its invoice was due (held, never paid
+/// automatically): distinct from [`settlement_id`], so paying the due part cannot pay it.
+pub fn excess_settlement_id(invoice: &str, payment: &str) -> String {
+    settlement_id(invoice, &format!("{payment}#excess"))
 }
 
 /// The source reference recorded on chain for a payment: the PaymentIntent id for a card, the
@@ -394,8 +461,39 @@ impl Invoice {
         }
     }
 
-    /// Plans a settlement for every final cross-rail payment that has none, once the invoice is
-    /// no longer waiting for payments.
+    /// What the invoice's settlements already take of what it was due: those paid or on their
+    /// way to be.
+    fn committed_settlements(&self) -> U256 {
+        self.settlements
+            .iter()
+            .filter(|s| s.committed())
+            .fold(U256::ZERO, |sum, s| sum.saturating_add(s.amount.0))
+    }
+
+    /// Why a payment beyond the cap is held: it replaces one the merchant was paid for, or it
+    /// is simply more than was due.
+    fn excess_reason(&self) -> HoldReason {
+        let paid_then_lost = self.payments.iter().any(|p| {
+            matches!(p.status, PaymentStatus::Reverted | PaymentStatus::Replaced)
+                && self
+                    .settlements
+                    .iter()
+                    .any(|s| s.payment == p.reference && s.status == SettlementStatus::Paid)
+        });
+        if paid_then_lost {
+            HoldReason::Replacement
+        } else {
+            HoldReason::OverPayment
+        }
+    }
+
+    /// Plans the settlement of every final cross-rail payment that has none, once the invoice is
+    /// no longer waiting for payments and the payment is as deep as the operator requires.
+    ///
+    /// The operator's money moves only by these rules: a payment made in time is paid at the
+    /// locked rate up to what the invoice was due, all its settlements together never more; the
+    /// rest of it, and every payment made after the expiry or the cancel, is recorded `held` with
+    /// its reason and never paid automatically.
     pub(crate) fn plan_settlements(&mut self, now: Timestamp, events: &mut Vec<EventType>) {
         let Some(to) = &self.settle_to else {
             return;
@@ -404,36 +502,81 @@ impl Invoice {
             return;
         }
         let asset = to.due.asset.code.clone();
-        let planned: Vec<Settlement> = self
+        let due = to.due.amount.0;
+        let depth = to.min_confirmations.max(1);
+        let ready: Vec<Payment> = self
             .payments
             .iter()
             .filter(|p| p.status == PaymentStatus::Confirmed && self.settles_cross_rail(p.method))
+            .filter(|p| p.method == Method::Card || p.confirmations >= depth)
             .filter(|p| !self.settlements.iter().any(|s| s.payment == p.reference))
             .filter(|p| p.refunded.is_zero())
-            .map(|p| Settlement {
-                id: settlement_id(self.id.as_str(), &p.reference),
-                payment: p.reference.clone(),
-                source_ref: source_ref(p),
-                amount: self.settlement_amount(p),
-                asset: asset.clone(),
-                status: SettlementStatus::Pending,
-                tx: None,
-                created_at: now,
-            })
-            .filter(|s| !s.amount.is_zero())
+            .cloned()
             .collect();
-        for s in planned {
-            self.settlements.push(s);
-            events.push(EventType::SettlementPending);
+        for p in ready {
+            let amount = self.settlement_amount(&p);
+            if amount.is_zero() {
+                continue;
+            }
+            let record = |id: String, amount: U256, hold: Option<HoldReason>| Settlement {
+                id,
+                payment: p.reference.clone(),
+                source_ref: source_ref(&p),
+                amount: Amount(amount),
+                asset: asset.clone(),
+                status: if hold.is_some() {
+                    SettlementStatus::Held
+                } else {
+                    SettlementStatus::Pending
+                },
+                tx: None,
+                hold,
+                created_at: now,
+            };
+            let id = settlement_id(self.id.as_str(), &p.reference);
+            if !self.in_time(&p) {
+                let reason = match self.canceled_at {
+                    Some(c) if p.seen_at >= c => HoldReason::AfterCancel,
+                    _ => HoldReason::Late,
+                };
+                self.settlements.push(record(id, amount.0, Some(reason)));
+                events.push(EventType::SettlementHeld);
+                continue;
+            }
+            let pay = amount
+                .0
+                .min(due.saturating_sub(self.committed_settlements()));
+            let rest = amount.0 - pay;
+            let reason = self.excess_reason();
+            if !pay.is_zero() {
+                self.settlements.push(record(id.clone(), pay, None));
+                events.push(EventType::SettlementPending);
+            }
+            if !rest.is_zero() {
+                let id = if pay.is_zero() {
+                    id
+                } else {
+                    excess_settlement_id(self.id.as_str(), &p.reference)
+                };
+                self.settlements.push(record(id, rest, Some(reason)));
+                events.push(EventType::SettlementHeld);
+            }
         }
     }
 
-    /// Holds unpaid settlements whose payment stopped being final and whole, and releases held
-    /// ones whose payment is again.
+    /// Holds unpaid settlements whose payment stopped being final and whole, and releases those
+    /// held for that reason whose payment is again, if the invoice's cap still allows them.
     pub(crate) fn hold_settlements(&mut self, events: &mut Vec<EventType>) {
+        let due = self
+            .settle_to
+            .as_ref()
+            .map_or(U256::ZERO, |t| t.due.amount.0);
         for i in 0..self.settlements.len() {
             let s = &self.settlements[i];
-            if s.status == SettlementStatus::Paid {
+            if s.status == SettlementStatus::Paid
+                || s.hold_reason()
+                    .is_some_and(|r| r != HoldReason::PaymentNotFinal)
+            {
                 continue;
             }
             let whole = self.payments.iter().any(|p| {
@@ -441,16 +584,25 @@ impl Invoice {
                     && p.status == PaymentStatus::Confirmed
                     && p.refunded.is_zero()
             });
+            let fits = self.committed_settlements().saturating_add(s.amount.0) <= due;
+            let reason = self.excess_reason();
             let s = &mut self.settlements[i];
             match (whole, s.status) {
                 (false, SettlementStatus::Held) => {}
                 (false, _) => {
                     s.status = SettlementStatus::Held;
+                    s.hold = Some(HoldReason::PaymentNotFinal);
                     events.push(EventType::SettlementHeld);
                 }
-                (true, SettlementStatus::Held) => {
+                (true, SettlementStatus::Held) if fits => {
                     s.status = SettlementStatus::Pending;
+                    s.hold = None;
                     events.push(EventType::SettlementPending);
+                }
+                (true, SettlementStatus::Held) => {
+                    // Final again, but another payment took its place under the cap.
+                    s.hold = Some(reason);
+                    events.push(EventType::SettlementHeld);
                 }
                 (true, _) => {}
             }

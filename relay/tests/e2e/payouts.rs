@@ -302,6 +302,17 @@ fn decode_settled(log: &Value) -> (String, u128, String) {
     )
 }
 
+/// The row of `asset` in `GET /v1/balances`'s refund reserves.
+fn reserve_row(balances: &Value, asset: &str) -> Value {
+    balances["refund_reserves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["asset"] == asset)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {asset} reserve in {balances}"))
+}
+
 fn settlement(inv: &Value) -> &Value {
     &inv["settlement"]["settlements"][0]
 }
@@ -452,6 +463,21 @@ async fn a_bitcoin_payment_to_the_treasury_is_settled_on_ethereum_with_its_txid(
     let tx = wallet.pay(&[(script, sat)]).unwrap();
     broadcast(node, &tx).unwrap();
     node.mine(1, &[0xee; 20]).unwrap();
+    // Settled for the merchant at its depth of 1, but the operator's money waits for its own
+    // depth of 3 (a payment this shallow can still be double-spent in a reorg).
+    env.until(&id, |i| i["status"] == "settled").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let one_deep = env.until(&id, |_| true).await;
+    assert!(
+        one_deep["settlement"]["settlements"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{one_deep}"
+    );
+    assert_eq!(env.anvil.balance(&env.eth.merchant_payout).unwrap(), before);
+    let (node, _) = env.btc.as_mut().unwrap();
+    node.mine(2, &[0xee; 20]).unwrap();
     let paid = env.until(&id, |i| settlement(i)["status"] == "paid").await;
     assert_eq!(paid["status"], "settled");
     let txid = tx.compute_txid().to_string();
@@ -491,7 +517,8 @@ async fn a_bitcoin_payment_to_the_treasury_is_settled_on_ethereum_with_its_txid(
 }
 
 /// Escrow refunds: the whole deposit refunded before capture is voided back; part of a captured
-/// deposit is refunded by the operator's `refund`, the payer receiving exactly that.
+/// deposit is refunded from the merchant's refund reserve in the escrow — refused while the
+/// reserve does not cover it, and never paid with the operator's money.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn escrow_refunds_void_before_capture_and_refund_after() {
     let env = start(false, false, &["--eth-confirmations", "3"]).await;
@@ -541,7 +568,8 @@ async fn escrow_refunds_void_before_capture_and_refund_after() {
         WEI_25_USD
     );
 
-    // After capture: part of it, paid by the operator through the escrow.
+    // After capture the merchant has the money: a refund is paid from the refund reserve the
+    // merchant funded in the escrow, never by the operator.
     let b = env.invoice(body).await;
     let b_id = b["id"].as_str().unwrap().to_owned();
     pay(&b);
@@ -554,6 +582,83 @@ async fn escrow_refunds_void_before_capture_and_refund_after() {
         .unwrap()
         .to_owned();
     let payer_before = env.anvil.balance(&env.eth.payer).unwrap();
+    let operator_before = env.anvil.balance(&env.eth.operator).unwrap();
+    let escrow_before = env.anvil.balance(&env.eth.escrow).unwrap();
+
+    // The attack: a merchant refunding its own captured payment to a wallet of its own, with
+    // nothing put up for it. Refused, and nothing moves on chain.
+    let (status, refused) = env
+        .refund(
+            &b_id,
+            "b-0",
+            json!({"amount": "0.004", "payment": reference}),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "refund_not_covered");
+    env.anvil.mine(2).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let unchanged = env.until(&b_id, |_| true).await;
+    assert!(
+        unchanged["refunds"].as_array().unwrap().is_empty(),
+        "{unchanged}"
+    );
+    assert_eq!(
+        env.anvil.balance(&env.eth.operator).unwrap(),
+        operator_before
+    );
+    assert_eq!(env.anvil.balance(&env.eth.payer).unwrap(), payer_before);
+    assert_eq!(env.anvil.balance(&env.eth.escrow).unwrap(), escrow_before);
+
+    // The merchant funds its reserve (anyone may; here the merchant's own wallet).
+    let wallet = relay_ethereum::alloy::signers::local::PrivateKeySigner::random();
+    let wallet_addr = format!("{:#x}", wallet.address());
+    let wallet_key = format!(
+        "0x{}",
+        relay_ethereum::alloy::hex::encode(wallet.to_bytes())
+    );
+    env.anvil.set_balance(&wallet_addr, 10u128.pow(18)).unwrap();
+    let tx = env
+        .anvil
+        .send(
+            &wallet_key,
+            &env.eth.escrow,
+            "fundRefunds(address,address,uint256)",
+            &[
+                &env.eth.merchant_payout,
+                "0x0000000000000000000000000000000000000000",
+                "5000000000000000",
+            ],
+            "5000000000000000",
+        )
+        .unwrap();
+    wait_mined(&env.anvil, &tx);
+    let reserve = || {
+        env.anvil
+            .call(
+                &env.eth.escrow,
+                "refundReserve(address,address)(uint256)",
+                &[
+                    &env.eth.merchant_payout,
+                    "0x0000000000000000000000000000000000000000",
+                ],
+            )
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse::<u128>()
+            .unwrap()
+    };
+    assert_eq!(reserve(), 5_000_000_000_000_000);
+    let balances = env.balances().await;
+    assert_eq!(
+        reserve_row(&balances, "ETH")["available_minor"],
+        "5000000000000000",
+        "{balances}"
+    );
+    let operator_before = env.anvil.balance(&env.eth.operator).unwrap();
+
     let (status, r) = env
         .refund(
             &b_id,
@@ -571,14 +676,34 @@ async fn escrow_refunds_void_before_capture_and_refund_after() {
         )
         .await;
     assert_eq!((status, &again["id"]), (200, &r["id"]));
+    // More than the payment has left.
     let (status, too_much) = env.refund(&b_id, "b-2", json!({"amount": "0.007"})).await;
     assert_eq!(status, 422, "{too_much}");
+    // Within the payment, beyond what the reserve has left once the pending refund is counted.
+    let (status, uncovered) = env.refund(&b_id, "b-3", json!({"amount": "0.002"})).await;
+    assert_eq!(status, 409, "{uncovered}");
+    assert_eq!(uncovered["error"]["code"], "refund_not_covered");
     let done = env
         .until(&b_id, |i| i["refunds"][0]["status"] == "succeeded")
         .await;
     assert_eq!(
         env.anvil.balance(&env.eth.payer).unwrap() - payer_before,
         4_000_000_000_000_000
+    );
+    assert_eq!(reserve(), 1_000_000_000_000_000);
+    // The operator paid the gas of its refund transaction and nothing else.
+    let receipt = env
+        .anvil
+        .rpc(
+            "eth_getTransactionReceipt",
+            json!([done["refunds"][0]["tx"].as_str().unwrap()]),
+        )
+        .unwrap();
+    let gas = relay_testnet::hex_quantity(&receipt["gasUsed"]).unwrap()
+        * relay_testnet::hex_quantity(&receipt["effectiveGasPrice"]).unwrap();
+    assert_eq!(
+        operator_before - env.anvil.balance(&env.eth.operator).unwrap(),
+        gas
     );
     assert_eq!(done["payments"][0]["refunded_minor"], "4000000000000000");
     assert_eq!(done["refunds"].as_array().unwrap().len(), 1);
@@ -606,11 +731,15 @@ async fn escrow_refunds_void_before_capture_and_refund_after() {
         .find(|r| r["asset"] == "ETH")
         .unwrap()
         .clone();
-    // The operator paid the refund out of its own funds after the capture: the merchant owes it.
-    assert_eq!(eth["accounts"]["liability"], "4000000000000000");
-    assert_eq!(eth["accounts"]["refunded"], "0");
+    // Paid from the merchant's own reserve: the merchant owes the operator nothing.
+    assert_eq!(eth["accounts"]["liability"], "0");
+    assert_eq!(eth["accounts"]["refunded"], "4000000000000000");
     assert_eq!(eth["accounts"]["paid_out"], WEI_25_USD.to_string());
     assert_eq!(eth["balanced"], true);
+    assert_eq!(
+        reserve_row(&balances, "ETH")["available_minor"],
+        "1000000000000000"
+    );
 }
 
 /// Card refunds go to the gateway (once per refund, whatever the retries) and succeed when the
@@ -917,4 +1046,204 @@ async fn a_card_payment_is_settled_in_an_erc20_token() {
         )
         .unwrap();
     assert_eq!(left.split_whitespace().next().unwrap(), "75000000");
+}
+
+/// The escrow's ether liquidity, read from the chain.
+fn liquidity(env: &Env) -> u128 {
+    env.anvil
+        .call(
+            &env.eth.escrow,
+            "liquidity(address)(uint256)",
+            &["0x0000000000000000000000000000000000000000"],
+        )
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Bitcoin paid to a merchant paid on Ethereum after it canceled the invoice, and three times
+/// what another invoice asked: the operator's liquidity pays the second invoice's locked amount
+/// once, and nothing for the first; the rest is held with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_rail_settlements_never_pay_canceled_invoices_or_more_than_was_due() {
+    let mut env = start(false, true, &["--settle-on-ethereum", "ETH"]).await;
+    env.fund(5 * WEI_25_USD);
+    let merchant_before = env.anvil.balance(&env.eth.merchant_payout).unwrap();
+    let liquidity_before = liquidity(&env);
+    let body = json!({"amount": "25.00", "currency": "USD", "payment_methods": ["bitcoin"]});
+    let script_of = |inv: &Value| {
+        Address::from_str(
+            inv["payment_methods"]["bitcoin"]["address"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap()
+        .require_network(Network::Regtest)
+        .unwrap()
+        .script_pubkey()
+    };
+    let sat_of = |inv: &Value| -> u64 {
+        inv["payment_methods"]["bitcoin"]["amount_sat"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+
+    let canceled = env.invoice(body.clone()).await;
+    let canceled_id = canceled["id"].as_str().unwrap().to_owned();
+    let r = env
+        .client
+        .post(format!(
+            "{}/v1/invoices/{canceled_id}/cancel",
+            env.server.url
+        ))
+        .bearer_auth(&env.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let tripled = env.invoice(body).await;
+    let tripled_id = tripled["id"].as_str().unwrap().to_owned();
+    let (a, b) = (script_of(&canceled), script_of(&tripled));
+    let (sat_a, sat_b) = (sat_of(&canceled), sat_of(&tripled));
+    let (node, wallet) = env.btc.as_mut().unwrap();
+    let tx = wallet.pay(&[(a, sat_a)]).unwrap();
+    broadcast(node, &tx).unwrap();
+    let tx = wallet
+        .pay(&[(b.clone(), sat_b), (b.clone(), sat_b), (b, sat_b)])
+        .unwrap();
+    broadcast(node, &tx).unwrap();
+    node.mine(4, &[0xee; 20]).unwrap();
+
+    let held = env
+        .until(&canceled_id, |i| settlement(i)["status"] == "held")
+        .await;
+    assert_eq!(settlement(&held)["hold_reason"], "after_cancel", "{held}");
+    let paid = env
+        .until(&tripled_id, |i| {
+            i["settlement"]["settlements"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["status"] == "paid")
+        })
+        .await;
+    let settlements = paid["settlement"]["settlements"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let paid_sum: u128 = settlements
+        .iter()
+        .filter(|s| s["status"] != "held")
+        .map(|s| s["amount_minor"].as_str().unwrap().parse::<u128>().unwrap())
+        .sum();
+    assert_eq!(paid_sum, WEI_25_USD, "{paid}");
+    assert!(settlements
+        .iter()
+        .filter(|s| s["status"] == "held")
+        .all(|s| s["hold_reason"] == "over_payment"));
+
+    // More blocks and a restart pay nothing more.
+    env.restart().await;
+    env.btc.as_ref().unwrap().0.mine(3, &[0xee; 20]).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        env.anvil.balance(&env.eth.merchant_payout).unwrap() - merchant_before,
+        WEI_25_USD
+    );
+    assert_eq!(liquidity_before - liquidity(&env), WEI_25_USD);
+    let held_again = env.until(&canceled_id, |_| true).await;
+    assert_eq!(settlement(&held_again)["status"], "held");
+    let events = env.events_of(&canceled_id).await;
+    assert!(events.iter().any(|e| e == "settlement.held"), "{events:?}");
+    assert!(!events.iter().any(|e| e == "settlement.paid"), "{events:?}");
+}
+
+/// A card invoice's PaymentIntent is canceled at the gateway when the merchant cancels the
+/// invoice or it expires: the payer can no longer be charged for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canceled_or_expired_card_invoice_cannot_be_charged_at_the_gateway() {
+    let env = start(true, false, &[]).await;
+    let gw = env.gw.as_ref().unwrap();
+    let charge_attempt = |pi: &str| {
+        gw.post(
+            &format!("/v1/payment_intents/{pi}"),
+            &[("payment_method", "pm_card_visa")],
+        )
+        .and_then(|_| gw.post(&format!("/v1/payment_intents/{pi}/confirm"), &[]))
+    };
+    let pi_of = |inv: &Value| {
+        inv["payment_methods"]["card"]["payment_intent"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    let canceled = env
+        .invoice(json!({"amount": "25.00", "currency": "USD", "payment_methods": ["card"]}))
+        .await;
+    let r = env
+        .client
+        .post(format!(
+            "{}/v1/invoices/{}/cancel",
+            env.server.url,
+            canceled["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&env.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let pi = pi_of(&canceled);
+    assert_eq!(
+        gw.get(&format!("/v1/payment_intents/{pi}")).unwrap()["status"],
+        "canceled"
+    );
+    assert!(
+        charge_attempt(&pi).is_err(),
+        "a canceled invoice was charged"
+    );
+
+    let expiring = env
+        .invoice(
+            json!({"amount": "25.00", "currency": "USD", "payment_methods": ["card"],
+            "expires_in": 60}),
+        )
+        .await;
+    let id = expiring["id"].as_str().unwrap().to_owned();
+    let start = Instant::now();
+    loop {
+        let inv = env.until(&id, |_| true).await;
+        if inv["status"] == "expired" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "never expired: {inv}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let pi = pi_of(&expiring);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.get(&format!("/v1/payment_intents/{pi}")).unwrap()["status"] != "canceled" {
+        assert!(
+            Instant::now() < deadline,
+            "the expired invoice's intent is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        charge_attempt(&pi).is_err(),
+        "an expired invoice was charged"
+    );
+    let intent = gw.get(&format!("/v1/payment_intents/{pi}")).unwrap();
+    assert_eq!(
+        intent["amount_received"].as_u64().unwrap_or(0),
+        0,
+        "{intent}"
+    );
 }

@@ -343,7 +343,12 @@ fn attach_bitcoin_address<S: Store>(
         address: derived.address,
         script_pubkey: derived.script_pubkey,
         derivation_index: index,
-        confirmations: merchant.btc_confirmations,
+        // The operator's money pays for treasury payments: never on 0 confirmations.
+        confirmations: if treasury {
+            merchant.btc_confirmations.max(1)
+        } else {
+            merchant.btc_confirmations
+        },
         treasury,
     });
     Ok(())
@@ -398,11 +403,18 @@ fn attach_settlement<S: Store>(
         .eth_payout
         .clone()
         .ok_or_else(|| unusable("the merchant has no payout address".into()))?;
+    let min_confirmations = state
+        .ethereum
+        .as_ref()
+        .map_or(relay_core::payout::DEFAULT_SETTLEMENT_DEPTH, |rail| {
+            rail.settlement_min_confirmations
+        });
     invoice.settle_to = Some(relay_core::SettleTo {
         due: Money { asset, amount: due },
         rate,
         payout,
         token,
+        min_confirmations,
     });
     Ok(())
 }
@@ -667,13 +679,32 @@ pub async fn cancel<S: Store>(
             idem.record(&merchant, StatusCode::OK, &response),
         )?;
         if commit != Commit::Conflict {
-            return idem.finish(&state, commit, StatusCode::OK, response).await;
+            let answer = idem.finish(&state, commit, StatusCode::OK, response).await;
+            cancel_card_intent(&state, &invoice).await;
+            return answer;
         }
     }
     Err(
         ApiError::invalid("concurrent_update", "the invoice keeps changing; retry")
             .with_status(StatusCode::CONFLICT),
     )
+}
+
+/// Closes a canceled invoice's PaymentIntent at the gateway, so that nobody can be charged for
+/// it any more. If the payer was faster, the gateway refuses and its webhook (or reconciliation)
+/// records the payment as made after the cancel.
+async fn cancel_card_intent<S: Store>(state: &AppState<S>, invoice: &Invoice) {
+    let (Some(gateway), Some(card)) = (
+        state.card.as_ref(),
+        invoice
+            .quote_for(relay_core::Method::Card)
+            .and_then(|q| q.card.as_ref()),
+    ) else {
+        return;
+    };
+    if let Err(e) = gateway.cancel_intent(&card.payment_intent).await {
+        tracing::warn!(target: "relay::card", invoice = %invoice.id, intent = %card.payment_intent, error = %e, "the gateway did not cancel the canceled invoice's PaymentIntent");
+    }
 }
 
 /// An empty JSON object (or an empty body).

@@ -11,7 +11,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{parse_json, AuthMerchant, RawBody};
 use crate::routes::invoices::{owned_invoice, to_json, Idempotent};
 use crate::update::apply_input;
-use crate::view::{BalancesView, RefundView};
+use crate::view::{BalancesView, RefundReserveView, RefundView};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -87,7 +87,7 @@ fn target(invoice: &Invoice, named: Option<&str>) -> Result<relay_core::Payment,
         (status = 200, description = "The refund (pending until its rail carries it out)", body = RefundView),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
         (status = 404, description = "No such invoice or payment", body = ErrorBody),
-        (status = 409, description = "Nothing to refund (not final, disputed, refunded in full)", body = ErrorBody),
+        (status = 409, description = "Nothing to refund (not final, disputed, refunded in full), or an escrow refund the merchant's refund reserve does not cover (`refund_not_covered`)", body = ErrorBody),
         (status = 422, description = "More than is left to refund", body = ErrorBody),
         (status = 502, description = "The card gateway refused the refund; it is failed", body = ErrorBody),
         (status = 503, description = "The card gateway could not be reached; the refund stays reserved and is asked for again", body = ErrorBody),
@@ -165,6 +165,14 @@ pub async fn create<S: Store>(
             }
             (None, _) => None,
         };
+        if payment.method == relay_core::Method::Ethereum {
+            let left = invoice.refundable(&payment.reference);
+            let wanted = amount.unwrap_or(left);
+            // More than is left is refused below for that reason (422), whatever the reserve.
+            if wanted <= left && needs_reserve(&payment, wanted) {
+                check_reserve(&state, &invoice, &refund_id, wanted).await?;
+            }
+        }
         let version = invoice.version;
         let now = state.clock.now();
         let transition = invoice.apply(
@@ -273,6 +281,112 @@ pub async fn create<S: Store>(
     )
 }
 
+/// Whether refunding `amount` of an escrow payment draws on the merchant's refund reserve: every
+/// refund except one of a whole deposit not captured yet (that one is a void: the payer's own
+/// deposit goes back).
+fn needs_reserve(payment: &relay_core::Payment, amount: Amount) -> bool {
+    payment.capture_tx.is_some() || amount < payment.amount
+}
+
+/// Refuses (409 `refund_not_covered`) a refund the merchant's refund reserve in the escrow does
+/// not cover, counting the merchant's other refunds that are pending on it. The escrow refuses an
+/// uncovered refund anyway; this answers the merchant before anything is reserved.
+async fn check_reserve<S: Store>(
+    state: &AppState<S>,
+    invoice: &Invoice,
+    refund_id: &str,
+    amount: Amount,
+) -> Result<(), ApiError> {
+    let Some(terms) = invoice
+        .quote_for(relay_core::Method::Ethereum)
+        .and_then(|q| q.ethereum.as_ref())
+    else {
+        return Err(ApiError::internal());
+    };
+    let rail = state.ethereum.as_ref().ok_or_else(|| {
+        ApiError::invalid(
+            "payment_method_unavailable",
+            "the Ethereum rail is not configured",
+        )
+        .with_status(StatusCode::UNPROCESSABLE_ENTITY)
+    })?;
+    let parse = |a: &str| a.parse::<alloy_primitives::Address>().ok();
+    let (Some(payout), Some(token)) = (
+        parse(&terms.merchant),
+        terms
+            .token
+            .as_deref()
+            .map_or(Some(alloy_primitives::Address::ZERO), parse),
+    ) else {
+        return Err(ApiError::internal());
+    };
+    let reserve = rail.reserves.reserve(payout, token).await.map_err(|e| {
+        tracing::warn!(target: "relay::eth", error = %e, "reading the refund reserve");
+        ApiError::unavailable(
+            "node_unavailable",
+            "the Ethereum node could not be asked for the merchant's refund reserve; retry",
+        )
+    })?;
+    let promised = pending_on_reserve(state, payout, token, refund_id)?;
+    let free = reserve.saturating_sub(promised);
+    if free < amount.0 {
+        return Err(ApiError::invalid(
+            "refund_not_covered",
+            format!(
+                "a refund after capture is paid from the merchant's refund reserve in the escrow, which holds {reserve} base units ({promised} promised to pending refunds); fund it with fundRefunds({payout:#x}, {token:#x}, amount) and retry"
+            ),
+        )
+        .with_param("amount")
+        .with_status(StatusCode::CONFLICT));
+    }
+    Ok(())
+}
+
+/// What pending escrow refunds of the payout address `payout` in `token` will take from its
+/// reserve (all but `except`).
+fn pending_on_reserve<S: Store>(
+    state: &AppState<S>,
+    payout: alloy_primitives::Address,
+    token: alloy_primitives::Address,
+    except: &str,
+) -> Result<alloy_primitives::U256, ApiError> {
+    let mut sum = alloy_primitives::U256::ZERO;
+    for w in state.store.payouts(relay_store::PayoutKind::EthRefund)? {
+        if w.record == except {
+            continue;
+        }
+        let Some(inv) = state.store.invoice(&w.invoice)? else {
+            continue;
+        };
+        let Some(terms) = inv
+            .quote_for(relay_core::Method::Ethereum)
+            .and_then(|q| q.ethereum.as_ref())
+        else {
+            continue;
+        };
+        let same_token = match terms.token.as_deref() {
+            None => token.is_zero(),
+            Some(t) => t.parse::<alloy_primitives::Address>().ok() == Some(token),
+        };
+        if terms.merchant.parse::<alloy_primitives::Address>().ok() != Some(payout) || !same_token {
+            continue;
+        }
+        for r in inv
+            .refunds
+            .iter()
+            .filter(|r| r.id == w.record && r.status == RefundStatus::Pending)
+        {
+            let Some(p) = inv.payments.iter().find(|p| p.reference == r.payment) else {
+                continue;
+            };
+            if needs_reserve(p, r.amount) {
+                sum = sum.saturating_add(r.amount.0);
+            }
+        }
+    }
+    Ok(sum)
+}
+
 async fn card_refund<S: Store>(
     state: &AppState<S>,
     invoice: &Invoice,
@@ -364,12 +478,47 @@ pub async fn cancel<S: Store>(
 /// The merchant's ledger balances, per asset and account.
 #[utoipa::path(
     get, path = "/v1/balances", tag = "refunds",
-    responses((status = 200, description = "Balances", body = BalancesView)),
+    responses(
+        (status = 200, description = "Balances, and the merchant's refund reserves in the escrow", body = BalancesView),
+        (status = 503, description = "The Ethereum node could not be asked for the refund reserves", body = ErrorBody),
+    ),
     security(("api_key" = []))
 )]
 pub async fn balances<S: Store>(
     State(state): State<AppState<S>>,
     AuthMerchant(merchant): AuthMerchant,
 ) -> Result<Json<BalancesView>, ApiError> {
-    Ok(Json(BalancesView::of(&state.store.balances(&merchant.id)?)))
+    let mut view = BalancesView::of(&state.store.balances(&merchant.id)?);
+    let payout = merchant
+        .eth_payout
+        .as_deref()
+        .and_then(|a| a.parse::<alloy_primitives::Address>().ok());
+    if let (Some(rail), Some(payout)) = (state.ethereum.as_ref(), payout) {
+        for asset in state.assets.ethereum_assets() {
+            let token = match &asset.kind {
+                relay_core::AssetKind::Erc20 { contract } => {
+                    match contract.parse::<alloy_primitives::Address>() {
+                        Ok(t) => t,
+                        Err(_) => continue,
+                    }
+                }
+                _ => alloy_primitives::Address::ZERO,
+            };
+            let reserve = rail.reserves.reserve(payout, token).await.map_err(|e| {
+                tracing::warn!(target: "relay::eth", error = %e, "reading the refund reserve");
+                ApiError::unavailable(
+                    "node_unavailable",
+                    "the Ethereum node could not be asked for the merchant's refund reserve; retry",
+                )
+            })?;
+            let pending = pending_on_reserve(&state, payout, token, "")?;
+            view.refund_reserves.push(RefundReserveView {
+                asset: asset.code.clone(),
+                reserve_minor: reserve.to_string(),
+                pending_minor: pending.to_string(),
+                available_minor: reserve.saturating_sub(pending).to_string(),
+            });
+        }
+    }
+    Ok(Json(view))
 }

@@ -47,6 +47,7 @@ fn invoice(cross_rail: bool) -> Invoice {
             },
             payout: format!("0x{}", "aa".repeat(20)),
             token: None,
+            min_confirmations: 1,
         });
     }
     inv
@@ -218,10 +219,18 @@ fn input(inv: &Invoice, op: &Op) -> Option<InvoiceInput> {
         Op::SettlementQueued { k } => InvoiceInput::SettlementQueued {
             id: inv.settlements[pick(k, inv.settlements.len())?].id.clone(),
         },
-        Op::SettlementPaid { k } => InvoiceInput::SettlementPaid {
-            id: inv.settlements[pick(k, inv.settlements.len())?].id.clone(),
-            tx: "0xs".into(),
-        },
+        // The operator sends only settlements that are pending or queued: only those get paid.
+        Op::SettlementPaid { k } => {
+            let sendable: Vec<_> = inv
+                .settlements
+                .iter()
+                .filter(|s| s.status != SettlementStatus::Held)
+                .collect();
+            InvoiceInput::SettlementPaid {
+                id: sendable[pick(k, sendable.len())?].id.clone(),
+                tx: "0xs".into(),
+            }
+        }
         Op::Tick { .. } => InvoiceInput::Tick,
     })
 }
@@ -272,6 +281,20 @@ proptest! {
             ids.dedup();
             prop_assert_eq!(ids.len(), inv.settlements.len());
             prop_assert!(cross_rail || inv.settlements.is_empty());
+            // The operator's liquidity never pays an invoice more than it was due, and never for
+            // a payment made after the invoice stopped being payable.
+            if let Some(to) = &inv.settle_to {
+                let committed = inv
+                    .settlements
+                    .iter()
+                    .filter(|s| s.status != SettlementStatus::Held)
+                    .fold(alloy_primitives::U256::ZERO, |sum, s| sum + s.amount.0);
+                prop_assert!(committed <= to.due.amount.0, "settlements {} exceed due {}", committed, to.due.amount);
+                for s in inv.settlements.iter().filter(|s| s.status != SettlementStatus::Held) {
+                    let p = inv.payments.iter().find(|p| p.reference == s.payment).unwrap();
+                    prop_assert!(inv.in_time(p), "settled a late payment: {:?}", s);
+                }
+            }
         }
     }
 }
@@ -346,9 +369,9 @@ fn a_captured_deposit_is_paid_out_less_the_fee_and_refunded_later() {
         },
     );
     assert_eq!(events, vec![EventType::RefundSucceeded]);
-    // The operator paid it (the merchant already had the money): the merchant owes it.
-    assert_eq!(net(&books, "ETH", Account::Liability), Some(WEI / 4));
-    assert_eq!(net(&books, "ETH", Account::Refunded), Some(0));
+    // Paid from the merchant's own refund reserve in the escrow: nothing is owed to the operator.
+    assert_eq!(net(&books, "ETH", Account::Liability), Some(0));
+    assert_eq!(net(&books, "ETH", Account::Refunded), Some(WEI / 4));
     assert_eq!(net(&books, "ETH", Account::Payers), Some(WEI - WEI / 4));
     let err = inv
         .apply(
@@ -576,4 +599,186 @@ fn a_bitcoin_refund_needs_an_address_and_is_counted_once_paid() {
     assert_eq!(net(&books, "BTC", Account::Refunded), Some(SAT));
     assert_eq!(net(&books, "BTC", Account::Payers), Some(0));
     assert!(books.unbalanced_assets().is_empty());
+}
+
+// ---- The operator's liquidity pays cross-rail settlements only by rule.
+
+fn btc_seen(n: u8, sat: u128, confirmations: u32, at: Timestamp) -> InvoiceInput {
+    InvoiceInput::Observe {
+        reference: reference(Method::Bitcoin, n),
+        method: Method::Bitcoin,
+        asset: "BTC".into(),
+        amount: Amount::from_minor(sat),
+        confirmed: confirmations > 0,
+        confirmations,
+        seen_at: Some(at),
+    }
+}
+
+/// (status, hold reason, amount) of each settlement, in order.
+fn settlements(inv: &Invoice) -> Vec<(SettlementStatus, Option<crate::HoldReason>, u128)> {
+    inv.settlements
+        .iter()
+        .map(|s| {
+            (
+                s.status,
+                s.hold_reason(),
+                u128::try_from(s.amount.0).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn cross_rail_invoice(depth: u32) -> Invoice {
+    let mut inv = invoice(true);
+    inv.settle_to.as_mut().unwrap().min_confirmations = depth;
+    inv
+}
+
+#[test]
+fn a_settlement_waits_for_the_operators_depth_whatever_the_merchants_policy() {
+    let mut inv = cross_rail_invoice(3);
+    let t = T0.plus_seconds(10);
+    inv.apply(btc_seen(1, SAT, 1, t), t).unwrap();
+    assert_eq!(inv.status, InvoiceStatus::Settled);
+    assert!(
+        inv.settlements.is_empty(),
+        "paid from the operator at depth 1"
+    );
+    inv.apply(btc_seen(1, SAT, 2, t), t).unwrap();
+    assert!(inv.settlements.is_empty());
+    let events = inv.apply(btc_seen(1, SAT, 3, t), t).unwrap().events;
+    assert_eq!(events, vec![EventType::SettlementPending]);
+    assert_eq!(
+        settlements(&inv),
+        vec![(SettlementStatus::Pending, None, WEI)]
+    );
+}
+
+#[test]
+fn a_late_payment_and_one_after_cancel_are_held_never_planned() {
+    let mut inv = cross_rail_invoice(1);
+    let late = T0.plus_seconds(901);
+    let events = inv.apply(btc_seen(1, SAT, 1, late), late).unwrap().events;
+    assert!(events.contains(&EventType::SettlementHeld), "{events:?}");
+    assert_eq!(
+        settlements(&inv),
+        vec![(SettlementStatus::Held, Some(crate::HoldReason::Late), WEI)]
+    );
+
+    let mut inv = cross_rail_invoice(1);
+    inv.apply(InvoiceInput::Cancel, T0.plus_seconds(5)).unwrap();
+    let t = T0.plus_seconds(6);
+    inv.apply(btc_seen(1, SAT, 1, t), t).unwrap();
+    assert_eq!(inv.status, InvoiceStatus::Invalid);
+    assert_eq!(
+        settlements(&inv),
+        vec![(
+            SettlementStatus::Held,
+            Some(crate::HoldReason::AfterCancel),
+            WEI
+        )]
+    );
+    // More blocks, a restart's replay: still held.
+    inv.apply(btc_seen(1, SAT, 6, t), T0.plus_seconds(2000))
+        .unwrap();
+    assert_eq!(inv.settlements[0].status, SettlementStatus::Held);
+}
+
+#[test]
+fn an_invoice_paid_three_times_is_settled_once_at_its_locked_amount() {
+    // One payment of three times the price.
+    let mut inv = cross_rail_invoice(1);
+    let t = T0.plus_seconds(10);
+    inv.apply(btc_seen(1, 3 * SAT, 1, t), t).unwrap();
+    assert_eq!(
+        settlements(&inv),
+        vec![
+            (SettlementStatus::Pending, None, WEI),
+            (
+                SettlementStatus::Held,
+                Some(crate::HoldReason::OverPayment),
+                2 * WEI
+            ),
+        ]
+    );
+    assert_ne!(inv.settlements[0].id, inv.settlements[1].id);
+    // Three payments of the price.
+    let mut inv = cross_rail_invoice(1);
+    for n in 1..=3 {
+        inv.apply(btc_seen(n, SAT, 1, t), t).unwrap();
+    }
+    let paid: Vec<_> = settlements(&inv)
+        .into_iter()
+        .filter(|s| s.0 != SettlementStatus::Held)
+        .collect();
+    assert_eq!(paid, vec![(SettlementStatus::Pending, None, WEI)]);
+    assert_eq!(inv.settlements.len(), 3);
+}
+
+#[test]
+fn a_payment_replacing_one_already_settled_is_held_as_a_replacement() {
+    let mut inv = cross_rail_invoice(1);
+    let t = T0.plus_seconds(10);
+    inv.apply(btc_seen(1, SAT, 1, t), t).unwrap();
+    let id = inv.settlements[0].id.clone();
+    inv.apply(
+        InvoiceInput::SettlementPaid {
+            id,
+            tx: "0xs".into(),
+        },
+        t,
+    )
+    .unwrap();
+    // A double-spend: the settled payment is reorged out, a conflicting one confirms.
+    inv.apply(
+        InvoiceInput::Drop {
+            reference: reference(Method::Bitcoin, 1),
+            status: PaymentStatus::Replaced,
+        },
+        t,
+    )
+    .unwrap();
+    inv.apply(btc_seen(2, SAT, 1, t), t).unwrap();
+    assert_eq!(
+        settlements(&inv)[1],
+        (
+            SettlementStatus::Held,
+            Some(crate::HoldReason::Replacement),
+            WEI
+        )
+    );
+}
+
+#[test]
+fn a_reverted_unpaid_settlement_is_released_only_while_the_cap_allows() {
+    let mut inv = cross_rail_invoice(1);
+    let t = T0.plus_seconds(10);
+    inv.apply(btc_seen(1, SAT, 1, t), t).unwrap();
+    inv.apply(
+        InvoiceInput::Drop {
+            reference: reference(Method::Bitcoin, 1),
+            status: PaymentStatus::Reverted,
+        },
+        t,
+    )
+    .unwrap();
+    assert_eq!(
+        settlements(&inv),
+        vec![(
+            SettlementStatus::Held,
+            Some(crate::HoldReason::PaymentNotFinal),
+            WEI
+        )]
+    );
+    // Another payment takes its place (the first was never paid: nothing is lost).
+    inv.apply(btc_seen(2, SAT, 1, t), t).unwrap();
+    assert_eq!(inv.settlements[1].status, SettlementStatus::Pending);
+    // The first comes back in a reorg: the invoice was due one settlement, not two.
+    inv.apply(btc_seen(1, SAT, 1, t), t).unwrap();
+    assert_eq!(inv.settlements[0].status, SettlementStatus::Held);
+    assert_eq!(
+        inv.settlements[0].hold_reason(),
+        Some(crate::HoldReason::OverPayment)
+    );
 }

@@ -473,6 +473,7 @@ fn the_ledger_follows_every_write_path_and_payout_work_follows_the_records() {
                 },
                 payout: format!("0x{}", "ab".repeat(20)),
                 token: None,
+                min_confirmations: 1,
             });
         }
         assert_eq!(s.create_invoice(&inv, &ev, None).unwrap(), Commit::Done);
