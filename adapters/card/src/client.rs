@@ -136,8 +136,20 @@ impl GatewayClient {
         form: &[(&str, String)],
         idempotency_key: Option<&str>,
     ) -> Result<serde_json::Value, GatewayError> {
+        self.call_with(method, path, form, idempotency_key, ATTEMPTS)
+            .await
+    }
+
+    async fn call_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        form: &[(&str, String)],
+        idempotency_key: Option<&str>,
+        attempts: u32,
+    ) -> Result<serde_json::Value, GatewayError> {
         let mut last = None;
-        for attempt in 0..ATTEMPTS {
+        for attempt in 0..attempts {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
             }
@@ -252,8 +264,8 @@ impl GatewayClient {
         Self::intent(v)
     }
 
-    /// Refunds `amount` of a PaymentIntent; `key` must identify this refund (a retry with the
-    /// same key never refunds twice).
+    /// Refunds `amount` of a PaymentIntent; `key` must identify this refund: it is the
+    /// idempotency key and the refund's `relay_refund` metadata (see [`GatewayClient::find_refund`]).
     pub async fn refund(
         &self,
         payment_intent: &str,
@@ -265,7 +277,9 @@ impl GatewayClient {
             ("amount", amount_minor.to_string()),
             ("metadata[relay_refund]", key.to_owned()),
         ];
-        self.call(reqwest::Method::POST, "/v1/refunds", &form, Some(key))
+        // Asked once: after an unclear answer the caller looks the refund up by its metadata
+        // before asking again, which is safe even at a gateway that ignores idempotency keys.
+        self.call_with(reqwest::Method::POST, "/v1/refunds", &form, Some(key), 1)
             .await
     }
 

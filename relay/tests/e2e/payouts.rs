@@ -1247,3 +1247,127 @@ async fn a_canceled_or_expired_card_invoice_cannot_be_charged_at_the_gateway() {
         "{intent}"
     );
 }
+
+/// A gateway proxy for the relay: every call is forwarded; while `garble` is on, a refund is
+/// forwarded (the gateway makes it) and then answered with a proxy's 502 page, so the relay
+/// cannot tell whether it was made.
+struct GarblingProxy {
+    url: String,
+    garble: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for GarblingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn garbling_proxy(target: &str) -> GarblingProxy {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    use std::sync::atomic::Ordering;
+    let garble = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let on = garble.clone();
+    let target = target.trim_end_matches('/').to_owned();
+    let client = reqwest::Client::new();
+    let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let (client, target, on) = (client.clone(), target.clone(), on.clone());
+        async move {
+            let path = uri.path_and_query().map_or("/", |p| p.as_str());
+            let mut req = client.request(method.clone(), format!("{target}{path}"));
+            for (name, value) in &headers {
+                if name != "host" && name != "content-length" {
+                    req = req.header(name, value);
+                }
+            }
+            let resp = req.body(body).send().await.unwrap();
+            let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+            let text = resp.text().await.unwrap();
+            if on.load(Ordering::SeqCst) && method == Method::POST && uri.path() == "/v1/refunds" {
+                return (
+                    StatusCode::BAD_GATEWAY,
+                    "<html><body><h1>502 Bad Gateway</h1></body></html>".to_owned(),
+                );
+            }
+            (status, text)
+        }
+    };
+    let app = axum::Router::new().fallback(handler);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    GarblingProxy { url, garble, task }
+}
+
+/// The gateway makes a refund but its answer reaches the relay as a 502 page: the refund stays
+/// reserved (never released to be asked again), and when the relay asks again it finds the
+/// gateway's refund instead of making a second one. The payer is refunded once, at the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_refund_answered_by_a_5xx_page_is_kept_and_made_once() {
+    let proxy = std::sync::Arc::new(tokio::sync::OnceCell::<GarblingProxy>::new());
+    let p2 = proxy.clone();
+    let env = start_with(true, false, &[], move |gw_url| {
+        let p = futures_block_on(garbling_proxy(gw_url));
+        let url = p.url.clone();
+        let _ = p2.set(p);
+        vec![
+            ("RELAY_STRIPE_API_BASE", url),
+            ("RELAY_CARD_RECONCILE_SECS", "1".to_owned()),
+        ]
+    })
+    .await;
+    let proxy = proxy.get().unwrap();
+    let inv = env
+        .invoice(json!({"amount": "25.00", "currency": "USD", "payment_methods": ["card"]}))
+        .await;
+    let id = inv["id"].as_str().unwrap().to_owned();
+    let pi = env.pay_card(&inv);
+    env.until(&id, |i| i["status"] == "settled").await;
+    let gw = env.gw.as_ref().unwrap();
+    let refunded_at_gateway = || {
+        let intent = gw.get(&format!("/v1/payment_intents/{pi}")).unwrap();
+        let charge = intent["charges"]["data"][0]["id"]
+            .as_str()
+            .or_else(|| intent["latest_charge"].as_str())
+            .unwrap()
+            .to_owned();
+        gw.get(&format!("/v1/charges/{charge}")).unwrap()["amount_refunded"]
+            .as_u64()
+            .unwrap()
+    };
+
+    proxy
+        .garble
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) = env.refund(&id, "g-1", json!({"amount": "10.00"})).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "gateway_unavailable");
+    assert_eq!(refunded_at_gateway(), 1000);
+    let held = env.until(&id, |_| true).await;
+    assert_eq!(held["refunds"][0]["status"], "pending", "{held}");
+    // The 10.00 stays reserved: a second refund can take only the 15.00 left.
+    let (status, _) = env.refund(&id, "g-2", json!({"amount": "15.01"})).await;
+    assert_eq!(status, 422);
+
+    proxy
+        .garble
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let found = env
+        .until(&id, |i| i["refunds"][0]["gateway_refund"].is_string())
+        .await;
+    // The merchant's retry with the same key: the same refund, not a second one.
+    let (status, again) = env.refund(&id, "g-1", json!({"amount": "10.00"})).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], found["refunds"][0]["id"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(refunded_at_gateway(), 1000, "refunded twice at the gateway");
+    env.charge_refunded(&pi).await;
+    let done = env
+        .until(&id, |i| i["refunds"][0]["status"] == "succeeded")
+        .await;
+    assert_eq!(done["payments"][0]["refunded_minor"], "1000");
+    assert_eq!(done["refunds"].as_array().unwrap().len(), 1);
+}
