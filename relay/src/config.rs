@@ -58,6 +58,21 @@ pub struct Config {
     /// How deep a bitcoin payment must be before the operator's liquidity pays its cross-rail
     /// settlement, whatever the merchant's own policy (1 to 6).
     pub settlement_min_confirmations: u32,
+    /// The most gas the operator spends on one capture, void, refund or settlement.
+    pub eth_gas_cap_capture: u64,
+    pub eth_gas_cap_void: u64,
+    pub eth_gas_cap_refund: u64,
+    pub eth_gas_cap_settle: u64,
+    /// The highest `max_fee_per_gas` the operator ever offers, in gwei (replacements included).
+    pub eth_max_fee_gwei: u64,
+    /// Fee-bumped replacements of one transaction before the relay stops and alerts.
+    pub eth_max_replacements: u32,
+    /// Below this operator balance (wei) the relay logs an error every minute.
+    pub eth_operator_low_balance_wei: u128,
+    /// An ether deposit for no invoice (or the wrong terms) is voided back only if it is worth
+    /// more than this many wei; unset: more than the void's own gas. Smaller ones stay in the
+    /// escrow for their payer to reclaim.
+    pub eth_void_min_wei: Option<u128>,
     /// The first webhook retry's delay in milliseconds; each further one doubles (to 6 hours).
     pub webhook_retry_base_ms: u64,
     /// How long a merchant's endpoint has to answer a delivery.
@@ -99,6 +114,14 @@ impl Default for Config {
             eth_fee_bps: 0,
             eth_capture_window_secs: 3600,
             settlement_min_confirmations: relay_core::payout::DEFAULT_SETTLEMENT_DEPTH,
+            eth_gas_cap_capture: 200_000,
+            eth_gas_cap_void: 150_000,
+            eth_gas_cap_refund: 150_000,
+            eth_gas_cap_settle: 250_000,
+            eth_max_fee_gwei: 500,
+            eth_max_replacements: 8,
+            eth_operator_low_balance_wei: 100_000_000_000_000_000,
+            eth_void_min_wei: None,
             webhook_retry_base_ms: 10_000,
             webhook_timeout_secs: 10,
         }
@@ -136,6 +159,17 @@ impl fmt::Debug for Config {
                 "settlement_min_confirmations",
                 &self.settlement_min_confirmations,
             )
+            .field("eth_gas_cap_capture", &self.eth_gas_cap_capture)
+            .field("eth_gas_cap_void", &self.eth_gas_cap_void)
+            .field("eth_gas_cap_refund", &self.eth_gas_cap_refund)
+            .field("eth_gas_cap_settle", &self.eth_gas_cap_settle)
+            .field("eth_max_fee_gwei", &self.eth_max_fee_gwei)
+            .field("eth_max_replacements", &self.eth_max_replacements)
+            .field(
+                "eth_operator_low_balance_wei",
+                &self.eth_operator_low_balance_wei,
+            )
+            .field("eth_void_min_wei", &self.eth_void_min_wei)
             .field("webhook_retry_base_ms", &self.webhook_retry_base_ms)
             .field("webhook_timeout_secs", &self.webhook_timeout_secs)
             .finish_non_exhaustive()
@@ -239,6 +273,29 @@ impl Config {
             "ETH_CAPTURE_WINDOW_SECS" => {
                 self.eth_capture_window_secs = value.parse().context("expected seconds")?
             }
+            "ETH_GAS_CAP_CAPTURE" => {
+                self.eth_gas_cap_capture = value.parse().context("expected gas")?
+            }
+            "ETH_GAS_CAP_VOID" => self.eth_gas_cap_void = value.parse().context("expected gas")?,
+            "ETH_GAS_CAP_REFUND" => {
+                self.eth_gas_cap_refund = value.parse().context("expected gas")?
+            }
+            "ETH_GAS_CAP_SETTLE" => {
+                self.eth_gas_cap_settle = value.parse().context("expected gas")?
+            }
+            "ETH_MAX_FEE_GWEI" => self.eth_max_fee_gwei = value.parse().context("expected gwei")?,
+            "ETH_MAX_REPLACEMENTS" => {
+                self.eth_max_replacements = value.parse().context("expected a count")?
+            }
+            "ETH_OPERATOR_LOW_BALANCE_WEI" => {
+                self.eth_operator_low_balance_wei = value.parse().context("expected wei")?
+            }
+            "ETH_VOID_MIN_WEI" => {
+                self.eth_void_min_wei = match value.trim() {
+                    "" => None,
+                    v => Some(v.parse().context("expected wei")?),
+                }
+            }
             "SETTLEMENT_MIN_CONFIRMATIONS" => {
                 self.settlement_min_confirmations = value.parse().context("expected a depth")?
             }
@@ -296,6 +353,19 @@ impl Config {
         }
         if self.eth_fee_bps > 10_000 {
             bail!("eth_fee_bps must be at most 10000");
+        }
+        if self.eth_max_fee_gwei == 0 {
+            bail!("eth_max_fee_gwei must be at least 1");
+        }
+        if [
+            self.eth_gas_cap_capture,
+            self.eth_gas_cap_void,
+            self.eth_gas_cap_refund,
+            self.eth_gas_cap_settle,
+        ]
+        .contains(&0)
+        {
+            bail!("eth_gas_cap_* must be at least 1");
         }
         if !(1..=6).contains(&self.settlement_min_confirmations) {
             // The bitcoin watcher reports depths up to 6.

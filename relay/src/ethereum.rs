@@ -37,6 +37,15 @@ pub struct Ethereum {
     pub poll: Duration,
     pub fee_bps: u16,
     pub start_block: u64,
+    /// Gas caps, the fee ceiling and the replacement limit of the operator's transactions.
+    pub sender: SenderConfig,
+    /// Below this balance (wei) the operator key is reported low.
+    pub low_balance: U256,
+    /// Ether deposits worth at most this are not voided (`None`: the void's own gas cost).
+    pub void_min: Option<U256>,
+    /// The ERC-20 contracts the relay knows (configured tokens): only their deposits are
+    /// voided; any other token's transfer is a call into a contract nobody vetted.
+    pub tokens: Vec<Address>,
 }
 
 /// Reads the operator key from the file (preferred) or the environment setting.
@@ -122,6 +131,24 @@ pub async fn connect(config: &Config, wait: Duration) -> Result<Option<Ethereum>
         poll: Duration::from_millis(config.eth_poll_ms),
         fee_bps: config.eth_fee_bps,
         start_block: config.eth_start_block,
+        sender: SenderConfig {
+            gas_caps: relay_ethereum::GasCaps {
+                capture: config.eth_gas_cap_capture,
+                void: config.eth_gas_cap_void,
+                refund: config.eth_gas_cap_refund,
+                settle: config.eth_gas_cap_settle,
+            },
+            max_fee_per_gas: u128::from(config.eth_max_fee_gwei) * 1_000_000_000,
+            max_replacements: usize::try_from(config.eth_max_replacements).unwrap_or(usize::MAX),
+            ..SenderConfig::default()
+        },
+        low_balance: U256::from(config.eth_operator_low_balance_wei),
+        void_min: config.eth_void_min_wei.map(U256::from),
+        tokens: config
+            .tokens
+            .iter()
+            .filter_map(|t| t.contract.parse().ok())
+            .collect(),
     }))
 }
 
@@ -182,12 +209,7 @@ fn load(store: &SledStore, eth: &Ethereum) -> Result<(Watcher, Sender)> {
         cursor,
         deposits,
     );
-    let sender = Sender::new(
-        eth.key.clone(),
-        eth.rail.chain_id,
-        SenderConfig::default(),
-        txs,
-    );
+    let sender = Sender::new(eth.key.clone(), eth.rail.chain_id, eth.sender.clone(), txs);
     Ok((watcher, sender))
 }
 
@@ -455,6 +477,9 @@ fn store_txs(store: &SledStore, watcher: &Watcher, txs: &[OpTx], forget: &[u64])
 struct Failures {
     refused: HashMap<B256, u32>,
     transient: HashMap<B256, (u32, std::time::Instant)>,
+    /// Deposits left to their payers (not worth a void), until the relay restarts.
+    left: std::collections::HashSet<B256>,
+    low_balance_logged: Option<std::time::Instant>,
 }
 
 impl Failures {
@@ -486,15 +511,21 @@ impl Failures {
         input: &Bytes,
         error: &relay_ethereum::EthError,
     ) {
-        match node.simulate(from, to, input, U256::ZERO).await {
+        let verdict = if error.over_limit {
+            // The relay's own cap refused it: as final as a revert until the operator acts.
+            Ok(Some(error.message.clone()))
+        } else {
+            node.simulate(from, to, input, U256::ZERO).await
+        };
+        match verdict {
             Ok(Some(reason)) => {
                 let n = self.refused.entry(key).or_default();
                 *n += 1;
                 self.transient.remove(&key);
                 if *n >= MAX_FAILURES {
-                    tracing::error!(target: "relay::eth", payment_id = %purpose.payment_id(), ?purpose, %reason, "the escrow refuses this operation: giving up on it, the operator must look at it");
+                    tracing::error!(target: "relay::eth", payment_id = %purpose.payment_id(), ?purpose, %reason, "this operation is refused (the escrow reverts it, or it passes the operator's caps): giving up on it, the operator must look at it");
                 } else {
-                    tracing::warn!(target: "relay::eth", payment_id = %purpose.payment_id(), ?purpose, %reason, "the escrow refuses this operation");
+                    tracing::warn!(target: "relay::eth", payment_id = %purpose.payment_id(), ?purpose, %reason, "this operation is refused (the escrow reverts it, or it passes the operator's caps)");
                 }
             }
             // It would go through now (the failure was the node's), or the node cannot say.
@@ -599,7 +630,16 @@ async fn act(
         if failed >= MAX_FAILURES || failures.waiting(d.id) {
             continue;
         }
+        if failures.left.contains(&d.id) {
+            continue;
+        }
         let (purpose, input) = decide(&d, invoice.as_ref(), chain_time, eth.fee_bps);
+        if matches!(purpose, Purpose::Void(_)) && !worth_voiding(eth, &d, &input).await {
+            tracing::info!(target: "relay::eth", payment_id = %d.id, amount = %d.amount, token = %d.token, "not voiding a deposit worth less than the void (or of an unknown token): its payer can reclaim it after its expiry");
+            metrics::counter!("relay_eth_deposits_left_total").increment(1);
+            failures.left.insert(d.id);
+            continue;
+        }
         let tx = match sender
             .prepare(
                 &eth.node,
@@ -630,10 +670,11 @@ async fn act(
         store.durable().await?;
         let nonce = tx.nonce;
         tracing::info!(target: "relay::eth", payment_id = %d.id, ?purpose, nonce, tx = %tx.latest().hash, "sending");
+        let stored = tx.clone();
         sender.adopt(tx);
         metrics::counter!("relay_eth_operator_txs_total", "purpose" => purpose.name()).increment(1);
         if let Err(e) = sender.broadcast(&eth.node, nonce).await {
-            tracing::warn!(target: "relay::eth", nonce, error = %e, "broadcast failed; will retry");
+            broadcast_failed(&stored, &e);
         }
     }
     Ok(())
@@ -749,10 +790,16 @@ async fn step_sender(
         store.durable().await?;
         for t in &changed {
             if t.state == TxState::Pending {
-                sender.broadcast(&eth.node, t.nonce).await?;
+                // A transaction the node refuses (no funds for gas, a fee below the base fee)
+                // must not stop the rest of the step: it is retried next time, loudly.
+                if let Err(e) = sender.broadcast(&eth.node, t.nonce).await {
+                    broadcast_failed(t, &e);
+                }
             }
         }
     }
+    metrics::gauge!("relay_eth_stuck_txs").set(sender.stuck().count() as f64);
+    operator_balance(eth, failures).await;
     for o in outcomes {
         match o.state {
             TxState::Mined { success: true, .. } => {
@@ -779,6 +826,55 @@ async fn step_sender(
     Ok(())
 }
 
+fn broadcast_failed(t: &OpTx, e: &relay_ethereum::EthError) {
+    metrics::counter!("relay_eth_broadcast_failures_total", "purpose" => t.purpose.name())
+        .increment(1);
+    tracing::error!(target: "relay::eth", nonce = t.nonce, purpose = ?t.purpose, error = %e, "the node refuses an operator transaction; later ones wait behind its nonce: retrying");
+}
+
+/// Reports the operator's ether balance (the `relay_eth_operator_balance_wei` gauge), and logs
+/// an error at most once a minute while it is below the configured threshold.
+async fn operator_balance(eth: &Ethereum, failures: &mut Failures) {
+    let Ok(balance) = eth.node.balance(eth.key.address()).await else {
+        return;
+    };
+    metrics::gauge!("relay_eth_operator_balance_wei").set(f64::from(balance));
+    if balance < eth.low_balance {
+        let due = failures
+            .low_balance_logged
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+        if due {
+            failures.low_balance_logged = Some(std::time::Instant::now());
+            tracing::error!(target: "relay::eth", operator = %eth.key.address(), %balance, threshold = %eth.low_balance, "the operator key is low on ether: captures, voids, refunds and settlements will stop when it cannot pay their gas");
+        }
+    }
+}
+
+/// Whether voiding a deposit gives its payer more than it costs the operator. A token the
+/// relay does not know is never called; ether worth no more than the void's gas (or the
+/// configured minimum) is left for its payer to reclaim after the expiry.
+async fn worth_voiding(eth: &Ethereum, d: &Deposit, input: &Bytes) -> bool {
+    if d.token != Address::ZERO {
+        return eth.tokens.contains(&d.token);
+    }
+    let floor = match eth.void_min {
+        Some(v) => v,
+        None => {
+            let (Ok(gas), Ok((max_fee, _))) = (
+                eth.node
+                    .estimate_gas(eth.key.address(), eth.rail.escrow, input, U256::ZERO)
+                    .await,
+                eth.node.fees().await,
+            ) else {
+                // Cannot price it now: decide later.
+                return false;
+            };
+            U256::from(gas).saturating_mul(U256::from(max_fee))
+        }
+    };
+    d.amount > floor
+}
+
 /// Signs, stores (flushed) and then broadcasts one operator transaction.
 async fn send(
     store: &SledStore,
@@ -792,25 +888,19 @@ async fn send(
     let tx = sender
         .prepare(&eth.node, purpose, eth.rail.escrow, input, value)
         .await?;
-    store_txs(store, watcher, std::slice::from_ref(&tx), &[]).map_err(|e| {
-        relay_ethereum::EthError {
-            message: e.to_string(),
-            retryable: true,
-        }
-    })?;
+    store_txs(store, watcher, std::slice::from_ref(&tx), &[])
+        .map_err(|e| relay_ethereum::EthError::retry(e.to_string()))?;
     store
         .durable()
         .await
-        .map_err(|e| relay_ethereum::EthError {
-            message: e.to_string(),
-            retryable: true,
-        })?;
+        .map_err(|e| relay_ethereum::EthError::retry(e.to_string()))?;
     let nonce = tx.nonce;
     tracing::info!(target: "relay::eth", ?purpose, nonce, tx = %tx.latest().hash, "sending");
+    let stored = tx.clone();
     sender.adopt(tx);
     metrics::counter!("relay_eth_operator_txs_total", "purpose" => purpose.name()).increment(1);
     if let Err(e) = sender.broadcast(&eth.node, nonce).await {
-        tracing::warn!(target: "relay::eth", nonce, error = %e, "broadcast failed; will retry");
+        broadcast_failed(&stored, &e);
     }
     Ok(())
 }

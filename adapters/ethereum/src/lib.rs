@@ -7,8 +7,10 @@ pub mod sender;
 pub mod watcher;
 
 pub use alloy;
-pub use node::{ChainSource, EscrowEvent, EscrowLog, EthError, EthNode, Header};
-pub use sender::{OpTx, OperatorKey, Outcome, Purpose, Sender, SenderConfig, TxState};
+pub use node::{
+    ChainSource, EscrowEvent, EscrowLog, EthError, EthNode, Header, OperatorNode, Receipt,
+};
+pub use sender::{GasCaps, OpTx, OperatorKey, Outcome, Purpose, Sender, SenderConfig, TxState};
 pub use watcher::{
     Closing, ClosingKind, Cursor, Deposit, Observation, Update, Watcher, WatcherConfig,
 };

@@ -13,12 +13,15 @@ use serde::{Deserialize, Serialize};
 use std::future::Future;
 
 /// A failed node call. `retryable` when the node could not be reached or answered garbage; an
-/// error the node returned (a revert, a refused transaction) is not.
+/// error the node returned (a revert, a refused transaction) is not. `over_limit` when the
+/// relay itself refused to sign: the transaction would pass one of the operator's caps (gas,
+/// fees) — retrying cannot help until the operator changes them.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct EthError {
     pub message: String,
     pub retryable: bool,
+    pub over_limit: bool,
 }
 
 impl EthError {
@@ -26,6 +29,23 @@ impl EthError {
         EthError {
             message: message.into(),
             retryable: false,
+            over_limit: false,
+        }
+    }
+
+    pub fn retry(message: impl Into<String>) -> EthError {
+        EthError {
+            message: message.into(),
+            retryable: true,
+            over_limit: false,
+        }
+    }
+
+    pub fn over_limit(message: impl Into<String>) -> EthError {
+        EthError {
+            message: message.into(),
+            retryable: false,
+            over_limit: true,
         }
     }
 
@@ -34,6 +54,7 @@ impl EthError {
         EthError {
             message: format!("{what}: {e}"),
             retryable,
+            over_limit: false,
         }
     }
 }
@@ -173,6 +194,69 @@ pub trait ChainSource {
         -> impl Future<Output = Result<Vec<EscrowLog>, EthError>> + Send;
 }
 
+/// What the operator's [`crate::Sender`] asks of a node: nonces, fees, gas, the tip, raw sends and
+/// receipts. [`EthNode`] is the real one; the sender's tests use an in-memory chain.
+///
+/// Contract: `send_raw` of a transaction the node already has, or whose nonce is used, fails
+/// with a message naming it ("already known", "nonce too low"); `receipt` is `None` for a
+/// transaction not (or no longer) in the chain.
+pub trait OperatorNode: Sync {
+    /// The account's nonce: the next unused one counting the node's pool (`pending`), or mined
+    /// transactions only.
+    fn nonce(
+        &self,
+        who: Address,
+        pending: bool,
+    ) -> impl Future<Output = Result<u64, EthError>> + Send;
+    /// `(max_fee_per_gas, max_priority_fee_per_gas)` to offer now.
+    fn fees(&self) -> impl Future<Output = Result<(u128, u128), EthError>> + Send;
+    /// Gas for a call; an error when it would revert.
+    fn estimate_gas(
+        &self,
+        from: Address,
+        to: Address,
+        input: &Bytes,
+        value: U256,
+    ) -> impl Future<Output = Result<u64, EthError>> + Send;
+    /// The number of the newest block.
+    fn block_number(&self) -> impl Future<Output = Result<u64, EthError>> + Send;
+    fn send_raw(&self, raw: &[u8]) -> impl Future<Output = Result<B256, EthError>> + Send;
+    fn receipt(&self, hash: B256)
+        -> impl Future<Output = Result<Option<Receipt>, EthError>> + Send;
+}
+
+impl OperatorNode for EthNode {
+    async fn nonce(&self, who: Address, pending: bool) -> Result<u64, EthError> {
+        EthNode::nonce(self, who, pending).await
+    }
+
+    async fn fees(&self) -> Result<(u128, u128), EthError> {
+        EthNode::fees(self).await
+    }
+
+    async fn estimate_gas(
+        &self,
+        from: Address,
+        to: Address,
+        input: &Bytes,
+        value: U256,
+    ) -> Result<u64, EthError> {
+        EthNode::estimate_gas(self, from, to, input, value).await
+    }
+
+    async fn block_number(&self) -> Result<u64, EthError> {
+        ChainSource::tip(self).await
+    }
+
+    async fn send_raw(&self, raw: &[u8]) -> Result<B256, EthError> {
+        EthNode::send_raw(self, raw).await
+    }
+
+    async fn receipt(&self, hash: B256) -> Result<Option<Receipt>, EthError> {
+        EthNode::receipt(self, hash).await
+    }
+}
+
 /// A receipt, reduced to what the sender needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Receipt {
@@ -305,13 +389,18 @@ impl EthNode {
             Ok(_) => Ok(None),
             Err(RpcError::ErrorResp(payload)) => match payload.as_revert_data() {
                 Some(data) => Ok(Some(revert_reason(&data))),
-                None => Err(EthError {
-                    message: format!("eth_call: {payload}"),
-                    retryable: true,
-                }),
+                None => Err(EthError::retry(format!("eth_call: {payload}"))),
             },
             Err(e) => Err(EthError::from_transport("eth_call", e)),
         }
+    }
+
+    /// The account's ether balance, in wei.
+    pub async fn balance(&self, who: Address) -> Result<U256, EthError> {
+        self.provider
+            .get_balance(who)
+            .await
+            .map_err(|e| EthError::from_transport("eth_getBalance", e))
     }
 
     pub async fn send_raw(&self, raw: &[u8]) -> Result<B256, EthError> {

@@ -6,8 +6,13 @@
 //! unfinished transaction is broadcast again as signed — the same nonce and the same bytes — so a
 //! crash anywhere can delay an operation but never send it twice. A replacement reuses the nonce,
 //! so at most one of a transaction's attempts is ever mined.
+//!
+//! Spending is bounded: each purpose has a gas cap (a call that needs more is refused before it
+//! is signed), every fee offered is at most the operator's ceiling, and a transaction replaced
+//! `max_replacements` times, or already at the ceiling, is not replaced again: it is reported
+//! stuck ([`Sender::stuck`]) for the operator to look at.
 
-use crate::node::{EthError, EthNode};
+use crate::node::{EthError, OperatorNode};
 use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy::eips::eip2718::Encodable2718;
 use alloy::network::TxSignerSync;
@@ -121,6 +126,39 @@ impl fmt::Debug for OperatorKey {
     }
 }
 
+/// The most gas the operator spends on one transaction of each purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GasCaps {
+    pub capture: u64,
+    pub void: u64,
+    pub refund: u64,
+    pub settle: u64,
+}
+
+impl Default for GasCaps {
+    /// Well above what the escrow's calls use (about 60,000 to 110,000 with an ERC-20), far
+    /// below what a call made expensive on purpose (a hostile token) would burn.
+    fn default() -> Self {
+        GasCaps {
+            capture: 200_000,
+            void: 150_000,
+            refund: 150_000,
+            settle: 250_000,
+        }
+    }
+}
+
+impl GasCaps {
+    pub fn of(&self, purpose: Purpose) -> u64 {
+        match purpose {
+            Purpose::Capture(_) => self.capture,
+            Purpose::Void(_) => self.void,
+            Purpose::Refund(..) => self.refund,
+            Purpose::Settle(_) => self.settle,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SenderConfig {
     /// Blocks an attempt may wait unmined before it is replaced with higher fees.
@@ -129,6 +167,11 @@ pub struct SenderConfig {
     pub bump_percent: u128,
     /// Mined transactions younger than this many blocks are checked for reorgs.
     pub recheck_blocks: u64,
+    pub gas_caps: GasCaps,
+    /// The highest `max_fee_per_gas` ever offered, in wei, replacements included.
+    pub max_fee_per_gas: u128,
+    /// Replacements of one transaction before the sender stops and reports it stuck.
+    pub max_replacements: usize,
 }
 
 impl Default for SenderConfig {
@@ -137,6 +180,9 @@ impl Default for SenderConfig {
             bump_after_blocks: 3,
             bump_percent: 125,
             recheck_blocks: 64,
+            gas_caps: GasCaps::default(),
+            max_fee_per_gas: 500_000_000_000,
+            max_replacements: 8,
         }
     }
 }
@@ -155,6 +201,8 @@ pub struct Sender {
     config: SenderConfig,
     txs: BTreeMap<u64, OpTx>,
     next_nonce: Option<u64>,
+    /// Nonces whose latest attempt already offers the fee ceiling.
+    at_ceiling: std::collections::BTreeSet<u64>,
 }
 
 impl Sender {
@@ -168,6 +216,7 @@ impl Sender {
             config,
             txs: stored.into_iter().map(|t| (t.nonce, t)).collect(),
             next_nonce,
+            at_ceiling: Default::default(),
         }
     }
 
@@ -207,9 +256,9 @@ impl Sender {
     /// Signs a call to `to` for `purpose` with the next nonce. Nothing is sent and nothing is
     /// remembered: the caller stores the result, then calls [`Sender::adopt`] and
     /// [`Sender::broadcast`]. Fails without using a nonce when the call would revert now.
-    pub async fn prepare(
+    pub async fn prepare<N: OperatorNode>(
         &self,
-        node: &EthNode,
+        node: &N,
         purpose: Purpose,
         to: Address,
         input: Bytes,
@@ -218,10 +267,18 @@ impl Sender {
         let gas = node.estimate_gas(self.address(), to, &input, value).await?;
         // 20 % headroom: state can change between the estimate and the block.
         let gas = gas.saturating_add(gas / 5);
+        let cap = self.config.gas_caps.of(purpose);
+        if gas > cap {
+            return Err(EthError::over_limit(format!(
+                "{} needs {gas} gas, above its cap of {cap}",
+                purpose.name()
+            )));
+        }
         let on_chain = node.nonce(self.address(), true).await?;
         let nonce = self.next_nonce.map_or(on_chain, |n| n.max(on_chain));
         let (max_fee, priority_fee) = node.fees().await?;
-        let tip = crate::node::ChainSource::tip(node).await?;
+        let max_fee = max_fee.min(self.config.max_fee_per_gas);
+        let tip = node.block_number().await?;
         let mut tx = OpTx {
             nonce,
             purpose,
@@ -278,7 +335,7 @@ impl Sender {
 
     /// Sends the latest attempt. A node that already has it, or already mined the nonce, is not
     /// an error: receipts decide.
-    pub async fn broadcast(&self, node: &EthNode, nonce: u64) -> Result<(), EthError> {
+    pub async fn broadcast<N: OperatorNode>(&self, node: &N, nonce: u64) -> Result<(), EthError> {
         let Some(tx) = self.txs.get(&nonce) else {
             return Ok(());
         };
@@ -295,10 +352,13 @@ impl Sender {
     /// Checks every pending transaction: records receipts, notices nonces taken by others, and
     /// replaces attempts left unmined for too long. Returns what finished and the transactions
     /// that changed (to be stored before they are broadcast again: see [`Sender::broadcast`]).
-    pub async fn poll(&mut self, node: &EthNode) -> Result<(Vec<Outcome>, Vec<OpTx>), EthError> {
+    pub async fn poll<N: OperatorNode>(
+        &mut self,
+        node: &N,
+    ) -> Result<(Vec<Outcome>, Vec<OpTx>), EthError> {
         let mut outcomes = Vec::new();
         let mut changed = Vec::new();
-        let tip = crate::node::ChainSource::tip(node).await?;
+        let tip = node.block_number().await?;
         // A reorg can take a mined transaction out of the chain: recently mined ones are checked
         // again, and one whose receipt is gone is pending again (and broadcast again).
         let recent: Vec<(u64, B256)> = self
@@ -358,19 +418,48 @@ impl Sender {
             if mined_nonce <= nonce
                 && tip >= tx.latest().signed_at_block + self.config.bump_after_blocks
             {
+                if self.is_stuck(&tx) {
+                    continue;
+                }
                 let (fee_now, tip_now) = node.fees().await?;
                 let pct = self.config.bump_percent.max(110);
                 let bumped = |old: u128| old.saturating_mul(pct).div_ceil(100).saturating_add(1);
-                let max_fee = bumped(tx.latest().max_fee).max(fee_now);
-                let priority = bumped(tx.latest().priority_fee).max(tip_now);
+                let ceiling = self.config.max_fee_per_gas;
+                let max_fee = bumped(tx.latest().max_fee).max(fee_now).min(ceiling);
+                let priority = bumped(tx.latest().priority_fee).max(tip_now).min(max_fee);
+                // A node takes a replacement only if it raises both fees by 10 %.
+                let enough =
+                    |new: u128, old: u128| new.saturating_mul(100) >= old.saturating_mul(110);
+                if !enough(max_fee, tx.latest().max_fee)
+                    || !enough(priority, tx.latest().priority_fee)
+                {
+                    tracing::error!(target: "relay::eth", nonce, purpose = ?tx.purpose, max_fee = tx.latest().max_fee, ceiling, "an unmined operator transaction is at the fee ceiling and cannot be replaced: the operator must look at it");
+                    self.at_ceiling.insert(nonce);
+                    continue;
+                }
                 let attempt = self.sign(&tx, max_fee, priority, tip)?;
                 tracing::info!(target: "relay::eth", nonce, purpose = ?tx.purpose, max_fee, priority, "replacing an unmined transaction with higher fees");
                 let t = self.txs.get_mut(&nonce).expect("listed above");
                 t.attempts.push(attempt);
+                if t.attempts.len() > self.config.max_replacements {
+                    tracing::error!(target: "relay::eth", nonce, purpose = ?t.purpose, replacements = self.config.max_replacements, "an operator transaction was replaced as often as allowed and is still not mined: the operator must look at it");
+                }
                 changed.push(t.clone());
             }
         }
         Ok((outcomes, changed))
+    }
+
+    /// Whether a pending transaction will not be replaced again: replaced as often as allowed,
+    /// or already offering the fee ceiling.
+    fn is_stuck(&self, tx: &OpTx) -> bool {
+        tx.attempts.len() > self.config.max_replacements || self.at_ceiling.contains(&tx.nonce)
+    }
+
+    /// Pending transactions the sender has stopped replacing (each one holds back every later
+    /// nonce of the operator): what the `relay_eth_stuck_txs` gauge counts.
+    pub fn stuck(&self) -> impl Iterator<Item = &OpTx> {
+        self.pending().filter(|t| self.is_stuck(t))
     }
 }
 
@@ -386,3 +475,6 @@ fn benign_send_error(message: &str) -> bool {
     .iter()
     .any(|s| m.contains(s))
 }
+
+#[cfg(test)]
+mod tests;

@@ -237,18 +237,17 @@ impl Watcher {
         let mut headers: HashMap<u64, Header> = HashMap::new();
         for log in &logs {
             if let std::collections::hash_map::Entry::Vacant(e) = headers.entry(log.block) {
-                let h = src.header(log.block).await?.ok_or_else(|| EthError {
-                    message: format!("block {} vanished while reading logs", log.block),
-                    retryable: true,
+                let h = src.header(log.block).await?.ok_or_else(|| {
+                    EthError::retry(format!("block {} vanished while reading logs", log.block))
                 })?;
                 e.insert(h);
             }
             let header = headers[&log.block];
             if header.hash != log.block_hash {
-                return Err(EthError {
-                    message: format!("block {} changed while reading logs", log.block),
-                    retryable: true,
-                });
+                return Err(EthError::retry(format!(
+                    "block {} changed while reading logs",
+                    log.block
+                )));
             }
         }
         for log in &logs {

@@ -45,7 +45,7 @@ pub(crate) struct EthEnv {
 }
 
 impl EthEnv {
-    async fn start(confirmations: u32, extra: &[(&'static str, &str)]) -> EthEnv {
+    pub(crate) async fn start(confirmations: u32, extra: &[(&'static str, &str)]) -> EthEnv {
         let dir = tempfile::tempdir().unwrap();
         let rail = eth_rail(dir.path()).await;
         let m = merchant_create_with(
@@ -74,11 +74,11 @@ impl EthEnv {
         }
     }
 
-    async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.server = Server::start_with(self.dir.path(), crate::free_port(), &self.env).await;
     }
 
-    async fn invoice(&self, body: Value) -> Value {
+    pub(crate) async fn invoice(&self, body: Value) -> Value {
         let (status, inv) = create_invoice(
             &self.client,
             &self.server.url,
@@ -96,7 +96,7 @@ impl EthEnv {
         get_invoice(&self.client, &self.server.url, &self.key, id).await
     }
 
-    async fn until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
         wait_for(&self.client, &self.server.url, &self.key, id, done).await
     }
 
@@ -123,7 +123,7 @@ impl EthEnv {
             .unwrap()
     }
 
-    fn pay(&self, inv: &Value) -> String {
+    pub(crate) fn pay(&self, inv: &Value) -> String {
         self.send(&inv["payment_methods"]["ethereum"]["call"], |_, _| {})
     }
 
@@ -136,7 +136,7 @@ impl EthEnv {
     }
 
     /// The escrow's record of a payment: (payer, captured, refunded, closed).
-    fn escrow_payment(&self, id: &str) -> (String, u128, bool) {
+    pub(crate) fn escrow_payment(&self, id: &str) -> (String, u128, bool) {
         let out = self
             .anvil
             .call(
@@ -161,7 +161,7 @@ impl EthEnv {
     }
 
     /// How many of the escrow's logs of this event name this payment id, on the current chain.
-    fn logs_of(&self, event: &str, id: &str) -> usize {
+    pub(crate) fn logs_of(&self, event: &str, id: &str) -> usize {
         let topic = relay_testnet::cast(&["keccak", event]).unwrap();
         let logs = self
             .anvil
@@ -191,7 +191,7 @@ impl EthEnv {
     }
 
     /// Event types of one invoice, oldest first.
-    async fn events_of(&self, id: &str) -> Vec<String> {
+    pub(crate) async fn events_of(&self, id: &str) -> Vec<String> {
         crate::invoice_event_types(&self.client, &self.server.url, &self.key, id).await
     }
 }

@@ -4,6 +4,7 @@
 mod bitcoin;
 mod card;
 mod ethereum;
+mod operator;
 mod payouts;
 mod webhooks;
 
