@@ -372,6 +372,11 @@ pub async fn watch_loop(
                 Ok(changed) => {
                     metrics::counter!("relay_btc_blocks_connected_total")
                         .increment(u64::from(update.blocks_connected));
+                    if update.dust_ignored > 0 {
+                        metrics::counter!("relay_btc_dust_outputs_total")
+                            .increment(update.dust_ignored);
+                        tracing::info!(target: "relay::btc", outputs = update.dust_ignored, "dust outputs to watched addresses ignored");
+                    }
                     if update.blocks_disconnected > 0 {
                         metrics::counter!("relay_btc_reorgs_total").increment(1);
                         tracing::warn!(target: "relay::btc", disconnected = update.blocks_disconnected, "reorg");

@@ -38,6 +38,9 @@ pub struct Config {
     pub card_reconcile_secs: u64,
     /// Milliseconds between polls of the bitcoin node's tip and mempool (`RELAY_BTC_POLL_MS`).
     pub btc_poll_ms: u64,
+    /// Outputs to invoice addresses below this many satoshis are dust: ignored, never credited
+    /// (`RELAY_BTC_MIN_PAYMENT_SAT`).
+    pub btc_min_payment_sat: u64,
     /// Height to start scanning at on a fresh store, instead of the node's tip
     /// (`RELAY_BTC_START_HEIGHT`).
     pub btc_start_height: Option<u32>,
@@ -106,6 +109,7 @@ impl Default for Config {
             stripe_webhook_secret: None,
             card_reconcile_secs: 60,
             btc_poll_ms: 1000,
+            btc_min_payment_sat: relay_bitcoin::DEFAULT_MIN_SAT,
             btc_start_height: None,
             operator_key: None,
             eth_ws_url: None,
@@ -147,6 +151,7 @@ impl fmt::Debug for Config {
             .field("stripe_webhook_secret", &set(&self.stripe_webhook_secret))
             .field("card_reconcile_secs", &self.card_reconcile_secs)
             .field("btc_poll_ms", &self.btc_poll_ms)
+            .field("btc_min_payment_sat", &self.btc_min_payment_sat)
             .field("btc_start_height", &self.btc_start_height)
             .field("operator_key_file", &self.operator_key_file)
             .field("operator_key", &set(&self.operator_key))
@@ -237,6 +242,9 @@ impl Config {
                 self.card_reconcile_secs = value.parse().context("expected seconds")?
             }
             "BTC_POLL_MS" => self.btc_poll_ms = value.parse().context("expected milliseconds")?,
+            "BTC_MIN_PAYMENT_SAT" => {
+                self.btc_min_payment_sat = value.parse().context("expected satoshis")?
+            }
             "BTC_START_HEIGHT" => {
                 self.btc_start_height = opt(value)
                     .map(|v| v.parse())

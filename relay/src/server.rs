@@ -84,6 +84,7 @@ pub async fn serve(
             ids.clone(),
             relay_bitcoin::WatcherConfig {
                 start_height: config.btc_start_height,
+                min_sat: config.btc_min_payment_sat,
                 ..relay_bitcoin::WatcherConfig::default()
             },
             Duration::from_millis(config.btc_poll_ms),

@@ -22,4 +22,5 @@ pub use rpc::{BlockSource, RpcClient};
 pub use scan::{Found, ScriptIndex};
 pub use watcher::{
     ChainCursor, Observation, ScriptFeed, Tracked, TrackedState, Update, Watcher, WatcherConfig,
+    DEFAULT_MIN_SAT,
 };

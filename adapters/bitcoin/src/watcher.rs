@@ -38,7 +38,15 @@ pub struct WatcherConfig {
     /// node switching branches disconnects before it connects, and answers in between would make
     /// a payment the new branch keeps look reverted for a moment.
     pub reorg_settle_polls: u32,
+    /// Outputs below this many satoshis are not payments: they are counted
+    /// ([`Update::dust_ignored`]) and never tracked or credited, so a flood of dust to an
+    /// invoice address costs the relay nothing.
+    pub min_sat: u64,
 }
+
+/// The smallest output credited by default: above the network's dust limits (546 sat for the
+/// largest standard output), so that dust floods are ignored.
+pub const DEFAULT_MIN_SAT: u64 = 1000;
 
 impl Default for WatcherConfig {
     fn default() -> Self {
@@ -49,6 +57,7 @@ impl Default for WatcherConfig {
             start_height: None,
             mempool_expiry_blocks: 2016,
             reorg_settle_polls: 3,
+            min_sat: DEFAULT_MIN_SAT,
         }
     }
 }
@@ -147,6 +156,8 @@ pub struct Update {
     pub blocks_connected: u32,
     /// Blocks disconnected by a reorg in this step.
     pub blocks_disconnected: u32,
+    /// Outputs to watched scripts below the minimum, ignored in this step.
+    pub dust_ignored: u64,
 }
 
 impl Update {
@@ -277,14 +288,24 @@ impl Watcher {
         update
     }
 
-    /// The outputs of `tx` paying watched scripts, owned (so the caller may change `self`).
-    fn matches(&self, tx: &Transaction, txid: Option<Txid>) -> Vec<(OutPoint, u64, InvoiceId)> {
+    /// The outputs of `tx` paying watched scripts, owned (so the caller may change `self`), less
+    /// the dust (counted in `update`).
+    fn matches(
+        &self,
+        tx: &Transaction,
+        txid: Option<Txid>,
+        update: &mut Update,
+    ) -> Vec<(OutPoint, u64, InvoiceId)> {
         let mut found = Vec::new();
         self.index.scan_tx(tx, txid, &mut found);
-        found
+        let all = found.len();
+        let kept: Vec<_> = found
             .into_iter()
-            .map(|f: Found<'_, InvoiceId>| (f.outpoint, f.sat, f.owner.clone()))
-            .collect()
+            .filter(|f: &Found<'_, InvoiceId>| f.sat >= self.config.min_sat)
+            .map(|f| (f.outpoint, f.sat, f.owner.clone()))
+            .collect();
+        update.dust_ignored += (all - kept.len()) as u64;
+        kept
     }
 
     fn tip_height(&self) -> u32 {
@@ -382,7 +403,7 @@ impl Watcher {
         let since = self.tip_height();
         for (txid, tx) in &fresh {
             self.conflicts(*txid, tx, &mut update);
-            for (op, sat, invoice) in self.matches(tx, Some(*txid)) {
+            for (op, sat, invoice) in self.matches(tx, Some(*txid), &mut update) {
                 match self.tracked.get(&op).map(|t| &t.state) {
                     // Already in a block (the mempool answer lagged), or already known.
                     Some(TrackedState::Block { .. } | TrackedState::Mempool { .. }) => continue,
@@ -482,7 +503,7 @@ impl Watcher {
                 txid = Some(id);
                 self.conflicts(id, tx, update);
             }
-            for (op, sat, invoice) in self.matches(tx, txid) {
+            for (op, sat, invoice) in self.matches(tx, txid, update) {
                 let reported = self.tracked.get(&op).and_then(|t| t.reported);
                 let t = Tracked {
                     invoice,

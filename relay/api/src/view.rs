@@ -41,6 +41,10 @@ pub struct InvoiceView {
     pub payments: Vec<PaymentView>,
     /// Refunds requested, oldest first.
     pub refunds: Vec<RefundView>,
+    /// True when more payments arrived than one invoice records (100): those beyond were not
+    /// recorded or credited. Look at the invoice's address on chain.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub payments_capped: bool,
     /// Merchants paid on Ethereum: how the card and bitcoin payments reach them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settlement: Option<SettlementPlanView>,
@@ -429,6 +433,7 @@ impl InvoiceView {
                 .map(|p| PaymentView::of(inv, p))
                 .collect(),
             refunds: inv.refunds.iter().map(|r| RefundView::of(inv, r)).collect(),
+            payments_capped: inv.payments_capped,
             settlement: inv.settle_to.as_ref().map(|to| SettlementPlanView {
                 asset: to.due.asset.code.clone(),
                 amount: to.due.to_decimal_string(),

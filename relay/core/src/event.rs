@@ -129,15 +129,26 @@ pub struct Event {
 }
 
 impl Event {
-    /// Builds the events of one transition; `ids` supplies one fresh id per event.
+    /// Builds the events of one step; `ids` supplies one fresh id per event. Each kind is
+    /// emitted once per step, however many times the step caused it: every event carries the
+    /// same snapshot of the invoice, so a repeat would say nothing new (and a step with thousands
+    /// of payments would otherwise write thousands of copies of a large invoice).
     pub fn for_invoice(
         invoice: &Invoice,
         kinds: &[EventType],
         now: Timestamp,
         mut ids: impl FnMut() -> EventId,
     ) -> Vec<Event> {
+        let mut seen = Vec::with_capacity(kinds.len().min(16));
         kinds
             .iter()
+            .filter(|k| {
+                let first = !seen.contains(*k);
+                if first {
+                    seen.push(**k);
+                }
+                first
+            })
             .map(|&kind| Event {
                 id: ids(),
                 merchant_id: invoice.merchant_id.clone(),

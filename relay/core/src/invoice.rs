@@ -37,6 +37,10 @@ pub const MAX_DESCRIPTION_LEN: usize = 1000;
 pub const MAX_METADATA_KEYS: usize = 20;
 pub const MAX_METADATA_KEY_LEN: usize = 40;
 pub const MAX_METADATA_VALUE_LEN: usize = 500;
+/// Payments one invoice records. Beyond it the invoice is flagged (`payments_capped`) and more
+/// payments are neither recorded nor credited: a flood of outputs to one address cannot make an
+/// invoice (and every event that carries it) grow without bound.
+pub const MAX_PAYMENTS: usize = 100;
 
 /// A way to pay: one rail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -360,6 +364,20 @@ pub enum InvoiceInput {
 }
 
 /// The parameters of a new invoice, already parsed into domain values.
+impl InvoiceInput {
+    /// The payment an input may record for the first time.
+    fn payment_reference(&self) -> Option<&str> {
+        match self {
+            InvoiceInput::Observe { reference, .. }
+            | InvoiceInput::Fail { reference, .. }
+            | InvoiceInput::Dispute { reference, .. }
+            | InvoiceInput::Refund { reference, .. }
+            | InvoiceInput::Return { reference, .. } => Some(reference),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewInvoice {
     pub merchant_id: MerchantId,
@@ -401,6 +419,9 @@ pub struct Invoice {
     pub settlements: Vec<Settlement>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refunds: Vec<Refund>,
+    /// More than [`MAX_PAYMENTS`] payments were seen: the rest were not recorded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub payments_capped: bool,
     /// Incremented on every change, for optimistic concurrency in the store.
     pub version: u64,
 }
@@ -639,6 +660,7 @@ impl Invoice {
             settle_to: None,
             settlements: Vec::new(),
             refunds: Vec::new(),
+            payments_capped: false,
             version: 1,
         };
         Ok((invoice, vec![EventType::InvoiceCreated]))
@@ -685,6 +707,21 @@ impl Invoice {
 
     /// Applies one input at time `now`, returning what changed.
     pub fn apply(&mut self, input: InvoiceInput, now: Timestamp) -> Result<Transition, CoreError> {
+        if let Some(reference) = input.payment_reference() {
+            let known = self.payments.iter().any(|p| p.reference == reference);
+            if !known && self.payments.len() >= MAX_PAYMENTS {
+                // Flagged once; the payment itself is not recorded (no event, no credit).
+                let changed = !self.payments_capped;
+                if changed {
+                    self.payments_capped = true;
+                    self.version += 1;
+                }
+                return Ok(Transition {
+                    changed,
+                    events: Vec::new(),
+                });
+            }
+        }
         let mut events = Vec::new();
         let mut changed = false;
         match input {

@@ -360,6 +360,56 @@ async fn reorgs_revert_dropped_payments_and_reincluded_ones_are_confirmed_once()
     assert_eq!(count(&events, "payment.reverted"), 0, "{events:?}");
 }
 
+/// One transaction with 3,000 outputs to one invoice address — 2,900 of 1,000 sat and 100 of
+/// 600 sat dust — mined in the same block as another invoice's payment. The dust is ignored, the
+/// invoice records its first 100 payments and is flagged, each step writes each event kind once,
+/// and the other invoice settles as usual. The figures (time to the other invoice's settlement,
+/// the relay's memory) are printed for the benchmark notes.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_output_flood_to_one_address_stays_bounded_and_other_invoices_settle() {
+    let mut env = BtcEnv::start(1, "wpkh").await;
+    let (flood_id, flood_script, _) = env.invoice("25.00", 900).await;
+    let (other_id, other_script, other_sat) = env.invoice("10.00", 900).await;
+    let mut outputs: Vec<(ScriptBuf, u64)> =
+        (0..2900).map(|_| (flood_script.clone(), 1_000)).collect();
+    outputs.extend((0..100).map(|_| (flood_script.clone(), 600)));
+    let rss_before = env.server.rss_kib();
+    env.pay(&outputs);
+    env.pay(&[(other_script, other_sat)]);
+    let start = std::time::Instant::now();
+    env.mine(1);
+    env.until(&other_id, |i| i["status"] == "settled").await;
+    let to_settle = start.elapsed();
+    let flood = env.until(&flood_id, |i| i["payments_capped"] == true).await;
+    let payments = flood["payments"].as_array().unwrap();
+    assert_eq!(payments.len(), 100, "the invoice recorded every output");
+    assert!(payments.iter().all(|p| p["amount_minor"] == "1000"));
+    assert_eq!(status(&flood), ("settled", Some("paid_over")));
+    // Deeper blocks report new depths for the tracked outputs: still bounded.
+    env.mine(5);
+    env.until(&flood_id, |i| i["payments"][99]["confirmations"] == 6)
+        .await;
+    let events = env.events_of(&flood_id).await;
+    assert!(events.len() <= 20, "{} events: {events:?}", events.len());
+    assert_eq!(count(&events, "payment.pending"), 1, "{events:?}");
+    let rss_after = env.server.rss_kib();
+    eprintln!(
+        "output flood: other invoice settled {to_settle:?} after its block; relay RSS {} MiB -> {} MiB",
+        rss_before / 1024,
+        rss_after / 1024
+    );
+    assert!(
+        rss_after < rss_before + 200 * 1024,
+        "memory grew by {} MiB",
+        (rss_after - rss_before) / 1024
+    );
+    // The relay still answers, and new invoices still settle.
+    let (id, script, sat) = env.invoice("5.00", 900).await;
+    env.pay(&[(script, sat)]);
+    env.mine(1);
+    env.until(&id, |i| i["status"] == "settled").await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_invoices_over_fifty_blocks_with_a_crash_are_each_credited_once() {
     let mut env = BtcEnv::start(1, "wpkh").await;

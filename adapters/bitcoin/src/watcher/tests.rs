@@ -356,10 +356,26 @@ async fn scripts_fed_after_the_block_was_read_are_still_matched() {
     let node = FakeNode::new();
     let mut w = Watcher::new(WatcherConfig::default(), ChainCursor::default(), []);
     sync(&mut w, &node).await;
-    node.mine(vec![pay(9, &[(5, 700)])], 0);
+    node.mine(vec![pay(9, &[(5, 7000)])], 0);
     let mut feed = || vec![(script(5), invoice(5))];
     let u = w.poll_blocks(&node, &mut feed).await.unwrap().unwrap();
     assert_eq!(depths(&u.observations), vec![(5, 1)]);
+}
+
+#[tokio::test]
+async fn dust_outputs_are_counted_not_tracked() {
+    let node = FakeNode::new();
+    let mut w = Watcher::new(WatcherConfig::default(), ChainCursor::default(), []);
+    w.watch(script(5), invoice(5));
+    w.watch(script(6), invoice(6));
+    sync(&mut w, &node).await;
+    let mut outputs: Vec<(u8, u64)> = (0..500).map(|_| (5, 600)).collect();
+    outputs.push((6, 1000));
+    node.mine(vec![pay(9, &outputs)], 0);
+    let u = w.poll_blocks(&node, &mut no_feed()).await.unwrap().unwrap();
+    assert_eq!(u.dust_ignored, 500);
+    assert_eq!(depths(&u.observations), vec![(6, 1)]);
+    assert_eq!(w.tracked().len(), 1);
 }
 
 #[tokio::test]

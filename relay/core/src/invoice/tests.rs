@@ -622,3 +622,67 @@ fn the_payment_id_matches_the_escrow_encoding() {
 }
 
 const EXPECTED_ID: &str = "0xc16ae797d381acddcc6108260e3fc95b58aa62c973596dd8554529701edf1f83";
+
+#[test]
+fn an_invoice_records_at_most_max_payments_and_is_flagged_once() {
+    let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
+    let now = T0.plus_seconds(10);
+    for n in 0..MAX_PAYMENTS {
+        inv.apply(btc(&format!("btc:{n:064x}:0"), 1000, true), now)
+            .unwrap();
+    }
+    let version = inv.version;
+    let t = inv
+        .apply(btc(&format!("btc:{:064x}:1", 7), 1000, true), now)
+        .unwrap();
+    assert!(t.changed && t.events.is_empty());
+    assert!(inv.payments_capped);
+    assert_eq!(inv.payments.len(), MAX_PAYMENTS);
+    assert_eq!(inv.version, version + 1);
+    // More of the flood: nothing changes, nothing is written.
+    let t = inv
+        .apply(btc(&format!("btc:{:064x}:2", 7), 1000, true), now)
+        .unwrap();
+    assert!(!t.changed);
+    assert_eq!(inv.version, version + 1);
+    // Payments it already holds still get deeper.
+    let t = inv
+        .apply(
+            InvoiceInput::Observe {
+                reference: format!("btc:{:064x}:0", 0),
+                method: Method::Bitcoin,
+                asset: "BTC".into(),
+                amount: Amount::from_minor(1000),
+                confirmed: true,
+                confirmations: 3,
+                seen_at: None,
+            },
+            now,
+        )
+        .unwrap();
+    assert!(t.changed);
+}
+
+#[test]
+fn a_step_writes_each_event_kind_once() {
+    let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
+    let now = T0.plus_seconds(10);
+    let mut kinds = Vec::new();
+    for n in 0..50 {
+        let t = inv
+            .apply(btc(&format!("btc:{n:064x}:0"), 1000, false), now)
+            .unwrap();
+        kinds.extend(t.events);
+    }
+    assert!(kinds.len() >= 50);
+    let mut n = 0;
+    let events = crate::Event::for_invoice(&inv, &kinds, now, || {
+        n += 1;
+        crate::EventId::from_entropy([n; 12])
+    });
+    let types: Vec<_> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        types,
+        vec![EventType::PaymentPending, EventType::InvoiceProcessing]
+    );
+}
