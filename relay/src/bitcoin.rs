@@ -209,59 +209,88 @@ fn input_for(obs: &Observation, invoice: &relay_core::Invoice) -> InvoiceInput {
     }
 }
 
-/// The refund an output to a refund address pays: none if the output already paid one (it is
-/// seen again as it gets deeper), else the oldest pending candidate whose amount it covers.
+/// The refund an observation of an output to a refund address concerns.
+///
+/// Seen: none if the output's transaction already paid one of the candidates (it is seen again
+/// as it gets deeper); else the oldest pending refund it covers whose merchant named this
+/// transaction (`refunds/{id}/paid`); else, if every pending refund it covers is owed by one
+/// merchant, that merchant's oldest — an output cannot tell which wallet paid it, so when two
+/// merchants owe the address, neither is marked paid until one names its transaction.
+/// Reverted or replaced: the refund this transaction had paid, to be put back to pending.
 fn refund_paid_by(
     store: &SledStore,
     obs: &Observation,
     candidates: &[(InvoiceId, String)],
 ) -> Result<Option<(InvoiceId, String)>> {
-    let Observation::Seen { outpoint, sat, .. } = obs else {
-        return Ok(None);
-    };
-    let txid = outpoint.txid.to_string();
-    let mut pick = None;
+    let txid = obs.outpoint().txid.to_string();
+    let mut refunds = Vec::new();
     for (invoice, refund) in candidates {
         let Some(inv) = store.invoice(invoice)? else {
             continue;
         };
-        let Some(r) = inv.refunds.iter().find(|r| r.id == *refund) else {
-            continue;
-        };
-        if r.tx.as_deref() == Some(txid.as_str()) {
-            return Ok(None);
-        }
-        if pick.is_none()
-            && r.status == relay_core::RefundStatus::Pending
-            && Amount::from_minor(u128::from(*sat)) >= r.amount
-        {
-            pick = Some((invoice.clone(), refund.clone()));
+        if let Some(r) = inv.refunds.iter().find(|r| r.id == *refund) {
+            refunds.push((inv.merchant_id.clone(), invoice.clone(), r.clone()));
         }
     }
-    Ok(pick)
+    let paid_by_this = refunds
+        .iter()
+        .find(|(_, _, r)| r.tx.as_deref() == Some(txid.as_str()));
+    let Observation::Seen { sat, .. } = obs else {
+        return Ok(paid_by_this.map(|(_, i, r)| (i.clone(), r.id.clone())));
+    };
+    if paid_by_this.is_some() {
+        return Ok(None);
+    }
+    let covered: Vec<_> = refunds
+        .iter()
+        .filter(|(_, _, r)| {
+            r.status == relay_core::RefundStatus::Pending
+                && Amount::from_minor(u128::from(*sat)) >= r.amount
+        })
+        .collect();
+    let claimed: Vec<_> = covered
+        .iter()
+        .filter(|(_, _, r)| r.claimed_tx.as_deref() == Some(txid.as_str()))
+        .collect();
+    // Named by its merchant; or, when nobody named it, owed by one merchant only.
+    let pool: Vec<_> = if claimed.is_empty() {
+        covered.iter().collect()
+    } else {
+        claimed
+    };
+    let Some((merchant, i, r)) = pool.first().map(|c| &***c) else {
+        return Ok(None);
+    };
+    if pool.iter().any(|(m, _, _)| m != merchant) {
+        tracing::warn!(target: "relay::btc", %txid, refunds = pool.len(), "an output pays an address that several merchants owe a refund (or that several named): none is marked paid until one merchant names the transaction");
+        return Ok(None);
+    }
+    Ok(Some((i.clone(), r.id.clone())))
 }
 
 /// A refund is paid once an output of at least its amount to the payer's address is as deep as
-/// the invoice's own payments must be (at least one block).
+/// the invoice's own payments must be (at least one block); a reorg that takes that output out
+/// makes it pending again.
 fn refund_input(
     obs: &Observation,
     invoice: &relay_core::Invoice,
     refund: &str,
 ) -> Option<InvoiceInput> {
+    let r = invoice.refunds.iter().find(|r| r.id == refund)?;
+    let txid = obs.outpoint().txid.to_string();
     let Observation::Seen {
-        sat,
-        confirmations,
-        outpoint,
-        ..
+        sat, confirmations, ..
     } = obs
     else {
-        return None;
+        return Some(InvoiceInput::RefundReverted {
+            id: refund.to_owned(),
+            tx: txid,
+        });
     };
-    let r = invoice.refunds.iter().find(|r| r.id == refund)?;
     let deep = *confirmations >= invoice.confirmations_required(Method::Bitcoin).max(1);
     (deep && Amount::from_minor(u128::from(*sat)) >= r.amount).then(|| InvoiceInput::RefundPaid {
         id: refund.to_owned(),
-        tx: Some(outpoint.txid.to_string()),
+        tx: Some(txid),
         gateway_refund: None,
     })
 }

@@ -186,6 +186,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::invoices::cancel,
         routes::refunds::create,
         routes::refunds::cancel,
+        routes::refunds::paid,
         routes::refunds::balances,
         routes::events::list,
         routes::gateway::stripe_webhook,
@@ -232,6 +233,10 @@ pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
         .route(
             "/v1/invoices/{id}/refunds/{refund}/cancel",
             post(routes::refunds::cancel::<S>),
+        )
+        .route(
+            "/v1/invoices/{id}/refunds/{refund}/paid",
+            post(routes::refunds::paid::<S>),
         )
         .route("/v1/balances", get(routes::refunds::balances::<S>))
         .route("/v1/events", get(routes::events::list::<S>))

@@ -72,6 +72,9 @@ pub struct RefundView {
     /// The transaction that paid it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tx: Option<String>,
+    /// Bitcoin: the transaction the merchant named as its payment (`…/refunds/{id}/paid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimed_tx: Option<String>,
     /// Card: the gateway's refund id, once the gateway took it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway_refund: Option<String>,
@@ -102,6 +105,7 @@ impl RefundView {
             amount_minor: r.amount.to_string(),
             address: r.address.clone(),
             tx: r.tx.clone(),
+            claimed_tx: r.claimed_tx.clone(),
             gateway_refund: r.gateway_refund.clone(),
             failure: r.failure.clone(),
             created_at: rfc3339(r.created_at),

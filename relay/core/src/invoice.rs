@@ -353,6 +353,12 @@ pub enum InvoiceInput {
     },
     /// Refund `id` could not be carried out; its amount is refundable again.
     RefundFailed { id: String, reason: String },
+    /// The merchant says its wallet paid bitcoin refund `id` in transaction `tx`: an output of
+    /// that transaction to the refund's address pays it (also when another merchant owes the
+    /// same address a refund).
+    RefundClaimed { id: String, tx: String },
+    /// The transaction `tx` that paid bitcoin refund `id` left the chain: it is pending again.
+    RefundReverted { id: String, tx: String },
     /// Settlement `id` waits for the operator's liquidity.
     SettlementQueued { id: String },
     /// The escrow paid settlement `id` in transaction `tx`.
@@ -926,6 +932,13 @@ impl Invoice {
             }
             InvoiceInput::RefundFailed { id, reason } => {
                 self.refund_failed(&id, reason, &mut events)?;
+                changed = !events.is_empty();
+            }
+            InvoiceInput::RefundClaimed { id, tx } => {
+                changed = self.refund_claimed(&id, tx)?;
+            }
+            InvoiceInput::RefundReverted { id, tx } => {
+                self.refund_reverted(&id, &tx, &mut events)?;
                 changed = !events.is_empty();
             }
             InvoiceInput::SettlementQueued { id } => {

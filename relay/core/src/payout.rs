@@ -159,6 +159,10 @@ pub struct Refund {
     /// Card: the gateway's refund id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_refund: Option<String>,
+    /// Bitcoin: the transaction the merchant says paid it (see [`crate::InvoiceInput`]'s
+    /// `RefundClaimed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_tx: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
     pub created_at: Timestamp,
@@ -330,6 +334,7 @@ impl Invoice {
             script_pubkey,
             tx: None,
             gateway_refund: None,
+            claimed_tx: None,
             failure: None,
             created_at: now,
         });
@@ -383,6 +388,44 @@ impl Invoice {
                 .min(p.amount);
         }
         events.push(EventType::RefundSucceeded);
+        Ok(())
+    }
+
+    /// Records the transaction a merchant says paid a pending bitcoin refund.
+    pub(crate) fn refund_claimed(&mut self, id: &str, tx: String) -> Result<bool, CoreError> {
+        let r = self.refund_mut(id)?;
+        if r.method != Method::Bitcoin || r.status != RefundStatus::Pending {
+            return Err(CoreError::NotRefundable {
+                reason: "only a pending bitcoin refund can be claimed paid".into(),
+            });
+        }
+        let tx = tx.to_ascii_lowercase();
+        if r.claimed_tx.as_deref() == Some(tx.as_str()) {
+            return Ok(false);
+        }
+        r.claimed_tx = Some(tx);
+        Ok(true)
+    }
+
+    /// The transaction that paid a refund was reorged out: the refund is pending again
+    /// (`refund.pending`), and no longer counted on its payment.
+    pub(crate) fn refund_reverted(
+        &mut self,
+        id: &str,
+        tx: &str,
+        events: &mut Vec<EventType>,
+    ) -> Result<(), CoreError> {
+        let r = self.refund_mut(id)?;
+        if r.status != RefundStatus::Succeeded || r.tx.as_deref() != Some(tx) {
+            return Ok(());
+        }
+        r.status = RefundStatus::Pending;
+        r.tx = None;
+        let (reference, amount) = (r.payment.clone(), r.amount);
+        if let Some(p) = self.payments.iter_mut().find(|p| p.reference == reference) {
+            p.refunded = p.refunded.saturating_sub(amount);
+        }
+        events.push(EventType::RefundPending);
         Ok(())
     }
 

@@ -273,8 +273,8 @@ async fn partial_top_up_over_and_late_payments_set_status_and_exception() {
 
 /// Builds `len` blocks on top of the block at `fork_height`, the first holding `txs`, and gives
 /// them to the node.
-fn compete(env: &BtcEnv, fork_height: u64, txs: Vec<Transaction>, len: usize, salt: u32) {
-    let mut parent = block_at(&env.node, fork_height).unwrap();
+fn compete(node: &BitcoinNode, fork_height: u64, txs: Vec<Transaction>, len: usize, salt: u32) {
+    let mut parent = block_at(node, fork_height).unwrap();
     let mut height = fork_height;
     let payout = ScriptBuf::new_p2wpkh(&relay_bitcoin::bitcoin::WPubkeyHash::from_byte_array(
         [0xdd; 20],
@@ -289,11 +289,11 @@ fn compete(env: &BtcEnv, fork_height: u64, txs: Vec<Transaction>, len: usize, sa
             salt,
         )
         .unwrap();
-        submit_block(&env.node, &block).unwrap();
+        submit_block(node, &block).unwrap();
         parent = block;
         height += 1;
     }
-    let tip = env.node.block_count().unwrap();
+    let tip = node.block_count().unwrap();
     assert_eq!(
         tip, height,
         "the node did not switch to the competing branch"
@@ -317,7 +317,7 @@ async fn reorgs_revert_dropped_payments_and_reincluded_ones_are_confirmed_once()
         .wallet
         .double_spend(&tx, &[(elsewhere.clone(), sat)], 500)
         .unwrap();
-    compete(&env, fork, vec![double], 2, 1);
+    compete(&env.node, fork, vec![double], 2, 1);
     let inv = env
         .until(&id, |i| i["payments"][0]["status"] == "reverted")
         .await;
@@ -336,7 +336,7 @@ async fn reorgs_revert_dropped_payments_and_reincluded_ones_are_confirmed_once()
         .wallet
         .double_spend(&tx3, &[(elsewhere, sat3)], 500)
         .unwrap();
-    compete(&env, fork3, vec![double3], 4, 2);
+    compete(&env.node, fork3, vec![double3], 4, 2);
     let inv = env
         .until(&id3, |i| i["payments"][0]["status"] == "reverted")
         .await;
@@ -348,7 +348,7 @@ async fn reorgs_revert_dropped_payments_and_reincluded_ones_are_confirmed_once()
     let fork_re = env.node.block_count().unwrap();
     env.mine(1);
     env.until(&id_re, |i| i["status"] == "settled").await;
-    compete(&env, fork_re, vec![tx_re], 2, 3);
+    compete(&env.node, fork_re, vec![tx_re], 2, 3);
     let inv = env
         .until(&id_re, |i| i["payments"][0]["confirmations"] == 2)
         .await;
@@ -579,4 +579,143 @@ fn merchant_create_refuses_unusable_descriptors_with_a_reason() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("0, 1, 2 or 6"));
+}
+
+/// Two merchants owe the same payer address a refund. One output to that address cannot say
+/// whose wallet paid it (before: it paid the older refund, the other merchant's): neither is
+/// marked paid until the merchant that paid names its transaction. A reorg that takes the
+/// payment out puts the refund back to pending, and the transaction is gone from the chain.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refund_output_pays_the_merchant_that_names_it_and_a_reorg_takes_it_back() {
+    use relay_core::ReceiveAddresses;
+    let node = BitcoinNode::spawn().unwrap();
+    let mut wallet = TestWallet::new(61);
+    wallet.fund(&node, 3).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let shop = |name: &str, seed: u8| {
+        merchant_create_with(
+            dir.path(),
+            name,
+            &["--btc-descriptor", &descriptor(seed, "wpkh")],
+        )["api_key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (key_a, key_b) = (shop("shop a", 11), shop("shop b", 12));
+    let env = vec![
+        ("RELAY_BTC_RPC_URL", node.rpc_url_with_auth()),
+        ("RELAY_BTC_POLL_MS", "100".to_owned()),
+    ];
+    let server = Server::start_with(dir.path(), crate::free_port(), &env).await;
+    let client = reqwest::Client::new();
+    let mut invoices = Vec::new();
+    for key in [&key_a, &key_b] {
+        let (status, inv) = create_invoice(
+            &client,
+            &server.url,
+            key,
+            &format!("r-{}", rand_id()),
+            &json!({"amount": "25.00", "currency": "USD", "payment_methods": ["bitcoin"]}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200);
+        let btc = &inv["payment_methods"]["bitcoin"];
+        let script = Address::from_str(btc["address"].as_str().unwrap())
+            .unwrap()
+            .require_network(Network::Regtest)
+            .unwrap()
+            .script_pubkey();
+        let tx = wallet
+            .pay(&[(script, btc["amount_sat"].as_str().unwrap().parse().unwrap())])
+            .unwrap();
+        broadcast(&node, &tx).unwrap();
+        invoices.push(inv["id"].as_str().unwrap().to_owned());
+    }
+    node.mine(1, &[0xee; 20]).unwrap();
+    for (key, id) in [(&key_a, &invoices[0]), (&key_b, &invoices[1])] {
+        wait_for(&client, &server.url, key, id, |i| i["status"] == "settled").await;
+    }
+    let payer = relay_bitcoin::DescriptorAddresses::new(Network::Regtest)
+        .derive(&descriptor(79, "wpkh"), 0)
+        .unwrap();
+    let refund = |key: &str, id: &str| {
+        let (client, url) = (client.clone(), server.url.clone());
+        let (key, id, address) = (key.to_owned(), id.to_owned(), payer.address.clone());
+        async move {
+            let r: Value = client
+                .post(format!("{url}/v1/invoices/{id}/refunds"))
+                .bearer_auth(&key)
+                .header("Idempotency-Key", format!("rf-{id}"))
+                .json(&json!({"amount": "0.0002", "bitcoin_address": address}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(r["status"], "pending", "{r}");
+            r["id"].as_str().unwrap().to_owned()
+        }
+    };
+    // Shop A asks first: before, any output to the address paid A's refund.
+    let _refund_a = refund(&key_a, &invoices[0]).await;
+    let refund_b = refund(&key_b, &invoices[1]).await;
+
+    // Shop B's wallet pays its refund.
+    let fork = node.block_count().unwrap();
+    let payer_script = ScriptBuf::from_hex(&payer.script_pubkey).unwrap();
+    let paid = wallet.pay(&[(payer_script, 20_000)]).unwrap();
+    broadcast(&node, &paid).unwrap();
+    let txid = paid.compute_txid().to_string();
+    node.mine(1, &[0xee; 20]).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (key, id) in [(&key_a, &invoices[0]), (&key_b, &invoices[1])] {
+        let inv = get_invoice(&client, &server.url, key, id).await;
+        assert_eq!(inv["refunds"][0]["status"], "pending", "{inv}");
+    }
+    // Shop B names its transaction: its refund is paid, shop A's still owed.
+    let r: Value = client
+        .post(format!(
+            "{}/v1/invoices/{}/refunds/{refund_b}/paid",
+            server.url, invoices[1]
+        ))
+        .bearer_auth(&key_b)
+        .json(&json!({"txid": txid}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["claimed_tx"], txid.as_str(), "{r}");
+    node.mine(1, &[0xee; 20]).unwrap();
+    let b = wait_for(&client, &server.url, &key_b, &invoices[1], |i| {
+        i["refunds"][0]["status"] == "succeeded"
+    })
+    .await;
+    assert_eq!(b["refunds"][0]["tx"], txid.as_str());
+    assert_eq!(b["payments"][0]["refunded_minor"], "20000");
+    let a = get_invoice(&client, &server.url, &key_a, &invoices[0]).await;
+    assert_eq!(a["refunds"][0]["status"], "pending", "{a}");
+    assert!(node
+        .rpc("gettxout", json!([txid, 0]))
+        .is_ok_and(|o| !o.is_null()));
+
+    // A reorg replaces the refund payment with a double spend elsewhere.
+    let elsewhere = TestWallet::new(98).script();
+    let double = wallet
+        .double_spend(&paid, &[(elsewhere, 20_000)], 500)
+        .unwrap();
+    compete(&node, fork, vec![double], 4, 7);
+    let b = wait_for(&client, &server.url, &key_b, &invoices[1], |i| {
+        i["refunds"][0]["status"] == "pending"
+    })
+    .await;
+    assert!(b["refunds"][0]["tx"].is_null(), "{b}");
+    assert_eq!(b["payments"][0]["refunded_minor"], "0");
+    assert!(node
+        .rpc("gettxout", json!([txid, 0]))
+        .is_ok_and(|o| o.is_null()));
 }

@@ -475,6 +475,74 @@ pub async fn cancel<S: Store>(
     Ok(Json(RefundView::of(&invoice, r)))
 }
 
+/// What `POST /v1/invoices/{id}/refunds/{refund}/paid` takes.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundPaidRequest {
+    /// The id of the transaction in which the merchant's wallet paid the refund (64 hex digits).
+    pub txid: String,
+}
+
+/// Name the transaction that paid a pending bitcoin refund. The relay marks the refund paid
+/// when it sees an output of that transaction of at least the refund's amount to the payer's
+/// address, as deep as the invoice's payments must be. Needed only when several merchants owe
+/// the same address a refund (an output cannot tell whose wallet paid it); otherwise the relay
+/// matches the payment by itself. Name it before it is 6 blocks deep.
+#[utoipa::path(
+    post, path = "/v1/invoices/{id}/refunds/{refund}/paid", tag = "refunds",
+    request_body = RefundPaidRequest,
+    params(
+        ("id" = String, Path, description = "Invoice id"),
+        ("refund" = String, Path, description = "Refund id, `re_…`"),
+    ),
+    responses(
+        (status = 200, description = "The refund, with the named transaction", body = RefundView),
+        (status = 400, description = "Not a transaction id", body = ErrorBody),
+        (status = 404, description = "No such invoice or refund", body = ErrorBody),
+        (status = 409, description = "Not a pending bitcoin refund", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn paid<S: Store>(
+    State(state): State<AppState<S>>,
+    AuthMerchant(merchant): AuthMerchant,
+    Path((id, refund)): Path<(String, String)>,
+    RawBody(body): RawBody,
+) -> Result<Json<RefundView>, ApiError> {
+    let req: RefundPaidRequest = parse_json(&body)?;
+    let txid = req.txid.trim().to_ascii_lowercase();
+    if txid.len() != 64 || !txid.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(
+            ApiError::invalid("parameter_invalid", "txid must be 64 hex digits").with_param("txid"),
+        );
+    }
+    let invoice = owned_invoice(&state, &merchant, &id)?;
+    let r = invoice
+        .refunds
+        .iter()
+        .find(|r| r.id == refund)
+        .ok_or_else(|| ApiError::not_found("refund").with_param("refund"))?;
+    if r.method != relay_core::Method::Bitcoin || r.status != RefundStatus::Pending {
+        return Err(ApiError::invalid(
+            "refund_not_claimable",
+            "only a pending bitcoin refund can be named paid",
+        )
+        .with_status(StatusCode::CONFLICT));
+    }
+    let input = InvoiceInput::RefundClaimed {
+        id: refund.clone(),
+        tx: txid,
+    };
+    apply(&state, &merchant, &id, input).await?;
+    let invoice = owned_invoice(&state, &merchant, &id)?;
+    let r = invoice
+        .refunds
+        .iter()
+        .find(|r| r.id == refund)
+        .ok_or_else(ApiError::internal)?;
+    Ok(Json(RefundView::of(&invoice, r)))
+}
+
 /// The merchant's ledger balances, per asset and account.
 #[utoipa::path(
     get, path = "/v1/balances", tag = "refunds",

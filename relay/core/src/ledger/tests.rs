@@ -103,6 +103,9 @@ enum Op {
     RefundFailed {
         k: u8,
     },
+    RefundReverted {
+        k: u8,
+    },
     GatewayRefund {
         n: u8,
         total: u64,
@@ -131,6 +134,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(m, n, amount)| Op::RequestRefund { m, n, amount }),
         2 => any::<u8>().prop_map(|k| Op::RefundPaid { k }),
         1 => any::<u8>().prop_map(|k| Op::RefundFailed { k }),
+        1 => any::<u8>().prop_map(|k| Op::RefundReverted { k }),
         1 => (n.clone(), 0u64..3000).prop_map(|(n, total)| Op::GatewayRefund { n, total }),
         1 => any::<u8>().prop_map(|k| Op::SettlementQueued { k }),
         2 => any::<u8>().prop_map(|k| Op::SettlementPaid { k }),
@@ -208,6 +212,11 @@ fn input(inv: &Invoice, op: &Op) -> Option<InvoiceInput> {
         Op::RefundFailed { k } => InvoiceInput::RefundFailed {
             id: inv.refunds[pick(k, inv.refunds.len())?].id.clone(),
             reason: "declined".into(),
+        },
+        // The transaction that paid a refund left the chain.
+        Op::RefundReverted { k } => InvoiceInput::RefundReverted {
+            id: inv.refunds[pick(k, inv.refunds.len())?].id.clone(),
+            tx: "0xr".into(),
         },
         Op::GatewayRefund { n, total } => InvoiceInput::Refund {
             reference: reference(Method::Card, n),

@@ -44,6 +44,18 @@ fn payout_key(kind: &str, invoice: &InvoiceId, record: &str) -> Vec<u8> {
 /// The payout work an invoice stands for, by key.
 fn payout_work(invoice: &Invoice) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let mut work = BTreeMap::new();
+    // Bitcoin refunds stay watched once paid: a reorg can take their payment out again.
+    for r in invoice
+        .refunds
+        .iter()
+        .filter(|r| r.method == Method::Bitcoin && r.status == RefundStatus::Succeeded)
+    {
+        let script = r.script_pubkey.clone().unwrap_or_default();
+        work.insert(
+            payout_key(BTC_REFUND, &invoice.id, &r.id),
+            script.into_bytes(),
+        );
+    }
     for r in invoice
         .refunds
         .iter()
