@@ -273,7 +273,13 @@ async fn partial_top_up_over_and_late_payments_set_status_and_exception() {
 
 /// Builds `len` blocks on top of the block at `fork_height`, the first holding `txs`, and gives
 /// them to the node.
-fn compete(node: &BitcoinNode, fork_height: u64, txs: Vec<Transaction>, len: usize, salt: u32) {
+pub(crate) fn compete(
+    node: &BitcoinNode,
+    fork_height: u64,
+    txs: Vec<Transaction>,
+    len: usize,
+    salt: u32,
+) {
     let mut parent = block_at(node, fork_height).unwrap();
     let mut height = fork_height;
     let payout = ScriptBuf::new_p2wpkh(&relay_bitcoin::bitcoin::WPubkeyHash::from_byte_array(
@@ -579,6 +585,25 @@ fn merchant_create_refuses_unusable_descriptors_with_a_reason() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("0, 1, 2 or 6"));
+    // The operator's liquidity pays a merchant paid on Ethereum: never on 0 confirmations.
+    let out = Command::new(RELAY)
+        .args([
+            "merchant",
+            "create",
+            "--name",
+            "x",
+            "--eth-payout",
+            "0x00000000000000000000000000000000000000aa",
+            "--settle-on-ethereum",
+            "ETH",
+            "--btc-confirmations",
+            "0",
+        ])
+        .env("RELAY_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 confirmations"));
 }
 
 /// Two merchants owe the same payer address a refund. One output to that address cannot say

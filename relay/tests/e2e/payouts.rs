@@ -1371,3 +1371,78 @@ async fn a_card_refund_answered_by_a_5xx_page_is_kept_and_made_once() {
     assert_eq!(done["payments"][0]["refunded_minor"], "1000");
     assert_eq!(done["refunds"].as_array().unwrap().len(), 1);
 }
+
+/// A double spend against a merchant paid on Ethereum: payment A to the treasury address is one
+/// block deep (the merchant's policy, so the invoice reads settled), then a competing branch
+/// replaces it with B, paying the same invoice. Before, A was settled from the operator's
+/// liquidity at once and B again after the reorg; now nothing is paid before the operator's
+/// depth of 3, and the invoice is settled once, for B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_spend_of_a_shallow_payment_is_settled_once() {
+    let mut env = start(false, true, &["--settle-on-ethereum", "ETH"]).await;
+    env.fund(3 * WEI_25_USD);
+    let merchant_before = env.anvil.balance(&env.eth.merchant_payout).unwrap();
+    let liquidity_before = liquidity(&env);
+    let inv = env
+        .invoice(json!({"amount": "25.00", "currency": "USD", "payment_methods": ["bitcoin"]}))
+        .await;
+    let id = inv["id"].as_str().unwrap().to_owned();
+    let btc = &inv["payment_methods"]["bitcoin"];
+    let sat: u64 = btc["amount_sat"].as_str().unwrap().parse().unwrap();
+    let script = Address::from_str(btc["address"].as_str().unwrap())
+        .unwrap()
+        .require_network(Network::Regtest)
+        .unwrap()
+        .script_pubkey();
+    let (fork, a, b) = {
+        let (node, wallet) = env.btc.as_mut().unwrap();
+        let a = wallet.pay(&[(script.clone(), sat)]).unwrap();
+        broadcast(node, &a).unwrap();
+        let fork = node.block_count().unwrap();
+        node.mine(1, &[0xee; 20]).unwrap();
+        let b = wallet.double_spend(&a, &[(script, sat)], 700).unwrap();
+        (fork, a, b)
+    };
+    env.until(&id, |i| i["status"] == "settled").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        env.anvil.balance(&env.eth.merchant_payout).unwrap(),
+        merchant_before,
+        "paid from the operator's liquidity one block deep"
+    );
+    crate::bitcoin::compete(&env.btc.as_ref().unwrap().0, fork, vec![b.clone()], 3, 9);
+    let done = env
+        .until(&id, |i| {
+            i["settlement"]["settlements"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["status"] == "paid")
+        })
+        .await;
+    let a_ref = format!("btc:{}:0", a.compute_txid());
+    let b_txid = b.compute_txid().to_string();
+    let a_payment = done["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["reference"] == a_ref.as_str())
+        .unwrap()
+        .clone();
+    assert_ne!(a_payment["status"], "confirmed", "{done}");
+    let paid: Vec<&Value> = done["settlement"]["settlements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "paid")
+        .collect();
+    assert_eq!(paid.len(), 1, "{done}");
+    assert_eq!(paid[0]["source_ref"], b_txid.as_str());
+    env.btc.as_ref().unwrap().0.mine(3, &[0xee; 20]).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        env.anvil.balance(&env.eth.merchant_payout).unwrap() - merchant_before,
+        WEI_25_USD
+    );
+    assert_eq!(liquidity_before - liquidity(&env), WEI_25_USD);
+}
