@@ -7,6 +7,7 @@ use crate::config::Config;
 use anyhow::{bail, Context, Result};
 use relay_api::{EthereumRail, IdSource};
 use relay_core::invoice::InvoiceInput;
+use relay_core::operator;
 use relay_core::{
     eth_payment_reference, eth_salt_reference, Amount, Clock, Invoice, InvoiceId, Method,
     PaymentStatus, RefundStatus, SettlementStatus, Timestamp,
@@ -25,8 +26,8 @@ use std::time::Duration;
 
 /// The name of the Ethereum rail's state in the store.
 const CHAIN: &str = "ethereum";
-/// Failed attempts at closing one deposit before the relay stops trying (and says so loudly).
-const MAX_FAILURES: u32 = 3;
+/// Refusals of one operation before the relay stops trying (and says so loudly).
+const MAX_FAILURES: u32 = operator::MAX_REFUSALS;
 
 /// The running rail: the node, the operator key, and what the API needs.
 pub struct Ethereum {
@@ -545,50 +546,37 @@ impl Failures {
     }
 }
 
-/// What the relay does with a final, open deposit.
-///
-/// An exact deposit made in time is always captured (never voided because sending failed: a
-/// capture that keeps failing is left for the operator); anything else goes back to its payer.
-fn decide(
-    d: &Deposit,
-    invoice: Option<&Invoice>,
-    chain_time: u64,
-    fee_bps: u16,
-) -> (Purpose, Bytes) {
-    let capture = invoice.is_some_and(|inv| {
-        let in_time = i64::try_from(d.block_time).unwrap_or(i64::MAX) < inv.expires_at.0
-            && inv.canceled_at.is_none();
-        // The merchant refunded the whole deposit before it was captured: send it back.
-        let reference = eth_payment_reference(&format!("{:#x}", d.id));
-        let refunded_in_full = inv.refunds.iter().any(|r| {
-            r.payment == reference && r.status == RefundStatus::Pending && r.amount.0 >= d.amount
-        });
-        matches!(match_of(inv, d), Match::Exact)
-            && in_time
-            && chain_time < d.expiry
-            && !refunded_in_full
-    });
-    if capture {
-        let fee = d.amount * U256::from(fee_bps) / U256::from(10_000u32);
-        let call = PaymentEscrow::captureCall {
-            id: d.id,
-            amount: d.amount,
-            fee,
-        };
-        (Purpose::Capture(d.id), Bytes::from(call.abi_encode()))
-    } else {
-        let call = PaymentEscrow::voidCall { id: d.id };
-        (Purpose::Void(d.id), Bytes::from(call.abi_encode()))
+/// The deposit as the operator's rules see it.
+fn deposit_view(d: &Deposit, depth: u32) -> operator::DepositView {
+    operator::DepositView {
+        id: d.id,
+        token: d.token,
+        amount: d.amount,
+        expiry: d.expiry,
+        block_time: d.block_time,
+        depth,
     }
 }
 
-/// Whether the deposit already has an operation under way or done.
-fn has_live_action(sender: &Sender, id: B256) -> bool {
-    sender.for_payment(id).any(|t| match t.state {
-        TxState::Pending => true,
-        TxState::Mined { success, .. } => success,
-        TxState::Displaced => false,
-    })
+/// The history of `purpose`'s operations (a deposit's: any purpose on its payment id).
+fn attempts_of(
+    sender: &Sender,
+    failures: &Failures,
+    key: B256,
+    same: impl Fn(&OpTx) -> bool,
+) -> operator::Attempts {
+    let mut attempts = operator::Attempts {
+        live: false,
+        refused: failures.count(key),
+    };
+    for t in sender.for_payment(key).filter(|t| same(t)) {
+        match t.state {
+            TxState::Pending | TxState::Mined { success: true, .. } => attempts.live = true,
+            TxState::Mined { success: false, .. } => attempts.refused += 1,
+            TxState::Displaced => {}
+        }
+    }
+    attempts
 }
 
 /// Captures or voids every final, open deposit that has no operation under way. Each
@@ -608,33 +596,33 @@ async fn act(
     let due: Vec<Deposit> = watcher
         .deposits()
         .filter(|d| d.closed.is_none() && d.block.is_some())
-        .filter(|d| !has_live_action(sender, d.id))
         .cloned()
         .collect();
     for d in due {
+        if failures.waiting(d.id) || failures.left.contains(&d.id) {
+            continue;
+        }
         let invoice = invoice_of(store, &d)?;
-        let required = invoice
-            .as_ref()
-            .map_or(1, |i| i.confirmations_required(Method::Ethereum));
-        if watcher.depth(&d) < required {
-            continue;
-        }
-        let failed = failures.count(d.id)
-            + u32::try_from(
-                sender
-                    .for_payment(d.id)
-                    .filter(|t| matches!(t.state, TxState::Mined { success: false, .. }))
-                    .count(),
-            )
-            .unwrap_or(u32::MAX);
-        if failed >= MAX_FAILURES || failures.waiting(d.id) {
-            continue;
-        }
-        if failures.left.contains(&d.id) {
-            continue;
-        }
-        let (purpose, input) = decide(&d, invoice.as_ref(), chain_time, eth.fee_bps);
-        if matches!(purpose, Purpose::Void(_)) && !worth_voiding(eth, &d, &input).await {
+        let attempts = attempts_of(sender, failures, d.id, |_| true);
+        let view = deposit_view(&d, watcher.depth(&d));
+        let action =
+            operator::deposit_action(invoice.as_ref(), &view, chain_time, attempts, eth.fee_bps);
+        let (purpose, input) = match action {
+            operator::DepositAction::Wait | operator::DepositAction::GiveUp => continue,
+            operator::DepositAction::Capture { fee } => {
+                let call = PaymentEscrow::captureCall {
+                    id: d.id,
+                    amount: d.amount,
+                    fee,
+                };
+                (Purpose::Capture(d.id), Bytes::from(call.abi_encode()))
+            }
+            operator::DepositAction::Void => {
+                let call = PaymentEscrow::voidCall { id: d.id };
+                (Purpose::Void(d.id), Bytes::from(call.abi_encode()))
+            }
+        };
+        if matches!(purpose, Purpose::Void(_)) && !worth_voiding(eth, &view, &input).await {
             tracing::info!(target: "relay::eth", payment_id = %d.id, amount = %d.amount, token = %d.token, "not voiding a deposit worth less than the void (or of an unknown token): its payer can reclaim it after its expiry");
             metrics::counter!("relay_eth_deposits_left_total").increment(1);
             failures.left.insert(d.id);
@@ -850,15 +838,13 @@ async fn operator_balance(eth: &Ethereum, failures: &mut Failures) {
     }
 }
 
-/// Whether voiding a deposit gives its payer more than it costs the operator. A token the
-/// relay does not know is never called; ether worth no more than the void's gas (or the
-/// configured minimum) is left for its payer to reclaim after the expiry.
-async fn worth_voiding(eth: &Ethereum, d: &Deposit, input: &Bytes) -> bool {
-    if d.token != Address::ZERO {
-        return eth.tokens.contains(&d.token);
-    }
+/// Whether voiding a deposit gives its payer more than it costs the operator
+/// ([`operator::void_is_worth`], with the void's gas priced now unless a minimum is set).
+async fn worth_voiding(eth: &Ethereum, d: &operator::DepositView, input: &Bytes) -> bool {
+    let known = eth.tokens.contains(&d.token);
     let floor = match eth.void_min {
         Some(v) => v,
+        None if d.token != Address::ZERO => U256::ZERO,
         None => {
             let (Ok(gas), Ok((max_fee, _))) = (
                 eth.node
@@ -872,7 +858,7 @@ async fn worth_voiding(eth: &Ethereum, d: &Deposit, input: &Bytes) -> bool {
             U256::from(gas).saturating_mul(U256::from(max_fee))
         }
     };
-    d.amount > floor
+    operator::void_is_worth(d, known, floor)
 }
 
 /// Signs, stores (flushed) and then broadcasts one operator transaction.
@@ -949,10 +935,6 @@ async fn refund(
         else {
             continue;
         };
-        let captured = inv
-            .payments
-            .iter()
-            .any(|p| p.reference == r.payment && p.capture_tx.is_some());
         let Some(id) = r
             .payment
             .strip_prefix("eth:")
@@ -960,25 +942,42 @@ async fn refund(
         else {
             continue;
         };
-        if !captured {
-            continue;
-        }
         let purpose = Purpose::Refund(id, refund_key(&r.id));
-        if live(sender, purpose) {
-            continue;
-        }
         let key = purpose.payment_id() ^ refund_key(&r.id);
         if failures.waiting(key) {
             continue;
         }
-        let tries = failed(sender, purpose) + failures.count(key);
-        if tries >= MAX_FAILURES {
-            tracing::error!(target: "relay::eth", refund = %r.id, "the escrow refund keeps failing; marking it failed");
-            let rid = r.id.clone();
+        let attempts = operator::Attempts {
+            live: live(sender, purpose),
+            refused: failed(sender, purpose) + failures.count(key),
+        };
+        // The reserve is read only for a refund that would otherwise be sent.
+        let action = match operator::refund_action(&inv, r, U256::MAX, attempts) {
+            operator::RefundAction::Send => {
+                let (reserve, promised) = reserve_of(eth, &inv, sender, purpose).await?;
+                match operator::refund_action(&inv, r, reserve.saturating_sub(promised), attempts) {
+                    // Other refunds of the merchant are under way: judge once they are mined.
+                    operator::RefundAction::NotCovered if !promised.is_zero() => continue,
+                    action => action,
+                }
+            }
+            other => other,
+        };
+        let failure = match action {
+            operator::RefundAction::Wait | operator::RefundAction::ByVoid => continue,
+            operator::RefundAction::Send => None,
+            operator::RefundAction::NotCovered => {
+                Some("the merchant's refund reserve in the escrow no longer covers it")
+            }
+            operator::RefundAction::GiveUp => Some(
+                "the escrow refund keeps failing (does the merchant's refund reserve cover it?)",
+            ),
+        };
+        if let Some(reason) = failure {
+            tracing::error!(target: "relay::eth", refund = %r.id, reason, "escrow refund failed");
             let input = InvoiceInput::RefundFailed {
-                id: rid,
-                reason: "the escrow refund failed (does the merchant's refund reserve cover it?)"
-                    .into(),
+                id: r.id.clone(),
+                reason: reason.into(),
             };
             relay_api::update::apply_input(store, ctx.0, ctx.1, &inv.id, &input)?;
             failures.forget(key);
@@ -1014,6 +1013,40 @@ async fn refund(
         }
     }
     Ok(())
+}
+
+/// The refund reserve of `inv`'s merchant in its asset, and what the relay's other escrow
+/// refunds under way may take from it (any refund under way whose merchant is not known here is
+/// counted: the reserve is never overestimated).
+async fn reserve_of(
+    eth: &Ethereum,
+    inv: &Invoice,
+    sender: &Sender,
+    except: Purpose,
+) -> Result<(U256, U256)> {
+    let terms = inv
+        .quote_for(Method::Ethereum)
+        .and_then(|q| q.ethereum.as_ref())
+        .context("an escrow refund of an invoice without escrow terms")?;
+    let merchant: Address = terms.merchant.parse()?;
+    let token: Address = match &terms.token {
+        Some(t) => t.parse()?,
+        None => Address::ZERO,
+    };
+    let reserve = PaymentEscrow::new(eth.rail.escrow, eth.node.provider().clone())
+        .refundReserve(merchant, token)
+        .call()
+        .await?;
+    let mut promised = U256::ZERO;
+    for t in sender.pending() {
+        if !matches!(t.purpose, Purpose::Refund(..)) || t.purpose == except {
+            continue;
+        }
+        if let Ok(call) = PaymentEscrow::refundCall::abi_decode(&t.input) {
+            promised = promised.saturating_add(call.amount);
+        }
+    }
+    Ok((reserve, promised))
 }
 
 /// Cross-rail settlements: `settle(settlementId, merchant, token, amount, sourceRef)` from the
@@ -1068,11 +1101,14 @@ async fn settle(
             }
         };
         let purpose = Purpose::Settle(sid);
-        if live(sender, purpose) {
-            continue;
-        }
-        if failed(sender, purpose) >= MAX_FAILURES {
-            tracing::error!(target: "relay::eth", settlement = %s.id, "the settlement keeps failing: the operator must look at it");
+        let attempts = operator::Attempts {
+            live: live(sender, purpose),
+            refused: failed(sender, purpose),
+        };
+        if operator::settlement_action(s, U256::MAX, attempts) == operator::SettlementAction::Skip {
+            if attempts.refused >= operator::MAX_REFUSALS {
+                tracing::error!(target: "relay::eth", settlement = %s.id, "the settlement keeps failing: the operator must look at it");
+            }
             continue;
         }
         // Paid already (its log is on its way to the watcher): never send it again.
@@ -1091,7 +1127,8 @@ async fn settle(
                 a
             }
         };
-        if available < s.amount.0 {
+        if operator::settlement_action(s, available, attempts) == operator::SettlementAction::Queue
+        {
             queued += 1;
             if s.status == SettlementStatus::Pending {
                 tracing::warn!(target: "relay::eth", settlement = %s.id, amount = %s.amount, %available, "not enough liquidity in the escrow: settlement queued");

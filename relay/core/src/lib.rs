@@ -15,6 +15,7 @@ pub mod invoice;
 pub mod ledger;
 pub mod merchant;
 pub mod money;
+pub mod operator;
 pub mod payout;
 pub mod rate;
 pub mod time;
