@@ -161,6 +161,11 @@ impl From<CoreError> for ApiError {
             CoreError::NotRefundable { .. } => {
                 ApiError::invalid("refund_not_possible", message).with_status(StatusCode::CONFLICT)
             }
+            CoreError::NotReleasable { .. } => {
+                ApiError::invalid("settlement_not_releasable", message)
+                    .with_status(StatusCode::CONFLICT)
+            }
+            CoreError::UnknownRecord { .. } => ApiError::not_found("settlement"),
             CoreError::RefundTooLarge { .. } => {
                 ApiError::invalid("refund_exceeds_payment", message)
                     .with_param("amount")

@@ -188,6 +188,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::refunds::cancel,
         routes::refunds::paid,
         routes::refunds::balances,
+        routes::settlements::release,
         routes::events::list,
         routes::gateway::stripe_webhook,
         routes::webhooks::create,
@@ -237,6 +238,10 @@ pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
         .route(
             "/v1/invoices/{id}/refunds/{refund}/paid",
             post(routes::refunds::paid::<S>),
+        )
+        .route(
+            "/v1/invoices/{id}/settlements/{settlement}/release",
+            post(routes::settlements::release::<S>),
         )
         .route("/v1/balances", get(routes::refunds::balances::<S>))
         .route("/v1/events", get(routes::events::list::<S>))

@@ -42,4 +42,6 @@ pub enum CoreError {
     RefundTooLarge { refundable: String, asset: String },
     #[error("unknown refund or settlement {id:?}")]
     UnknownRecord { id: String },
+    #[error("the settlement cannot be released: {reason}")]
+    NotReleasable { reason: String },
 }

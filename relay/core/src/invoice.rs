@@ -353,6 +353,8 @@ pub enum InvoiceInput {
     },
     /// Refund `id` could not be carried out; its amount is refundable again.
     RefundFailed { id: String, reason: String },
+    /// The merchant wants held settlement `id` paid, worth `amount` at the current rate.
+    ReleaseSettlement { id: String, amount: Amount },
     /// The merchant says its wallet paid bitcoin refund `id` in transaction `tx`: an output of
     /// that transaction to the refund's address pays it (also when another merchant owes the
     /// same address a refund).
@@ -932,6 +934,10 @@ impl Invoice {
             }
             InvoiceInput::RefundFailed { id, reason } => {
                 self.refund_failed(&id, reason, &mut events)?;
+                changed = !events.is_empty();
+            }
+            InvoiceInput::ReleaseSettlement { id, amount } => {
+                self.release_settlement(&id, amount, &mut events)?;
                 changed = !events.is_empty();
             }
             InvoiceInput::RefundClaimed { id, tx } => {

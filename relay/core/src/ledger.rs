@@ -273,13 +273,20 @@ fn post_payment(invoice: &Invoice, p: &Payment, b: &mut Balances) {
     };
     let a = p.amount;
     let refunded = p.refunded.min(a);
+    // What the merchant was paid on Ethereum for this payment (its due part, and any part
+    // released from a hold).
     let settled = invoice
         .settlements
         .iter()
-        .find(|s| s.payment == p.reference && s.status == SettlementStatus::Paid);
+        .filter(|s| s.payment == p.reference && s.status == SettlementStatus::Paid)
+        .fold(None, |sum: Option<Amount>, s| {
+            Some(Amount(
+                sum.unwrap_or(Amount::ZERO).0.saturating_add(s.amount.0),
+            ))
+        });
     // A payment paid out to the merchant on Ethereum for a card or bitcoin payment: the relay
     // keeps the source money; what the payer took back (refund, dispute, reorg) the merchant owes.
-    if let (Some(s), Some(to)) = (settled, &invoice.settle_to) {
+    if let (Some(paid), Some(to)) = (settled, &invoice.settle_to) {
         let lost = match p.status {
             PaymentStatus::Confirmed => refunded,
             _ => a,
@@ -288,10 +295,10 @@ fn post_payment(invoice: &Invoice, p: &Payment, b: &mut Balances) {
         b.post(asset, Account::Payers, Net::debit(kept));
         b.post(asset, Account::Treasury, Net::credit(kept));
         let s_asset = to.due.asset.code.as_str();
-        let owed = share_up(s.amount, lost, a);
-        b.post(s_asset, Account::Liquidity, Net::debit(sub(s.amount, owed)));
+        let owed = share_up(paid, lost, a);
+        b.post(s_asset, Account::Liquidity, Net::debit(sub(paid, owed)));
         b.post(s_asset, Account::Liability, Net::debit(owed));
-        b.post(s_asset, Account::PaidOut, Net::credit(s.amount));
+        b.post(s_asset, Account::PaidOut, Net::credit(paid));
         return;
     }
     match p.status {

@@ -79,6 +79,16 @@ pub enum HoldReason {
 }
 
 impl HoldReason {
+    /// Whether the merchant may have it paid at the current rate: the operator received the
+    /// money it stands for (a late payment, one after the cancel, more than was due). A
+    /// replacement is never released: the payment it replaces was paid for already.
+    pub fn releasable(self) -> bool {
+        matches!(
+            self,
+            HoldReason::Late | HoldReason::AfterCancel | HoldReason::OverPayment
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             HoldReason::PaymentNotFinal => "payment_not_final",
@@ -109,6 +119,13 @@ pub struct Settlement {
     /// because its payment stopped being final).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<HoldReason>,
+    /// The part of the payment it stands for, in the payment's own minor units.
+    #[serde(default, skip_serializing_if = "zero")]
+    pub source_amount: Amount,
+    /// Released from a hold by the merchant, at the rate of that moment (not counted against the
+    /// invoice's locked amount: the operator holds the money it pays for).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
     pub created_at: Timestamp,
 }
 
@@ -119,12 +136,14 @@ impl Settlement {
             .then(|| self.hold.unwrap_or(HoldReason::PaymentNotFinal))
     }
 
-    /// Whether it counts against the invoice's settlement cap: paid, or on its way to be.
+    /// Whether it counts against the invoice's settlement cap: paid, or on its way to be (a
+    /// released hold is paid for money beyond the cap, so it does not).
     fn committed(&self) -> bool {
-        matches!(
-            self.status,
-            SettlementStatus::Pending | SettlementStatus::Queued | SettlementStatus::Paid
-        )
+        !self.released
+            && matches!(
+                self.status,
+                SettlementStatus::Pending | SettlementStatus::Queued | SettlementStatus::Paid
+            )
     }
 }
 
@@ -166,6 +185,10 @@ pub struct Refund {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
     pub created_at: Timestamp,
+}
+
+fn zero(a: &Amount) -> bool {
+    a.is_zero()
 }
 
 /// Where a bitcoin refund goes: the payer's address and its output script (hex).
@@ -561,28 +584,37 @@ impl Invoice {
             if amount.is_zero() {
                 continue;
             }
-            let record = |id: String, amount: U256, hold: Option<HoldReason>| Settlement {
-                id,
-                payment: p.reference.clone(),
-                source_ref: source_ref(&p),
-                amount: Amount(amount),
-                asset: asset.clone(),
-                status: if hold.is_some() {
-                    SettlementStatus::Held
-                } else {
-                    SettlementStatus::Pending
-                },
-                tx: None,
-                hold,
-                created_at: now,
+            // The part of the payment a settlement of `part` (of `amount`) stands for.
+            let source_of = |part: U256| match p.amount.0.checked_mul(part) {
+                Some(n) => Amount(n / amount.0),
+                None => p.amount,
             };
+            let record =
+                |id: String, part: U256, source: Amount, hold: Option<HoldReason>| Settlement {
+                    id,
+                    payment: p.reference.clone(),
+                    source_ref: source_ref(&p),
+                    amount: Amount(part),
+                    asset: asset.clone(),
+                    status: if hold.is_some() {
+                        SettlementStatus::Held
+                    } else {
+                        SettlementStatus::Pending
+                    },
+                    tx: None,
+                    hold,
+                    source_amount: source,
+                    released: false,
+                    created_at: now,
+                };
             let id = settlement_id(self.id.as_str(), &p.reference);
             if !self.in_time(&p) {
                 let reason = match self.canceled_at {
                     Some(c) if p.seen_at >= c => HoldReason::AfterCancel,
                     _ => HoldReason::Late,
                 };
-                self.settlements.push(record(id, amount.0, Some(reason)));
+                self.settlements
+                    .push(record(id, amount.0, p.amount, Some(reason)));
                 events.push(EventType::SettlementHeld);
                 continue;
             }
@@ -591,8 +623,10 @@ impl Invoice {
                 .min(due.saturating_sub(self.committed_settlements()));
             let rest = amount.0 - pay;
             let reason = self.excess_reason();
+            let rest_source = source_of(rest);
             if !pay.is_zero() {
-                self.settlements.push(record(id.clone(), pay, None));
+                let source = p.amount.saturating_sub(rest_source);
+                self.settlements.push(record(id.clone(), pay, source, None));
                 events.push(EventType::SettlementPending);
             }
             if !rest.is_zero() {
@@ -601,7 +635,8 @@ impl Invoice {
                 } else {
                     excess_settlement_id(self.id.as_str(), &p.reference)
                 };
-                self.settlements.push(record(id, rest, Some(reason)));
+                self.settlements
+                    .push(record(id, rest, rest_source, Some(reason)));
                 events.push(EventType::SettlementHeld);
             }
         }
@@ -627,7 +662,7 @@ impl Invoice {
                     && p.status == PaymentStatus::Confirmed
                     && p.refunded.is_zero()
             });
-            let fits = self.committed_settlements().saturating_add(s.amount.0) <= due;
+            let fits = s.released || self.committed_settlements().saturating_add(s.amount.0) <= due;
             let reason = self.excess_reason();
             let s = &mut self.settlements[i];
             match (whole, s.status) {
@@ -650,6 +685,51 @@ impl Invoice {
                 (true, _) => {}
             }
         }
+    }
+
+    /// Releases a held settlement the merchant wants paid at the current rate: `amount` is what
+    /// its part of the payment is worth now. Only a late payment, one after the cancel, or one
+    /// beyond what was due, whose payment is final and whole.
+    pub(crate) fn release_settlement(
+        &mut self,
+        id: &str,
+        amount: Amount,
+        events: &mut Vec<EventType>,
+    ) -> Result<(), CoreError> {
+        let not = |reason: &str| CoreError::NotReleasable {
+            reason: reason.into(),
+        };
+        let s = self
+            .settlements
+            .iter()
+            .find(|s| s.id.eq_ignore_ascii_case(id))
+            .ok_or_else(|| CoreError::UnknownRecord { id: id.to_owned() })?;
+        match s.hold_reason() {
+            Some(r) if r.releasable() => {}
+            Some(HoldReason::Replacement) => {
+                return Err(not(
+                    "it replaces a payment the merchant was already paid for",
+                ))
+            }
+            Some(_) => return Err(not("its payment is not final")),
+            None => return Err(not("it is not held")),
+        }
+        let whole = self.payments.iter().any(|p| {
+            p.reference == s.payment && p.status == PaymentStatus::Confirmed && p.refunded.is_zero()
+        });
+        if !whole {
+            return Err(not("its payment is not final and whole"));
+        }
+        if amount.is_zero() {
+            return Err(not("it is worth nothing at the current rate"));
+        }
+        let s = self.settlement_mut(id)?;
+        s.amount = amount;
+        s.status = SettlementStatus::Pending;
+        s.hold = None;
+        s.released = true;
+        events.push(EventType::SettlementPending);
+        Ok(())
     }
 
     pub(crate) fn settlement_queued(

@@ -56,6 +56,51 @@ impl Rate {
     }
 }
 
+/// What `amount` of `from` is worth in `to` at current rates, both quoted in the same currency
+/// (`from_rate`: 1 `from` = x, `to_rate`: 1 `to` = y), rounded **down**: what the operator pays
+/// for money it holds never exceeds its worth.
+pub fn convert_down(
+    amount: Amount,
+    from: &Asset,
+    from_rate: &Rate,
+    to: &Asset,
+    to_rate: &Rate,
+) -> Result<Amount, CoreError> {
+    let overflow = || CoreError::AmountOverflow {
+        asset: to.code.clone(),
+    };
+    if from_rate.quote != to_rate.quote
+        || from_rate.price <= Decimal::ZERO
+        || to_rate.price <= Decimal::ZERO
+    {
+        return Err(CoreError::NoRate {
+            from: from.code.clone(),
+            to: to.code.clone(),
+        });
+    }
+    let mantissa = |d: Decimal| U256::from(d.mantissa().unsigned_abs());
+    let scale = |d: Decimal| u8::try_from(d.scale()).map_err(|_| overflow());
+    // amount × price_from × 10^(to.decimals + scale_to)
+    //   / (price_to × 10^(from.decimals + scale_from))
+    let up = to
+        .decimals
+        .checked_add(scale(to_rate.price)?)
+        .ok_or_else(overflow)?;
+    let down = from
+        .decimals
+        .checked_add(scale(from_rate.price)?)
+        .ok_or_else(overflow)?;
+    let numerator = amount
+        .0
+        .checked_mul(mantissa(from_rate.price))
+        .and_then(|n| n.checked_mul(pow10(up)?))
+        .ok_or_else(overflow)?;
+    let denominator = mantissa(to_rate.price)
+        .checked_mul(pow10(down).ok_or_else(overflow)?)
+        .ok_or_else(overflow)?;
+    Ok(Amount(numerator / denominator))
+}
+
 /// Where rates come from. The rate used for an invoice is read once, at creation, and locked into
 /// the invoice; implementations may therefore be slow or change over time.
 pub trait RateSource: Send + Sync {
@@ -181,6 +226,42 @@ mod tests {
             "60000.5".parse().unwrap()
         );
         assert!(ok.rate("ETH", "USD").is_none());
+    }
+
+    #[test]
+    fn convert_down_values_one_asset_in_another() {
+        let btc = Rate {
+            base: "BTC".into(),
+            quote: "USD".into(),
+            price: "60000".parse().unwrap(),
+        };
+        let eth = Rate {
+            base: "ETH".into(),
+            quote: "USD".into(),
+            price: "2500.5".parse().unwrap(),
+        };
+        // 0.01 BTC = 600 USD = 0.23995... ETH, rounded down to the wei.
+        let wei = convert_down(
+            Amount::from_minor(1_000_000),
+            &Asset::btc(),
+            &btc,
+            &Asset::eth(),
+            &eth,
+        )
+        .unwrap();
+        assert_eq!(wei, Amount::from_minor(239_952_009_598_080_383));
+        let other = Rate {
+            quote: "EUR".into(),
+            ..eth
+        };
+        assert!(convert_down(
+            Amount::from_minor(1),
+            &Asset::btc(),
+            &btc,
+            &Asset::eth(),
+            &other
+        )
+        .is_err());
     }
 
     proptest! {

@@ -1161,6 +1161,51 @@ async fn cross_rail_settlements_never_pay_canceled_invoices_or_more_than_was_due
     let events = env.events_of(&canceled_id).await;
     assert!(events.iter().any(|e| e == "settlement.held"), "{events:?}");
     assert!(!events.iter().any(|e| e == "settlement.paid"), "{events:?}");
+
+    // The merchant has one over-payment paid at today's rate: the operator holds that bitcoin.
+    let held = settlements
+        .iter()
+        .find(|s| s["status"] == "held")
+        .unwrap()
+        .clone();
+    let sid = held["id"].as_str().unwrap();
+    let released: Value = env
+        .client
+        .post(format!(
+            "{}/v1/invoices/{tripled_id}/settlements/{sid}/release",
+            env.server.url
+        ))
+        .bearer_auth(&env.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let now = released["settlement"]["settlements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == sid)
+        .unwrap()
+        .clone();
+    assert_eq!(now["status"], "pending", "{released}");
+    let amount: u128 = now["amount_minor"].as_str().unwrap().parse().unwrap();
+    // What its 41,667-odd sat are worth today (60,000 USD/BTC, 2,500 USD/ETH: 24 ETH per BTC).
+    assert_eq!(amount, u128::from(sat_b) * 24 * 10u128.pow(10));
+    env.until(&tripled_id, |i| {
+        i["settlement"]["settlements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == sid && s["status"] == "paid")
+    })
+    .await;
+    assert_eq!(
+        env.anvil.balance(&env.eth.merchant_payout).unwrap() - merchant_before,
+        WEI_25_USD + amount
+    );
+    assert_eq!(liquidity_before - liquidity(&env), WEI_25_USD + amount);
 }
 
 /// A card invoice's PaymentIntent is canceled at the gateway when the merchant cancels the

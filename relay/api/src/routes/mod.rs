@@ -4,4 +4,5 @@ pub mod events;
 pub mod gateway;
 pub mod invoices;
 pub mod refunds;
+pub mod settlements;
 pub mod webhooks;

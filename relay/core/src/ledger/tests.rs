@@ -116,6 +116,9 @@ enum Op {
     SettlementPaid {
         k: u8,
     },
+    ReleaseSettlement {
+        k: u8,
+    },
     Tick {
         secs: u16,
     },
@@ -138,6 +141,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (n.clone(), 0u64..3000).prop_map(|(n, total)| Op::GatewayRefund { n, total }),
         1 => any::<u8>().prop_map(|k| Op::SettlementQueued { k }),
         2 => any::<u8>().prop_map(|k| Op::SettlementPaid { k }),
+        1 => any::<u8>().prop_map(|k| Op::ReleaseSettlement { k }),
         1 => (0u16..1200).prop_map(|secs| Op::Tick { secs }),
     ]
 }
@@ -240,6 +244,14 @@ fn input(inv: &Invoice, op: &Op) -> Option<InvoiceInput> {
                 tx: "0xs".into(),
             }
         }
+        // The merchant releases a held settlement at a rate 10 % above the locked one.
+        Op::ReleaseSettlement { k } => {
+            let s = &inv.settlements[pick(k, inv.settlements.len())?];
+            InvoiceInput::ReleaseSettlement {
+                id: s.id.clone(),
+                amount: Amount(s.amount.0 + s.amount.0 / alloy_primitives::U256::from(10)),
+            }
+        }
         Op::Tick { .. } => InvoiceInput::Tick,
     })
 }
@@ -296,10 +308,11 @@ proptest! {
                 let committed = inv
                     .settlements
                     .iter()
-                    .filter(|s| s.status != SettlementStatus::Held)
+                    .filter(|s| s.status != SettlementStatus::Held && !s.released)
                     .fold(alloy_primitives::U256::ZERO, |sum, s| sum + s.amount.0);
                 prop_assert!(committed <= to.due.amount.0, "settlements {} exceed due {}", committed, to.due.amount);
-                for s in inv.settlements.iter().filter(|s| s.status != SettlementStatus::Held) {
+                // (A released hold is the merchant's explicit choice, at a new rate.)
+                for s in inv.settlements.iter().filter(|s| s.status != SettlementStatus::Held && !s.released) {
                     let p = inv.payments.iter().find(|p| p.reference == s.payment).unwrap();
                     prop_assert!(inv.in_time(p), "settled a late payment: {:?}", s);
                 }
@@ -789,5 +802,82 @@ fn a_reverted_unpaid_settlement_is_released_only_while_the_cap_allows() {
     assert_eq!(
         inv.settlements[0].hold_reason(),
         Some(crate::HoldReason::OverPayment)
+    );
+}
+
+#[test]
+fn the_merchant_releases_an_over_payment_at_a_new_rate_but_never_a_replacement() {
+    let mut inv = cross_rail_invoice(1);
+    let t = T0.plus_seconds(10);
+    inv.apply(btc_seen(1, 2 * SAT, 1, t), t).unwrap();
+    let excess = inv.settlements[1].clone();
+    assert_eq!(excess.hold_reason(), Some(crate::HoldReason::OverPayment));
+    assert_eq!(u128::try_from(excess.source_amount.0).unwrap(), SAT);
+    let events = inv
+        .apply(
+            InvoiceInput::ReleaseSettlement {
+                id: excess.id.clone(),
+                amount: Amount::from_minor(WEI / 2),
+            },
+            t,
+        )
+        .unwrap()
+        .events;
+    assert_eq!(events, vec![EventType::SettlementPending]);
+    assert_eq!(
+        settlements(&inv)[1],
+        (SettlementStatus::Pending, None, WEI / 2)
+    );
+    // Paid: the books show both parts paid out of the operator's liquidity.
+    let mut books = Balances::default();
+    let before = inv.clone();
+    for id in [inv.settlements[0].id.clone(), excess.id] {
+        inv.apply(
+            InvoiceInput::SettlementPaid {
+                id,
+                tx: "0xs".into(),
+            },
+            t,
+        )
+        .unwrap();
+    }
+    books.apply(&entry_lines(Some(&before), &inv));
+    assert_eq!(net(&books, "ETH", Account::PaidOut), Some(WEI + WEI / 2));
+    assert_eq!(net(&books, "ETH", Account::Liquidity), Some(WEI + WEI / 2));
+
+    // A replacement stays held.
+    let mut inv = cross_rail_invoice(1);
+    inv.apply(btc_seen(1, SAT, 1, t), t).unwrap();
+    let id = inv.settlements[0].id.clone();
+    inv.apply(
+        InvoiceInput::SettlementPaid {
+            id,
+            tx: "0xs".into(),
+        },
+        t,
+    )
+    .unwrap();
+    inv.apply(
+        InvoiceInput::Drop {
+            reference: reference(Method::Bitcoin, 1),
+            status: PaymentStatus::Replaced,
+        },
+        t,
+    )
+    .unwrap();
+    inv.apply(btc_seen(2, SAT, 1, t), t).unwrap();
+    let held = inv.settlements[1].id.clone();
+    let err = inv
+        .apply(
+            InvoiceInput::ReleaseSettlement {
+                id: held,
+                amount: Amount::from_minor(WEI),
+            },
+            t,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, crate::CoreError::NotReleasable { .. }),
+        "{err}"
     );
 }

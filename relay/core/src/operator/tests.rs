@@ -279,6 +279,8 @@ proptest! {
             status,
             tx: None,
             hold: None,
+            source_amount: Amount::from_minor(amount),
+            released: false,
             created_at: Timestamp(T0),
         };
         let action = settlement_action(&s, U256::from(liquidity), Attempts { live, refused });
