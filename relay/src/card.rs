@@ -6,7 +6,7 @@ use relay_api::card::{apply_gateway_event, BoxFuture, CardGateway, Handled, Webh
 use relay_api::IdSource;
 use relay_card::{GatewayClient, SignatureError};
 use relay_core::invoice::InvoiceInput;
-use relay_core::{CardIntent, Clock, GatewayEvent, InvoiceId, Method, PaymentStatus, Timestamp};
+use relay_core::{CardIntent, Clock, GatewayEvent, InvoiceId, PaymentStatus, Timestamp};
 use relay_store::{SledStore, Store, StoreError};
 use sha2::{Digest, Sha256};
 
@@ -141,10 +141,7 @@ pub async fn resume_refunds(
             continue;
         }
         let (Some(intent), Ok(amount)) = (
-            invoice
-                .quote_for(Method::Card)
-                .and_then(|q| q.card.as_ref())
-                .map(|c| c.payment_intent.clone()),
+            invoice.payment_intent().map(str::to_owned),
             u64::try_from(r.amount.0),
         ) else {
             continue;
@@ -193,11 +190,7 @@ pub async fn reconcile(
         let Some(invoice) = store.invoice(id)? else {
             continue;
         };
-        let Some(intent) = invoice
-            .quote_for(Method::Card)
-            .and_then(|q| q.card.as_ref())
-            .map(|c| c.payment_intent.clone())
-        else {
+        let Some(intent) = invoice.payment_intent().map(str::to_owned) else {
             continue;
         };
         let settled = invoice.payments.iter().any(|p| {
@@ -246,11 +239,7 @@ pub async fn close_expired(
         if invoice.status != relay_core::InvoiceStatus::Expired {
             continue;
         }
-        let Some(intent) = invoice
-            .quote_for(Method::Card)
-            .and_then(|q| q.card.as_ref())
-            .map(|c| c.payment_intent.clone())
-        else {
+        let Some(intent) = invoice.payment_intent().map(str::to_owned) else {
             continue;
         };
         if invoice

@@ -678,6 +678,13 @@ impl Invoice {
         self.methods.iter().find(|q| q.method == method)
     }
 
+    /// The card gateway's PaymentIntent of this invoice, if it offers card.
+    pub fn payment_intent(&self) -> Option<&str> {
+        self.quote_for(Method::Card)
+            .and_then(|q| q.card.as_ref())
+            .map(|c| c.payment_intent.as_str())
+    }
+
     /// The keys under which rails find this invoice (`card:pi_…`, `btcs:<script>`). Each is unique
     /// to one invoice: the store refuses a second invoice with the same reference.
     pub fn references(&self) -> Vec<String> {

@@ -27,6 +27,25 @@ pub(crate) fn descriptor(seed: u8, kind: &str) -> String {
     }
 }
 
+/// Where and how much to pay for an invoice as the API shows it: the output script of its
+/// bitcoin address and the amount in satoshis.
+pub(crate) fn pay_to(inv: &Value) -> (ScriptBuf, u64) {
+    let btc = &inv["payment_methods"]["bitcoin"];
+    (
+        regtest_script(btc["address"].as_str().unwrap()),
+        btc["amount_sat"].as_str().unwrap().parse().unwrap(),
+    )
+}
+
+/// The output script of a regtest address.
+pub(crate) fn regtest_script(address: &str) -> ScriptBuf {
+    Address::from_str(address)
+        .unwrap()
+        .require_network(Network::Regtest)
+        .unwrap()
+        .script_pubkey()
+}
+
 pub(crate) struct BtcEnv {
     pub node: BitcoinNode,
     pub wallet: TestWallet,
@@ -541,6 +560,17 @@ async fn replacement_and_taproot_need_bitcoin_core() {
 #[test]
 fn merchant_create_refuses_unusable_descriptors_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
+    // `merchant create` with these arguments fails; what it says.
+    let refused = |args: &[&str]| {
+        let out = Command::new(RELAY)
+            .args(["merchant", "create", "--name", "x"])
+            .args(args)
+            .env("RELAY_DATA_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
     for (descriptor, why) in [
         ("wpkh(xpub-nonsense/0/*)", "--btc-descriptor"),
         (
@@ -553,57 +583,26 @@ fn merchant_create_refuses_unusable_descriptors_with_a_reason() {
             "not ranged",
         ),
     ] {
-        let out = Command::new(RELAY)
-            .args([
-                "merchant",
-                "create",
-                "--name",
-                "x",
-                "--btc-descriptor",
-                descriptor,
-            ])
-            .env("RELAY_DATA_DIR", dir.path())
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = refused(&["--btc-descriptor", descriptor]);
         assert!(err.contains(why), "{descriptor}: {err}");
     }
-    let out = Command::new(RELAY)
-        .args([
-            "merchant",
-            "create",
-            "--name",
-            "x",
-            "--btc-descriptor",
-            &descriptor(7, "wpkh"),
-            "--btc-confirmations",
-            "3",
-        ])
-        .env("RELAY_DATA_DIR", dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("0, 1, 2 or 6"));
+    let err = refused(&[
+        "--btc-descriptor",
+        &descriptor(7, "wpkh"),
+        "--btc-confirmations",
+        "3",
+    ]);
+    assert!(err.contains("0, 1, 2 or 6"), "{err}");
     // The operator's liquidity pays a merchant paid on Ethereum: never on 0 confirmations.
-    let out = Command::new(RELAY)
-        .args([
-            "merchant",
-            "create",
-            "--name",
-            "x",
-            "--eth-payout",
-            "0x00000000000000000000000000000000000000aa",
-            "--settle-on-ethereum",
-            "ETH",
-            "--btc-confirmations",
-            "0",
-        ])
-        .env("RELAY_DATA_DIR", dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("0 confirmations"));
+    let err = refused(&[
+        "--eth-payout",
+        "0x00000000000000000000000000000000000000aa",
+        "--settle-on-ethereum",
+        "ETH",
+        "--btc-confirmations",
+        "0",
+    ]);
+    assert!(err.contains("0 confirmations"), "{err}");
 }
 
 /// Two merchants owe the same payer address a refund. One output to that address cannot say
@@ -646,15 +645,7 @@ async fn a_refund_output_pays_the_merchant_that_names_it_and_a_reorg_takes_it_ba
         .await
         .unwrap();
         assert_eq!(status, 200);
-        let btc = &inv["payment_methods"]["bitcoin"];
-        let script = Address::from_str(btc["address"].as_str().unwrap())
-            .unwrap()
-            .require_network(Network::Regtest)
-            .unwrap()
-            .script_pubkey();
-        let tx = wallet
-            .pay(&[(script, btc["amount_sat"].as_str().unwrap().parse().unwrap())])
-            .unwrap();
+        let tx = wallet.pay(&[pay_to(&inv)]).unwrap();
         broadcast(&node, &tx).unwrap();
         invoices.push(inv["id"].as_str().unwrap().to_owned());
     }

@@ -156,6 +156,22 @@ pub(crate) async fn invoice_event_types(
     out
 }
 
+/// The relay's Prometheus metric `name`, summed over its labels; `None` when it is not there.
+pub(crate) async fn metric(client: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .reduce(|a, b| a + b)
+}
+
 pub(crate) async fn get_invoice(client: &reqwest::Client, url: &str, key: &str, id: &str) -> Value {
     client
         .get(format!("{url}/v1/invoices/{id}"))

@@ -53,19 +53,9 @@ async fn flaky_node(target: String) -> FlakyNode {
 }
 
 async fn metric(env: &EthEnv, name: &str) -> f64 {
-    let text = env
-        .client
-        .get(format!("{}/metrics", env.server.url))
-        .send()
+    crate::metric(&env.client, &env.server.url, name)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
+        .unwrap_or(0.0)
 }
 
 fn payment_id(inv: &Value) -> String {

@@ -7,13 +7,12 @@ use crate::card::wait_for;
 use crate::ethereum::eth_rail;
 use crate::{create_invoice, merchant_create_with, Server};
 use hmac::{Hmac, Mac};
-use relay_bitcoin::bitcoin::{Address, Network, ScriptBuf};
+use relay_bitcoin::bitcoin::{Network, ScriptBuf};
 use relay_core::ReceiveAddresses;
 use relay_testnet::btc_wallet::{broadcast, TestWallet};
 use relay_testnet::{Anvil, BitcoinNode, LocalStripe};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "whsec_e2e_payouts";
@@ -146,19 +145,7 @@ impl Env {
     }
 
     async fn metric(&self, name: &str) -> Option<f64> {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.server.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse().ok())
+        crate::metric(&self.client, &self.server.url, name).await
     }
 
     /// Event types of one invoice, oldest first.
@@ -453,11 +440,7 @@ async fn a_bitcoin_payment_to_the_treasury_is_settled_on_ethereum_with_its_txid(
     let btc = &inv["payment_methods"]["bitcoin"];
     assert_eq!(btc["address"], treasury.address.as_str());
     let sat: u64 = btc["amount_sat"].as_str().unwrap().parse().unwrap();
-    let script = Address::from_str(&treasury.address)
-        .unwrap()
-        .require_network(Network::Regtest)
-        .unwrap()
-        .script_pubkey();
+    let script = crate::bitcoin::regtest_script(&treasury.address);
     let before = env.anvil.balance(&env.eth.merchant_payout).unwrap();
     let (node, wallet) = env.btc.as_mut().unwrap();
     let tx = wallet.pay(&[(script, sat)]).unwrap();
@@ -791,12 +774,7 @@ async fn a_bitcoin_refund_is_marked_paid_when_the_merchants_wallet_pays_it() {
         .await;
     let id = inv["id"].as_str().unwrap().to_owned();
     let btc = &inv["payment_methods"]["bitcoin"];
-    let sat: u64 = btc["amount_sat"].as_str().unwrap().parse().unwrap();
-    let script = Address::from_str(btc["address"].as_str().unwrap())
-        .unwrap()
-        .require_network(Network::Regtest)
-        .unwrap()
-        .script_pubkey();
+    let (script, sat) = crate::bitcoin::pay_to(&inv);
     {
         let (node, wallet) = env.btc.as_mut().unwrap();
         let tx = wallet.pay(&[(script, sat)]).unwrap();
@@ -877,7 +855,7 @@ impl Drop for Switch {
     }
 }
 
-async fn switch_to(target: &str) -> Switch {
+async fn switch_to(target: String) -> Switch {
     use std::sync::atomic::Ordering;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -920,26 +898,8 @@ async fn switch_to(target: &str) -> Switch {
 /// once the gateway is back, and the gateway refunds once, however often it is asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_card_refund_the_gateway_could_not_take_is_resumed_and_made_once() {
-    let gateway = std::sync::Arc::new(tokio::sync::OnceCell::<Switch>::new());
-    let g2 = gateway.clone();
-    // The relay reaches the gateway through the switch; the payer and the test reach it directly.
-    let env = start_with(true, false, &[], move |gw_url| {
-        let switch = futures_block_on(switch_to(gw_url));
-        let url = switch.url.clone();
-        let _ = g2.set(switch);
-        vec![
-            ("RELAY_STRIPE_API_BASE", url),
-            ("RELAY_CARD_RECONCILE_SECS", "1".to_owned()),
-        ]
-    })
-    .await;
-    let switch = gateway.get().unwrap();
-    let inv = env
-        .invoice(json!({"amount": "25.00", "currency": "USD", "payment_methods": ["card"]}))
-        .await;
-    let id = inv["id"].as_str().unwrap().to_owned();
-    let pi = env.pay_card(&inv);
-    env.until(&id, |i| i["status"] == "settled").await;
+    let (env, switch, id, pi) = paid_card_behind(switch_to, |s| s.url.clone()).await;
+    let switch = switch.get().unwrap();
 
     switch.off();
     let (status, body) = env.refund(&id, "c-out", json!({"amount": "10.00"})).await;
@@ -969,6 +929,43 @@ async fn a_card_refund_the_gateway_could_not_take_is_resumed_and_made_once() {
         .await;
     assert_eq!(done["payments"][0]["refunded_minor"], "1000");
     assert_eq!(done["refunds"].as_array().unwrap().len(), 1);
+}
+
+/// A relay that reaches the gateway only through the proxy `make` puts in front of it
+/// (reconciling every second; the payer and the test reach the gateway directly), and a card
+/// invoice paid and settled: the environment, the proxy, the invoice id and its PaymentIntent.
+async fn paid_card_behind<P, F>(
+    make: impl FnOnce(String) -> F,
+    url: fn(&P) -> String,
+) -> (
+    Env,
+    std::sync::Arc<tokio::sync::OnceCell<P>>,
+    String,
+    String,
+)
+where
+    P: Send + Sync + 'static,
+    F: std::future::Future<Output = P>,
+{
+    let proxy = std::sync::Arc::new(tokio::sync::OnceCell::<P>::new());
+    let slot = proxy.clone();
+    let env = start_with(true, false, &[], move |gw_url| {
+        let p = futures_block_on(make(gw_url.to_owned()));
+        let base = url(&p);
+        let _ = slot.set(p);
+        vec![
+            ("RELAY_STRIPE_API_BASE", base),
+            ("RELAY_CARD_RECONCILE_SECS", "1".to_owned()),
+        ]
+    })
+    .await;
+    let inv = env
+        .invoice(json!({"amount": "25.00", "currency": "USD", "payment_methods": ["card"]}))
+        .await;
+    let id = inv["id"].as_str().unwrap().to_owned();
+    let pi = env.pay_card(&inv);
+    env.until(&id, |i| i["status"] == "settled").await;
+    (env, proxy, id, pi)
 }
 
 /// Runs a future to completion from synchronous code inside the test runtime.
@@ -1074,25 +1071,6 @@ async fn cross_rail_settlements_never_pay_canceled_invoices_or_more_than_was_due
     let merchant_before = env.anvil.balance(&env.eth.merchant_payout).unwrap();
     let liquidity_before = liquidity(&env);
     let body = json!({"amount": "25.00", "currency": "USD", "payment_methods": ["bitcoin"]});
-    let script_of = |inv: &Value| {
-        Address::from_str(
-            inv["payment_methods"]["bitcoin"]["address"]
-                .as_str()
-                .unwrap(),
-        )
-        .unwrap()
-        .require_network(Network::Regtest)
-        .unwrap()
-        .script_pubkey()
-    };
-    let sat_of = |inv: &Value| -> u64 {
-        inv["payment_methods"]["bitcoin"]["amount_sat"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-
     let canceled = env.invoice(body.clone()).await;
     let canceled_id = canceled["id"].as_str().unwrap().to_owned();
     let r = env
@@ -1108,8 +1086,8 @@ async fn cross_rail_settlements_never_pay_canceled_invoices_or_more_than_was_due
     assert_eq!(r.status(), 200);
     let tripled = env.invoice(body).await;
     let tripled_id = tripled["id"].as_str().unwrap().to_owned();
-    let (a, b) = (script_of(&canceled), script_of(&tripled));
-    let (sat_a, sat_b) = (sat_of(&canceled), sat_of(&tripled));
+    let (a, sat_a) = crate::bitcoin::pay_to(&canceled);
+    let (b, sat_b) = crate::bitcoin::pay_to(&tripled);
     let (node, wallet) = env.btc.as_mut().unwrap();
     let tx = wallet.pay(&[(a, sat_a)]).unwrap();
     broadcast(node, &tx).unwrap();
@@ -1308,7 +1286,7 @@ impl Drop for GarblingProxy {
     }
 }
 
-async fn garbling_proxy(target: &str) -> GarblingProxy {
+async fn garbling_proxy(target: String) -> GarblingProxy {
     use axum::body::Bytes;
     use axum::http::{HeaderMap, Method, StatusCode, Uri};
     use std::sync::atomic::Ordering;
@@ -1352,25 +1330,8 @@ async fn garbling_proxy(target: &str) -> GarblingProxy {
 /// gateway's refund instead of making a second one. The payer is refunded once, at the gateway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_card_refund_answered_by_a_5xx_page_is_kept_and_made_once() {
-    let proxy = std::sync::Arc::new(tokio::sync::OnceCell::<GarblingProxy>::new());
-    let p2 = proxy.clone();
-    let env = start_with(true, false, &[], move |gw_url| {
-        let p = futures_block_on(garbling_proxy(gw_url));
-        let url = p.url.clone();
-        let _ = p2.set(p);
-        vec![
-            ("RELAY_STRIPE_API_BASE", url),
-            ("RELAY_CARD_RECONCILE_SECS", "1".to_owned()),
-        ]
-    })
-    .await;
+    let (env, proxy, id, pi) = paid_card_behind(garbling_proxy, |p| p.url.clone()).await;
     let proxy = proxy.get().unwrap();
-    let inv = env
-        .invoice(json!({"amount": "25.00", "currency": "USD", "payment_methods": ["card"]}))
-        .await;
-    let id = inv["id"].as_str().unwrap().to_owned();
-    let pi = env.pay_card(&inv);
-    env.until(&id, |i| i["status"] == "settled").await;
     let gw = env.gw.as_ref().unwrap();
     let refunded_at_gateway = || {
         let intent = gw.get(&format!("/v1/payment_intents/{pi}")).unwrap();
@@ -1432,13 +1393,7 @@ async fn a_double_spend_of_a_shallow_payment_is_settled_once() {
         .invoice(json!({"amount": "25.00", "currency": "USD", "payment_methods": ["bitcoin"]}))
         .await;
     let id = inv["id"].as_str().unwrap().to_owned();
-    let btc = &inv["payment_methods"]["bitcoin"];
-    let sat: u64 = btc["amount_sat"].as_str().unwrap().parse().unwrap();
-    let script = Address::from_str(btc["address"].as_str().unwrap())
-        .unwrap()
-        .require_network(Network::Regtest)
-        .unwrap()
-        .script_pubkey();
+    let (script, sat) = crate::bitcoin::pay_to(&inv);
     let (fork, a, b) = {
         let (node, wallet) = env.btc.as_mut().unwrap();
         let a = wallet.pay(&[(script.clone(), sat)]).unwrap();

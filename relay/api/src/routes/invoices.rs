@@ -694,16 +694,11 @@ pub async fn cancel<S: Store>(
 /// it any more. If the payer was faster, the gateway refuses and its webhook (or reconciliation)
 /// records the payment as made after the cancel.
 async fn cancel_card_intent<S: Store>(state: &AppState<S>, invoice: &Invoice) {
-    let (Some(gateway), Some(card)) = (
-        state.card.as_ref(),
-        invoice
-            .quote_for(relay_core::Method::Card)
-            .and_then(|q| q.card.as_ref()),
-    ) else {
+    let (Some(gateway), Some(intent)) = (state.card.as_ref(), invoice.payment_intent()) else {
         return;
     };
-    if let Err(e) = gateway.cancel_intent(&card.payment_intent).await {
-        tracing::warn!(target: "relay::card", invoice = %invoice.id, intent = %card.payment_intent, error = %e, "the gateway did not cancel the canceled invoice's PaymentIntent");
+    if let Err(e) = gateway.cancel_intent(intent).await {
+        tracing::warn!(target: "relay::card", invoice = %invoice.id, %intent, error = %e, "the gateway did not cancel the canceled invoice's PaymentIntent");
     }
 }
 

@@ -401,12 +401,10 @@ async fn card_refund<S: Store>(
         .as_ref()
         .ok_or_else(|| refused("no card gateway is configured"))?;
     let intent = invoice
-        .quote_for(relay_core::Method::Card)
-        .and_then(|q| q.card.as_ref())
-        .map(|c| c.payment_intent.clone())
+        .payment_intent()
         .ok_or_else(|| refused("the invoice has no PaymentIntent"))?;
     let amount = u64::try_from(refund.amount.0).map_err(|_| refused("amount too large"))?;
-    gateway.refund(&intent, amount, &refund.id).await
+    gateway.refund(intent, amount, &refund.id).await
 }
 
 /// Applies `input` to the merchant's invoice and stores it durably.
@@ -420,6 +418,27 @@ async fn apply<S: Store>(
     apply_input(&state.store, state.clock.as_ref(), &state.ids, &id, &input)?;
     state.store.durable().await?;
     Ok(())
+}
+
+/// Applies `input` to a pending bitcoin refund of the merchant's invoice (refused with `code`
+/// otherwise) and answers with the refund as stored.
+async fn change_bitcoin_refund<S: Store>(
+    state: &AppState<S>,
+    merchant: &Merchant,
+    (id, refund): (&str, &str),
+    (code, message): (&'static str, &'static str),
+    input: InvoiceInput,
+) -> Result<Json<RefundView>, ApiError> {
+    let find = |invoice: &Invoice| invoice.refunds.iter().find(|r| r.id == refund).cloned();
+    let invoice = owned_invoice(state, merchant, id)?;
+    let r = find(&invoice).ok_or_else(|| ApiError::not_found("refund").with_param("refund"))?;
+    if r.method != relay_core::Method::Bitcoin || r.status != RefundStatus::Pending {
+        return Err(ApiError::invalid(code, message).with_status(StatusCode::CONFLICT));
+    }
+    apply(state, merchant, id, input).await?;
+    let invoice = owned_invoice(state, merchant, id)?;
+    let r = find(&invoice).ok_or_else(ApiError::internal)?;
+    Ok(Json(RefundView::of(&invoice, &r)))
 }
 
 /// Cancel a pending bitcoin refund the merchant will not pay after all: it becomes `failed` and
@@ -448,31 +467,21 @@ pub async fn cancel<S: Store>(
     #[serde(deny_unknown_fields)]
     struct NoParams {}
     let _: NoParams = parse_json(&body)?;
-    let invoice = owned_invoice(&state, &merchant, &id)?;
-    let r = invoice
-        .refunds
-        .iter()
-        .find(|r| r.id == refund)
-        .ok_or_else(|| ApiError::not_found("refund").with_param("refund"))?;
-    if r.method != relay_core::Method::Bitcoin || r.status != RefundStatus::Pending {
-        return Err(ApiError::invalid(
-            "refund_not_cancelable",
-            "only a pending bitcoin refund (paid by the merchant's own wallet) can be canceled",
-        )
-        .with_status(StatusCode::CONFLICT));
-    }
     let input = InvoiceInput::RefundFailed {
         id: refund.clone(),
         reason: "canceled by the merchant".into(),
     };
-    apply(&state, &merchant, &id, input).await?;
-    let invoice = owned_invoice(&state, &merchant, &id)?;
-    let r = invoice
-        .refunds
-        .iter()
-        .find(|r| r.id == refund)
-        .ok_or_else(ApiError::internal)?;
-    Ok(Json(RefundView::of(&invoice, r)))
+    change_bitcoin_refund(
+        &state,
+        &merchant,
+        (&id, &refund),
+        (
+            "refund_not_cancelable",
+            "only a pending bitcoin refund (paid by the merchant's own wallet) can be canceled",
+        ),
+        input,
+    )
+    .await
 }
 
 /// What `POST /v1/invoices/{id}/refunds/{refund}/paid` takes.
@@ -516,31 +525,21 @@ pub async fn paid<S: Store>(
             ApiError::invalid("parameter_invalid", "txid must be 64 hex digits").with_param("txid"),
         );
     }
-    let invoice = owned_invoice(&state, &merchant, &id)?;
-    let r = invoice
-        .refunds
-        .iter()
-        .find(|r| r.id == refund)
-        .ok_or_else(|| ApiError::not_found("refund").with_param("refund"))?;
-    if r.method != relay_core::Method::Bitcoin || r.status != RefundStatus::Pending {
-        return Err(ApiError::invalid(
-            "refund_not_claimable",
-            "only a pending bitcoin refund can be named paid",
-        )
-        .with_status(StatusCode::CONFLICT));
-    }
     let input = InvoiceInput::RefundClaimed {
         id: refund.clone(),
         tx: txid,
     };
-    apply(&state, &merchant, &id, input).await?;
-    let invoice = owned_invoice(&state, &merchant, &id)?;
-    let r = invoice
-        .refunds
-        .iter()
-        .find(|r| r.id == refund)
-        .ok_or_else(ApiError::internal)?;
-    Ok(Json(RefundView::of(&invoice, r)))
+    change_bitcoin_refund(
+        &state,
+        &merchant,
+        (&id, &refund),
+        (
+            "refund_not_claimable",
+            "only a pending bitcoin refund can be named paid",
+        ),
+        input,
+    )
+    .await
 }
 
 /// The merchant's ledger balances, per asset and account.

@@ -738,10 +738,9 @@ fn an_invoice_paid_three_times_is_settled_once_at_its_locked_amount() {
     assert_eq!(inv.settlements.len(), 3);
 }
 
-#[test]
-fn a_payment_replacing_one_already_settled_is_held_as_a_replacement() {
+/// A double-spend: payment 1 is settled and paid, then replaced; payment 2 confirms instead.
+fn settled_then_replaced(t: Timestamp) -> Invoice {
     let mut inv = cross_rail_invoice(1);
-    let t = T0.plus_seconds(10);
     inv.apply(btc_seen(1, SAT, 1, t), t).unwrap();
     let id = inv.settlements[0].id.clone();
     inv.apply(
@@ -752,7 +751,6 @@ fn a_payment_replacing_one_already_settled_is_held_as_a_replacement() {
         t,
     )
     .unwrap();
-    // A double-spend: the settled payment is reorged out, a conflicting one confirms.
     inv.apply(
         InvoiceInput::Drop {
             reference: reference(Method::Bitcoin, 1),
@@ -762,6 +760,13 @@ fn a_payment_replacing_one_already_settled_is_held_as_a_replacement() {
     )
     .unwrap();
     inv.apply(btc_seen(2, SAT, 1, t), t).unwrap();
+    inv
+}
+
+#[test]
+fn a_payment_replacing_one_already_settled_is_held_as_a_replacement() {
+    let t = T0.plus_seconds(10);
+    let inv = settled_then_replaced(t);
     assert_eq!(
         settlements(&inv)[1],
         (
@@ -846,26 +851,7 @@ fn the_merchant_releases_an_over_payment_at_a_new_rate_but_never_a_replacement()
     assert_eq!(net(&books, "ETH", Account::Liquidity), Some(WEI + WEI / 2));
 
     // A replacement stays held.
-    let mut inv = cross_rail_invoice(1);
-    inv.apply(btc_seen(1, SAT, 1, t), t).unwrap();
-    let id = inv.settlements[0].id.clone();
-    inv.apply(
-        InvoiceInput::SettlementPaid {
-            id,
-            tx: "0xs".into(),
-        },
-        t,
-    )
-    .unwrap();
-    inv.apply(
-        InvoiceInput::Drop {
-            reference: reference(Method::Bitcoin, 1),
-            status: PaymentStatus::Replaced,
-        },
-        t,
-    )
-    .unwrap();
-    inv.apply(btc_seen(2, SAT, 1, t), t).unwrap();
+    let mut inv = settled_then_replaced(t);
     let held = inv.settlements[1].id.clone();
     let err = inv
         .apply(
