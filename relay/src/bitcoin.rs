@@ -222,7 +222,8 @@ fn refund_paid_by(
     obs: &Observation,
     candidates: &[(InvoiceId, String)],
 ) -> Result<Option<(InvoiceId, String)>> {
-    let txid = obs.outpoint().txid.to_string();
+    let outpoint = obs.outpoint();
+    let txid = outpoint.txid.to_string();
     let mut refunds = Vec::new();
     for (invoice, refund) in candidates {
         let Some(inv) = store.invoice(invoice)? else {
@@ -232,9 +233,10 @@ fn refund_paid_by(
             refunds.push((inv.merchant_id.clone(), invoice.clone(), r.clone()));
         }
     }
-    let paid_by_this = refunds
-        .iter()
-        .find(|(_, _, r)| r.tx.as_deref() == Some(txid.as_str()));
+    // Paid by this output (a refund recorded before outputs were, by this transaction).
+    let paid_by_this = refunds.iter().find(|(_, _, r)| {
+        r.tx.as_deref() == Some(txid.as_str()) && r.vout.is_none_or(|v| v == outpoint.vout)
+    });
     let Observation::Seen { sat, .. } = obs else {
         return Ok(paid_by_this.map(|(_, i, r)| (i.clone(), r.id.clone())));
     };
@@ -288,10 +290,12 @@ fn refund_input(
         });
     };
     let deep = *confirmations >= invoice.confirmations_required(Method::Bitcoin).max(1);
-    (deep && Amount::from_minor(u128::from(*sat)) >= r.amount).then(|| InvoiceInput::RefundPaid {
-        id: refund.to_owned(),
-        tx: Some(txid),
-        gateway_refund: None,
+    (deep && Amount::from_minor(u128::from(*sat)) >= r.amount).then(|| {
+        InvoiceInput::BitcoinRefundPaid {
+            id: refund.to_owned(),
+            txid,
+            vout: obs.outpoint().vout,
+        }
     })
 }
 
@@ -304,12 +308,21 @@ pub fn commit(
     update: &Update,
     refunds: &RefundWatch,
 ) -> Result<usize> {
-    // An output to a refund address pays the oldest pending refund to it that it covers, once.
+    // An output to a refund address pays the oldest pending refund to it that it covers, once;
+    // two outputs of one step never pay the same refund.
     let mut by_invoice: BTreeMap<InvoiceId, Vec<(&Observation, Option<String>)>> = BTreeMap::new();
+    let mut taken = std::collections::HashSet::new();
     for o in &update.observations {
         match refunds.get(o.invoice()) {
             Some(candidates) => {
-                if let Some((invoice, refund)) = refund_paid_by(store, o, &candidates)? {
+                let free: Vec<_> = candidates
+                    .into_iter()
+                    .filter(|(_, r)| !taken.contains(r))
+                    .collect();
+                if let Some((invoice, refund)) = refund_paid_by(store, o, &free)? {
+                    if matches!(o, Observation::Seen { .. }) {
+                        taken.insert(refund.clone());
+                    }
                     by_invoice
                         .entry(invoice)
                         .or_default()

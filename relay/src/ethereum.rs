@@ -622,11 +622,18 @@ async fn act(
                 (Purpose::Void(d.id), Bytes::from(call.abi_encode()))
             }
         };
-        if matches!(purpose, Purpose::Void(_)) && !worth_voiding(eth, &view, &input).await {
-            tracing::info!(target: "relay::eth", payment_id = %d.id, amount = %d.amount, token = %d.token, "not voiding a deposit worth less than the void (or of an unknown token): its payer can reclaim it after its expiry");
-            metrics::counter!("relay_eth_deposits_left_total").increment(1);
-            failures.left.insert(d.id);
-            continue;
+        if matches!(purpose, Purpose::Void(_)) {
+            match worth_voiding(eth, &view, &input).await {
+                Some(true) => {}
+                // The gas could not be priced now: decide again next step.
+                None => continue,
+                Some(false) => {
+                    tracing::info!(target: "relay::eth", payment_id = %d.id, amount = %d.amount, token = %d.token, "not voiding a deposit worth less than the void (or of an unknown token): its payer can reclaim it after its expiry");
+                    metrics::counter!("relay_eth_deposits_left_total").increment(1);
+                    failures.left.insert(d.id);
+                    continue;
+                }
+            }
         }
         let tx = match sender
             .prepare(
@@ -839,8 +846,9 @@ async fn operator_balance(eth: &Ethereum, failures: &mut Failures) {
 }
 
 /// Whether voiding a deposit gives its payer more than it costs the operator
-/// ([`operator::void_is_worth`], with the void's gas priced now unless a minimum is set).
-async fn worth_voiding(eth: &Ethereum, d: &operator::DepositView, input: &Bytes) -> bool {
+/// ([`operator::void_is_worth`], with the void's gas priced now unless a minimum is set);
+/// `None` when the node cannot price it now.
+async fn worth_voiding(eth: &Ethereum, d: &operator::DepositView, input: &Bytes) -> Option<bool> {
     let known = eth.tokens.contains(&d.token);
     let floor = match eth.void_min {
         Some(v) => v,
@@ -852,13 +860,12 @@ async fn worth_voiding(eth: &Ethereum, d: &operator::DepositView, input: &Bytes)
                     .await,
                 eth.node.fees().await,
             ) else {
-                // Cannot price it now: decide later.
-                return false;
+                return None;
             };
             U256::from(gas).saturating_mul(U256::from(max_fee))
         }
     };
-    operator::void_is_worth(d, known, floor)
+    Some(operator::void_is_worth(d, known, floor))
 }
 
 /// Signs, stores (flushed) and then broadcasts one operator transaction.

@@ -22,12 +22,17 @@ pub enum GatewayError {
     },
     #[error("unexpected gateway answer: {0}")]
     Decode(String),
+    /// A non-2xx answer that is not the gateway's own JSON error (a proxy's page, a body cut
+    /// off): nobody can tell whether the gateway acted.
+    #[error("unclear gateway answer {status}: {message}")]
+    Unclear { status: u16, message: String },
 }
 
 impl GatewayError {
-    /// The gateway said no, and will say no again: a 4xx answer other than 409 (a concurrent
-    /// request with the same key) and 429. Anything else — a 5xx, a proxy's page, an answer cut
-    /// off, no answer — leaves open whether it acted.
+    /// The gateway said no, and will say no again: its own JSON error with a 4xx status other
+    /// than 409 (a concurrent request with the same key) and 429. Anything else — a 5xx, a
+    /// proxy's page (whatever its status), an answer cut off, no answer — leaves open whether it
+    /// acted.
     pub fn is_refusal(&self) -> bool {
         matches!(self, GatewayError::Rejected { status, .. }
             if (400..500).contains(status) && *status != 409 && *status != 429)
@@ -40,6 +45,7 @@ impl GatewayError {
                 *status == 409 || *status == 429 || *status >= 500
             }
             GatewayError::Decode(_) => false,
+            GatewayError::Unclear { .. } => true,
         }
     }
 }
@@ -171,30 +177,29 @@ impl GatewayClient {
                     let body = text.as_deref().map_err(|e| e.to_string()).and_then(|t| {
                         serde_json::from_str::<serde_json::Value>(t).map_err(|e| e.to_string())
                     });
-                    let body = match body {
-                        Ok(body) => body,
+                    match body {
+                        Ok(body) if (200..300).contains(&status) => Ok(body),
+                        // Only the gateway's own JSON error is an answer to the request.
+                        Ok(body) if body["error"].is_object() => {
+                            let err = &body["error"];
+                            Err(GatewayError::Rejected {
+                                status,
+                                code: err["code"]
+                                    .as_str()
+                                    .or(err["type"].as_str())
+                                    .unwrap_or("unknown")
+                                    .to_owned(),
+                                message: err["message"].as_str().unwrap_or("").to_owned(),
+                            })
+                        }
                         // A proxy's error page, or an answer cut off: the request may or may not
                         // have been carried out. Never a refusal.
-                        Err(e) if (200..300).contains(&status) => {
-                            return Err(GatewayError::Decode(e));
-                        }
-                        Err(e) => {
-                            serde_json::json!({"error": {"code": "unreadable_answer", "message": e}})
-                        }
-                    };
-                    if (200..300).contains(&status) {
-                        Ok(body)
-                    } else {
-                        let err = &body["error"];
-                        Err(GatewayError::Rejected {
+                        Ok(_) => Err(GatewayError::Unclear {
                             status,
-                            code: err["code"]
-                                .as_str()
-                                .or(err["type"].as_str())
-                                .unwrap_or("unknown")
-                                .to_owned(),
-                            message: err["message"].as_str().unwrap_or("").to_owned(),
-                        })
+                            message: "not the gateway's error object".into(),
+                        }),
+                        Err(e) if (200..300).contains(&status) => Err(GatewayError::Decode(e)),
+                        Err(e) => Err(GatewayError::Unclear { status, message: e }),
                     }
                 }
             };

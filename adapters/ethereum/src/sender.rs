@@ -278,6 +278,7 @@ impl Sender {
         let nonce = self.next_nonce.map_or(on_chain, |n| n.max(on_chain));
         let (max_fee, priority_fee) = node.fees().await?;
         let max_fee = max_fee.min(self.config.max_fee_per_gas);
+        let priority_fee = priority_fee.min(max_fee);
         let tip = node.block_number().await?;
         let mut tx = OpTx {
             nonce,

@@ -37,10 +37,13 @@ pub const MAX_DESCRIPTION_LEN: usize = 1000;
 pub const MAX_METADATA_KEYS: usize = 20;
 pub const MAX_METADATA_KEY_LEN: usize = 40;
 pub const MAX_METADATA_VALUE_LEN: usize = 500;
-/// Payments one invoice records. Beyond it the invoice is flagged (`payments_capped`) and more
-/// payments are neither recorded nor credited: a flood of outputs to one address cannot make an
-/// invoice (and every event that carries it) grow without bound.
+/// Live payments (pending, confirmed, disputed) one invoice records. Beyond it the invoice is
+/// flagged (`payments_capped`) and more payments are neither recorded nor credited: a flood of
+/// outputs to one address cannot make an invoice (and every event that carries it) grow without
+/// bound. The invoice's own escrow deposit is always recorded.
 pub const MAX_PAYMENTS: usize = 100;
+/// Payment records of any status (replaced, reverted, voided ones included) one invoice keeps.
+pub const MAX_PAYMENT_RECORDS: usize = 1000;
 
 /// A way to pay: one rail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -351,6 +354,9 @@ pub enum InvoiceInput {
         tx: Option<String>,
         gateway_refund: Option<String>,
     },
+    /// Output `vout` of bitcoin transaction `txid` paid refund `id` (one output pays one
+    /// refund; another output of the same transaction may pay another).
+    BitcoinRefundPaid { id: String, txid: String, vout: u32 },
     /// Refund `id` could not be carried out; its amount is refundable again.
     RefundFailed { id: String, reason: String },
     /// The merchant wants held settlement `id` paid, worth `amount` at the current rate.
@@ -678,6 +684,13 @@ impl Invoice {
         self.methods.iter().find(|q| q.method == method)
     }
 
+    /// Whether `reference` is the escrow deposit this invoice asked for (exact terms).
+    fn is_own_deposit(&self, reference: &str) -> bool {
+        self.quote_for(Method::Ethereum)
+            .and_then(|q| q.ethereum.as_ref())
+            .is_some_and(|e| eth_payment_reference(&e.payment_id) == reference)
+    }
+
     /// The card gateway's PaymentIntent of this invoice, if it offers card.
     pub fn payment_intent(&self) -> Option<&str> {
         self.quote_for(Method::Card)
@@ -724,7 +737,9 @@ impl Invoice {
     pub fn apply(&mut self, input: InvoiceInput, now: Timestamp) -> Result<Transition, CoreError> {
         if let Some(reference) = input.payment_reference() {
             let known = self.payments.iter().any(|p| p.reference == reference);
-            if !known && self.payments.len() >= MAX_PAYMENTS {
+            let live = self.payments.iter().filter(|p| p.status.is_live()).count();
+            let full = live >= MAX_PAYMENTS || self.payments.len() >= MAX_PAYMENT_RECORDS;
+            if !known && full && !self.is_own_deposit(reference) {
                 // Flagged once; the payment itself is not recorded (no event, no credit).
                 let changed = !self.payments_capped;
                 if changed {
@@ -930,6 +945,14 @@ impl Invoice {
             } => {
                 self.refund_paid(&id, tx, gateway_refund, &mut events)?;
                 changed = !events.is_empty();
+            }
+            InvoiceInput::BitcoinRefundPaid { id, txid, vout } => {
+                self.refund_paid(&id, Some(txid), None, &mut events)?;
+                if let Some(r) = self.refunds.iter_mut().find(|r| r.id == id) {
+                    changed |= r.vout != Some(vout);
+                    r.vout = Some(vout);
+                }
+                changed |= !events.is_empty();
             }
             InvoiceInput::RefundSubmitted { id, gateway_refund } => {
                 if let Some(r) = self.refunds.iter_mut().find(|r| r.id == id) {

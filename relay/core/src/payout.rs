@@ -136,14 +136,16 @@ impl Settlement {
             .then(|| self.hold.unwrap_or(HoldReason::PaymentNotFinal))
     }
 
-    /// Whether it counts against the invoice's settlement cap: paid, or on its way to be (a
-    /// released hold is paid for money beyond the cap, so it does not).
+    /// Whether it counts against the invoice's settlement cap: paid, on its way to be, or held
+    /// only because its payment is not final right now (it may already be on its way to the
+    /// chain, and comes back if the payment does). A released hold is paid for money beyond the
+    /// cap, so it does not count.
     fn committed(&self) -> bool {
         !self.released
-            && matches!(
+            && (matches!(
                 self.status,
                 SettlementStatus::Pending | SettlementStatus::Queued | SettlementStatus::Paid
-            )
+            ) || self.hold_reason() == Some(HoldReason::PaymentNotFinal))
     }
 }
 
@@ -175,6 +177,9 @@ pub struct Refund {
     /// The transaction that paid it (escrow refund or void, bitcoin payment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tx: Option<String>,
+    /// Bitcoin: the output of `tx` that paid it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vout: Option<u32>,
     /// Card: the gateway's refund id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_refund: Option<String>,
@@ -357,6 +362,7 @@ impl Invoice {
             script_pubkey,
             tx: None,
             gateway_refund: None,
+            vout: None,
             claimed_tx: None,
             failure: None,
             created_at: now,
@@ -444,6 +450,7 @@ impl Invoice {
         }
         r.status = RefundStatus::Pending;
         r.tx = None;
+        r.vout = None;
         let (reference, amount) = (r.payment.clone(), r.amount);
         if let Some(p) = self.payments.iter_mut().find(|p| p.reference == reference) {
             p.refunded = p.refunded.saturating_sub(amount);
@@ -527,26 +534,63 @@ impl Invoice {
         }
     }
 
-    /// What the invoice's settlements already take of what it was due: those paid or on their
-    /// way to be.
-    fn committed_settlements(&self) -> U256 {
+    /// What the invoice's settlements already take of its cap (all but the one at `except`).
+    fn committed_settlements(&self, except: Option<usize>) -> U256 {
         self.settlements
             .iter()
-            .filter(|s| s.committed())
-            .fold(U256::ZERO, |sum, s| sum.saturating_add(s.amount.0))
+            .enumerate()
+            .filter(|(i, s)| Some(*i) != except && s.committed())
+            .fold(U256::ZERO, |sum, (_, s)| sum.saturating_add(s.amount.0))
+    }
+
+    /// The most the operator's liquidity pays this invoice at the locked rate: what it was due
+    /// in the settlement asset, less the part of the price already paid to the merchant directly
+    /// (an escrow deposit in time), converted at the locked rates.
+    fn settlement_cap(&self) -> U256 {
+        let Some(to) = &self.settle_to else {
+            return U256::ZERO;
+        };
+        let mut direct = U256::ZERO;
+        for method in Method::ALL
+            .into_iter()
+            .filter(|m| !self.settles_cross_rail(*m))
+        {
+            let paid = self
+                .payments
+                .iter()
+                .filter(|p| p.method == method && self.in_time(p))
+                .filter(|p| matches!(p.status, PaymentStatus::Confirmed | PaymentStatus::Disputed))
+                .fold(Amount::ZERO, |sum, p| {
+                    Amount(sum.0.saturating_add(p.amount.0))
+                });
+            direct = direct.saturating_add(self.credit(method, paid));
+        }
+        let price = self.price.amount.0;
+        if price.is_zero() || direct >= price {
+            return U256::ZERO;
+        }
+        match to.due.amount.0.checked_mul(price - direct) {
+            Some(n) => n / price,
+            None => to.due.amount.0,
+        }
+    }
+
+    /// Whether a payment the merchant was paid for on Ethereum was taken back since (reorged,
+    /// double-spent, disputed, refunded): the operator holds less than it paid.
+    fn paid_then_lost(&self) -> bool {
+        self.payments.iter().any(|p| {
+            !(p.status == PaymentStatus::Confirmed && p.refunded.is_zero())
+                && self
+                    .settlements
+                    .iter()
+                    .any(|s| s.payment == p.reference && s.status == SettlementStatus::Paid)
+        })
     }
 
     /// Why a payment beyond the cap is held: it replaces one the merchant was paid for, or it
     /// is simply more than was due.
     fn excess_reason(&self) -> HoldReason {
-        let paid_then_lost = self.payments.iter().any(|p| {
-            matches!(p.status, PaymentStatus::Reverted | PaymentStatus::Replaced)
-                && self
-                    .settlements
-                    .iter()
-                    .any(|s| s.payment == p.reference && s.status == SettlementStatus::Paid)
-        });
-        if paid_then_lost {
+        if self.paid_then_lost() {
             HoldReason::Replacement
         } else {
             HoldReason::OverPayment
@@ -568,7 +612,7 @@ impl Invoice {
             return;
         }
         let asset = to.due.asset.code.clone();
-        let due = to.due.amount.0;
+        let cap = self.settlement_cap();
         let depth = to.min_confirmations.max(1);
         let ready: Vec<Payment> = self
             .payments
@@ -620,7 +664,7 @@ impl Invoice {
             }
             let pay = amount
                 .0
-                .min(due.saturating_sub(self.committed_settlements()));
+                .min(cap.saturating_sub(self.committed_settlements(None)));
             let rest = amount.0 - pay;
             let reason = self.excess_reason();
             let rest_source = source_of(rest);
@@ -645,10 +689,7 @@ impl Invoice {
     /// Holds unpaid settlements whose payment stopped being final and whole, and releases those
     /// held for that reason whose payment is again, if the invoice's cap still allows them.
     pub(crate) fn hold_settlements(&mut self, events: &mut Vec<EventType>) {
-        let due = self
-            .settle_to
-            .as_ref()
-            .map_or(U256::ZERO, |t| t.due.amount.0);
+        let cap = self.settlement_cap();
         for i in 0..self.settlements.len() {
             let s = &self.settlements[i];
             if s.status == SettlementStatus::Paid
@@ -662,7 +703,11 @@ impl Invoice {
                     && p.status == PaymentStatus::Confirmed
                     && p.refunded.is_zero()
             });
-            let fits = s.released || self.committed_settlements().saturating_add(s.amount.0) <= due;
+            let fits = s.released
+                || self
+                    .committed_settlements(Some(i))
+                    .saturating_add(s.amount.0)
+                    <= cap;
             let reason = self.excess_reason();
             let s = &mut self.settlements[i];
             match (whole, s.status) {
@@ -722,6 +767,22 @@ impl Invoice {
         }
         if amount.is_zero() {
             return Err(not("it is worth nothing at the current rate"));
+        }
+        // The operator holds less than it paid for this invoice, or may yet pay a held
+        // settlement whose payment comes back: nothing more goes out until that is settled.
+        if self.paid_then_lost() {
+            return Err(not(
+                "a payment the merchant was paid for was taken back (reorged, disputed or refunded)",
+            ));
+        }
+        if self
+            .settlements
+            .iter()
+            .any(|o| o.hold_reason() == Some(HoldReason::PaymentNotFinal))
+        {
+            return Err(not(
+                "another settlement of the invoice waits for its payment to be final again",
+            ));
         }
         let s = self.settlement_mut(id)?;
         s.amount = amount;

@@ -824,6 +824,41 @@ async fn a_bitcoin_refund_is_marked_paid_when_the_merchants_wallet_pays_it() {
     assert_eq!(row["asset"], "BTC");
     assert_eq!(row["accounts"]["refunded"], "20000");
     assert_eq!(row["accounts"]["paid_out"], sat.to_string());
+
+    // Two more refunds to the same address, paid by one transaction with two outputs: each
+    // output pays one of them.
+    for key in ["b-2", "b-3"] {
+        let (status, r) = env
+            .refund(
+                &id,
+                key,
+                json!({"amount": "0.0001", "bitcoin_address": payer.address}),
+            )
+            .await;
+        assert_eq!(status, 200, "{r}");
+    }
+    let refund_script = ScriptBuf::from_hex(&payer.script_pubkey).unwrap();
+    let batch = {
+        let (node, wallet) = env.btc.as_mut().unwrap();
+        let tx = wallet
+            .pay(&[(refund_script.clone(), 10_000), (refund_script, 10_000)])
+            .unwrap();
+        broadcast(node, &tx).unwrap();
+        node.mine(1, &[0xee; 20]).unwrap();
+        tx.compute_txid().to_string()
+    };
+    let done = env
+        .until(&id, |i| {
+            i["refunds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["status"] == "succeeded")
+        })
+        .await;
+    assert_eq!(done["refunds"][1]["tx"], batch.as_str());
+    assert_eq!(done["refunds"][2]["tx"], batch.as_str());
+    assert_eq!(done["payments"][0]["refunded_minor"], "40000");
 }
 
 /// A TCP proxy to the gateway that can be switched off: while off, it accepts connections and

@@ -778,7 +778,7 @@ fn a_payment_replacing_one_already_settled_is_held_as_a_replacement() {
 }
 
 #[test]
-fn a_reverted_unpaid_settlement_is_released_only_while_the_cap_allows() {
+fn a_settlement_held_while_its_payment_is_not_final_still_counts_against_the_cap() {
     let mut inv = cross_rail_invoice(1);
     let t = T0.plus_seconds(10);
     inv.apply(btc_seen(1, SAT, 1, t), t).unwrap();
@@ -798,16 +798,31 @@ fn a_reverted_unpaid_settlement_is_released_only_while_the_cap_allows() {
             WEI
         )]
     );
-    // Another payment takes its place (the first was never paid: nothing is lost).
+    // Another payment arrives: the first's settlement may already be on its way to the chain,
+    // so the second is held, and cannot be released while the first may still be paid.
     inv.apply(btc_seen(2, SAT, 1, t), t).unwrap();
-    assert_eq!(inv.settlements[1].status, SettlementStatus::Pending);
-    // The first comes back in a reorg: the invoice was due one settlement, not two.
-    inv.apply(btc_seen(1, SAT, 1, t), t).unwrap();
-    assert_eq!(inv.settlements[0].status, SettlementStatus::Held);
     assert_eq!(
-        inv.settlements[0].hold_reason(),
+        inv.settlements[1].hold_reason(),
         Some(crate::HoldReason::OverPayment)
     );
+    let second = inv.settlements[1].id.clone();
+    let err = inv
+        .apply(
+            InvoiceInput::ReleaseSettlement {
+                id: second.clone(),
+                amount: Amount::from_minor(WEI),
+            },
+            t,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, crate::CoreError::NotReleasable { .. }),
+        "{err}"
+    );
+    // The first comes back in a reorg: it is due again; the invoice gets one settlement.
+    inv.apply(btc_seen(1, SAT, 1, t), t).unwrap();
+    assert_eq!(inv.settlements[0].status, SettlementStatus::Pending);
+    assert_eq!(inv.settlements[1].status, SettlementStatus::Held);
 }
 
 #[test]
@@ -866,4 +881,90 @@ fn the_merchant_releases_an_over_payment_at_a_new_rate_but_never_a_replacement()
         matches!(err, crate::CoreError::NotReleasable { .. }),
         "{err}"
     );
+}
+
+#[test]
+fn no_release_while_a_paid_for_payment_is_taken_back() {
+    let mut inv = cross_rail_invoice(1);
+    let t = T0.plus_seconds(10);
+    // Card payment A is settled and paid; bitcoin B pays the price again and is held.
+    inv.apply(
+        InvoiceInput::Observe {
+            reference: reference(Method::Card, 1),
+            method: Method::Card,
+            asset: "USD".into(),
+            amount: Amount::from_minor(CENTS),
+            confirmed: true,
+            confirmations: 1,
+            seen_at: Some(t),
+        },
+        t,
+    )
+    .unwrap();
+    let a = inv.settlements[0].id.clone();
+    inv.apply(
+        InvoiceInput::SettlementPaid {
+            id: a,
+            tx: "0xs".into(),
+        },
+        t,
+    )
+    .unwrap();
+    inv.apply(btc_seen(2, SAT, 1, t), t).unwrap();
+    let b = inv.settlements[1].id.clone();
+    assert_eq!(
+        inv.settlements[1].hold_reason(),
+        Some(crate::HoldReason::OverPayment)
+    );
+    // The payer charges A back: the operator paid for money it no longer holds.
+    inv.apply(
+        InvoiceInput::Dispute {
+            reference: reference(Method::Card, 1),
+            method: Method::Card,
+            asset: "USD".into(),
+            amount: Amount::from_minor(CENTS),
+        },
+        t,
+    )
+    .unwrap();
+    let err = inv
+        .apply(
+            InvoiceInput::ReleaseSettlement {
+                id: b,
+                amount: Amount::from_minor(WEI),
+            },
+            t,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, crate::CoreError::NotReleasable { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_escrow_payment_counts_against_what_the_operator_settles() {
+    let mut inv = cross_rail_invoice(1);
+    let t = T0.plus_seconds(10);
+    // Half the price paid into the escrow (the merchant gets it by capture)...
+    inv.apply(
+        InvoiceInput::Observe {
+            reference: reference(Method::Ethereum, 1),
+            method: Method::Ethereum,
+            asset: "ETH".into(),
+            amount: Amount::from_minor(WEI / 2),
+            confirmed: true,
+            confirmations: 1,
+            seen_at: Some(t),
+        },
+        t,
+    )
+    .unwrap();
+    // ...and the whole price in bitcoin: the operator pays only the half still due.
+    inv.apply(btc_seen(2, SAT, 1, t), t).unwrap();
+    let paid: Vec<_> = settlements(&inv)
+        .into_iter()
+        .filter(|s| s.0 != SettlementStatus::Held)
+        .collect();
+    assert_eq!(paid, vec![(SettlementStatus::Pending, None, WEI / 2)]);
 }
