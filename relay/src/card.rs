@@ -224,49 +224,62 @@ pub async fn reconcile(
     Ok(changed)
 }
 
-/// Cancels the PaymentIntent of each invoice that just expired unpaid by card, so that a payer
-/// can no longer be charged for it. A payer who confirmed at the last moment makes the gateway
-/// refuse; that invoice is reconciled at once, and the gateway's own charge time decides whether
-/// the payment was in time.
-pub async fn close_expired(
+/// Cancels at the gateway the PaymentIntent of every invoice that expired or was canceled
+/// unpaid by card (the store's `card-cancel` work), so that a payer can no longer be charged for
+/// it; a cancel the gateway could not be asked for is asked again next pass. A payer who
+/// confirmed at the last moment makes the gateway refuse: that invoice is reconciled at once
+/// (the gateway's own charge time decides whether the payment was in time), and its intent is
+/// closed either way. Returns how many intents were closed.
+pub async fn close_intents(
     store: &SledStore,
     gateway: &StripeGateway,
     clock: &dyn Clock,
     ids: &IdSource,
-    expired: &[relay_core::Invoice],
-) {
-    for invoice in expired {
-        if invoice.status != relay_core::InvoiceStatus::Expired {
-            continue;
-        }
-        let Some(intent) = invoice.payment_intent().map(str::to_owned) else {
+) -> Result<usize, StoreError> {
+    let mut closed = 0;
+    for w in store.payouts(relay_store::PayoutKind::CardCancel)? {
+        let Some(invoice) = store.invoice(&w.invoice)? else {
             continue;
         };
-        if invoice
-            .payments
-            .iter()
-            .any(|p| p.reference == intent && p.status != PaymentStatus::Failed)
-        {
+        let Some(intent) = invoice.intent_to_close().map(str::to_owned) else {
             continue;
-        }
+        };
         match gateway.client.cancel_payment_intent(&intent).await {
             Ok(_) => {
-                tracing::info!(target: "relay::card", invoice = %invoice.id, %intent, "canceled the expired invoice's PaymentIntent")
+                tracing::info!(target: "relay::card", invoice = %invoice.id, %intent, "canceled the PaymentIntent of an invoice no longer payable")
             }
-            Err(e) => {
-                tracing::warn!(target: "relay::card", invoice = %invoice.id, %intent, error = %e, "the gateway did not cancel an expired invoice's PaymentIntent; reconciling it");
-                if let Err(e) = reconcile(
+            Err(e) if e.is_refusal() => {
+                tracing::warn!(target: "relay::card", invoice = %invoice.id, %intent, error = %e, "the gateway would not cancel the PaymentIntent of an invoice no longer payable; reconciling it");
+                reconcile(
                     store,
                     gateway,
                     clock,
                     ids,
                     std::slice::from_ref(&invoice.id),
                 )
-                .await
-                {
-                    tracing::warn!(target: "relay::card", error = %e, "reconciling after a refused cancel");
-                }
+                .await?;
+            }
+            Err(e) => {
+                tracing::warn!(target: "relay::card", invoice = %invoice.id, %intent, error = %e, "could not cancel the PaymentIntent of an invoice no longer payable; will ask again");
+                continue;
+            }
+        }
+        match relay_api::update::apply_input(
+            store,
+            clock,
+            ids,
+            &w.invoice,
+            &InvoiceInput::IntentClosed,
+        ) {
+            Ok(_) => closed += 1,
+            Err(relay_api::update::ApplyError::Store(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(target: "relay::card", invoice = %invoice.id, error = %e, "recording the closed intent failed")
             }
         }
     }
+    if closed > 0 {
+        store.durable().await?;
+    }
+    Ok(closed)
 }

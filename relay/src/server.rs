@@ -157,12 +157,15 @@ async fn expiry_loop(
         match crate::expiry::sweep(&store, clock.as_ref(), &ids).await {
             Ok(changed) if changed.is_empty() => {}
             Ok(changed) => {
-                tracing::debug!(target: "relay::expiry", expired = changed.len(), "invoices expired");
-                if let Some(g) = &gateway {
-                    crate::card::close_expired(&store, g, clock.as_ref(), &ids, &changed).await;
-                }
+                tracing::debug!(target: "relay::expiry", expired = changed.len(), "invoices expired")
             }
             Err(e) => tracing::warn!(target: "relay::expiry", error = %e, "expiry sweep failed"),
+        }
+        // No one may be charged for an invoice no longer payable (asked again while it fails).
+        if let Some(g) = &gateway {
+            if let Err(e) = crate::card::close_intents(&store, g, clock.as_ref(), &ids).await {
+                tracing::warn!(target: "relay::card", error = %e, "closing PaymentIntents failed");
+            }
         }
     }
 }

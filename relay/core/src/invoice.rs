@@ -367,6 +367,8 @@ pub enum InvoiceInput {
     RefundClaimed { id: String, tx: String },
     /// The transaction `tx` that paid bitcoin refund `id` left the chain: it is pending again.
     RefundReverted { id: String, tx: String },
+    /// The card PaymentIntent was canceled at the gateway (or can no longer be charged).
+    IntentClosed,
     /// Settlement `id` waits for the operator's liquidity.
     SettlementQueued { id: String },
     /// The escrow paid settlement `id` in transaction `tx`.
@@ -436,6 +438,9 @@ pub struct Invoice {
     /// More than [`MAX_PAYMENTS`] payments were seen: the rest were not recorded.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub payments_capped: bool,
+    /// The card PaymentIntent can no longer be charged (canceled at the gateway, or finished).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub intent_closed: bool,
     /// Incremented on every change, for optimistic concurrency in the store.
     pub version: u64,
 }
@@ -675,6 +680,7 @@ impl Invoice {
             settlements: Vec::new(),
             refunds: Vec::new(),
             payments_capped: false,
+            intent_closed: false,
             version: 1,
         };
         Ok((invoice, vec![EventType::InvoiceCreated]))
@@ -689,6 +695,22 @@ impl Invoice {
         self.quote_for(Method::Ethereum)
             .and_then(|q| q.ethereum.as_ref())
             .is_some_and(|e| eth_payment_reference(&e.payment_id) == reference)
+    }
+
+    /// The PaymentIntent to cancel at the gateway: the invoice expired or was canceled, nobody
+    /// paid by card, and the intent is not closed yet. A payer must never be charged for an
+    /// invoice that is no longer payable.
+    pub fn intent_to_close(&self) -> Option<&str> {
+        let payable = matches!(self.status, InvoiceStatus::New | InvoiceStatus::Processing)
+            && self.canceled_at.is_none();
+        let card_paid = self
+            .payments
+            .iter()
+            .any(|p| p.method == Method::Card && p.status != PaymentStatus::Failed);
+        if payable || card_paid || self.intent_closed {
+            return None;
+        }
+        self.payment_intent()
     }
 
     /// The card gateway's PaymentIntent of this invoice, if it offers card.
@@ -984,6 +1006,10 @@ impl Invoice {
             InvoiceInput::SettlementPaid { id, tx } => {
                 self.settlement_paid(&id, tx, &mut events)?;
                 changed = !events.is_empty();
+            }
+            InvoiceInput::IntentClosed => {
+                changed = !self.intent_closed;
+                self.intent_closed = true;
             }
             InvoiceInput::Tick => {}
             InvoiceInput::Cancel => {

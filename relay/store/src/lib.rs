@@ -232,6 +232,9 @@ pub enum PayoutKind {
     BtcRefund,
     /// A pending card refund the gateway has not accepted yet (asked again until it does).
     CardRefund,
+    /// The PaymentIntent of an expired or canceled invoice, to cancel at the gateway
+    /// (`record` is its id).
+    CardCancel,
 }
 
 /// One record of payout work: the invoice, the refund or settlement id, and a value.

@@ -474,6 +474,7 @@ impl Store for SledStore {
             PayoutKind::Settlement => ledger::SETTLEMENT,
             PayoutKind::BtcRefund => ledger::BTC_REFUND,
             PayoutKind::CardRefund => ledger::CARD_REFUND,
+            PayoutKind::CardCancel => ledger::CARD_CANCEL,
         })
     }
 

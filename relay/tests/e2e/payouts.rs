@@ -982,6 +982,26 @@ where
     P: Send + Sync + 'static,
     F: std::future::Future<Output = P>,
 {
+    let (env, proxy) = card_behind(make, url).await;
+    let inv = env
+        .invoice(json!({"amount": "25.00", "currency": "USD", "payment_methods": ["card"]}))
+        .await;
+    let id = inv["id"].as_str().unwrap().to_owned();
+    let pi = env.pay_card(&inv);
+    env.until(&id, |i| i["status"] == "settled").await;
+    (env, proxy, id, pi)
+}
+
+/// A relay that reaches the gateway only through the proxy `make` puts in front of it
+/// (reconciling every second; the payer and the test reach the gateway directly).
+async fn card_behind<P, F>(
+    make: impl FnOnce(String) -> F,
+    url: fn(&P) -> String,
+) -> (Env, std::sync::Arc<tokio::sync::OnceCell<P>>)
+where
+    P: Send + Sync + 'static,
+    F: std::future::Future<Output = P>,
+{
     let proxy = std::sync::Arc::new(tokio::sync::OnceCell::<P>::new());
     let slot = proxy.clone();
     let env = start_with(true, false, &[], move |gw_url| {
@@ -994,13 +1014,7 @@ where
         ]
     })
     .await;
-    let inv = env
-        .invoice(json!({"amount": "25.00", "currency": "USD", "payment_methods": ["card"]}))
-        .await;
-    let id = inv["id"].as_str().unwrap().to_owned();
-    let pi = env.pay_card(&inv);
-    env.until(&id, |i| i["status"] == "settled").await;
-    (env, proxy, id, pi)
+    (env, proxy)
 }
 
 /// Runs a future to completion from synchronous code inside the test runtime.
@@ -1222,10 +1236,12 @@ async fn cross_rail_settlements_never_pay_canceled_invoices_or_more_than_was_due
 }
 
 /// A card invoice's PaymentIntent is canceled at the gateway when the merchant cancels the
-/// invoice or it expires: the payer can no longer be charged for it.
+/// invoice or it expires — also when the gateway cannot be reached at that moment: the payer
+/// can no longer be charged for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canceled_or_expired_card_invoice_cannot_be_charged_at_the_gateway() {
-    let env = start(true, false, &[]).await;
+    let (env, switch) = card_behind(switch_to, |s| s.url.clone()).await;
+    let switch = switch.get().unwrap();
     let gw = env.gw.as_ref().unwrap();
     let charge_attempt = |pi: &str| {
         gw.post(
@@ -1273,6 +1289,9 @@ async fn a_canceled_or_expired_card_invoice_cannot_be_charged_at_the_gateway() {
         )
         .await;
     let id = expiring["id"].as_str().unwrap().to_owned();
+    // The gateway cannot be reached when the invoice expires: its intent is canceled once it
+    // can be.
+    switch.off();
     let start = Instant::now();
     loop {
         let inv = env.until(&id, |_| true).await;
@@ -1286,6 +1305,12 @@ async fn a_canceled_or_expired_card_invoice_cannot_be_charged_at_the_gateway() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let pi = pi_of(&expiring);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_ne!(
+        gw.get(&format!("/v1/payment_intents/{pi}")).unwrap()["status"],
+        "canceled"
+    );
+    switch.on();
     let deadline = Instant::now() + Duration::from_secs(10);
     while gw.get(&format!("/v1/payment_intents/{pi}")).unwrap()["status"] != "canceled" {
         assert!(

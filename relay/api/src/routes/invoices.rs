@@ -697,8 +697,23 @@ async fn cancel_card_intent<S: Store>(state: &AppState<S>, invoice: &Invoice) {
     let (Some(gateway), Some(intent)) = (state.card.as_ref(), invoice.payment_intent()) else {
         return;
     };
-    if let Err(e) = gateway.cancel_intent(intent).await {
-        tracing::warn!(target: "relay::card", invoice = %invoice.id, %intent, error = %e, "the gateway did not cancel the canceled invoice's PaymentIntent");
+    match gateway.cancel_intent(intent).await {
+        Ok(()) => {
+            let closed = crate::update::apply_input(
+                &state.store,
+                state.clock.as_ref(),
+                &state.ids,
+                &invoice.id,
+                &InvoiceInput::IntentClosed,
+            );
+            if let Err(e) = closed {
+                tracing::warn!(target: "relay::card", invoice = %invoice.id, error = %e, "recording the closed intent failed");
+            }
+        }
+        // The relay's card pass asks again (or reconciles a payment made meanwhile).
+        Err(e) => {
+            tracing::warn!(target: "relay::card", invoice = %invoice.id, %intent, error = %e, "the gateway did not cancel the canceled invoice's PaymentIntent")
+        }
     }
 }
 

@@ -686,3 +686,35 @@ fn a_step_writes_each_event_kind_once() {
         vec![EventType::PaymentPending, EventType::InvoiceProcessing]
     );
 }
+
+#[test]
+fn the_intent_of_an_invoice_no_longer_payable_is_to_be_closed_once() {
+    let mut inv = new_invoice(2500, vec![Method::Card]);
+    inv.methods[0].card = Some(CardIntent {
+        gateway: "stripe".into(),
+        payment_intent: "pi_1".into(),
+        client_secret: "pi_1_secret".into(),
+    });
+    assert_eq!(inv.intent_to_close(), None, "still payable");
+    inv.apply(InvoiceInput::Tick, T0.plus_seconds(901)).unwrap();
+    assert_eq!(inv.status, InvoiceStatus::Expired);
+    assert_eq!(inv.intent_to_close(), Some("pi_1"));
+    let t = inv
+        .apply(InvoiceInput::IntentClosed, T0.plus_seconds(902))
+        .unwrap();
+    assert!(t.changed);
+    assert_eq!(inv.intent_to_close(), None);
+
+    // Paid by card (late): nothing to cancel.
+    let mut paid = new_invoice(2500, vec![Method::Card]);
+    paid.methods[0].card = inv.methods[0].card.clone();
+    paid.apply(InvoiceInput::Cancel, T0.plus_seconds(5))
+        .unwrap();
+    assert_eq!(paid.intent_to_close(), Some("pi_1"));
+    paid.apply(
+        observe("pi_1", Method::Card, "USD", 2500, true),
+        T0.plus_seconds(6),
+    )
+    .unwrap();
+    assert_eq!(paid.intent_to_close(), None);
+}

@@ -22,6 +22,7 @@ pub(super) const ETH_REFUND: &str = "eth-refund";
 pub(super) const SETTLEMENT: &str = "settlement";
 pub(super) const BTC_REFUND: &str = "btc-refund";
 pub(super) const CARD_REFUND: &str = "card-refund";
+pub(super) const CARD_CANCEL: &str = "card-cancel";
 
 fn balance_key(merchant: &MerchantId, asset: &str, account: Account) -> Vec<u8> {
     let mut k = merchant.as_str().as_bytes().to_vec();
@@ -86,6 +87,9 @@ fn payout_work(invoice: &Invoice) -> BTreeMap<Vec<u8>, Vec<u8>> {
         .filter(|s| s.status != SettlementStatus::Paid)
     {
         work.insert(payout_key(SETTLEMENT, &invoice.id, &s.id), Vec::new());
+    }
+    if let Some(intent) = invoice.intent_to_close() {
+        work.insert(payout_key(CARD_CANCEL, &invoice.id, intent), Vec::new());
     }
     work
 }
