@@ -136,6 +136,9 @@ pub struct SettlementView {
     /// again); the others are never paid automatically.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hold_reason: Option<String>,
+    /// Every payment it pays for, when it pays for several (one `settle` for them all).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub payments: Vec<String>,
     pub payment: String,
     /// Recorded on chain: the PaymentIntent id or the bitcoin txid.
     pub source_ref: String,
@@ -451,6 +454,7 @@ impl InvoiceView {
                         id: s.id.clone(),
                         status: enum_str(&s.status),
                         hold_reason: s.hold_reason().map(|r| r.as_str().to_owned()),
+                        payments: s.parts.iter().map(|p| p.payment.clone()).collect(),
                         payment: s.payment.clone(),
                         source_ref: s.source_ref.clone(),
                         amount: s.amount.to_decimal_string(to.due.asset.decimals),

@@ -278,10 +278,11 @@ fn post_payment(invoice: &Invoice, p: &Payment, b: &mut Balances) {
     let settled = invoice
         .settlements
         .iter()
-        .filter(|s| s.payment == p.reference && s.status == SettlementStatus::Paid)
+        .filter(|s| s.status == SettlementStatus::Paid && s.covers(&p.reference))
         .fold(None, |sum: Option<Amount>, s| {
+            let share = s.share_of(&p.reference);
             Some(Amount(
-                sum.unwrap_or(Amount::ZERO).0.saturating_add(s.amount.0),
+                sum.unwrap_or(Amount::ZERO).0.saturating_add(share.0),
             ))
         });
     // A payment paid out to the merchant on Ethereum for a card or bitcoin payment: the relay

@@ -126,10 +126,59 @@ pub struct Settlement {
     /// invoice's locked amount: the operator holds the money it pays for).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub released: bool,
+    /// The payments it pays for, with their shares of `amount`, when it pays for several (an
+    /// invoice's payments made together are settled by one `settle`); empty when it pays for
+    /// `payment` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<SettlementPart>,
     pub created_at: Timestamp,
 }
 
+/// One payment's share of a settlement that pays for several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementPart {
+    pub payment: String,
+    pub amount: Amount,
+}
+
 impl Settlement {
+    /// The payments it pays for, with their shares.
+    pub fn shares(&self) -> Vec<(&str, Amount)> {
+        if self.parts.is_empty() {
+            vec![(self.payment.as_str(), self.amount)]
+        } else {
+            self.parts
+                .iter()
+                .map(|p| (p.payment.as_str(), p.amount))
+                .collect()
+        }
+    }
+
+    /// Whether it pays (in part) for the payment `reference`.
+    pub fn covers(&self, reference: &str) -> bool {
+        self.shares().iter().any(|(r, _)| *r == reference)
+    }
+
+    /// Its share for the payment `reference` (zero if it does not pay for it). A released
+    /// settlement was re-quoted, so its shares are scaled to its amount now.
+    pub fn share_of(&self, reference: &str) -> Amount {
+        let shares = self.shares();
+        let total = shares
+            .iter()
+            .fold(U256::ZERO, |sum, (_, a)| sum.saturating_add(a.0));
+        let mine = shares
+            .iter()
+            .filter(|(r, _)| *r == reference)
+            .fold(U256::ZERO, |sum, (_, a)| sum.saturating_add(a.0));
+        if total.is_zero() || total == self.amount.0 {
+            return Amount(mine);
+        }
+        match self.amount.0.checked_mul(mine) {
+            Some(n) => Amount(n / total),
+            None => Amount(mine),
+        }
+    }
+
     /// The reason it is held, if it is.
     pub fn hold_reason(&self) -> Option<HoldReason> {
         (self.status == SettlementStatus::Held)
@@ -583,7 +632,7 @@ impl Invoice {
                 && self
                     .settlements
                     .iter()
-                    .any(|s| s.payment == p.reference && s.status == SettlementStatus::Paid)
+                    .any(|s| s.covers(&p.reference) && s.status == SettlementStatus::Paid)
         })
     }
 
@@ -597,13 +646,85 @@ impl Invoice {
         }
     }
 
-    /// Plans the settlement of every final cross-rail payment that has none, once the invoice is
-    /// no longer waiting for payments and the payment is as deep as the operator requires.
+    /// Whether every payment `s` pays for is confirmed and not refunded.
+    fn whole(&self, s: &Settlement) -> bool {
+        s.shares().iter().all(|(r, _)| {
+            self.payments.iter().any(|p| {
+                p.reference == *r && p.status == PaymentStatus::Confirmed && p.refunded.is_zero()
+            })
+        })
+    }
+
+    /// One settlement record for `parts` (payment, settlement amount, source amount), all of one
+    /// method: one `settle` for them all.
+    fn settlement_for(
+        &self,
+        parts: &[(&Payment, U256, Amount)],
+        excess: bool,
+        hold: Option<HoldReason>,
+        now: Timestamp,
+    ) -> Option<Settlement> {
+        let (first, ..) = parts.first()?;
+        let to = self.settle_to.as_ref()?;
+        let key = parts
+            .iter()
+            .map(|(p, ..)| p.reference.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let id = if excess {
+            excess_settlement_id(self.id.as_str(), &key)
+        } else {
+            settlement_id(self.id.as_str(), &key)
+        };
+        let amount = parts
+            .iter()
+            .fold(U256::ZERO, |sum, (_, a, _)| sum.saturating_add(*a));
+        let source = parts.iter().fold(Amount::ZERO, |sum, (_, _, s)| {
+            Amount(sum.0.saturating_add(s.0))
+        });
+        let source_ref = match parts.len() {
+            1 => source_ref(first),
+            n => format!("{} +{} more", source_ref(first), n - 1),
+        };
+        Some(Settlement {
+            id,
+            payment: first.reference.clone(),
+            source_ref,
+            amount: Amount(amount),
+            asset: to.due.asset.code.clone(),
+            status: if hold.is_some() {
+                SettlementStatus::Held
+            } else {
+                SettlementStatus::Pending
+            },
+            tx: None,
+            hold,
+            source_amount: source,
+            released: false,
+            parts: if parts.len() > 1 {
+                parts
+                    .iter()
+                    .map(|(p, a, _)| SettlementPart {
+                        payment: p.reference.clone(),
+                        amount: Amount(*a),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            created_at: now,
+        })
+    }
+
+    /// Plans the settlement of the final cross-rail payments that have none, once the invoice is
+    /// no longer waiting for payments and the payments are as deep as the operator requires.
     ///
-    /// The operator's money moves only by these rules: a payment made in time is paid at the
+    /// The operator's money moves only by these rules: payments made in time are paid at the
     /// locked rate up to what the invoice was due, all its settlements together never more; the
-    /// rest of it, and every payment made after the expiry or the cancel, is recorded `held` with
-    /// its reason and never paid automatically.
+    /// rest of them, and every payment made after the expiry or the cancel, is recorded `held`
+    /// with its reason and never paid automatically. Payments are settled together — the in-time
+    /// ones once all of them are deep enough — so an invoice paid in many outputs costs one
+    /// `settle`, not one per output.
     pub(crate) fn plan_settlements(&mut self, now: Timestamp, events: &mut Vec<EventType>) {
         let Some(to) = &self.settle_to else {
             return;
@@ -611,78 +732,75 @@ impl Invoice {
         if matches!(self.status, InvoiceStatus::New | InvoiceStatus::Processing) {
             return;
         }
-        let asset = to.due.asset.code.clone();
         let cap = self.settlement_cap();
         let depth = to.min_confirmations.max(1);
-        let ready: Vec<Payment> = self
+        let unsettled: Vec<Payment> = self
             .payments
             .iter()
             .filter(|p| p.status == PaymentStatus::Confirmed && self.settles_cross_rail(p.method))
-            .filter(|p| p.method == Method::Card || p.confirmations >= depth)
-            .filter(|p| !self.settlements.iter().any(|s| s.payment == p.reference))
+            .filter(|p| !self.settlements.iter().any(|s| s.covers(&p.reference)))
             .filter(|p| p.refunded.is_zero())
             .cloned()
             .collect();
-        for p in ready {
-            let amount = self.settlement_amount(&p);
-            if amount.is_zero() {
+        let deep = |p: &Payment| p.method == Method::Card || p.confirmations >= depth;
+        // In-time payments wait for each other: settled together once all are deep enough.
+        let in_time_waits = unsettled.iter().any(|p| self.in_time(p) && !deep(p));
+        let mut planned = Vec::new();
+        let mut budget = cap.saturating_sub(self.committed_settlements(None));
+        for method in [Method::Bitcoin, Method::Card] {
+            let of_method: Vec<&Payment> = unsettled
+                .iter()
+                .filter(|p| p.method == method && deep(p))
+                .collect();
+            for reason in [HoldReason::Late, HoldReason::AfterCancel] {
+                let parts: Vec<_> = of_method
+                    .iter()
+                    .filter(|p| !self.in_time(p))
+                    .filter(|p| {
+                        let after_cancel = self.canceled_at.is_some_and(|c| p.seen_at >= c);
+                        after_cancel == (reason == HoldReason::AfterCancel)
+                    })
+                    .map(|p| (*p, self.settlement_amount(p).0, p.amount))
+                    .filter(|(_, a, _)| !a.is_zero())
+                    .collect();
+                planned.extend(self.settlement_for(&parts, false, Some(reason), now));
+            }
+            if in_time_waits {
                 continue;
             }
-            // The part of the payment a settlement of `part` (of `amount`) stands for.
-            let source_of = |part: U256| match p.amount.0.checked_mul(part) {
-                Some(n) => Amount(n / amount.0),
-                None => p.amount,
-            };
-            let record =
-                |id: String, part: U256, source: Amount, hold: Option<HoldReason>| Settlement {
-                    id,
-                    payment: p.reference.clone(),
-                    source_ref: source_ref(&p),
-                    amount: Amount(part),
-                    asset: asset.clone(),
-                    status: if hold.is_some() {
-                        SettlementStatus::Held
-                    } else {
-                        SettlementStatus::Pending
-                    },
-                    tx: None,
-                    hold,
-                    source_amount: source,
-                    released: false,
-                    created_at: now,
+            let (mut pay, mut rest) = (Vec::new(), Vec::new());
+            for p in of_method.iter().filter(|p| self.in_time(p)) {
+                let amount = self.settlement_amount(p).0;
+                if amount.is_zero() {
+                    continue;
+                }
+                // The part of the payment a settlement of `part` stands for.
+                let source_of = |part: U256| match p.amount.0.checked_mul(part) {
+                    Some(n) => Amount(n / amount),
+                    None => p.amount,
                 };
-            let id = settlement_id(self.id.as_str(), &p.reference);
-            if !self.in_time(&p) {
-                let reason = match self.canceled_at {
-                    Some(c) if p.seen_at >= c => HoldReason::AfterCancel,
-                    _ => HoldReason::Late,
-                };
-                self.settlements
-                    .push(record(id, amount.0, p.amount, Some(reason)));
-                events.push(EventType::SettlementHeld);
-                continue;
+                let paid = amount.min(budget);
+                budget -= paid;
+                let held = amount - paid;
+                let held_source = source_of(held);
+                if !paid.is_zero() {
+                    pay.push((*p, paid, p.amount.saturating_sub(held_source)));
+                }
+                if !held.is_zero() {
+                    rest.push((*p, held, held_source));
+                }
             }
-            let pay = amount
-                .0
-                .min(cap.saturating_sub(self.committed_settlements(None)));
-            let rest = amount.0 - pay;
+            planned.extend(self.settlement_for(&pay, false, None, now));
             let reason = self.excess_reason();
-            let rest_source = source_of(rest);
-            if !pay.is_zero() {
-                let source = p.amount.saturating_sub(rest_source);
-                self.settlements.push(record(id.clone(), pay, source, None));
-                events.push(EventType::SettlementPending);
-            }
-            if !rest.is_zero() {
-                let id = if pay.is_zero() {
-                    id
-                } else {
-                    excess_settlement_id(self.id.as_str(), &p.reference)
-                };
-                self.settlements
-                    .push(record(id, rest, rest_source, Some(reason)));
-                events.push(EventType::SettlementHeld);
-            }
+            planned.extend(self.settlement_for(&rest, true, Some(reason), now));
+        }
+        for s in planned {
+            events.push(if s.status == SettlementStatus::Held {
+                EventType::SettlementHeld
+            } else {
+                EventType::SettlementPending
+            });
+            self.settlements.push(s);
         }
     }
 
@@ -698,11 +816,7 @@ impl Invoice {
             {
                 continue;
             }
-            let whole = self.payments.iter().any(|p| {
-                p.reference == s.payment
-                    && p.status == PaymentStatus::Confirmed
-                    && p.refunded.is_zero()
-            });
+            let whole = self.whole(s);
             let fits = s.released
                 || self
                     .committed_settlements(Some(i))
@@ -759,10 +873,7 @@ impl Invoice {
             Some(_) => return Err(not("its payment is not final")),
             None => return Err(not("it is not held")),
         }
-        let whole = self.payments.iter().any(|p| {
-            p.reference == s.payment && p.status == PaymentStatus::Confirmed && p.refunded.is_zero()
-        });
-        if !whole {
+        if !self.whole(s) {
             return Err(not("its payment is not final and whole"));
         }
         if amount.is_zero() {

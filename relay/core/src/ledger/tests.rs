@@ -968,3 +968,38 @@ fn an_escrow_payment_counts_against_what_the_operator_settles() {
         .collect();
     assert_eq!(paid, vec![(SettlementStatus::Pending, None, WEI / 2)]);
 }
+
+#[test]
+fn an_invoice_paid_in_many_outputs_is_settled_by_one_settlement() {
+    let mut inv = cross_rail_invoice(1);
+    let mut books = Balances::default();
+    let t = T0.plus_seconds(10);
+    for n in 0..10u8 {
+        let before = inv.clone();
+        inv.apply(btc_seen(n, SAT / 10 + 1, 1, t), t).unwrap();
+        books.apply(&entry_lines(Some(&before), &inv));
+    }
+    assert_eq!(inv.status, InvoiceStatus::Settled);
+    let open: Vec<_> = inv
+        .settlements
+        .iter()
+        .filter(|s| s.status == SettlementStatus::Pending)
+        .collect();
+    assert_eq!(open.len(), 1, "{:?}", inv.settlements);
+    assert_eq!(open[0].parts.len(), 10);
+    assert!(open[0].source_ref.ends_with("+9 more"));
+    let id = open[0].id.clone();
+    let before = inv.clone();
+    inv.apply(
+        InvoiceInput::SettlementPaid {
+            id,
+            tx: "0xs".into(),
+        },
+        t,
+    )
+    .unwrap();
+    books.apply(&entry_lines(Some(&before), &inv));
+    assert_eq!(books, position(&inv));
+    assert!(books.unbalanced_assets().is_empty());
+    assert!(net(&books, "ETH", Account::PaidOut).unwrap() <= WEI);
+}

@@ -281,6 +281,7 @@ proptest! {
             hold: None,
             source_amount: Amount::from_minor(amount),
             released: false,
+            parts: Vec::new(),
             created_at: Timestamp(T0),
         };
         let action = settlement_action(&s, U256::from(liquidity), Attempts { live, refused });
