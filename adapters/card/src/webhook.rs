@@ -24,7 +24,17 @@ pub enum SignatureError {
     Stale { tolerance: i64 },
 }
 
+/// The longest `Stripe-Signature` header looked at; a longer one is malformed.
+pub const MAX_HEADER_LEN: usize = 4096;
+/// The most `v1` values compared (Stripe sends one per active secret, so two while rolling).
+pub const MAX_SIGNATURES: usize = 8;
+
 /// Checks `header` against `body` for any of `secrets`, at time `now` (unix seconds).
+///
+/// The cheap checks come first, so an unauthenticated caller cannot make the relay hash: the
+/// header's size, its shape, a `v1` present, the timestamp within `tolerance` (computed without
+/// overflow for any `t`). Then one MAC per secret over `"{t}.{body}"`, compared in constant time
+/// with at most [`MAX_SIGNATURES`] `v1` values.
 pub fn verify_signature(
     header: Option<&str>,
     body: &[u8],
@@ -33,6 +43,9 @@ pub fn verify_signature(
     tolerance: i64,
 ) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
+    if header.len() > MAX_HEADER_LEN {
+        return Err(SignatureError::Malformed);
+    }
     let mut timestamp: Option<i64> = None;
     let mut signatures: Vec<[u8; 32]> = Vec::new();
     for part in header.split(',') {
@@ -42,36 +55,37 @@ pub fn verify_signature(
             .ok_or(SignatureError::Malformed)?;
         match k {
             "t" => timestamp = Some(v.parse().map_err(|_| SignatureError::Malformed)?),
-            "v1" => {
+            "v1" if signatures.len() < MAX_SIGNATURES => {
                 let mut sig = [0u8; 32];
                 // A v1 that is not 32 bytes of hex can never match; skip it like other schemes.
                 if hex::decode_to_slice(v, &mut sig).is_ok() {
                     signatures.push(sig);
                 }
             }
-            _ => {} // v0 and future schemes are ignored
+            _ => {} // v0, future schemes and v1 values beyond the bound are ignored
         }
     }
     let t = timestamp.ok_or(SignatureError::Malformed)?;
     if signatures.is_empty() {
         return Err(SignatureError::Mismatch);
     }
+    if (i128::from(now) - i128::from(t)).abs() > i128::from(tolerance) {
+        return Err(SignatureError::Stale { tolerance });
+    }
     let matches = secrets.iter().any(|secret| {
-        signatures.iter().any(|sig| {
-            let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
-                return false;
-            };
-            mac.update(t.to_string().as_bytes());
-            mac.update(b".");
-            mac.update(body);
-            mac.verify_slice(sig).is_ok() // constant-time comparison
-        })
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+            return false;
+        };
+        mac.update(t.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        // The body is hashed once per secret; each comparison only finishes a copy.
+        signatures
+            .iter()
+            .any(|sig| mac.clone().verify_slice(sig).is_ok())
     });
     if !matches {
         return Err(SignatureError::Mismatch);
-    }
-    if (now - t).abs() > tolerance {
-        return Err(SignatureError::Stale { tolerance });
     }
     Ok(())
 }
@@ -163,6 +177,34 @@ mod tests {
             verify_signature(Some(&h), body, &["x"], 100, 300),
             Err(SignatureError::Mismatch)
         );
+    }
+
+    #[test]
+    fn hostile_headers_are_refused_cheaply_and_never_overflow() {
+        let body = br#"{"id":"evt_1"}"#;
+        // A signed timestamp at the edge of i64 is stale, not a panic.
+        for t in [i64::MIN, i64::MAX] {
+            let h = format!("t={t},v1={}", sign("s", t, body));
+            assert_eq!(
+                verify_signature(Some(&h), body, &["s"], 100, 300),
+                Err(SignatureError::Stale { tolerance: 300 })
+            );
+        }
+        // Thousands of v1 values: refused by size before any MAC is computed.
+        let many = format!("t=100{}", ",v1=00".repeat(5000));
+        assert_eq!(
+            verify_signature(Some(&many), body, &["s"], 100, 300),
+            Err(SignatureError::Malformed)
+        );
+        // The valid signature after the first eight values is not looked at.
+        let fill = ",v1=".to_owned() + &"0".repeat(64);
+        let h = format!("t=100{}{},v1={}", fill.repeat(8), "", sign("s", 100, body));
+        assert_eq!(
+            verify_signature(Some(&h), body, &["s"], 100, 300),
+            Err(SignatureError::Mismatch)
+        );
+        let h = format!("t=100{},v1={}", fill.repeat(7), sign("s", 100, body));
+        assert_eq!(verify_signature(Some(&h), body, &["s"], 100, 300), Ok(()));
     }
 
     #[test]
