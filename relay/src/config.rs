@@ -18,6 +18,12 @@ pub struct Config {
     pub log_format: String,
     /// Seconds before a request is cut off (`RELAY_REQUEST_TIMEOUT_SECS`).
     pub request_timeout_secs: u64,
+    /// Seconds a connection may take to send a request's headers, and may stay idle between
+    /// requests, before it is closed (`RELAY_HEADER_TIMEOUT_SECS`).
+    pub header_timeout_secs: u64,
+    /// Open connections served at once; more are closed at once, with a log line
+    /// (`RELAY_MAX_CONNECTIONS`).
+    pub max_connections: usize,
     /// Fixed exchange rates, `"BTC/USD" = "60000.00"` (`RELAY_RATES="BTC/USD=60000,ETH/USD=2500"`).
     pub rates: BTreeMap<String, String>,
     /// ERC-20 tokens accepted besides ETH.
@@ -97,6 +103,8 @@ impl Default for Config {
             listen: "127.0.0.1:8080".parse().expect("valid default address"),
             log_format: "text".into(),
             request_timeout_secs: 30,
+            header_timeout_secs: 10,
+            max_connections: 512,
             rates: BTreeMap::new(),
             tokens: Vec::new(),
             btc_rpc_url: None,
@@ -139,6 +147,8 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("data_dir", &self.data_dir)
             .field("listen", &self.listen)
+            .field("header_timeout_secs", &self.header_timeout_secs)
+            .field("max_connections", &self.max_connections)
             .field("log_format", &self.log_format)
             .field("rates", &self.rates)
             .field("tokens", &self.tokens)
@@ -219,6 +229,12 @@ impl Config {
             "LOG_FORMAT" => self.log_format = value,
             "REQUEST_TIMEOUT_SECS" => {
                 self.request_timeout_secs = value.parse().context("expected seconds")?
+            }
+            "HEADER_TIMEOUT_SECS" => {
+                self.header_timeout_secs = value.parse().context("expected seconds")?
+            }
+            "MAX_CONNECTIONS" => {
+                self.max_connections = value.parse().context("expected a count")?
             }
             "RATES" => {
                 self.rates.clear();
@@ -390,6 +406,12 @@ impl Config {
             && self.operator_key.is_none()
         {
             bail!("the Ethereum rail needs the operator key: set operator_key_file (or RELAY_OPERATOR_KEY)");
+        }
+        if !(1..=600).contains(&self.header_timeout_secs) {
+            bail!("header_timeout_secs must be 1 to 600");
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            bail!("max_connections must be 1 to 1000000");
         }
         if self.request_timeout_secs == 0 || self.request_timeout_secs > 600 {
             bail!("request_timeout_secs must be 1 to 600");

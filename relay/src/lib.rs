@@ -9,6 +9,7 @@ pub mod config;
 pub mod dev;
 pub mod ethereum;
 pub mod expiry;
+pub mod listen;
 pub mod merchant;
 pub mod server;
 pub mod webhooks;

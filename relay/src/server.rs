@@ -116,10 +116,16 @@ pub async fn serve(
         ))
     });
     tracing::info!(target: "relay", addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("server failed")?;
+    crate::listen::serve(
+        listener,
+        app(state),
+        crate::listen::Limits {
+            header_timeout: Duration::from_secs(config.header_timeout_secs),
+            max_connections: config.max_connections,
+        },
+        shutdown,
+    )
+    .await;
     sweeper.abort();
     dispatcher.abort();
     if let Some(w) = btc_watcher {

@@ -730,3 +730,70 @@ async fn relay_dev_serves_invoices_and_stops_its_nodes() {
         "localstripe stopped"
     );
 }
+
+/// Connections that send nothing, or half a header, are cut off after the header timeout, and
+/// connections beyond the limit are closed at once: a few silent clients cannot take the relay
+/// down (before, they were kept open forever until the process ran out of file descriptors).
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_connections_are_cut_off_and_their_number_is_limited() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = Server::start_with(
+        dir.path(),
+        port,
+        &[
+            ("RELAY_HEADER_TIMEOUT_SECS", "1".to_owned()),
+            ("RELAY_MAX_CONNECTIONS", "4".to_owned()),
+        ],
+    )
+    .await;
+    // Let the start-up probe's pooled connection go.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let addr = format!("127.0.0.1:{port}");
+    let mut silent = Vec::new();
+    for i in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        if i == 0 {
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: relay\r\n")
+                .await
+                .unwrap();
+        }
+        silent.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The fifth is closed without an answer.
+    let mut fifth = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _ = fifth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 256];
+    let got = tokio::time::timeout(Duration::from_secs(2), fifth.read(&mut buf))
+        .await
+        .expect("a connection beyond the limit was kept open");
+    assert!(
+        matches!(got, Ok(0) | Err(_)),
+        "a connection beyond the limit was served: {:?}",
+        got.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    );
+    // The silent ones are cut off by the header timeout.
+    for s in &mut silent {
+        let got = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("a silent connection was never closed");
+        if let Ok(n) = got {
+            assert!(
+                n == 0 || buf.starts_with(b"HTTP/1.1 408"),
+                "{}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+        }
+    }
+    // And the relay serves again.
+    let r = reqwest::Client::new()
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
