@@ -219,6 +219,8 @@ async fn start_relay(
         .env("RELAY_DATA_DIR", data_dir)
         .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
         .env("RELAY_RATES", "BTC/USD=60000,ETH/USD=2500")
+        // The bench's webhook receivers are on loopback.
+        .env("RELAY_WEBHOOK_ALLOW_PRIVATE", "true")
         .env("RELAY_LOG", "warn")
         .envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::null())

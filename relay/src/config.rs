@@ -86,6 +86,9 @@ pub struct Config {
     pub webhook_retry_base_ms: u64,
     /// How long a merchant's endpoint has to answer a delivery.
     pub webhook_timeout_secs: u64,
+    /// Webhook endpoints may be private addresses (loopback, private networks): for `relay dev`
+    /// and tests only (`RELAY_WEBHOOK_ALLOW_PRIVATE`).
+    pub webhook_allow_private: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -136,6 +139,7 @@ impl Default for Config {
             eth_void_min_wei: None,
             webhook_retry_base_ms: 10_000,
             webhook_timeout_secs: 10,
+            webhook_allow_private: false,
         }
     }
 }
@@ -187,6 +191,7 @@ impl fmt::Debug for Config {
             .field("eth_void_min_wei", &self.eth_void_min_wei)
             .field("webhook_retry_base_ms", &self.webhook_retry_base_ms)
             .field("webhook_timeout_secs", &self.webhook_timeout_secs)
+            .field("webhook_allow_private", &self.webhook_allow_private)
             .finish_non_exhaustive()
     }
 }
@@ -229,6 +234,13 @@ impl Config {
             "LOG_FORMAT" => self.log_format = value,
             "REQUEST_TIMEOUT_SECS" => {
                 self.request_timeout_secs = value.parse().context("expected seconds")?
+            }
+            "WEBHOOK_ALLOW_PRIVATE" => {
+                self.webhook_allow_private = match value.trim() {
+                    "1" | "true" | "yes" => true,
+                    "" | "0" | "false" | "no" => false,
+                    other => bail!("expected true or false, got {other:?}"),
+                }
             }
             "HEADER_TIMEOUT_SECS" => {
                 self.header_timeout_secs = value.parse().context("expected seconds")?

@@ -136,6 +136,7 @@ async fn main() -> Result<()> {
                     eth_payout,
                     webhook_url,
                     settle_on_ethereum,
+                    allow_private_webhooks: config.webhook_allow_private,
                 },
             )?;
             relay_store::Store::durable(&store).await?;

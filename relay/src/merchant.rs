@@ -16,6 +16,8 @@ pub struct NewMerchant {
     pub webhook_url: Option<String>,
     /// Be paid on Ethereum, in this asset, for card and bitcoin payments.
     pub settle_on_ethereum: Option<String>,
+    /// The webhook URL may be a private address (`webhook_allow_private`).
+    pub allow_private_webhooks: bool,
 }
 
 impl Default for NewMerchant {
@@ -29,6 +31,7 @@ impl Default for NewMerchant {
             eth_payout: None,
             webhook_url: None,
             settle_on_ethereum: None,
+            allow_private_webhooks: false,
         }
     }
 }
@@ -58,7 +61,7 @@ pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<
         .map(Merchant::parse_eth_address)
         .transpose()?;
     if let Some(url) = &new.webhook_url {
-        Merchant::validate_webhook_url(url)?;
+        Merchant::validate_webhook_url(url, new.allow_private_webhooks)?;
     }
     Merchant::validate_btc_confirmations(new.btc_confirmations)?;
     Merchant::validate_eth_confirmations(new.eth_confirmations)?;

@@ -68,6 +68,7 @@ pub async fn serve(
         clock: clock.clone(),
         request_timeout: Duration::from_secs(config.request_timeout_secs),
         metrics: metrics_handle(),
+        allow_private_webhooks: config.webhook_allow_private,
     };
     let sweeper = tokio::spawn(expiry_loop(
         store.clone(),
@@ -103,6 +104,7 @@ pub async fn serve(
         crate::webhooks::DispatchConfig {
             retry_base_ms: config.webhook_retry_base_ms,
             timeout: Duration::from_secs(config.webhook_timeout_secs),
+            allow_private: config.webhook_allow_private,
             ..Default::default()
         },
     ));

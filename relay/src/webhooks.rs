@@ -19,6 +19,8 @@ pub struct DispatchConfig {
     pub concurrency: usize,
     /// Pause when nothing is due.
     pub idle: Duration,
+    /// Deliver to private addresses too (`relay dev`, tests).
+    pub allow_private: bool,
 }
 
 impl Default for DispatchConfig {
@@ -28,6 +30,7 @@ impl Default for DispatchConfig {
             timeout: Duration::from_secs(10),
             concurrency: 64,
             idle: Duration::from_millis(100),
+            allow_private: false,
         }
     }
 }
@@ -46,7 +49,43 @@ struct Sent {
     duration: Duration,
 }
 
-async fn send(client: &reqwest::Client, d: &DueDelivery) -> Sent {
+/// Resolves webhook hosts and keeps only public addresses, so the client connects only to an
+/// address that was checked (a name that resolved to a public address at registration and to a
+/// private one now gets nowhere).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let all: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<std::net::SocketAddr> = all
+                .into_iter()
+                .filter(|a| relay_core::destination::is_public(a.ip()))
+                .collect();
+            if public.is_empty() {
+                return Err(format!("{host} resolves to no public address").into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Whether a delivery may go to `url` before anything is resolved: an address in the URL must
+/// be public (names are checked address by address by [`PublicOnly`]).
+fn destination_allowed(url: &str, allow_private: bool) -> bool {
+    allow_private || relay_core::destination::check_webhook_url(url, false).is_ok()
+}
+
+async fn send(client: &reqwest::Client, d: &DueDelivery, allow_private: bool) -> Sent {
+    if !destination_allowed(&d.endpoint.url, allow_private) {
+        return Sent {
+            status: None,
+            error: Some("destination not allowed (not a public address)".to_owned()),
+            duration: Duration::ZERO,
+        };
+    }
     let body = serde_json::to_vec(&relay_api::view::EventView::of(&d.event)).unwrap_or_default();
     let t = i64::try_from(now_ms() / 1000).unwrap_or(0);
     let signature = signature_header(d.endpoint.secret.expose_secret(), t, &body);
@@ -121,11 +160,14 @@ fn finish(store: &SledStore, d: &DueDelivery, sent: Sent, retry_base_ms: u64) {
 
 /// Fans out and delivers until the task is dropped.
 pub async fn dispatch_loop(store: SledStore, config: DispatchConfig) {
-    let client = match reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(config.timeout)
         .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
+        .no_proxy();
+    if !config.allow_private {
+        builder = builder.dns_resolver(std::sync::Arc::new(PublicOnly));
+    }
+    let client = match builder.build() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(target: "relay::webhooks", error = %e, "cannot build the webhook HTTP client");
@@ -180,8 +222,9 @@ pub async fn dispatch_loop(store: SledStore, config: DispatchConfig) {
                 return;
             };
             let (client, store, base) = (client.clone(), store.clone(), config.retry_base_ms);
+            let allow_private = config.allow_private;
             tasks.spawn(async move {
-                let sent = send(&client, &d).await;
+                let sent = send(&client, &d, allow_private).await;
                 finish(&store, &d, sent, base);
                 drop(permit);
             });

@@ -46,6 +46,9 @@ pub struct AppState<S> {
     pub clock: Arc<dyn Clock>,
     pub request_timeout: Duration,
     pub metrics: PrometheusHandle,
+    /// Webhook endpoints may point at private addresses (`relay dev`, tests); never in
+    /// production.
+    pub allow_private_webhooks: bool,
 }
 
 impl<S: Clone> Clone for AppState<S> {
@@ -61,6 +64,7 @@ impl<S: Clone> Clone for AppState<S> {
             clock: self.clock.clone(),
             request_timeout: self.request_timeout,
             metrics: self.metrics.clone(),
+            allow_private_webhooks: self.allow_private_webhooks,
         }
     }
 }

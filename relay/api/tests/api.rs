@@ -100,6 +100,7 @@ fn env() -> Env {
         ),
         clock: clock.clone(),
         request_timeout: Duration::from_secs(10),
+        allow_private_webhooks: false,
         metrics: metrics_handle(),
     };
     Env {
@@ -1114,4 +1115,52 @@ impl relay_api::RefundReserves for EmptyReserves {
     ) -> relay_api::card::BoxFuture<'_, Result<alloy_primitives::U256, String>> {
         Box::pin(async { Ok(alloy_primitives::U256::ZERO) })
     }
+}
+
+/// The SSRF attempts of a merchant with its own key: every private, loopback, metadata or
+/// malformed destination is refused with a code, and no endpoint is stored.
+#[tokio::test]
+async fn webhook_endpoints_refuse_non_public_destinations() {
+    let env = env();
+    for url in [
+        "http://127.0.0.1:8080/",
+        "http://localhost/",
+        "http://0.0.0.0/",
+        "http://2130706433/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.1/",
+        "http://192.168.1.1/",
+        "http://[::1]/",
+        "http://[fd00::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://100.64.0.1/",
+        // Parsed as the single-label host `nohost`: a name only a private resolver answers.
+        "http:///nohost",
+    ] {
+        let r = env
+            .post("/v1/webhook_endpoints", json!({ "url": url }))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{url}: {}", r.json);
+        assert_eq!(r.json["error"]["code"], "webhook_url_forbidden", "{url}");
+    }
+    for url in [
+        "http://user:pass@127.0.0.1/",
+        "http://%zz/",
+        "ftp://example.com/",
+    ] {
+        let r = env
+            .post("/v1/webhook_endpoints", json!({ "url": url }))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{url}: {}", r.json);
+        assert_eq!(r.json["error"]["code"], "parameter_invalid", "{url}");
+    }
+    let list = env.get("/v1/webhook_endpoints").await;
+    assert_eq!(list.json["data"].as_array().map(Vec::len), Some(0));
+    let ok = env
+        .post(
+            "/v1/webhook_endpoints",
+            json!({ "url": "https://shop.example.com/hooks" }),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.json);
 }

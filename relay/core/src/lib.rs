@@ -7,6 +7,7 @@
 //! world into plain values; this crate applies them and returns what changed (new states and the
 //! [`Event`]s to emit), and the store writes both in one atomic step.
 
+pub mod destination;
 pub mod error;
 pub mod event;
 pub mod gateway;

@@ -132,18 +132,8 @@ impl Merchant {
     }
 
     /// Accepts an absolute http(s) URL of reasonable length.
-    pub fn validate_webhook_url(url: &str) -> Result<(), CoreError> {
-        let ok = url.len() <= 2048
-            && (url.starts_with("http://") || url.starts_with("https://"))
-            && url.len() > "https://".len()
-            && !url.chars().any(|c| c.is_whitespace() || c.is_control());
-        if !ok {
-            return Err(CoreError::InvalidField {
-                field: "webhook_url",
-                reason: format!("{url:?} is not an absolute http(s) URL"),
-            });
-        }
-        Ok(())
+    pub fn validate_webhook_url(url: &str, allow_private: bool) -> Result<(), CoreError> {
+        crate::destination::check_webhook_url(url, allow_private)
     }
 
     /// Normalises an Ethereum address to lowercase hex, rejecting anything else.

@@ -33,6 +33,7 @@ pub(crate) fn merchant_create_with(data_dir: &Path, name: &str, args: &[&str]) -
         .args(["merchant", "create", "--name", name])
         .args(args)
         .env("RELAY_DATA_DIR", data_dir)
+        .env("RELAY_WEBHOOK_ALLOW_PRIVATE", "true")
         .output()
         .unwrap();
     assert!(
@@ -56,6 +57,8 @@ impl Server {
             .env("RELAY_DATA_DIR", data_dir)
             .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
             .env("RELAY_RATES", "BTC/USD=60000,ETH/USD=2500")
+            // The tests' webhook receivers are on loopback.
+            .env("RELAY_WEBHOOK_ALLOW_PRIVATE", "true")
             // A test's own settings win (applied again after the defaults).
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env(

@@ -359,3 +359,103 @@ async fn a_relay_killed_during_delivery_loses_no_event() {
         assert!(verify(&secret, &g.signature, &g.body));
     }
 }
+
+/// A webhook endpoint whose name resolves to a private address when the relay connects (as a
+/// name registered while it was public could, by DNS rebinding) is never connected to: the
+/// receiver on loopback gets nothing, and the attempt records why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_resolving_to_a_private_address_is_never_connected_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = merchant_create_with(dir.path(), "rebinding shop", &[]);
+    let receiver = Arc::new(Receiver::default());
+    let url = start_receiver(receiver.clone()).await;
+    // "localhost" resolves to loopback: stored as if it had passed the check at registration.
+    let by_name = url.replace("127.0.0.1", "localhost");
+    {
+        let store = relay_store::SledStore::open(dir.path()).unwrap();
+        let mid = relay_core::MerchantId::parse(m["id"].as_str().unwrap()).unwrap();
+        let merchant = relay_store::Store::merchant(&store, &mid).unwrap().unwrap();
+        let endpoint = relay_api::routes::webhooks::new_endpoint(
+            &merchant,
+            &by_name,
+            Vec::new(),
+            relay_core::Secret::from_entropy("whsec_", [7; 32]),
+            [3; 12],
+            relay_core::Timestamp(1_900_000_000),
+        )
+        .unwrap();
+        relay_store::Store::insert_endpoint(&store, &endpoint).unwrap();
+        relay_store::Store::durable(&store).await.unwrap();
+    }
+    let gateway = relay_testnet::LocalStripe::spawn().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        crate::free_port(),
+        &[
+            ("RELAY_WEBHOOK_ALLOW_PRIVATE", "false".to_owned()),
+            ("RELAY_WEBHOOK_RETRY_BASE_MS", "100".to_owned()),
+            ("RELAY_STRIPE_API_BASE", gateway.url()),
+            (
+                "RELAY_STRIPE_SECRET_KEY",
+                relay_testnet::LocalStripe::SECRET_KEY.to_owned(),
+            ),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let key = m["api_key"].as_str().unwrap();
+    let (status, inv) = create_invoice(
+        &client,
+        &server.url,
+        key,
+        "rebind-1",
+        &json!({"amount": "5.00", "currency": "USD", "payment_methods": ["card"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{inv}");
+    // Registering the private destination directly is refused too.
+    let r: Value = client
+        .post(format!("{}/v1/webhook_endpoints", server.url))
+        .bearer_auth(key)
+        .json(&json!({ "url": url }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["error"]["code"], "webhook_url_forbidden", "{r}");
+    {
+        let events: Value = client
+            .get(format!("{}/v1/events", server.url))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let event = events["data"][0]["id"].as_str().unwrap().to_owned();
+        let start = Instant::now();
+        let attempts = loop {
+            let a: Value = client
+                .get(format!("{}/v1/events/{event}/deliveries", server.url))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if a["data"].as_array().is_some_and(|d| d.len() >= 2) {
+                break a;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "no attempt: {a}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(attempts["data"][0]["status"].is_null(), "{attempts}");
+        assert_eq!(attempts["data"][0]["outcome"], "retrying");
+    }
+    assert_eq!(receiver.arrivals.load(Ordering::SeqCst), 0);
+}

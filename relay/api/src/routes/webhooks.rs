@@ -85,7 +85,9 @@ pub fn new_endpoint(
     id_entropy: [u8; 12],
     now: relay_core::Timestamp,
 ) -> Result<WebhookEndpoint, ApiError> {
-    Merchant::validate_webhook_url(url)
+    // Its destination is the caller's to check (`webhook_url_forbidden`): tests and `relay dev`
+    // may allow private ones.
+    Merchant::validate_webhook_url(url, true)
         .map_err(|e| ApiError::invalid("parameter_invalid", e.to_string()).with_param("url"))?;
     for (i, t) in event_types.iter().enumerate() {
         if EventType::parse(t).is_none() {
@@ -140,6 +142,15 @@ pub async fn create<S: Store>(
             format!("at most {MAX_ENDPOINTS} enabled endpoints"),
         )
         .with_status(StatusCode::CONFLICT));
+    }
+    if Merchant::validate_webhook_url(&req.url, true).is_ok()
+        && Merchant::validate_webhook_url(&req.url, state.allow_private_webhooks).is_err()
+    {
+        return Err(ApiError::invalid(
+            "webhook_url_forbidden",
+            "webhooks go to public internet addresses only (not loopback, private, link-local, CGNAT, multicast or localhost names)",
+        )
+        .with_param("url"));
     }
     let endpoint = new_endpoint(
         &merchant,
