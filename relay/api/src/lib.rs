@@ -319,6 +319,22 @@ async fn not_found() -> ApiError {
     ApiError::invalid("route_not_found", "no such route").with_status(StatusCode::NOT_FOUND)
 }
 
+/// The metric label of a request method: the standard ones by name, anything made up as
+/// `other`, so a client cannot grow the metrics without bound.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::PATCH => "PATCH",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 async fn method_not_allowed() -> ApiError {
     ApiError::invalid(
         "method_not_allowed",
@@ -343,7 +359,7 @@ async fn timeout_and_metrics<S: Store>(
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let started = Instant::now();
     let response = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
         Ok(r) => r,
@@ -354,7 +370,7 @@ async fn timeout_and_metrics<S: Store>(
         .into_response(),
     };
     let status = response.status().as_u16().to_string();
-    metrics::counter!("relay_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!("relay_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("relay_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());

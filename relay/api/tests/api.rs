@@ -1164,3 +1164,19 @@ async fn webhook_endpoints_refuse_non_public_destinations() {
         .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.json);
 }
+
+/// Made-up request methods do not become metric labels: the metrics cannot be grown without
+/// bound by a client.
+#[tokio::test]
+async fn made_up_methods_share_one_metric_label() {
+    let env = env();
+    for n in 0..20 {
+        let method = format!("X-INVENTED-{n}");
+        let r = env.call(&method, "/v1/invoices", None, None, &[]).await;
+        assert!(r.status.is_client_error(), "{method}: {}", r.status);
+    }
+    let metrics = env.call("GET", "/metrics", None, None, &[]).await;
+    let text = String::from_utf8(metrics.raw).unwrap();
+    assert!(!text.contains("X-INVENTED"), "{text}");
+    assert!(text.contains("method=\"other\""), "{text}");
+}
