@@ -77,6 +77,13 @@ struct Inner {
     // Group commit: `written` counts writes that have returned; `flushed` is the value of
     // `written` that the last completed disk sync covered.
     written: AtomicU64,
+    /// Held (shared) by every write from before its commit until it is counted in `written`;
+    /// `durable` takes it alone to read `written`, so it never misses a write whose effect a
+    /// reader may already have seen (an idempotency replay, a due delivery).
+    commit_gate: std::sync::RwLock<()>,
+    /// Tests: a write blocks right after its commit until this is released.
+    #[cfg(test)]
+    pub(crate) pause_after_commit: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     flushed: AtomicU64,
     flush_lock: tokio::sync::Mutex<()>,
     /// Next derivation index per merchant, seeded from `counters` on first use.
@@ -233,6 +240,9 @@ impl SledStore {
             payout_wake: tokio::sync::Notify::new(),
             db,
             written: AtomicU64::new(0),
+            commit_gate: std::sync::RwLock::new(()),
+            #[cfg(test)]
+            pause_after_commit: std::sync::Mutex::new(None),
             flushed: AtomicU64::new(0),
             flush_lock: tokio::sync::Mutex::new(()),
             next_index: Default::default(),
@@ -269,6 +279,7 @@ impl SledStore {
 
     /// Marks an invoice's expiry as handled, so the expiry sweep does not return it again.
     pub fn expiry_handled(&self, invoice: &Invoice) -> Result<(), StoreError> {
+        let _gate = self.write_gate();
         self.inner
             .expiries
             .remove(expiry_key(invoice.expires_at, &invoice.id))?;
@@ -350,6 +361,7 @@ impl SledStore {
             )
         });
         let added = std::sync::atomic::AtomicBool::new(false);
+        let _gate = self.write_gate();
         let result = (
             &i.invoices,
             &i.expiries,
@@ -397,9 +409,27 @@ impl SledStore {
         done
     }
 
+    /// Taken by a write before its commit and kept until it is counted (see `commit_gate`).
+    pub(crate) fn write_gate(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.inner
+            .commit_gate
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     fn finish(&self, result: Result<(), TransactionError<Abort>>) -> Result<Commit, StoreError> {
         match result {
             Ok(()) => {
+                #[cfg(test)]
+                if let Some(pause) = self
+                    .inner
+                    .pause_after_commit
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                {
+                    let _ = pause.recv();
+                }
                 self.inner.written.fetch_add(1, Ordering::SeqCst);
                 Ok(Commit::Done)
             }
@@ -484,6 +514,7 @@ impl Store for SledStore {
 
     fn insert_merchant(&self, merchant: &Merchant, key: &ApiKeyHash) -> Result<(), StoreError> {
         let i = &self.inner;
+        let _gate = self.write_gate();
         let result = (&i.merchants, &i.api_keys).transaction(|(m, k)| {
             m.insert(merchant.id.as_str().as_bytes(), encode(merchant))?;
             k.insert(&key.0, merchant.id.as_str().as_bytes())?;
@@ -549,6 +580,7 @@ impl Store for SledStore {
         let idem = idempotency
             .as_ref()
             .map(|w| (idem_key(w.merchant_id, w.key), &w.record));
+        let _gate = self.write_gate();
         let result = (
             &i.invoices,
             &i.invoices_by_merchant,
@@ -705,6 +737,7 @@ impl Store for SledStore {
             })
             .collect();
         let added = std::sync::atomic::AtomicBool::new(false);
+        let _gate = self.write_gate();
         let result = (
             &i.invoices,
             &i.expiries,
@@ -859,7 +892,11 @@ impl Store for SledStore {
 
     async fn durable(&self) -> Result<(), StoreError> {
         let i = &self.inner;
-        let target = i.written.load(Ordering::SeqCst);
+        // Alone on the gate: every write already visible to this caller has been counted.
+        let target = {
+            let _all = i.commit_gate.write().unwrap_or_else(|p| p.into_inner());
+            i.written.load(Ordering::SeqCst)
+        };
         if i.flushed.load(Ordering::SeqCst) >= target {
             return Ok(());
         }

@@ -566,3 +566,52 @@ fn the_ledger_follows_every_write_path_and_payout_work_follows_the_records() {
     assert_eq!(s.balances(&m.id).unwrap(), after);
     assert_eq!(s.ledger_entries(&m.id, &c.id).unwrap().len(), 2);
 }
+
+/// A reader that sees a write between its commit and its count, and asks for durability, waits
+/// for that write to be counted and flushed: `durable` never returns while something the caller
+/// may have read is not covered (before, it returned at once without a flush).
+#[test]
+fn durable_covers_a_write_the_caller_has_already_seen() {
+    let (_dir, s) = store();
+    let (release, pause) = std::sync::mpsc::channel();
+    *s.inner.pause_after_commit.lock().unwrap() = Some(pause);
+    let m = merchant(9);
+    let writer = {
+        let (s, m) = (s.clone(), m.clone());
+        std::thread::spawn(move || s.insert_merchant(&m, &ApiKeyHash([9; 32])).unwrap())
+    };
+    // The write is committed (visible) but not counted yet.
+    let start = std::time::Instant::now();
+    while s.merchant(&m.id).unwrap().is_none() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let reader = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(s.durable()).unwrap();
+            done_tx.send(()).unwrap();
+        })
+    };
+    assert!(
+        done_rx
+            .recv_timeout(std::time::Duration::from_millis(300))
+            .is_err(),
+        "durable returned before the write it could see was counted"
+    );
+    release.send(()).unwrap();
+    writer.join().unwrap();
+    done_rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    reader.join().unwrap();
+    assert!(
+        s.inner.flushed.load(Ordering::SeqCst) >= s.inner.written.load(Ordering::SeqCst),
+        "the write was not flushed"
+    );
+}

@@ -92,6 +92,7 @@ impl SledStore {
     }
 
     fn apply_webhook_writes(&self, w: Writes) -> Result<(), StoreError> {
+        let _gate = self.write_gate();
         let i = &self.inner;
         (
             &i.webhook_queue,
@@ -153,6 +154,7 @@ impl SledStore {
     }
 
     pub(crate) fn insert_endpoint_impl(&self, e: &WebhookEndpoint) -> Result<(), StoreError> {
+        let _gate = self.write_gate();
         // Marked first: every event written from now on is queued for this merchant.
         self.inner
             .hooked_merchants
