@@ -89,6 +89,9 @@ pub struct Config {
     /// Webhook endpoints may be private addresses (loopback, private networks): for `relay dev`
     /// and tests only (`RELAY_WEBHOOK_ALLOW_PRIVATE`).
     pub webhook_allow_private: bool,
+    /// When set, `/metrics` needs `Authorization: Bearer <token>` (`RELAY_METRICS_TOKEN`). Never
+    /// printed.
+    pub metrics_token: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -140,6 +143,7 @@ impl Default for Config {
             webhook_retry_base_ms: 10_000,
             webhook_timeout_secs: 10,
             webhook_allow_private: false,
+            metrics_token: None,
         }
     }
 }
@@ -192,6 +196,7 @@ impl fmt::Debug for Config {
             .field("webhook_retry_base_ms", &self.webhook_retry_base_ms)
             .field("webhook_timeout_secs", &self.webhook_timeout_secs)
             .field("webhook_allow_private", &self.webhook_allow_private)
+            .field("metrics_token", &set(&self.metrics_token))
             .finish_non_exhaustive()
     }
 }
@@ -235,6 +240,7 @@ impl Config {
             "REQUEST_TIMEOUT_SECS" => {
                 self.request_timeout_secs = value.parse().context("expected seconds")?
             }
+            "METRICS_TOKEN" => self.metrics_token = opt(value),
             "WEBHOOK_ALLOW_PRIVATE" => {
                 self.webhook_allow_private = match value.trim() {
                     "1" | "true" | "yes" => true,

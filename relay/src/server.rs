@@ -20,12 +20,41 @@ pub fn open_store(config: &Config) -> Result<SledStore> {
             config.data_dir.display()
         )
     })?;
-    SledStore::open(&config.data_dir).with_context(|| {
+    let store = SledStore::open(&config.data_dir).with_context(|| {
         format!(
             "cannot open the store in {} (is another relay running on it?)",
             config.data_dir.display()
         )
-    })
+    })?;
+    make_private(&config.data_dir).with_context(|| {
+        format!(
+            "cannot restrict the data directory {} to its owner",
+            config.data_dir.display()
+        )
+    })?;
+    Ok(store)
+}
+
+/// The data directory holds merchants' key hashes and webhook secrets: only its owner may enter
+/// it (0700), and its files are readable by the owner alone (0600).
+#[cfg(unix)]
+fn make_private(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            make_private(&path)?;
+        } else {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn make_private(_dir: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 pub fn asset_book(config: &Config) -> Result<AssetBook> {
@@ -69,6 +98,7 @@ pub async fn serve(
         request_timeout: Duration::from_secs(config.request_timeout_secs),
         metrics: metrics_handle(),
         allow_private_webhooks: config.webhook_allow_private,
+        metrics_token: config.metrics_token.clone(),
     };
     let sweeper = tokio::spawn(expiry_loop(
         store.clone(),

@@ -49,6 +49,8 @@ pub struct AppState<S> {
     /// Webhook endpoints may point at private addresses (`relay dev`, tests); never in
     /// production.
     pub allow_private_webhooks: bool,
+    /// When set, `/metrics` answers only requests bearing this token.
+    pub metrics_token: Option<String>,
 }
 
 impl<S: Clone> Clone for AppState<S> {
@@ -65,6 +67,7 @@ impl<S: Clone> Clone for AppState<S> {
             request_timeout: self.request_timeout,
             metrics: self.metrics.clone(),
             allow_private_webhooks: self.allow_private_webhooks,
+            metrics_token: self.metrics_token.clone(),
         }
     }
 }
@@ -300,7 +303,27 @@ async fn readyz<S: Store>(State(state): State<AppState<S>>) -> Response {
     }
 }
 
-async fn render_metrics<S: Store>(State(state): State<AppState<S>>) -> Response {
+/// Whether two secrets are equal, in time independent of where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn render_metrics<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Some(token) = &state.metrics_token {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !same_secret(given.as_bytes(), token.as_bytes()) {
+            return ApiError::invalid("metrics_token_invalid", "/metrics needs its bearer token")
+                .with_status(StatusCode::UNAUTHORIZED)
+                .into_response();
+        }
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -101,6 +101,7 @@ fn env() -> Env {
         clock: clock.clone(),
         request_timeout: Duration::from_secs(10),
         allow_private_webhooks: false,
+        metrics_token: None,
         metrics: metrics_handle(),
     };
     Env {

@@ -800,3 +800,41 @@ async fn silent_connections_are_cut_off_and_their_number_is_limited() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// The data directory is the owner's alone, and `/metrics` answers only with its token when one
+/// is set.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_data_directory_is_private_and_metrics_need_their_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("relay-data");
+    merchant_create(&data, "private shop");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+    let server = Server::start_with(
+        &data,
+        free_port(),
+        &[("RELAY_METRICS_TOKEN", "m3trics-t0ken".to_owned())],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/metrics", server.url);
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client.get(&url).bearer_auth("wrong").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client
+        .get(&url)
+        .bearer_auth("m3trics-t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("relay_"));
+}
