@@ -18,6 +18,10 @@ pub struct Config {
     pub log_format: String,
     /// Seconds before a request is cut off (`RELAY_REQUEST_TIMEOUT_SECS`).
     pub request_timeout_secs: u64,
+    /// Serve HTTPS with this certificate chain and key (PEM files; `RELAY_TLS_CERT_FILE`,
+    /// `RELAY_TLS_KEY_FILE`), read again when they change.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
     /// Seconds a connection may take to send a request's headers, and may stay idle between
     /// requests, before it is closed (`RELAY_HEADER_TIMEOUT_SECS`).
     pub header_timeout_secs: u64,
@@ -109,6 +113,8 @@ impl Default for Config {
             listen: "127.0.0.1:8080".parse().expect("valid default address"),
             log_format: "text".into(),
             request_timeout_secs: 30,
+            tls_cert_file: None,
+            tls_key_file: None,
             header_timeout_secs: 10,
             max_connections: 512,
             rates: BTreeMap::new(),
@@ -155,6 +161,8 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("data_dir", &self.data_dir)
             .field("listen", &self.listen)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file.is_some())
             .field("header_timeout_secs", &self.header_timeout_secs)
             .field("max_connections", &self.max_connections)
             .field("log_format", &self.log_format)
@@ -241,6 +249,8 @@ impl Config {
                 self.request_timeout_secs = value.parse().context("expected seconds")?
             }
             "METRICS_TOKEN" => self.metrics_token = opt(value),
+            "TLS_CERT_FILE" => self.tls_cert_file = opt(value).map(PathBuf::from),
+            "TLS_KEY_FILE" => self.tls_key_file = opt(value).map(PathBuf::from),
             "WEBHOOK_ALLOW_PRIVATE" => {
                 self.webhook_allow_private = match value.trim() {
                     "1" | "true" | "yes" => true,
@@ -424,6 +434,9 @@ impl Config {
             && self.operator_key.is_none()
         {
             bail!("the Ethereum rail needs the operator key: set operator_key_file (or RELAY_OPERATOR_KEY)");
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            bail!("tls_cert_file and tls_key_file go together");
         }
         if !(1..=600).contains(&self.header_timeout_secs) {
             bail!("header_timeout_secs must be 1 to 600");

@@ -29,6 +29,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -60,19 +61,48 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let http = {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            b
+        };
         metrics::gauge!("relay_http_connections").increment(1.0);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(target: "relay::http", error = %e, "connection ended");
+        match &tls {
+            None => {
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(target: "relay::http", error = %e, "connection ended");
+                    }
+                    metrics::gauge!("relay_http_connections").decrement(1.0);
+                    drop(slot);
+                });
             }
-            metrics::gauge!("relay_http_connections").decrement(1.0);
-            drop(slot);
-        });
+            Some(tls) => {
+                let acceptor = tls.acceptor();
+                let watcher = graceful.watcher();
+                let timeout = limits.header_timeout;
+                tokio::spawn(async move {
+                    // The handshake gets the header timeout too: a silent client is cut off.
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let conn =
+                                watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+                            if let Err(e) = conn.await {
+                                tracing::debug!(target: "relay::http", error = %e, "connection ended");
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(target: "relay::http", error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(target: "relay::http", "TLS handshake timed out"),
+                    }
+                    metrics::gauge!("relay_http_connections").decrement(1.0);
+                    drop(slot);
+                });
+            }
+        }
     }
     drop(listener);
     tokio::select! {
@@ -80,5 +110,79 @@ pub async fn serve(
         () = tokio::time::sleep(Duration::from_secs(30)) => {
             tracing::warn!(target: "relay::http", "connections still open 30 s after shutdown; closing");
         }
+    }
+}
+
+/// HTTPS for the listener: the certificate chain and key from PEM files, read again when either
+/// file changes (checked at most once a second), so a renewed certificate is served without a
+/// restart.
+pub struct Tls {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    current: std::sync::Mutex<(
+        Option<std::time::SystemTime>,
+        tokio_rustls::TlsAcceptor,
+        Instant,
+    )>,
+}
+
+fn modified(paths: [&std::path::Path; 2]) -> Option<std::time::SystemTime> {
+    paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .max()
+}
+
+fn acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading the TLS certificate {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing the TLS certificate {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading the TLS key {}", key.display()))?;
+    let mut config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the TLS certificate and key do not make a server identity")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+impl Tls {
+    pub fn load(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<Tls> {
+        let acceptor = acceptor(cert, key)?;
+        Ok(Tls {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: std::sync::Mutex::new((modified([cert, key]), acceptor, Instant::now())),
+        })
+    }
+
+    /// The acceptor for a new connection, reloaded first if the files changed. A reload that
+    /// fails keeps the previous certificate (and says why).
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.2.elapsed() >= Duration::from_secs(1) {
+            current.2 = Instant::now();
+            let now = modified([&self.cert, &self.key]);
+            if now != current.0 {
+                match acceptor(&self.cert, &self.key) {
+                    Ok(a) => {
+                        tracing::info!(target: "relay::http", cert = %self.cert.display(), "TLS certificate reloaded");
+                        *current = (now, a, Instant::now());
+                    }
+                    Err(e) => {
+                        tracing::error!(target: "relay::http", error = %e, "the new TLS certificate cannot be used; keeping the previous one")
+                    }
+                }
+            }
+        }
+        current.1.clone()
     }
 }

@@ -148,6 +148,10 @@ pub async fn serve(
         ))
     });
     tracing::info!(target: "relay", addr = %listener.local_addr()?, "listening");
+    let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(Arc::new(crate::listen::Tls::load(cert, key)?)),
+        _ => None,
+    };
     crate::listen::serve(
         listener,
         app(state),
@@ -155,6 +159,7 @@ pub async fn serve(
             header_timeout: Duration::from_secs(config.header_timeout_secs),
             max_connections: config.max_connections,
         },
+        tls,
         shutdown,
     )
     .await;

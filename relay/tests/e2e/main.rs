@@ -838,3 +838,74 @@ async fn the_data_directory_is_private_and_metrics_need_their_token() {
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("relay_"));
 }
+
+/// `relay serve` with `tls_cert_file` / `tls_key_file` serves HTTPS with that certificate (a
+/// real TLS client trusting only it), nothing in plain HTTP, and picks up a renewed certificate
+/// without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_https_with_its_certificate_and_reloads_a_renewed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let issue = || rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let first = issue();
+    std::fs::write(&cert_file, first.cert.pem()).unwrap();
+    std::fs::write(&key_file, first.signing_key.serialize_pem()).unwrap();
+    let port = free_port();
+    let mut child = Command::new(RELAY)
+        .arg("serve")
+        .env("RELAY_DATA_DIR", dir.path().join("data"))
+        .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RELAY_TLS_CERT_FILE", &cert_file)
+        .env("RELAY_TLS_KEY_FILE", &key_file)
+        .env("RELAY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _kill = Kill(&mut child);
+    let trusting = |pem: String| {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let https = format!("https://localhost:{port}/healthz");
+    let old = trusting(first.cert.pem());
+    let start = Instant::now();
+    while old.get(&https).send().await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "no HTTPS answer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(old.get(&https).send().await.unwrap().status(), 200);
+    // Plain HTTP gets no answer on the TLS port.
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
+
+    // A renewed certificate (a new key): new connections get it, without a restart.
+    let second = issue();
+    let new = trusting(second.cert.pem());
+    assert!(new.get(&https).send().await.is_err());
+    std::fs::write(&key_file, second.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&cert_file, second.cert.pem()).unwrap();
+    let start = Instant::now();
+    while new.get(&https).send().await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the renewed certificate was not served"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(old.get(&https).send().await.is_err());
+}
