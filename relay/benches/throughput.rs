@@ -221,6 +221,8 @@ async fn start_relay(
         .env("RELAY_RATES", "BTC/USD=60000,ETH/USD=2500")
         // The bench's webhook receivers are on loopback.
         .env("RELAY_WEBHOOK_ALLOW_PRIVATE", "true")
+        // The bench measures the relay's own capacity, not the per-key limit.
+        .env("RELAY_RATE_LIMIT_PER_SEC", "0")
         .env("RELAY_LOG", "warn")
         .envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::null())

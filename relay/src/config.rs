@@ -25,6 +25,10 @@ pub struct Config {
     /// Seconds a connection may take to send a request's headers, and may stay idle between
     /// requests, before it is closed (`RELAY_HEADER_TIMEOUT_SECS`).
     pub header_timeout_secs: u64,
+    /// Requests per second one merchant's keys may make, on average (`RELAY_RATE_LIMIT_PER_SEC`;
+    /// 0: no limit), and the burst above it (`RELAY_RATE_LIMIT_BURST`).
+    pub rate_limit_per_sec: u32,
+    pub rate_limit_burst: u32,
     /// Open connections served at once; more are closed at once, with a log line
     /// (`RELAY_MAX_CONNECTIONS`).
     pub max_connections: usize,
@@ -117,6 +121,8 @@ impl Default for Config {
             tls_key_file: None,
             header_timeout_secs: 10,
             max_connections: 512,
+            rate_limit_per_sec: 100,
+            rate_limit_burst: 200,
             rates: BTreeMap::new(),
             tokens: Vec::new(),
             btc_rpc_url: None,
@@ -165,6 +171,8 @@ impl fmt::Debug for Config {
             .field("tls_key_file", &self.tls_key_file.is_some())
             .field("header_timeout_secs", &self.header_timeout_secs)
             .field("max_connections", &self.max_connections)
+            .field("rate_limit_per_sec", &self.rate_limit_per_sec)
+            .field("rate_limit_burst", &self.rate_limit_burst)
             .field("log_format", &self.log_format)
             .field("rates", &self.rates)
             .field("tokens", &self.tokens)
@@ -260,6 +268,12 @@ impl Config {
             }
             "HEADER_TIMEOUT_SECS" => {
                 self.header_timeout_secs = value.parse().context("expected seconds")?
+            }
+            "RATE_LIMIT_PER_SEC" => {
+                self.rate_limit_per_sec = value.parse().context("expected a rate")?
+            }
+            "RATE_LIMIT_BURST" => {
+                self.rate_limit_burst = value.parse().context("expected a count")?
             }
             "MAX_CONNECTIONS" => {
                 self.max_connections = value.parse().context("expected a count")?

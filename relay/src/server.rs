@@ -99,6 +99,11 @@ pub async fn serve(
         metrics: metrics_handle(),
         allow_private_webhooks: config.webhook_allow_private,
         metrics_token: config.metrics_token.clone(),
+        throttle: relay_api::throttle::Throttle::new(
+            config.rate_limit_per_sec,
+            config.rate_limit_burst,
+        )
+        .map(Arc::new),
     };
     let sweeper = tokio::spawn(expiry_loop(
         store.clone(),

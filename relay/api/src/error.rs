@@ -16,6 +16,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub param: Option<String>,
+    /// Seconds after which a retry may succeed (429): sent as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 /// The error body every failed request gets.
@@ -44,6 +46,7 @@ impl ApiError {
             code,
             message: message.into(),
             param: None,
+            retry_after: None,
         }
     }
 
@@ -69,6 +72,7 @@ impl ApiError {
             code,
             message: message.into(),
             param: None,
+            retry_after: None,
         }
     }
 
@@ -79,6 +83,7 @@ impl ApiError {
             code: "internal_error",
             message: "an internal error occurred; retry with the same Idempotency-Key".into(),
             param: None,
+            retry_after: None,
         }
     }
 
@@ -89,6 +94,7 @@ impl ApiError {
             code,
             message: message.into(),
             param: None,
+            retry_after: None,
         }
     }
 
@@ -104,9 +110,33 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// 429 `rate_limited`: the key sent more requests than its rate allows.
+    pub fn rate_limited(retry_after_secs: u64, per_sec: u32) -> ApiError {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            kind: "rate_limit_error",
+            code: "rate_limited",
+            message: format!(
+                "too many requests for this API key (at most {per_sec} per second); retry after {retry_after_secs} s"
+            ),
+            param: None,
+            retry_after: Some(retry_after_secs),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
+        response
     }
 }
 

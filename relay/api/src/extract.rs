@@ -44,7 +44,12 @@ impl<S: Store> FromRequestParts<AppState<S>> for AuthMerchant {
             })?;
         let hash = ApiKey::from_presented(key).hash();
         match state.store.merchant_by_key(&hash)? {
-            Some(m) => Ok(AuthMerchant(m)),
+            Some(m) => {
+                if let Some(t) = &state.throttle {
+                    t.check(&m.id)?;
+                }
+                Ok(AuthMerchant(m))
+            }
             None => Err(ApiError::unauthorized(
                 "api_key_invalid",
                 "the API key is not valid",

@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod routes;
+pub mod throttle;
 pub mod update;
 pub mod view;
 
@@ -51,6 +52,8 @@ pub struct AppState<S> {
     pub allow_private_webhooks: bool,
     /// When set, `/metrics` answers only requests bearing this token.
     pub metrics_token: Option<String>,
+    /// Requests per second each merchant's keys may make (none: unlimited).
+    pub throttle: Option<Arc<throttle::Throttle>>,
 }
 
 impl<S: Clone> Clone for AppState<S> {
@@ -68,6 +71,7 @@ impl<S: Clone> Clone for AppState<S> {
             metrics: self.metrics.clone(),
             allow_private_webhooks: self.allow_private_webhooks,
             metrics_token: self.metrics_token.clone(),
+            throttle: self.throttle.clone(),
         }
     }
 }

@@ -53,6 +53,11 @@ fn address_at(index: u32) -> String {
 const ESCROW: &str = "0x5fbdb2315678afecb367f032d93f642f64180aa3";
 
 fn env() -> Env {
+    env_throttled(None)
+}
+
+/// [`env`], with a per-merchant request rate.
+fn env_throttled(throttle: Option<relay_api::throttle::Throttle>) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
     let mut keys = Vec::new();
@@ -102,6 +107,7 @@ fn env() -> Env {
         request_timeout: Duration::from_secs(10),
         allow_private_webhooks: false,
         metrics_token: None,
+        throttle: throttle.map(Arc::new),
         metrics: metrics_handle(),
     };
     Env {
@@ -1180,4 +1186,29 @@ async fn made_up_methods_share_one_metric_label() {
     let text = String::from_utf8(metrics.raw).unwrap();
     assert!(!text.contains("X-INVENTED"), "{text}");
     assert!(text.contains("method=\"other\""), "{text}");
+}
+
+/// Each merchant's keys have their own token bucket: over it, 429 `rate_limited` with
+/// `Retry-After`; another merchant is not slowed down.
+#[tokio::test]
+async fn a_merchant_over_its_rate_gets_429_and_others_do_not() {
+    let env = env_throttled(relay_api::throttle::Throttle::new(5, 5));
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(env.get("/v1/invoices").await.status);
+    }
+    assert_eq!(statuses[..5], [StatusCode::OK; 5]);
+    let refused = env.get("/v1/invoices").await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.json["error"]["code"], "rate_limited");
+    let retry: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    let other = env
+        .call("GET", "/v1/invoices", Some(&env.other_key), None, &[])
+        .await;
+    assert_eq!(other.status, StatusCode::OK);
 }
