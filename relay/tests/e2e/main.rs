@@ -177,6 +177,19 @@ pub(crate) async fn metric(client: &reqwest::Client, url: &str, name: &str) -> O
         .reduce(|a, b| a + b)
 }
 
+/// `GET {url}{path}` with the merchant's key, as JSON.
+pub(crate) async fn get_json(client: &reqwest::Client, url: &str, key: &str, path: &str) -> Value {
+    client
+        .get(format!("{url}{path}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub(crate) async fn get_invoice(client: &reqwest::Client, url: &str, key: &str, id: &str) -> Value {
     client
         .get(format!("{url}/v1/invoices/{id}"))

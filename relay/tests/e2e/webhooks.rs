@@ -426,36 +426,19 @@ async fn a_name_resolving_to_a_private_address_is_never_connected_to() {
         .await
         .unwrap();
     assert_eq!(r["error"]["code"], "webhook_url_forbidden", "{r}");
-    {
-        let events: Value = client
-            .get(format!("{}/v1/events", server.url))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let event = events["data"][0]["id"].as_str().unwrap().to_owned();
-        let start = Instant::now();
-        let attempts = loop {
-            let a: Value = client
-                .get(format!("{}/v1/events/{event}/deliveries", server.url))
-                .bearer_auth(key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if a["data"].as_array().is_some_and(|d| d.len() >= 2) {
-                break a;
-            }
-            assert!(start.elapsed() < Duration::from_secs(20), "no attempt: {a}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        assert!(attempts["data"][0]["status"].is_null(), "{attempts}");
-        assert_eq!(attempts["data"][0]["outcome"], "retrying");
-    }
+    let events = crate::get_json(&client, &server.url, key, "/v1/events").await;
+    let event = events["data"][0]["id"].as_str().unwrap().to_owned();
+    let deliveries = format!("/v1/events/{event}/deliveries");
+    let start = Instant::now();
+    let attempts = loop {
+        let a = crate::get_json(&client, &server.url, key, &deliveries).await;
+        if a["data"].as_array().is_some_and(|d| d.len() >= 2) {
+            break a;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no attempt: {a}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(attempts["data"][0]["status"].is_null(), "{attempts}");
+    assert_eq!(attempts["data"][0]["outcome"], "retrying");
     assert_eq!(receiver.arrivals.load(Ordering::SeqCst), 0);
 }
