@@ -272,7 +272,7 @@ pub struct Payment {
     pub fee: Amount,
 }
 
-fn zero(a: &Amount) -> bool {
+pub(crate) fn zero(a: &Amount) -> bool {
     a.is_zero()
 }
 
