@@ -203,10 +203,8 @@ async fn expiry_loop(
             }
         }
         match crate::expiry::sweep(&store, clock.as_ref(), &ids).await {
-            Ok(changed) if changed.is_empty() => {}
-            Ok(changed) => {
-                tracing::debug!(target: "relay::expiry", expired = changed.len(), "invoices expired")
-            }
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(target: "relay::expiry", expired = n, "invoices expired"),
             Err(e) => tracing::warn!(target: "relay::expiry", error = %e, "expiry sweep failed"),
         }
         // No one may be charged for an invoice no longer payable (asked again while it fails).

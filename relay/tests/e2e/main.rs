@@ -444,8 +444,7 @@ async fn expiry_sweep_expires_unpaid_invoices_once() {
     assert_eq!(
         relay::expiry::sweep(&store, &FixedClock(1_059), &ids)
             .await
-            .unwrap()
-            .len(),
+            .unwrap(),
         0
     );
     assert_eq!(
@@ -455,8 +454,7 @@ async fn expiry_sweep_expires_unpaid_invoices_once() {
     assert_eq!(
         relay::expiry::sweep(&store, &FixedClock(1_060), &ids)
             .await
-            .unwrap()
-            .len(),
+            .unwrap(),
         1
     );
     assert_eq!(
@@ -466,8 +464,7 @@ async fn expiry_sweep_expires_unpaid_invoices_once() {
     assert_eq!(
         relay::expiry::sweep(&store, &FixedClock(2_000), &ids)
             .await
-            .unwrap()
-            .len(),
+            .unwrap(),
         0
     );
     let events = store.list_events(&merchant.id, None, 10).unwrap().items;
