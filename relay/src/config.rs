@@ -94,6 +94,12 @@ pub struct Config {
     pub webhook_retry_base_ms: u64,
     /// How long a merchant's endpoint has to answer a delivery.
     pub webhook_timeout_secs: u64,
+    /// Deliveries in flight at once to one endpoint.
+    pub webhook_endpoint_concurrency: usize,
+    /// Failed deliveries in a row after which an endpoint's circuit opens.
+    pub webhook_breaker_after: u32,
+    /// The first cool-down of an open circuit, in milliseconds (doubling to ten minutes).
+    pub webhook_breaker_cooldown_ms: u64,
     /// Webhook endpoints may be private addresses (loopback, private networks): for `relay dev`
     /// and tests only (`RELAY_WEBHOOK_ALLOW_PRIVATE`).
     pub webhook_allow_private: bool,
@@ -154,6 +160,9 @@ impl Default for Config {
             eth_void_min_wei: None,
             webhook_retry_base_ms: 10_000,
             webhook_timeout_secs: 10,
+            webhook_endpoint_concurrency: 4,
+            webhook_breaker_after: 5,
+            webhook_breaker_cooldown_ms: 30_000,
             webhook_allow_private: false,
             metrics_token: None,
         }
@@ -211,6 +220,15 @@ impl fmt::Debug for Config {
             .field("eth_void_min_wei", &self.eth_void_min_wei)
             .field("webhook_retry_base_ms", &self.webhook_retry_base_ms)
             .field("webhook_timeout_secs", &self.webhook_timeout_secs)
+            .field(
+                "webhook_endpoint_concurrency",
+                &self.webhook_endpoint_concurrency,
+            )
+            .field("webhook_breaker_after", &self.webhook_breaker_after)
+            .field(
+                "webhook_breaker_cooldown_ms",
+                &self.webhook_breaker_cooldown_ms,
+            )
             .field("webhook_allow_private", &self.webhook_allow_private)
             .field("metrics_token", &set(&self.metrics_token))
             .finish_non_exhaustive()
@@ -315,6 +333,15 @@ impl Config {
             "WEBHOOK_TIMEOUT_SECS" => {
                 self.webhook_timeout_secs = value.parse().context("expected seconds")?
             }
+            "WEBHOOK_ENDPOINT_CONCURRENCY" => {
+                self.webhook_endpoint_concurrency = value.parse().context("expected a count")?
+            }
+            "WEBHOOK_BREAKER_AFTER" => {
+                self.webhook_breaker_after = value.parse().context("expected a count")?
+            }
+            "WEBHOOK_BREAKER_COOLDOWN_MS" => {
+                self.webhook_breaker_cooldown_ms = value.parse().context("expected milliseconds")?
+            }
             "TOKENS" => {
                 self.tokens.clear();
                 for entry in value.split(',').filter(|e| !e.trim().is_empty()) {
@@ -416,6 +443,15 @@ impl Config {
         }
         if !(1..=60).contains(&self.webhook_timeout_secs) {
             bail!("webhook_timeout_secs must be 1 to 60");
+        }
+        if !(1..=64).contains(&self.webhook_endpoint_concurrency) {
+            bail!("webhook_endpoint_concurrency must be 1 to 64");
+        }
+        if !(1..=1000).contains(&self.webhook_breaker_after) {
+            bail!("webhook_breaker_after must be 1 to 1000");
+        }
+        if !(100..=600_000).contains(&self.webhook_breaker_cooldown_ms) {
+            bail!("webhook_breaker_cooldown_ms must be 100 to 600000");
         }
         if self.eth_fee_bps > 10_000 {
             bail!("eth_fee_bps must be at most 10000");

@@ -139,6 +139,9 @@ pub async fn serve(
         crate::webhooks::DispatchConfig {
             retry_base_ms: config.webhook_retry_base_ms,
             timeout: Duration::from_secs(config.webhook_timeout_secs),
+            per_endpoint: config.webhook_endpoint_concurrency,
+            breaker_after: config.webhook_breaker_after,
+            breaker_cooldown: Duration::from_millis(config.webhook_breaker_cooldown_ms),
             allow_private: config.webhook_allow_private,
             ..Default::default()
         },

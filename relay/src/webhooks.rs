@@ -5,8 +5,8 @@
 
 use relay_core::webhook::{retry_delay_ms, signature_header};
 use relay_core::{DeliveryAttempt, DeliveryOutcome, Timestamp};
-use relay_store::{DueDelivery, SledStore, Store};
-use std::sync::Arc;
+use relay_store::{DueDelivery, Pick, SledStore, Store};
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -15,8 +15,15 @@ pub struct DispatchConfig {
     pub retry_base_ms: u64,
     /// How long a receiver has to answer.
     pub timeout: Duration,
-    /// Deliveries in flight at once.
+    /// Deliveries in flight at once, over all endpoints.
     pub concurrency: usize,
+    /// Deliveries in flight at once to one endpoint.
+    pub per_endpoint: usize,
+    /// Consecutive failed attempts after which an endpoint's circuit opens: its deliveries wait
+    /// for the cool-down instead of taking delivery slots.
+    pub breaker_after: u32,
+    /// The first cool-down; each time a trial delivery fails it doubles, to ten minutes.
+    pub breaker_cooldown: Duration,
     /// Pause when nothing is due.
     pub idle: Duration,
     /// Deliver to private addresses too (`relay dev`, tests).
@@ -29,6 +36,9 @@ impl Default for DispatchConfig {
             retry_base_ms: 10_000,
             timeout: Duration::from_secs(10),
             concurrency: 64,
+            per_endpoint: 4,
+            breaker_after: 5,
+            breaker_cooldown: Duration::from_secs(30),
             idle: Duration::from_millis(100),
             allow_private: false,
         }
@@ -120,8 +130,8 @@ async fn send(client: &reqwest::Client, d: &DueDelivery, allow_private: bool) ->
     }
 }
 
-/// Records what an attempt got and schedules what follows.
-fn finish(store: &SledStore, d: &DueDelivery, sent: Sent, retry_base_ms: u64) {
+/// Records what an attempt got and schedules what follows. Returns whether it was delivered.
+fn finish(store: &SledStore, d: &DueDelivery, sent: Sent, retry_base_ms: u64) -> bool {
     let now = now_ms();
     let at = Timestamp(i64::try_from(now / 1000).unwrap_or(0));
     let outcome = DeliveryOutcome::of(sent.status, d.first_at, at);
@@ -156,10 +166,107 @@ fn finish(store: &SledStore, d: &DueDelivery, sent: Sent, retry_base_ms: u64) {
     if let Err(e) = store.finish_delivery(d, &attempt, now, retry_at, disable) {
         tracing::error!(target: "relay::webhooks", error = %e, "cannot record a delivery attempt; it will be sent again");
     }
+    outcome == DeliveryOutcome::Delivered
 }
 
-/// Fans out and delivers until the task is dropped.
-pub async fn dispatch_loop(store: SledStore, config: DispatchConfig) {
+/// An endpoint's circuit: closed while it answers; open (its deliveries wait) after
+/// `breaker_after` failures in a row; after the cool-down one trial delivery decides.
+#[derive(Debug, Default)]
+struct Circuit {
+    failures: u32,
+    open_until_ms: Option<u64>,
+    cooldown_ms: u64,
+}
+
+const MAX_COOLDOWN_MS: u64 = 10 * 60 * 1000;
+
+/// What the dispatcher knows about deliveries in flight and endpoints' health. Pure: the loop
+/// feeds it outcomes and asks it what to pick.
+#[derive(Debug)]
+struct Lanes {
+    per_endpoint: usize,
+    breaker_after: u32,
+    first_cooldown_ms: u64,
+    in_flight: HashSet<Vec<u8>>,
+    busy: HashMap<String, usize>,
+    circuits: HashMap<String, Circuit>,
+}
+
+impl Lanes {
+    fn new(config: &DispatchConfig) -> Lanes {
+        Lanes {
+            per_endpoint: config.per_endpoint.max(1),
+            breaker_after: config.breaker_after.max(1),
+            first_cooldown_ms: u64::try_from(config.breaker_cooldown.as_millis())
+                .unwrap_or(MAX_COOLDOWN_MS)
+                .clamp(1, MAX_COOLDOWN_MS),
+            in_flight: HashSet::new(),
+            busy: HashMap::new(),
+            circuits: HashMap::new(),
+        }
+    }
+
+    /// What to do with a due head of `lane` for `endpoint` at `now_ms`.
+    fn pick(&self, endpoint: &str, lane: &[u8], now_ms: u64) -> Pick {
+        if self.in_flight.contains(lane) {
+            return Pick::Skip;
+        }
+        let busy = self.busy.get(endpoint).copied().unwrap_or(0);
+        match self.circuits.get(endpoint) {
+            Some(Circuit {
+                open_until_ms: Some(until),
+                ..
+            }) => {
+                if now_ms < *until {
+                    // Spread the waiting deliveries over a second after the cool-down.
+                    Pick::Defer(until + u64::from(rand::random::<u16>() % 1000))
+                } else if busy == 0 {
+                    Pick::Take // the trial delivery
+                } else {
+                    Pick::Skip
+                }
+            }
+            _ if busy >= self.per_endpoint => Pick::Skip,
+            _ => Pick::Take,
+        }
+    }
+
+    fn start(&mut self, d: &DueDelivery) {
+        self.in_flight.insert(d.lane().to_vec());
+        *self.busy.entry(d.endpoint.id.clone()).or_default() += 1;
+    }
+
+    /// Records the end of a delivery. Returns true when this failure opened the circuit.
+    fn done(&mut self, lane: &[u8], endpoint: &str, delivered: bool, now_ms: u64) -> bool {
+        self.in_flight.remove(lane);
+        if let Some(n) = self.busy.get_mut(endpoint) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.busy.remove(endpoint);
+            }
+        }
+        if delivered {
+            self.circuits.remove(endpoint);
+            return false;
+        }
+        let c = self.circuits.entry(endpoint.to_owned()).or_default();
+        c.failures = c.failures.saturating_add(1);
+        let trial_failed = c.open_until_ms.is_some_and(|until| now_ms >= until);
+        if trial_failed {
+            c.cooldown_ms = (c.cooldown_ms.saturating_mul(2)).min(MAX_COOLDOWN_MS);
+            c.open_until_ms = Some(now_ms + c.cooldown_ms);
+            false
+        } else if c.open_until_ms.is_none() && c.failures >= self.breaker_after {
+            c.cooldown_ms = self.first_cooldown_ms;
+            c.open_until_ms = Some(now_ms + c.cooldown_ms);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn client(config: &DispatchConfig) -> Result<reqwest::Client, reqwest::Error> {
     let mut builder = reqwest::Client::builder()
         .timeout(config.timeout)
         .redirect(reqwest::redirect::Policy::none())
@@ -167,14 +274,26 @@ pub async fn dispatch_loop(store: SledStore, config: DispatchConfig) {
     if !config.allow_private {
         builder = builder.dns_resolver(std::sync::Arc::new(PublicOnly));
     }
-    let client = match builder.build() {
+    builder.build()
+}
+
+/// Fans out and delivers until the task is dropped. Deliveries start as slots free up (no
+/// batch waits for its slowest receiver); one endpoint has at most `per_endpoint` in flight, and
+/// an endpoint that keeps failing has its circuit opened, so a receiver that never answers holds
+/// only its own slots.
+pub async fn dispatch_loop(store: SledStore, config: DispatchConfig) {
+    let client = match client(&config) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(target: "relay::webhooks", error = %e, "cannot build the webhook HTTP client");
             return;
         }
     };
-    let permits = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
+    let concurrency = config.concurrency.max(1);
+    let mut lanes = Lanes::new(&config);
+    let mut tasks: tokio::task::JoinSet<bool> = tokio::task::JoinSet::new();
+    // Lane and endpoint of each task, so a task that fails still frees its slots.
+    let mut running: HashMap<tokio::task::Id, (Vec<u8>, String)> = HashMap::new();
     let mut rounds: u64 = 0;
     loop {
         let now = now_ms();
@@ -188,50 +307,175 @@ pub async fn dispatch_loop(store: SledStore, config: DispatchConfig) {
                 }
             }
         }
-        let due = match store.due_deliveries(now, 4 * config.concurrency.max(1)) {
-            Ok(due) => due,
-            Err(e) => {
-                tracing::error!(target: "relay::webhooks", error = %e, "reading the delivery queue failed");
-                Vec::new()
-            }
+        let free = concurrency.saturating_sub(tasks.len());
+        let due = if free == 0 {
+            Vec::new()
+        } else {
+            store
+                .due_deliveries_picking(now, free, |endpoint, lane| {
+                    lanes.pick(endpoint, lane, now)
+                })
+                .unwrap_or_else(|e| {
+                    tracing::error!(target: "relay::webhooks", error = %e, "reading the delivery queue failed");
+                    Vec::new()
+                })
         };
         // Counting the queue walks it: every 50th round is often enough for a gauge.
         rounds += 1;
         if rounds % 50 == 1 {
             metrics::gauge!("relay_webhook_backlog").set(store.webhook_backlog() as f64);
         }
-        if due.is_empty() {
-            // A write that queues events wakes the dispatcher at once; the timer covers retries
-            // falling due.
-            tokio::select! {
-                _ = tokio::time::sleep(config.idle) => {}
-                _ = store.fanout_wake().notified() => {}
+        if !due.is_empty() {
+            // Deliver only what is on disk: an event a crash could still take back must not
+            // reach a merchant (concurrent writers share the flush). This also flushes the
+            // records of finished attempts.
+            if let Err(e) = store.durable().await {
+                tracing::error!(target: "relay::webhooks", error = %e, "flushing before delivery failed");
+                tokio::time::sleep(config.idle).await;
+                continue;
             }
-            continue;
+            for d in due {
+                lanes.start(&d);
+                let (client, store, base) = (client.clone(), store.clone(), config.retry_base_ms);
+                let allow_private = config.allow_private;
+                let key = (d.lane().to_vec(), d.endpoint.id.clone());
+                let task = tasks.spawn(async move {
+                    let sent = send(&client, &d, allow_private).await;
+                    finish(&store, &d, sent, base)
+                });
+                running.insert(task.id(), key);
+            }
         }
-        // Deliver only what is on disk: an event a crash could still take back must not reach a
-        // merchant (concurrent writers share the flush).
-        if let Err(e) = store.durable().await {
-            tracing::error!(target: "relay::webhooks", error = %e, "flushing before delivery failed");
-            tokio::time::sleep(config.idle).await;
-            continue;
+        // Wait for a slot to free up, new events, or retries falling due.
+        let finished = tokio::select! {
+            Some(r) = tasks.join_next_with_id(), if !tasks.is_empty() => Some(r),
+            _ = tokio::time::sleep(config.idle) => None,
+            _ = store.fanout_wake().notified() => None,
+        };
+        let mut finished: Vec<_> = finished.into_iter().collect();
+        while let Some(r) = tasks.try_join_next_with_id() {
+            finished.push(r);
         }
-        let mut tasks = tokio::task::JoinSet::new();
-        for d in due {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
+        let now = now_ms();
+        for r in finished {
+            let (id, delivered) = match r {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::error!(target: "relay::webhooks", error = %e, "a delivery task failed");
+                    (e.id(), false)
+                }
             };
-            let (client, store, base) = (client.clone(), store.clone(), config.retry_base_ms);
-            let allow_private = config.allow_private;
-            tasks.spawn(async move {
-                let sent = send(&client, &d, allow_private).await;
-                finish(&store, &d, sent, base);
-                drop(permit);
-            });
+            let Some((lane, endpoint)) = running.remove(&id) else {
+                continue;
+            };
+            if lanes.done(&lane, &endpoint, delivered, now) {
+                metrics::counter!("relay_webhook_circuits_opened_total").increment(1);
+                tracing::warn!(target: "relay::webhooks", endpoint = %endpoint, "endpoint keeps failing: its deliveries wait for a cool-down");
+            }
         }
-        while tasks.join_next().await.is_some() {}
-        if let Err(e) = store.durable().await {
-            tracing::error!(target: "relay::webhooks", error = %e, "flushing delivery records failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lanes() -> Lanes {
+        Lanes::new(&DispatchConfig {
+            per_endpoint: 2,
+            breaker_after: 3,
+            breaker_cooldown: Duration::from_secs(10),
+            ..Default::default()
+        })
+    }
+
+    fn busy(l: &mut Lanes, endpoint: &str, lane: &[u8]) {
+        l.in_flight.insert(lane.to_vec());
+        *l.busy.entry(endpoint.to_owned()).or_default() += 1;
+    }
+
+    #[test]
+    fn a_lane_in_flight_is_never_picked_twice_and_an_endpoint_gets_its_share_only() {
+        let mut l = lanes();
+        busy(&mut l, "we_a", b"a1");
+        assert_eq!(l.pick("we_a", b"a1", 0), Pick::Skip);
+        assert_eq!(l.pick("we_a", b"a2", 0), Pick::Take);
+        busy(&mut l, "we_a", b"a2");
+        assert_eq!(l.pick("we_a", b"a3", 0), Pick::Skip, "at its limit of 2");
+        assert_eq!(
+            l.pick("we_b", b"b1", 0),
+            Pick::Take,
+            "others are not held up"
+        );
+        assert!(!l.done(b"a1", "we_a", true, 0));
+        assert_eq!(l.pick("we_a", b"a3", 0), Pick::Take);
+        assert_eq!(
+            l.pick("we_a", b"a1", 0),
+            Pick::Take,
+            "its lane is free again"
+        );
+    }
+
+    #[test]
+    fn failures_in_a_row_open_the_circuit_and_one_trial_decides_after_the_cool_down() {
+        let mut l = lanes();
+        for (i, lane) in [b"a1", b"a2"].iter().enumerate() {
+            busy(&mut l, "we_a", *lane);
+            assert!(!l.done(*lane, "we_a", false, i as u64), "not yet");
         }
+        // A success in between starts the count again.
+        busy(&mut l, "we_a", b"a1");
+        l.done(b"a1", "we_a", true, 2);
+        for n in 0..2 {
+            busy(&mut l, "we_a", b"a1");
+            assert!(!l.done(b"a1", "we_a", false, 3 + n));
+        }
+        busy(&mut l, "we_a", b"a1");
+        assert!(
+            l.done(b"a1", "we_a", false, 1_000),
+            "third failure in a row opens it"
+        );
+        // Open: due deliveries move past the cool-down without an attempt.
+        match l.pick("we_a", b"a9", 5_000) {
+            Pick::Defer(at) => assert!((11_000..12_000).contains(&at), "{at}"),
+            p => panic!("{p:?}"),
+        }
+        assert_eq!(l.pick("we_b", b"b1", 5_000), Pick::Take);
+        // After it: one trial at a time.
+        assert_eq!(l.pick("we_a", b"a9", 11_000), Pick::Take);
+        busy(&mut l, "we_a", b"a9");
+        assert_eq!(l.pick("we_a", b"a8", 11_000), Pick::Skip);
+        // The trial fails: open again for twice as long.
+        assert!(!l.done(b"a9", "we_a", false, 12_000));
+        match l.pick("we_a", b"a9", 12_001) {
+            Pick::Defer(at) => assert!((32_000..33_000).contains(&at), "{at}"),
+            p => panic!("{p:?}"),
+        }
+        // A trial that succeeds closes it.
+        busy(&mut l, "we_a", b"a9");
+        l.done(b"a9", "we_a", true, 33_000);
+        assert_eq!(l.pick("we_a", b"a8", 33_000), Pick::Take);
+        busy(&mut l, "we_a", b"a8");
+        assert_eq!(
+            l.pick("we_a", b"a7", 33_000),
+            Pick::Take,
+            "back to two at once"
+        );
+    }
+
+    #[test]
+    fn the_cool_down_stops_doubling_at_ten_minutes() {
+        let mut l = lanes();
+        let mut now = 0;
+        for _ in 0..3 {
+            busy(&mut l, "we_a", b"a1");
+            l.done(b"a1", "we_a", false, now);
+        }
+        for _ in 0..20 {
+            now = l.circuits["we_a"].open_until_ms.unwrap();
+            busy(&mut l, "we_a", b"a1");
+            l.done(b"a1", "we_a", false, now);
+        }
+        assert_eq!(l.circuits["we_a"].cooldown_ms, MAX_COOLDOWN_MS);
     }
 }

@@ -8,7 +8,7 @@
 mod codec;
 mod error;
 mod sled_store;
-pub use sled_store::DueDelivery;
+pub use sled_store::{DueDelivery, Pick, MAX_DUE_WALK};
 
 pub use error::StoreError;
 pub use sled_store::SledStore;

@@ -915,7 +915,7 @@ impl Store for SledStore {
 
 mod ledger;
 mod webhooks;
-pub use webhooks::DueDelivery;
+pub use webhooks::{DueDelivery, Pick, MAX_DUE_WALK};
 
 /// Separates the parts of webhook keys (ids never contain a zero byte).
 const LANE_SEP: u8 = 0;

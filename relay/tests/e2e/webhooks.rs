@@ -118,6 +118,8 @@ impl Env {
         );
         let mut env = rail.env.clone();
         env.push(("RELAY_WEBHOOK_RETRY_BASE_MS", "200".to_owned()));
+        // Its receiver fails on purpose: its circuit may open, briefly.
+        env.push(("RELAY_WEBHOOK_BREAKER_COOLDOWN_MS", "300".to_owned()));
         let server = Server::start_with(dir.path(), crate::free_port(), &env).await;
         Env {
             _rail: rail,
@@ -441,4 +443,185 @@ async fn a_name_resolving_to_a_private_address_is_never_connected_to() {
     assert!(attempts["data"][0]["status"].is_null(), "{attempts}");
     assert_eq!(attempts["data"][0]["outcome"], "retrying");
     assert_eq!(receiver.arrivals.load(Ordering::SeqCst), 0);
+}
+
+/// Two merchants on one relay with the card gateway: each registers an endpoint at `url_of`.
+struct TwoShops {
+    _dir: tempfile::TempDir,
+    _gateway: relay_testnet::LocalStripe,
+    server: Server,
+    keys: [String; 2],
+    client: reqwest::Client,
+}
+
+impl TwoShops {
+    async fn start(urls: [&str; 2], env: &[(&'static str, String)]) -> TwoShops {
+        let dir = tempfile::tempdir().unwrap();
+        let a = merchant_create_with(dir.path(), "stalled shop", &[]);
+        let b = merchant_create_with(dir.path(), "busy shop", &[]);
+        let gateway = relay_testnet::LocalStripe::spawn().unwrap();
+        let mut env = env.to_vec();
+        env.push(("RELAY_STRIPE_API_BASE", gateway.url()));
+        env.push((
+            "RELAY_STRIPE_SECRET_KEY",
+            relay_testnet::LocalStripe::SECRET_KEY.to_owned(),
+        ));
+        let server = Server::start_with(dir.path(), crate::free_port(), &env).await;
+        let keys = [a, b].map(|m| m["api_key"].as_str().unwrap().to_owned());
+        let client = reqwest::Client::new();
+        for (key, url) in keys.iter().zip(urls) {
+            let r = client
+                .post(format!("{}/v1/webhook_endpoints", server.url))
+                .bearer_auth(key)
+                .json(&json!({ "url": url }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        }
+        TwoShops {
+            _dir: dir,
+            _gateway: gateway,
+            server,
+            keys,
+            client,
+        }
+    }
+
+    /// Creates a card invoice for shop `shop` (0 or 1); returns its id.
+    async fn invoice(&self, shop: usize, n: usize) -> String {
+        let (status, inv) = create_invoice(
+            &self.client,
+            &self.server.url,
+            &self.keys[shop],
+            &format!("fair-{shop}-{n}"),
+            &json!({"amount": "5.00", "currency": "USD", "payment_methods": ["card"]}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "{inv}");
+        inv["id"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A receiver that accepts connections and never answers; counts the connections it holds.
+async fn never_answers() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (url, accepted)
+}
+
+/// One merchant's receiver that never answers (the relay waits up to 60 s for an answer) holds
+/// only that endpoint's four delivery slots: with 70 of its invoices' events due, more than the
+/// relay's 64 slots, another merchant's event is still delivered while every stalled delivery is
+/// still waiting for its answer — well within 30 s, where a relay that waits for its whole batch
+/// takes the full 60 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_never_answers_does_not_hold_up_another_merchants_webhooks() {
+    let (stalled, accepted) = never_answers().await;
+    let receiver = Arc::new(Receiver::default());
+    let fine = start_receiver(receiver.clone()).await;
+    let shops = TwoShops::start(
+        [&stalled, &fine],
+        &[("RELAY_WEBHOOK_TIMEOUT_SECS", "60".to_owned())],
+    )
+    .await;
+    for n in 0..70 {
+        shops.invoice(0, n).await;
+    }
+    let start = Instant::now();
+    while accepted.load(Ordering::SeqCst) < 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no delivery started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let asked = Instant::now();
+    let id = shops.invoice(1, 0).await;
+    let got = until(&receiver, 30, |got| !got.is_empty()).await;
+    assert!(got[0].body.contains(&id), "{}", got[0].body);
+    assert!(
+        asked.elapsed() < Duration::from_secs(60),
+        "delivered only after the stalled deliveries timed out"
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        4,
+        "the stalled endpoint holds four connections, no more"
+    );
+    // Nothing of the stalled merchant's has an outcome yet: its deliveries are still waiting.
+    let events = crate::get_json(
+        &shops.client,
+        &shops.server.url,
+        &shops.keys[0],
+        "/v1/events",
+    )
+    .await;
+    let first = events["data"].as_array().unwrap().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let attempts = crate::get_json(
+        &shops.client,
+        &shops.server.url,
+        &shops.keys[0],
+        &format!("/v1/events/{first}/deliveries"),
+    )
+    .await;
+    assert_eq!(attempts["data"].as_array().unwrap().len(), 0, "{attempts}");
+}
+
+/// An endpoint that fails every delivery has its circuit opened after five failures in a row:
+/// its other deliveries wait for the cool-down (30 s) instead of being tried, while another
+/// merchant's endpoint is served as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_keeps_failing_is_left_alone_for_a_cool_down() {
+    let failing = Arc::new(Receiver::default());
+    failing.always.store(500, Ordering::SeqCst);
+    let failing_url = start_receiver(failing.clone()).await;
+    let receiver = Arc::new(Receiver::default());
+    let fine = start_receiver(receiver.clone()).await;
+    let shops = TwoShops::start(
+        [&failing_url, &fine],
+        &[("RELAY_WEBHOOK_RETRY_BASE_MS", "100".to_owned())],
+    )
+    .await;
+    for n in 0..20 {
+        shops.invoice(0, n).await;
+    }
+    let start = Instant::now();
+    while failing.arrivals.load(Ordering::SeqCst) < 5 {
+        assert!(start.elapsed() < Duration::from_secs(20), "no deliveries");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // 20 invoices retried every ~100-400 ms would make dozens of attempts in three seconds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tried = failing.arrivals.load(Ordering::SeqCst);
+    assert!(
+        tried <= 8,
+        "{tried} attempts: five failures and at most three already in flight"
+    );
+    let id = shops.invoice(1, 0).await;
+    let got = until(&receiver, 20, |got| !got.is_empty()).await;
+    assert!(got[0].body.contains(&id));
+    assert_eq!(
+        crate::metric(
+            &shops.client,
+            &shops.server.url,
+            "relay_webhook_circuits_opened_total"
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(failing.arrivals.load(Ordering::SeqCst), tried);
 }

@@ -441,6 +441,47 @@ fn webhook_lanes_deliver_an_invoices_events_in_order_and_survive_reopen() {
     assert_eq!(s.due_deliveries(6_000, 10).unwrap().len(), 1);
 }
 
+/// The dispatcher's picks: a skipped head stays due, a deferred one moves later without an
+/// attempt, and other endpoints' heads are still found behind them.
+#[test]
+fn due_heads_can_be_skipped_or_deferred_without_an_attempt() {
+    let (_d, s) = store();
+    let m = merchant(1);
+    s.insert_merchant(&m, &relay_core::ApiKey::from_entropy([1; 32]).hash())
+        .unwrap();
+    s.insert_endpoint(&endpoint(&m, "we_slow", &[])).unwrap();
+    s.insert_endpoint(&endpoint(&m, "we_fine", &[])).unwrap();
+    for n in 1..=3 {
+        let (inv, events) = invoice(&m, n, None);
+        s.create_invoice(&inv, &events, None).unwrap();
+    }
+    s.webhook_fanout(1_000, 100).unwrap();
+    assert_eq!(s.due_deliveries(1_000, 100).unwrap().len(), 6);
+    let picked = s
+        .due_deliveries_picking(1_000, 100, |endpoint, _| match endpoint {
+            "we_slow" => crate::Pick::Defer(9_000),
+            _ => crate::Pick::Take,
+        })
+        .unwrap();
+    assert_eq!(picked.len(), 3);
+    assert!(picked.iter().all(|d| d.endpoint.id == "we_fine"));
+    let skipped = s
+        .due_deliveries_picking(1_000, 100, |_, _| crate::Pick::Skip)
+        .unwrap();
+    assert!(skipped.is_empty());
+    assert_eq!(s.due_deliveries(8_999, 100).unwrap().len(), 3, "deferred");
+    let later = s.due_deliveries(9_000, 100).unwrap();
+    assert_eq!(later.len(), 6);
+    let slow: Vec<_> = later
+        .iter()
+        .filter(|d| d.endpoint.id == "we_slow")
+        .collect();
+    assert!(
+        slow.iter().all(|d| d.attempt == 1),
+        "no attempt was counted"
+    );
+}
+
 /// Every invoice change posts its ledger entry in its own transaction, whichever write path it
 /// takes: the stored balances are always the sum of the invoices' positions, and payout work
 /// appears and disappears with the records it stands for.

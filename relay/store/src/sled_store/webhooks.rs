@@ -29,6 +29,21 @@ struct QueueEntry {
     next_at_ms: u64,
 }
 
+/// How many due entries one look at the queue walks at most: entries passed over (lanes in
+/// flight, saturated endpoints) count, so a long queue for one endpoint costs a bounded walk.
+pub const MAX_DUE_WALK: usize = 10_000;
+
+/// What to do with a due lane head (see [`SledStore::due_deliveries_picking`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// Deliver it now.
+    Take,
+    /// Leave it due (its lane is in flight, or its endpoint busy).
+    Skip,
+    /// Move it to this time (ms) without an attempt (its endpoint's circuit is open).
+    Defer(u64),
+}
+
 /// A lane head whose time has come.
 #[derive(Debug, Clone)]
 pub struct DueDelivery {
@@ -41,6 +56,13 @@ pub struct DueDelivery {
     pub attempt: u32,
     /// When the first attempt was made (now, for the first).
     pub first_at: Timestamp,
+}
+
+impl DueDelivery {
+    /// The lane (endpoint · invoice) this head leads: one delivery per lane is in flight at once.
+    pub fn lane(&self) -> &[u8] {
+        &self.lane
+    }
 }
 
 fn endpoint_key(merchant: &MerchantId, id: &str) -> Vec<u8> {
@@ -285,37 +307,63 @@ impl SledStore {
         Ok(n)
     }
 
-    /// Lane heads due at `now_ms`, oldest first. Lanes of disabled or deleted endpoints are
-    /// dropped on the way.
+    /// Lane heads due at `now_ms`, oldest first (all of them, up to `limit`).
     pub fn due_deliveries(
         &self,
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<DueDelivery>, StoreError> {
+        self.due_deliveries_picking(now_ms, limit, |_, _| Pick::Take)
+    }
+
+    /// Lane heads due at `now_ms`, oldest first, as `pick` decides for each (by endpoint id and
+    /// lane, before anything is decoded): taken, passed over, or deferred to a later time without
+    /// an attempt. Walks at most [`MAX_DUE_WALK`] entries. Lanes of disabled or deleted endpoints
+    /// are dropped on the way.
+    pub fn due_deliveries_picking(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        mut pick: impl FnMut(&str, &[u8]) -> Pick,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
         let _guard = self.lock_webhooks();
         let mut out = Vec::new();
-        let mut drop_lanes = Writes::default();
+        let mut writes = Writes::default();
         let upper = (now_ms + 1).to_be_bytes();
-        for kv in self.inner.webhook_due.range(..upper.as_slice()) {
+        for kv in self
+            .inner
+            .webhook_due
+            .range(..upper.as_slice())
+            .take(MAX_DUE_WALK)
+        {
             if out.len() >= limit {
                 break;
             }
             let (dk, qk) = kv?;
             let lane = dk[8..].to_vec();
+            let endpoint_id =
+                std::str::from_utf8(lane.split(|b| *b == LANE_SEP).next().unwrap_or_default())
+                    .unwrap_or_default()
+                    .to_owned();
+            match pick(&endpoint_id, &lane) {
+                Pick::Take => {}
+                Pick::Skip => continue,
+                Pick::Defer(at_ms) => {
+                    writes.due.push((dk.to_vec(), None));
+                    writes.due.push((due_key(at_ms, &lane), Some(qk.to_vec())));
+                    continue;
+                }
+            }
             let Some(raw) = self.inner.webhook_queue.get(&qk)? else {
-                drop_lanes.due.push((dk.to_vec(), None));
+                writes.due.push((dk.to_vec(), None));
                 continue;
             };
             let entry: QueueEntry = decode("webhook queue entry", &raw)?;
             let event_id = &qk[lane.len()..];
-            let endpoint_id = lane.split(|b| *b == LANE_SEP).next().unwrap_or_default();
             let endpoint: Option<WebhookEndpoint> = self
                 .inner
                 .webhook_endpoints
-                .get(endpoint_key(
-                    &entry.merchant_id,
-                    std::str::from_utf8(endpoint_id).unwrap_or_default(),
-                ))?
+                .get(endpoint_key(&entry.merchant_id, &endpoint_id))?
                 .map(|v| decode("webhook endpoint", &v))
                 .transpose()?;
             let event: Option<Event> = self
@@ -335,15 +383,15 @@ impl SledStore {
                     first_at: entry.first_at.unwrap_or(Timestamp((now_ms / 1000) as i64)),
                 }),
                 _ => {
-                    drop_lanes.due.push((dk.to_vec(), None));
+                    writes.due.push((dk.to_vec(), None));
                     for k in self.inner.webhook_queue.scan_prefix(&lane).keys() {
-                        drop_lanes.queue.push((k?.to_vec(), None));
+                        writes.queue.push((k?.to_vec(), None));
                     }
                 }
             }
         }
-        if !drop_lanes.due.is_empty() {
-            self.apply_webhook_writes(drop_lanes)?;
+        if !writes.due.is_empty() {
+            self.apply_webhook_writes(writes)?;
         }
         Ok(out)
     }
