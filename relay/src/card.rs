@@ -176,6 +176,43 @@ pub async fn resume_refunds(
     Ok(done)
 }
 
+/// The invoices of `open` (soonest expiry first) whose card payment reconciliation should look
+/// at this pass: those with a PaymentIntent and no final card payment, at most `per_merchant`
+/// of each merchant's.
+pub fn fair_share(
+    store: &SledStore,
+    open: &[InvoiceId],
+    per_merchant: usize,
+) -> Result<Vec<InvoiceId>, StoreError> {
+    let mut taken: std::collections::HashMap<relay_core::MerchantId, usize> = Default::default();
+    let mut out = Vec::new();
+    for id in open {
+        let Some(invoice) = store.invoice(id)? else {
+            continue;
+        };
+        if unsettled_intent(&invoice).is_none() {
+            continue;
+        }
+        let n = taken.entry(invoice.merchant_id.clone()).or_default();
+        if *n < per_merchant {
+            *n += 1;
+            out.push(invoice.id);
+        }
+    }
+    metrics::gauge!("relay_card_reconcile_pass_size").set(out.len() as f64);
+    Ok(out)
+}
+
+/// The invoice's PaymentIntent, if it has one without a final card payment.
+fn unsettled_intent(invoice: &relay_core::Invoice) -> Option<&str> {
+    let intent = invoice.payment_intent()?;
+    let settled = invoice.payments.iter().any(|p| {
+        p.reference == intent
+            && matches!(p.status, PaymentStatus::Confirmed | PaymentStatus::Disputed)
+    });
+    (!settled).then_some(intent)
+}
+
 /// Retrieves the PaymentIntent of each invoice in `invoices` that has one and no final card
 /// payment yet, and applies what the gateway says. Returns how many invoices changed.
 pub async fn reconcile(
@@ -190,16 +227,10 @@ pub async fn reconcile(
         let Some(invoice) = store.invoice(id)? else {
             continue;
         };
-        let Some(intent) = invoice.payment_intent().map(str::to_owned) else {
+        let Some(intent) = unsettled_intent(&invoice).map(str::to_owned) else {
             continue;
         };
-        let settled = invoice.payments.iter().any(|p| {
-            p.reference == intent
-                && matches!(p.status, PaymentStatus::Confirmed | PaymentStatus::Disputed)
-        });
-        if settled {
-            continue;
-        }
+        metrics::counter!("relay_card_intents_retrieved_total").increment(1);
         let pi = match gateway.client.retrieve_payment_intent(&intent).await {
             Ok(pi) => pi,
             Err(e) => {

@@ -29,6 +29,12 @@ pub struct Config {
     /// 0: no limit), and the burst above it (`RELAY_RATE_LIMIT_BURST`).
     pub rate_limit_per_sec: u32,
     pub rate_limit_burst: u32,
+    /// Requests with an invalid API key one client address may send a minute; past it, 429
+    /// `too_many_auth_failures` for all its keyed requests until its bucket refills (0: no limit).
+    pub auth_failures_per_min: u32,
+    /// Requests served at once; past it, 503 `overloaded` at once (0: no limit). `/healthz`,
+    /// `/readyz` and `/metrics` are not counted.
+    pub max_requests_in_flight: usize,
     /// Open connections served at once; more are closed at once, with a log line
     /// (`RELAY_MAX_CONNECTIONS`).
     pub max_connections: usize,
@@ -50,6 +56,10 @@ pub struct Config {
     /// Seconds between reconciliation passes over payable card invoices
     /// (`RELAY_CARD_RECONCILE_SECS`).
     pub card_reconcile_secs: u64,
+    /// PaymentIntents of one merchant's invoices retrieved per reconciliation pass at most (those
+    /// expiring soonest first), so one merchant's invoices cannot use up the gateway rate limit
+    /// every merchant shares.
+    pub card_reconcile_per_merchant: usize,
     /// Milliseconds between polls of the bitcoin node's tip and mempool (`RELAY_BTC_POLL_MS`).
     pub btc_poll_ms: u64,
     /// Outputs to invoice addresses below this many satoshis are dust: ignored, never credited
@@ -129,6 +139,8 @@ impl Default for Config {
             max_connections: 512,
             rate_limit_per_sec: 100,
             rate_limit_burst: 200,
+            auth_failures_per_min: 60,
+            max_requests_in_flight: 256,
             rates: BTreeMap::new(),
             tokens: Vec::new(),
             btc_rpc_url: None,
@@ -140,6 +152,7 @@ impl Default for Config {
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             card_reconcile_secs: 60,
+            card_reconcile_per_merchant: 100,
             btc_poll_ms: 1000,
             btc_min_payment_sat: relay_bitcoin::DEFAULT_MIN_SAT,
             btc_start_height: None,
@@ -182,6 +195,8 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("rate_limit_per_sec", &self.rate_limit_per_sec)
             .field("rate_limit_burst", &self.rate_limit_burst)
+            .field("auth_failures_per_min", &self.auth_failures_per_min)
+            .field("max_requests_in_flight", &self.max_requests_in_flight)
             .field("log_format", &self.log_format)
             .field("rates", &self.rates)
             .field("tokens", &self.tokens)
@@ -193,6 +208,10 @@ impl fmt::Debug for Config {
             .field("stripe_secret_key", &set(&self.stripe_secret_key))
             .field("stripe_webhook_secret", &set(&self.stripe_webhook_secret))
             .field("card_reconcile_secs", &self.card_reconcile_secs)
+            .field(
+                "card_reconcile_per_merchant",
+                &self.card_reconcile_per_merchant,
+            )
             .field("btc_poll_ms", &self.btc_poll_ms)
             .field("btc_min_payment_sat", &self.btc_min_payment_sat)
             .field("btc_start_height", &self.btc_start_height)
@@ -293,6 +312,12 @@ impl Config {
             "RATE_LIMIT_BURST" => {
                 self.rate_limit_burst = value.parse().context("expected a count")?
             }
+            "AUTH_FAILURES_PER_MIN" => {
+                self.auth_failures_per_min = value.parse().context("expected a count")?
+            }
+            "MAX_REQUESTS_IN_FLIGHT" => {
+                self.max_requests_in_flight = value.parse().context("expected a count")?
+            }
             "MAX_CONNECTIONS" => {
                 self.max_connections = value.parse().context("expected a count")?
             }
@@ -316,6 +341,9 @@ impl Config {
             "STRIPE_WEBHOOK_SECRET" => self.stripe_webhook_secret = opt(value),
             "CARD_RECONCILE_SECS" => {
                 self.card_reconcile_secs = value.parse().context("expected seconds")?
+            }
+            "CARD_RECONCILE_PER_MERCHANT" => {
+                self.card_reconcile_per_merchant = value.parse().context("expected a count")?
             }
             "BTC_POLL_MS" => self.btc_poll_ms = value.parse().context("expected milliseconds")?,
             "BTC_MIN_PAYMENT_SAT" => {
@@ -428,6 +456,9 @@ impl Config {
         }
         if self.card_reconcile_secs == 0 {
             bail!("card_reconcile_secs must be at least 1");
+        }
+        if !(1..=10_000).contains(&self.card_reconcile_per_merchant) {
+            bail!("card_reconcile_per_merchant must be 1 to 10000");
         }
         if self.stripe_api_base.is_some() != self.stripe_secret_key.is_some() {
             bail!("stripe_api_base and stripe_secret_key go together");

@@ -98,7 +98,10 @@ pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<
         settle_on_ethereum,
     };
     store
-        .insert_merchant(&merchant, &key.hash())
+        .insert_merchant(
+            &merchant,
+            &relay_core::access::first_key_of(&merchant, &key),
+        )
         .context("cannot store the merchant")?;
     // The URL given at creation is the merchant's first webhook endpoint, signed with the
     // merchant's webhook secret.

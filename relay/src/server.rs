@@ -104,6 +104,11 @@ pub async fn serve(
             config.rate_limit_burst,
         )
         .map(Arc::new),
+        auth_failures: relay_api::throttle::AuthFailures::new(config.auth_failures_per_min)
+            .map(Arc::new),
+        in_flight: (config.max_requests_in_flight > 0)
+            .then(|| Arc::new(tokio::sync::Semaphore::new(config.max_requests_in_flight))),
+        key_changes: Default::default(),
     };
     let sweeper = tokio::spawn(expiry_loop(
         store.clone(),
@@ -153,6 +158,7 @@ pub async fn serve(
             ids,
             g,
             Duration::from_secs(config.card_reconcile_secs),
+            config.card_reconcile_per_merchant,
         ))
     });
     tracing::info!(target: "relay", addr = %listener.local_addr()?, "listening");
@@ -226,6 +232,7 @@ async fn reconcile_loop(
     ids: Arc<IdSource>,
     gateway: Arc<crate::card::StripeGateway>,
     every: Duration,
+    per_merchant: usize,
 ) {
     let mut tick = tokio::time::interval(every);
     loop {
@@ -234,6 +241,7 @@ async fn reconcile_loop(
         let open = store
             .invoices_due_for_expiry(relay_core::Timestamp(i64::MAX - 1), 10_000)
             .unwrap_or_default();
+        let open = crate::card::fair_share(&store, &open, per_merchant).unwrap_or_default();
         match crate::card::reconcile(&store, &gateway, clock.as_ref(), &ids, &open).await {
             Ok(0) => {}
             Ok(n) => {

@@ -126,6 +126,35 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// 429 `too_many_auth_failures`: this client address sent too many invalid API keys.
+    pub fn auth_failures(retry_after_secs: u64) -> ApiError {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            kind: "rate_limit_error",
+            code: "too_many_auth_failures",
+            message: format!(
+                "too many requests with an invalid API key from this address; retry after {retry_after_secs} s"
+            ),
+            param: None,
+            retry_after: Some(retry_after_secs),
+        }
+    }
+
+    /// 503 `overloaded`: the relay is serving as many requests as it may at once.
+    pub fn overloaded() -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "api_error",
+            code: "overloaded",
+            message: "the relay is serving as many requests as it can; retry in a moment"
+                .to_owned(),
+            param: None,
+            retry_after: Some(1),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();

@@ -7,12 +7,18 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use relay_core::{ApiKey, Merchant};
+use relay_core::access::required_scope;
+use relay_core::{ApiKey, KeyRecord, Merchant};
 use relay_store::Store;
 use serde::de::DeserializeOwned;
 
-/// The merchant whose API key authorised the request.
+/// The merchant whose API key authorised the request. Extracting it checks that the key has
+/// the scope the route needs (403 `scope_missing` otherwise).
 pub struct AuthMerchant(pub Merchant);
+
+/// The merchant and the key that authorised the request (with its scope checked, as for
+/// [`AuthMerchant`]).
+pub struct AuthKey(pub Merchant, pub KeyRecord);
 
 impl<S: Store> FromRequestParts<AppState<S>> for AuthMerchant {
     type Rejection = ApiError;
@@ -21,6 +27,29 @@ impl<S: Store> FromRequestParts<AppState<S>> for AuthMerchant {
         parts: &mut Parts,
         state: &AppState<S>,
     ) -> Result<Self, Self::Rejection> {
+        let AuthKey(merchant, _) = AuthKey::from_request_parts(parts, state).await?;
+        Ok(AuthMerchant(merchant))
+    }
+}
+
+impl<S: Store> FromRequestParts<AppState<S>> for AuthKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState<S>,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        if let (Some(guard), Some(ip)) = (&state.auth_failures, peer) {
+            guard.check(ip)?;
+        }
+        let failed = |e: ApiError| match (&state.auth_failures, peer) {
+            (Some(guard), Some(ip)) => guard.failed(ip).err().unwrap_or(e),
+            _ => e,
+        };
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -37,24 +66,38 @@ impl<S: Store> FromRequestParts<AppState<S>> for AuthMerchant {
             .map(str::trim)
             .filter(|k| !k.is_empty() && k.len() <= 128)
             .ok_or_else(|| {
-                ApiError::unauthorized(
+                failed(ApiError::unauthorized(
                     "api_key_invalid",
                     "the Authorization header must be `Bearer <key>`",
-                )
+                ))
             })?;
         let hash = ApiKey::from_presented(key).hash();
-        match state.store.merchant_by_key(&hash)? {
-            Some(m) => {
-                if let Some(t) = &state.throttle {
-                    t.check(&m.id)?;
-                }
-                Ok(AuthMerchant(m))
-            }
-            None => Err(ApiError::unauthorized(
+        let Some((merchant, record)) = state.store.key_by_hash(&hash)? else {
+            return Err(failed(ApiError::unauthorized(
                 "api_key_invalid",
                 "the API key is not valid",
-            )),
+            )));
+        };
+        if let Some(t) = &state.throttle {
+            t.check(&merchant.id)?;
         }
+        let route = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .map(|p| p.as_str())
+            .unwrap_or_default();
+        let needed = required_scope(parts.method.as_str(), route);
+        if !record.allows(needed) {
+            let what = needed.map_or("every scope".to_owned(), |s| {
+                format!("the `{}` scope", s.as_str())
+            });
+            return Err(ApiError::invalid(
+                "scope_missing",
+                format!("this API key does not have {what}"),
+            )
+            .with_status(StatusCode::FORBIDDEN));
+        }
+        Ok(AuthKey(merchant, record))
     }
 }
 

@@ -54,6 +54,12 @@ pub struct AppState<S> {
     pub metrics_token: Option<String>,
     /// Requests per second each merchant's keys may make (none: unlimited).
     pub throttle: Option<Arc<throttle::Throttle>>,
+    /// Invalid API keys each client address may send a minute (none: unlimited).
+    pub auth_failures: Option<Arc<throttle::AuthFailures>>,
+    /// Requests served at once; past it, 503 `overloaded` (none: unlimited).
+    pub in_flight: Option<Arc<tokio::sync::Semaphore>>,
+    /// Serialises changes to API keys, so "the last key that can manage keys" stays true.
+    pub key_changes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl<S: Clone> Clone for AppState<S> {
@@ -72,6 +78,9 @@ impl<S: Clone> Clone for AppState<S> {
             allow_private_webhooks: self.allow_private_webhooks,
             metrics_token: self.metrics_token.clone(),
             throttle: self.throttle.clone(),
+            auth_failures: self.auth_failures.clone(),
+            in_flight: self.in_flight.clone(),
+            key_changes: self.key_changes.clone(),
         }
     }
 }
@@ -207,6 +216,10 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::webhooks::disable,
         routes::webhooks::deliveries,
         routes::webhooks::redeliver,
+        routes::keys::create,
+        routes::keys::list,
+        routes::keys::roll,
+        routes::keys::revoke,
     ),
     components(schemas(error::ErrorBody, view::InvoiceView, view::EventView, view::RefundView, view::BalancesView, view::RefundReserveView)),
     modifiers(&SecurityAddon)
@@ -272,6 +285,12 @@ pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
             "/v1/webhook_endpoints/{id}/disable",
             post(routes::webhooks::disable::<S>),
         )
+        .route(
+            "/v1/api_keys",
+            post(routes::keys::create::<S>).get(routes::keys::list::<S>),
+        )
+        .route("/v1/api_keys/{id}/roll", post(routes::keys::roll::<S>))
+        .route("/v1/api_keys/{id}/revoke", post(routes::keys::revoke::<S>))
         .route(
             "/v1/gateways/stripe/webhook",
             post(routes::gateway::stripe_webhook::<S>),
@@ -388,6 +407,17 @@ async fn timeout_and_metrics<S: Store>(
         .unwrap_or_else(|| "unmatched".into());
     let method = method_label(req.method());
     let started = Instant::now();
+    // Health and metrics answer even when the relay is at its limit.
+    let _slot = match (&state.in_flight, route.as_str()) {
+        (None, _) | (_, "/healthz" | "/readyz" | "/metrics") => None,
+        (Some(slots), _) => match slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) => {
+                metrics::counter!("relay_http_overloaded_total").increment(1);
+                return ApiError::overloaded().into_response();
+            }
+        },
+    };
     let response = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError::unavailable(

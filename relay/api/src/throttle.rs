@@ -1,6 +1,10 @@
 //! Per-merchant request rates: a token bucket per merchant (GCRA, from `governor`), so one
 //! merchant's traffic — or a leaked key's — cannot take the relay's capacity from the others.
 //! Over its rate a request gets 429 `rate_limited` with `Retry-After`.
+//!
+//! Failed authentication is throttled per client address ([`AuthFailures`]): past its allowance
+//! an address gets 429 `too_many_auth_failures` for every keyed request, valid key or not, until
+//! its bucket refills, so guessing keys from one address is slow and costs the relay little.
 
 use crate::error::ApiError;
 use governor::clock::{Clock, DefaultClock};
@@ -36,5 +40,128 @@ impl Throttle {
                 Err(ApiError::rate_limited(secs.max(1), self.per_sec))
             }
         }
+    }
+}
+
+/// Invalid API keys allowed per client address: a bucket per address (an IPv6 address counts by
+/// its /64, which one client usually holds whole).
+pub struct AuthFailures {
+    limiter: DefaultKeyedRateLimiter<std::net::IpAddr>,
+    /// Addresses over their allowance, until when.
+    blocked: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, std::time::Instant>>,
+    failures: std::sync::atomic::AtomicU64,
+}
+
+/// The most addresses remembered as blocked; past it, expired entries are dropped first and new
+/// ones are not remembered (their bucket still refuses them on their next failure).
+const MAX_BLOCKED: usize = 100_000;
+
+fn client_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                std::net::IpAddr::V6(std::net::Ipv6Addr::from(o))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+impl AuthFailures {
+    /// `per_min` failures a minute on average, in bursts of as many. `None` when 0 (no limit).
+    pub fn new(per_min: u32) -> Option<AuthFailures> {
+        let rate = NonZeroU32::new(per_min)?;
+        Some(AuthFailures {
+            limiter: RateLimiter::keyed(Quota::per_minute(rate)),
+            blocked: Default::default(),
+            failures: Default::default(),
+        })
+    }
+
+    /// Refuses a request from an address that is over its allowance.
+    pub fn check(&self, ip: std::net::IpAddr) -> Result<(), ApiError> {
+        let ip = client_key(ip);
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        match blocked.get(&ip) {
+            Some(until) => {
+                let now = std::time::Instant::now();
+                if *until > now {
+                    let wait = *until - now;
+                    metrics::counter!("relay_http_auth_throttled_total").increment(1);
+                    Err(ApiError::auth_failures(
+                        wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                    ))
+                } else {
+                    blocked.remove(&ip);
+                    Ok(())
+                }
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failed authentication; refuses (and blocks the address) past its allowance.
+    pub fn failed(&self, ip: std::net::IpAddr) -> Result<(), ApiError> {
+        let ip = client_key(ip);
+        let n = self
+            .failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % 1024 == 1023 {
+            self.limiter.retain_recent();
+        }
+        match self.limiter.check_key(&ip) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+                if blocked.len() >= MAX_BLOCKED {
+                    let now = std::time::Instant::now();
+                    blocked.retain(|_, until| *until > now);
+                }
+                if blocked.len() < MAX_BLOCKED {
+                    blocked.insert(ip, std::time::Instant::now() + wait);
+                }
+                metrics::counter!("relay_http_auth_throttled_total").increment(1);
+                Err(ApiError::auth_failures(
+                    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_past_its_failures_is_refused_even_with_a_valid_key_and_others_are_not() {
+        let guard = AuthFailures::new(3).unwrap();
+        let bad: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+        let other: std::net::IpAddr = "203.0.113.8".parse().unwrap();
+        for _ in 0..3 {
+            guard.check(bad).unwrap();
+            guard.failed(bad).unwrap();
+        }
+        let e = guard.failed(bad).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (429, "too_many_auth_failures"));
+        // Blocked before any key is looked at.
+        assert_eq!(guard.check(bad).unwrap_err().code, "too_many_auth_failures");
+        guard.check(other).unwrap();
+        guard.failed(other).unwrap();
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64() {
+        let guard = AuthFailures::new(1).unwrap();
+        guard.failed("2001:db8:1:2::1".parse().unwrap()).unwrap();
+        assert!(guard.failed("2001:db8:1:2::ffff".parse().unwrap()).is_err());
+        assert!(guard
+            .check("2001:db8:1:2:aaaa::1".parse().unwrap())
+            .is_err());
+        guard.check("2001:db8:1:3::1".parse().unwrap()).unwrap();
     }
 }

@@ -78,7 +78,9 @@ fn env_throttled(throttle: Option<relay_api::throttle::Throttle>) -> Env {
             settle_on_ethereum: None,
         };
         let key = ApiKey::from_entropy([n; 32]);
-        store.insert_merchant(&m, &key.hash()).unwrap();
+        store
+            .insert_merchant(&m, &relay_core::access::first_key_of(&m, &key))
+            .unwrap();
         keys.push(key.expose_secret().to_owned());
     }
     let clock = Arc::new(TestClock(AtomicI64::new(T0)));
@@ -108,6 +110,9 @@ fn env_throttled(throttle: Option<relay_api::throttle::Throttle>) -> Env {
         allow_private_webhooks: false,
         metrics_token: None,
         throttle: throttle.map(Arc::new),
+        auth_failures: None,
+        in_flight: None,
+        key_changes: Default::default(),
         metrics: metrics_handle(),
     };
     Env {
@@ -1211,4 +1216,348 @@ async fn a_merchant_over_its_rate_gets_429_and_others_do_not() {
         .call("GET", "/v1/invoices", Some(&env.other_key), None, &[])
         .await;
     assert_eq!(other.status, StatusCode::OK);
+}
+
+/// Makes a key with `scopes` using `with`; returns (id, secret).
+async fn make_key(env: &Env, with: &str, scopes: &[&str]) -> (String, String) {
+    let r = env
+        .call_with_key(
+            "POST",
+            "/v1/api_keys",
+            None,
+            json!({"name": format!("{scopes:?}"), "scopes": scopes}),
+            with,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    (
+        r.json["id"].as_str().unwrap().to_owned(),
+        r.json["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// A restricted key does only what its scopes name: a read-only key (say, a dashboard's) reads
+/// but cannot create invoices, ask for refunds, register webhooks or manage keys; a key for a
+/// point of sale creates invoices but cannot refund them. Nothing it is refused changes anything.
+#[tokio::test]
+async fn a_restricted_key_does_only_what_its_scopes_name() {
+    let env = env();
+    let inv = env
+        .post(
+            "/v1/invoices",
+            json!({"amount": "10.00", "currency": "USD"}),
+        )
+        .await;
+    assert_eq!(inv.status, 200, "{}", inv.json);
+    let id = inv.json["id"].as_str().unwrap().to_owned();
+    let (_, read) = make_key(&env, &env.key.clone(), &["read"]).await;
+    assert!(read.starts_with("rk_"));
+    let (_, pos) = make_key(&env, &env.key.clone(), &["invoices:write", "read"]).await;
+    let get = env
+        .call("GET", &format!("/v1/invoices/{id}"), Some(&read), None, &[])
+        .await;
+    assert_eq!(get.status, 200);
+    let refused = [
+        (
+            "POST",
+            "/v1/invoices".to_owned(),
+            json!({"amount": "1.00", "currency": "USD"}),
+            "invoices:write",
+        ),
+        (
+            "POST",
+            format!("/v1/invoices/{id}/cancel"),
+            json!({}),
+            "invoices:write",
+        ),
+        (
+            "POST",
+            format!("/v1/invoices/{id}/refunds"),
+            json!({"amount": "1.00"}),
+            "refunds:write",
+        ),
+        (
+            "POST",
+            "/v1/webhook_endpoints".to_owned(),
+            json!({"url": "https://example.com/h"}),
+            "webhooks:write",
+        ),
+        ("GET", "/v1/api_keys".to_owned(), json!({}), "keys:write"),
+        (
+            "POST",
+            "/v1/api_keys".to_owned(),
+            json!({"name": "x", "scopes": ["read"]}),
+            "keys:write",
+        ),
+    ];
+    for (method, path, body, scope) in &refused {
+        let r = env
+            .call_with_key(method, path, None, body.clone(), &read)
+            .await;
+        assert_eq!(r.status, 403, "{method} {path}: {}", r.json);
+        assert_eq!(r.json["error"]["code"], "scope_missing");
+        assert!(
+            r.json["error"]["message"].as_str().unwrap().contains(scope),
+            "{}",
+            r.json
+        );
+    }
+    // The point-of-sale key creates invoices, but refunds need their own scope.
+    let created = env
+        .call_with_key(
+            "POST",
+            "/v1/invoices",
+            None,
+            json!({"amount": "2.00", "currency": "USD"}),
+            &pos,
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.json);
+    let r = env
+        .call_with_key(
+            "POST",
+            &format!("/v1/invoices/{id}/refunds"),
+            None,
+            json!({"amount": "1.00"}),
+            &pos,
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.json);
+    // What was refused left no trace: two invoices (one per allowed create), no refund, no
+    // endpoint.
+    let list = env.get("/v1/invoices").await;
+    assert_eq!(
+        list.json["data"].as_array().unwrap().len(),
+        2,
+        "{}",
+        list.json
+    );
+    let first = env.get(&format!("/v1/invoices/{id}")).await;
+    assert_eq!(first.json["status"], "new");
+    assert_eq!(first.json["refunds"].as_array().map_or(0, Vec::len), 0);
+    assert_eq!(
+        env.get("/v1/webhook_endpoints").await.json["data"],
+        json!([])
+    );
+}
+
+/// A key can make, roll and see only keys within its own scopes, so a leaked restricted key
+/// cannot raise itself to a full one; another merchant's key ids are not found.
+#[tokio::test]
+async fn a_key_cannot_make_or_roll_a_key_with_more_than_it_has() {
+    let env = env();
+    let (_, manager) = make_key(&env, &env.key.clone(), &["keys:write", "read"]).await;
+    let r = env
+        .call_with_key(
+            "POST",
+            "/v1/api_keys",
+            None,
+            json!({"name": "more", "scopes": ["read", "refunds:write"]}),
+            &manager,
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.json["error"]["code"].as_str()),
+        (403, Some("scope_exceeds_key"))
+    );
+    let keys = env
+        .call("GET", "/v1/api_keys", Some(&manager), None, &[])
+        .await;
+    assert_eq!(keys.status, 200);
+    let full = keys.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["scopes"].as_array().unwrap().len() == 6)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = env
+        .call_with_key(
+            "POST",
+            &format!("/v1/api_keys/{full}/roll"),
+            None,
+            json!({}),
+            &manager,
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.json);
+    // The full key still works: nothing was rolled.
+    assert_eq!(env.get("/v1/invoices").await.status, 200);
+    // Another merchant cannot see or touch these keys.
+    let r = env
+        .call_with_key(
+            "POST",
+            &format!("/v1/api_keys/{full}/revoke"),
+            None,
+            json!({}),
+            &env.other_key,
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.json);
+    let r = env
+        .call_with_key(
+            "POST",
+            "/v1/api_keys",
+            None,
+            json!({"name": "x", "scopes": ["admin"]}),
+            &env.key,
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.json["error"]["param"].as_str()),
+        (400, Some("scopes[0]"))
+    );
+    let r = env
+        .call_with_key(
+            "POST",
+            "/v1/api_keys",
+            None,
+            json!({"name": "x", "scopes": []}),
+            &env.key,
+        )
+        .await;
+    assert_eq!(r.status, 400);
+}
+
+/// A revoked key gets 401 from the very next request, a rolled key's old secret too; the
+/// secret is shown once and never listed; the last key that can manage keys stays.
+#[tokio::test]
+async fn revoked_and_rolled_secrets_are_refused_at_once_and_secrets_are_shown_once() {
+    let env = env();
+    let (id, secret) = make_key(&env, &env.key.clone(), &["read"]).await;
+    assert_eq!(
+        env.call("GET", "/v1/invoices", Some(&secret), None, &[])
+            .await
+            .status,
+        200
+    );
+    let rolled = env
+        .post(&format!("/v1/api_keys/{id}/roll"), json!({}))
+        .await;
+    assert_eq!(rolled.status, 200, "{}", rolled.json);
+    let new_secret = rolled.json["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new_secret, secret);
+    assert_eq!(rolled.json["id"], id.as_str());
+    assert_eq!(rolled.json["scopes"], json!(["read"]));
+    let old = env
+        .call("GET", "/v1/invoices", Some(&secret), None, &[])
+        .await;
+    assert_eq!(
+        (old.status.as_u16(), old.json["error"]["code"].as_str()),
+        (401, Some("api_key_invalid"))
+    );
+    assert_eq!(
+        env.call("GET", "/v1/invoices", Some(&new_secret), None, &[])
+            .await
+            .status,
+        200
+    );
+    let revoked = env
+        .post(&format!("/v1/api_keys/{id}/revoke"), json!({}))
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.json);
+    assert!(revoked.json["revoked_at"].is_string());
+    assert!(revoked.json.get("secret").is_none());
+    assert_eq!(
+        env.call("GET", "/v1/invoices", Some(&new_secret), None, &[])
+            .await
+            .status,
+        401
+    );
+    let again = env
+        .post(&format!("/v1/api_keys/{id}/revoke"), json!({}))
+        .await;
+    assert_eq!(again.json["error"]["code"], "api_key_revoked");
+    // The list shows both keys and no secret.
+    let list = env.get("/v1/api_keys").await;
+    assert_eq!(list.json["data"].as_array().unwrap().len(), 2);
+    let text = String::from_utf8(list.raw.clone()).unwrap();
+    assert!(
+        !text.contains(&new_secret) && !text.contains(&env.key) && !text.contains("\"secret\"")
+    );
+    // The full key is the last that can manage keys: it stays.
+    let full = list.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] != id.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let last = env
+        .post(&format!("/v1/api_keys/{full}/revoke"), json!({}))
+        .await;
+    assert_eq!(
+        (last.status.as_u16(), last.json["error"]["code"].as_str()),
+        (409, Some("last_key_manager"))
+    );
+    assert_eq!(env.get("/v1/invoices").await.status, 200);
+    // With a second manager, the first can go, and is refused at once.
+    let (_, second) = make_key(&env, &env.key.clone(), &["keys:write", "read"]).await;
+    let gone = env
+        .call_with_key(
+            "POST",
+            &format!("/v1/api_keys/{full}/revoke"),
+            None,
+            json!({}),
+            &second,
+        )
+        .await;
+    assert_eq!(gone.status, 200, "{}", gone.json);
+    assert_eq!(env.get("/v1/invoices").await.status, 401);
+}
+
+/// `GET /v1/events?type=` over a merchant with more events than one request may read: the
+/// answer comes after at most 10,000 events with a cursor to go on from, and following it
+/// reaches the end.
+#[tokio::test]
+async fn a_type_filter_reads_a_bounded_number_of_events_per_request() {
+    let env = env();
+    let created = env
+        .post("/v1/invoices", json!({"amount": "1.00", "currency": "USD"}))
+        .await;
+    let id = relay_core::InvoiceId::parse(created.json["id"].as_str().unwrap()).unwrap();
+    let mut invoice = env.store.invoice(&id).unwrap().unwrap();
+    let ids = relay_api::IdSource::default();
+    // 15,000 more events of one type, written straight to the store.
+    for _ in 0..15 {
+        let events: Vec<_> = (0..1000)
+            .flat_map(|_| {
+                relay_core::Event::for_invoice(
+                    &invoice,
+                    &[relay_core::EventType::InvoiceCreated],
+                    Timestamp(T0),
+                    || ids.event_id(),
+                )
+            })
+            .collect();
+        let v = invoice.version;
+        invoice.version += 1;
+        env.store
+            .update_invoice(v, &invoice, &events, None)
+            .unwrap();
+    }
+    let first = env.get("/v1/events?type=invoice.settled&limit=10").await;
+    assert_eq!(first.status, 200, "{}", first.json);
+    assert_eq!(first.json["data"], json!([]));
+    assert_eq!(first.json["has_more"], true);
+    let next = first.json["next_starting_after"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = env
+        .get(&format!(
+            "/v1/events?type=invoice.settled&limit=10&starting_after={next}"
+        ))
+        .await;
+    assert_eq!(second.json["data"], json!([]));
+    assert_eq!(second.json["has_more"], false, "{}", second.json);
+    assert!(second.json.get("next_starting_after").is_none());
+    // Without a filter, pages are as before.
+    let plain = env.get("/v1/events?limit=3").await;
+    assert_eq!(plain.json["data"].as_array().unwrap().len(), 3);
+    assert!(plain.json.get("next_starting_after").is_none());
 }

@@ -7,6 +7,7 @@
 //! world into plain values; this crate applies them and returns what changed (new states and the
 //! [`Event`]s to emit), and the store writes both in one atomic step.
 
+pub mod access;
 pub mod destination;
 pub mod error;
 pub mod event;
@@ -22,6 +23,7 @@ pub mod rate;
 pub mod time;
 pub mod webhook;
 
+pub use access::{KeyRecord, Scope};
 pub use error::CoreError;
 pub use event::{Event, EventType};
 pub use gateway::{GatewayEvent, GatewayEventKind};

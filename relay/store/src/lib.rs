@@ -14,8 +14,8 @@ pub use error::StoreError;
 pub use sled_store::SledStore;
 
 use relay_core::{
-    ApiKeyHash, Balances, DeliveryAttempt, Event, EventId, Invoice, InvoiceId, Line, Merchant,
-    MerchantId, Timestamp, WebhookEndpoint,
+    ApiKeyHash, Balances, DeliveryAttempt, Event, EventId, Invoice, InvoiceId, KeyRecord, Line,
+    Merchant, MerchantId, Timestamp, WebhookEndpoint,
 };
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -113,10 +113,22 @@ pub struct InvoiceQuery {
 ///   nothing and returns the stored record, also when two such writes race.
 /// - **Ordering.** Events are listed in the order they were committed.
 pub trait Store: Send + Sync + 'static {
-    /// Adds a merchant with the hash of its first API key.
-    fn insert_merchant(&self, merchant: &Merchant, key: &ApiKeyHash) -> Result<(), StoreError>;
+    /// Adds a merchant with the record of its first API key.
+    fn insert_merchant(&self, merchant: &Merchant, key: &KeyRecord) -> Result<(), StoreError>;
     fn merchant(&self, id: &MerchantId) -> Result<Option<Merchant>, StoreError>;
-    fn merchant_by_key(&self, key: &ApiKeyHash) -> Result<Option<Merchant>, StoreError>;
+    /// The merchant and key whose secret hashes to `key`, if that key is in use (a revoked or
+    /// rolled secret is not found from the moment its change is stored).
+    fn key_by_hash(&self, key: &ApiKeyHash) -> Result<Option<(Merchant, KeyRecord)>, StoreError>;
+    fn merchant_by_key(&self, key: &ApiKeyHash) -> Result<Option<Merchant>, StoreError> {
+        Ok(self.key_by_hash(key)?.map(|(m, _)| m))
+    }
+    /// A merchant's keys, revoked ones included, by id.
+    fn api_keys(&self, merchant: &MerchantId) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Adds a key; [`Commit::Conflict`] if its id or hash is taken.
+    fn insert_api_key(&self, key: &KeyRecord) -> Result<Commit, StoreError>;
+    /// Replaces `old` by `new` (a roll: a new hash; a revocation: `revoked_at` set), the old hash
+    /// no longer found from then on; [`Commit::Conflict`] if the stored key is no longer `old`.
+    fn replace_api_key(&self, old: &KeyRecord, new: &KeyRecord) -> Result<Commit, StoreError>;
     fn merchant_count(&self) -> Result<usize, StoreError>;
 
     /// Stores a new invoice with its events, unless the idempotency key was already used. Fails

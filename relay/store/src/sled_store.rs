@@ -1,7 +1,8 @@
 //! The sled implementation of [`Store`].
 //!
 //! Layout (every key family in its own tree; numbers big-endian so byte order is numeric order):
-//! - `merchants`: merchant id → merchant; `api_keys`: key hash → merchant id
+//! - `merchants`: merchant id → merchant; `api_keys`: key hash → key record; `merchant_keys`:
+//!   merchant id · key id → key record (see `keys.rs`)
 //! - `invoices`: invoice id → invoice
 //! - `invoices_by_merchant`: merchant id · 0 · invoice id → () (newest-first listing)
 //! - `invoices_by_order`: merchant id · 0 · len(order id) · order id · invoice id → ()
@@ -24,8 +25,8 @@ use crate::{
 };
 use ledger::Derived;
 use relay_core::{
-    ApiKeyHash, DeliveryAttempt, Event, EventId, Invoice, InvoiceId, InvoiceStatus, Merchant,
-    MerchantId, Timestamp, WebhookEndpoint,
+    ApiKeyHash, DeliveryAttempt, Event, EventId, Invoice, InvoiceId, InvoiceStatus, KeyRecord,
+    Merchant, MerchantId, Timestamp, WebhookEndpoint,
 };
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
@@ -46,6 +47,7 @@ struct Inner {
     db: sled::Db,
     merchants: Tree,
     api_keys: Tree,
+    merchant_keys: Tree,
     invoices: Tree,
     invoices_by_merchant: Tree,
     invoices_by_order: Tree,
@@ -215,6 +217,7 @@ impl SledStore {
         let inner = Inner {
             merchants: tree("merchants")?,
             api_keys: tree("api_keys")?,
+            merchant_keys: tree("merchant_keys")?,
             invoices: tree("invoices")?,
             invoices_by_merchant: tree("invoices_by_merchant")?,
             invoices_by_order: tree("invoices_by_order")?,
@@ -251,6 +254,7 @@ impl SledStore {
             inner: Arc::new(inner),
         };
         store.load_hooked_merchants()?;
+        store.migrate_legacy_keys()?;
         Ok(store)
     }
 
@@ -512,15 +516,8 @@ impl Store for SledStore {
         self.redeliver_impl(event, now_ms)
     }
 
-    fn insert_merchant(&self, merchant: &Merchant, key: &ApiKeyHash) -> Result<(), StoreError> {
-        let i = &self.inner;
-        let _gate = self.write_gate();
-        let result = (&i.merchants, &i.api_keys).transaction(|(m, k)| {
-            m.insert(merchant.id.as_str().as_bytes(), encode(merchant))?;
-            k.insert(&key.0, merchant.id.as_str().as_bytes())?;
-            Ok::<_, ConflictableTransactionError<Abort>>(())
-        });
-        self.finish(result).map(|_| ())
+    fn insert_merchant(&self, merchant: &Merchant, key: &KeyRecord) -> Result<(), StoreError> {
+        self.insert_merchant_impl(merchant, key)
     }
 
     fn merchant(&self, id: &MerchantId) -> Result<Option<Merchant>, StoreError> {
@@ -531,15 +528,20 @@ impl Store for SledStore {
             .transpose()
     }
 
-    fn merchant_by_key(&self, key: &ApiKeyHash) -> Result<Option<Merchant>, StoreError> {
-        let Some(id) = self.inner.api_keys.get(key.0)? else {
-            return Ok(None);
-        };
-        self.inner
-            .merchants
-            .get(&id)?
-            .map(|v| decode("merchant", &v))
-            .transpose()
+    fn key_by_hash(&self, key: &ApiKeyHash) -> Result<Option<(Merchant, KeyRecord)>, StoreError> {
+        self.key_by_hash_impl(key)
+    }
+
+    fn api_keys(&self, merchant: &MerchantId) -> Result<Vec<KeyRecord>, StoreError> {
+        self.api_keys_impl(merchant)
+    }
+
+    fn insert_api_key(&self, key: &KeyRecord) -> Result<Commit, StoreError> {
+        self.insert_api_key_impl(key)
+    }
+
+    fn replace_api_key(&self, old: &KeyRecord, new: &KeyRecord) -> Result<Commit, StoreError> {
+        self.replace_api_key_impl(old, new)
     }
 
     fn merchant_count(&self) -> Result<usize, StoreError> {
@@ -913,6 +915,7 @@ impl Store for SledStore {
     }
 }
 
+mod keys;
 mod ledger;
 mod webhooks;
 pub use webhooks::{DueDelivery, Pick, MAX_DUE_WALK};

@@ -340,3 +340,69 @@ async fn forged_replayed_and_unknown_webhooks_change_nothing() {
         .await
         .contains(&"payment.disputed".to_owned()));
 }
+
+/// One merchant's open card invoices take only its share of a reconciliation pass (here 3), so
+/// its invoice spam cannot use up the gateway rate limit every merchant shares; another
+/// merchant's payment whose webhook was lost is still found.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_merchants_invoices_take_only_its_share_of_reconciliation() {
+    let gw = LocalStripe::spawn().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spam = merchant_create(dir.path(), "busy shop");
+    let quiet = merchant_create(dir.path(), "quiet shop");
+    let server = Server::start_with(
+        dir.path(),
+        free_port(),
+        &[
+            ("RELAY_STRIPE_API_BASE", gw.url()),
+            (
+                "RELAY_STRIPE_SECRET_KEY",
+                LocalStripe::SECRET_KEY.to_owned(),
+            ),
+            ("RELAY_CARD_RECONCILE_SECS", "1".to_owned()),
+            ("RELAY_CARD_RECONCILE_PER_MERCHANT", "3".to_owned()),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let invoice = |key: String, n: usize| {
+        let (client, url) = (client.clone(), server.url.clone());
+        async move {
+            let (status, inv) = create_invoice(
+                &client,
+                &url,
+                &key,
+                &format!("share-{n}"),
+                &json!({"amount": "3.00", "currency": "USD", "payment_methods": ["card"]}),
+            )
+            .await
+            .unwrap();
+            assert_eq!(status, 200, "{inv}");
+            inv
+        }
+    };
+    for n in 0..12 {
+        invoice(spam["api_key"].as_str().unwrap().to_owned(), n).await;
+    }
+    let quiet_key = quiet["api_key"].as_str().unwrap().to_owned();
+    let inv = invoice(quiet_key.clone(), 0).await;
+    let pi = inv["payment_methods"]["card"]["payment_intent"]
+        .as_str()
+        .unwrap();
+    gw.post(
+        &format!("/v1/payment_intents/{pi}"),
+        &[("payment_method", "pm_card_visa")],
+    )
+    .unwrap();
+    gw.post(&format!("/v1/payment_intents/{pi}/confirm"), &[])
+        .unwrap();
+    let id = inv["id"].as_str().unwrap();
+    wait_for(&client, &server.url, &quiet_key, id, |i| {
+        i["status"] == "settled"
+    })
+    .await;
+    let pass = crate::metric(&client, &server.url, "relay_card_reconcile_pass_size")
+        .await
+        .unwrap();
+    assert!(pass <= 4.0, "a pass retrieved {pass} intents");
+}

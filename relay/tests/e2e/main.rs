@@ -921,3 +921,107 @@ async fn serves_https_with_its_certificate_and_reloads_a_renewed_one() {
     }
     assert!(old.get(&https).send().await.is_err());
 }
+
+/// Guessing keys from one address: past `auth_failures_per_min` invalid keys, that address gets
+/// 429 for every keyed request — its next guess is not even looked at, and a valid key from it
+/// is refused too — while another address is served. And past `max_requests_in_flight`, requests
+/// get 503 `overloaded` at once while health checks still answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn key_guessing_is_throttled_per_address_and_excess_requests_are_shed() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let m = merchant_create(dir.path(), "guarded shop");
+    let key = m["api_key"].as_str().unwrap();
+    let port = free_port();
+    let server = Server::start_with(
+        dir.path(),
+        port,
+        &[
+            ("RELAY_AUTH_FAILURES_PER_MIN", "5".to_owned()),
+            ("RELAY_MAX_REQUESTS_IN_FLIGHT", "2".to_owned()),
+        ],
+    )
+    .await;
+    let url = format!("{}/v1/invoices", server.url);
+    let client = reqwest::Client::new();
+    for n in 0..5 {
+        let r = client
+            .get(&url)
+            .bearer_auth(format!("rk_guess{n}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "guess {n}");
+    }
+    let r = client
+        .get(&url)
+        .bearer_auth("rk_guess5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_auth_failures");
+    let r = client.get(&url).bearer_auth(key).send().await.unwrap();
+    assert_eq!(r.status(), 429, "a valid key from the throttled address");
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let r = elsewhere
+        .get(format!("http://127.0.0.1:{port}/v1/invoices"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "another address is served");
+
+    // Two requests whose bodies never finish hold both slots.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut s = socket
+            .connect(format!("127.0.0.1:{port}").parse().unwrap())
+            .await
+            .unwrap();
+        s.write_all(
+            format!(
+                "POST /v1/invoices HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"amount\""
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        held.push(s);
+    }
+    let start = std::time::Instant::now();
+    let shed = loop {
+        let r = elsewhere
+            .get(format!("http://127.0.0.1:{port}/v1/invoices"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 503 {
+            break r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never shed: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(shed.headers()["retry-after"], "1");
+    let body: Value = shed.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "overloaded");
+    let r = elsewhere
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    drop(held);
+}

@@ -81,7 +81,8 @@ fn merchants_are_found_by_key_hash_only() {
     let (_d, s) = store();
     let m = merchant(1);
     let key = relay_core::ApiKey::from_entropy([9; 32]);
-    s.insert_merchant(&m, &key.hash()).unwrap();
+    s.insert_merchant(&m, &relay_core::access::first_key_of(&m, &key))
+        .unwrap();
     assert_eq!(s.merchant_by_key(&key.hash()).unwrap(), Some(m.clone()));
     assert_eq!(
         s.merchant_by_key(&relay_core::ApiKey::from_entropy([8; 32]).hash())
@@ -89,6 +90,67 @@ fn merchants_are_found_by_key_hash_only() {
         None
     );
     assert_eq!(s.merchant(&m.id).unwrap(), Some(m));
+}
+
+/// A rolled or revoked secret is refused from the moment the change is stored; a change made
+/// from a stale view of the key is refused, so two rolls cannot leave two live secrets.
+#[test]
+fn keys_roll_and_revoke_at_once_and_never_from_a_stale_view() {
+    let (_d, s) = store();
+    let m = merchant(1);
+    let first = relay_core::ApiKey::from_entropy([1; 32]);
+    s.insert_merchant(&m, &relay_core::access::first_key_of(&m, &first))
+        .unwrap();
+    let keys = s.api_keys(&m.id).unwrap();
+    assert_eq!(keys.len(), 1);
+    let old = keys[0].clone();
+    let second = relay_core::ApiKey::from_entropy([2; 32]);
+    let rolled = relay_core::KeyRecord {
+        hash: second.hash(),
+        rolled_at: Some(T0),
+        ..old.clone()
+    };
+    assert_eq!(s.replace_api_key(&old, &rolled).unwrap(), Commit::Done);
+    assert!(s.key_by_hash(&first.hash()).unwrap().is_none());
+    assert_eq!(s.key_by_hash(&second.hash()).unwrap().unwrap().1, rolled);
+    // A second roll from the same (now stale) view changes nothing.
+    let third = relay_core::ApiKey::from_entropy([3; 32]);
+    let stale = relay_core::KeyRecord {
+        hash: third.hash(),
+        ..old.clone()
+    };
+    assert_eq!(s.replace_api_key(&old, &stale).unwrap(), Commit::Conflict);
+    assert!(s.key_by_hash(&third.hash()).unwrap().is_none());
+    let revoked = relay_core::KeyRecord {
+        revoked_at: Some(T0),
+        ..rolled.clone()
+    };
+    assert_eq!(s.replace_api_key(&rolled, &revoked).unwrap(), Commit::Done);
+    assert!(s.key_by_hash(&second.hash()).unwrap().is_none());
+    assert_eq!(s.api_keys(&m.id).unwrap(), vec![revoked]);
+}
+
+/// Keys stored as a bare merchant id by an older relay keep working, with every scope, and are
+/// listed.
+#[test]
+fn keys_from_before_records_are_migrated_at_open() {
+    let (dir, s) = store();
+    let m = merchant(1);
+    let key = relay_core::ApiKey::from_entropy([4; 32]);
+    s.insert_merchant(&m, &relay_core::access::first_key_of(&m, &key))
+        .unwrap();
+    // As an older relay wrote it.
+    s.inner.merchant_keys.clear().unwrap();
+    s.inner
+        .api_keys
+        .insert(key.hash().0, m.id.as_str().as_bytes())
+        .unwrap();
+    drop(s);
+    let s = SledStore::open(dir.path()).unwrap();
+    let (found, record) = s.key_by_hash(&key.hash()).unwrap().unwrap();
+    assert_eq!(found, m);
+    assert_eq!(record.scopes, relay_core::Scope::ALL.to_vec());
+    assert_eq!(s.api_keys(&m.id).unwrap(), vec![record]);
 }
 
 #[test]
@@ -379,8 +441,11 @@ fn attempt(d: &DueDelivery, outcome: relay_core::DeliveryOutcome) -> DeliveryAtt
 fn webhook_lanes_deliver_an_invoices_events_in_order_and_survive_reopen() {
     let (dir, s) = store();
     let m = merchant(1);
-    s.insert_merchant(&m, &relay_core::ApiKey::from_entropy([1; 32]).hash())
-        .unwrap();
+    s.insert_merchant(
+        &m,
+        &relay_core::access::first_key_of(&m, &relay_core::ApiKey::from_entropy([1; 32])),
+    )
+    .unwrap();
     s.insert_endpoint(&endpoint(&m, "we_all", &[])).unwrap();
     s.insert_endpoint(&endpoint(&m, "we_none", &["refund.succeeded"]))
         .unwrap();
@@ -447,8 +512,11 @@ fn webhook_lanes_deliver_an_invoices_events_in_order_and_survive_reopen() {
 fn due_heads_can_be_skipped_or_deferred_without_an_attempt() {
     let (_d, s) = store();
     let m = merchant(1);
-    s.insert_merchant(&m, &relay_core::ApiKey::from_entropy([1; 32]).hash())
-        .unwrap();
+    s.insert_merchant(
+        &m,
+        &relay_core::access::first_key_of(&m, &relay_core::ApiKey::from_entropy([1; 32])),
+    )
+    .unwrap();
     s.insert_endpoint(&endpoint(&m, "we_slow", &[])).unwrap();
     s.insert_endpoint(&endpoint(&m, "we_fine", &[])).unwrap();
     for n in 1..=3 {
@@ -619,7 +687,13 @@ fn durable_covers_a_write_the_caller_has_already_seen() {
     let m = merchant(9);
     let writer = {
         let (s, m) = (s.clone(), m.clone());
-        std::thread::spawn(move || s.insert_merchant(&m, &ApiKeyHash([9; 32])).unwrap())
+        std::thread::spawn(move || {
+            s.insert_merchant(
+                &m,
+                &relay_core::access::first_key(&m.id, ApiKeyHash([9; 32]), None, m.created_at),
+            )
+            .unwrap()
+        })
     };
     // The write is committed (visible) but not counted yet.
     let start = std::time::Instant::now();
