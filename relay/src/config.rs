@@ -56,6 +56,13 @@ pub struct Config {
     /// Seconds between reconciliation passes over payable card invoices
     /// (`RELAY_CARD_RECONCILE_SECS`).
     pub card_reconcile_secs: u64,
+    /// How long an `Idempotency-Key` is remembered (its answer replayed), in hours; at least 24.
+    pub idempotency_retention_hours: u64,
+    /// How long a received gateway event id is remembered (a replay of it ignored), in days. The
+    /// gateway's signatures expire after 5 minutes, so an older replay is refused anyway.
+    pub inbound_retention_days: u64,
+    /// How long `relay serve` waits at start for the bitcoin and Ethereum nodes to answer.
+    pub node_wait_secs: u64,
     /// PaymentIntents of one merchant's invoices retrieved per reconciliation pass at most (those
     /// expiring soonest first), so one merchant's invoices cannot use up the gateway rate limit
     /// every merchant shares.
@@ -152,6 +159,9 @@ impl Default for Config {
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             card_reconcile_secs: 60,
+            node_wait_secs: 30,
+            idempotency_retention_hours: 72,
+            inbound_retention_days: 30,
             card_reconcile_per_merchant: 100,
             btc_poll_ms: 1000,
             btc_min_payment_sat: relay_bitcoin::DEFAULT_MIN_SAT,
@@ -208,6 +218,12 @@ impl fmt::Debug for Config {
             .field("stripe_secret_key", &set(&self.stripe_secret_key))
             .field("stripe_webhook_secret", &set(&self.stripe_webhook_secret))
             .field("card_reconcile_secs", &self.card_reconcile_secs)
+            .field("node_wait_secs", &self.node_wait_secs)
+            .field(
+                "idempotency_retention_hours",
+                &self.idempotency_retention_hours,
+            )
+            .field("inbound_retention_days", &self.inbound_retention_days)
             .field(
                 "card_reconcile_per_merchant",
                 &self.card_reconcile_per_merchant,
@@ -342,6 +358,7 @@ impl Config {
             "CARD_RECONCILE_SECS" => {
                 self.card_reconcile_secs = value.parse().context("expected seconds")?
             }
+            "NODE_WAIT_SECS" => self.node_wait_secs = value.parse().context("expected seconds")?,
             "CARD_RECONCILE_PER_MERCHANT" => {
                 self.card_reconcile_per_merchant = value.parse().context("expected a count")?
             }
@@ -456,6 +473,15 @@ impl Config {
         }
         if self.card_reconcile_secs == 0 {
             bail!("card_reconcile_secs must be at least 1");
+        }
+        if !(24..=87_600).contains(&self.idempotency_retention_hours) {
+            bail!("idempotency_retention_hours must be 24 to 87600");
+        }
+        if !(1..=3650).contains(&self.inbound_retention_days) {
+            bail!("inbound_retention_days must be 1 to 3650");
+        }
+        if !(1..=3600).contains(&self.node_wait_secs) {
+            bail!("node_wait_secs must be 1 to 3600");
         }
         if !(1..=10_000).contains(&self.card_reconcile_per_merchant) {
             bail!("card_reconcile_per_merchant must be 1 to 10000");

@@ -82,8 +82,9 @@ pub async fn serve(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ids = Arc::new(IdSource::default());
     let gateway = config.stripe_gateway()?.map(Arc::new);
-    let bitcoin = crate::bitcoin::connect(config, Duration::from_secs(30)).await?;
-    let ethereum = crate::ethereum::connect(config, Duration::from_secs(30)).await?;
+    let wait = Duration::from_secs(config.node_wait_secs);
+    let bitcoin = crate::bitcoin::connect(config, wait).await?;
+    let ethereum = crate::ethereum::connect(config, wait).await?;
     let state = AppState {
         store: store.clone(),
         ids: ids.clone(),
@@ -110,6 +111,12 @@ pub async fn serve(
             .then(|| Arc::new(tokio::sync::Semaphore::new(config.max_requests_in_flight))),
         key_changes: Default::default(),
     };
+    let pruner = tokio::spawn(prune_loop(
+        store.clone(),
+        clock.clone(),
+        Duration::from_secs(config.idempotency_retention_hours * 3600),
+        Duration::from_secs(config.inbound_retention_days * 86_400),
+    ));
     let sweeper = tokio::spawn(expiry_loop(
         store.clone(),
         clock.clone(),
@@ -178,6 +185,7 @@ pub async fn serve(
     )
     .await;
     sweeper.abort();
+    pruner.abort();
     dispatcher.abort();
     if let Some(w) = btc_watcher {
         w.abort();
@@ -221,6 +229,33 @@ async fn expiry_loop(
             if let Err(e) = crate::card::close_intents(&store, g, clock.as_ref(), &ids).await {
                 tracing::warn!(target: "relay::card", error = %e, "closing PaymentIntents failed");
             }
+        }
+    }
+}
+
+/// Every hour, deletes idempotency and inbound event records past their retention (off the
+/// runtime: it walks both trees).
+async fn prune_loop(
+    store: SledStore,
+    clock: Arc<dyn Clock>,
+    idempotency: Duration,
+    inbound: Duration,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let now = clock.now();
+        let before = |keep: Duration| {
+            relay_core::Timestamp(now.0 - i64::try_from(keep.as_secs()).unwrap_or(i64::MAX / 2))
+        };
+        let (store2, a, b) = (store.clone(), before(idempotency), before(inbound));
+        match tokio::task::spawn_blocking(move || store2.prune_records(a, b)).await {
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((keys, events))) => {
+                tracing::info!(target: "relay", idempotency_records = keys, inbound_records = events, "pruned records past their retention")
+            }
+            Ok(Err(e)) => tracing::warn!(target: "relay", error = %e, "pruning old records failed"),
+            Err(e) => tracing::warn!(target: "relay", error = %e, "pruning old records failed"),
         }
     }
 }

@@ -78,9 +78,9 @@ impl RpcClient {
         Ok(RpcClient { http, url, auth })
     }
 
-    /// The URL without credentials, for logs.
-    pub fn public_url(&self) -> &str {
-        self.url.as_str()
+    /// The URL without credentials, path or query, for logs.
+    pub fn public_url(&self) -> String {
+        relay_core::destination::redact_url(self.url.as_str())
     }
 
     /// One JSON-RPC call.

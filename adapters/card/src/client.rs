@@ -127,7 +127,7 @@ impl GatewayClient {
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
             .build()
-            .map_err(|e| GatewayError::Transport(e.to_string()))?;
+            .map_err(|e| GatewayError::Transport(e.without_url().to_string()))?;
         Ok(GatewayClient {
             base: base.trim_end_matches('/').to_owned(),
             secret_key: secret_key.to_owned(),
@@ -170,7 +170,7 @@ impl GatewayClient {
                 req = req.form(form);
             }
             let result = match req.send().await {
-                Err(e) => Err(GatewayError::Transport(e.to_string())),
+                Err(e) => Err(GatewayError::Transport(e.without_url().to_string())),
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let text = resp.text().await;

@@ -52,7 +52,8 @@ impl EthError {
     fn from_transport(what: &str, e: TransportError) -> EthError {
         let retryable = !matches!(e, RpcError::ErrorResp(_));
         EthError {
-            message: format!("{what}: {e}"),
+            // Transport errors print the URL called: an API key in its path must not reach logs.
+            message: relay_core::destination::redact_urls_in(&format!("{what}: {e}")),
             retryable,
             over_limit: false,
         }
@@ -284,16 +285,9 @@ impl EthNode {
         })
     }
 
-    /// The URL without credentials or query, for logs.
+    /// The URL without credentials, path or query (where providers put API keys), for logs.
     pub fn public_url(&self) -> String {
-        let no_query = self.url.split(['?', '#']).next().unwrap_or_default();
-        match no_query.split_once("://") {
-            Some((scheme, rest)) => {
-                let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-                format!("{scheme}://{host}")
-            }
-            None => no_query.to_owned(),
-        }
+        relay_core::destination::redact_url(&self.url)
     }
 
     pub fn provider(&self) -> &RootProvider<Ethereum> {
@@ -480,11 +474,11 @@ pub async fn follow_heads(url: String, wake: std::sync::Arc<tokio::sync::Notify>
                     tracing::warn!(target: "relay::eth", "WebSocket head subscription ended");
                 }
                 Err(e) => {
-                    tracing::warn!(target: "relay::eth", error = %e, "cannot subscribe to new heads")
+                    tracing::warn!(target: "relay::eth", error = %relay_core::destination::redact_in(&e.to_string(), &url), "cannot subscribe to new heads")
                 }
             },
             Err(e) => {
-                tracing::warn!(target: "relay::eth", error = %e, "cannot open the WebSocket")
+                tracing::warn!(target: "relay::eth", error = %relay_core::destination::redact_in(&e.to_string(), &url), "cannot open the WebSocket")
             }
         }
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;

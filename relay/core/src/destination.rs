@@ -142,3 +142,112 @@ mod tests {
         assert!(!is_public("::ffff:10.1.2.3".parse().unwrap()));
     }
 }
+
+/// A node or gateway URL as logs and errors may show it: scheme, host and port only. Credentials
+/// (`user:pass@`), and a path or query (where providers put API keys, e.g. `/v3/<key>`), become
+/// `…`.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (s, r),
+        None => return "…".to_owned(),
+    };
+    let (authority, tail) = match rest.find(['/', '?', '#']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let (userinfo, host) = match authority.rsplit_once('@') {
+        Some((_, h)) => (true, h),
+        None => (false, authority),
+    };
+    let creds = if userinfo { "…@" } else { "" };
+    let tail = if tail.is_empty() || tail == "/" {
+        tail
+    } else {
+        "/…"
+    };
+    format!("{scheme}://{creds}{host}{tail}")
+}
+
+/// `text` (an error message) with every secret part of `url` (credentials, path, query) that
+/// appears in it replaced by `…`.
+pub fn redact_in(text: &str, url: &str) -> String {
+    let mut out = text.replace(url, &redact_url(url));
+    if let Some((_, rest)) = url.split_once("://") {
+        let (authority, tail) = match rest.find(['/', '?', '#']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let mut secrets: Vec<&str> = Vec::new();
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            secrets.push(userinfo);
+        }
+        secrets.extend(
+            tail.split(['/', '?', '&', '=', '#'])
+                .filter(|s| s.len() >= 8),
+        );
+        for s in secrets {
+            out = out.replace(s, "…");
+        }
+    }
+    out
+}
+
+/// `text` with every URL in it (`scheme://…` up to a space, quote or bracket) shown as
+/// [`redact_url`] shows it: for error messages of libraries that print the URL they called.
+pub fn redact_urls_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let start = rest[..i]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '+' || c == '-' || c == '.'))
+            .map_or(0, |j| j + 1);
+        let end = rest[i..]
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>' | ']'))
+            .map_or(rest.len(), |j| i + j);
+        out.push_str(&rest[..start]);
+        out.push_str(&redact_url(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::*;
+
+    #[test]
+    fn credentials_and_keys_in_paths_never_show() {
+        assert_eq!(
+            redact_url("https://mainnet.infura.io/v3/0123456789abcdef0123"),
+            "https://mainnet.infura.io/…"
+        );
+        assert_eq!(
+            redact_url("http://rpcuser:hunter22@10.0.0.5:8332/wallet/w"),
+            "http://…@10.0.0.5:8332/…"
+        );
+        assert_eq!(redact_url("http://127.0.0.1:8545"), "http://127.0.0.1:8545");
+        assert_eq!(
+            redact_url("http://127.0.0.1:8545/"),
+            "http://127.0.0.1:8545/"
+        );
+        assert_eq!(
+            redact_url("wss://x.example/ws?apikey=s3cr3t"),
+            "wss://x.example/…"
+        );
+        assert_eq!(redact_url("not a url"), "…");
+        let url = "wss://u:pa55word@eth.example/v2/KEY0123456789";
+        let e = format!("error connecting to {url}: 401 for /v2/KEY0123456789 (user u:pa55word)");
+        let r = redact_in(&e, url);
+        assert!(
+            !r.contains("pa55word") && !r.contains("KEY0123456789"),
+            "{r}"
+        );
+        assert!(r.contains("eth.example"), "{r}");
+        assert_eq!(
+            redact_urls_in("error sending request for url (https://mainnet.infura.io/v3/abcdef0123456789): timed out"),
+            "error sending request for url (https://mainnet.infura.io/…): timed out"
+        );
+        assert_eq!(redact_urls_in("no url here"), "no url here");
+    }
+}

@@ -208,6 +208,15 @@ pub trait Store: Send + Sync + 'static {
     /// changed since it was read: reload and redo the step.
     fn commit_chain(&self, chain: &str, write: &ChainWrite) -> Result<Commit, StoreError>;
 
+    /// Deletes idempotency records made before `idempotency_before` and inbound event records
+    /// made before `inbound_before` (a key or event id older than that is new again). Returns
+    /// how many of each it deleted.
+    fn prune_records(
+        &self,
+        idempotency_before: Timestamp,
+        inbound_before: Timestamp,
+    ) -> Result<(usize, usize), StoreError>;
+
     /// Completes once every write that returned before this call is on disk.
     fn durable(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 

@@ -421,6 +421,24 @@ impl SledStore {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Removes the records of `tree` (idempotency or inbound) made before `before`, each only if
+    /// it is still the record read (so nothing written meanwhile is lost).
+    fn prune_tree(&self, tree: &Tree, before: Timestamp) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for kv in tree.iter() {
+            let (k, v) = kv?;
+            let record: IdempotencyRecord = decode("idempotency record", &v)?;
+            if record.created_at < before {
+                let _gate = self.write_gate();
+                if tree.compare_and_swap(&k, Some(&v), None::<&[u8]>)?.is_ok() {
+                    n += 1;
+                    self.inner.written.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        Ok(n)
+    }
+
     fn finish(&self, result: Result<(), TransactionError<Abort>>) -> Result<Commit, StoreError> {
         match result {
             Ok(()) => {
@@ -645,6 +663,17 @@ impl Store for SledStore {
             dedupe,
             Some((expected_version, invoice, events)),
         )
+    }
+
+    fn prune_records(
+        &self,
+        idempotency_before: Timestamp,
+        inbound_before: Timestamp,
+    ) -> Result<(usize, usize), StoreError> {
+        Ok((
+            self.prune_tree(&self.inner.idempotency, idempotency_before)?,
+            self.prune_tree(&self.inner.inbound, inbound_before)?,
+        ))
     }
 
     fn record_inbound(

@@ -1025,3 +1025,66 @@ async fn key_guessing_is_throttled_per_address_and_excess_requests_are_shed() {
     assert_eq!(r.status(), 200);
     drop(held);
 }
+
+/// Node URLs carry credentials, or API keys in their path: while the relay waits for nodes that
+/// do not answer, and when it gives up, its logs and its error name the nodes by host and port
+/// only.
+#[tokio::test(flavor = "multi_thread")]
+async fn node_credentials_and_api_keys_never_reach_the_logs() {
+    let (btc, eth) = (free_port(), free_port());
+    let btc_url = format!("http://rpcuser:Hunter2Secret@127.0.0.1:{btc}/wallet/BtcWalletKey77");
+    let eth_url = format!("http://127.0.0.1:{eth}/v3/EthApiKey0123456789?key=QueryKey99");
+    let rails: [(&[(&str, &str)], u16); 2] = [
+        (&[("RELAY_BTC_RPC_URL", &btc_url)], btc),
+        (
+            &[
+                ("RELAY_ETH_RPC_URL", &eth_url),
+                (
+                    "RELAY_ESCROW_ADDRESS",
+                    "0x5fbdb2315678afecb367f032d93f642f64180aa3",
+                ),
+                (
+                    "RELAY_OPERATOR_KEY",
+                    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d2bf4f2ff80",
+                ),
+            ],
+            eth,
+        ),
+    ];
+    for (env, port) in rails {
+        let dir = tempfile::tempdir().unwrap();
+        let child = tokio::process::Command::new(RELAY)
+            .arg("serve")
+            .env("RELAY_DATA_DIR", dir.path())
+            .env("RELAY_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("RELAY_RATES", "BTC/USD=60000,ETH/USD=2500")
+            .env("RELAY_NODE_WAIT_SECS", "2")
+            .envs(env.iter().copied())
+            .env("RELAY_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("the relay kept waiting for a node that does not answer")
+            .unwrap();
+        assert!(!out.status.success());
+        let logs = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            logs.contains(&format!("127.0.0.1:{port}")) && logs.contains("waiting for the"),
+            "the logs do not name the node: {logs}"
+        );
+        for secret in [
+            "Hunter2Secret",
+            "rpcuser",
+            "BtcWalletKey77",
+            "EthApiKey0123456789",
+            "QueryKey99",
+            "ac0974bec",
+        ] {
+            assert!(!logs.contains(secret), "{secret} in the logs: {logs}");
+        }
+    }
+}

@@ -184,6 +184,59 @@ fn idempotent_create_writes_once() {
     );
 }
 
+/// Idempotency and inbound records older than their retention are pruned (a key that old is
+/// new again); younger ones, and everything else, stay.
+#[test]
+fn old_idempotency_and_inbound_records_are_pruned_and_young_ones_stay() {
+    let (_d, s) = store();
+    let m = merchant(1);
+    let (a, ev_a) = invoice(&m, 1, None);
+    s.create_invoice(&a, &ev_a, Some(idem(&m.id, "old", 1)))
+        .unwrap();
+    let young = IdempotencyRecord {
+        created_at: T0.plus_seconds(100),
+        ..idem(&m.id, "young", 2).record
+    };
+    let (b, ev_b) = invoice(&m, 2, None);
+    s.create_invoice(
+        &b,
+        &ev_b,
+        Some(IdempotencyWrite {
+            merchant_id: &m.id,
+            key: "young",
+            record: young,
+        }),
+    )
+    .unwrap();
+    s.record_inbound("stripe:evt_old", &idem(&m.id, "x", 3).record, None)
+        .unwrap();
+    assert_eq!(
+        s.prune_records(T0.plus_seconds(50), T0.plus_seconds(50))
+            .unwrap(),
+        (1, 1)
+    );
+    // The old key is new again; the young one still replays.
+    let (c, ev_c) = invoice(&m, 3, None);
+    assert_eq!(
+        s.create_invoice(&c, &ev_c, Some(idem(&m.id, "old", 4)))
+            .unwrap(),
+        Commit::Done
+    );
+    let (d, ev_d) = invoice(&m, 4, None);
+    assert!(matches!(
+        s.create_invoice(&d, &ev_d, Some(idem(&m.id, "young", 5)))
+            .unwrap(),
+        Commit::IdempotencyHit(_)
+    ));
+    assert!(matches!(
+        s.record_inbound("stripe:evt_old", &idem(&m.id, "x", 3).record, None)
+            .unwrap(),
+        Commit::Done
+    ));
+    assert!(s.invoice(&a.id).unwrap().is_some(), "invoices stay");
+    assert_eq!(s.prune_records(T0, T0).unwrap(), (0, 0));
+}
+
 #[test]
 fn stale_updates_are_refused() {
     let (_d, s) = store();
