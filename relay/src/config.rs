@@ -49,6 +49,10 @@ pub struct Config {
     pub eth_rpc_url: Option<String>,
     pub escrow_address: Option<String>,
     pub operator_key_file: Option<PathBuf>,
+    /// A file holding 64 hex digits (e.g. `openssl rand -hex 32`), kept outside the data
+    /// directory: webhook signing secrets are sealed with it at rest. Once given, the store cannot
+    /// be opened without it.
+    pub secrets_key_file: Option<PathBuf>,
     pub stripe_api_base: Option<String>,
     pub stripe_secret_key: Option<String>,
     /// One secret, or several separated by commas while rotating.
@@ -155,6 +159,7 @@ impl Default for Config {
             eth_rpc_url: None,
             escrow_address: None,
             operator_key_file: None,
+            secrets_key_file: None,
             stripe_api_base: None,
             stripe_secret_key: None,
             stripe_webhook_secret: None,
@@ -232,6 +237,7 @@ impl fmt::Debug for Config {
             .field("btc_min_payment_sat", &self.btc_min_payment_sat)
             .field("btc_start_height", &self.btc_start_height)
             .field("operator_key_file", &self.operator_key_file)
+            .field("secrets_key_file", &self.secrets_key_file)
             .field("operator_key", &set(&self.operator_key))
             .field("eth_ws_url", &set(&self.eth_ws_url))
             .field("eth_poll_ms", &self.eth_poll_ms)
@@ -352,6 +358,7 @@ impl Config {
             "ETH_RPC_URL" => self.eth_rpc_url = opt(value),
             "ESCROW_ADDRESS" => self.escrow_address = opt(value),
             "OPERATOR_KEY_FILE" => self.operator_key_file = opt(value).map(PathBuf::from),
+            "SECRETS_KEY_FILE" => self.secrets_key_file = opt(value).map(PathBuf::from),
             "STRIPE_API_BASE" => self.stripe_api_base = opt(value),
             "STRIPE_SECRET_KEY" => self.stripe_secret_key = opt(value),
             "STRIPE_WEBHOOK_SECRET" => self.stripe_webhook_secret = opt(value),

@@ -20,7 +20,13 @@ pub fn open_store(config: &Config) -> Result<SledStore> {
             config.data_dir.display()
         )
     })?;
-    let store = SledStore::open(&config.data_dir).with_context(|| {
+    let secrets_key = config
+        .secrets_key_file
+        .as_deref()
+        .map(relay_store::sealed::SecretsKey::from_file)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let store = SledStore::open_sealed(&config.data_dir, secrets_key).with_context(|| {
         format!(
             "cannot open the store in {} (is another relay running on it?)",
             config.data_dir.display()

@@ -16,6 +16,9 @@ pub enum StoreError {
     /// A new invoice would share a rail reference with an existing one; nothing was written.
     #[error("the reference {reference} already belongs to another invoice")]
     DuplicateReference { reference: String },
+    /// The store's webhook secrets are sealed with a key that was not given, or another key.
+    #[error("webhook secrets: {reason}")]
+    SecretsKey { reason: String },
     /// A counter ran out of values.
     #[error("{what} is exhausted")]
     Exhausted { what: &'static str },

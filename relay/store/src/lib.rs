@@ -7,6 +7,7 @@
 
 mod codec;
 mod error;
+pub mod sealed;
 mod sled_store;
 pub use sled_store::{DueDelivery, Pick, MAX_DUE_WALK};
 

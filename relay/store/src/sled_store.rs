@@ -48,6 +48,8 @@ struct Inner {
     merchants: Tree,
     api_keys: Tree,
     merchant_keys: Tree,
+    /// Seals webhook secrets at rest (see `sealed`), when the operator gave a key.
+    secrets_key: Option<crate::sealed::SecretsKey>,
     invoices: Tree,
     invoices_by_merchant: Tree,
     invoices_by_order: Tree,
@@ -179,6 +181,16 @@ fn abort(a: Abort) -> ConflictableTransactionError<Abort> {
 impl SledStore {
     /// Opens (or creates) the store in `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<SledStore, StoreError> {
+        Self::open_sealed(path, None)
+    }
+
+    /// Opens the store; with `secrets_key`, webhook secrets are sealed at rest (those stored in
+    /// plain text before are sealed now). A store whose secrets are sealed cannot be opened
+    /// without its key, or with another one.
+    pub fn open_sealed(
+        path: impl AsRef<Path>,
+        secrets_key: Option<crate::sealed::SecretsKey>,
+    ) -> Result<SledStore, StoreError> {
         let path = path.as_ref();
         let db = sled::Config::new()
             .path(path)
@@ -218,6 +230,7 @@ impl SledStore {
             merchants: tree("merchants")?,
             api_keys: tree("api_keys")?,
             merchant_keys: tree("merchant_keys")?,
+            secrets_key,
             invoices: tree("invoices")?,
             invoices_by_merchant: tree("invoices_by_merchant")?,
             invoices_by_order: tree("invoices_by_order")?,
@@ -255,6 +268,7 @@ impl SledStore {
         };
         store.load_hooked_merchants()?;
         store.migrate_legacy_keys()?;
+        store.check_sealing()?;
         Ok(store)
     }
 
@@ -542,7 +556,7 @@ impl Store for SledStore {
         self.inner
             .merchants
             .get(id.as_str().as_bytes())?
-            .map(|v| decode("merchant", &v))
+            .map(|v| self.open_merchant(decode("merchant", &v)?))
             .transpose()
     }
 
@@ -946,6 +960,7 @@ impl Store for SledStore {
 
 mod keys;
 mod ledger;
+mod sealing;
 mod webhooks;
 pub use webhooks::{DueDelivery, Pick, MAX_DUE_WALK};
 

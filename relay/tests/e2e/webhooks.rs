@@ -625,3 +625,110 @@ async fn an_endpoint_that_keeps_failing_is_left_alone_for_a_cool_down() {
     );
     assert_eq!(failing.arrivals.load(Ordering::SeqCst), tried);
 }
+
+/// With `secrets_key_file`, the relay signs its webhooks with secrets that never reach the disk
+/// in plain text: a copy of the data directory cannot forge them, and the relay will not start
+/// on it without the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_secrets_are_sealed_at_rest_and_the_store_needs_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key_file = dir.path().join("secrets.key");
+    std::fs::write(&key_file, format!("{}\n", hex::encode([42u8; 32]))).unwrap();
+    let sealed = ("RELAY_SECRETS_KEY_FILE", key_file.display().to_string());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["merchant", "create", "--name", "sealed shop"])
+        .env("RELAY_DATA_DIR", &data)
+        .env(sealed.0, &sealed.1)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first_secret = m["webhook_secret"].as_str().unwrap().to_owned();
+    let receiver = Arc::new(Receiver::default());
+    let url = start_receiver(receiver.clone()).await;
+    let gateway = relay_testnet::LocalStripe::spawn().unwrap();
+    let server = Server::start_with(
+        &data,
+        crate::free_port(),
+        &[
+            sealed.clone(),
+            ("RELAY_STRIPE_API_BASE", gateway.url()),
+            (
+                "RELAY_STRIPE_SECRET_KEY",
+                relay_testnet::LocalStripe::SECRET_KEY.to_owned(),
+            ),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let key = m["api_key"].as_str().unwrap();
+    let endpoint: Value = client
+        .post(format!("{}/v1/webhook_endpoints", server.url))
+        .bearer_auth(key)
+        .json(&json!({ "url": url }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = endpoint["secret"].as_str().unwrap().to_owned();
+    let (status, inv) = create_invoice(
+        &client,
+        &server.url,
+        key,
+        "sealed-1",
+        &json!({"amount": "4.00", "currency": "USD", "payment_methods": ["card"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{inv}");
+    let got = until(&receiver, 20, |g| !g.is_empty()).await;
+    assert!(
+        verify(&secret, &got[0].signature, &got[0].body),
+        "signed with the real secret"
+    );
+    drop(server);
+    let mut disk = Vec::new();
+    for entry in walk(&data) {
+        disk.extend(std::fs::read(entry).unwrap());
+    }
+    for s in [&secret, &first_secret] {
+        assert!(
+            !disk.windows(s.len()).any(|w| w == s.as_bytes()),
+            "a webhook secret is on disk in plain text"
+        );
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_relay"))
+        .arg("serve")
+        .env("RELAY_DATA_DIR", &data)
+        .env("RELAY_LISTEN", format!("127.0.0.1:{}", crate::free_port()))
+        .env("RELAY_RATES", "BTC/USD=60000")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sealed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

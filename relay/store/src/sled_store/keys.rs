@@ -69,8 +69,9 @@ impl SledStore {
         let i = &self.inner;
         let _gate = self.write_gate();
         let value = encode(key);
+        let sealed = self.seal_merchant(merchant);
         let result = (&i.merchants, &i.api_keys, &i.merchant_keys).transaction(|(m, a, k)| {
-            m.insert(merchant.id.as_str().as_bytes(), encode(merchant))?;
+            m.insert(merchant.id.as_str().as_bytes(), encode(&sealed))?;
             a.insert(&key.hash.0, value.as_slice())?;
             k.insert(merchant_key(&merchant.id, &key.id), value.as_slice())?;
             Ok::<_, ConflictableTransactionError<Abort>>(())
@@ -93,7 +94,7 @@ impl SledStore {
             .inner
             .merchants
             .get(key.merchant_id.as_str().as_bytes())?
-            .map(|v| decode("merchant", &v))
+            .map(|v| self.open_merchant(decode("merchant", &v)?))
             .transpose()?;
         Ok(merchant.map(|m| (m, key)))
     }

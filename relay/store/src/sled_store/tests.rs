@@ -783,3 +783,91 @@ fn durable_covers_a_write_the_caller_has_already_seen() {
         "the write was not flushed"
     );
 }
+
+/// Every byte under a directory, for looking for secrets on disk.
+fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(all_bytes(&path));
+        } else {
+            out.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// With a secrets key, no webhook secret reaches the disk in plain text, the relay still reads
+/// them, and the store cannot be opened without that key or with another one.
+#[test]
+fn webhook_secrets_are_sealed_on_disk_and_need_their_key() {
+    use crate::sealed::SecretsKey;
+    let dir = tempfile::tempdir().unwrap();
+    let m = merchant(1);
+    let e = endpoint(&m, "we_sealed", &[]);
+    let (merchant_secret, endpoint_secret) = (
+        m.webhook_secret.expose_secret().to_owned(),
+        e.secret.expose_secret().to_owned(),
+    );
+    {
+        let s = SledStore::open_sealed(dir.path(), Some(SecretsKey::new([3; 32]))).unwrap();
+        s.insert_merchant(
+            &m,
+            &relay_core::access::first_key_of(&m, &relay_core::ApiKey::from_entropy([1; 32])),
+        )
+        .unwrap();
+        s.insert_endpoint(&e).unwrap();
+        assert_eq!(s.endpoints(&m.id).unwrap(), vec![e.clone()]);
+        assert_eq!(s.merchant(&m.id).unwrap(), Some(m.clone()));
+        s.inner.db.flush().unwrap();
+    }
+    let disk = all_bytes(dir.path());
+    assert!(!contains(&disk, &endpoint_secret) && !contains(&disk, &merchant_secret));
+    assert!(matches!(
+        SledStore::open(dir.path()),
+        Err(StoreError::SecretsKey { .. })
+    ));
+    assert!(matches!(
+        SledStore::open_sealed(dir.path(), Some(SecretsKey::new([4; 32]))),
+        Err(StoreError::SecretsKey { .. })
+    ));
+    let s = SledStore::open_sealed(dir.path(), Some(SecretsKey::new([3; 32]))).unwrap();
+    assert_eq!(s.endpoints(&m.id).unwrap(), vec![e]);
+}
+
+/// A store written without a key has its plain secrets sealed the first time it is opened with
+/// one.
+#[test]
+fn plain_secrets_are_sealed_when_a_key_is_first_given() {
+    use crate::sealed::SecretsKey;
+    let (dir, s) = store();
+    let m = merchant(1);
+    let e = endpoint(&m, "we_plain", &[]);
+    s.insert_merchant(
+        &m,
+        &relay_core::access::first_key_of(&m, &relay_core::ApiKey::from_entropy([1; 32])),
+    )
+    .unwrap();
+    s.insert_endpoint(&e).unwrap();
+    drop(s);
+    let s = SledStore::open_sealed(dir.path(), Some(SecretsKey::new([3; 32]))).unwrap();
+    for kv in s
+        .inner
+        .webhook_endpoints
+        .iter()
+        .chain(s.inner.merchants.iter())
+    {
+        let v = kv.unwrap().1;
+        assert!(!contains(&v, e.secret.expose_secret()));
+        assert!(!contains(&v, m.webhook_secret.expose_secret()));
+    }
+    assert_eq!(s.endpoints(&m.id).unwrap(), vec![e]);
+    assert_eq!(s.merchant(&m.id).unwrap(), Some(m));
+}

@@ -183,9 +183,10 @@ impl SledStore {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(e.merchant_id.as_str().to_owned());
-        self.inner
-            .webhook_endpoints
-            .insert(endpoint_key(&e.merchant_id, &e.id), encode(e))?;
+        self.inner.webhook_endpoints.insert(
+            endpoint_key(&e.merchant_id, &e.id),
+            encode(&self.seal_endpoint(e)),
+        )?;
         self.inner
             .written
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -201,7 +202,7 @@ impl SledStore {
         self.inner
             .webhook_endpoints
             .scan_prefix(prefix)
-            .map(|kv| decode("webhook endpoint", &kv?.1))
+            .map(|kv| self.open_endpoint(decode("webhook endpoint", &kv?.1)?))
             .collect()
     }
 
@@ -364,7 +365,7 @@ impl SledStore {
                 .inner
                 .webhook_endpoints
                 .get(endpoint_key(&entry.merchant_id, &endpoint_id))?
-                .map(|v| decode("webhook endpoint", &v))
+                .map(|v| self.open_endpoint(decode("webhook endpoint", &v)?))
                 .transpose()?;
             let event: Option<Event> = self
                 .inner
@@ -447,8 +448,10 @@ impl SledStore {
             let mut e = d.endpoint.clone();
             e.enabled = false;
             e.disabled_reason = Some(reason.to_owned());
-            w.endpoints
-                .push((endpoint_key(&e.merchant_id, &e.id), encode(&e)));
+            w.endpoints.push((
+                endpoint_key(&e.merchant_id, &e.id),
+                encode(&self.seal_endpoint(&e)),
+            ));
         }
         self.apply_webhook_writes(w)
     }
