@@ -4,7 +4,7 @@ SHELL := bash
 FORGE := tools/node_modules/@foundry-rs/forge-linux-amd64/bin/forge
 export FOUNDRY_DISABLE_NIGHTLY_WARNING := 1
 
-.PHONY: setup run test fmt-check clippy forge-test artifacts compose-check cargo-test bench
+.PHONY: setup run test fmt-check clippy forge-test artifacts compose-check cargo-test schemathesis bench
 
 ## Install the pinned testnet tools into tools/ (idempotent, fast when done).
 setup:
@@ -15,7 +15,7 @@ run: setup
 	cargo run --locked -p relay -- dev
 
 ## Everything CI checks. Ends with one totals line over the forge and cargo test runs.
-test: setup fmt-check clippy forge-test compose-check cargo-test
+test: setup fmt-check clippy forge-test compose-check cargo-test schemathesis
 	@awk '/^test result:/ {p+=$$4; f+=$$6} /^Suite result:/ {p+=$$4; f+=$$6} END {printf "tests: %d passed, %d failed\n", p, f}' target/forge-test.log target/cargo-test.log
 
 fmt-check:
@@ -40,6 +40,11 @@ compose-check:
 cargo-test:
 	mkdir -p target
 	cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/cargo-test.log
+
+## Fuzz the API against its OpenAPI document (a few minutes; no webhook leaves loopback).
+schemathesis: cargo-test
+	cargo build --locked -p relay
+	bash scripts/schemathesis.sh target/debug/relay
 
 ## Throughput and memory figures (release build; see README).
 bench: setup

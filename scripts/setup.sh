@@ -33,13 +33,15 @@ fail() { printf 'setup.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 command -v node    >/dev/null 2>&1 || fail "node not found (need Node.js >= 20 on PATH)"
 command -v npm     >/dev/null 2>&1 || fail "npm not found (need npm on PATH)"
 PYTHON="${PYTHON:-python3}"
-command -v "$PYTHON" >/dev/null 2>&1 || fail "$PYTHON not found (need Python >= 3.9; set PYTHON=...)"
+command -v "$PYTHON" >/dev/null 2>&1 || fail "$PYTHON not found (need Python >= 3.11; set PYTHON=...)"
 NODE_VERSION="$(node --version)"
 case "$NODE_VERSION" in
   v2[0-9].*|v[3-9][0-9].*) ;;
   *) fail "Node.js $NODE_VERSION is too old (need >= 20)" ;;
 esac
 PY_VERSION="$("$PYTHON" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+  fail "Python $PY_VERSION is too old (need >= 3.11, for schemathesis; set PYTHON=...)"
 
 hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
@@ -136,7 +138,7 @@ localstripe_version() {
   "$VENV/bin/python" -c '
 import importlib.metadata as m
 import localstripe.server  # noqa: F401  (loads aiohttp + the app)
-print("localstripe %s, stripe %s" % (m.version("localstripe"), m.version("stripe")))'
+print("localstripe %s, stripe %s, schemathesis %s" % (m.version("localstripe"), m.version("stripe"), m.version("schemathesis")))'
 }
 
 # The two slow checks (~0.4 s each) run in the background while the rest run.

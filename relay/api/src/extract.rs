@@ -101,6 +101,28 @@ impl<S: Store> FromRequestParts<AppState<S>> for AuthKey {
     }
 }
 
+/// Path parameters; a path that does not decode (e.g. invalid UTF-8) gets the JSON 400
+/// `path_invalid` like every other error, not axum's plain-text one.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(ApiError::invalid(
+                "path_invalid",
+                format!("the path is not valid: {}", rejection.body_text()),
+            )),
+        }
+    }
+}
+
 /// The request body as bytes, limited in size (413 `body_too_large` beyond the limit).
 pub struct RawBody(pub Bytes);
 

@@ -216,6 +216,9 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::webhooks::disable,
         routes::webhooks::deliveries,
         routes::webhooks::redeliver,
+        healthz,
+        readyz,
+        render_metrics,
         routes::keys::create,
         routes::keys::list,
         routes::keys::roll,
@@ -236,6 +239,100 @@ impl utoipa::Modify for SecurityAddon {
             "api_key",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+        components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        common_responses(openapi);
+    }
+}
+
+/// Adds to every operation the answers any of its kind can get, where the operation does not
+/// say more itself: the gate's (401 no or bad key, 403 missing scope, 429 with `Retry-After`
+/// from the key's or the address's bucket), the server's (503 overloaded, timed out or storage
+/// unavailable, with `Retry-After` when it is known), and the parser's (400 for a path or body
+/// that does not parse, 413 for a body over 64 KiB).
+fn common_responses(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |description: &str, retry_after: bool| {
+        let mut r = ResponseBuilder::new().description(description).content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        );
+        if retry_after {
+            r = r.header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(
+                        ObjectBuilder::new()
+                            .schema_type(Type::Integer)
+                            .minimum(Some(1)),
+                    )
+                    .description(Some("Seconds to wait before trying again"))
+                    .build(),
+            );
+        }
+        r.build()
+    };
+    for item in openapi.paths.paths.values_mut() {
+        let ops = [
+            (false, item.get.as_mut()),
+            (true, item.post.as_mut()),
+            (true, item.put.as_mut()),
+            (false, item.delete.as_mut()),
+            (true, item.patch.as_mut()),
+        ];
+        for (with_body, op) in ops {
+            let Some(op) = op else { continue };
+            let keyed = op.security.as_ref().is_some_and(|s| {
+                let text = serde_json::to_string(s).unwrap_or_default();
+                text.contains("api_key")
+            });
+            let has_path = op.parameters.as_ref().is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| matches!(p.parameter_in, ParameterIn::Path))
+            });
+            // A POST may carry a body even where it declares none (an optional empty one).
+            let has_body = with_body || op.request_body.is_some();
+            let r = &mut op.responses.responses;
+            let mut add = |status: &str, description: &str, retry_after: bool| {
+                r.entry(status.to_owned())
+                    .or_insert_with(|| error(description, retry_after).into());
+            };
+            if keyed {
+                add(
+                    "401",
+                    "No API key, or one that is not valid (revoked, rolled)",
+                    false,
+                );
+                add(
+                    "403",
+                    "The API key lacks the scope this needs (`scope_missing`)",
+                    false,
+                );
+                add(
+                    "429",
+                    "Too many requests for this key (`rate_limited`), or too many invalid keys from this address (`too_many_auth_failures`)",
+                    true,
+                );
+            }
+            add(
+                "503",
+                "Overloaded, timed out or storage unavailable: retry (with the same Idempotency-Key)",
+                true,
+            );
+            if has_path || has_body {
+                add("400", "The path, parameters or body are not valid", false);
+            }
+            if has_body {
+                add("413", "The body is over 64 KiB (`body_too_large`)", false);
+            }
+        }
     }
 }
 
@@ -312,13 +409,33 @@ pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// A health answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct HealthView {
+    /// `ok` (`/healthz`) or `ready` (`/readyz`).
+    pub status: &'static str,
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(
+    get, path = "/healthz", operation_id = "healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = HealthView))
+)]
+async fn healthz() -> Json<HealthView> {
+    Json(HealthView { status: "ok" })
+}
+
+/// Readiness: the store answers.
+#[utoipa::path(
+    get, path = "/readyz", operation_id = "readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = HealthView),
+        (status = 503, description = "Storage unavailable (`not_ready`)", body = error::ErrorBody),
+    )
+)]
 async fn readyz<S: Store>(State(state): State<AppState<S>>) -> Response {
     match state.store.merchant_count() {
-        Ok(_) => Json(serde_json::json!({"status": "ready"})).into_response(),
+        Ok(_) => Json(HealthView { status: "ready" }).into_response(),
         Err(e) => {
             tracing::warn!(target: "relay::api", error = %e, "not ready");
             ApiError::unavailable("not_ready", "storage is not available").into_response()
@@ -331,6 +448,15 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Prometheus metrics, in the text format.
+#[utoipa::path(
+    get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    responses(
+        (status = 200, description = "The metrics", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "`metrics_token` is set and was not given (`metrics_token_invalid`)", body = error::ErrorBody),
+    ),
+    security((), ("metrics_token" = []))
+)]
 async fn render_metrics<S: Store>(
     State(state): State<AppState<S>>,
     headers: axum::http::HeaderMap,
@@ -357,8 +483,42 @@ async fn render_metrics<S: Store>(
         .into_response()
 }
 
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+async fn openapi() -> Json<serde_json::Value> {
+    static DOC: OnceLock<serde_json::Value> = OnceLock::new();
+    Json(DOC.get_or_init(openapi_json).clone())
+}
+
+/// The OpenAPI document as served. utoipa 5 writes the fields of a response link in snake case
+/// (`operation_id`); OpenAPI names them in camel case, so they are renamed here.
+pub fn openapi_json() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
+        for op in paths.values_mut().filter_map(|i| i.as_object_mut()) {
+            for o in op.values_mut() {
+                let Some(responses) = o.get_mut("responses").and_then(|r| r.as_object_mut())
+                else {
+                    continue;
+                };
+                for r in responses.values_mut() {
+                    let Some(links) = r.get_mut("links").and_then(|l| l.as_object_mut()) else {
+                        continue;
+                    };
+                    for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
+                        for (from, to) in [
+                            ("operation_id", "operationId"),
+                            ("operation_ref", "operationRef"),
+                            ("request_body", "requestBody"),
+                        ] {
+                            if let Some(v) = link.remove(from) {
+                                link.insert(to.to_owned(), v);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    doc
 }
 
 async fn not_found() -> ApiError {

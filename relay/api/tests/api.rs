@@ -1561,3 +1561,64 @@ async fn a_type_filter_reads_a_bounded_number_of_events_per_request() {
     assert_eq!(plain.json["data"].as_array().unwrap().len(), 3);
     assert!(plain.json.get("next_starting_after").is_none());
 }
+
+/// The OpenAPI document says what the API does: every route is in it with a unique operation id,
+/// every keyed operation documents 401, 403 and 429 (with `Retry-After`), every operation 503,
+/// `limit` starts at 1, and a path that does not decode gets the JSON 400 like any other error.
+#[tokio::test]
+async fn the_openapi_document_covers_every_answer_and_bad_paths_get_json() {
+    let env = env();
+    let doc = env.call("GET", "/openapi.json", None, None, &[]).await.json;
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/api_keys",
+        "/v1/api_keys/{id}/roll",
+    ] {
+        assert!(paths.contains_key(p), "{p} is missing");
+    }
+    let mut ids = std::collections::HashSet::new();
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap();
+            assert!(ids.insert(id.to_owned()), "{id} twice");
+            let responses = op["responses"].as_object().unwrap();
+            assert!(responses.contains_key("503"), "{method} {path}: no 503");
+            let keyed = op["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|r| r.get("api_key").is_some()));
+            if keyed {
+                for status in ["401", "403", "429"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path}: no {status}"
+                    );
+                }
+                assert!(responses["429"]["headers"]["Retry-After"].is_object());
+            }
+            if path.contains('{') || method == "post" {
+                assert!(responses.contains_key("400"), "{method} {path}: no 400");
+            }
+        }
+    }
+    let limit = doc["paths"]["/v1/invoices"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
+    assert_eq!(limit["schema"]["minimum"], 1);
+    assert_eq!(limit["schema"]["maximum"], 100);
+    let link = &doc["paths"]["/v1/invoices"]["post"]["responses"]["200"]["links"]["RetrieveInvoice"];
+    assert_eq!(link["operationId"], "retrieve_invoice", "{link}");
+    let gateway = &doc["paths"]["/v1/gateways/stripe/webhook"]["post"];
+    assert!(gateway["requestBody"]["content"]["application/json"].is_object());
+    let bad = env
+        .call("GET", "/v1/invoices/%FF%FE", Some(&env.key), None, &[])
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.headers["content-type"], "application/json");
+    assert_eq!(bad.json["error"]["code"], "path_invalid");
+}

@@ -31,14 +31,17 @@ pub struct EventListView {
 
 /// List events, newest first.
 #[utoipa::path(
-    get, path = "/v1/events", tag = "events",
+    get, path = "/v1/events", operation_id = "list_events", tag = "events",
     params(
-        ("limit" = Option<u32>, Query, description = "1 to 100, default 10"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 10"),
         ("starting_after" = Option<String>, Query, description = "Cursor: the last id of the previous page (or its `next_starting_after`)"),
         ("type" = Option<String>, Query, description = "Only events of this type, e.g. `invoice.settled`; at most 10,000 events are read per request"),
     ),
     responses(
-        (status = 200, description = "A page of events", body = EventListView),
+        (status = 200, description = "A page of events", body = EventListView, links(
+            ("Deliveries" = (operation_id = "event_deliveries", parameters(("id" = "$response.body#/data/0/id")))),
+            ("Redeliver" = (operation_id = "redeliver_event", parameters(("id" = "$response.body#/data/0/id"))))
+        )),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
     ),
     security(("api_key" = []))

@@ -10,13 +10,22 @@ use axum::Json;
 use relay_store::Store;
 use sha2::{Digest, Sha256};
 
+/// What a gateway webhook got.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ReceivedView {
+    pub received: bool,
+    /// `applied` (it changed an invoice), `recorded` (for no known invoice) or `duplicate`.
+    pub outcome: &'static str,
+}
+
 /// Receive a gateway webhook. Verified before anything is parsed; duplicates answer 200 and
 /// change nothing; events for unknown payment intents are recorded and answered 200.
 #[utoipa::path(
-    post, path = "/v1/gateways/stripe/webhook", tag = "gateways",
+    post, path = "/v1/gateways/stripe/webhook", operation_id = "stripe_webhook", tag = "gateways",
     params(("Stripe-Signature" = String, Header, description = "t=<unix>,v1=<hex HMAC-SHA256>")),
+    request_body(content = Object, content_type = "application/json", description = "The gateway's event, verified byte for byte against `Stripe-Signature`"),
     responses(
-        (status = 200, description = "Received (applied, recorded, or a duplicate)"),
+        (status = 200, description = "Received (applied, recorded, or a duplicate)", body = ReceivedView),
         (status = 400, description = "Bad or stale signature, or not an event", body = ErrorBody),
         (status = 404, description = "No card gateway is configured", body = ErrorBody),
     )
@@ -25,7 +34,7 @@ pub async fn stripe_webhook<S: Store>(
     State(state): State<AppState<S>>,
     headers: HeaderMap,
     RawBody(body): RawBody,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ReceivedView>, ApiError> {
     let gateway = state.card.clone().ok_or_else(|| {
         ApiError::invalid("gateway_not_configured", "no card gateway is configured")
             .with_status(StatusCode::NOT_FOUND)
@@ -71,7 +80,8 @@ pub async fn stripe_webhook<S: Store>(
         Handled::Duplicate => "duplicate",
     };
     metrics::counter!("relay_gateway_webhooks_total", "outcome" => outcome).increment(1);
-    Ok(Json(
-        serde_json::json!({"received": true, "outcome": outcome}),
-    ))
+    Ok(Json(ReceivedView {
+        received: true,
+        outcome,
+    }))
 }

@@ -1,11 +1,11 @@
 //! `/v1/invoices`: create, retrieve, list, cancel.
 
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{parse_json, AuthMerchant, RawBody};
+use crate::extract::{parse_json, ApiPath, AuthMerchant, RawBody};
 use crate::idempotency;
 use crate::view::{InvoiceView, ListView};
 use crate::AppState;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -24,21 +24,58 @@ pub const DEFAULT_EXPIRY_SECS: i64 = 15 * 60;
 pub struct CreateInvoiceRequest {
     /// The price in major units as a decimal string, e.g. `"25.00"`. JSON numbers are refused so
     /// that no amount passes through a float.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", max_length = 100, example = "25.00")]
     pub amount: String,
     /// A supported currency code: `USD`, `EUR`, …, `BTC`, `ETH`.
+    #[schema(max_length = 16, example = "USD")]
     pub currency: String,
     /// The merchant's own reference; invoices can be listed by it.
+    #[schema(min_length = 1, max_length = 128)]
     pub order_id: Option<String>,
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
-    /// Up to 20 string keys and values, returned as given.
+    /// Up to 20 string keys (1 to 40 characters) and values (up to 500), returned as given.
+    #[schema(schema_with = metadata_map)]
     pub metadata: Option<BTreeMap<String, String>>,
     /// Seconds until the invoice expires: 60 to 2592000, default 900.
+    #[schema(minimum = 60, maximum = 2592000)]
     pub expires_in: Option<i64>,
     /// Subset of `bitcoin`, `ethereum`, `card`; default: the merchant's methods.
+    #[schema(schema_with = method_list)]
     pub payment_methods: Option<Vec<String>>,
     /// What an Ethereum payment is made in: `ETH` or a configured ERC-20 token code. Default:
     /// the price's token if the price is in one, else `ETH`.
+    #[schema(max_length = 16)]
     pub ethereum_asset: Option<String>,
+}
+
+/// The schema of `metadata`: up to 20 strings of up to 500 characters by key.
+fn metadata_map() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .max_properties(Some(relay_core::invoice::MAX_METADATA_KEYS))
+        .additional_properties(Some(AdditionalProperties::RefOr(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(relay_core::invoice::MAX_METADATA_VALUE_LEN))
+                .into(),
+        )))
+        .build()
+}
+
+/// The schema of `payment_methods`: names of methods (any other string is refused with
+/// `payment_method_unsupported`).
+fn method_list() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["bitcoin", "ethereum", "card"])),
+        )
+        .max_items(Some(3))
+        .build()
 }
 
 fn parse_methods(
@@ -158,11 +195,15 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
 
 /// Create an invoice.
 #[utoipa::path(
-    post, path = "/v1/invoices", tag = "invoices",
+    post, path = "/v1/invoices", operation_id = "create_invoice", tag = "invoices",
     request_body = CreateInvoiceRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes retries safe")),
     responses(
-        (status = 200, description = "The new invoice", body = InvoiceView),
+        (status = 200, description = "The new invoice", body = InvoiceView, links(
+            ("RetrieveInvoice" = (operation_id = "retrieve_invoice", parameters(("id" = "$response.body#/id")))),
+            ("CancelInvoice" = (operation_id = "cancel_invoice", parameters(("id" = "$response.body#/id")))),
+            ("RefundInvoice" = (operation_id = "create_refund", parameters(("id" = "$response.body#/id"))))
+        )),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 409, description = "Idempotency-Key reused with another request", body = ErrorBody),
@@ -533,7 +574,7 @@ pub(crate) fn owned_invoice<S: Store>(
 
 /// Retrieve an invoice.
 #[utoipa::path(
-    get, path = "/v1/invoices/{id}", tag = "invoices",
+    get, path = "/v1/invoices/{id}", operation_id = "retrieve_invoice", tag = "invoices",
     params(("id" = String, Path, description = "Invoice id, `inv_…`")),
     responses(
         (status = 200, description = "The invoice", body = InvoiceView),
@@ -544,7 +585,7 @@ pub(crate) fn owned_invoice<S: Store>(
 pub async fn retrieve<S: Store>(
     State(state): State<AppState<S>>,
     AuthMerchant(merchant): AuthMerchant,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<InvoiceView>, ApiError> {
     let invoice = owned_invoice(&state, &merchant, &id)?;
     Ok(Json(InvoiceView::of(&invoice)))
@@ -601,14 +642,16 @@ pub(crate) fn only_params(
 
 /// List invoices, newest first.
 #[utoipa::path(
-    get, path = "/v1/invoices", tag = "invoices",
+    get, path = "/v1/invoices", operation_id = "list_invoices", tag = "invoices",
     params(
-        ("limit" = Option<u32>, Query, description = "1 to 100, default 10"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 10"),
         ("starting_after" = Option<String>, Query, description = "Cursor: the last id of the previous page"),
         ("order_id" = Option<String>, Query, description = "Only invoices with this order id"),
     ),
     responses(
-        (status = 200, description = "A page of invoices", body = ListView<InvoiceView>),
+        (status = 200, description = "A page of invoices", body = ListView<InvoiceView>, links(
+            ("RetrieveFirst" = (operation_id = "retrieve_invoice", parameters(("id" = "$response.body#/data/0/id"))))
+        )),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -638,13 +681,15 @@ pub async fn list<S: Store>(
 
 /// Cancel an unpaid invoice (it becomes `invalid`).
 #[utoipa::path(
-    post, path = "/v1/invoices/{id}/cancel", tag = "invoices",
+    post, path = "/v1/invoices/{id}/cancel", operation_id = "cancel_invoice", tag = "invoices",
     params(
         ("id" = String, Path, description = "Invoice id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes retries safe"),
     ),
     responses(
-        (status = 200, description = "The canceled invoice", body = InvoiceView),
+        (status = 200, description = "The canceled invoice", body = InvoiceView, links(
+            ("RetrieveInvoice" = (operation_id = "retrieve_invoice", parameters(("id" = "$response.body#/id"))))
+        )),
         (status = 404, description = "No such invoice", body = ErrorBody),
         (status = 409, description = "The invoice is not cancelable", body = ErrorBody),
     ),
@@ -653,7 +698,7 @@ pub async fn list<S: Store>(
 pub async fn cancel<S: Store>(
     State(state): State<AppState<S>>,
     AuthMerchant(merchant): AuthMerchant,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     method: Method,
     headers: HeaderMap,
     RawBody(body): RawBody,

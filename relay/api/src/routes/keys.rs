@@ -3,10 +3,10 @@
 //! only its hash. A revoked or rolled secret is refused from the moment the answer is sent.
 
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{parse_json, AuthKey, RawBody};
+use crate::extract::{parse_json, ApiPath, AuthKey, RawBody};
 use crate::view::{rfc3339, ListView};
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use relay_core::access::{last4, MAX_KEYS};
@@ -88,10 +88,13 @@ fn conflict() -> ApiError {
 /// Create an API key with some or all of the scopes of the key making it. The secret is in this
 /// answer only.
 #[utoipa::path(
-    post, path = "/v1/api_keys", tag = "api_keys",
+    post, path = "/v1/api_keys", operation_id = "create_api_key", tag = "api_keys",
     request_body = CreateKeyRequest,
     responses(
-        (status = 200, description = "The key, with its secret", body = KeyView),
+        (status = 200, description = "The key, with its secret", body = KeyView, links(
+            ("RollKey" = (operation_id = "roll_api_key", parameters(("id" = "$response.body#/id")))),
+            ("RevokeKey" = (operation_id = "revoke_api_key", parameters(("id" = "$response.body#/id"))))
+        )),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
         (status = 403, description = "A scope the key making it does not have", body = ErrorBody),
         (status = 409, description = "Too many keys", body = ErrorBody),
@@ -157,7 +160,7 @@ pub async fn create<S: Store>(
 
 /// List the merchant's keys, revoked ones included (never their secrets).
 #[utoipa::path(
-    get, path = "/v1/api_keys", tag = "api_keys",
+    get, path = "/v1/api_keys", operation_id = "list_api_keys", tag = "api_keys",
     responses((status = 200, description = "Every key", body = ListView<KeyView>)),
     security(("api_key" = []))
 )]
@@ -200,7 +203,7 @@ fn active_key<S: Store>(
 /// Give a key a new secret, with the same id and scopes; the old secret stops working at once.
 /// The new secret is in this answer only.
 #[utoipa::path(
-    post, path = "/v1/api_keys/{id}/roll", tag = "api_keys",
+    post, path = "/v1/api_keys/{id}/roll", operation_id = "roll_api_key", tag = "api_keys",
     params(("id" = String, Path, description = "`key_…`")),
     responses(
         (status = 200, description = "The key, with its new secret", body = KeyView),
@@ -213,7 +216,7 @@ fn active_key<S: Store>(
 pub async fn roll<S: Store>(
     State(state): State<AppState<S>>,
     AuthKey(merchant, caller): AuthKey,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<KeyView>, ApiError> {
     let _changing = state.key_changes.lock().await;
     let old = active_key(&state, &merchant.id, &id)?;
@@ -242,7 +245,7 @@ pub async fn roll<S: Store>(
 /// Revoke a key: from this answer on, it gets 401. The merchant's last key that can manage keys
 /// cannot be revoked.
 #[utoipa::path(
-    post, path = "/v1/api_keys/{id}/revoke", tag = "api_keys",
+    post, path = "/v1/api_keys/{id}/revoke", operation_id = "revoke_api_key", tag = "api_keys",
     params(("id" = String, Path, description = "`key_…`")),
     responses(
         (status = 200, description = "The revoked key", body = KeyView),
@@ -254,7 +257,7 @@ pub async fn roll<S: Store>(
 pub async fn revoke<S: Store>(
     State(state): State<AppState<S>>,
     AuthKey(merchant, _): AuthKey,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<KeyView>, ApiError> {
     let _changing = state.key_changes.lock().await;
     let old = active_key(&state, &merchant.id, &id)?;

@@ -8,12 +8,12 @@
 
 use crate::card::RefundError;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{parse_json, AuthMerchant, RawBody};
+use crate::extract::{parse_json, ApiPath, AuthMerchant, RawBody};
 use crate::routes::invoices::{owned_invoice, to_json, Idempotent};
 use crate::update::apply_input;
 use crate::view::{BalancesView, RefundReserveView, RefundView};
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::Json;
@@ -30,6 +30,7 @@ use utoipa::ToSchema;
 pub struct CreateRefundRequest {
     /// In major units of the payment's asset, e.g. `"10.00"` or `"0.0002"`. Default: all that is
     /// left to refund of the payment.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", max_length = 100)]
     pub amount: Option<String>,
     /// The payment's reference. Default: the invoice's first final payment with something left
     /// to refund.
@@ -77,14 +78,17 @@ fn target(invoice: &Invoice, named: Option<&str>) -> Result<relay_core::Payment,
 
 /// Refund (part of) a payment of an invoice.
 #[utoipa::path(
-    post, path = "/v1/invoices/{id}/refunds", tag = "refunds",
+    post, path = "/v1/invoices/{id}/refunds", operation_id = "create_refund", tag = "refunds",
     request_body = CreateRefundRequest,
     params(
         ("id" = String, Path, description = "Invoice id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: one refund per key"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes retries safe: one refund per key"),
     ),
     responses(
-        (status = 200, description = "The refund (pending until its rail carries it out)", body = RefundView),
+        (status = 200, description = "The refund (pending until its rail carries it out)", body = RefundView, links(
+            ("CancelRefund" = (operation_id = "cancel_refund", parameters(("id" = "$request.path.id"), ("refund" = "$response.body#/id")))),
+            ("RefundPaid" = (operation_id = "refund_paid", parameters(("id" = "$request.path.id"), ("refund" = "$response.body#/id"))))
+        )),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
         (status = 404, description = "No such invoice or payment", body = ErrorBody),
         (status = 409, description = "Nothing to refund (not final, disputed, refunded in full), or an escrow refund the merchant's refund reserve does not cover (`refund_not_covered`)", body = ErrorBody),
@@ -97,7 +101,7 @@ fn target(invoice: &Invoice, named: Option<&str>) -> Result<relay_core::Payment,
 pub async fn create<S: Store>(
     State(state): State<AppState<S>>,
     AuthMerchant(merchant): AuthMerchant,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     method: Method,
     headers: HeaderMap,
     RawBody(body): RawBody,
@@ -445,7 +449,7 @@ async fn change_bitcoin_refund<S: Store>(
 /// its amount is refundable again. Card and escrow refunds are in the gateway's and the
 /// operator's hands once requested, so they cannot be canceled.
 #[utoipa::path(
-    post, path = "/v1/invoices/{id}/refunds/{refund}/cancel", tag = "refunds",
+    post, path = "/v1/invoices/{id}/refunds/{refund}/cancel", operation_id = "cancel_refund", tag = "refunds",
     params(
         ("id" = String, Path, description = "Invoice id"),
         ("refund" = String, Path, description = "Refund id, `re_…`"),
@@ -460,7 +464,7 @@ async fn change_bitcoin_refund<S: Store>(
 pub async fn cancel<S: Store>(
     State(state): State<AppState<S>>,
     AuthMerchant(merchant): AuthMerchant,
-    Path((id, refund)): Path<(String, String)>,
+    ApiPath((id, refund)): ApiPath<(String, String)>,
     RawBody(body): RawBody,
 ) -> Result<Json<RefundView>, ApiError> {
     #[derive(Deserialize)]
@@ -489,6 +493,7 @@ pub async fn cancel<S: Store>(
 #[serde(deny_unknown_fields)]
 pub struct RefundPaidRequest {
     /// The id of the transaction in which the merchant's wallet paid the refund (64 hex digits).
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub txid: String,
 }
 
@@ -498,7 +503,7 @@ pub struct RefundPaidRequest {
 /// the same address a refund (an output cannot tell whose wallet paid it); otherwise the relay
 /// matches the payment by itself. Name it before it is 6 blocks deep.
 #[utoipa::path(
-    post, path = "/v1/invoices/{id}/refunds/{refund}/paid", tag = "refunds",
+    post, path = "/v1/invoices/{id}/refunds/{refund}/paid", operation_id = "refund_paid", tag = "refunds",
     request_body = RefundPaidRequest,
     params(
         ("id" = String, Path, description = "Invoice id"),
@@ -515,7 +520,7 @@ pub struct RefundPaidRequest {
 pub async fn paid<S: Store>(
     State(state): State<AppState<S>>,
     AuthMerchant(merchant): AuthMerchant,
-    Path((id, refund)): Path<(String, String)>,
+    ApiPath((id, refund)): ApiPath<(String, String)>,
     RawBody(body): RawBody,
 ) -> Result<Json<RefundView>, ApiError> {
     let req: RefundPaidRequest = parse_json(&body)?;
@@ -544,7 +549,7 @@ pub async fn paid<S: Store>(
 
 /// The merchant's ledger balances, per asset and account.
 #[utoipa::path(
-    get, path = "/v1/balances", tag = "refunds",
+    get, path = "/v1/balances", operation_id = "balances", tag = "refunds",
     responses(
         (status = 200, description = "Balances, and the merchant's refund reserves in the escrow", body = BalancesView),
         (status = 503, description = "The Ethereum node could not be asked for the refund reserves", body = ErrorBody),

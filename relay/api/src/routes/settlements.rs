@@ -9,12 +9,12 @@
 //! is never released.
 
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{parse_json, AuthMerchant, RawBody};
+use crate::extract::{parse_json, ApiPath, AuthMerchant, RawBody};
 use crate::routes::invoices::owned_invoice;
 use crate::update::apply_input;
 use crate::view::InvoiceView;
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use relay_core::invoice::InvoiceInput;
@@ -77,7 +77,7 @@ fn worth_now<S: Store>(
 
 /// Have a held settlement paid at the current rate.
 #[utoipa::path(
-    post, path = "/v1/invoices/{id}/settlements/{settlement}/release", tag = "refunds",
+    post, path = "/v1/invoices/{id}/settlements/{settlement}/release", operation_id = "release_settlement", tag = "refunds",
     params(
         ("id" = String, Path, description = "Invoice id"),
         ("settlement" = String, Path, description = "Settlement id, `0x…`"),
@@ -93,7 +93,7 @@ fn worth_now<S: Store>(
 pub async fn release<S: Store>(
     State(state): State<AppState<S>>,
     AuthMerchant(merchant): AuthMerchant,
-    Path((id, settlement)): Path<(String, String)>,
+    ApiPath((id, settlement)): ApiPath<(String, String)>,
     RawBody(body): RawBody,
 ) -> Result<Json<InvoiceView>, ApiError> {
     #[derive(Deserialize)]

@@ -2,10 +2,10 @@
 //! go, what each delivery attempt got, and sending an event again.
 
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{parse_json, AuthMerchant, RawBody};
+use crate::extract::{parse_json, ApiPath, AuthMerchant, RawBody};
 use crate::view::{rfc3339, ListView};
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use relay_core::webhook::MAX_ENDPOINTS;
@@ -18,10 +18,24 @@ use utoipa::ToSchema;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEndpointRequest {
-    /// Absolute `http(s)` URL that receives `POST`s of events.
+    /// Absolute `http(s)` URL that receives `POST`s of events; a public address.
+    #[schema(max_length = 2048, example = "https://example.com/hooks")]
     pub url: String,
     /// Event types to deliver (e.g. `invoice.settled`); omitted or empty: every type.
+    #[schema(schema_with = event_type_list)]
     pub event_types: Option<Vec<String>>,
+}
+
+/// The schema of a list of event types.
+pub(crate) fn event_type_list() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(EventType::ALL.iter().map(|t| t.as_str()))),
+        )
+        .build()
 }
 
 #[derive(Serialize, ToSchema)]
@@ -112,10 +126,12 @@ pub fn new_endpoint(
 
 /// Create a webhook endpoint; its signing secret is in this response only.
 #[utoipa::path(
-    post, path = "/v1/webhook_endpoints", tag = "webhooks",
+    post, path = "/v1/webhook_endpoints", operation_id = "create_webhook_endpoint", tag = "webhooks",
     request_body = CreateEndpointRequest,
     responses(
-        (status = 200, description = "The endpoint, with its secret", body = EndpointView),
+        (status = 200, description = "The endpoint, with its secret", body = EndpointView, links(
+            ("Disable" = (operation_id = "disable_webhook_endpoint", parameters(("id" = "$response.body#/id"))))
+        )),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
         (status = 409, description = "An enabled endpoint with this URL exists, or too many endpoints", body = ErrorBody),
     ),
@@ -167,7 +183,7 @@ pub async fn create<S: Store>(
 
 /// List the merchant's webhook endpoints (without secrets).
 #[utoipa::path(
-    get, path = "/v1/webhook_endpoints", tag = "webhooks",
+    get, path = "/v1/webhook_endpoints", operation_id = "list_webhook_endpoints", tag = "webhooks",
     responses((status = 200, description = "Every endpoint", body = ListView<EndpointView>)),
     security(("api_key" = []))
 )]
@@ -190,7 +206,7 @@ pub async fn list<S: Store>(
 
 /// Disable an endpoint: nothing more is delivered to it.
 #[utoipa::path(
-    post, path = "/v1/webhook_endpoints/{id}/disable", tag = "webhooks",
+    post, path = "/v1/webhook_endpoints/{id}/disable", operation_id = "disable_webhook_endpoint", tag = "webhooks",
     params(("id" = String, Path, description = "`we_…`")),
     responses(
         (status = 200, description = "The disabled endpoint", body = EndpointView),
@@ -201,7 +217,7 @@ pub async fn list<S: Store>(
 pub async fn disable<S: Store>(
     State(state): State<AppState<S>>,
     AuthMerchant(merchant): AuthMerchant,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EndpointView>, ApiError> {
     let mut endpoint = state
         .store
@@ -232,7 +248,7 @@ fn own_event<S: Store>(
 
 /// Every delivery attempt of an event.
 #[utoipa::path(
-    get, path = "/v1/events/{id}/deliveries", tag = "webhooks",
+    get, path = "/v1/events/{id}/deliveries", operation_id = "event_deliveries", tag = "webhooks",
     params(("id" = String, Path, description = "`evt_…`")),
     responses(
         (status = 200, description = "Attempts, by endpoint then attempt number", body = ListView<AttemptView>),
@@ -243,7 +259,7 @@ fn own_event<S: Store>(
 pub async fn deliveries<S: Store>(
     State(state): State<AppState<S>>,
     AuthMerchant(merchant): AuthMerchant,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ListView<AttemptView>>, ApiError> {
     let event = own_event(&state, &merchant, &id)?;
     let data = state
@@ -274,10 +290,12 @@ pub async fn deliveries<S: Store>(
 
 /// Send an event again to the merchant's endpoints that want it.
 #[utoipa::path(
-    post, path = "/v1/events/{id}/redeliver", tag = "webhooks",
+    post, path = "/v1/events/{id}/redeliver", operation_id = "redeliver_event", tag = "webhooks",
     params(("id" = String, Path, description = "`evt_…`")),
     responses(
-        (status = 200, description = "How many deliveries were queued", body = RedeliverView),
+        (status = 200, description = "How many deliveries were queued", body = RedeliverView, links(
+            ("Deliveries" = (operation_id = "event_deliveries", parameters(("id" = "$response.body#/event_id"))))
+        )),
         (status = 404, description = "No such event", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -285,7 +303,7 @@ pub async fn deliveries<S: Store>(
 pub async fn redeliver<S: Store>(
     State(state): State<AppState<S>>,
     AuthMerchant(merchant): AuthMerchant,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RedeliverView>, ApiError> {
     let event = own_event(&state, &merchant, &id)?;
     let now_ms = u64::try_from(state.clock.now().0).unwrap_or(0) * 1000;
