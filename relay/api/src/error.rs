@@ -18,6 +18,9 @@ pub struct ApiError {
     pub param: Option<String>,
     /// Seconds after which a retry may succeed (429): sent as `Retry-After`.
     pub retry_after: Option<u64>,
+    /// The request rate that was exceeded (requests a second), sent with a 429 as
+    /// `RateLimit-Limit` (with `RateLimit-Remaining: 0` and `RateLimit-Reset`).
+    pub rate_limit: Option<u32>,
 }
 
 /// The error body every failed request gets.
@@ -47,6 +50,7 @@ impl ApiError {
             message: message.into(),
             param: None,
             retry_after: None,
+            rate_limit: None,
         }
     }
 
@@ -73,6 +77,7 @@ impl ApiError {
             message: message.into(),
             param: None,
             retry_after: None,
+            rate_limit: None,
         }
     }
 
@@ -84,6 +89,7 @@ impl ApiError {
             message: "an internal error occurred; retry with the same Idempotency-Key".into(),
             param: None,
             retry_after: None,
+            rate_limit: None,
         }
     }
 
@@ -95,6 +101,7 @@ impl ApiError {
             message: message.into(),
             param: None,
             retry_after: None,
+            rate_limit: None,
         }
     }
 
@@ -122,6 +129,7 @@ impl ApiError {
             ),
             param: None,
             retry_after: Some(retry_after_secs),
+            rate_limit: Some(per_sec),
         }
     }
 }
@@ -138,6 +146,7 @@ impl ApiError {
             ),
             param: None,
             retry_after: Some(retry_after_secs),
+            rate_limit: None,
         }
     }
 
@@ -151,6 +160,7 @@ impl ApiError {
                 .to_owned(),
             param: None,
             retry_after: Some(1),
+            rate_limit: None,
         }
     }
 }
@@ -158,11 +168,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
+        let headers = response.headers_mut();
         if let Some(secs) = self.retry_after {
-            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
-                response
-                    .headers_mut()
-                    .insert(axum::http::header::RETRY_AFTER, v);
+            headers.insert(axum::http::header::RETRY_AFTER, secs.into());
+            if let Some(limit) = self.rate_limit {
+                headers.insert("ratelimit-limit", limit.into());
+                headers.insert("ratelimit-remaining", 0u32.into());
+                headers.insert("ratelimit-reset", secs.into());
             }
         }
         response

@@ -495,8 +495,7 @@ pub fn openapi_json() -> serde_json::Value {
     if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
         for op in paths.values_mut().filter_map(|i| i.as_object_mut()) {
             for o in op.values_mut() {
-                let Some(responses) = o.get_mut("responses").and_then(|r| r.as_object_mut())
-                else {
+                let Some(responses) = o.get_mut("responses").and_then(|r| r.as_object_mut()) else {
                     continue;
                 };
                 for r in responses.values_mut() {

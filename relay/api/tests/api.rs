@@ -1206,6 +1206,9 @@ async fn a_merchant_over_its_rate_gets_429_and_others_do_not() {
     let refused = env.get("/v1/invoices").await;
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(refused.json["error"]["code"], "rate_limited");
+    assert_eq!(refused.headers["ratelimit-limit"], "5");
+    assert_eq!(refused.headers["ratelimit-remaining"], "0");
+    assert!(refused.headers.contains_key("ratelimit-reset"));
     let retry: u64 = refused.headers["retry-after"]
         .to_str()
         .unwrap()
@@ -1611,7 +1614,8 @@ async fn the_openapi_document_covers_every_answer_and_bad_paths_get_json() {
         .unwrap();
     assert_eq!(limit["schema"]["minimum"], 1);
     assert_eq!(limit["schema"]["maximum"], 100);
-    let link = &doc["paths"]["/v1/invoices"]["post"]["responses"]["200"]["links"]["RetrieveInvoice"];
+    let link =
+        &doc["paths"]["/v1/invoices"]["post"]["responses"]["200"]["links"]["RetrieveInvoice"];
     assert_eq!(link["operationId"], "retrieve_invoice", "{link}");
     let gateway = &doc["paths"]["/v1/gateways/stripe/webhook"]["post"];
     assert!(gateway["requestBody"]["content"]["application/json"].is_object());
