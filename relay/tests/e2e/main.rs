@@ -177,6 +177,35 @@ pub(crate) async fn metric(client: &reqwest::Client, url: &str, name: &str) -> O
         .reduce(|a, b| a + b)
 }
 
+/// `POST {url}{path}` with the merchant's key and a JSON body; the answer as JSON.
+pub(crate) async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    path: &str,
+    body: &Value,
+) -> Value {
+    client
+        .post(format!("{url}{path}"))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits until `done` holds, checking every 50 ms; fails the test after `secs` naming `what`.
+pub(crate) async fn eventually(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(secs), "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `GET {url}{path}` with the merchant's key, as JSON.
 pub(crate) async fn get_json(client: &reqwest::Client, url: &str, key: &str, path: &str) -> Value {
     client
