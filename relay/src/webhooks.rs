@@ -295,6 +295,9 @@ pub async fn dispatch_loop(store: SledStore, config: DispatchConfig) {
     // Lane and endpoint of each task, so a task that fails still frees its slots.
     let mut running: HashMap<tokio::task::Id, (Vec<u8>, String)> = HashMap::new();
     let mut rounds: u64 = 0;
+    // Where the last look at the queue stopped (it goes round, so no busy endpoint's backlog
+    // keeps the others' heads from being reached).
+    let mut cursor: Option<Vec<u8>> = None;
     loop {
         let now = now_ms();
         loop {
@@ -311,14 +314,18 @@ pub async fn dispatch_loop(store: SledStore, config: DispatchConfig) {
         let due = if free == 0 {
             Vec::new()
         } else {
-            store
-                .due_deliveries_picking(now, free, |endpoint, lane| {
-                    lanes.pick(endpoint, lane, now)
-                })
-                .unwrap_or_else(|e| {
+            match store.due_deliveries_picking(now, free, cursor.as_deref(), |endpoint, lane| {
+                lanes.pick(endpoint, lane, now)
+            }) {
+                Ok((due, next)) => {
+                    cursor = next;
+                    due
+                }
+                Err(e) => {
                     tracing::error!(target: "relay::webhooks", error = %e, "reading the delivery queue failed");
                     Vec::new()
-                })
+                }
+            }
         };
         // Counting the queue walks it: every 50th round is often enough for a gauge.
         rounds += 1;

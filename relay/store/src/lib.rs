@@ -9,7 +9,7 @@ mod codec;
 mod error;
 pub mod sealed;
 mod sled_store;
-pub use sled_store::{DueDelivery, Pick, MAX_DUE_WALK};
+pub use sled_store::{DueDelivery, Pick, MAX_DUE_WALK, MAX_SKIPS};
 
 pub use error::StoreError;
 pub use sled_store::SledStore;
@@ -109,7 +109,9 @@ pub struct InvoiceQuery {
 /// - **Durability is explicit.** A write is visible to readers when it returns, but may be lost in
 ///   a crash until [`Store::durable`] has completed after it. Anything acknowledged to the outside
 ///   world (an HTTP answer, a webhook) must wait for `durable` first. Implementations should group
-///   concurrent callers into one disk sync.
+///   concurrent callers into one disk sync. The webhook dispatcher's own bookkeeping (fan-out,
+///   scheduling and attempt records) is the one exception: it is flushed with the next sync but
+///   does not call for one, since losing it in a crash only means deliveries are made again.
 /// - **Idempotency.** A write carrying an [`IdempotencyWrite`] whose key already exists writes
 ///   nothing and returns the stored record, also when two such writes race.
 /// - **Ordering.** Events are listed in the order they were committed.

@@ -962,7 +962,7 @@ mod keys;
 mod ledger;
 mod sealing;
 mod webhooks;
-pub use webhooks::{DueDelivery, Pick, MAX_DUE_WALK};
+pub use webhooks::{DueDelivery, Pick, MAX_DUE_WALK, MAX_SKIPS};
 
 /// Separates the parts of webhook keys (ids never contain a zero byte).
 const LANE_SEP: u8 = 0;

@@ -578,18 +578,22 @@ fn due_heads_can_be_skipped_or_deferred_without_an_attempt() {
     }
     s.webhook_fanout(1_000, 100).unwrap();
     assert_eq!(s.due_deliveries(1_000, 100).unwrap().len(), 6);
-    let picked = s
-        .due_deliveries_picking(1_000, 100, |endpoint, _| match endpoint {
+    let (picked, _) = s
+        .due_deliveries_picking(1_000, 100, None, |endpoint, _| match endpoint {
             "we_slow" => crate::Pick::Defer(9_000),
             _ => crate::Pick::Take,
         })
         .unwrap();
     assert_eq!(picked.len(), 3);
     assert!(picked.iter().all(|d| d.endpoint.id == "we_fine"));
-    let skipped = s
-        .due_deliveries_picking(1_000, 100, |_, _| crate::Pick::Skip)
+    let (skipped, cursor) = s
+        .due_deliveries_picking(1_000, 100, None, |_, _| crate::Pick::Skip)
         .unwrap();
     assert!(skipped.is_empty());
+    assert!(
+        cursor.is_none(),
+        "three skipped: the walk went all the way round"
+    );
     assert_eq!(s.due_deliveries(8_999, 100).unwrap().len(), 3, "deferred");
     let later = s.due_deliveries(9_000, 100).unwrap();
     assert_eq!(later.len(), 6);
@@ -870,4 +874,43 @@ fn plain_secrets_are_sealed_when_a_key_is_first_given() {
     }
     assert_eq!(s.endpoints(&m.id).unwrap(), vec![e]);
     assert_eq!(s.merchant(&m.id).unwrap(), Some(m));
+}
+
+/// A long run of heads passed over ends a look at the queue, and the next look goes on after
+/// it, wrapping round: every head is reached within a bounded walk per look.
+#[test]
+fn the_due_walk_goes_on_where_it_stopped_and_wraps_round() {
+    let (_d, s) = store();
+    let m = merchant(1);
+    s.insert_merchant(
+        &m,
+        &relay_core::access::first_key_of(&m, &relay_core::ApiKey::from_entropy([1; 32])),
+    )
+    .unwrap();
+    s.insert_endpoint(&endpoint(&m, "we_busy", &[])).unwrap();
+    let n = crate::MAX_SKIPS as u32 + 10;
+    for i in 1..=n {
+        let (inv, events) = invoice(&m, i, None);
+        s.create_invoice(&inv, &events, None).unwrap();
+    }
+    s.webhook_fanout(1_000, 10_000).unwrap();
+    let all = s.due_deliveries(1_000, 10_000).unwrap();
+    assert_eq!(all.len(), n as usize);
+    // Everything is passed over: the look stops after MAX_SKIPS, with a cursor.
+    let (got, cursor) = s
+        .due_deliveries_picking(1_000, 100, None, |_, _| crate::Pick::Skip)
+        .unwrap();
+    assert!(got.is_empty());
+    let cursor = cursor.expect("stopped early");
+    // The next look goes on after it, and round to the oldest heads again.
+    let (got, _) = s
+        .due_deliveries_picking(1_000, 20, Some(&cursor), |_, _| crate::Pick::Take)
+        .unwrap();
+    assert_eq!(got.len(), 20);
+    assert_eq!(
+        got[0].lane(),
+        all[crate::MAX_SKIPS].lane(),
+        "went on after the cursor"
+    );
+    assert_eq!(got[10].lane(), all[0].lane(), "wrapped round to the oldest");
 }

@@ -33,6 +33,10 @@ struct QueueEntry {
 /// flight, saturated endpoints) count, so a long queue for one endpoint costs a bounded walk.
 pub const MAX_DUE_WALK: usize = 10_000;
 
+/// How many due entries passed over in a row end a look at the queue (the next look goes on from
+/// there): a busy endpoint's backlog costs each look little, and is walked past over a few looks.
+pub const MAX_SKIPS: usize = 256;
+
 /// What to do with a due lane head (see [`SledStore::due_deliveries_picking`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pick {
@@ -113,7 +117,11 @@ impl SledStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn apply_webhook_writes(&self, w: Writes) -> Result<(), StoreError> {
+    /// Applies `w` in one transaction. `counted`: whether [`Store::durable`] must sync it. The
+    /// dispatcher's own bookkeeping (fan-out, scheduling, attempt records) is not counted: it is
+    /// flushed with the next sync, and losing it in a crash only means deliveries are made again
+    /// (receivers dedupe on the event id) — so delivering does not cost a disk sync per round.
+    fn apply_webhook_writes(&self, w: Writes, counted: bool) -> Result<(), StoreError> {
         let _gate = self.write_gate();
         let i = &self.inner;
         (
@@ -154,9 +162,11 @@ impl SledStore {
                     reason: "aborted".into(),
                 },
             })?;
-        self.inner
-            .written
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if counted {
+            self.inner
+                .written
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         Ok(())
     }
 
@@ -290,7 +300,7 @@ impl SledStore {
             self.enqueue(&event, list, now_ms, &mut started, &mut w)?;
         }
         if seen > 0 {
-            self.apply_webhook_writes(w)?;
+            self.apply_webhook_writes(w, false)?;
         }
         Ok(seen)
     }
@@ -303,7 +313,7 @@ impl SledStore {
         let mut w = Writes::default();
         let n = self.enqueue(event, &list, now_ms, &mut HashSet::new(), &mut w)?;
         if n > 0 {
-            self.apply_webhook_writes(w)?;
+            self.apply_webhook_writes(w, true)?;
         }
         Ok(n)
     }
@@ -314,41 +324,62 @@ impl SledStore {
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<DueDelivery>, StoreError> {
-        self.due_deliveries_picking(now_ms, limit, |_, _| Pick::Take)
+        Ok(self
+            .due_deliveries_picking(now_ms, limit, None, |_, _| Pick::Take)?
+            .0)
     }
 
-    /// Lane heads due at `now_ms`, oldest first, as `pick` decides for each (by endpoint id and
-    /// lane, before anything is decoded): taken, passed over, or deferred to a later time without
-    /// an attempt. Walks at most [`MAX_DUE_WALK`] entries. Lanes of disabled or deleted endpoints
-    /// are dropped on the way.
+    /// Lane heads due at `now_ms`, as `pick` decides for each (by endpoint id and lane, before
+    /// anything is decoded): taken, passed over, or deferred to a later time without an attempt.
+    /// The walk starts after `cursor` (oldest first without one) and wraps around, so heads passed
+    /// over are reached again on a later call; it stops after [`MAX_DUE_WALK`] entries, or
+    /// [`MAX_SKIPS`] passed over in a row. Returns the heads taken and where to go on from (`None`
+    /// when the walk went all the way round). Lanes of disabled or deleted endpoints are dropped
+    /// on the way.
     pub fn due_deliveries_picking(
         &self,
         now_ms: u64,
         limit: usize,
+        cursor: Option<&[u8]>,
         mut pick: impl FnMut(&str, &[u8]) -> Pick,
-    ) -> Result<Vec<DueDelivery>, StoreError> {
+    ) -> Result<(Vec<DueDelivery>, Option<Vec<u8>>), StoreError> {
+        use std::ops::Bound;
         let _guard = self.lock_webhooks();
         let mut out = Vec::new();
         let mut writes = Writes::default();
-        let upper = (now_ms + 1).to_be_bytes();
-        for kv in self
-            .inner
-            .webhook_due
-            .range(..upper.as_slice())
-            .take(MAX_DUE_WALK)
-        {
-            if out.len() >= limit {
+        let upper = (now_ms + 1).to_be_bytes().to_vec();
+        let due = &self.inner.webhook_due;
+        let (after, before) = match cursor {
+            Some(c) => (
+                due.range::<&[u8], _>((Bound::Excluded(c), Bound::Excluded(upper.as_slice()))),
+                due.range::<&[u8], _>((Bound::Unbounded, Bound::Included(c.min(upper.as_slice())))),
+            ),
+            None => (
+                due.range::<&[u8], _>((Bound::Unbounded, Bound::Excluded(upper.as_slice()))),
+                due.range::<&[u8], _>((Bound::Excluded(&[][..]), Bound::Excluded(&[][..]))),
+            ),
+        };
+        let mut skipped = 0;
+        let mut last: Option<Vec<u8>> = None;
+        let mut stopped = false;
+        for (walked, kv) in after.chain(before).enumerate() {
+            if out.len() >= limit || walked >= MAX_DUE_WALK || skipped >= MAX_SKIPS {
+                stopped = true;
                 break;
             }
             let (dk, qk) = kv?;
+            last = Some(dk.to_vec());
             let lane = dk[8..].to_vec();
             let endpoint_id =
                 std::str::from_utf8(lane.split(|b| *b == LANE_SEP).next().unwrap_or_default())
                     .unwrap_or_default()
                     .to_owned();
             match pick(&endpoint_id, &lane) {
-                Pick::Take => {}
-                Pick::Skip => continue,
+                Pick::Take => skipped = 0,
+                Pick::Skip => {
+                    skipped += 1;
+                    continue;
+                }
                 Pick::Defer(at_ms) => {
                     writes.due.push((dk.to_vec(), None));
                     writes.due.push((due_key(at_ms, &lane), Some(qk.to_vec())));
@@ -392,9 +423,9 @@ impl SledStore {
             }
         }
         if !writes.due.is_empty() {
-            self.apply_webhook_writes(writes)?;
+            self.apply_webhook_writes(writes, false)?;
         }
-        Ok(out)
+        Ok((out, if stopped { last } else { None }))
     }
 
     /// Records an attempt. `retry_at_ms`: when to try again; `None` when the delivery is over
@@ -453,7 +484,7 @@ impl SledStore {
                 encode(&self.seal_endpoint(&e)),
             ));
         }
-        self.apply_webhook_writes(w)
+        self.apply_webhook_writes(w, false)
     }
 
     /// Deliveries waiting (queued, including lane heads) plus events not yet fanned out, for tests
