@@ -4,7 +4,7 @@ SHELL := bash
 FORGE := tools/node_modules/@foundry-rs/forge-linux-amd64/bin/forge
 export FOUNDRY_DISABLE_NIGHTLY_WARNING := 1
 
-.PHONY: setup run test fmt-check clippy forge-test artifacts compose-check cargo-test schemathesis bench
+.PHONY: setup run test fmt-check clippy forge-test artifacts compose-check harness-check cargo-test schemathesis bench
 
 ## Install the pinned testnet tools into tools/ (idempotent, fast when done).
 setup:
@@ -12,10 +12,10 @@ setup:
 
 ## Local testnet (anvil, bitcoin regtest, localstripe) and a relay on it.
 run: setup
-	cargo run --locked -p relay -- dev
+	cargo run --locked -p relay --features dev -- dev
 
 ## Everything CI checks. Ends with one totals line over the forge and cargo test runs.
-test: setup fmt-check clippy forge-test compose-check cargo-test schemathesis
+test: setup fmt-check clippy forge-test compose-check harness-check cargo-test schemathesis
 	@awk '/^test result:/ {p+=$$4; f+=$$6} /^Suite result:/ {p+=$$4; f+=$$6} END {printf "tests: %d passed, %d failed\n", p, f}' target/forge-test.log target/cargo-test.log
 
 fmt-check:
@@ -36,6 +36,12 @@ artifacts: setup
 
 compose-check:
 	bash docker/validate-compose.sh
+
+## The production binary (and so the Docker image) does not link the test harness.
+harness-check:
+	@if cargo tree --locked -p relay -e normal,build | grep -q relay-testnet; then \
+	  echo "harness-check: the production relay links relay-testnet" >&2; exit 1; fi
+	@echo "harness-check: the production relay does not link the test harness"
 
 cargo-test:
 	mkdir -p target

@@ -6,6 +6,7 @@ pub mod bitcoin;
 pub mod card;
 pub mod chain;
 pub mod config;
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod ethereum;
 pub mod expiry;

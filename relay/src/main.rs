@@ -9,7 +9,7 @@ use anyhow::Result;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use relay::config::Config;
-use relay::{dev, merchant, server};
+use relay::{merchant, server};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -146,9 +146,14 @@ async fn main() -> Result<()> {
             }
             Ok(())
         }
+        #[cfg(feature = "dev")]
         Command::Dev { listen, data_dir } => {
             init_tracing(false);
-            dev::run(listen, data_dir).await
+            relay::dev::run(listen, data_dir).await
         }
+        #[cfg(not(feature = "dev"))]
+        Command::Dev { .. } => anyhow::bail!(
+            "this relay was built without `relay dev` (it links the test harness): run `make run`, or build with `cargo build -p relay --features dev`"
+        ),
     }
 }
