@@ -41,7 +41,8 @@ use std::time::{Duration, Instant};
 
 const RELAY: &str = env!("CARGO_BIN_EXE_relay");
 const CONCURRENCY: usize = 64;
-static IDS: std::sync::LazyLock<relay_api::IdSource> = std::sync::LazyLock::new(Default::default);
+static IDS: std::sync::LazyLock<relay_engine::IdSource> =
+    std::sync::LazyLock::new(Default::default);
 
 fn secs() -> Duration {
     Duration::from_secs(
@@ -88,7 +89,7 @@ const BENCH_PAYOUT: &str = "0x00000000000000000000000000000000000b0b00";
 fn merchant_in(store: &SledStore) -> (relay_core::MerchantId, String) {
     let created = relay::merchant::create(
         store,
-        &relay_api::SystemClock,
+        &relay_engine::SystemClock,
         relay::merchant::NewMerchant {
             name: "bench".into(),
             btc_descriptor: Some(bench_descriptor()),
@@ -106,7 +107,7 @@ fn merchant_in(store: &SledStore) -> (relay_core::MerchantId, String) {
 /// Gives the merchant a webhook endpoint at `url` for `types` (all when empty).
 fn add_endpoint(store: &SledStore, mid: &relay_core::MerchantId, url: &str, types: &[&str]) {
     let merchant = store.merchant(mid).unwrap().unwrap();
-    let endpoint = relay_api::routes::webhooks::new_endpoint(
+    let endpoint = relay_engine::endpoints::new_endpoint(
         &merchant,
         url,
         types.iter().map(|t| (*t).to_owned()).collect(),
@@ -651,7 +652,7 @@ async fn card_to_merchant(node: &relay_testnet::BitcoinNode, rounds: usize) {
         let store = SledStore::open(dir.path()).unwrap();
         let created = relay::merchant::create(
             &store,
-            &relay_api::SystemClock,
+            &relay_engine::SystemClock,
             relay::merchant::NewMerchant {
                 name: "bench bridge".into(),
                 eth_payout: Some(BENCH_PAYOUT.into()),

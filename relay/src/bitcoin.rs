@@ -3,7 +3,6 @@
 
 use crate::config::Config;
 use anyhow::{Context, Result};
-use relay_api::{BitcoinRail, IdSource};
 use relay_bitcoin::bitcoin::consensus::{deserialize, serialize};
 use relay_bitcoin::bitcoin::hashes::Hash;
 use relay_bitcoin::bitcoin::{Network, OutPoint, ScriptBuf};
@@ -15,6 +14,7 @@ use relay_core::invoice::{InvoiceInput, BTC_SCRIPT_PREFIX};
 use relay_core::{
     btc_payment_reference, Amount, Clock, InvoiceId, Method, PaymentStatus, Timestamp,
 };
+use relay_engine::{BitcoinRail, IdSource};
 use relay_store::{ChainWrite, PayoutKind, SledStore, Store};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

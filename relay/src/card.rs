@@ -2,11 +2,13 @@
 //! seam, and reconciliation — retrieving the PaymentIntents of payable invoices so that a webhook
 //! that never arrived (gateway down, endpoint unreachable) never leaves a paid invoice unpaid.
 
-use relay_api::card::{apply_gateway_event, BoxFuture, CardGateway, Handled, WebhookRejection};
-use relay_api::IdSource;
 use relay_card::{GatewayClient, SignatureError};
 use relay_core::invoice::InvoiceInput;
 use relay_core::{CardIntent, Clock, GatewayEvent, InvoiceId, PaymentStatus, Timestamp};
+use relay_engine::gateway::{
+    apply_gateway_event, BoxFuture, CardGateway, Handled, WebhookRejection,
+};
+use relay_engine::IdSource;
 use relay_store::{SledStore, Store, StoreError};
 use sha2::{Digest, Sha256};
 
@@ -60,13 +62,13 @@ impl CardGateway for StripeGateway {
         payment_intent: &'a str,
         amount_minor: u64,
         key: &'a str,
-    ) -> BoxFuture<'a, Result<String, relay_api::card::RefundError>> {
+    ) -> BoxFuture<'a, Result<String, relay_engine::gateway::RefundError>> {
         Box::pin(async move {
             let mut taken = self.refunds_taken.lock().await;
             if let Some(id) = taken.get(key) {
                 return Ok(id.clone());
             }
-            let ambiguous = |e: relay_card::GatewayError| relay_api::card::RefundError {
+            let ambiguous = |e: relay_card::GatewayError| relay_engine::gateway::RefundError {
                 refused: e.is_refusal(),
                 message: e.to_string(),
             };
@@ -76,7 +78,7 @@ impl CardGateway for StripeGateway {
                 .client
                 .find_refund(payment_intent, key)
                 .await
-                .map_err(|e| relay_api::card::RefundError {
+                .map_err(|e| relay_engine::gateway::RefundError {
                     refused: false,
                     message: e.to_string(),
                 })?
@@ -161,10 +163,10 @@ pub async fn resume_refunds(
             }
         };
         tracing::info!(target: "relay::card", refund = %r.id, "refund handed to the gateway again");
-        match relay_api::update::apply_input(store, clock, ids, &w.invoice, &input) {
+        match relay_engine::apply::apply_input(store, clock, ids, &w.invoice, &input) {
             Ok(true) => done += 1,
             Ok(false) => {}
-            Err(relay_api::update::ApplyError::Store(e)) => return Err(e),
+            Err(relay_engine::apply::ApplyError::Store(e)) => return Err(e),
             Err(e) => {
                 tracing::warn!(target: "relay::card", refund = %r.id, error = %e, "the refund's outcome could not be recorded")
             }
@@ -295,7 +297,7 @@ pub async fn close_intents(
                 continue;
             }
         }
-        match relay_api::update::apply_input(
+        match relay_engine::apply::apply_input(
             store,
             clock,
             ids,
@@ -303,7 +305,7 @@ pub async fn close_intents(
             &InvoiceInput::IntentClosed,
         ) {
             Ok(_) => closed += 1,
-            Err(relay_api::update::ApplyError::Store(e)) => return Err(e),
+            Err(relay_engine::apply::ApplyError::Store(e)) => return Err(e),
             Err(e) => {
                 tracing::warn!(target: "relay::card", invoice = %invoice.id, error = %e, "recording the closed intent failed")
             }

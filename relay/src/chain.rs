@@ -3,9 +3,9 @@
 //! when an invoice changed concurrently.
 
 use anyhow::{bail, Result};
-use relay_api::IdSource;
 use relay_core::invoice::InvoiceInput;
 use relay_core::{Clock, Event, Invoice, InvoiceId};
+use relay_engine::IdSource;
 use relay_store::{ChainWrite, Commit, SledStore, Store};
 use std::collections::BTreeMap;
 

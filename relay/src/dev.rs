@@ -277,7 +277,7 @@ pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Resul
     let store = server::open_store(&config)?;
     let demo = merchant::create(
         &store,
-        &relay_api::SystemClock,
+        &relay_engine::SystemClock,
         merchant::NewMerchant {
             name: "Demo shop".into(),
             btc_descriptor: Some(demo_descriptor()),
@@ -288,7 +288,7 @@ pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Resul
     )?;
     let bridge = merchant::create(
         &store,
-        &relay_api::SystemClock,
+        &relay_engine::SystemClock,
         merchant::NewMerchant {
             name: "Bridge shop".into(),
             eth_payout: Some(eth.bridge_payout.clone()),

@@ -5,13 +5,13 @@
 
 use crate::config::Config;
 use anyhow::{bail, Context, Result};
-use relay_api::{EthereumRail, IdSource};
 use relay_core::invoice::InvoiceInput;
 use relay_core::operator;
 use relay_core::{
     eth_payment_reference, eth_salt_reference, Amount, Clock, Invoice, InvoiceId, Method,
     PaymentStatus, RefundStatus, SettlementStatus, Timestamp,
 };
+use relay_engine::{EthereumRail, IdSource};
 use relay_ethereum::alloy::primitives::{Address, Bytes, B256, U256};
 use relay_ethereum::alloy::sol_types::SolCall;
 use relay_ethereum::bindings::PaymentEscrow;
@@ -162,12 +162,12 @@ struct EscrowReserves {
     escrow: Address,
 }
 
-impl relay_api::RefundReserves for EscrowReserves {
+impl relay_engine::RefundReserves for EscrowReserves {
     fn reserve(
         &self,
         merchant: Address,
         token: Address,
-    ) -> relay_api::card::BoxFuture<'_, Result<U256, String>> {
+    ) -> relay_engine::gateway::BoxFuture<'_, Result<U256, String>> {
         Box::pin(async move {
             PaymentEscrow::new(self.escrow, self.node.provider().clone())
                 .refundReserve(merchant, token)

@@ -1,9 +1,9 @@
 //! The expiry sweep: invoices whose expiry passed are re-evaluated against the clock, so that an
 //! unpaid invoice becomes `expired` (with its event) even when nothing else happens to it.
 
-use relay_api::IdSource;
 use relay_core::invoice::InvoiceInput;
 use relay_core::{Clock, Event, InvoiceStatus};
+use relay_engine::IdSource;
 use relay_store::{Commit, SledStore, Store, StoreError};
 
 /// Handles every invoice due for expiry at the clock's "now"; returns how many changed.

@@ -126,7 +126,7 @@ async fn main() -> Result<()> {
             let store = server::open_store(&config)?;
             let created = merchant::create(
                 &store,
-                &relay_api::SystemClock,
+                &relay_engine::SystemClock,
                 merchant::NewMerchant {
                     name,
                     btc_descriptor,

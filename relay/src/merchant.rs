@@ -106,7 +106,7 @@ pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<
     // The URL given at creation is the merchant's first webhook endpoint, signed with the
     // merchant's webhook secret.
     if let Some(url) = &merchant.webhook_url {
-        let endpoint = relay_api::routes::webhooks::new_endpoint(
+        let endpoint = relay_engine::endpoints::new_endpoint(
             &merchant,
             url,
             Vec::new(),
@@ -114,7 +114,7 @@ pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<
             rand::random(),
             merchant.created_at,
         )
-        .map_err(|e| anyhow::anyhow!("webhook_url: {e:?}"))?;
+        .map_err(|e| anyhow::anyhow!("webhook_url: {e}"))?;
         store
             .insert_endpoint(&endpoint)
             .context("cannot store the webhook endpoint")?;

@@ -3,8 +3,9 @@
 
 use crate::config::Config;
 use anyhow::{Context, Result};
-use relay_api::{app, metrics_handle, AppState, IdSource, SystemClock};
+use relay_api::{app, metrics_handle, AppState};
 use relay_core::{AssetBook, Clock, FixedRates};
+use relay_engine::{IdSource, SystemClock};
 use relay_store::{SledStore, Store};
 use std::future::Future;
 use std::sync::Arc;
@@ -96,7 +97,7 @@ pub async fn serve(
         ids: ids.clone(),
         card: gateway
             .clone()
-            .map(|g| g as Arc<dyn relay_api::card::CardGateway>),
+            .map(|g| g as Arc<dyn relay_engine::gateway::CardGateway>),
         bitcoin: bitcoin.as_ref().map(|b| b.rail.clone()),
         ethereum: ethereum.as_ref().map(|e| e.rail.clone()),
         assets: Arc::new(asset_book(config)?),

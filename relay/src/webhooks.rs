@@ -96,7 +96,7 @@ async fn send(client: &reqwest::Client, d: &DueDelivery, allow_private: bool) ->
             duration: Duration::ZERO,
         };
     }
-    let body = serde_json::to_vec(&relay_api::view::EventView::of(&d.event)).unwrap_or_default();
+    let body = serde_json::to_vec(&relay_engine::view::EventView::of(&d.event)).unwrap_or_default();
     let t = i64::try_from(now_ms() / 1000).unwrap_or(0);
     let signature = signature_header(d.endpoint.secret.expose_secret(), t, &body);
     let started = Instant::now();

@@ -6,14 +6,17 @@
 //! from the handlers at `/openapi.json`, `/healthz`, `/readyz` and Prometheus `/metrics`.
 //! No request can make a handler panic; should one anyway, the client gets a JSON 500.
 
-pub mod card;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod routes;
 pub mod throttle;
-pub mod update;
-pub mod view;
+
+// The application layer's pieces the handlers use, at the paths they always had.
+pub use relay_engine::{apply as update, gateway as card, view};
+pub use relay_engine::{
+    BitcoinRail, EthereumRail, IdSource, RefundReserves, SystemClock, WatchRefund,
+};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
@@ -23,7 +26,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::ApiError;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use relay_core::{AssetBook, Clock, RateSource, Timestamp};
+use relay_core::{AssetBook, Clock, RateSource};
 use relay_store::Store;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -82,103 +85,6 @@ impl<S: Clone> Clone for AppState<S> {
             in_flight: self.in_flight.clone(),
             key_changes: self.key_changes.clone(),
         }
-    }
-}
-
-/// What the bitcoin rail is told of each refund it should see paid.
-pub type WatchRefund = dyn Fn(&relay_core::InvoiceId, &relay_core::Refund) + Send + Sync;
-
-/// The bitcoin rail as the API sees it.
-#[derive(Clone)]
-pub struct BitcoinRail {
-    /// Derives each invoice's address from the merchant's descriptor.
-    pub addresses: Arc<dyn relay_core::ReceiveAddresses>,
-    /// Called with each invoice stored with a bitcoin address, so the watcher matches payments to
-    /// it from then on (the watcher also loads every address from the store when it starts).
-    pub watch: Arc<dyn Fn(&relay_core::Invoice) + Send + Sync>,
-    /// Called with each bitcoin refund stored, so the watcher sees the merchant's wallet pay it.
-    pub watch_refund: Arc<WatchRefund>,
-    /// The operator's watch-only treasury descriptor: where bitcoin invoices of merchants paid on
-    /// Ethereum are paid (the relay settles them from its liquidity).
-    pub treasury_descriptor: Option<String>,
-}
-
-/// The Ethereum rail as the API sees it: where deposits go.
-#[derive(Clone)]
-pub struct EthereumRail {
-    pub chain_id: u64,
-    pub escrow: alloy_primitives::Address,
-    /// How long after the invoice's expiry the escrow keeps a deposit before the payer may
-    /// reclaim it: the relay's time to confirm and capture an in-time deposit.
-    pub capture_window_secs: u64,
-    /// How deep a bitcoin payment must be before a cross-rail settlement pays for it.
-    pub settlement_min_confirmations: u32,
-    /// Reads merchants' refund reserves in the escrow (what refunds after a capture are paid
-    /// from).
-    pub reserves: Arc<dyn RefundReserves>,
-}
-
-impl std::fmt::Debug for EthereumRail {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EthereumRail")
-            .field("chain_id", &self.chain_id)
-            .field("escrow", &self.escrow)
-            .field("capture_window_secs", &self.capture_window_secs)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The escrow's per-merchant refund reserves, as the chain holds them now.
-///
-/// A refund of a captured escrow payment is paid out of the reserve its merchant funded in the
-/// escrow (`fundRefunds`), never out of the operator's money: the escrow itself refuses to pay
-/// more than the reserve holds. The API reads it to refuse a refund that is not covered before
-/// reserving anything.
-pub trait RefundReserves: Send + Sync + 'static {
-    /// The reserve of `merchant` in `token` (`Address::ZERO` for ether), in base units.
-    fn reserve(
-        &self,
-        merchant: alloy_primitives::Address,
-        token: alloy_primitives::Address,
-    ) -> card::BoxFuture<'_, Result<alloy_primitives::U256, String>>;
-}
-
-/// Time-ordered invoice and event ids for this process (wall clock + OS randomness).
-#[derive(Default)]
-pub struct IdSource(std::sync::Mutex<relay_core::OrderedIds>);
-
-impl IdSource {
-    pub fn next(&self) -> [u8; 12] {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let random: u64 = rand::random();
-        // A poisoned lock only means another thread panicked mid-`next`; the state is a plain
-        // integer and still valid.
-        let mut ids = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        ids.next(now_ms, random)
-    }
-
-    pub fn invoice_id(&self) -> relay_core::InvoiceId {
-        relay_core::InvoiceId::from_entropy(self.next())
-    }
-
-    pub fn event_id(&self) -> relay_core::EventId {
-        relay_core::EventId::from_entropy(self.next())
-    }
-}
-
-/// The wall clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        Timestamp(secs)
     }
 }
 

@@ -125,7 +125,7 @@ async fn act(
     let chain_time = if watcher.cursor().time > 0 {
         watcher.cursor().time
     } else {
-        u64::try_from(relay_api::SystemClock.now().0).unwrap_or(0)
+        u64::try_from(relay_engine::SystemClock.now().0).unwrap_or(0)
     };
     let due: Vec<Deposit> = watcher
         .deposits()
@@ -425,7 +425,7 @@ async fn refund(
                 id: r.id.clone(),
                 reason: reason.into(),
             };
-            relay_api::update::apply_input(store, ctx.0, ctx.1, &inv.id, &input)?;
+            relay_engine::apply::apply_input(store, ctx.0, ctx.1, &inv.id, &input)?;
             failures.forget(key);
             continue;
         }
@@ -580,7 +580,7 @@ async fn settle(
                 tracing::warn!(target: "relay::eth", settlement = %s.id, amount = %s.amount, %available, "not enough liquidity in the escrow: settlement queued");
                 let id = s.id.clone();
                 let input = InvoiceInput::SettlementQueued { id };
-                relay_api::update::apply_input(store, ctx.0, ctx.1, &inv.id, &input)?;
+                relay_engine::apply::apply_input(store, ctx.0, ctx.1, &inv.id, &input)?;
             }
             continue;
         }

@@ -422,7 +422,7 @@ impl Clock for FixedClock {
 
 #[tokio::test]
 async fn expiry_sweep_expires_unpaid_invoices_once() {
-    let ids = relay_api::IdSource::default();
+    let ids = relay_engine::IdSource::default();
     let dir = tempfile::tempdir().unwrap();
     let store = relay_store::SledStore::open(dir.path()).unwrap();
     let created = relay::merchant::create(

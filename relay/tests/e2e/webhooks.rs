@@ -377,7 +377,7 @@ async fn a_name_resolving_to_a_private_address_is_never_connected_to() {
         let store = relay_store::SledStore::open(dir.path()).unwrap();
         let mid = relay_core::MerchantId::parse(m["id"].as_str().unwrap()).unwrap();
         let merchant = relay_store::Store::merchant(&store, &mid).unwrap().unwrap();
-        let endpoint = relay_api::routes::webhooks::new_endpoint(
+        let endpoint = relay_engine::endpoints::new_endpoint(
             &merchant,
             &by_name,
             Vec::new(),

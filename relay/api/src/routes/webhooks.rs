@@ -90,7 +90,8 @@ pub struct RedeliverView {
     pub queued: usize,
 }
 
-/// Builds an endpoint for a merchant. `relay merchant create --webhook-url` uses it too.
+/// Builds an endpoint for a merchant (see [`relay_engine::endpoints::new_endpoint`]), refusing a
+/// malformed URL or event type with 400 `parameter_invalid`.
 pub fn new_endpoint(
     merchant: &Merchant,
     url: &str,
@@ -99,29 +100,8 @@ pub fn new_endpoint(
     id_entropy: [u8; 12],
     now: relay_core::Timestamp,
 ) -> Result<WebhookEndpoint, ApiError> {
-    // Its destination is the caller's to check (`webhook_url_forbidden`): tests and `relay dev`
-    // may allow private ones.
-    Merchant::validate_webhook_url(url, true)
-        .map_err(|e| ApiError::invalid("parameter_invalid", e.to_string()).with_param("url"))?;
-    for (i, t) in event_types.iter().enumerate() {
-        if EventType::parse(t).is_none() {
-            return Err(ApiError::invalid(
-                "parameter_invalid",
-                format!("{t:?} is not an event type"),
-            )
-            .with_param(format!("event_types[{i}]")));
-        }
-    }
-    Ok(WebhookEndpoint {
-        id: format!("we_{}", hex::encode(id_entropy)),
-        merchant_id: merchant.id.clone(),
-        url: url.to_owned(),
-        event_types,
-        secret,
-        enabled: true,
-        disabled_reason: None,
-        created_at: now,
-    })
+    relay_engine::endpoints::new_endpoint(merchant, url, event_types, secret, id_entropy, now)
+        .map_err(|e| ApiError::invalid("parameter_invalid", e.message).with_param(e.param))
 }
 
 /// Create a webhook endpoint; its signing secret is in this response only.
