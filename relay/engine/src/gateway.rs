@@ -140,7 +140,7 @@ pub fn apply_gateway_event<S: Store>(
             Commit::Conflict => continue,
         }
     }
-    Err(StoreError::Decode {
+    Err(StoreError::Corrupt {
         what: "invoice",
         reason: "kept changing while a gateway event was applied".into(),
     })

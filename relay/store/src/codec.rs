@@ -19,15 +19,15 @@ pub(crate) fn decode<T: DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<T, StoreError> {
     match bytes.split_first() {
-        Some((&FORMAT_V1, rest)) => serde_json::from_slice(rest).map_err(|e| StoreError::Decode {
+        Some((&FORMAT_V1, rest)) => serde_json::from_slice(rest).map_err(|e| StoreError::Corrupt {
             what,
             reason: e.to_string(),
         }),
-        Some((v, _)) => Err(StoreError::Decode {
+        Some((v, _)) => Err(StoreError::Corrupt {
             what,
             reason: format!("unknown format version {v}"),
         }),
-        None => Err(StoreError::Decode {
+        None => Err(StoreError::Corrupt {
             what,
             reason: "empty value".into(),
         }),

@@ -11,7 +11,7 @@ pub mod sealed;
 mod sled_store;
 pub use sled_store::{DueDelivery, Pick, MAX_DUE_WALK, MAX_SKIPS};
 
-pub use error::StoreError;
+pub use error::{ErrorClass, StoreError};
 pub use sled_store::SledStore;
 
 use relay_core::{

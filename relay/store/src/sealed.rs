@@ -82,7 +82,7 @@ impl SecretsKey {
         let Some(hex_part) = stored.strip_prefix(PREFIX) else {
             return Ok(stored.to_owned());
         };
-        let bad = || StoreError::Decode {
+        let bad = || StoreError::Corrupt {
             what: "sealed secret",
             reason: "it does not open with this secrets key (or it was moved to another record)"
                 .into(),

@@ -208,7 +208,7 @@ impl SledStore {
                 sled::Error::Io(ref io) if io.to_string().contains("lock") => StoreError::Locked {
                     path: path.display().to_string(),
                 },
-                other => StoreError::Backend(other),
+                other => StoreError::from(other),
             })?;
         match db.get("format")? {
             None => {
@@ -216,7 +216,7 @@ impl SledStore {
             }
             Some(v) if v.as_ref() == LAYOUT_VERSION => {}
             Some(v) => {
-                return Err(StoreError::Decode {
+                return Err(StoreError::Corrupt {
                     what: "store layout",
                     reason: format!(
                         "version {:?} is not supported by this relay",
@@ -475,7 +475,7 @@ impl SledStore {
                 Err(StoreError::DuplicateReference { reference })
             }
             Err(TransactionError::Abort(Abort::Decode(e))) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(StoreError::Backend(e)),
+            Err(TransactionError::Storage(e)) => Err(StoreError::from(e)),
         }
     }
 
@@ -736,7 +736,7 @@ impl Store for SledStore {
             let id = std::str::from_utf8(&v)
                 .ok()
                 .and_then(InvoiceId::parse)
-                .ok_or_else(|| StoreError::Decode {
+                .ok_or_else(|| StoreError::Corrupt {
                     what: "reference index",
                     reason: "bad invoice id".into(),
                 })?;
@@ -845,7 +845,7 @@ impl Store for SledStore {
             .ok()
             .and_then(InvoiceId::parse)
             .map(Some)
-            .ok_or_else(|| StoreError::Decode {
+            .ok_or_else(|| StoreError::Corrupt {
                 what: "reference index",
                 reason: "bad invoice id".into(),
             })
@@ -890,7 +890,7 @@ impl Store for SledStore {
             let id = std::str::from_utf8(&k[8..])
                 .ok()
                 .and_then(InvoiceId::parse)
-                .ok_or_else(|| StoreError::Decode {
+                .ok_or_else(|| StoreError::Corrupt {
                     what: "expiry index",
                     reason: "bad invoice id".into(),
                 })?;
@@ -963,6 +963,23 @@ mod ledger;
 mod sealing;
 mod webhooks;
 pub use webhooks::{DueDelivery, Pick, MAX_DUE_WALK, MAX_SKIPS};
+
+/// sled's errors in the store's neutral terms: I/O may pass, anything else will not.
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> StoreError {
+        let retryable = matches!(e, sled::Error::Io(_));
+        match e {
+            sled::Error::Corruption { .. } => StoreError::Corrupt {
+                what: "database",
+                reason: e.to_string(),
+            },
+            other => StoreError::Unavailable {
+                reason: other.to_string(),
+                retryable,
+            },
+        }
+    }
+}
 
 /// Separates the parts of webhook keys (ids never contain a zero byte).
 const LANE_SEP: u8 = 0;

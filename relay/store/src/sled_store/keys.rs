@@ -51,8 +51,8 @@ impl SledStore {
                     Ok::<_, ConflictableTransactionError<()>>(())
                 })
                 .map_err(|e| match e {
-                    sled::transaction::TransactionError::Storage(e) => StoreError::Backend(e),
-                    sled::transaction::TransactionError::Abort(()) => StoreError::Decode {
+                    sled::transaction::TransactionError::Storage(e) => StoreError::from(e),
+                    sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt {
                         what: "api key",
                         reason: "migration aborted".into(),
                     },

@@ -227,7 +227,7 @@ impl SledStore {
                 let rest = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
                 let (invoice, record) = rest.split_once('\0').unwrap_or((rest.as_str(), ""));
                 Ok(PayoutWork {
-                    invoice: InvoiceId::parse(invoice).ok_or_else(|| StoreError::Decode {
+                    invoice: InvoiceId::parse(invoice).ok_or_else(|| StoreError::Corrupt {
                         what: "payout key",
                         reason: format!("{invoice:?} is not an invoice id"),
                     })?,

@@ -156,8 +156,8 @@ impl SledStore {
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(e) => StoreError::Backend(e),
-                sled::transaction::TransactionError::Abort(()) => StoreError::Decode {
+                sled::transaction::TransactionError::Storage(e) => StoreError::from(e),
+                sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt {
                     what: "webhook queue",
                     reason: "aborted".into(),
                 },
