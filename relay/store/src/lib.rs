@@ -6,6 +6,8 @@
 //! API request that caused it. Either all of it is stored or none of it.
 
 mod codec;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod error;
 pub mod sealed;
 mod sled_store;
@@ -231,6 +233,10 @@ pub trait Store: Send + Sync + 'static {
     fn delivery_attempts(&self, event: &EventId) -> Result<Vec<DeliveryAttempt>, StoreError>;
     /// Queues an event again for the merchant's endpoints that want it; returns how many.
     fn redeliver(&self, event: &Event, now_ms: u64) -> Result<usize, StoreError>;
+    /// Deliveries not yet made: an event of a merchant with an endpoint is counted from the
+    /// transaction that stores it (it is never stored without being queued for delivery), until
+    /// its delivery ends.
+    fn deliveries_pending(&self) -> Result<usize, StoreError>;
 
     /// The merchant's ledger balances by asset and account (every invoice change posts its entry
     /// in the same transaction).

@@ -548,6 +548,10 @@ impl Store for SledStore {
         self.redeliver_impl(event, now_ms)
     }
 
+    fn deliveries_pending(&self) -> Result<usize, StoreError> {
+        Ok(self.webhook_backlog())
+    }
+
     fn insert_merchant(&self, merchant: &Merchant, key: &KeyRecord) -> Result<(), StoreError> {
         self.insert_merchant_impl(merchant, key)
     }

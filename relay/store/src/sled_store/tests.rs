@@ -1,79 +1,13 @@
 use super::*;
-use relay_core::invoice::{InvoiceInput, NewInvoice};
+use relay_core::invoice::InvoiceInput;
 use relay_core::{Amount, Asset, EventType, Method, Money};
-use std::collections::BTreeMap;
 
-const T0: Timestamp = Timestamp(1_800_000_000);
-
-fn merchant(n: u8) -> Merchant {
-    Merchant {
-        id: MerchantId::from_entropy([n; 12]),
-        name: format!("m{n}"),
-        created_at: T0,
-        btc_descriptor: None,
-        eth_payout: None,
-        methods: vec![Method::Card],
-        webhook_url: None,
-        webhook_secret: relay_core::Secret::from_entropy("whsec_", [5; 32]),
-        btc_confirmations: 1,
-        payment_tolerance_bps: 0,
-        eth_confirmations: 1,
-        settle_on_ethereum: None,
-    }
-}
-
-fn invoice(m: &Merchant, n: u32, order: Option<&str>) -> (Invoice, Vec<Event>) {
-    let mut bytes = [0u8; 12];
-    bytes[..4].copy_from_slice(&n.to_be_bytes());
-    bytes[4] = m.id.as_str().as_bytes()[4];
-    let params = NewInvoice {
-        merchant_id: m.id.clone(),
-        price: Money {
-            asset: Asset::fiat("USD", 2),
-            amount: Amount::from_minor(100 + u128::from(n)),
-        },
-        order_id: order.map(str::to_owned),
-        description: None,
-        metadata: BTreeMap::new(),
-        expires_at: T0.plus_seconds(900 + i64::from(n)),
-        methods: vec![Method::Card],
-        tolerance_bps: 0,
-        eth_asset: None,
-    };
-    let quotes = params
-        .quote(
-            &relay_core::AssetBook::default(),
-            &relay_core::FixedRates::default(),
-        )
-        .unwrap();
-    let (inv, kinds) = Invoice::create(InvoiceId::from_entropy(bytes), params, quotes, T0).unwrap();
-    let mut k = 0u8;
-    let events = Event::for_invoice(&inv, &kinds, T0, || {
-        k += 1;
-        let mut b = bytes;
-        b[11] = k;
-        EventId::from_entropy(b)
-    });
-    (inv, events)
-}
+use crate::conformance::{idem, invoice, merchant, with_script, T0};
 
 fn store() -> (tempfile::TempDir, SledStore) {
     let dir = tempfile::tempdir().unwrap();
     let s = SledStore::open(dir.path()).unwrap();
     (dir, s)
-}
-
-fn idem<'a>(m: &'a MerchantId, key: &'a str, fp: u8) -> IdempotencyWrite<'a> {
-    IdempotencyWrite {
-        merchant_id: m,
-        key,
-        record: IdempotencyRecord {
-            fingerprint: [fp; 32],
-            status: 200,
-            body: format!("{fp}"),
-            created_at: T0,
-        },
-    }
 }
 
 #[test]
@@ -357,17 +291,6 @@ fn events_list_newest_first_per_merchant() {
         .unwrap()
         .items
         .is_empty());
-}
-
-fn with_script(mut inv: Invoice, script: &str) -> Invoice {
-    inv.methods[0].bitcoin = Some(relay_core::BitcoinPayTo {
-        address: format!("addr-{script}"),
-        script_pubkey: script.into(),
-        derivation_index: 0,
-        confirmations: 1,
-        treasury: false,
-    });
-    inv
 }
 
 #[test]
@@ -913,4 +836,10 @@ fn the_due_walk_goes_on_where_it_stopped_and_wraps_round() {
         "went on after the cursor"
     );
     assert_eq!(got[10].lane(), all[0].lane(), "wrapped round to the oldest");
+}
+
+/// sled passes the conformance suite every backend must pass.
+#[test]
+fn sled_passes_the_conformance_suite() {
+    crate::conformance::check_all(|dir| SledStore::open(dir).unwrap());
 }
