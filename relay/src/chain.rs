@@ -5,6 +5,7 @@
 use anyhow::{bail, Result};
 use relay_core::invoice::InvoiceInput;
 use relay_core::{Clock, Event, Invoice, InvoiceId};
+use relay_engine::apply::Attempt;
 use relay_engine::IdSource;
 use relay_store::{ChainWrite, Commit, SledStore, Store};
 use std::collections::BTreeMap;
@@ -23,7 +24,7 @@ pub fn commit_step<O>(
     input_for: impl Fn(&O, &Invoice) -> Option<InvoiceInput>,
     describe: impl Fn(&O) -> String,
 ) -> Result<usize> {
-    for _attempt in 0..10 {
+    let changed = relay_engine::apply::retry(|| {
         let now = clock.now();
         let mut write = write.clone();
         write.invoices.clear();
@@ -50,11 +51,14 @@ pub fn commit_step<O>(
                 write.invoices.push((version, invoice, events));
             }
         }
-        match store.commit_chain(chain, &write)? {
-            Commit::Done => return Ok(write.invoices.len()),
-            Commit::Conflict => continue,
-            Commit::IdempotencyHit(_) => unreachable!("chain writes carry no idempotency key"),
-        }
+        Ok::<_, anyhow::Error>(match store.commit_chain(chain, &write)? {
+            Commit::Conflict => Attempt::Conflict,
+            // Chain writes carry no idempotency key: anything else is done.
+            _ => Attempt::Done(write.invoices.len()),
+        })
+    })?;
+    match changed {
+        Some(n) => Ok(n),
+        None => bail!("invoices kept changing while the {chain} watcher wrote; will retry"),
     }
-    bail!("invoices kept changing while the {chain} watcher wrote; will retry")
 }

@@ -3,6 +3,7 @@
 
 use relay_core::invoice::InvoiceInput;
 use relay_core::{Clock, Event, InvoiceStatus};
+use relay_engine::apply::{retry, Attempt};
 use relay_engine::IdSource;
 use relay_store::{Commit, SledStore, Store, StoreError};
 
@@ -15,22 +16,21 @@ pub async fn sweep(
     let now = clock.now();
     let mut changed = 0;
     for id in store.invoices_due_for_expiry(now, 1000)? {
-        // Retry on a concurrent update (a payment arriving at the same moment).
-        for _ in 0..8 {
+        // Again on a concurrent update (a payment arriving at the same moment).
+        let handled = retry(|| {
             let Some(mut invoice) = store.invoice(&id)? else {
-                break;
+                return Ok(Attempt::Done(false));
             };
             let version = invoice.version;
             let Ok(transition) = invoice.apply(InvoiceInput::Tick, now) else {
-                break;
+                return Ok(Attempt::Done(false));
             };
             if transition.changed {
                 let events =
                     Event::for_invoice(&invoice, &transition.events, now, || ids.event_id());
                 if store.update_invoice(version, &invoice, &events, None)? == Commit::Conflict {
-                    continue;
+                    return Ok(Attempt::Conflict);
                 }
-                changed += 1;
             }
             // A paid invoice still processing past its expiry needs no further sweep.
             if matches!(
@@ -39,7 +39,10 @@ pub async fn sweep(
             ) {
                 store.expiry_handled(&invoice)?;
             }
-            break;
+            Ok::<_, StoreError>(Attempt::Done(transition.changed))
+        })?;
+        if handled == Some(true) {
+            changed += 1;
         }
     }
     store.durable().await?;

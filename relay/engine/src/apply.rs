@@ -8,6 +8,30 @@ use relay_core::{Clock, CoreError, Event, InvoiceId};
 use relay_store::{Commit, Store, StoreError};
 use std::fmt;
 
+/// How many times the retry loop reads, decides and writes before it gives up.
+pub const MAX_ATTEMPTS: usize = 16;
+
+/// What one attempt of [`retry`] did.
+#[derive(Debug)]
+pub enum Attempt<T> {
+    /// It wrote (or found nothing to write): the loop ends with this.
+    Done(T),
+    /// Its write met a newer version of what it read: read again.
+    Conflict,
+}
+
+/// The one loop of optimistic concurrency: `attempt` reads, decides and writes under the version
+/// it read; on a conflict it runs again, up to [`MAX_ATTEMPTS`] times. `None`: every attempt met a
+/// conflict.
+pub fn retry<T, E>(mut attempt: impl FnMut() -> Result<Attempt<T>, E>) -> Result<Option<T>, E> {
+    for _ in 0..MAX_ATTEMPTS {
+        if let Attempt::Done(t) = attempt()? {
+            return Ok(Some(t));
+        }
+    }
+    Ok(None)
+}
+
 /// Why [`apply_input`] stored nothing.
 #[derive(Debug)]
 pub enum ApplyError {
@@ -46,9 +70,9 @@ pub fn apply_input<S: Store>(
     id: &InvoiceId,
     input: &InvoiceInput,
 ) -> Result<bool, ApplyError> {
-    for _ in 0..16 {
+    retry(|| -> Result<Attempt<bool>, ApplyError> {
         let Some(mut invoice) = store.invoice(id)? else {
-            return Ok(false);
+            return Ok(Attempt::Done(false));
         };
         let version = invoice.version;
         let now = clock.now();
@@ -56,12 +80,42 @@ pub fn apply_input<S: Store>(
             .apply(input.clone(), now)
             .map_err(ApplyError::Refused)?;
         if !t.changed {
-            return Ok(false);
+            return Ok(Attempt::Done(false));
         }
         let events = Event::for_invoice(&invoice, &t.events, now, || ids.event_id());
-        if store.update_invoice(version, &invoice, &events, None)? != Commit::Conflict {
-            return Ok(true);
-        }
+        Ok(
+            match store.update_invoice(version, &invoice, &events, None)? {
+                Commit::Conflict => Attempt::Conflict,
+                _ => Attempt::Done(true),
+            },
+        )
+    })?
+    .ok_or_else(|| ApplyError::Busy(id.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_loop_reads_again_on_a_conflict_and_gives_up_after_its_attempts() {
+        let mut calls = 0;
+        let got: Result<Option<u32>, ()> = retry(|| {
+            calls += 1;
+            Ok(if calls < 3 {
+                Attempt::Conflict
+            } else {
+                Attempt::Done(calls)
+            })
+        });
+        assert_eq!(got, Ok(Some(3)));
+        let mut calls = 0;
+        let got: Result<Option<()>, ()> = retry(|| {
+            calls += 1;
+            Ok(Attempt::Conflict)
+        });
+        assert_eq!((got, calls), (Ok(None), MAX_ATTEMPTS));
+        let got: Result<Option<()>, &str> = retry(|| Err("store down"));
+        assert_eq!(got, Err("store down"));
     }
-    Err(ApplyError::Busy(id.clone()))
 }

@@ -5,6 +5,7 @@
 //! verified [`GatewayEvent`]. [`apply_gateway_event`] is shared by the webhook route and the
 //! reconciliation pass, so a missed webhook and a delivered one have the same effect, once.
 
+use crate::apply::Attempt;
 use relay_core::{card_reference, CardIntent, Clock, Event, GatewayEvent, Timestamp};
 use relay_store::{Commit, IdempotencyRecord, Store, StoreError};
 use std::future::Future;
@@ -90,7 +91,7 @@ pub fn apply_gateway_event<S: Store>(
 ) -> Result<Handled, StoreError> {
     let key = format!("{source}:{}", event.id);
     // Conflicts mean a watcher or another webhook changed the invoice meanwhile: re-read, re-apply.
-    for _ in 0..16 {
+    let handled = crate::apply::retry(|| {
         let now = clock.now();
         let mut outcome = "no invoice for this payment intent";
         let mut change = None;
@@ -133,15 +134,15 @@ pub fn apply_gateway_event<S: Store>(
             &record,
             change.as_ref().map(|(v, inv, ev)| (*v, inv, ev.as_slice())),
         )?;
-        match commit {
-            Commit::Done if change.is_some() => return Ok(Handled::Applied),
-            Commit::Done => return Ok(Handled::Recorded),
-            Commit::IdempotencyHit(_) => return Ok(Handled::Duplicate),
-            Commit::Conflict => continue,
-        }
-    }
-    Err(StoreError::Corrupt {
-        what: "invoice",
-        reason: "kept changing while a gateway event was applied".into(),
+        Ok::<_, StoreError>(match commit {
+            Commit::Done if change.is_some() => Attempt::Done(Handled::Applied),
+            Commit::Done => Attempt::Done(Handled::Recorded),
+            Commit::IdempotencyHit(_) => Attempt::Done(Handled::Duplicate),
+            Commit::Conflict => Attempt::Conflict,
+        })
+    })?;
+    handled.ok_or_else(|| StoreError::Unavailable {
+        reason: "the invoice kept changing while a gateway event was applied".into(),
+        retryable: true,
     })
 }

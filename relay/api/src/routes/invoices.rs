@@ -710,7 +710,7 @@ pub async fn cancel<S: Store>(
     };
     let _: NoParams = parse_json(&body)?;
     // Optimistic concurrency: re-read and re-apply if a watcher changed the invoice meanwhile.
-    for _ in 0..8 {
+    let done = crate::update::retry(|| {
         let mut invoice = owned_invoice(&state, &merchant, &id)?;
         let version = invoice.version;
         let now = state.clock.now();
@@ -723,16 +723,23 @@ pub async fn cancel<S: Store>(
             &events,
             idem.record(&merchant, StatusCode::OK, &response),
         )?;
-        if commit != Commit::Conflict {
-            let answer = idem.finish(&state, commit, StatusCode::OK, response).await;
-            cancel_card_intent(&state, &invoice).await;
-            return answer;
-        }
-    }
-    Err(
-        ApiError::invalid("concurrent_update", "the invoice keeps changing; retry")
-            .with_status(StatusCode::CONFLICT),
-    )
+        Ok::<_, ApiError>(match commit {
+            Commit::Conflict => crate::update::Attempt::Conflict,
+            commit => crate::update::Attempt::Done((commit, response, invoice)),
+        })
+    })?;
+    let Some((commit, response, invoice)) = done else {
+        return Err(busy());
+    };
+    let answer = idem.finish(&state, commit, StatusCode::OK, response).await;
+    cancel_card_intent(&state, &invoice).await;
+    answer
+}
+
+/// 409 `concurrent_update`: the invoice kept changing under every attempt.
+pub(crate) fn busy() -> ApiError {
+    ApiError::invalid("concurrent_update", "the invoice keeps changing; retry")
+        .with_status(StatusCode::CONFLICT)
 }
 
 /// Closes a canceled invoice's PaymentIntent at the gateway, so that nobody can be charged for

@@ -115,7 +115,8 @@ pub async fn create<S: Store>(
     let refund_id = refund_id(&state, &merchant, idem.key());
     // 1. Reserve the refund on the invoice (redone on a concurrent change).
     let mut reserved = None;
-    for _ in 0..16 {
+    // The retry loop by hand: checking the escrow reserve waits on the chain.
+    for _ in 0..crate::update::MAX_ATTEMPTS {
         let mut invoice = owned_invoice(&state, &merchant, &id)?;
         if invoice.refunds.iter().any(|r| r.id == refund_id) {
             reserved = Some(invoice);
@@ -263,7 +264,7 @@ pub async fn create<S: Store>(
         .with_status(StatusCode::BAD_GATEWAY));
     }
     // 3. Answer with the refund as it now stands; the answer is stored under the key.
-    for _ in 0..16 {
+    let done = crate::update::retry(|| {
         let invoice = owned_invoice(&state, &merchant, &id)?;
         let Some(r) = invoice.refunds.iter().find(|r| r.id == refund_id) else {
             return Err(ApiError::internal());
@@ -275,14 +276,15 @@ pub async fn create<S: Store>(
             &[],
             idem.record(&merchant, StatusCode::OK, &response),
         )?;
-        if commit != Commit::Conflict {
-            return idem.finish(&state, commit, StatusCode::OK, response).await;
-        }
-    }
-    Err(
-        ApiError::invalid("concurrent_update", "the invoice keeps changing; retry")
-            .with_status(StatusCode::CONFLICT),
-    )
+        Ok(match commit {
+            Commit::Conflict => crate::update::Attempt::Conflict,
+            commit => crate::update::Attempt::Done((commit, response)),
+        })
+    })?;
+    let Some((commit, response)) = done else {
+        return Err(crate::routes::invoices::busy());
+    };
+    idem.finish(&state, commit, StatusCode::OK, response).await
 }
 
 /// Whether refunding `amount` of an escrow payment draws on the merchant's refund reserve: every
