@@ -10,7 +10,7 @@ use relay_bitcoin::{
     BlockSource, ChainCursor, DescriptorAddresses, Observation, RpcClient, Tracked, Update,
     Watcher, WatcherConfig,
 };
-use relay_core::invoice::{InvoiceInput, BTC_SCRIPT_PREFIX};
+use relay_core::invoice::InvoiceInput;
 use relay_core::{
     btc_payment_reference, Amount, Clock, InvoiceId, Method, PaymentStatus, Timestamp,
 };
@@ -154,8 +154,10 @@ fn load_watcher(
         tracked.push((op, t));
     }
     let mut watcher = Watcher::new(config, cursor, tracked);
-    for (reference, invoice) in store.references_with_prefix(BTC_SCRIPT_PREFIX)? {
-        let hex = &reference[BTC_SCRIPT_PREFIX.len()..];
+    for (reference, invoice) in store.lookups_of(relay_core::LookupKind::BtcScript)? {
+        let relay_core::Lookup::BtcScript(hex) = &reference else {
+            continue;
+        };
         match ScriptBuf::from_hex(hex) {
             Ok(script) => watcher.watch(script, invoice),
             Err(e) => {

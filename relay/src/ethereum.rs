@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 use relay_core::invoice::InvoiceInput;
 use relay_core::operator;
 use relay_core::{
-    eth_payment_reference, eth_salt_reference, Amount, Clock, Invoice, InvoiceId, Method,
-    PaymentStatus, RefundStatus, SettlementStatus, Timestamp,
+    eth_payment_reference, Amount, Clock, Invoice, InvoiceId, Method, PaymentStatus, RefundStatus,
+    SettlementStatus, Timestamp,
 };
 use relay_engine::{EthereumRail, IdSource};
 use relay_ethereum::alloy::primitives::{Address, Bytes, B256, U256};
@@ -219,8 +219,8 @@ fn load(store: &SledStore, eth: &Ethereum) -> Result<(Watcher, Sender)> {
 
 /// The invoice a deposit names (by its salt), if any.
 fn invoice_of(store: &SledStore, d: &Deposit) -> Result<Option<Invoice>> {
-    let reference = eth_salt_reference(&format!("{:#x}", d.salt));
-    let Some(id) = store.invoice_by_reference(&reference)? else {
+    let reference = relay_core::Lookup::eth_salt(&format!("{:#x}", d.salt));
+    let Some(id) = store.invoice_by_lookup(&reference)? else {
         return Ok(None);
     };
     Ok(store.invoice(&id)?)

@@ -29,17 +29,16 @@ pub use event::{Event, EventType};
 pub use gateway::{GatewayEvent, GatewayEventKind};
 pub use id::{EventId, InvoiceId, MerchantId, OrderedIds};
 pub use invoice::{
-    btc_payment_reference, btc_script_reference, card_reference, eth_payment_id,
-    eth_payment_reference, eth_salt_reference, BitcoinPayTo, CardIntent, EthereumPayTo, Invoice,
-    InvoiceException, InvoiceStatus, Method, MethodQuote, NewInvoice, Payment, PaymentStatus,
-    ReceiveAddress, ReceiveAddresses,
+    btc_payment_reference, eth_payment_id, eth_payment_reference, BitcoinPayTo, CardIntent,
+    EthereumPayTo, Invoice, InvoiceException, InvoiceStatus, Lookup, LookupKind, Method,
+    MethodQuote, NewInvoice, Payment, PaymentStatus, ReceiveAddress, ReceiveAddresses,
 };
 pub use ledger::{Account, Balances, Line, Net};
 pub use merchant::{ApiKey, ApiKeyHash, Merchant, Secret};
 pub use money::{Amount, Asset, AssetBook, AssetKind, Money};
 pub use payout::{
-    btc_refund_reference, excess_settlement_id, settlement_id, HoldReason, Refund, RefundAddress,
-    RefundStatus, SettleTo, Settlement, SettlementStatus, BTC_REFUND_PREFIX,
+    excess_settlement_id, settlement_id, HoldReason, Refund, RefundAddress, RefundStatus, SettleTo,
+    Settlement, SettlementStatus,
 };
 pub use rate::{FixedRates, Rate, RateSource};
 pub use time::{Clock, Timestamp};

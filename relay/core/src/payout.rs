@@ -74,14 +74,6 @@ pub struct RefundAddress {
     pub script_pubkey: String,
 }
 
-/// The reference key under which the bitcoin watcher finds a refund's output script.
-pub fn btc_refund_reference(script_hex: &str) -> String {
-    format!("{BTC_REFUND_PREFIX}{script_hex}")
-}
-
-/// Prefix of [`btc_refund_reference`] keys.
-pub const BTC_REFUND_PREFIX: &str = "btcr:";
-
 impl Invoice {
     /// Whether payments on `method` are paid to the merchant by cross-rail settlement.
     pub fn settles_cross_rail(&self, method: Method) -> bool {

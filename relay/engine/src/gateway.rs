@@ -6,7 +6,7 @@
 //! reconciliation pass, so a missed webhook and a delivered one have the same effect, once.
 
 use crate::apply::Attempt;
-use relay_core::{card_reference, CardIntent, Clock, Event, GatewayEvent, Timestamp};
+use relay_core::{CardIntent, Clock, Event, GatewayEvent, Lookup, Timestamp};
 use relay_store::{Commit, IdempotencyRecord, Store, StoreError};
 use std::future::Future;
 use std::pin::Pin;
@@ -98,7 +98,7 @@ pub fn apply_gateway_event<S: Store>(
         // `intent` and `input` are both present for the four acted-on event types, absent otherwise.
         let target = match (event.intent(), event.input()) {
             (Some(intent), Some(input)) => {
-                match store.invoice_by_reference(&card_reference(intent))? {
+                match store.invoice_by_lookup(&Lookup::CardIntent(intent.to_owned()))? {
                     Some(id) => store.invoice(&id)?.map(|inv| (inv, input)),
                     None => None,
                 }

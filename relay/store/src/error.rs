@@ -16,7 +16,7 @@ pub enum StoreError {
     Corrupt { what: &'static str, reason: String },
     /// A new invoice would share a rail reference with an existing one; nothing was written.
     #[error("the reference {reference} already belongs to another invoice")]
-    DuplicateReference { reference: String },
+    DuplicateReference { reference: relay_core::Lookup },
     /// The store's webhook secrets are sealed with a key that was not given, or another key.
     #[error("webhook secrets: {reason}")]
     SecretsKey { reason: String },
@@ -82,7 +82,7 @@ mod tests {
             (ErrorClass::Corrupt, false)
         );
         let dup = StoreError::DuplicateReference {
-            reference: "card:pi_1".into(),
+            reference: relay_core::Lookup::CardIntent("pi_1".into()),
         };
         assert_eq!(dup.class(), ErrorClass::Refused);
         let io = StoreError::from(sled::Error::Io(std::io::Error::other("gone")));

@@ -18,7 +18,7 @@ pub use sled_store::SledStore;
 
 use relay_core::{
     ApiKeyHash, Balances, DeliveryAttempt, Event, EventId, Invoice, InvoiceId, KeyRecord, Line,
-    Merchant, MerchantId, Timestamp, WebhookEndpoint,
+    Lookup, LookupKind, Merchant, MerchantId, Timestamp, WebhookEndpoint,
 };
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -157,7 +157,7 @@ pub trait Store: Send + Sync + 'static {
 
     fn invoice(&self, id: &InvoiceId) -> Result<Option<Invoice>, StoreError>;
     /// The invoice a rail reference (`card:pi_…`) belongs to.
-    fn invoice_by_reference(&self, reference: &str) -> Result<Option<InvoiceId>, StoreError>;
+    fn invoice_by_lookup(&self, lookup: &Lookup) -> Result<Option<InvoiceId>, StoreError>;
 
     /// Records an inbound event (a gateway webhook, keyed `source:event id`) and, in the same
     /// transaction, the change it causes, if any. A key seen before writes nothing and returns
@@ -203,7 +203,7 @@ pub trait Store: Send + Sync + 'static {
     fn next_derivation_index(&self, merchant: &MerchantId) -> Result<u32, StoreError>;
 
     /// Every reference starting with `prefix` and its invoice (the watched bitcoin scripts).
-    fn references_with_prefix(&self, prefix: &str) -> Result<Vec<(String, InvoiceId)>, StoreError>;
+    fn lookups_of(&self, kind: LookupKind) -> Result<Vec<(Lookup, InvoiceId)>, StoreError>;
 
     /// The stored cursor of a chain watcher (`chain` names it: `bitcoin`, `ethereum`).
     fn chain_cursor(&self, chain: &str) -> Result<Option<Vec<u8>>, StoreError>;

@@ -12,7 +12,7 @@
 //! Invoice and event ids are time-ordered (see `relay_core::OrderedIds`), so an index keyed by id
 //! is in creation order and a page cursor is just the last id seen.
 //! - `idempotency`: merchant id · 0 · key → stored response
-//! - `references`: rail reference (`card:pi_…`) → invoice id
+//! - `references`: a rail's lookup key (`Lookup::key`: `card:pi_…`, `btcs:<script>`) → invoice id
 //! - `inbound`: `source:event id` → record of a received webhook (duplicates are ignored)
 //! - `counters`: `btc_index` · merchant id → next derivation index (u32, big-endian)
 //! - `chains`: chain · `/cursor` → watcher cursor; chain · `/t/` · key → watcher tracking record
@@ -26,7 +26,7 @@ use crate::{
 use ledger::Derived;
 use relay_core::{
     ApiKeyHash, DeliveryAttempt, Event, EventId, Invoice, InvoiceId, InvoiceStatus, KeyRecord,
-    Merchant, MerchantId, Timestamp, WebhookEndpoint,
+    Lookup, LookupKind, Merchant, MerchantId, Timestamp, WebhookEndpoint,
 };
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
@@ -170,7 +170,7 @@ struct EncodedEvent {
 enum Abort {
     Idempotent(IdempotencyRecord),
     Conflict,
-    DuplicateReference(String),
+    DuplicateReference(Lookup),
     Decode(StoreError),
 }
 
@@ -601,7 +601,7 @@ impl Store for SledStore {
             .order_id
             .as_ref()
             .map(|o| id_key(&order_prefix(&invoice.merchant_id, o), invoice.id.as_str()));
-        let references = invoice.references();
+        let references = invoice.lookups();
         let btc_index = invoice
             .methods
             .iter()
@@ -643,7 +643,7 @@ impl Store for SledStore {
                         }
                     }
                     for r in &references {
-                        if refs.insert(r.as_bytes(), id)?.is_some() {
+                        if refs.insert(r.key().as_bytes(), id)?.is_some() {
                             return Err(abort(Abort::DuplicateReference(r.clone())));
                         }
                     }
@@ -733,18 +733,23 @@ impl Store for SledStore {
         Ok(n as u32)
     }
 
-    fn references_with_prefix(&self, prefix: &str) -> Result<Vec<(String, InvoiceId)>, StoreError> {
+    fn lookups_of(&self, kind: LookupKind) -> Result<Vec<(Lookup, InvoiceId)>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.inner.references.scan_prefix(prefix.as_bytes()) {
+        for kv in self.inner.references.scan_prefix(kind.prefix().as_bytes()) {
             let (k, v) = kv?;
+            let corrupt = || StoreError::Corrupt {
+                what: "lookup index",
+                reason: format!("bad entry {}", String::from_utf8_lossy(&k)),
+            };
             let id = std::str::from_utf8(&v)
                 .ok()
                 .and_then(InvoiceId::parse)
-                .ok_or_else(|| StoreError::Corrupt {
-                    what: "reference index",
-                    reason: "bad invoice id".into(),
-                })?;
-            out.push((String::from_utf8_lossy(&k).into_owned(), id));
+                .ok_or_else(corrupt)?;
+            let lookup = std::str::from_utf8(&k)
+                .ok()
+                .and_then(Lookup::parse)
+                .ok_or_else(corrupt)?;
+            out.push((lookup, id));
         }
         Ok(out)
     }
@@ -841,8 +846,8 @@ impl Store for SledStore {
         done
     }
 
-    fn invoice_by_reference(&self, reference: &str) -> Result<Option<InvoiceId>, StoreError> {
-        let Some(id) = self.inner.references.get(reference.as_bytes())? else {
+    fn invoice_by_lookup(&self, lookup: &Lookup) -> Result<Option<InvoiceId>, StoreError> {
+        let Some(id) = self.inner.references.get(lookup.key().as_bytes())? else {
             return Ok(None);
         };
         std::str::from_utf8(&id)

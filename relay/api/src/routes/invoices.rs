@@ -258,10 +258,9 @@ pub async fn create<S: Store>(
             &events,
             idem.record(&merchant, StatusCode::OK, &response),
         ) {
-            Err(relay_store::StoreError::DuplicateReference { reference })
-                if attempts < 3
-                    && reference.starts_with(relay_core::invoice::BTC_SCRIPT_PREFIX) =>
-            {
+            Err(relay_store::StoreError::DuplicateReference {
+                reference: reference @ relay_core::Lookup::BtcScript(_),
+            }) if attempts < 3 => {
                 tracing::warn!(target: "relay::btc", %reference, "address already used; taking the next index");
                 attempts += 1;
             }

@@ -147,7 +147,7 @@ pub async fn create<S: Store>(
                 // An invoice's own address would be watched for that invoice: never a refund's.
                 if state
                     .store
-                    .invoice_by_reference(&relay_core::btc_script_reference(&script))?
+                    .invoice_by_lookup(&relay_core::Lookup::BtcScript(script.clone()))?
                     .is_some()
                 {
                     return Err(ApiError::invalid(

@@ -309,8 +309,8 @@ fn an_address_can_belong_to_one_invoice_only() {
     );
     assert!(s.invoice(&b.id).unwrap().is_none());
     assert_eq!(
-        s.references_with_prefix("btcs:").unwrap(),
-        vec![("btcs:0014aa".to_owned(), a.id.clone())]
+        s.lookups_of(relay_core::LookupKind::BtcScript).unwrap(),
+        vec![(relay_core::Lookup::BtcScript("0014aa".into()), a.id.clone())]
     );
 }
 
