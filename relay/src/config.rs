@@ -127,6 +127,9 @@ pub struct Config {
     /// When set, `/metrics` needs `Authorization: Bearer <token>` (`RELAY_METRICS_TOKEN`). Never
     /// printed.
     pub metrics_token: Option<String>,
+    /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client, for
+    /// the failed-key throttle (`RELAY_TRUSTED_PROXIES`, comma-separated). Empty: the TCP peer.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -193,6 +196,7 @@ impl Default for Config {
             webhook_breaker_cooldown_ms: 30_000,
             webhook_allow_private: false,
             metrics_token: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -272,11 +276,26 @@ impl fmt::Debug for Config {
             )
             .field("webhook_allow_private", &self.webhook_allow_private)
             .field("metrics_token", &set(&self.metrics_token))
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
 }
 
 impl Config {
+    /// `trusted_proxies` parsed: each an address (a /32 or /128) or a CIDR block.
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>> {
+        self.trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .with_context(|| {
+                        format!("trusted_proxies: {p:?} is not an address or a CIDR block")
+                    })
+            })
+            .collect()
+    }
+
     /// Reads `path` (if given), then applies `RELAY_*` overrides from `env`.
     pub fn load(
         path: Option<&Path>,
@@ -316,6 +335,14 @@ impl Config {
                 self.request_timeout_secs = value.parse().context("expected seconds")?
             }
             "METRICS_TOKEN" => self.metrics_token = opt(value),
+            "TRUSTED_PROXIES" => {
+                self.trusted_proxies = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }
             "TLS_CERT_FILE" => self.tls_cert_file = opt(value).map(PathBuf::from),
             "TLS_KEY_FILE" => self.tls_key_file = opt(value).map(PathBuf::from),
             "WEBHOOK_ALLOW_PRIVATE" => {
@@ -487,6 +514,7 @@ impl Config {
         if !(1..=3650).contains(&self.inbound_retention_days) {
             bail!("inbound_retention_days must be 1 to 3650");
         }
+        self.trusted_proxy_nets()?;
         if !(1..=3600).contains(&self.node_wait_secs) {
             bail!("node_wait_secs must be 1 to 3600");
         }

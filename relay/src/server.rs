@@ -112,8 +112,11 @@ pub async fn serve(
             config.rate_limit_burst,
         )
         .map(Arc::new),
-        auth_failures: relay_api::throttle::AuthFailures::new(config.auth_failures_per_min)
-            .map(Arc::new),
+        auth_failures: relay_api::throttle::AuthFailures::new(
+            config.auth_failures_per_min,
+            config.trusted_proxy_nets()?,
+        )
+        .map(Arc::new),
         in_flight: (config.max_requests_in_flight > 0)
             .then(|| Arc::new(tokio::sync::Semaphore::new(config.max_requests_in_flight))),
         key_changes: Default::default(),

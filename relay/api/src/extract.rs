@@ -43,6 +43,10 @@ impl<S: Store> FromRequestParts<AppState<S>> for AuthKey {
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip());
+        let peer = match (&state.auth_failures, peer) {
+            (Some(guard), Some(ip)) => Some(guard.client(ip, &parts.headers)),
+            _ => peer,
+        };
         if let (Some(guard), Some(ip)) = (&state.auth_failures, peer) {
             guard.check(ip)?;
         }

@@ -46,6 +46,8 @@ impl Throttle {
 /// Invalid API keys allowed per client address: a bucket per address (an IPv6 address counts by
 /// its /64, which one client usually holds whole).
 pub struct AuthFailures {
+    /// Proxies whose `X-Forwarded-For` names the client (see [`client_address`]).
+    trusted: Vec<ipnet::IpNet>,
     limiter: DefaultKeyedRateLimiter<std::net::IpAddr>,
     /// Addresses over their allowance, until when.
     blocked: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, std::time::Instant>>,
@@ -72,13 +74,32 @@ fn client_key(ip: std::net::IpAddr) -> std::net::IpAddr {
 
 impl AuthFailures {
     /// `per_min` failures a minute on average, in bursts of as many. `None` when 0 (no limit).
-    pub fn new(per_min: u32) -> Option<AuthFailures> {
+    /// Behind `trusted` proxies, the client is the one they name (see [`client_address`]).
+    pub fn new(per_min: u32, trusted: Vec<ipnet::IpNet>) -> Option<AuthFailures> {
         let rate = NonZeroU32::new(per_min)?;
         Some(AuthFailures {
+            trusted,
             limiter: RateLimiter::keyed(Quota::per_minute(rate)),
             blocked: Default::default(),
             failures: Default::default(),
         })
+    }
+
+    /// The address a request counts against: see [`client_address`].
+    pub fn client(
+        &self,
+        peer: std::net::IpAddr,
+        headers: &axum::http::HeaderMap,
+    ) -> std::net::IpAddr {
+        if self.trusted.is_empty() {
+            return peer;
+        }
+        let forwarded: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        client_address(peer, &forwarded.join(","), &self.trusted)
     }
 
     /// Refuses a request from an address that is over its allowance.
@@ -133,13 +154,68 @@ impl AuthFailures {
     }
 }
 
+/// The client behind a request: the TCP peer; or, when the peer is one of the `trusted` proxies,
+/// the nearest address in `X-Forwarded-For` (read from the right) that is not a trusted proxy.
+/// Anyone else's `X-Forwarded-For` is ignored, so a client cannot choose the address it is
+/// counted under.
+pub fn client_address(
+    peer: std::net::IpAddr,
+    forwarded_for: &str,
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for part in forwarded_for
+        .rsplit(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        match part.parse::<std::net::IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => client = ip,
+            Ok(ip) => return ip,
+            // Not an address: what is left of it cannot be trusted either.
+            Err(_) => return client,
+        }
+    }
+    client
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn only_a_trusted_proxy_names_the_client() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        // A client's own header is ignored.
+        assert_eq!(
+            client_address(ip("203.0.113.9"), "198.51.100.1", &trusted),
+            ip("203.0.113.9")
+        );
+        // Through the proxy: the nearest untrusted address, whatever the client put before it.
+        assert_eq!(
+            client_address(ip("10.0.0.2"), "198.51.100.1, 203.0.113.7", &trusted),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.2"), "203.0.113.7, 10.1.1.1", &trusted),
+            ip("203.0.113.7"),
+            "two proxies"
+        );
+        assert_eq!(client_address(ip("10.0.0.2"), "", &trusted), ip("10.0.0.2"));
+        assert_eq!(
+            client_address(ip("10.0.0.2"), "junk, 10.1.1.1", &trusted),
+            ip("10.1.1.1")
+        );
+    }
+
+    #[test]
     fn an_address_past_its_failures_is_refused_even_with_a_valid_key_and_others_are_not() {
-        let guard = AuthFailures::new(3).unwrap();
+        let guard = AuthFailures::new(3, Vec::new()).unwrap();
         let bad: std::net::IpAddr = "203.0.113.7".parse().unwrap();
         let other: std::net::IpAddr = "203.0.113.8".parse().unwrap();
         for _ in 0..3 {
@@ -156,7 +232,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_client_counts_by_its_64() {
-        let guard = AuthFailures::new(1).unwrap();
+        let guard = AuthFailures::new(1, Vec::new()).unwrap();
         guard.failed("2001:db8:1:2::1".parse().unwrap()).unwrap();
         assert!(guard.failed("2001:db8:1:2::ffff".parse().unwrap()).is_err());
         assert!(guard

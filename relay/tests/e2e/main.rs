@@ -1117,3 +1117,52 @@ async fn node_credentials_and_api_keys_never_reach_the_logs() {
         }
     }
 }
+
+/// Behind a reverse proxy named in `trusted_proxies`, each client is counted under the address
+/// the proxy gives in `X-Forwarded-For`: one client guessing keys is refused, another client
+/// behind the same proxy is not (without the setting, the proxy itself would be locked out for
+/// everyone behind it).
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_trusted_proxy_each_client_is_counted_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = merchant_create(dir.path(), "proxied shop");
+    let key = m["api_key"].as_str().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        free_port(),
+        &[
+            ("RELAY_AUTH_FAILURES_PER_MIN", "3".to_owned()),
+            ("RELAY_TRUSTED_PROXIES", "127.0.0.0/8".to_owned()),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let get = |key: String, forwarded: &'static str| {
+        let (client, url) = (client.clone(), format!("{}/v1/invoices", server.url));
+        async move {
+            client
+                .get(url)
+                .bearer_auth(key)
+                .header("X-Forwarded-For", forwarded)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for n in 0..3 {
+        assert_eq!(get(format!("rk_guess{n}"), "203.0.113.5").await, 401);
+    }
+    assert_eq!(get("rk_guess3".into(), "203.0.113.5").await, 429);
+    assert_eq!(
+        get(key.into(), "203.0.113.5").await,
+        429,
+        "the guessing client"
+    );
+    assert_eq!(
+        get(key.into(), "203.0.113.6").await,
+        200,
+        "another client, same proxy"
+    );
+}
