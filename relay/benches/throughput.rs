@@ -33,7 +33,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use relay_core::{
     Amount, Asset, AssetBook, Event, FixedRates, Invoice, Method, Money, NewInvoice, Timestamp,
 };
-use relay_store::{SledStore, Store};
+use relay_store::Store;
+use relay_store_sled::SledStore;
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

@@ -15,7 +15,8 @@ use relay_core::{
     btc_payment_reference, Amount, Clock, InvoiceId, Method, PaymentStatus, Timestamp,
 };
 use relay_engine::{BitcoinRail, IdSource};
-use relay_store::{ChainWrite, PayoutKind, SledStore, Store};
+use relay_store::{ChainWrite, PayoutKind, Store};
+use relay_store_sled::SledStore;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,7 +9,8 @@ use relay_engine::gateway::{
     apply_gateway_event, BoxFuture, CardGateway, Handled, WebhookRejection,
 };
 use relay_engine::IdSource;
-use relay_store::{SledStore, Store, StoreError};
+use relay_store::{Store, StoreError};
+use relay_store_sled::SledStore;
 use sha2::{Digest, Sha256};
 
 pub struct StripeGateway {

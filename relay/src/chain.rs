@@ -7,7 +7,8 @@ use relay_core::invoice::InvoiceInput;
 use relay_core::{Clock, Event, Invoice, InvoiceId};
 use relay_engine::apply::Attempt;
 use relay_engine::IdSource;
-use relay_store::{ChainWrite, Commit, SledStore, Store};
+use relay_store::{ChainWrite, Commit, Store};
+use relay_store_sled::SledStore;
 use std::collections::BTreeMap;
 
 /// Stores `write` (cursor and tracking records; its `invoices` are filled here) with the changes

@@ -19,7 +19,8 @@ use relay_ethereum::{
     ClosingKind, Cursor, Deposit, EthNode, Observation, OpTx, OperatorKey, Purpose, Sender,
     SenderConfig, TxState, Update, Watcher, WatcherConfig,
 };
-use relay_store::{ChainWrite, Commit, PayoutKind, SledStore, Store, TrackedRecord};
+use relay_store::{ChainWrite, Commit, PayoutKind, Store, TrackedRecord};
+use relay_store_sled::SledStore;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;

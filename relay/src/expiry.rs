@@ -5,7 +5,8 @@ use relay_core::invoice::InvoiceInput;
 use relay_core::{Clock, Event, InvoiceStatus};
 use relay_engine::apply::{retry, Attempt};
 use relay_engine::IdSource;
-use relay_store::{Commit, SledStore, Store, StoreError};
+use relay_store::{Commit, Store, StoreError};
+use relay_store_sled::SledStore;
 
 /// Handles every invoice due for expiry at the clock's "now"; returns how many changed.
 pub async fn sweep(

@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result};
 use relay_core::{ApiKey, Clock, Merchant, MerchantId, Method, Secret};
-use relay_store::{SledStore, Store};
+use relay_store::Store;
+use relay_store_sled::SledStore;
 use serde::Serialize;
 
 #[derive(Debug, Clone)]

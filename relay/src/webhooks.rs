@@ -5,7 +5,8 @@
 
 use relay_core::webhook::{retry_delay_ms, signature_header};
 use relay_core::{DeliveryAttempt, DeliveryOutcome, Timestamp};
-use relay_store::{DueDelivery, Pick, SledStore, Store};
+use relay_store::Store;
+use relay_store_sled::{DueDelivery, Pick, SledStore};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 

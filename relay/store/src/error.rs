@@ -59,6 +59,25 @@ impl StoreError {
     }
 }
 
+/// sled's errors in the store's neutral terms: I/O may pass, anything else will not. (Here, behind
+/// the feature `sled`, because the sled backend's `?` needs it and only this crate may write it.)
+#[cfg(feature = "sled")]
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> StoreError {
+        let retryable = matches!(e, sled::Error::Io(_));
+        match e {
+            sled::Error::Corruption { .. } => StoreError::Corrupt {
+                what: "database",
+                reason: e.to_string(),
+            },
+            other => StoreError::Unavailable {
+                reason: other.to_string(),
+                retryable,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +104,11 @@ mod tests {
             reference: relay_core::Lookup::CardIntent("pi_1".into()),
         };
         assert_eq!(dup.class(), ErrorClass::Refused);
+    }
+
+    #[cfg(feature = "sled")]
+    #[test]
+    fn sled_errors_are_classed() {
         let io = StoreError::from(sled::Error::Io(std::io::Error::other("gone")));
         assert!(io.is_retryable(), "{io}");
         let broken = StoreError::from(sled::Error::Unsupported("x".into()));

@@ -1,20 +1,17 @@
-//! Persistence for Relay: the [`Store`] trait the rest of the relay programs against, and
-//! [`SledStore`], its implementation on the embedded sled database.
+//! Persistence for Relay: the [`Store`] trait the rest of the relay programs against, its
+//! backend-neutral error, the conformance suite every backend passes, and sealing of secrets at
+//! rest. The sled implementation is the crate `relay-store-sled`.
 //!
 //! Every decision is written in one atomic multi-tree transaction: the new state of an invoice, the
 //! index entries that find it, the events it emits (the outbox) and the idempotency record of the
 //! API request that caused it. Either all of it is stored or none of it.
 
-mod codec;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod error;
 pub mod sealed;
-mod sled_store;
-pub use sled_store::{DueDelivery, Pick, MAX_DUE_WALK, MAX_SKIPS};
 
 pub use error::{ErrorClass, StoreError};
-pub use sled_store::SledStore;
 
 use relay_core::{
     ApiKeyHash, Balances, DeliveryAttempt, Event, EventId, Invoice, InvoiceId, KeyRecord, Line,

@@ -424,7 +424,7 @@ impl Clock for FixedClock {
 async fn expiry_sweep_expires_unpaid_invoices_once() {
     let ids = relay_engine::IdSource::default();
     let dir = tempfile::tempdir().unwrap();
-    let store = relay_store::SledStore::open(dir.path()).unwrap();
+    let store = relay_store_sled::SledStore::open(dir.path()).unwrap();
     let created = relay::merchant::create(
         &store,
         &FixedClock(1_000),

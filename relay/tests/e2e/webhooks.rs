@@ -374,7 +374,7 @@ async fn a_name_resolving_to_a_private_address_is_never_connected_to() {
     // "localhost" resolves to loopback: stored as if it had passed the check at registration.
     let by_name = url.replace("127.0.0.1", "localhost");
     {
-        let store = relay_store::SledStore::open(dir.path()).unwrap();
+        let store = relay_store_sled::SledStore::open(dir.path()).unwrap();
         let mid = relay_core::MerchantId::parse(m["id"].as_str().unwrap()).unwrap();
         let merchant = relay_store::Store::merchant(&store, &mid).unwrap().unwrap();
         let endpoint = relay_engine::endpoints::new_endpoint(

@@ -8,9 +8,9 @@
 
 use super::{abort, Abort, SledStore, LANE_SEP};
 use crate::codec::{decode, encode, FORMAT_V1};
-use crate::{Commit, StoreError};
 use relay_core::access::first_key;
 use relay_core::{ApiKeyHash, KeyRecord, Merchant, MerchantId};
+use relay_store::{Commit, StoreError};
 use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
 

@@ -2,7 +2,7 @@ use super::*;
 use relay_core::invoice::InvoiceInput;
 use relay_core::{Amount, Asset, EventType, Method, Money};
 
-use crate::conformance::{idem, invoice, merchant, with_script, T0};
+use relay_store::conformance::{idem, invoice, merchant, with_script, T0};
 
 fn store() -> (tempfile::TempDir, SledStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -735,7 +735,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 /// them, and the store cannot be opened without that key or with another one.
 #[test]
 fn webhook_secrets_are_sealed_on_disk_and_need_their_key() {
-    use crate::sealed::SecretsKey;
+    use relay_store::sealed::SecretsKey;
     let dir = tempfile::tempdir().unwrap();
     let m = merchant(1);
     let e = endpoint(&m, "we_sealed", &[]);
@@ -773,7 +773,7 @@ fn webhook_secrets_are_sealed_on_disk_and_need_their_key() {
 /// one.
 #[test]
 fn plain_secrets_are_sealed_when_a_key_is_first_given() {
-    use crate::sealed::SecretsKey;
+    use relay_store::sealed::SecretsKey;
     let (dir, s) = store();
     let m = merchant(1);
     let e = endpoint(&m, "we_plain", &[]);
@@ -841,5 +841,5 @@ fn the_due_walk_goes_on_where_it_stopped_and_wraps_round() {
 /// sled passes the conformance suite every backend must pass.
 #[test]
 fn sled_passes_the_conformance_suite() {
-    crate::conformance::check_all(|dir| SledStore::open(dir).unwrap());
+    relay_store::conformance::check_all(|dir| SledStore::open(dir).unwrap());
 }

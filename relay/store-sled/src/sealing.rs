@@ -1,13 +1,13 @@
-//! Webhook secrets sealed at rest (see `crate::sealed`): endpoints' signing secrets and the
+//! Webhook secrets sealed at rest (see `relay_store::sealed`): endpoints' signing secrets and the
 //! merchant's first secret are sealed when written and opened when read; the store records the
 //! key's fingerprint (`secrets_key` in the default tree) so it is never opened without it, or
 //! with another key.
 
 use super::SledStore;
 use crate::codec::{decode, encode};
-use crate::sealed::is_sealed;
-use crate::StoreError;
 use relay_core::{Merchant, Secret, WebhookEndpoint};
+use relay_store::sealed::is_sealed;
+use relay_store::StoreError;
 
 const MARKER: &str = "secrets_key";
 

@@ -10,11 +10,11 @@
 
 use super::{abort, Abort, SledStore};
 use crate::codec::{decode, encode};
-use crate::{PayoutWork, StoreError};
 use relay_core::ledger::{entry_lines, Line};
 use relay_core::{
     Account, Balances, Invoice, InvoiceId, MerchantId, Method, Net, RefundStatus, SettlementStatus,
 };
+use relay_store::{PayoutWork, StoreError};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use std::collections::BTreeMap;
 

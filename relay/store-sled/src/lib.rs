@@ -1,4 +1,5 @@
-//! The sled implementation of [`Store`].
+//! The sled implementation of Relay's [`Store`]: one embedded database, so one binary is a whole
+//! deployment.
 //!
 //! Layout (every key family in its own tree; numbers big-endian so byte order is numeric order):
 //! - `merchants`: merchant id → merchant; `api_keys`: key hash → key record; `merchant_keys`:
@@ -18,15 +19,17 @@
 //! - `chains`: chain · `/cursor` → watcher cursor; chain · `/t/` · key → watcher tracking record
 //! - `meta`: `format` → layout version
 
+mod codec;
+
 use crate::codec::{decode, encode};
-use crate::{
-    ChainWrite, Commit, IdempotencyRecord, IdempotencyWrite, InvoiceQuery, Page, PayoutKind,
-    PayoutWork, Store, StoreError,
-};
 use ledger::Derived;
 use relay_core::{
     ApiKeyHash, DeliveryAttempt, Event, EventId, Invoice, InvoiceId, InvoiceStatus, KeyRecord,
     Lookup, LookupKind, Merchant, MerchantId, Timestamp, WebhookEndpoint,
+};
+use relay_store::{
+    ChainWrite, Commit, IdempotencyRecord, IdempotencyWrite, InvoiceQuery, Page, PayoutKind,
+    PayoutWork, Store, StoreError,
 };
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
@@ -49,7 +52,7 @@ struct Inner {
     api_keys: Tree,
     merchant_keys: Tree,
     /// Seals webhook secrets at rest (see `sealed`), when the operator gave a key.
-    secrets_key: Option<crate::sealed::SecretsKey>,
+    secrets_key: Option<relay_store::sealed::SecretsKey>,
     invoices: Tree,
     invoices_by_merchant: Tree,
     invoices_by_order: Tree,
@@ -189,7 +192,7 @@ impl SledStore {
     /// without its key, or with another one.
     pub fn open_sealed(
         path: impl AsRef<Path>,
-        secrets_key: Option<crate::sealed::SecretsKey>,
+        secrets_key: Option<relay_store::sealed::SecretsKey>,
     ) -> Result<SledStore, StoreError> {
         let path = path.as_ref();
         let db = sled::Config::new()
@@ -762,7 +765,7 @@ impl Store for SledStore {
             .map(|v| v.to_vec()))
     }
 
-    fn chain_tracked(&self, chain: &str) -> Result<Vec<crate::TrackedRecord>, StoreError> {
+    fn chain_tracked(&self, chain: &str) -> Result<Vec<relay_store::TrackedRecord>, StoreError> {
         let prefix = concat(chain.as_bytes(), b"/t/");
         self.inner
             .chains
@@ -972,23 +975,6 @@ mod ledger;
 mod sealing;
 mod webhooks;
 pub use webhooks::{DueDelivery, Pick, MAX_DUE_WALK, MAX_SKIPS};
-
-/// sled's errors in the store's neutral terms: I/O may pass, anything else will not.
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> StoreError {
-        let retryable = matches!(e, sled::Error::Io(_));
-        match e {
-            sled::Error::Corruption { .. } => StoreError::Corrupt {
-                what: "database",
-                reason: e.to_string(),
-            },
-            other => StoreError::Unavailable {
-                reason: other.to_string(),
-                retryable,
-            },
-        }
-    }
-}
 
 /// Separates the parts of webhook keys (ids never contain a zero byte).
 const LANE_SEP: u8 = 0;

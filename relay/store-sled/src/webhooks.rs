@@ -14,8 +14,8 @@
 
 use super::{SledStore, LANE_SEP};
 use crate::codec::{decode, encode};
-use crate::StoreError;
 use relay_core::{DeliveryAttempt, Event, EventId, MerchantId, Timestamp, WebhookEndpoint};
+use relay_store::StoreError;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use std::collections::HashSet;
