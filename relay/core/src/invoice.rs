@@ -29,6 +29,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use crate::lookup::{Lookup, LookupKind};
+
 /// Shortest and longest time an invoice may stay payable.
 pub const MIN_EXPIRY_SECS: i64 = 60;
 pub const MAX_EXPIRY_SECS: i64 = 30 * 24 * 3600;
@@ -464,88 +466,6 @@ pub trait ReceiveAddresses: Send + Sync {
 pub struct ReceiveAddress {
     pub address: String,
     pub script_pubkey: String,
-}
-
-/// A key under which a rail finds an invoice. Each belongs to one invoice: the store refuses a
-/// second invoice with the same one. It becomes a string only at the storage edge ([`Lookup::key`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Lookup {
-    /// A gateway PaymentIntent id (`pi_…`).
-    CardIntent(String),
-    /// A watched bitcoin output script, hex.
-    BtcScript(String),
-    /// An Ethereum invoice's salt, `0x`-hex lowercase: every deposit names its salt, so the watcher
-    /// finds the invoice even when the deposit's other terms are wrong.
-    EthSalt(String),
-}
-
-/// The kinds of [`Lookup`], for listing every key of one kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LookupKind {
-    CardIntent,
-    BtcScript,
-    EthSalt,
-}
-
-impl LookupKind {
-    /// What every stored key of this kind starts with.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            LookupKind::CardIntent => "card:",
-            LookupKind::BtcScript => "btcs:",
-            LookupKind::EthSalt => "eths:",
-        }
-    }
-}
-
-impl Lookup {
-    /// An Ethereum salt's lookup, whatever the case of its hex.
-    pub fn eth_salt(salt: &str) -> Lookup {
-        Lookup::EthSalt(salt.to_ascii_lowercase())
-    }
-
-    pub fn kind(&self) -> LookupKind {
-        match self {
-            Lookup::CardIntent(_) => LookupKind::CardIntent,
-            Lookup::BtcScript(_) => LookupKind::BtcScript,
-            Lookup::EthSalt(_) => LookupKind::EthSalt,
-        }
-    }
-
-    fn value(&self) -> &str {
-        match self {
-            Lookup::CardIntent(v) | Lookup::BtcScript(v) | Lookup::EthSalt(v) => v,
-        }
-    }
-
-    /// The stored key: the kind's prefix, then the value.
-    pub fn key(&self) -> String {
-        format!("{}{}", self.kind().prefix(), self.value())
-    }
-
-    /// A stored key back as a lookup.
-    pub fn parse(key: &str) -> Option<Lookup> {
-        [
-            LookupKind::CardIntent,
-            LookupKind::BtcScript,
-            LookupKind::EthSalt,
-        ]
-        .into_iter()
-        .find_map(|kind| {
-            let value = key.strip_prefix(kind.prefix())?.to_owned();
-            Some(match kind {
-                LookupKind::CardIntent => Lookup::CardIntent(value),
-                LookupKind::BtcScript => Lookup::BtcScript(value),
-                LookupKind::EthSalt => Lookup::EthSalt(value),
-            })
-        })
-    }
-}
-
-impl fmt::Display for Lookup {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.key())
-    }
 }
 
 /// The payment reference of an escrow deposit: its payment id (one deposit per id).
@@ -1264,26 +1184,3 @@ impl Invoice {
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod lookup_tests {
-    use super::*;
-
-    #[test]
-    fn lookups_become_strings_only_at_the_edge_and_come_back() {
-        for l in [
-            Lookup::CardIntent("pi_1".into()),
-            Lookup::BtcScript("0014ab".into()),
-            Lookup::eth_salt("0xABcd"),
-        ] {
-            assert_eq!(Lookup::parse(&l.key()), Some(l.clone()));
-            assert!(l.key().starts_with(l.kind().prefix()));
-        }
-        assert_eq!(Lookup::eth_salt("0xAB").key(), "eths:0xab");
-        assert_eq!(
-            Lookup::parse("btc:ab:0"),
-            None,
-            "a payment reference is not a lookup"
-        );
-    }
-}

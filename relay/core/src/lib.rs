@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod id;
 pub mod invoice;
 pub mod ledger;
+pub mod lookup;
 pub mod merchant;
 pub mod money;
 pub mod operator;

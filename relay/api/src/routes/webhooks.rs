@@ -90,20 +90,6 @@ pub struct RedeliverView {
     pub queued: usize,
 }
 
-/// Builds an endpoint for a merchant (see [`relay_engine::endpoints::new_endpoint`]), refusing a
-/// malformed URL or event type with 400 `parameter_invalid`.
-pub fn new_endpoint(
-    merchant: &Merchant,
-    url: &str,
-    event_types: Vec<String>,
-    secret: Secret,
-    id_entropy: [u8; 12],
-    now: relay_core::Timestamp,
-) -> Result<WebhookEndpoint, ApiError> {
-    relay_engine::endpoints::new_endpoint(merchant, url, event_types, secret, id_entropy, now)
-        .map_err(|e| ApiError::invalid("parameter_invalid", e.message).with_param(e.param))
-}
-
 /// Create a webhook endpoint; its signing secret is in this response only.
 #[utoipa::path(
     post, path = "/v1/webhook_endpoints", operation_id = "create_webhook_endpoint", tag = "webhooks",
@@ -148,14 +134,15 @@ pub async fn create<S: Store>(
         )
         .with_param("url"));
     }
-    let endpoint = new_endpoint(
+    let endpoint = relay_engine::endpoints::new_endpoint(
         &merchant,
         &req.url,
         req.event_types.unwrap_or_default(),
         Secret::from_entropy("whsec_", rand::random()),
         rand::random(),
         state.clock.now(),
-    )?;
+    )
+    .map_err(|e| ApiError::invalid("parameter_invalid", e.message).with_param(e.param))?;
     state.store.insert_endpoint(&endpoint)?;
     state.store.durable().await?;
     Ok(Json(EndpointView::of(&endpoint, true)))
