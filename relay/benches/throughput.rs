@@ -33,7 +33,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use relay_core::{
     Amount, Asset, AssetBook, Event, FixedRates, Invoice, Method, Money, NewInvoice, Timestamp,
 };
-use relay_store::Store;
+use relay_store::prelude::*;
 use relay_store_sled::SledStore;
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
@@ -87,7 +87,7 @@ fn bench_descriptor() -> String {
 /// Where the bench merchant's Ethereum captures go.
 const BENCH_PAYOUT: &str = "0x00000000000000000000000000000000000b0b00";
 
-fn merchant_in(store: &SledStore) -> (relay_core::MerchantId, String) {
+async fn merchant_in(store: &SledStore) -> (relay_core::MerchantId, String) {
     let created = relay::merchant::create(
         store,
         &relay_engine::SystemClock,
@@ -98,6 +98,7 @@ fn merchant_in(store: &SledStore) -> (relay_core::MerchantId, String) {
             ..Default::default()
         },
     )
+    .await
     .unwrap();
     (
         relay_core::MerchantId::parse(&created.id).unwrap(),
@@ -106,8 +107,8 @@ fn merchant_in(store: &SledStore) -> (relay_core::MerchantId, String) {
 }
 
 /// Gives the merchant a webhook endpoint at `url` for `types` (all when empty).
-fn add_endpoint(store: &SledStore, mid: &relay_core::MerchantId, url: &str, types: &[&str]) {
-    let merchant = store.merchant(mid).unwrap().unwrap();
+async fn add_endpoint(store: &SledStore, mid: &relay_core::MerchantId, url: &str, types: &[&str]) {
+    let merchant = store.merchant(mid).await.unwrap().unwrap();
     let endpoint = relay_engine::endpoints::new_endpoint(
         &merchant,
         url,
@@ -117,19 +118,19 @@ fn add_endpoint(store: &SledStore, mid: &relay_core::MerchantId, url: &str, type
         Timestamp(1_900_000_000),
     )
     .unwrap();
-    store.insert_endpoint(&endpoint).unwrap();
+    store.insert_endpoint(&endpoint).await.unwrap();
 }
 
 async fn raw_store(rt_secs: Duration) {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
-    let (mid, _) = merchant_in(&store);
+    let (mid, _) = merchant_in(&store).await;
     // One transaction + one flush at a time.
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed() < rt_secs / 2 {
         let (inv, ev) = sample_invoice(&mid, n);
-        store.create_invoice(&inv, &ev, None).unwrap();
+        store.create_invoice(&inv, &ev, None).await.unwrap();
         store.durable().await.unwrap();
         n += 1;
     }
@@ -144,7 +145,7 @@ async fn raw_store(rt_secs: Duration) {
             let mut k = 0u64;
             while start.elapsed() < rt_secs / 2 {
                 let (inv, ev) = sample_invoice(&mid, w * 1_000_000 + k);
-                store.create_invoice(&inv, &ev, None).unwrap();
+                store.create_invoice(&inv, &ev, None).await.unwrap();
                 store.durable().await.unwrap();
                 k += 1;
             }
@@ -400,8 +401,8 @@ async fn btc_block_to_settled(
     let dir = tempfile::tempdir().unwrap();
     let key = {
         let store = SledStore::open(dir.path()).unwrap();
-        let (mid, key) = merchant_in(&store);
-        add_endpoint(&store, &mid, &hook_url, &["invoice.settled"]);
+        let (mid, key) = merchant_in(&store).await;
+        add_endpoint(&store, &mid, &hook_url, &["invoice.settled"]).await;
         store.durable().await.unwrap();
         key
     };
@@ -497,7 +498,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let key = {
             let store = SledStore::open(dir.path()).unwrap();
-            let (_, key) = merchant_in(&store);
+            let (_, key) = merchant_in(&store).await;
             store.durable().await.unwrap();
             key
         };
@@ -549,14 +550,14 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let (key, ids) = {
             let store = SledStore::open(dir.path()).unwrap();
-            let (mid, key) = merchant_in(&store);
+            let (mid, key) = merchant_in(&store).await;
             let mut ids = Vec::new();
             for n in 0..100_000u64 {
                 let (inv, ev) = sample_invoice(&mid, n);
                 if n % 1000 == 0 {
                     ids.push(inv.id.to_string());
                 }
-                store.create_invoice(&inv, &ev, None).unwrap();
+                store.create_invoice(&inv, &ev, None).await.unwrap();
             }
             store.durable().await.unwrap();
             (key, ids)
@@ -661,6 +662,7 @@ async fn card_to_merchant(node: &relay_testnet::BitcoinNode, rounds: usize) {
                 ..Default::default()
             },
         )
+        .await
         .unwrap();
         let mid = relay_core::MerchantId::parse(&created.id).unwrap();
         add_endpoint(
@@ -668,7 +670,8 @@ async fn card_to_merchant(node: &relay_testnet::BitcoinNode, rounds: usize) {
             &mid,
             &hook_url,
             &["invoice.settled", "settlement.paid"],
-        );
+        )
+        .await;
         store.durable().await.unwrap();
         created.api_key
     };
@@ -791,7 +794,7 @@ async fn eth_block_to_settled(
     let dir = tempfile::tempdir().unwrap();
     let key = {
         let store = SledStore::open(dir.path()).unwrap();
-        let (_, key) = merchant_in(&store);
+        let (_, key) = merchant_in(&store).await;
         store.durable().await.unwrap();
         key
     };
@@ -860,7 +863,7 @@ async fn eth_catch_up(node: &relay_testnet::BitcoinNode) {
     let dir = tempfile::tempdir().unwrap();
     let key = {
         let store = SledStore::open(dir.path()).unwrap();
-        let (_, key) = merchant_in(&store);
+        let (_, key) = merchant_in(&store).await;
         store.durable().await.unwrap();
         key
     };
@@ -973,11 +976,11 @@ async fn webhook_throughput(node: &relay_testnet::BitcoinNode) {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = SledStore::open(dir.path()).unwrap();
-        let (mid, _) = merchant_in(&store);
-        add_endpoint(&store, &mid, &url, &[]);
+        let (mid, _) = merchant_in(&store).await;
+        add_endpoint(&store, &mid, &url, &[]).await;
         for i in 0..n as u64 {
             let (inv, ev) = sample_invoice(&mid, i);
-            store.create_invoice(&inv, &ev, None).unwrap();
+            store.create_invoice(&inv, &ev, None).await.unwrap();
         }
         store.durable().await.unwrap();
     }

@@ -16,7 +16,6 @@ use relay_core::{
 };
 use relay_engine::{BitcoinRail, IdSource};
 use relay_store::{ChainWrite, PayoutKind, Store};
-use relay_store_sled::SledStore;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,23 +138,23 @@ pub async fn connect(config: &Config, wait: Duration) -> Result<Option<Bitcoin>>
 }
 
 /// Rebuilds the watcher from the store: its cursor, its tracked payments and every watched script.
-fn load_watcher(
-    store: &SledStore,
+async fn load_watcher<S: Store>(
+    store: &S,
     config: WatcherConfig,
     refunds: &RefundWatch,
 ) -> Result<Watcher> {
-    let cursor: ChainCursor = match store.chain_cursor(CHAIN)? {
+    let cursor: ChainCursor = match store.chain_cursor(CHAIN).await? {
         Some(bytes) => serde_json::from_slice(&bytes).context("stored bitcoin cursor")?,
         None => ChainCursor::default(),
     };
     let mut tracked = Vec::new();
-    for (k, v) in store.chain_tracked(CHAIN)? {
+    for (k, v) in store.chain_tracked(CHAIN).await? {
         let op: OutPoint = deserialize(&k).context("stored outpoint")?;
         let t: Tracked = serde_json::from_slice(&v).context("stored tracked payment")?;
         tracked.push((op, t));
     }
     let mut watcher = Watcher::new(config, cursor, tracked);
-    for (reference, invoice) in store.lookups_of(relay_core::LookupKind::BtcScript)? {
+    for (reference, invoice) in store.lookups_of(relay_core::LookupKind::BtcScript).await? {
         let relay_core::Lookup::BtcScript(hex) = &reference else {
             continue;
         };
@@ -166,7 +165,7 @@ fn load_watcher(
             }
         }
     }
-    for w in store.payouts(PayoutKind::BtcRefund)? {
+    for w in store.payouts(PayoutKind::BtcRefund).await? {
         let hex = String::from_utf8_lossy(&w.value).into_owned();
         match ScriptBuf::from_hex(&hex) {
             Ok(script) => {
@@ -220,8 +219,8 @@ fn input_for(obs: &Observation, invoice: &relay_core::Invoice) -> InvoiceInput {
 /// merchant, that merchant's oldest — an output cannot tell which wallet paid it, so when two
 /// merchants owe the address, neither is marked paid until one names its transaction.
 /// Reverted or replaced: the refund this transaction had paid, to be put back to pending.
-fn refund_paid_by(
-    store: &SledStore,
+async fn refund_paid_by<S: Store>(
+    store: &S,
     obs: &Observation,
     candidates: &[(InvoiceId, String)],
 ) -> Result<Option<(InvoiceId, String)>> {
@@ -229,7 +228,7 @@ fn refund_paid_by(
     let txid = outpoint.txid.to_string();
     let mut refunds = Vec::new();
     for (invoice, refund) in candidates {
-        let Some(inv) = store.invoice(invoice)? else {
+        let Some(inv) = store.invoice(invoice).await? else {
             continue;
         };
         if let Some(r) = inv.refunds.iter().find(|r| r.id == *refund) {
@@ -304,8 +303,8 @@ fn refund_input(
 
 /// Stores an update: its observations' invoice changes, tracking records and cursor, in one
 /// transaction.
-pub fn commit(
-    store: &SledStore,
+pub async fn commit<S: Store>(
+    store: &S,
     clock: &dyn Clock,
     ids: &IdSource,
     update: &Update,
@@ -322,7 +321,7 @@ pub fn commit(
                     .into_iter()
                     .filter(|(_, r)| !taken.contains(r))
                     .collect();
-                if let Some((invoice, refund)) = refund_paid_by(store, o, &free)? {
+                if let Some((invoice, refund)) = refund_paid_by(store, o, &free).await? {
                     if matches!(o, Observation::Seen { .. }) {
                         taken.insert(refund.clone());
                     }
@@ -361,13 +360,14 @@ pub fn commit(
         },
         |(o, _)| o.outpoint().to_string(),
     )
+    .await
 }
 
 /// Follows the node until the task is dropped: blocks first (catching up block by block), then
 /// the mempool, then a pause. Errors are logged and retried; after a failed write the watcher is
 /// rebuilt from the store, so memory never runs ahead of what was stored.
-pub async fn watch_loop(
-    store: SledStore,
+pub async fn watch_loop<S: Store + Clone>(
+    store: S,
     client: RpcClient,
     (mut scripts, refunds): (mpsc::UnboundedReceiver<(ScriptBuf, InvoiceId)>, RefundWatch),
     clock: Arc<dyn Clock>,
@@ -383,7 +383,7 @@ pub async fn watch_loop(
         out
     };
     'rebuild: loop {
-        let mut watcher = match load_watcher(&store, config.clone(), &refunds) {
+        let mut watcher = match load_watcher(&store, config.clone(), &refunds).await {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(target: "relay::btc", error = %e, "cannot load the watcher's state");
@@ -413,7 +413,7 @@ pub async fn watch_loop(
                 tokio::time::sleep(poll).await;
                 continue;
             };
-            match commit(&store, clock.as_ref(), &ids, &update, &refunds) {
+            match commit(&store, clock.as_ref(), &ids, &update, &refunds).await {
                 Ok(changed) => {
                     metrics::counter!("relay_btc_blocks_connected_total")
                         .increment(u64::from(update.blocks_connected));

@@ -10,7 +10,6 @@ use relay_engine::gateway::{
 };
 use relay_engine::IdSource;
 use relay_store::{Store, StoreError};
-use relay_store_sled::SledStore;
 use sha2::{Digest, Sha256};
 
 pub struct StripeGateway {
@@ -125,16 +124,16 @@ impl CardGateway for StripeGateway {
 /// gateway could not be reached, when the refund was requested) and older than `min_age_secs`.
 /// The gateway's idempotency key is the refund id, so it refunds once however often it is asked.
 /// Returns how many it accepted or refused.
-pub async fn resume_refunds(
-    store: &SledStore,
+pub async fn resume_refunds<S: Store>(
+    store: &S,
     gateway: &StripeGateway,
     clock: &dyn Clock,
     ids: &IdSource,
     min_age_secs: i64,
 ) -> Result<usize, StoreError> {
     let mut done = 0;
-    for w in store.payouts(relay_store::PayoutKind::CardRefund)? {
-        let Some(invoice) = store.invoice(&w.invoice)? else {
+    for w in store.payouts(relay_store::PayoutKind::CardRefund).await? {
+        let Some(invoice) = store.invoice(&w.invoice).await? else {
             continue;
         };
         let Some(r) = invoice.refunds.iter().find(|r| r.id == w.record) else {
@@ -164,7 +163,7 @@ pub async fn resume_refunds(
             }
         };
         tracing::info!(target: "relay::card", refund = %r.id, "refund handed to the gateway again");
-        match relay_engine::apply::apply_input(store, clock, ids, &w.invoice, &input) {
+        match relay_engine::apply::apply_input(store, clock, ids, &w.invoice, &input).await {
             Ok(true) => done += 1,
             Ok(false) => {}
             Err(relay_engine::apply::ApplyError::Store(e)) => return Err(e),
@@ -182,15 +181,15 @@ pub async fn resume_refunds(
 /// The invoices of `open` (soonest expiry first) whose card payment reconciliation should look
 /// at this pass: those with a PaymentIntent and no final card payment, at most `per_merchant`
 /// of each merchant's.
-pub fn fair_share(
-    store: &SledStore,
+pub async fn fair_share<S: Store>(
+    store: &S,
     open: &[InvoiceId],
     per_merchant: usize,
 ) -> Result<Vec<InvoiceId>, StoreError> {
     let mut taken: std::collections::HashMap<relay_core::MerchantId, usize> = Default::default();
     let mut out = Vec::new();
     for id in open {
-        let Some(invoice) = store.invoice(id)? else {
+        let Some(invoice) = store.invoice(id).await? else {
             continue;
         };
         if unsettled_intent(&invoice).is_none() {
@@ -218,8 +217,8 @@ fn unsettled_intent(invoice: &relay_core::Invoice) -> Option<&str> {
 
 /// Retrieves the PaymentIntent of each invoice in `invoices` that has one and no final card
 /// payment yet, and applies what the gateway says. Returns how many invoices changed.
-pub async fn reconcile(
-    store: &SledStore,
+pub async fn reconcile<S: Store>(
+    store: &S,
     gateway: &StripeGateway,
     clock: &dyn Clock,
     ids: &IdSource,
@@ -227,7 +226,7 @@ pub async fn reconcile(
 ) -> Result<usize, StoreError> {
     let mut changed = 0;
     for id in invoices {
-        let Some(invoice) = store.invoice(id)? else {
+        let Some(invoice) = store.invoice(id).await? else {
             continue;
         };
         let Some(intent) = unsettled_intent(&invoice).map(str::to_owned) else {
@@ -245,7 +244,7 @@ pub async fn reconcile(
             continue;
         };
         let fingerprint: [u8; 32] = Sha256::digest(event.id.as_bytes()).into();
-        if apply_gateway_event(store, clock, ids, "stripe", &event, fingerprint)?
+        if apply_gateway_event(store, clock, ids, "stripe", &event, fingerprint).await?
             == Handled::Applied
         {
             tracing::info!(target: "relay::card", %intent, invoice = %invoice.id, "payment found by reconciliation (its webhook never came)");
@@ -264,15 +263,15 @@ pub async fn reconcile(
 /// confirmed at the last moment makes the gateway refuse: that invoice is reconciled at once
 /// (the gateway's own charge time decides whether the payment was in time), and its intent is
 /// closed either way. Returns how many intents were closed.
-pub async fn close_intents(
-    store: &SledStore,
+pub async fn close_intents<S: Store>(
+    store: &S,
     gateway: &StripeGateway,
     clock: &dyn Clock,
     ids: &IdSource,
 ) -> Result<usize, StoreError> {
     let mut closed = 0;
-    for w in store.payouts(relay_store::PayoutKind::CardCancel)? {
-        let Some(invoice) = store.invoice(&w.invoice)? else {
+    for w in store.payouts(relay_store::PayoutKind::CardCancel).await? {
+        let Some(invoice) = store.invoice(&w.invoice).await? else {
             continue;
         };
         let Some(intent) = invoice.intent_to_close().map(str::to_owned) else {
@@ -304,7 +303,9 @@ pub async fn close_intents(
             ids,
             &w.invoice,
             &InvoiceInput::IntentClosed,
-        ) {
+        )
+        .await
+        {
             Ok(_) => closed += 1,
             Err(relay_engine::apply::ApplyError::Store(e)) => return Err(e),
             Err(e) => {

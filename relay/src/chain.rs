@@ -8,15 +8,14 @@ use relay_core::{Clock, Event, Invoice, InvoiceId};
 use relay_engine::apply::Attempt;
 use relay_engine::IdSource;
 use relay_store::{ChainWrite, Commit, Store};
-use relay_store_sled::SledStore;
 use std::collections::BTreeMap;
 
 /// Stores `write` (cursor and tracking records; its `invoices` are filled here) with the changes
 /// `input_for` derives from each invoice's observations. `describe` names an observation in logs.
 /// Returns how many invoices changed.
 #[allow(clippy::too_many_arguments)]
-pub fn commit_step<O>(
-    store: &SledStore,
+pub async fn commit_step<O, S: Store>(
+    store: &S,
     chain: &str,
     clock: &dyn Clock,
     ids: &IdSource,
@@ -25,12 +24,13 @@ pub fn commit_step<O>(
     input_for: impl Fn(&O, &Invoice) -> Option<InvoiceInput>,
     describe: impl Fn(&O) -> String,
 ) -> Result<usize> {
-    let changed = relay_engine::apply::retry(|| {
+    let (write, input_for, describe) = (&write, &input_for, &describe);
+    let changed = relay_engine::apply::retry(|| async move {
         let now = clock.now();
         let mut write = write.clone();
         write.invoices.clear();
         for (id, observations) in by_invoice {
-            let Some(mut invoice) = store.invoice(id)? else {
+            let Some(mut invoice) = store.invoice(id).await? else {
                 tracing::error!(target: "relay::chain", chain, invoice = %id, "watched invoice is missing");
                 continue;
             };
@@ -52,12 +52,12 @@ pub fn commit_step<O>(
                 write.invoices.push((version, invoice, events));
             }
         }
-        Ok::<_, anyhow::Error>(match store.commit_chain(chain, &write)? {
+        Ok::<_, anyhow::Error>(match store.commit_chain(chain, &write).await? {
             Commit::Conflict => Attempt::Conflict,
             // Chain writes carry no idempotency key: anything else is done.
             _ => Attempt::Done(write.invoices.len()),
         })
-    })?;
+    }).await?;
     match changed {
         Some(n) => Ok(n),
         None => bail!("invoices kept changing while the {chain} watcher wrote; will retry"),

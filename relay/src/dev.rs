@@ -285,7 +285,8 @@ pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Resul
             eth_payout: Some(eth.merchant_payout.clone()),
             ..Default::default()
         },
-    )?;
+    )
+    .await?;
     let bridge = merchant::create(
         &store,
         &relay_engine::SystemClock,
@@ -295,7 +296,8 @@ pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Resul
             settle_on_ethereum: Some("ETH".into()),
             ..Default::default()
         },
-    )?;
+    )
+    .await?;
     relay_store::Store::durable(&store).await?;
 
     #[allow(clippy::print_stdout)]

@@ -20,7 +20,6 @@ use relay_ethereum::{
     SenderConfig, TxState, Update, Watcher, WatcherConfig,
 };
 use relay_store::{ChainWrite, Commit, PayoutKind, Store, TrackedRecord};
-use relay_store_sled::SledStore;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -192,14 +191,15 @@ fn tx_key(nonce: u64) -> Vec<u8> {
 }
 
 /// Rebuilds the watcher and the sender from the store.
-fn load(store: &SledStore, eth: &Ethereum) -> Result<(Watcher, Sender)> {
+async fn load<S: Store>(store: &S, eth: &Ethereum) -> Result<(Watcher, Sender)> {
     let cursor: Option<Cursor> = store
-        .chain_cursor(CHAIN)?
+        .chain_cursor(CHAIN)
+        .await?
         .map(|b| serde_json::from_slice(&b))
         .transpose()
         .context("stored ethereum cursor")?;
     let (mut deposits, mut txs) = (Vec::new(), Vec::new());
-    for (k, v) in store.chain_tracked(CHAIN)? {
+    for (k, v) in store.chain_tracked(CHAIN).await? {
         match k.first() {
             Some(b'd') => deposits.push(serde_json::from_slice::<Deposit>(&v)?),
             Some(b'o') => txs.push(serde_json::from_slice::<OpTx>(&v)?),
@@ -219,12 +219,12 @@ fn load(store: &SledStore, eth: &Ethereum) -> Result<(Watcher, Sender)> {
 }
 
 /// The invoice a deposit names (by its salt), if any.
-fn invoice_of(store: &SledStore, d: &Deposit) -> Result<Option<Invoice>> {
+async fn invoice_of<S: Store>(store: &S, d: &Deposit) -> Result<Option<Invoice>> {
     let reference = relay_core::Lookup::eth_salt(&format!("{:#x}", d.salt));
-    let Some(id) = store.invoice_by_lookup(&reference)? else {
+    let Some(id) = store.invoice_by_lookup(&reference).await? else {
         return Ok(None);
     };
-    Ok(store.invoice(&id)?)
+    Ok(store.invoice(&id).await?)
 }
 
 /// How a deposit relates to its invoice.
@@ -352,8 +352,8 @@ fn refund_key(refund_id: &str) -> B256 {
 
 /// Stores one watcher step: its cursor, deposits and the invoice changes of its observations, in
 /// one transaction.
-fn commit_update(
-    store: &SledStore,
+async fn commit_update<S: Store>(
+    store: &S,
     clock: &dyn Clock,
     ids: &IdSource,
     watcher: &Watcher,
@@ -386,9 +386,12 @@ fn commit_update(
                     _ => None,
                 });
                 let found = match key {
-                    Some(key) => payout_invoice(store, PayoutKind::EthRefund, |_, record| {
-                        refund_key(record) == key
-                    })?,
+                    Some(key) => {
+                        payout_invoice(store, PayoutKind::EthRefund, |_, record| {
+                            refund_key(record) == key
+                        })
+                        .await?
+                    }
                     None => None,
                 };
                 match found {
@@ -401,7 +404,9 @@ fn commit_update(
             }
             Observation::Settled { id, .. } => {
                 let sid = format!("{id:#x}");
-                match payout_invoice(store, PayoutKind::Settlement, |_, record| record == sid)? {
+                match payout_invoice(store, PayoutKind::Settlement, |_, record| record == sid)
+                    .await?
+                {
                     Some(inv) => by_invoice.entry(inv).or_default().push(item(o, None, None)),
                     None => {
                         tracing::info!(target: "relay::eth", settlement_id = %id, "settlement not pending (already recorded)")
@@ -413,7 +418,7 @@ fn commit_update(
         let Some(d) = watcher.deposit(id) else {
             continue;
         };
-        match invoice_of(store, d)? {
+        match invoice_of(store, d).await? {
             Some(inv) => by_invoice
                 .entry(inv.id)
                 .or_default()
@@ -439,16 +444,17 @@ fn commit_update(
         input_for,
         |i| format!("{:?}", i.obs),
     )
+    .await
 }
 
 /// The invoice with payout work of `kind` that `matches` (given the invoice and the record id).
-fn payout_invoice(
-    store: &SledStore,
+async fn payout_invoice<S: Store>(
+    store: &S,
     kind: PayoutKind,
     matches: impl Fn(&Invoice, &str) -> bool,
 ) -> Result<Option<InvoiceId>> {
-    for w in store.payouts(kind)? {
-        if let Some(inv) = store.invoice(&w.invoice)? {
+    for w in store.payouts(kind).await? {
+        if let Some(inv) = store.invoice(&w.invoice).await? {
             if matches(&inv, &w.record) {
                 return Ok(Some(inv.id));
             }
@@ -458,7 +464,12 @@ fn payout_invoice(
 }
 
 /// Stores operator transactions and forgets pruned ones (alone: no invoice changes with them).
-fn store_txs(store: &SledStore, watcher: &Watcher, txs: &[OpTx], forget: &[u64]) -> Result<()> {
+async fn store_txs<S: Store>(
+    store: &S,
+    watcher: &Watcher,
+    txs: &[OpTx],
+    forget: &[u64],
+) -> Result<()> {
     let write = ChainWrite {
         cursor: serde_json::to_vec(watcher.cursor())?,
         put: txs
@@ -468,7 +479,7 @@ fn store_txs(store: &SledStore, watcher: &Watcher, txs: &[OpTx], forget: &[u64])
         delete: forget.iter().map(|n| tx_key(*n)).collect(),
         invoices: Vec::new(),
     };
-    match store.commit_chain(CHAIN, &write)? {
+    match store.commit_chain(CHAIN, &write).await? {
         Commit::Done => Ok(()),
         other => bail!("storing operator transactions: {other:?}"),
     }
@@ -476,8 +487,8 @@ fn store_txs(store: &SledStore, watcher: &Watcher, txs: &[OpTx], forget: &[u64])
 
 /// Follows the chain and acts on it until the task is dropped. After any store error everything
 /// is rebuilt from the store, so memory never runs ahead of what was stored.
-pub async fn watch_loop(
-    store: SledStore,
+pub async fn watch_loop<S: Store + Clone>(
+    store: S,
     eth: Ethereum,
     clock: Arc<dyn Clock>,
     ids: Arc<IdSource>,
@@ -489,7 +500,7 @@ pub async fn watch_loop(
             .map(|url| tokio::spawn(relay_ethereum::node::follow_heads(url, wake.clone()))),
     );
     'rebuild: loop {
-        let (mut watcher, mut sender) = match load(&store, &eth) {
+        let (mut watcher, mut sender) = match load(&store, &eth).await {
             Ok(state) => state,
             Err(e) => {
                 tracing::error!(target: "relay::eth", error = %e, "cannot load the ethereum state");
@@ -516,7 +527,7 @@ pub async fn watch_loop(
             };
             if !update.is_empty() {
                 if let Err(e) =
-                    commit_update(&store, clock.as_ref(), &ids, &watcher, &sender, &update)
+                    commit_update(&store, clock.as_ref(), &ids, &watcher, &sender, &update).await
                 {
                     tracing::error!(target: "relay::eth", error = %e, "storing the watcher's step failed; reloading");
                     tokio::time::sleep(eth.poll).await;
@@ -552,7 +563,7 @@ pub async fn watch_loop(
                 _ = tokio::time::sleep(eth.poll) => {}
                 _ = wake.notified() => {}
                 // A refund or settlement to send: act without waiting for the next block.
-                _ = store.payout_wake().notified() => {}
+                _ = store.subscribe(relay_store::Wake::Payouts).notified() => {}
             }
         }
     }

@@ -6,20 +6,20 @@ use relay_core::{Clock, Event, InvoiceStatus};
 use relay_engine::apply::{retry, Attempt};
 use relay_engine::IdSource;
 use relay_store::{Commit, Store, StoreError};
-use relay_store_sled::SledStore;
 
 /// Handles every invoice due for expiry at the clock's "now"; returns how many changed.
-pub async fn sweep(
-    store: &SledStore,
+pub async fn sweep<S: Store>(
+    store: &S,
     clock: &dyn Clock,
     ids: &IdSource,
 ) -> Result<usize, StoreError> {
     let now = clock.now();
     let mut changed = 0;
-    for id in store.invoices_due_for_expiry(now, 1000)? {
+    for id in store.invoices_due_for_expiry(now, 1000).await? {
         // Again on a concurrent update (a payment arriving at the same moment).
-        let handled = retry(|| {
-            let Some(mut invoice) = store.invoice(&id)? else {
+        let id = &id;
+        let handled = retry(|| async move {
+            let Some(mut invoice) = store.invoice(id).await? else {
                 return Ok(Attempt::Done(false));
             };
             let version = invoice.version;
@@ -29,7 +29,11 @@ pub async fn sweep(
             if transition.changed {
                 let events =
                     Event::for_invoice(&invoice, &transition.events, now, || ids.event_id());
-                if store.update_invoice(version, &invoice, &events, None)? == Commit::Conflict {
+                if store
+                    .update_invoice(version, &invoice, &events, None)
+                    .await?
+                    == Commit::Conflict
+                {
                     return Ok(Attempt::Conflict);
                 }
             }
@@ -38,10 +42,11 @@ pub async fn sweep(
                 invoice.status,
                 InvoiceStatus::New | InvoiceStatus::Processing
             ) {
-                store.expiry_handled(&invoice)?;
+                store.expiry_handled(&invoice).await?;
             }
             Ok::<_, StoreError>(Attempt::Done(transition.changed))
-        })?;
+        })
+        .await?;
         if handled == Some(true) {
             changed += 1;
         }

@@ -138,7 +138,7 @@ async fn main() -> Result<()> {
                     settle_on_ethereum,
                     allow_private_webhooks: config.webhook_allow_private,
                 },
-            )?;
+            ).await?;
             relay_store::Store::durable(&store).await?;
             #[allow(clippy::print_stdout)]
             {

@@ -3,7 +3,6 @@
 use anyhow::{Context, Result};
 use relay_core::{ApiKey, Clock, Merchant, MerchantId, Method, Secret};
 use relay_store::Store;
-use relay_store_sled::SledStore;
 use serde::Serialize;
 
 #[derive(Debug, Clone)]
@@ -54,7 +53,11 @@ pub struct CreatedMerchant {
     pub settle_on_ethereum: Option<String>,
 }
 
-pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<CreatedMerchant> {
+pub async fn create<S: Store>(
+    store: &S,
+    clock: &dyn Clock,
+    new: NewMerchant,
+) -> Result<CreatedMerchant> {
     Merchant::validate_name(&new.name)?;
     let eth_payout = new
         .eth_payout
@@ -103,6 +106,7 @@ pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<
             &merchant,
             &relay_core::access::first_key_of(&merchant, &key),
         )
+        .await
         .context("cannot store the merchant")?;
     // The URL given at creation is the merchant's first webhook endpoint, signed with the
     // merchant's webhook secret.
@@ -118,6 +122,7 @@ pub fn create(store: &SledStore, clock: &dyn Clock, new: NewMerchant) -> Result<
         .map_err(|e| anyhow::anyhow!("webhook_url: {e}"))?;
         store
             .insert_endpoint(&endpoint)
+            .await
             .context("cannot store the webhook endpoint")?;
     }
     Ok(CreatedMerchant {

@@ -81,9 +81,9 @@ pub fn rates(config: &Config) -> Result<FixedRates> {
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then drains requests and flushes.
-pub async fn serve(
+pub async fn serve<S: Store + Clone>(
     config: &Config,
-    store: SledStore,
+    store: S,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
@@ -212,8 +212,8 @@ pub async fn serve(
     Ok(())
 }
 
-async fn expiry_loop(
-    store: SledStore,
+async fn expiry_loop<S: Store + Clone>(
+    store: S,
     clock: Arc<dyn Clock>,
     ids: Arc<IdSource>,
     gateway: Option<Arc<crate::card::StripeGateway>>,
@@ -225,6 +225,7 @@ async fn expiry_loop(
         if let Some(g) = &gateway {
             let due = store
                 .invoices_due_for_expiry(clock.now(), 1000)
+                .await
                 .unwrap_or_default();
             if let Err(e) = crate::card::reconcile(&store, g, clock.as_ref(), &ids, &due).await {
                 tracing::warn!(target: "relay::card", error = %e, "reconciliation before expiry failed");
@@ -246,8 +247,8 @@ async fn expiry_loop(
 
 /// Every hour, deletes idempotency and inbound event records past their retention (off the
 /// runtime: it walks both trees).
-async fn prune_loop(
-    store: SledStore,
+async fn prune_loop<S: Store + Clone>(
+    store: S,
     clock: Arc<dyn Clock>,
     idempotency: Duration,
     inbound: Duration,
@@ -259,21 +260,22 @@ async fn prune_loop(
         let before = |keep: Duration| {
             relay_core::Timestamp(now.0 - i64::try_from(keep.as_secs()).unwrap_or(i64::MAX / 2))
         };
-        let (store2, a, b) = (store.clone(), before(idempotency), before(inbound));
-        match tokio::task::spawn_blocking(move || store2.prune_records(a, b)).await {
-            Ok(Ok((0, 0))) => {}
-            Ok(Ok((keys, events))) => {
+        match store
+            .prune_records(before(idempotency), before(inbound))
+            .await
+        {
+            Ok((0, 0)) => {}
+            Ok((keys, events)) => {
                 tracing::info!(target: "relay", idempotency_records = keys, inbound_records = events, "pruned records past their retention")
             }
-            Ok(Err(e)) => tracing::warn!(target: "relay", error = %e, "pruning old records failed"),
             Err(e) => tracing::warn!(target: "relay", error = %e, "pruning old records failed"),
         }
     }
 }
 
 /// Periodically reconciles every payable invoice's card payment with the gateway.
-async fn reconcile_loop(
-    store: SledStore,
+async fn reconcile_loop<S: Store + Clone>(
+    store: S,
     clock: Arc<dyn Clock>,
     ids: Arc<IdSource>,
     gateway: Arc<crate::card::StripeGateway>,
@@ -286,8 +288,11 @@ async fn reconcile_loop(
         // Every invoice still awaiting expiry is payable (new or processing).
         let open = store
             .invoices_due_for_expiry(relay_core::Timestamp(i64::MAX - 1), 10_000)
+            .await
             .unwrap_or_default();
-        let open = crate::card::fair_share(&store, &open, per_merchant).unwrap_or_default();
+        let open = crate::card::fair_share(&store, &open, per_merchant)
+            .await
+            .unwrap_or_default();
         match crate::card::reconcile(&store, &gateway, clock.as_ref(), &ids, &open).await {
             Ok(0) => {}
             Ok(n) => {

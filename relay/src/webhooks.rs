@@ -5,8 +5,7 @@
 
 use relay_core::webhook::{retry_delay_ms, signature_header};
 use relay_core::{DeliveryAttempt, DeliveryOutcome, Timestamp};
-use relay_store::Store;
-use relay_store_sled::{DueDelivery, Pick, SledStore};
+use relay_store::{DueDelivery, Pick, Store};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -132,7 +131,7 @@ async fn send(client: &reqwest::Client, d: &DueDelivery, allow_private: bool) ->
 }
 
 /// Records what an attempt got and schedules what follows. Returns whether it was delivered.
-fn finish(store: &SledStore, d: &DueDelivery, sent: Sent, retry_base_ms: u64) -> bool {
+async fn finish<S: Store>(store: &S, d: &DueDelivery, sent: Sent, retry_base_ms: u64) -> bool {
     let now = now_ms();
     let at = Timestamp(i64::try_from(now / 1000).unwrap_or(0));
     let outcome = DeliveryOutcome::of(sent.status, d.first_at, at);
@@ -164,7 +163,10 @@ fn finish(store: &SledStore, d: &DueDelivery, sent: Sent, retry_base_ms: u64) ->
     if outcome == DeliveryOutcome::GaveUp {
         tracing::warn!(target: "relay::webhooks", endpoint = %d.endpoint.id, event = %d.event.id, "gave up after three days of failed deliveries");
     }
-    if let Err(e) = store.finish_delivery(d, &attempt, now, retry_at, disable) {
+    if let Err(e) = store
+        .finish_delivery(d, &attempt, now, retry_at, disable)
+        .await
+    {
         tracing::error!(target: "relay::webhooks", error = %e, "cannot record a delivery attempt; it will be sent again");
     }
     outcome == DeliveryOutcome::Delivered
@@ -233,7 +235,7 @@ impl Lanes {
     }
 
     fn start(&mut self, d: &DueDelivery) {
-        self.in_flight.insert(d.lane().to_vec());
+        self.in_flight.insert(d.lane.to_vec());
         *self.busy.entry(d.endpoint.id.clone()).or_default() += 1;
     }
 
@@ -282,7 +284,7 @@ fn client(config: &DispatchConfig) -> Result<reqwest::Client, reqwest::Error> {
 /// batch waits for its slowest receiver); one endpoint has at most `per_endpoint` in flight, and
 /// an endpoint that keeps failing has its circuit opened, so a receiver that never answers holds
 /// only its own slots.
-pub async fn dispatch_loop(store: SledStore, config: DispatchConfig) {
+pub async fn dispatch_loop<S: Store + Clone>(store: S, config: DispatchConfig) {
     let client = match client(&config) {
         Ok(c) => c,
         Err(e) => {
@@ -302,7 +304,7 @@ pub async fn dispatch_loop(store: SledStore, config: DispatchConfig) {
     loop {
         let now = now_ms();
         loop {
-            match store.webhook_fanout(now, 1000) {
+            match store.fan_out(now, 1000).await {
                 Ok(1000) => continue,
                 Ok(_) => break,
                 Err(e) => {
@@ -315,9 +317,12 @@ pub async fn dispatch_loop(store: SledStore, config: DispatchConfig) {
         let due = if free == 0 {
             Vec::new()
         } else {
-            match store.due_deliveries_picking(now, free, cursor.as_deref(), |endpoint, lane| {
-                lanes.pick(endpoint, lane, now)
-            }) {
+            match store
+                .due_deliveries(now, free, cursor.as_deref(), |endpoint, lane| {
+                    lanes.pick(endpoint, lane, now)
+                })
+                .await
+            {
                 Ok((due, next)) => {
                     cursor = next;
                     due
@@ -331,7 +336,8 @@ pub async fn dispatch_loop(store: SledStore, config: DispatchConfig) {
         // Counting the queue walks it: every 50th round is often enough for a gauge.
         rounds += 1;
         if rounds % 50 == 1 {
-            metrics::gauge!("relay_webhook_backlog").set(store.webhook_backlog() as f64);
+            metrics::gauge!("relay_webhook_backlog")
+                .set(store.deliveries_pending().await.unwrap_or(0) as f64);
         }
         if !due.is_empty() {
             // Deliver only what is on disk: an event a crash could still take back must not
@@ -346,10 +352,10 @@ pub async fn dispatch_loop(store: SledStore, config: DispatchConfig) {
                 lanes.start(&d);
                 let (client, store, base) = (client.clone(), store.clone(), config.retry_base_ms);
                 let allow_private = config.allow_private;
-                let key = (d.lane().to_vec(), d.endpoint.id.clone());
+                let key = (d.lane.to_vec(), d.endpoint.id.clone());
                 let task = tasks.spawn(async move {
                     let sent = send(&client, &d, allow_private).await;
-                    finish(&store, &d, sent, base)
+                    finish(&store, &d, sent, base).await
                 });
                 running.insert(task.id(), key);
             }
@@ -358,7 +364,7 @@ pub async fn dispatch_loop(store: SledStore, config: DispatchConfig) {
         let finished = tokio::select! {
             Some(r) = tasks.join_next_with_id(), if !tasks.is_empty() => Some(r),
             _ = tokio::time::sleep(config.idle) => None,
-            _ = store.fanout_wake().notified() => None,
+            _ = store.subscribe(relay_store::Wake::Fanout).notified() => None,
         };
         let mut finished: Vec<_> = finished.into_iter().collect();
         while let Some(r) = tasks.try_join_next_with_id() {

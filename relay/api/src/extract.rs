@@ -76,7 +76,7 @@ impl<S: Store> FromRequestParts<AppState<S>> for AuthKey {
                 ))
             })?;
         let hash = ApiKey::from_presented(key).hash();
-        let Some((merchant, record)) = state.store.key_by_hash(&hash)? else {
+        let Some((merchant, record)) = state.store.key_by_hash(&hash).await? else {
             return Err(failed(ApiError::unauthorized(
                 "api_key_invalid",
                 "the API key is not valid",

@@ -340,7 +340,7 @@ async fn healthz() -> Json<HealthView> {
     )
 )]
 async fn readyz<S: Store>(State(state): State<AppState<S>>) -> Response {
-    match state.store.merchant_count() {
+    match state.store.merchant_count().await {
         Ok(_) => Json(HealthView { status: "ready" }).into_response(),
         Err(e) => {
             tracing::warn!(target: "relay::api", error = %e, "not ready");

@@ -8,7 +8,7 @@ use relay_bitcoin::bitcoin::bip32::{Xpriv, Xpub};
 use relay_bitcoin::bitcoin::secp256k1::Secp256k1;
 use relay_bitcoin::bitcoin::Network;
 use relay_core::{ApiKey, AssetBook, Clock, FixedRates, Merchant, MerchantId, Method, Timestamp};
-use relay_store::Store;
+use relay_store::prelude::*;
 use relay_store_sled::SledStore;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -53,12 +53,12 @@ fn address_at(index: u32) -> String {
 
 const ESCROW: &str = "0x5fbdb2315678afecb367f032d93f642f64180aa3";
 
-fn env() -> Env {
-    env_throttled(None)
+async fn env() -> Env {
+    env_throttled(None).await
 }
 
 /// [`env`], with a per-merchant request rate.
-fn env_throttled(throttle: Option<relay_api::throttle::Throttle>) -> Env {
+async fn env_throttled(throttle: Option<relay_api::throttle::Throttle>) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
     let mut keys = Vec::new();
@@ -81,6 +81,7 @@ fn env_throttled(throttle: Option<relay_api::throttle::Throttle>) -> Env {
         let key = ApiKey::from_entropy([n; 32]);
         store
             .insert_merchant(&m, &relay_core::access::first_key_of(&m, &key))
+            .await
             .unwrap();
         keys.push(key.expose_secret().to_owned());
     }
@@ -230,7 +231,7 @@ fn body() -> Value {
 
 #[tokio::test]
 async fn creates_and_retrieves_an_invoice_with_locked_rates() {
-    let env = env();
+    let env = env().await;
     let r = env
         .post(
             "/v1/invoices",
@@ -299,7 +300,7 @@ async fn creates_and_retrieves_an_invoice_with_locked_rates() {
 
 #[tokio::test]
 async fn bad_input_gets_a_stable_code_and_changes_nothing() {
-    let env = env();
+    let env = env().await;
     let cases: Vec<(Vec<u8>, StatusCode, &str, Option<&str>)> = vec![
         (b"{".to_vec(), StatusCode::BAD_REQUEST, "invalid_json", None),
         (
@@ -471,7 +472,7 @@ async fn bad_input_gets_a_stable_code_and_changes_nothing() {
 
 #[tokio::test]
 async fn api_keys_are_required_and_merchants_are_isolated() {
-    let env = env();
+    let env = env().await;
     let r = env
         .call(
             "POST",
@@ -550,7 +551,7 @@ async fn api_keys_are_required_and_merchants_are_isolated() {
 
 #[tokio::test]
 async fn idempotency_key_replays_and_refuses_reuse() {
-    let env = env();
+    let env = env().await;
     let b = body().to_string();
     let first = env
         .call(
@@ -623,7 +624,7 @@ async fn idempotency_key_replays_and_refuses_reuse() {
 
 #[tokio::test]
 async fn concurrent_requests_with_one_key_create_one_invoice() {
-    let env = Arc::new(env());
+    let env = Arc::new(env().await);
     let b = body().to_string();
     let mut tasks = Vec::new();
     for _ in 0..16 {
@@ -652,7 +653,7 @@ async fn concurrent_requests_with_one_key_create_one_invoice() {
 
 #[tokio::test]
 async fn lists_paginate_newest_first_and_filter_by_order() {
-    let env = env();
+    let env = env().await;
     let mut ids = Vec::new();
     for n in 0..5 {
         let r = env
@@ -707,7 +708,7 @@ async fn lists_paginate_newest_first_and_filter_by_order() {
 
 #[tokio::test]
 async fn cancel_invalidates_once_and_emits_an_event() {
-    let env = env();
+    let env = env().await;
     let r = env.post("/v1/invoices", body()).await;
     let id = r.json["id"].as_str().unwrap();
     let c = env
@@ -760,7 +761,7 @@ async fn cancel_invalidates_once_and_emits_an_event() {
 
 #[tokio::test]
 async fn expiry_is_decided_from_the_clock() {
-    let env = env();
+    let env = env().await;
     let r = env
         .post(
             "/v1/invoices",
@@ -772,13 +773,14 @@ async fn expiry_is_decided_from_the_clock() {
     let due = env
         .store
         .invoices_due_for_expiry(env.clock.now(), 10)
+        .await
         .unwrap();
     assert_eq!(due, vec![id]);
 }
 
 #[tokio::test]
 async fn service_endpoints_answer() {
-    let env = env();
+    let env = env().await;
     assert_eq!(
         env.call("GET", "/healthz", None, None, &[]).await.json["status"],
         "ok"
@@ -858,7 +860,7 @@ mod fuzz {
         #[test]
         fn random_bodies_never_cause_server_errors(v in json_value(), raw in prop::collection::vec(any::<u8>(), 0..64), use_raw in any::<bool>()) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let env = env();
+            let env = rt.block_on(env());
             let body = if use_raw { raw } else { v.to_string().into_bytes() };
             let r = rt.block_on(env.call("POST", "/v1/invoices", Some(&env.key), Some(&body), &[]));
             prop_assert!(r.status.is_success() || r.status.is_client_error(), "{} for {}", r.status, String::from_utf8_lossy(&body));
@@ -873,7 +875,7 @@ mod fuzz {
 
 #[tokio::test]
 async fn each_invoice_gets_the_next_unused_address_and_bitcoin_needs_a_descriptor() {
-    let env = env();
+    let env = env().await;
     let mut addresses = Vec::new();
     for i in 0..5 {
         let r = env
@@ -948,13 +950,13 @@ async fn each_invoice_gets_the_next_unused_address_and_bitcoin_needs_a_descripto
 }
 
 /// Records a final payment on an invoice, as a chain watcher would.
-fn pay(env: &Env, id: &str, input: relay_core::invoice::InvoiceInput) {
+async fn pay(env: &Env, id: &str, input: relay_core::invoice::InvoiceInput) {
     let id = relay_core::InvoiceId::parse(id).unwrap();
-    let mut inv = env.store.invoice(&id).unwrap().unwrap();
+    let mut inv = env.store.invoice(&id).await.unwrap().unwrap();
     let v = inv.version;
     inv.apply(input, relay_core::Timestamp(T0 + 5)).unwrap();
     assert_eq!(
-        env.store.update_invoice(v, &inv, &[], None).unwrap(),
+        env.store.update_invoice(v, &inv, &[], None).await.unwrap(),
         relay_store::Commit::Done
     );
 }
@@ -964,7 +966,7 @@ fn pay(env: &Env, id: &str, input: relay_core::invoice::InvoiceInput) {
 /// Bad refund requests change nothing, and the balances show what the ledger holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_refunds_never_exceed_the_payment() {
-    let env = Arc::new(env());
+    let env = Arc::new(env().await);
     let inv = env
         .post(
             "/v1/invoices",
@@ -993,7 +995,8 @@ async fn concurrent_refunds_never_exceed_the_payment() {
             confirmations: 2,
             seen_at: None,
         },
-    );
+    )
+    .await;
     let balances = env.get("/v1/balances").await;
     assert_eq!(balances.status, StatusCode::OK);
     assert_eq!(balances.json["balances"][0]["asset"], "BTC");
@@ -1134,7 +1137,7 @@ impl relay_api::RefundReserves for EmptyReserves {
 /// malformed destination is refused with a code, and no endpoint is stored.
 #[tokio::test]
 async fn webhook_endpoints_refuse_non_public_destinations() {
-    let env = env();
+    let env = env().await;
     for url in [
         "http://127.0.0.1:8080/",
         "http://localhost/",
@@ -1182,7 +1185,7 @@ async fn webhook_endpoints_refuse_non_public_destinations() {
 /// bound by a client.
 #[tokio::test]
 async fn made_up_methods_share_one_metric_label() {
-    let env = env();
+    let env = env().await;
     for n in 0..20 {
         let method = format!("X-INVENTED-{n}");
         let r = env.call(&method, "/v1/invoices", None, None, &[]).await;
@@ -1198,7 +1201,7 @@ async fn made_up_methods_share_one_metric_label() {
 /// `Retry-After`; another merchant is not slowed down.
 #[tokio::test]
 async fn a_merchant_over_its_rate_gets_429_and_others_do_not() {
-    let env = env_throttled(relay_api::throttle::Throttle::new(5, 5));
+    let env = env_throttled(relay_api::throttle::Throttle::new(5, 5)).await;
     let mut statuses = Vec::new();
     for _ in 0..8 {
         statuses.push(env.get("/v1/invoices").await.status);
@@ -1245,7 +1248,7 @@ async fn make_key(env: &Env, with: &str, scopes: &[&str]) -> (String, String) {
 /// point of sale creates invoices but cannot refund them. Nothing it is refused changes anything.
 #[tokio::test]
 async fn a_restricted_key_does_only_what_its_scopes_name() {
-    let env = env();
+    let env = env().await;
     let inv = env
         .post(
             "/v1/invoices",
@@ -1349,7 +1352,7 @@ async fn a_restricted_key_does_only_what_its_scopes_name() {
 /// cannot raise itself to a full one; another merchant's key ids are not found.
 #[tokio::test]
 async fn a_key_cannot_make_or_roll_a_key_with_more_than_it_has() {
-    let env = env();
+    let env = env().await;
     let (_, manager) = make_key(&env, &env.key.clone(), &["keys:write", "read"]).await;
     let r = env
         .call_with_key(
@@ -1429,7 +1432,7 @@ async fn a_key_cannot_make_or_roll_a_key_with_more_than_it_has() {
 /// secret is shown once and never listed; the last key that can manage keys stays.
 #[tokio::test]
 async fn revoked_and_rolled_secrets_are_refused_at_once_and_secrets_are_shown_once() {
-    let env = env();
+    let env = env().await;
     let (id, secret) = make_key(&env, &env.key.clone(), &["read"]).await;
     assert_eq!(
         env.call("GET", "/v1/invoices", Some(&secret), None, &[])
@@ -1519,12 +1522,12 @@ async fn revoked_and_rolled_secrets_are_refused_at_once_and_secrets_are_shown_on
 /// reaches the end.
 #[tokio::test]
 async fn a_type_filter_reads_a_bounded_number_of_events_per_request() {
-    let env = env();
+    let env = env().await;
     let created = env
         .post("/v1/invoices", json!({"amount": "1.00", "currency": "USD"}))
         .await;
     let id = relay_core::InvoiceId::parse(created.json["id"].as_str().unwrap()).unwrap();
-    let mut invoice = env.store.invoice(&id).unwrap().unwrap();
+    let mut invoice = env.store.invoice(&id).await.unwrap().unwrap();
     let ids = relay_api::IdSource::default();
     // 15,000 more events of one type, written straight to the store.
     for _ in 0..15 {
@@ -1542,6 +1545,7 @@ async fn a_type_filter_reads_a_bounded_number_of_events_per_request() {
         invoice.version += 1;
         env.store
             .update_invoice(v, &invoice, &events, None)
+            .await
             .unwrap();
     }
     let first = env.get("/v1/events?type=invoice.settled&limit=10").await;
@@ -1571,7 +1575,7 @@ async fn a_type_filter_reads_a_bounded_number_of_events_per_request() {
 /// `limit` starts at 1, and a path that does not decode gets the JSON 400 like any other error.
 #[tokio::test]
 async fn the_openapi_document_covers_every_answer_and_bad_paths_get_json() {
-    let env = env();
+    let env = env().await;
     let doc = env.call("GET", "/openapi.json", None, None, &[]).await.json;
     let paths = doc["paths"].as_object().unwrap();
     for p in [

@@ -22,6 +22,9 @@
 //!
 //! A balance on the wrong side of its normal side is a bug; [`Balances::violations`] finds them.
 
+mod posting;
+pub use posting::{payout_work, PayoutKind, PayoutRef, PayoutWork, Posting};
+
 use crate::invoice::{Invoice, Method, Payment, PaymentStatus};
 use crate::money::Amount;
 use crate::payout::SettlementStatus;

@@ -23,9 +23,16 @@ pub enum Attempt<T> {
 /// The one loop of optimistic concurrency: `attempt` reads, decides and writes under the version
 /// it read; on a conflict it runs again, up to [`MAX_ATTEMPTS`] times. `None`: every attempt met a
 /// conflict.
-pub fn retry<T, E>(mut attempt: impl FnMut() -> Result<Attempt<T>, E>) -> Result<Option<T>, E> {
+///
+/// Write `attempt` as `|| async move { … }` over references: each attempt's future then owns
+/// copies of the references and borrows nothing from the closure.
+pub async fn retry<T, E, F, Fut>(mut attempt: F) -> Result<Option<T>, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Attempt<T>, E>>,
+{
     for _ in 0..MAX_ATTEMPTS {
-        if let Attempt::Done(t) = attempt()? {
+        if let Attempt::Done(t) = attempt().await? {
             return Ok(Some(t));
         }
     }
@@ -63,15 +70,15 @@ impl From<StoreError> for ApplyError {
 /// Applies `input` to invoice `id` as it is now and stores the result with its events. Returns
 /// whether the invoice changed (`false` too when there is no such invoice). Not flushed: callers
 /// that answer someone call `durable` first.
-pub fn apply_input<S: Store>(
+pub async fn apply_input<S: Store>(
     store: &S,
     clock: &dyn Clock,
     ids: &IdSource,
     id: &InvoiceId,
     input: &InvoiceInput,
 ) -> Result<bool, ApplyError> {
-    retry(|| -> Result<Attempt<bool>, ApplyError> {
-        let Some(mut invoice) = store.invoice(id)? else {
+    retry::<_, ApplyError, _, _>(|| async move {
+        let Some(mut invoice) = store.invoice(id).await? else {
             return Ok(Attempt::Done(false));
         };
         let version = invoice.version;
@@ -84,12 +91,16 @@ pub fn apply_input<S: Store>(
         }
         let events = Event::for_invoice(&invoice, &t.events, now, || ids.event_id());
         Ok(
-            match store.update_invoice(version, &invoice, &events, None)? {
+            match store
+                .update_invoice(version, &invoice, &events, None)
+                .await?
+            {
                 Commit::Conflict => Attempt::Conflict,
                 _ => Attempt::Done(true),
             },
         )
-    })?
+    })
+    .await?
     .ok_or_else(|| ApplyError::Busy(id.clone()))
 }
 
@@ -97,25 +108,30 @@ pub fn apply_input<S: Store>(
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_retry_loop_reads_again_on_a_conflict_and_gives_up_after_its_attempts() {
-        let mut calls = 0;
-        let got: Result<Option<u32>, ()> = retry(|| {
-            calls += 1;
-            Ok(if calls < 3 {
+    #[tokio::test]
+    async fn the_retry_loop_reads_again_on_a_conflict_and_gives_up_after_its_attempts() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let calls = &calls;
+        let got: Result<Option<u32>, ()> = retry(|| async move {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            Ok(if n < 3 {
                 Attempt::Conflict
             } else {
-                Attempt::Done(calls)
+                Attempt::Done(n)
             })
-        });
+        })
+        .await;
         assert_eq!(got, Ok(Some(3)));
-        let mut calls = 0;
-        let got: Result<Option<()>, ()> = retry(|| {
-            calls += 1;
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let calls = &calls;
+        let got: Result<Option<()>, ()> = retry(|| async move {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(Attempt::Conflict)
-        });
+        })
+        .await;
+        let calls = calls.load(std::sync::atomic::Ordering::SeqCst);
         assert_eq!((got, calls), (Ok(None), MAX_ATTEMPTS));
-        let got: Result<Option<()>, &str> = retry(|| Err("store down"));
+        let got: Result<Option<()>, &str> = retry(|| async { Err("store down") }).await;
         assert_eq!(got, Err("store down"));
     }
 }

@@ -81,7 +81,7 @@ pub enum Handled {
 }
 
 /// Records `event` (keyed `{source}:{event id}`) and applies it to its invoice in one transaction.
-pub fn apply_gateway_event<S: Store>(
+pub async fn apply_gateway_event<S: Store>(
     store: &S,
     clock: &dyn Clock,
     ids: &crate::IdSource,
@@ -89,17 +89,17 @@ pub fn apply_gateway_event<S: Store>(
     event: &GatewayEvent,
     fingerprint: [u8; 32],
 ) -> Result<Handled, StoreError> {
-    let key = format!("{source}:{}", event.id);
+    let key = &format!("{source}:{}", event.id);
     // Conflicts mean a watcher or another webhook changed the invoice meanwhile: re-read, re-apply.
-    let handled = crate::apply::retry(|| {
+    let handled = crate::apply::retry(|| async move {
         let now = clock.now();
         let mut outcome = "no invoice for this payment intent";
         let mut change = None;
         // `intent` and `input` are both present for the four acted-on event types, absent otherwise.
         let target = match (event.intent(), event.input()) {
             (Some(intent), Some(input)) => {
-                match store.invoice_by_lookup(&Lookup::CardIntent(intent.to_owned()))? {
-                    Some(id) => store.invoice(&id)?.map(|inv| (inv, input)),
+                match store.invoice_by_lookup(&Lookup::CardIntent(intent.to_owned())).await? {
+                    Some(id) => store.invoice(&id).await?.map(|inv| (inv, input)),
                     None => None,
                 }
             }
@@ -130,17 +130,17 @@ pub fn apply_gateway_event<S: Store>(
             created_at: now,
         };
         let commit = store.record_inbound(
-            &key,
+            key,
             &record,
             change.as_ref().map(|(v, inv, ev)| (*v, inv, ev.as_slice())),
-        )?;
+        ).await?;
         Ok::<_, StoreError>(match commit {
             Commit::Done if change.is_some() => Attempt::Done(Handled::Applied),
             Commit::Done => Attempt::Done(Handled::Recorded),
             Commit::IdempotencyHit(_) => Attempt::Done(Handled::Duplicate),
             Commit::Conflict => Attempt::Conflict,
         })
-    })?;
+    }).await?;
     handled.ok_or_else(|| StoreError::Unavailable {
         reason: "the invoice kept changing while a gateway event was applied".into(),
         retryable: true,

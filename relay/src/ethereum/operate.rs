@@ -115,8 +115,8 @@ fn attempts_of(
 
 /// Captures or voids every final, open deposit that has no operation under way. Each
 /// transaction is stored before it is broadcast.
-async fn act(
-    store: &SledStore,
+async fn act<S: Store>(
+    store: &S,
     eth: &Ethereum,
     watcher: &Watcher,
     sender: &mut Sender,
@@ -136,7 +136,7 @@ async fn act(
         if failures.waiting(d.id) || failures.left.contains(&d.id) {
             continue;
         }
-        let invoice = invoice_of(store, &d)?;
+        let invoice = invoice_of(store, &d).await?;
         let attempts = attempts_of(sender, failures, d.id, |_| true);
         let view = deposit_view(&d, watcher.depth(&d));
         let action =
@@ -195,7 +195,7 @@ async fn act(
                 continue;
             }
         };
-        store_txs(store, watcher, std::slice::from_ref(&tx), &[])?;
+        store_txs(store, watcher, std::slice::from_ref(&tx), &[]).await?;
         store.durable().await?;
         let nonce = tx.nonce;
         tracing::info!(target: "relay::eth", payment_id = %d.id, ?purpose, nonce, tx = %tx.latest().hash, "sending");
@@ -210,8 +210,8 @@ async fn act(
 }
 
 /// Receipts and replacements of sent transactions, then new captures and voids.
-pub(super) async fn step_sender(
-    store: &SledStore,
+pub(super) async fn step_sender<S: Store>(
+    store: &S,
     eth: &Ethereum,
     watcher: &Watcher,
     sender: &mut Sender,
@@ -220,7 +220,7 @@ pub(super) async fn step_sender(
 ) -> Result<()> {
     let (outcomes, changed) = sender.poll(&eth.node).await?;
     if !changed.is_empty() {
-        store_txs(store, watcher, &changed, &[])?;
+        store_txs(store, watcher, &changed, &[]).await?;
         store.durable().await?;
         for t in &changed {
             if t.state == TxState::Pending {
@@ -255,7 +255,7 @@ pub(super) async fn step_sender(
         recent || watcher.deposit(&t.purpose.payment_id()).is_some()
     });
     if !gone.is_empty() {
-        store_txs(store, watcher, &[], &gone)?;
+        store_txs(store, watcher, &[], &gone).await?;
     }
     Ok(())
 }
@@ -308,8 +308,8 @@ async fn worth_voiding(eth: &Ethereum, d: &operator::DepositView, input: &Bytes)
 }
 
 /// Signs, stores (flushed) and then broadcasts one operator transaction.
-async fn send(
-    store: &SledStore,
+async fn send<S: Store>(
+    store: &S,
     eth: &Ethereum,
     watcher: &Watcher,
     sender: &mut Sender,
@@ -321,6 +321,7 @@ async fn send(
         .prepare(&eth.node, purpose, eth.rail.escrow, input, value)
         .await?;
     store_txs(store, watcher, std::slice::from_ref(&tx), &[])
+        .await
         .map_err(|e| relay_ethereum::EthError::retry(e.to_string()))?;
     store
         .durable()
@@ -362,16 +363,16 @@ fn failed(sender: &Sender, purpose: Purpose) -> u32 {
 /// merchant's own refund reserve (never out of the operator's money; the operator only pays the
 /// gas). A refund of the whole deposit before capture is a void, decided in [`act`]; a partial
 /// one waits for the capture. After repeated failures the refund is marked failed.
-async fn refund(
-    store: &SledStore,
+async fn refund<S: Store>(
+    store: &S,
     eth: &Ethereum,
     watcher: &Watcher,
     sender: &mut Sender,
     failures: &mut Failures,
     ctx: (&dyn Clock, &IdSource),
 ) -> Result<()> {
-    for w in store.payouts(PayoutKind::EthRefund)? {
-        let Some(inv) = store.invoice(&w.invoice)? else {
+    for w in store.payouts(PayoutKind::EthRefund).await? {
+        let Some(inv) = store.invoice(&w.invoice).await? else {
             continue;
         };
         let Some(r) = inv
@@ -425,7 +426,7 @@ async fn refund(
                 id: r.id.clone(),
                 reason: reason.into(),
             };
-            relay_engine::apply::apply_input(store, ctx.0, ctx.1, &inv.id, &input)?;
+            relay_engine::apply::apply_input(store, ctx.0, ctx.1, &inv.id, &input).await?;
             failures.forget(key);
             continue;
         }
@@ -498,8 +499,8 @@ async fn reserve_of(
 /// Cross-rail settlements: `settle(settlementId, merchant, token, amount, sourceRef)` from the
 /// operator's liquidity. One that the liquidity does not cover stays queued (`settlement.queued`,
 /// and the `relay_settlements_queued` gauge) and is sent once it does.
-async fn settle(
-    store: &SledStore,
+async fn settle<S: Store>(
+    store: &S,
     eth: &Ethereum,
     watcher: &Watcher,
     sender: &mut Sender,
@@ -518,8 +519,8 @@ async fn settle(
     }
     let mut liquidity: HashMap<Address, U256> = HashMap::new();
     let mut queued = 0u64;
-    for w in store.payouts(PayoutKind::Settlement)? {
-        let Some(inv) = store.invoice(&w.invoice)? else {
+    for w in store.payouts(PayoutKind::Settlement).await? {
+        let Some(inv) = store.invoice(&w.invoice).await? else {
             continue;
         };
         let (Some(s), Some(to)) = (
@@ -580,7 +581,7 @@ async fn settle(
                 tracing::warn!(target: "relay::eth", settlement = %s.id, amount = %s.amount, %available, "not enough liquidity in the escrow: settlement queued");
                 let id = s.id.clone();
                 let input = InvoiceInput::SettlementQueued { id };
-                relay_engine::apply::apply_input(store, ctx.0, ctx.1, &inv.id, &input)?;
+                relay_engine::apply::apply_input(store, ctx.0, ctx.1, &inv.id, &input).await?;
             }
             continue;
         }

@@ -22,14 +22,15 @@
 mod codec;
 
 use crate::codec::{decode, encode};
-use ledger::Derived;
+use relay_core::ledger::Posting;
 use relay_core::{
     ApiKeyHash, DeliveryAttempt, Event, EventId, Invoice, InvoiceId, InvoiceStatus, KeyRecord,
     Lookup, LookupKind, Merchant, MerchantId, Timestamp, WebhookEndpoint,
 };
 use relay_store::{
-    ChainWrite, Commit, IdempotencyRecord, IdempotencyWrite, InvoiceQuery, Page, PayoutKind,
-    PayoutWork, Store, StoreError,
+    ChainState, ChainWrite, Commit, DueDelivery, Idempotency, IdempotencyRecord, IdempotencyWrite,
+    InvoiceQuery, Invoices, Ledger, Merchants, Outbox, Page, PayoutKind, PayoutWork, Pick, Store,
+    StoreError, Wake,
 };
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
@@ -169,6 +170,59 @@ struct EncodedEvent {
     fan_out: bool,
 }
 
+/// An invoice change ready to be written: encoded outside the transaction closure, which sled may
+/// run more than once.
+struct EncodedChange<'a> {
+    expected_version: u64,
+    invoice: &'a Invoice,
+    value: Vec<u8>,
+    events: Vec<EncodedEvent>,
+}
+
+/// The trees an invoice change writes, inside one transaction.
+struct ChangeTrees<'t> {
+    inv: &'t TransactionalTree,
+    exp: &'t TransactionalTree,
+    ev: &'t TransactionalTree,
+    ev_m: &'t TransactionalTree,
+    fan: &'t TransactionalTree,
+    led: &'t TransactionalTree,
+    led_e: &'t TransactionalTree,
+    pay: &'t TransactionalTree,
+}
+
+impl ChangeTrees<'_> {
+    /// Writes one change under its version check: the invoice, its expiry index, its events
+    /// (marked for fan-out) and its posting. Returns whether it added payout work.
+    fn write(&self, c: &EncodedChange<'_>) -> Result<bool, ConflictableTransactionError<Abort>> {
+        let invoice = c.invoice;
+        let id = invoice.id.as_str().as_bytes();
+        let Some(current) = self.inv.get(id)? else {
+            return Err(abort(Abort::Conflict));
+        };
+        let current: Invoice = decode("invoice", &current).map_err(|e| abort(Abort::Decode(e)))?;
+        if current.version != c.expected_version {
+            return Err(abort(Abort::Conflict));
+        }
+        self.inv.insert(id, c.value.as_slice())?;
+        if !awaits_expiry(invoice.status) {
+            self.exp
+                .remove(expiry_key(invoice.expires_at, &invoice.id))?;
+        }
+        SledStore::write_events(self.ev, self.ev_m, self.fan, &c.events)?;
+        let posting = Posting::of(Some(&current), invoice);
+        ledger::write_posting(
+            &invoice.merchant_id,
+            &invoice.id,
+            &posting,
+            self.led,
+            self.led_e,
+            self.pay,
+        )?;
+        Ok(posting.adds_payouts())
+    }
+}
+
 /// Why a transaction closure gave up without writing.
 enum Abort {
     Idempotent(IdempotencyRecord),
@@ -275,18 +329,6 @@ impl SledStore {
         Ok(store)
     }
 
-    /// Completes when a write has queued events for webhook fan-out since the last wake (the
-    /// dispatcher waits on it instead of polling).
-    pub fn fanout_wake(&self) -> &tokio::sync::Notify {
-        &self.inner.fanout_wake
-    }
-
-    /// Completes when a write has added payout work since the last wake (the Ethereum operator
-    /// waits on it besides new blocks).
-    pub fn payout_wake(&self) -> &tokio::sync::Notify {
-        &self.inner.payout_wake
-    }
-
     /// After a committed write: wakes the dispatcher if it queued events for fan-out, and the
     /// operator if it added payout work.
     fn wake(&self, events: &[EncodedEvent], payouts_added: bool) {
@@ -298,14 +340,18 @@ impl SledStore {
         }
     }
 
-    /// Marks an invoice's expiry as handled, so the expiry sweep does not return it again.
-    pub fn expiry_handled(&self, invoice: &Invoice) -> Result<(), StoreError> {
-        let _gate = self.write_gate();
-        self.inner
-            .expiries
-            .remove(expiry_key(invoice.expires_at, &invoice.id))?;
-        self.inner.written.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+    fn encode_change<'a>(
+        &self,
+        expected_version: u64,
+        invoice: &'a Invoice,
+        events: &[Event],
+    ) -> EncodedChange<'a> {
+        EncodedChange {
+            expected_version,
+            invoice,
+            value: encode(invoice),
+            events: self.encode_events(events),
+        }
     }
 
     /// Pre-encodes events as (id key, by-merchant key, value) outside the transaction closure,
@@ -373,14 +419,8 @@ impl SledStore {
         change: Option<(u64, &Invoice, &[Event])>,
     ) -> Result<Commit, StoreError> {
         let i = &self.inner;
-        let encoded = change.map(|(version, invoice, events)| {
-            (
-                version,
-                invoice,
-                encode(invoice),
-                self.encode_events(events),
-            )
-        });
+        let encoded =
+            change.map(|(version, invoice, events)| self.encode_change(version, invoice, events));
         let added = std::sync::atomic::AtomicBool::new(false);
         let _gate = self.write_gate();
         let result = (
@@ -398,33 +438,27 @@ impl SledStore {
                 if let Some((key, record)) = &dedupe {
                     Self::claim(dedupe_tx, key, record)?;
                 }
-                let Some((expected_version, invoice, value, events)) = &encoded else {
+                let Some(change) = &encoded else {
                     return Ok(());
                 };
-                let id = invoice.id.as_str().as_bytes();
-                let Some(current) = inv.get(id)? else {
-                    return Err(abort(Abort::Conflict));
+                let t = ChangeTrees {
+                    inv,
+                    exp,
+                    ev,
+                    ev_m,
+                    fan,
+                    led,
+                    led_e,
+                    pay,
                 };
-                let current: Invoice =
-                    decode("invoice", &current).map_err(|e| abort(Abort::Decode(e)))?;
-                if current.version != *expected_version {
-                    return Err(abort(Abort::Conflict));
-                }
-                inv.insert(id, value.as_slice())?;
-                if !awaits_expiry(invoice.status) {
-                    exp.remove(expiry_key(invoice.expires_at, &invoice.id))?;
-                }
-                Self::write_events(ev, ev_m, fan, events)?;
-                let derived = Derived::of(Some(&current), invoice);
-                derived.write(led, led_e, pay)?;
                 // Only the attempt that commits counts: an aborted one is redone from scratch.
-                added.store(derived.adds_payouts(), Ordering::SeqCst);
+                added.store(t.write(change)?, Ordering::SeqCst);
                 Ok(())
             });
         let done = self.finish(result);
         if matches!(done, Ok(Commit::Done)) {
-            if let Some((_, _, _, events)) = &encoded {
-                self.wake(events, added.load(Ordering::SeqCst));
+            if let Some(change) = &encoded {
+                self.wake(&change.events, added.load(Ordering::SeqCst));
             }
         }
         done
@@ -512,54 +546,16 @@ impl SledStore {
     }
 }
 
-impl Store for SledStore {
-    fn insert_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), StoreError> {
-        self.insert_endpoint_impl(endpoint)
-    }
-
-    fn endpoints(&self, merchant: &MerchantId) -> Result<Vec<WebhookEndpoint>, StoreError> {
-        self.endpoints_impl(merchant)
-    }
-
-    fn delivery_attempts(&self, event: &EventId) -> Result<Vec<DeliveryAttempt>, StoreError> {
-        self.attempts_impl(event)
-    }
-
-    fn balances(&self, merchant: &MerchantId) -> Result<relay_core::Balances, StoreError> {
-        self.read_balances(merchant)
-    }
-
-    fn ledger_entries(
+impl Merchants for SledStore {
+    async fn insert_merchant(
         &self,
-        merchant: &MerchantId,
-        invoice: &InvoiceId,
-    ) -> Result<Vec<(u64, Vec<relay_core::Line>)>, StoreError> {
-        self.read_entries(merchant, invoice)
-    }
-
-    fn payouts(&self, kind: PayoutKind) -> Result<Vec<PayoutWork>, StoreError> {
-        self.read_payouts(match kind {
-            PayoutKind::EthRefund => ledger::ETH_REFUND,
-            PayoutKind::Settlement => ledger::SETTLEMENT,
-            PayoutKind::BtcRefund => ledger::BTC_REFUND,
-            PayoutKind::CardRefund => ledger::CARD_REFUND,
-            PayoutKind::CardCancel => ledger::CARD_CANCEL,
-        })
-    }
-
-    fn redeliver(&self, event: &Event, now_ms: u64) -> Result<usize, StoreError> {
-        self.redeliver_impl(event, now_ms)
-    }
-
-    fn deliveries_pending(&self) -> Result<usize, StoreError> {
-        Ok(self.webhook_backlog())
-    }
-
-    fn insert_merchant(&self, merchant: &Merchant, key: &KeyRecord) -> Result<(), StoreError> {
+        merchant: &Merchant,
+        key: &KeyRecord,
+    ) -> Result<(), StoreError> {
         self.insert_merchant_impl(merchant, key)
     }
 
-    fn merchant(&self, id: &MerchantId) -> Result<Option<Merchant>, StoreError> {
+    async fn merchant(&self, id: &MerchantId) -> Result<Option<Merchant>, StoreError> {
         self.inner
             .merchants
             .get(id.as_str().as_bytes())?
@@ -567,27 +563,36 @@ impl Store for SledStore {
             .transpose()
     }
 
-    fn key_by_hash(&self, key: &ApiKeyHash) -> Result<Option<(Merchant, KeyRecord)>, StoreError> {
+    async fn key_by_hash(
+        &self,
+        key: &ApiKeyHash,
+    ) -> Result<Option<(Merchant, KeyRecord)>, StoreError> {
         self.key_by_hash_impl(key)
     }
 
-    fn api_keys(&self, merchant: &MerchantId) -> Result<Vec<KeyRecord>, StoreError> {
+    async fn api_keys(&self, merchant: &MerchantId) -> Result<Vec<KeyRecord>, StoreError> {
         self.api_keys_impl(merchant)
     }
 
-    fn insert_api_key(&self, key: &KeyRecord) -> Result<Commit, StoreError> {
+    async fn insert_api_key(&self, key: &KeyRecord) -> Result<Commit, StoreError> {
         self.insert_api_key_impl(key)
     }
 
-    fn replace_api_key(&self, old: &KeyRecord, new: &KeyRecord) -> Result<Commit, StoreError> {
+    async fn replace_api_key(
+        &self,
+        old: &KeyRecord,
+        new: &KeyRecord,
+    ) -> Result<Commit, StoreError> {
         self.replace_api_key_impl(old, new)
     }
 
-    fn merchant_count(&self) -> Result<usize, StoreError> {
+    async fn merchant_count(&self) -> Result<usize, StoreError> {
         Ok(self.inner.merchants.len())
     }
+}
 
-    fn create_invoice(
+impl Invoices for SledStore {
+    async fn create_invoice(
         &self,
         invoice: &Invoice,
         events: &[Event],
@@ -595,7 +600,7 @@ impl Store for SledStore {
     ) -> Result<Commit, StoreError> {
         let i = &self.inner;
         // A new invoice has no payments, refunds or settlements: nothing for the ledger yet.
-        debug_assert!(Derived::of(None, invoice).is_empty());
+        debug_assert!(Posting::of(None, invoice).is_empty());
         let events = self.encode_events(events);
         let id = invoice.id.as_str().as_bytes();
         let value = encode(invoice);
@@ -669,7 +674,7 @@ impl Store for SledStore {
         done
     }
 
-    fn update_invoice(
+    async fn update_invoice(
         &self,
         expected_version: u64,
         invoice: &Invoice,
@@ -686,31 +691,123 @@ impl Store for SledStore {
         )
     }
 
-    fn prune_records(
-        &self,
-        idempotency_before: Timestamp,
-        inbound_before: Timestamp,
-    ) -> Result<(usize, usize), StoreError> {
-        Ok((
-            self.prune_tree(&self.inner.idempotency, idempotency_before)?,
-            self.prune_tree(&self.inner.inbound, inbound_before)?,
-        ))
+    async fn invoice(&self, id: &InvoiceId) -> Result<Option<Invoice>, StoreError> {
+        self.inner
+            .invoices
+            .get(id.as_str().as_bytes())?
+            .map(|v| decode("invoice", &v))
+            .transpose()
     }
 
-    fn record_inbound(
+    async fn invoice_by_lookup(&self, lookup: &Lookup) -> Result<Option<InvoiceId>, StoreError> {
+        let Some(id) = self.inner.references.get(lookup.key().as_bytes())? else {
+            return Ok(None);
+        };
+        std::str::from_utf8(&id)
+            .ok()
+            .and_then(InvoiceId::parse)
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "reference index",
+                reason: "bad invoice id".into(),
+            })
+    }
+
+    async fn lookups_of(&self, kind: LookupKind) -> Result<Vec<(Lookup, InvoiceId)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.inner.references.scan_prefix(kind.prefix().as_bytes()) {
+            let (k, v) = kv?;
+            let corrupt = || StoreError::Corrupt {
+                what: "lookup index",
+                reason: format!("bad entry {}", String::from_utf8_lossy(&k)),
+            };
+            let id = std::str::from_utf8(&v)
+                .ok()
+                .and_then(InvoiceId::parse)
+                .ok_or_else(corrupt)?;
+            let lookup = std::str::from_utf8(&k)
+                .ok()
+                .and_then(Lookup::parse)
+                .ok_or_else(corrupt)?;
+            out.push((lookup, id));
+        }
+        Ok(out)
+    }
+
+    async fn list_invoices(
         &self,
-        key: &str,
-        record: &IdempotencyRecord,
-        change: Option<(u64, &Invoice, &[Event])>,
-    ) -> Result<Commit, StoreError> {
-        self.write_update(
-            &self.inner.inbound,
-            Some((key.as_bytes().to_vec(), record)),
-            change,
+        merchant: &MerchantId,
+        query: &InvoiceQuery,
+    ) -> Result<Page<Invoice>, StoreError> {
+        let i = &self.inner;
+        let (index, prefix) = match &query.order_id {
+            Some(order) => (&i.invoices_by_order, order_prefix(merchant, order)),
+            None => (&i.invoices_by_merchant, merchant_prefix(merchant)),
+        };
+        let before = query.starting_after.as_ref().map(InvoiceId::as_str);
+        Self::page_by_index(index, &prefix, before, query.limit, |id| {
+            i.invoices
+                .get(id)?
+                .map(|v| decode("invoice", &v))
+                .transpose()
+        })
+    }
+
+    async fn invoices_due_for_expiry(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<InvoiceId>, StoreError> {
+        let end = expiry_key(now.plus_seconds(1), &InvoiceId::from_entropy([0; 12]));
+        let mut out = Vec::new();
+        for entry in self.inner.expiries.range(..end).take(limit) {
+            let (k, _) = entry?;
+            let id = std::str::from_utf8(&k[8..])
+                .ok()
+                .and_then(InvoiceId::parse)
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: "expiry index",
+                    reason: "bad invoice id".into(),
+                })?;
+            out.push(id);
+        }
+        Ok(out)
+    }
+
+    async fn expiry_handled(&self, invoice: &Invoice) -> Result<(), StoreError> {
+        let _gate = self.write_gate();
+        self.inner
+            .expiries
+            .remove(expiry_key(invoice.expires_at, &invoice.id))?;
+        self.inner.written.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn list_events(
+        &self,
+        merchant: &MerchantId,
+        starting_after: Option<&EventId>,
+        limit: usize,
+    ) -> Result<Page<Event>, StoreError> {
+        let i = &self.inner;
+        Self::page_by_index(
+            &i.events_by_merchant,
+            &merchant_prefix(merchant),
+            starting_after.map(EventId::as_str),
+            limit,
+            |id| i.events.get(id)?.map(|v| decode("event", &v)).transpose(),
         )
     }
 
-    fn next_derivation_index(&self, merchant: &MerchantId) -> Result<u32, StoreError> {
+    async fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
+        self.inner
+            .events
+            .get(id.as_str().as_bytes())?
+            .map(|v| decode("event", &v))
+            .transpose()
+    }
+
+    async fn next_derivation_index(&self, merchant: &MerchantId) -> Result<u32, StoreError> {
         // In memory: a write per allocation would cost as much as the invoice itself. The stored
         // counter moves in `create_invoice`'s transaction.
         let mut next = self
@@ -735,29 +832,57 @@ impl Store for SledStore {
         next.insert(merchant.as_str().to_owned(), n + 1);
         Ok(n as u32)
     }
+}
 
-    fn lookups_of(&self, kind: LookupKind) -> Result<Vec<(Lookup, InvoiceId)>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.inner.references.scan_prefix(kind.prefix().as_bytes()) {
-            let (k, v) = kv?;
-            let corrupt = || StoreError::Corrupt {
-                what: "lookup index",
-                reason: format!("bad entry {}", String::from_utf8_lossy(&k)),
-            };
-            let id = std::str::from_utf8(&v)
-                .ok()
-                .and_then(InvoiceId::parse)
-                .ok_or_else(corrupt)?;
-            let lookup = std::str::from_utf8(&k)
-                .ok()
-                .and_then(Lookup::parse)
-                .ok_or_else(corrupt)?;
-            out.push((lookup, id));
-        }
-        Ok(out)
+impl Idempotency for SledStore {
+    async fn idempotency(
+        &self,
+        merchant: &MerchantId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.inner
+            .idempotency
+            .get(idem_key(merchant, key))?
+            .map(|v| decode("idempotency record", &v))
+            .transpose()
     }
 
-    fn chain_cursor(&self, chain: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn record_inbound(
+        &self,
+        key: &str,
+        record: &IdempotencyRecord,
+        change: Option<(u64, &Invoice, &[Event])>,
+    ) -> Result<Commit, StoreError> {
+        self.write_update(
+            &self.inner.inbound,
+            Some((key.as_bytes().to_vec(), record)),
+            change,
+        )
+    }
+
+    async fn prune_records(
+        &self,
+        idempotency_before: Timestamp,
+        inbound_before: Timestamp,
+    ) -> Result<(usize, usize), StoreError> {
+        // A walk of two whole trees: off the async runtime.
+        let s = self.clone();
+        tokio::task::spawn_blocking(move || {
+            Ok((
+                s.prune_tree(&s.inner.idempotency, idempotency_before)?,
+                s.prune_tree(&s.inner.inbound, inbound_before)?,
+            ))
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable {
+            reason: format!("the pruning task failed: {e}"),
+            retryable: true,
+        })?
+    }
+}
+
+impl ChainState for SledStore {
+    async fn chain_cursor(&self, chain: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .inner
             .chains
@@ -765,7 +890,10 @@ impl Store for SledStore {
             .map(|v| v.to_vec()))
     }
 
-    fn chain_tracked(&self, chain: &str) -> Result<Vec<relay_store::TrackedRecord>, StoreError> {
+    async fn chain_tracked(
+        &self,
+        chain: &str,
+    ) -> Result<Vec<relay_store::TrackedRecord>, StoreError> {
         let prefix = concat(chain.as_bytes(), b"/t/");
         self.inner
             .chains
@@ -777,21 +905,14 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn commit_chain(&self, chain: &str, write: &ChainWrite) -> Result<Commit, StoreError> {
+    async fn commit_chain(&self, chain: &str, write: &ChainWrite) -> Result<Commit, StoreError> {
         let i = &self.inner;
         let prefix = concat(chain.as_bytes(), b"/t/");
         let cursor_key = concat(chain.as_bytes(), b"/cursor");
-        let invoices: Vec<_> = write
+        let invoices: Vec<EncodedChange> = write
             .invoices
             .iter()
-            .map(|(version, invoice, events)| {
-                (
-                    *version,
-                    invoice,
-                    encode(invoice),
-                    self.encode_events(events),
-                )
-            })
+            .map(|(version, invoice, events)| self.encode_change(*version, invoice, events))
             .collect();
         let added = std::sync::atomic::AtomicBool::new(false);
         let _gate = self.write_gate();
@@ -807,28 +928,21 @@ impl Store for SledStore {
             &i.payouts,
         )
             .transaction(|(inv, exp, ev, ev_m, chains, fan, led, led_e, pay)| {
-                added.store(false, Ordering::SeqCst);
-                for (expected_version, invoice, value, events) in &invoices {
-                    let id = invoice.id.as_str().as_bytes();
-                    let Some(current) = inv.get(id)? else {
-                        return Err(abort(Abort::Conflict));
-                    };
-                    let current: Invoice =
-                        decode("invoice", &current).map_err(|e| abort(Abort::Decode(e)))?;
-                    if current.version != *expected_version {
-                        return Err(abort(Abort::Conflict));
-                    }
-                    inv.insert(id, value.as_slice())?;
-                    if !awaits_expiry(invoice.status) {
-                        exp.remove(expiry_key(invoice.expires_at, &invoice.id))?;
-                    }
-                    Self::write_events(ev, ev_m, fan, events)?;
-                    let derived = Derived::of(Some(&current), invoice);
-                    derived.write(led, led_e, pay)?;
-                    if derived.adds_payouts() {
-                        added.store(true, Ordering::SeqCst);
-                    }
+                let t = ChangeTrees {
+                    inv,
+                    exp,
+                    ev,
+                    ev_m,
+                    fan,
+                    led,
+                    led_e,
+                    pay,
+                };
+                let mut any = false;
+                for change in &invoices {
+                    any |= t.write(change)?;
                 }
+                added.store(any, Ordering::SeqCst);
                 for key in &write.delete {
                     chains.remove(concat(&prefix, key))?;
                 }
@@ -840,113 +954,86 @@ impl Store for SledStore {
             });
         let done = self.finish(result);
         if matches!(done, Ok(Commit::Done)) {
-            let events: Vec<EncodedEvent> = invoices
-                .into_iter()
-                .flat_map(|(_, _, _, events)| events)
-                .collect();
+            let events: Vec<EncodedEvent> = invoices.into_iter().flat_map(|c| c.events).collect();
             self.wake(&events, added.load(Ordering::SeqCst));
         }
         done
     }
+}
 
-    fn invoice_by_lookup(&self, lookup: &Lookup) -> Result<Option<InvoiceId>, StoreError> {
-        let Some(id) = self.inner.references.get(lookup.key().as_bytes())? else {
-            return Ok(None);
-        };
-        std::str::from_utf8(&id)
-            .ok()
-            .and_then(InvoiceId::parse)
-            .map(Some)
-            .ok_or_else(|| StoreError::Corrupt {
-                what: "reference index",
-                reason: "bad invoice id".into(),
-            })
+impl Outbox for SledStore {
+    async fn insert_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), StoreError> {
+        self.insert_endpoint_impl(endpoint)
     }
 
-    fn invoice(&self, id: &InvoiceId) -> Result<Option<Invoice>, StoreError> {
-        self.inner
-            .invoices
-            .get(id.as_str().as_bytes())?
-            .map(|v| decode("invoice", &v))
-            .transpose()
+    async fn endpoints(&self, merchant: &MerchantId) -> Result<Vec<WebhookEndpoint>, StoreError> {
+        self.endpoints_impl(merchant)
     }
 
-    fn list_invoices(
+    async fn delivery_attempts(&self, event: &EventId) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        self.attempts_impl(event)
+    }
+
+    async fn redeliver(&self, event: &Event, now_ms: u64) -> Result<usize, StoreError> {
+        self.redeliver_impl(event, now_ms)
+    }
+
+    async fn deliveries_pending(&self) -> Result<usize, StoreError> {
+        Ok(self.webhook_backlog())
+    }
+
+    async fn fan_out(&self, now_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        self.fan_out_impl(now_ms, limit)
+    }
+
+    async fn due_deliveries(
         &self,
-        merchant: &MerchantId,
-        query: &InvoiceQuery,
-    ) -> Result<Page<Invoice>, StoreError> {
-        let i = &self.inner;
-        let (index, prefix) = match &query.order_id {
-            Some(order) => (&i.invoices_by_order, order_prefix(merchant, order)),
-            None => (&i.invoices_by_merchant, merchant_prefix(merchant)),
-        };
-        let before = query.starting_after.as_ref().map(InvoiceId::as_str);
-        Self::page_by_index(index, &prefix, before, query.limit, |id| {
-            i.invoices
-                .get(id)?
-                .map(|v| decode("invoice", &v))
-                .transpose()
-        })
-    }
-
-    fn invoices_due_for_expiry(
-        &self,
-        now: Timestamp,
+        now_ms: u64,
         limit: usize,
-    ) -> Result<Vec<InvoiceId>, StoreError> {
-        let end = expiry_key(now.plus_seconds(1), &InvoiceId::from_entropy([0; 12]));
-        let mut out = Vec::new();
-        for entry in self.inner.expiries.range(..end).take(limit) {
-            let (k, _) = entry?;
-            let id = std::str::from_utf8(&k[8..])
-                .ok()
-                .and_then(InvoiceId::parse)
-                .ok_or_else(|| StoreError::Corrupt {
-                    what: "expiry index",
-                    reason: "bad invoice id".into(),
-                })?;
-            out.push(id);
+        cursor: Option<&[u8]>,
+        pick: impl FnMut(&str, &[u8]) -> Pick + Send,
+    ) -> Result<(Vec<DueDelivery>, Option<Vec<u8>>), StoreError> {
+        self.due_deliveries_impl(now_ms, limit, cursor, pick)
+    }
+
+    async fn finish_delivery(
+        &self,
+        delivery: &DueDelivery,
+        attempt: &DeliveryAttempt,
+        now_ms: u64,
+        retry_at_ms: Option<u64>,
+        disable: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.finish_delivery_impl(delivery, attempt, now_ms, retry_at_ms, disable)
+    }
+
+    fn subscribe(&self, what: Wake) -> &tokio::sync::Notify {
+        match what {
+            Wake::Fanout => &self.inner.fanout_wake,
+            Wake::Payouts => &self.inner.payout_wake,
         }
-        Ok(out)
+    }
+}
+
+impl Ledger for SledStore {
+    async fn balances(&self, merchant: &MerchantId) -> Result<relay_core::Balances, StoreError> {
+        self.read_balances(merchant)
     }
 
-    fn idempotency(
+    async fn ledger_entries(
         &self,
         merchant: &MerchantId,
-        key: &str,
-    ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.inner
-            .idempotency
-            .get(idem_key(merchant, key))?
-            .map(|v| decode("idempotency record", &v))
-            .transpose()
+        invoice: &InvoiceId,
+    ) -> Result<Vec<(u64, Vec<relay_core::Line>)>, StoreError> {
+        self.read_entries(merchant, invoice)
     }
 
-    fn list_events(
-        &self,
-        merchant: &MerchantId,
-        starting_after: Option<&EventId>,
-        limit: usize,
-    ) -> Result<Page<Event>, StoreError> {
-        let i = &self.inner;
-        Self::page_by_index(
-            &i.events_by_merchant,
-            &merchant_prefix(merchant),
-            starting_after.map(EventId::as_str),
-            limit,
-            |id| i.events.get(id)?.map(|v| decode("event", &v)).transpose(),
-        )
+    async fn payouts(&self, kind: PayoutKind) -> Result<Vec<PayoutWork>, StoreError> {
+        self.read_payouts(kind)
     }
+}
 
-    fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
-        self.inner
-            .events
-            .get(id.as_str().as_bytes())?
-            .map(|v| decode("event", &v))
-            .transpose()
-    }
-
+impl Store for SledStore {
     async fn durable(&self) -> Result<(), StoreError> {
         let i = &self.inner;
         // Alone on the gate: every write already visible to this caller has been counted.
@@ -974,7 +1061,6 @@ mod keys;
 mod ledger;
 mod sealing;
 mod webhooks;
-pub use webhooks::{DueDelivery, Pick, MAX_DUE_WALK, MAX_SKIPS};
 
 /// Separates the parts of webhook keys (ids never contain a zero byte).
 const LANE_SEP: u8 = 0;

@@ -10,32 +10,38 @@ fn store() -> (tempfile::TempDir, SledStore) {
     (dir, s)
 }
 
-#[test]
-fn merchants_are_found_by_key_hash_only() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merchants_are_found_by_key_hash_only() {
     let (_d, s) = store();
     let m = merchant(1);
     let key = relay_core::ApiKey::from_entropy([9; 32]);
     s.insert_merchant(&m, &relay_core::access::first_key_of(&m, &key))
+        .await
         .unwrap();
-    assert_eq!(s.merchant_by_key(&key.hash()).unwrap(), Some(m.clone()));
+    assert_eq!(
+        s.merchant_by_key(&key.hash()).await.unwrap(),
+        Some(m.clone())
+    );
     assert_eq!(
         s.merchant_by_key(&relay_core::ApiKey::from_entropy([8; 32]).hash())
+            .await
             .unwrap(),
         None
     );
-    assert_eq!(s.merchant(&m.id).unwrap(), Some(m));
+    assert_eq!(s.merchant(&m.id).await.unwrap(), Some(m));
 }
 
 /// A rolled or revoked secret is refused from the moment the change is stored; a change made
 /// from a stale view of the key is refused, so two rolls cannot leave two live secrets.
-#[test]
-fn keys_roll_and_revoke_at_once_and_never_from_a_stale_view() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_roll_and_revoke_at_once_and_never_from_a_stale_view() {
     let (_d, s) = store();
     let m = merchant(1);
     let first = relay_core::ApiKey::from_entropy([1; 32]);
     s.insert_merchant(&m, &relay_core::access::first_key_of(&m, &first))
+        .await
         .unwrap();
-    let keys = s.api_keys(&m.id).unwrap();
+    let keys = s.api_keys(&m.id).await.unwrap();
     assert_eq!(keys.len(), 1);
     let old = keys[0].clone();
     let second = relay_core::ApiKey::from_entropy([2; 32]);
@@ -44,34 +50,47 @@ fn keys_roll_and_revoke_at_once_and_never_from_a_stale_view() {
         rolled_at: Some(T0),
         ..old.clone()
     };
-    assert_eq!(s.replace_api_key(&old, &rolled).unwrap(), Commit::Done);
-    assert!(s.key_by_hash(&first.hash()).unwrap().is_none());
-    assert_eq!(s.key_by_hash(&second.hash()).unwrap().unwrap().1, rolled);
+    assert_eq!(
+        s.replace_api_key(&old, &rolled).await.unwrap(),
+        Commit::Done
+    );
+    assert!(s.key_by_hash(&first.hash()).await.unwrap().is_none());
+    assert_eq!(
+        s.key_by_hash(&second.hash()).await.unwrap().unwrap().1,
+        rolled
+    );
     // A second roll from the same (now stale) view changes nothing.
     let third = relay_core::ApiKey::from_entropy([3; 32]);
     let stale = relay_core::KeyRecord {
         hash: third.hash(),
         ..old.clone()
     };
-    assert_eq!(s.replace_api_key(&old, &stale).unwrap(), Commit::Conflict);
-    assert!(s.key_by_hash(&third.hash()).unwrap().is_none());
+    assert_eq!(
+        s.replace_api_key(&old, &stale).await.unwrap(),
+        Commit::Conflict
+    );
+    assert!(s.key_by_hash(&third.hash()).await.unwrap().is_none());
     let revoked = relay_core::KeyRecord {
         revoked_at: Some(T0),
         ..rolled.clone()
     };
-    assert_eq!(s.replace_api_key(&rolled, &revoked).unwrap(), Commit::Done);
-    assert!(s.key_by_hash(&second.hash()).unwrap().is_none());
-    assert_eq!(s.api_keys(&m.id).unwrap(), vec![revoked]);
+    assert_eq!(
+        s.replace_api_key(&rolled, &revoked).await.unwrap(),
+        Commit::Done
+    );
+    assert!(s.key_by_hash(&second.hash()).await.unwrap().is_none());
+    assert_eq!(s.api_keys(&m.id).await.unwrap(), vec![revoked]);
 }
 
 /// Keys stored as a bare merchant id by an older relay keep working, with every scope, and are
 /// listed.
-#[test]
-fn keys_from_before_records_are_migrated_at_open() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_from_before_records_are_migrated_at_open() {
     let (dir, s) = store();
     let m = merchant(1);
     let key = relay_core::ApiKey::from_entropy([4; 32]);
     s.insert_merchant(&m, &relay_core::access::first_key_of(&m, &key))
+        .await
         .unwrap();
     // As an older relay wrote it.
     s.inner.merchant_keys.clear().unwrap();
@@ -81,38 +100,41 @@ fn keys_from_before_records_are_migrated_at_open() {
         .unwrap();
     drop(s);
     let s = SledStore::open(dir.path()).unwrap();
-    let (found, record) = s.key_by_hash(&key.hash()).unwrap().unwrap();
+    let (found, record) = s.key_by_hash(&key.hash()).await.unwrap().unwrap();
     assert_eq!(found, m);
     assert_eq!(record.scopes, relay_core::Scope::ALL.to_vec());
-    assert_eq!(s.api_keys(&m.id).unwrap(), vec![record]);
+    assert_eq!(s.api_keys(&m.id).await.unwrap(), vec![record]);
 }
 
-#[test]
-fn idempotent_create_writes_once() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_create_writes_once() {
     let (_d, s) = store();
     let m = merchant(1);
     let (a, ev_a) = invoice(&m, 1, None);
     let (b, ev_b) = invoice(&m, 2, None);
     assert_eq!(
         s.create_invoice(&a, &ev_a, Some(idem(&m.id, "k1", 1)))
+            .await
             .unwrap(),
         Commit::Done
     );
     // Same key, another invoice: nothing of `b` is written, the first record comes back.
     match s
         .create_invoice(&b, &ev_b, Some(idem(&m.id, "k1", 2)))
+        .await
         .unwrap()
     {
         Commit::IdempotencyHit(rec) => assert_eq!(rec.fingerprint, [1; 32]),
         other => panic!("expected a hit, got {other:?}"),
     }
-    assert!(s.invoice(&b.id).unwrap().is_none());
-    assert!(s.event(&ev_b[0].id).unwrap().is_none());
+    assert!(s.invoice(&b.id).await.unwrap().is_none());
+    assert!(s.event(&ev_b[0].id).await.unwrap().is_none());
     // Keys are per merchant.
     let other = merchant(2);
     let (c, ev_c) = invoice(&other, 3, None);
     assert_eq!(
         s.create_invoice(&c, &ev_c, Some(idem(&other.id, "k1", 3)))
+            .await
             .unwrap(),
         Commit::Done
     );
@@ -120,12 +142,13 @@ fn idempotent_create_writes_once() {
 
 /// Idempotency and inbound records older than their retention are pruned (a key that old is
 /// new again); younger ones, and everything else, stay.
-#[test]
-fn old_idempotency_and_inbound_records_are_pruned_and_young_ones_stay() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_idempotency_and_inbound_records_are_pruned_and_young_ones_stay() {
     let (_d, s) = store();
     let m = merchant(1);
     let (a, ev_a) = invoice(&m, 1, None);
     s.create_invoice(&a, &ev_a, Some(idem(&m.id, "old", 1)))
+        .await
         .unwrap();
     let young = IdempotencyRecord {
         created_at: T0.plus_seconds(100),
@@ -141,11 +164,14 @@ fn old_idempotency_and_inbound_records_are_pruned_and_young_ones_stay() {
             record: young,
         }),
     )
+    .await
     .unwrap();
     s.record_inbound("stripe:evt_old", &idem(&m.id, "x", 3).record, None)
+        .await
         .unwrap();
     assert_eq!(
         s.prune_records(T0.plus_seconds(50), T0.plus_seconds(50))
+            .await
             .unwrap(),
         (1, 1)
     );
@@ -153,68 +179,75 @@ fn old_idempotency_and_inbound_records_are_pruned_and_young_ones_stay() {
     let (c, ev_c) = invoice(&m, 3, None);
     assert_eq!(
         s.create_invoice(&c, &ev_c, Some(idem(&m.id, "old", 4)))
+            .await
             .unwrap(),
         Commit::Done
     );
     let (d, ev_d) = invoice(&m, 4, None);
     assert!(matches!(
         s.create_invoice(&d, &ev_d, Some(idem(&m.id, "young", 5)))
+            .await
             .unwrap(),
         Commit::IdempotencyHit(_)
     ));
     assert!(matches!(
         s.record_inbound("stripe:evt_old", &idem(&m.id, "x", 3).record, None)
+            .await
             .unwrap(),
         Commit::Done
     ));
-    assert!(s.invoice(&a.id).unwrap().is_some(), "invoices stay");
-    assert_eq!(s.prune_records(T0, T0).unwrap(), (0, 0));
+    assert!(s.invoice(&a.id).await.unwrap().is_some(), "invoices stay");
+    assert_eq!(s.prune_records(T0, T0).await.unwrap(), (0, 0));
 }
 
-#[test]
-fn stale_updates_are_refused() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_updates_are_refused() {
     let (_d, s) = store();
     let m = merchant(1);
     let (mut inv, ev) = invoice(&m, 1, None);
-    s.create_invoice(&inv, &ev, None).unwrap();
+    s.create_invoice(&inv, &ev, None).await.unwrap();
     let v = inv.version;
     inv.apply(InvoiceInput::Cancel, T0.plus_seconds(1)).unwrap();
-    assert_eq!(s.update_invoice(v, &inv, &[], None).unwrap(), Commit::Done);
     assert_eq!(
-        s.update_invoice(v, &inv, &[], None).unwrap(),
+        s.update_invoice(v, &inv, &[], None).await.unwrap(),
+        Commit::Done
+    );
+    assert_eq!(
+        s.update_invoice(v, &inv, &[], None).await.unwrap(),
         Commit::Conflict
     );
     assert_eq!(
-        s.invoice(&inv.id).unwrap().unwrap().status,
+        s.invoice(&inv.id).await.unwrap().unwrap().status,
         InvoiceStatus::Invalid
     );
 }
 
-#[test]
-fn lists_newest_first_with_cursor_and_order_filter() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_newest_first_with_cursor_and_order_filter() {
     let (_d, s) = store();
     let m = merchant(1);
     let other = merchant(2);
     let mut ids = Vec::new();
     for n in 0..7 {
         let (inv, ev) = invoice(&m, n, Some(if n % 2 == 0 { "even" } else { "odd" }));
-        s.create_invoice(&inv, &ev, None).unwrap();
+        s.create_invoice(&inv, &ev, None).await.unwrap();
         ids.push(inv.id);
     }
     let (x, ev) = invoice(&other, 100, Some("even"));
-    s.create_invoice(&x, &ev, None).unwrap();
+    s.create_invoice(&x, &ev, None).await.unwrap();
 
     let q = |starting_after, order_id: Option<&str>| InvoiceQuery {
         order_id: order_id.map(str::to_owned),
         starting_after,
         limit: 3,
     };
-    let p1 = s.list_invoices(&m.id, &q(None, None)).unwrap();
+    let p1 = s.list_invoices(&m.id, &q(None, None)).await.unwrap();
     let got: Vec<_> = p1.items.iter().map(|i| i.id.clone()).collect();
     assert_eq!(got, vec![ids[6].clone(), ids[5].clone(), ids[4].clone()]);
     assert!(p1.has_more);
     let p3 = s
         .list_invoices(&m.id, &q(Some(ids[1].clone()), None))
+        .await
         .unwrap();
     assert_eq!(p3.items.len(), 1);
     assert_eq!(p3.items[0].id, ids[0]);
@@ -227,134 +260,144 @@ fn lists_newest_first_with_cursor_and_order_filter() {
                 ..q(None, Some("even"))
             },
         )
+        .await
         .unwrap();
     assert_eq!(evens.items.len(), 4);
     assert!(evens.items.iter().all(|i| i.merchant_id == m.id));
 }
 
-#[test]
-fn expiry_index_follows_status() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_index_follows_status() {
     let (_d, s) = store();
     let m = merchant(1);
     let (a, ev) = invoice(&m, 1, None);
-    s.create_invoice(&a, &ev, None).unwrap();
-    assert!(s.invoices_due_for_expiry(T0, 10).unwrap().is_empty());
-    let due = s.invoices_due_for_expiry(a.expires_at, 10).unwrap();
+    s.create_invoice(&a, &ev, None).await.unwrap();
+    assert!(s.invoices_due_for_expiry(T0, 10).await.unwrap().is_empty());
+    let due = s.invoices_due_for_expiry(a.expires_at, 10).await.unwrap();
     assert_eq!(due, vec![a.id.clone()]);
     let mut expired = a.clone();
     let t = expired.apply(InvoiceInput::Tick, a.expires_at).unwrap();
     assert_eq!(t.events, vec![EventType::InvoiceExpired]);
-    s.update_invoice(a.version, &expired, &[], None).unwrap();
+    s.update_invoice(a.version, &expired, &[], None)
+        .await
+        .unwrap();
     assert!(s
         .invoices_due_for_expiry(a.expires_at, 10)
+        .await
         .unwrap()
         .is_empty());
 }
 
-#[test]
-fn durable_writes_survive_reopen() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_writes_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let m = merchant(1);
     let (a, ev) = invoice(&m, 1, Some("A-1"));
     {
         let s = SledStore::open(dir.path()).unwrap();
-        s.create_invoice(&a, &ev, None).unwrap();
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(s.durable())
-            .unwrap();
+        s.create_invoice(&a, &ev, None).await.unwrap();
+        s.durable().await.unwrap();
     }
     let s = SledStore::open(dir.path()).unwrap();
-    assert_eq!(s.invoice(&a.id).unwrap(), Some(a));
-    let events = s.list_events(&m.id, None, 10).unwrap();
+    assert_eq!(s.invoice(&a.id).await.unwrap(), Some(a));
+    let events = s.list_events(&m.id, None, 10).await.unwrap();
     assert_eq!(events.items, ev);
 }
 
-#[test]
-fn events_list_newest_first_per_merchant() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_list_newest_first_per_merchant() {
     let (_d, s) = store();
     let m = merchant(1);
     let mut all = Vec::new();
     for n in 0..4 {
         let (inv, ev) = invoice(&m, n, None);
-        s.create_invoice(&inv, &ev, None).unwrap();
+        s.create_invoice(&inv, &ev, None).await.unwrap();
         all.extend(ev);
     }
-    let page = s.list_events(&m.id, None, 2).unwrap();
+    let page = s.list_events(&m.id, None, 2).await.unwrap();
     assert_eq!(page.items, vec![all[3].clone(), all[2].clone()]);
     assert!(page.has_more);
-    let rest = s.list_events(&m.id, Some(&all[2].id), 10).unwrap();
+    let rest = s.list_events(&m.id, Some(&all[2].id), 10).await.unwrap();
     assert_eq!(rest.items, vec![all[1].clone(), all[0].clone()]);
     assert!(s
         .list_events(&merchant(2).id, None, 10)
+        .await
         .unwrap()
         .items
         .is_empty());
 }
 
-#[test]
-fn an_address_can_belong_to_one_invoice_only() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_can_belong_to_one_invoice_only() {
     let (_d, s) = store();
     let m = merchant(1);
     let (a, ev_a) = invoice(&m, 1, None);
     let (b, ev_b) = invoice(&m, 2, None);
     let a = with_script(a, "0014aa");
     let b = with_script(b, "0014aa");
-    assert_eq!(s.create_invoice(&a, &ev_a, None).unwrap(), Commit::Done);
-    let err = s.create_invoice(&b, &ev_b, None).unwrap_err();
+    assert_eq!(
+        s.create_invoice(&a, &ev_a, None).await.unwrap(),
+        Commit::Done
+    );
+    let err = s.create_invoice(&b, &ev_b, None).await.unwrap_err();
     assert!(
         matches!(err, StoreError::DuplicateReference { .. }),
         "{err}"
     );
-    assert!(s.invoice(&b.id).unwrap().is_none());
+    assert!(s.invoice(&b.id).await.unwrap().is_none());
     assert_eq!(
-        s.lookups_of(relay_core::LookupKind::BtcScript).unwrap(),
+        s.lookups_of(relay_core::LookupKind::BtcScript)
+            .await
+            .unwrap(),
         vec![(relay_core::Lookup::BtcScript("0014aa".into()), a.id.clone())]
     );
 }
 
-#[test]
-fn derivation_indexes_are_never_handed_out_twice_across_reopen() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derivation_indexes_are_never_handed_out_twice_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (m1, m2) = (merchant(1), merchant(2));
     {
         let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(s.next_derivation_index(&m1.id).unwrap(), 0);
-        assert_eq!(s.next_derivation_index(&m1.id).unwrap(), 1);
-        assert_eq!(s.next_derivation_index(&m2.id).unwrap(), 0);
+        assert_eq!(s.next_derivation_index(&m1.id).await.unwrap(), 0);
+        assert_eq!(s.next_derivation_index(&m1.id).await.unwrap(), 1);
+        assert_eq!(s.next_derivation_index(&m2.id).await.unwrap(), 0);
         // The invoice holding index 1 is stored; index 0's request never was.
         let (inv, ev) = invoice(&m1, 1, None);
         let mut inv = with_script(inv, "0014bb");
         inv.methods[0].bitcoin.as_mut().unwrap().derivation_index = 1;
-        s.create_invoice(&inv, &ev, None).unwrap();
+        s.create_invoice(&inv, &ev, None).await.unwrap();
         s.inner.db.flush().unwrap();
     }
     let s = SledStore::open(dir.path()).unwrap();
     // Above every stored address, after a restart.
-    assert_eq!(s.next_derivation_index(&m1.id).unwrap(), 2);
-    let handed: std::collections::BTreeSet<u32> = std::thread::scope(|sc| {
-        let hs: Vec<_> = (0..4)
-            .map(|_| {
-                sc.spawn(|| {
-                    (0..50)
-                        .map(|_| s.next_derivation_index(&m2.id).unwrap())
-                        .collect::<Vec<_>>()
-                })
+    assert_eq!(s.next_derivation_index(&m1.id).await.unwrap(), 2);
+    let takers: Vec<_> = (0..4)
+        .map(|_| {
+            let (s, id) = (s.clone(), m2.id.clone());
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                for _ in 0..50 {
+                    got.push(s.next_derivation_index(&id).await.unwrap());
+                }
+                got
             })
-            .collect();
-        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
+        })
+        .collect();
+    let mut handed = std::collections::BTreeSet::new();
+    for t in takers {
+        handed.extend(t.await.unwrap());
+    }
     assert_eq!(handed.len(), 200, "concurrent callers got the same index");
     assert_eq!(handed.iter().next_back(), Some(&199));
 }
 
-#[test]
-fn a_chain_step_is_written_whole_or_not_at_all() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_step_is_written_whole_or_not_at_all() {
     let (_d, s) = store();
     let m = merchant(1);
     let (a, ev) = invoice(&m, 1, None);
-    s.create_invoice(&a, &ev, None).unwrap();
+    s.create_invoice(&a, &ev, None).await.unwrap();
     let mut paid = a.clone();
     paid.version += 1;
     let write = ChainWrite {
@@ -363,10 +406,19 @@ fn a_chain_step_is_written_whole_or_not_at_all() {
         delete: vec![],
         invoices: vec![(a.version, paid.clone(), vec![])],
     };
-    assert_eq!(s.commit_chain("bitcoin", &write).unwrap(), Commit::Done);
-    assert_eq!(s.chain_cursor("bitcoin").unwrap(), Some(b"h=5".to_vec()));
-    assert_eq!(s.chain_cursor("ethereum").unwrap(), None);
-    assert_eq!(s.invoice(&a.id).unwrap().unwrap().version, paid.version);
+    assert_eq!(
+        s.commit_chain("bitcoin", &write).await.unwrap(),
+        Commit::Done
+    );
+    assert_eq!(
+        s.chain_cursor("bitcoin").await.unwrap(),
+        Some(b"h=5".to_vec())
+    );
+    assert_eq!(s.chain_cursor("ethereum").await.unwrap(), None);
+    assert_eq!(
+        s.invoice(&a.id).await.unwrap().unwrap().version,
+        paid.version
+    );
 
     // Stale version: nothing of the step is written, not even the cursor.
     let stale = ChainWrite {
@@ -375,10 +427,16 @@ fn a_chain_step_is_written_whole_or_not_at_all() {
         delete: vec![b"out1".to_vec()],
         invoices: vec![(a.version, paid, vec![])],
     };
-    assert_eq!(s.commit_chain("bitcoin", &stale).unwrap(), Commit::Conflict);
-    assert_eq!(s.chain_cursor("bitcoin").unwrap(), Some(b"h=5".to_vec()));
     assert_eq!(
-        s.chain_tracked("bitcoin").unwrap(),
+        s.commit_chain("bitcoin", &stale).await.unwrap(),
+        Commit::Conflict
+    );
+    assert_eq!(
+        s.chain_cursor("bitcoin").await.unwrap(),
+        Some(b"h=5".to_vec())
+    );
+    assert_eq!(
+        s.chain_tracked("bitcoin").await.unwrap(),
         vec![(b"out1".to_vec(), b"v1".to_vec())]
     );
 }
@@ -394,6 +452,14 @@ fn endpoint(m: &Merchant, id: &str, types: &[&str]) -> WebhookEndpoint {
         disabled_reason: None,
         created_at: T0,
     }
+}
+
+/// Every lane head due at `now_ms`, up to `limit`.
+async fn due_at(s: &SledStore, now_ms: u64, limit: usize) -> Vec<DueDelivery> {
+    s.due_deliveries(now_ms, limit, None, |_, _| relay_store::Pick::Take)
+        .await
+        .map(|(taken, _)| taken)
+        .unwrap_or_else(|e| panic!("the queue is readable: {e}"))
 }
 
 fn attempt(d: &DueDelivery, outcome: relay_core::DeliveryOutcome) -> DeliveryAttempt {
@@ -413,28 +479,32 @@ fn attempt(d: &DueDelivery, outcome: relay_core::DeliveryOutcome) -> DeliveryAtt
     }
 }
 
-#[test]
-fn webhook_lanes_deliver_an_invoices_events_in_order_and_survive_reopen() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_lanes_deliver_an_invoices_events_in_order_and_survive_reopen() {
     let (dir, s) = store();
     let m = merchant(1);
     s.insert_merchant(
         &m,
         &relay_core::access::first_key_of(&m, &relay_core::ApiKey::from_entropy([1; 32])),
     )
+    .await
     .unwrap();
-    s.insert_endpoint(&endpoint(&m, "we_all", &[])).unwrap();
+    s.insert_endpoint(&endpoint(&m, "we_all", &[]))
+        .await
+        .unwrap();
     s.insert_endpoint(&endpoint(&m, "we_none", &["refund.succeeded"]))
+        .await
         .unwrap();
     let (mut inv, events) = invoice(&m, 1, None);
-    s.create_invoice(&inv, &events, None).unwrap();
+    s.create_invoice(&inv, &events, None).await.unwrap();
     let v = inv.version;
     let t = inv.apply(InvoiceInput::Cancel, T0.plus_seconds(1)).unwrap();
     let later = Event::for_invoice(&inv, &t.events, T0, || EventId::from_entropy([9; 12]));
-    s.update_invoice(v, &inv, &later, None).unwrap();
+    s.update_invoice(v, &inv, &later, None).await.unwrap();
     // Two events, one endpoint that wants them: only the first is due.
-    assert_eq!(s.webhook_fanout(1_000, 100).unwrap(), 2);
-    assert_eq!(s.webhook_fanout(1_000, 100).unwrap(), 0, "fanned out once");
-    let due = s.due_deliveries(1_000, 10).unwrap();
+    assert_eq!(s.fan_out(1_000, 100).await.unwrap(), 2);
+    assert_eq!(s.fan_out(1_000, 100).await.unwrap(), 0, "fanned out once");
+    let due = due_at(&s, 1_000, 10).await;
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].event.kind, EventType::InvoiceCreated);
     assert_eq!(due[0].attempt, 1);
@@ -446,11 +516,12 @@ fn webhook_lanes_deliver_an_invoices_events_in_order_and_survive_reopen() {
         Some(5_000),
         None,
     )
+    .await
     .unwrap();
-    assert!(s.due_deliveries(4_999, 10).unwrap().is_empty());
+    assert!(due_at(&s, 4_999, 10).await.is_empty());
     drop(s);
     let s = SledStore::open(dir.path()).unwrap();
-    let due = s.due_deliveries(5_000, 10).unwrap();
+    let due = due_at(&s, 5_000, 10).await;
     assert_eq!((due.len(), due[0].attempt), (1, 2));
     assert_eq!(due[0].event.kind, EventType::InvoiceCreated);
     s.finish_delivery(
@@ -460,8 +531,9 @@ fn webhook_lanes_deliver_an_invoices_events_in_order_and_survive_reopen() {
         None,
         None,
     )
+    .await
     .unwrap();
-    let due = s.due_deliveries(5_001, 10).unwrap();
+    let due = due_at(&s, 5_001, 10).await;
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].event.kind, EventType::InvoiceInvalid);
     s.finish_delivery(
@@ -471,54 +543,62 @@ fn webhook_lanes_deliver_an_invoices_events_in_order_and_survive_reopen() {
         None,
         None,
     )
+    .await
     .unwrap();
-    assert!(s.due_deliveries(u64::MAX - 1, 10).unwrap().is_empty());
-    assert_eq!(s.webhook_backlog(), 0);
-    let attempts = s.delivery_attempts(&events[0].id).unwrap();
+    assert!(due_at(&s, u64::MAX - 1, 10).await.is_empty());
+    assert_eq!(s.deliveries_pending().await.unwrap(), 0);
+    let attempts = s.delivery_attempts(&events[0].id).await.unwrap();
     assert_eq!(attempts.len(), 2);
     // Redelivery queues it again, once however often it is asked.
-    assert_eq!(s.redeliver(&events[0], 6_000).unwrap(), 1);
-    assert_eq!(s.redeliver(&events[0], 6_000).unwrap(), 0);
-    assert_eq!(s.due_deliveries(6_000, 10).unwrap().len(), 1);
+    assert_eq!(s.redeliver(&events[0], 6_000).await.unwrap(), 1);
+    assert_eq!(s.redeliver(&events[0], 6_000).await.unwrap(), 0);
+    assert_eq!(due_at(&s, 6_000, 10).await.len(), 1);
 }
 
 /// The dispatcher's picks: a skipped head stays due, a deferred one moves later without an
 /// attempt, and other endpoints' heads are still found behind them.
-#[test]
-fn due_heads_can_be_skipped_or_deferred_without_an_attempt() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_heads_can_be_skipped_or_deferred_without_an_attempt() {
     let (_d, s) = store();
     let m = merchant(1);
     s.insert_merchant(
         &m,
         &relay_core::access::first_key_of(&m, &relay_core::ApiKey::from_entropy([1; 32])),
     )
+    .await
     .unwrap();
-    s.insert_endpoint(&endpoint(&m, "we_slow", &[])).unwrap();
-    s.insert_endpoint(&endpoint(&m, "we_fine", &[])).unwrap();
+    s.insert_endpoint(&endpoint(&m, "we_slow", &[]))
+        .await
+        .unwrap();
+    s.insert_endpoint(&endpoint(&m, "we_fine", &[]))
+        .await
+        .unwrap();
     for n in 1..=3 {
         let (inv, events) = invoice(&m, n, None);
-        s.create_invoice(&inv, &events, None).unwrap();
+        s.create_invoice(&inv, &events, None).await.unwrap();
     }
-    s.webhook_fanout(1_000, 100).unwrap();
-    assert_eq!(s.due_deliveries(1_000, 100).unwrap().len(), 6);
+    s.fan_out(1_000, 100).await.unwrap();
+    assert_eq!(due_at(&s, 1_000, 100).await.len(), 6);
     let (picked, _) = s
-        .due_deliveries_picking(1_000, 100, None, |endpoint, _| match endpoint {
+        .due_deliveries(1_000, 100, None, |endpoint, _| match endpoint {
             "we_slow" => crate::Pick::Defer(9_000),
             _ => crate::Pick::Take,
         })
+        .await
         .unwrap();
     assert_eq!(picked.len(), 3);
     assert!(picked.iter().all(|d| d.endpoint.id == "we_fine"));
     let (skipped, cursor) = s
-        .due_deliveries_picking(1_000, 100, None, |_, _| crate::Pick::Skip)
+        .due_deliveries(1_000, 100, None, |_, _| crate::Pick::Skip)
+        .await
         .unwrap();
     assert!(skipped.is_empty());
     assert!(
         cursor.is_none(),
         "three skipped: the walk went all the way round"
     );
-    assert_eq!(s.due_deliveries(8_999, 100).unwrap().len(), 3, "deferred");
-    let later = s.due_deliveries(9_000, 100).unwrap();
+    assert_eq!(due_at(&s, 8_999, 100).await.len(), 3, "deferred");
+    let later = due_at(&s, 9_000, 100).await;
     assert_eq!(later.len(), 6);
     let slow: Vec<_> = later
         .iter()
@@ -533,8 +613,8 @@ fn due_heads_can_be_skipped_or_deferred_without_an_attempt() {
 /// Every invoice change posts its ledger entry in its own transaction, whichever write path it
 /// takes: the stored balances are always the sum of the invoices' positions, and payout work
 /// appears and disappears with the records it stands for.
-#[test]
-fn the_ledger_follows_every_write_path_and_payout_work_follows_the_records() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_follows_every_write_path_and_payout_work_follows_the_records() {
     let (_d, s) = store();
     let m = merchant(1);
     let card = |n: u32| InvoiceInput::Observe {
@@ -565,14 +645,20 @@ fn the_ledger_follows_every_write_path_and_payout_work_follows_the_records() {
                 min_confirmations: 1,
             });
         }
-        assert_eq!(s.create_invoice(&inv, &ev, None).unwrap(), Commit::Done);
+        assert_eq!(
+            s.create_invoice(&inv, &ev, None).await.unwrap(),
+            Commit::Done
+        );
         invoices.push(inv);
     }
     let now = T0.plus_seconds(10);
     // 1: through update_invoice, then a refund request and its gateway confirmation.
     let mut a = invoices[0].clone();
     a.apply(card(1), now).unwrap();
-    assert_eq!(s.update_invoice(1, &a, &[], None).unwrap(), Commit::Done);
+    assert_eq!(
+        s.update_invoice(1, &a, &[], None).await.unwrap(),
+        Commit::Done
+    );
     let v = a.version;
     a.apply(
         InvoiceInput::RequestRefund {
@@ -584,7 +670,10 @@ fn the_ledger_follows_every_write_path_and_payout_work_follows_the_records() {
         now,
     )
     .unwrap();
-    assert_eq!(s.update_invoice(v, &a, &[], None).unwrap(), Commit::Done);
+    assert_eq!(
+        s.update_invoice(v, &a, &[], None).await.unwrap(),
+        Commit::Done
+    );
     // 2: through record_inbound (a gateway webhook).
     let mut b = invoices[1].clone();
     b.apply(card(2), now).unwrap();
@@ -596,6 +685,7 @@ fn the_ledger_follows_every_write_path_and_payout_work_follows_the_records() {
     };
     assert_eq!(
         s.record_inbound("stripe:evt_1", &rec, Some((1, &b, &[])))
+            .await
             .unwrap(),
         Commit::Done
     );
@@ -607,8 +697,8 @@ fn the_ledger_follows_every_write_path_and_payout_work_follows_the_records() {
         invoices: vec![(1, c.clone(), Vec::new())],
         ..Default::default()
     };
-    assert_eq!(s.commit_chain("t", &write).unwrap(), Commit::Done);
-    let work = s.payouts(PayoutKind::Settlement).unwrap();
+    assert_eq!(s.commit_chain("t", &write).await.unwrap(), Commit::Done);
+    let work = s.payouts(PayoutKind::Settlement).await.unwrap();
     assert_eq!(work.len(), 1);
     assert_eq!(work[0].invoice, c.id);
     assert_eq!(work[0].record, c.settlements[0].id);
@@ -620,8 +710,8 @@ fn the_ledger_follows_every_write_path_and_payout_work_follows_the_records() {
         }
         b
     };
-    assert_eq!(s.balances(&m.id).unwrap(), sum(&[&a, &b, &c]));
-    let usd = s.balances(&m.id).unwrap();
+    assert_eq!(s.balances(&m.id).await.unwrap(), sum(&[&a, &b, &c]));
+    let usd = s.balances(&m.id).await.unwrap();
     assert_eq!(
         usd.get("USD", relay_core::Account::Available).credit,
         Amount::from_minor(101 + 102 + 103)
@@ -639,9 +729,12 @@ fn the_ledger_follows_every_write_path_and_payout_work_follows_the_records() {
         now,
     )
     .unwrap();
-    assert_eq!(s.update_invoice(v, &c, &[], None).unwrap(), Commit::Done);
-    assert!(s.payouts(PayoutKind::Settlement).unwrap().is_empty());
-    let after = s.balances(&m.id).unwrap();
+    assert_eq!(
+        s.update_invoice(v, &c, &[], None).await.unwrap(),
+        Commit::Done
+    );
+    assert!(s.payouts(PayoutKind::Settlement).await.unwrap().is_empty());
+    let after = s.balances(&m.id).await.unwrap();
     assert_eq!(after, sum(&[&a, &b, &c]));
     assert_eq!(
         after.get("ETH", relay_core::Account::PaidOut).credit,
@@ -649,35 +742,39 @@ fn the_ledger_follows_every_write_path_and_payout_work_follows_the_records() {
     );
     // A stale write is refused and posts nothing.
     assert_eq!(
-        s.update_invoice(v, &c, &[], None).unwrap(),
+        s.update_invoice(v, &c, &[], None).await.unwrap(),
         Commit::Conflict
     );
-    assert_eq!(s.balances(&m.id).unwrap(), after);
-    assert_eq!(s.ledger_entries(&m.id, &c.id).unwrap().len(), 2);
+    assert_eq!(s.balances(&m.id).await.unwrap(), after);
+    assert_eq!(s.ledger_entries(&m.id, &c.id).await.unwrap().len(), 2);
 }
 
 /// A reader that sees a write between its commit and its count, and asks for durability, waits
 /// for that write to be counted and flushed: `durable` never returns while something the caller
 /// may have read is not covered (before, it returned at once without a flush).
-#[test]
-fn durable_covers_a_write_the_caller_has_already_seen() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_covers_a_write_the_caller_has_already_seen() {
     let (_dir, s) = store();
     let (release, pause) = std::sync::mpsc::channel();
     *s.inner.pause_after_commit.lock().unwrap() = Some(pause);
     let m = merchant(9);
     let writer = {
         let (s, m) = (s.clone(), m.clone());
+        // Its own thread: the write blocks after its commit until released.
         std::thread::spawn(move || {
-            s.insert_merchant(
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(s.insert_merchant(
                 &m,
                 &relay_core::access::first_key(&m.id, ApiKeyHash([9; 32]), None, m.created_at),
-            )
+            ))
             .unwrap()
         })
     };
     // The write is committed (visible) but not counted yet.
     let start = std::time::Instant::now();
-    while s.merchant(&m.id).unwrap().is_none() {
+    while s.merchant(&m.id).await.unwrap().is_none() {
         assert!(start.elapsed() < std::time::Duration::from_secs(5));
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
@@ -733,8 +830,8 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 /// With a secrets key, no webhook secret reaches the disk in plain text, the relay still reads
 /// them, and the store cannot be opened without that key or with another one.
-#[test]
-fn webhook_secrets_are_sealed_on_disk_and_need_their_key() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_secrets_are_sealed_on_disk_and_need_their_key() {
     use relay_store::sealed::SecretsKey;
     let dir = tempfile::tempdir().unwrap();
     let m = merchant(1);
@@ -749,10 +846,11 @@ fn webhook_secrets_are_sealed_on_disk_and_need_their_key() {
             &m,
             &relay_core::access::first_key_of(&m, &relay_core::ApiKey::from_entropy([1; 32])),
         )
+        .await
         .unwrap();
-        s.insert_endpoint(&e).unwrap();
-        assert_eq!(s.endpoints(&m.id).unwrap(), vec![e.clone()]);
-        assert_eq!(s.merchant(&m.id).unwrap(), Some(m.clone()));
+        s.insert_endpoint(&e).await.unwrap();
+        assert_eq!(s.endpoints(&m.id).await.unwrap(), vec![e.clone()]);
+        assert_eq!(s.merchant(&m.id).await.unwrap(), Some(m.clone()));
         s.inner.db.flush().unwrap();
     }
     let disk = all_bytes(dir.path());
@@ -766,13 +864,13 @@ fn webhook_secrets_are_sealed_on_disk_and_need_their_key() {
         Err(StoreError::SecretsKey { .. })
     ));
     let s = SledStore::open_sealed(dir.path(), Some(SecretsKey::new([3; 32]))).unwrap();
-    assert_eq!(s.endpoints(&m.id).unwrap(), vec![e]);
+    assert_eq!(s.endpoints(&m.id).await.unwrap(), vec![e]);
 }
 
 /// A store written without a key has its plain secrets sealed the first time it is opened with
 /// one.
-#[test]
-fn plain_secrets_are_sealed_when_a_key_is_first_given() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_secrets_are_sealed_when_a_key_is_first_given() {
     use relay_store::sealed::SecretsKey;
     let (dir, s) = store();
     let m = merchant(1);
@@ -781,8 +879,9 @@ fn plain_secrets_are_sealed_when_a_key_is_first_given() {
         &m,
         &relay_core::access::first_key_of(&m, &relay_core::ApiKey::from_entropy([1; 32])),
     )
+    .await
     .unwrap();
-    s.insert_endpoint(&e).unwrap();
+    s.insert_endpoint(&e).await.unwrap();
     drop(s);
     let s = SledStore::open_sealed(dir.path(), Some(SecretsKey::new([3; 32]))).unwrap();
     for kv in s
@@ -795,51 +894,56 @@ fn plain_secrets_are_sealed_when_a_key_is_first_given() {
         assert!(!contains(&v, e.secret.expose_secret()));
         assert!(!contains(&v, m.webhook_secret.expose_secret()));
     }
-    assert_eq!(s.endpoints(&m.id).unwrap(), vec![e]);
-    assert_eq!(s.merchant(&m.id).unwrap(), Some(m));
+    assert_eq!(s.endpoints(&m.id).await.unwrap(), vec![e]);
+    assert_eq!(s.merchant(&m.id).await.unwrap(), Some(m));
 }
 
 /// A long run of heads passed over ends a look at the queue, and the next look goes on after
 /// it, wrapping round: every head is reached within a bounded walk per look.
-#[test]
-fn the_due_walk_goes_on_where_it_stopped_and_wraps_round() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_due_walk_goes_on_where_it_stopped_and_wraps_round() {
     let (_d, s) = store();
     let m = merchant(1);
     s.insert_merchant(
         &m,
         &relay_core::access::first_key_of(&m, &relay_core::ApiKey::from_entropy([1; 32])),
     )
+    .await
     .unwrap();
-    s.insert_endpoint(&endpoint(&m, "we_busy", &[])).unwrap();
-    let n = crate::MAX_SKIPS as u32 + 10;
+    s.insert_endpoint(&endpoint(&m, "we_busy", &[]))
+        .await
+        .unwrap();
+    let n = relay_store::MAX_SKIPS as u32 + 10;
     for i in 1..=n {
         let (inv, events) = invoice(&m, i, None);
-        s.create_invoice(&inv, &events, None).unwrap();
+        s.create_invoice(&inv, &events, None).await.unwrap();
     }
-    s.webhook_fanout(1_000, 10_000).unwrap();
-    let all = s.due_deliveries(1_000, 10_000).unwrap();
+    s.fan_out(1_000, 10_000).await.unwrap();
+    let all = due_at(&s, 1_000, 10_000).await;
     assert_eq!(all.len(), n as usize);
     // Everything is passed over: the look stops after MAX_SKIPS, with a cursor.
     let (got, cursor) = s
-        .due_deliveries_picking(1_000, 100, None, |_, _| crate::Pick::Skip)
+        .due_deliveries(1_000, 100, None, |_, _| crate::Pick::Skip)
+        .await
         .unwrap();
     assert!(got.is_empty());
     let cursor = cursor.expect("stopped early");
     // The next look goes on after it, and round to the oldest heads again.
     let (got, _) = s
-        .due_deliveries_picking(1_000, 20, Some(&cursor), |_, _| crate::Pick::Take)
+        .due_deliveries(1_000, 20, Some(&cursor), |_, _| crate::Pick::Take)
+        .await
         .unwrap();
     assert_eq!(got.len(), 20);
     assert_eq!(
-        got[0].lane(),
-        all[crate::MAX_SKIPS].lane(),
+        got[0].lane,
+        all[relay_store::MAX_SKIPS].lane,
         "went on after the cursor"
     );
-    assert_eq!(got[10].lane(), all[0].lane(), "wrapped round to the oldest");
+    assert_eq!(got[10].lane, all[0].lane, "wrapped round to the oldest");
 }
 
 /// sled passes the conformance suite every backend must pass.
-#[test]
-fn sled_passes_the_conformance_suite() {
-    relay_store::conformance::check_all(|dir| SledStore::open(dir).unwrap());
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_passes_the_conformance_suite() {
+    relay_store::conformance::check_all(|dir| SledStore::open(dir).unwrap()).await;
 }

@@ -15,7 +15,7 @@
 use super::{SledStore, LANE_SEP};
 use crate::codec::{decode, encode};
 use relay_core::{DeliveryAttempt, Event, EventId, MerchantId, Timestamp, WebhookEndpoint};
-use relay_store::StoreError;
+use relay_store::{DueDelivery, Pick, StoreError, MAX_DUE_WALK, MAX_SKIPS};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use std::collections::HashSet;
@@ -27,46 +27,6 @@ struct QueueEntry {
     attempts: u32,
     first_at: Option<Timestamp>,
     next_at_ms: u64,
-}
-
-/// How many due entries one look at the queue walks at most: entries passed over (lanes in
-/// flight, saturated endpoints) count, so a long queue for one endpoint costs a bounded walk.
-pub const MAX_DUE_WALK: usize = 10_000;
-
-/// How many due entries passed over in a row end a look at the queue (the next look goes on from
-/// there): a busy endpoint's backlog costs each look little, and is walked past over a few looks.
-pub const MAX_SKIPS: usize = 256;
-
-/// What to do with a due lane head (see [`SledStore::due_deliveries_picking`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pick {
-    /// Deliver it now.
-    Take,
-    /// Leave it due (its lane is in flight, or its endpoint busy).
-    Skip,
-    /// Move it to this time (ms) without an attempt (its endpoint's circuit is open).
-    Defer(u64),
-}
-
-/// A lane head whose time has come.
-#[derive(Debug, Clone)]
-pub struct DueDelivery {
-    due_key: Vec<u8>,
-    queue_key: Vec<u8>,
-    lane: Vec<u8>,
-    pub event: Event,
-    pub endpoint: WebhookEndpoint,
-    /// The number of the attempt about to be made (1 for the first).
-    pub attempt: u32,
-    /// When the first attempt was made (now, for the first).
-    pub first_at: Timestamp,
-}
-
-impl DueDelivery {
-    /// The lane (endpoint · invoice) this head leads: one delivery per lane is in flight at once.
-    pub fn lane(&self) -> &[u8] {
-        &self.lane
-    }
 }
 
 fn endpoint_key(merchant: &MerchantId, id: &str) -> Vec<u8> {
@@ -266,7 +226,7 @@ impl SledStore {
 
     /// Turns up to `limit` newly written events into queued deliveries. Returns how many events
     /// it looked at.
-    pub fn webhook_fanout(&self, now_ms: u64, limit: usize) -> Result<usize, StoreError> {
+    pub(crate) fn fan_out_impl(&self, now_ms: u64, limit: usize) -> Result<usize, StoreError> {
         let _guard = self.lock_webhooks();
         let mut w = Writes::default();
         let mut started = HashSet::new();
@@ -318,17 +278,6 @@ impl SledStore {
         Ok(n)
     }
 
-    /// Lane heads due at `now_ms`, oldest first (all of them, up to `limit`).
-    pub fn due_deliveries(
-        &self,
-        now_ms: u64,
-        limit: usize,
-    ) -> Result<Vec<DueDelivery>, StoreError> {
-        Ok(self
-            .due_deliveries_picking(now_ms, limit, None, |_, _| Pick::Take)?
-            .0)
-    }
-
     /// Lane heads due at `now_ms`, as `pick` decides for each (by endpoint id and lane, before
     /// anything is decoded): taken, passed over, or deferred to a later time without an attempt.
     /// The walk starts after `cursor` (oldest first without one) and wraps around, so heads passed
@@ -336,7 +285,7 @@ impl SledStore {
     /// [`MAX_SKIPS`] passed over in a row. Returns the heads taken and where to go on from (`None`
     /// when the walk went all the way round). Lanes of disabled or deleted endpoints are dropped
     /// on the way.
-    pub fn due_deliveries_picking(
+    pub(crate) fn due_deliveries_impl(
         &self,
         now_ms: u64,
         limit: usize,
@@ -406,8 +355,7 @@ impl SledStore {
                 .transpose()?;
             match (endpoint, event) {
                 (Some(endpoint), Some(event)) if endpoint.enabled => out.push(DueDelivery {
-                    due_key: dk.to_vec(),
-                    queue_key: qk.to_vec(),
+                    receipt: dk.to_vec(),
                     lane,
                     event,
                     endpoint,
@@ -431,7 +379,7 @@ impl SledStore {
     /// Records an attempt. `retry_at_ms`: when to try again; `None` when the delivery is over
     /// (delivered, given up, or the endpoint is gone — then `disable` says why, and the endpoint
     /// is disabled). A finished head hands its lane to the next event.
-    pub fn finish_delivery(
+    pub(crate) fn finish_delivery_impl(
         &self,
         d: &DueDelivery,
         attempt: &DeliveryAttempt,
@@ -440,12 +388,14 @@ impl SledStore {
         disable: Option<&str>,
     ) -> Result<(), StoreError> {
         let _guard = self.lock_webhooks();
+        // The receipt is the head's due key; its queue key is the lane and the event id.
+        let queue_key = [d.lane.as_slice(), d.event.id.as_str().as_bytes()].concat();
         let mut w = Writes::default();
         w.attempts.push((
             attempt_key(d.event.id.as_str(), &d.endpoint.id, attempt.attempt),
             encode(attempt),
         ));
-        w.due.push((d.due_key.clone(), None));
+        w.due.push((d.receipt.clone(), None));
         match retry_at_ms {
             Some(at) => {
                 let entry = QueueEntry {
@@ -454,12 +404,11 @@ impl SledStore {
                     first_at: Some(d.first_at),
                     next_at_ms: at,
                 };
-                w.queue.push((d.queue_key.clone(), Some(encode(&entry))));
-                w.due
-                    .push((due_key(at, &d.lane), Some(d.queue_key.clone())));
+                w.queue.push((queue_key.clone(), Some(encode(&entry))));
+                w.due.push((due_key(at, &d.lane), Some(queue_key.clone())));
             }
             None => {
-                w.queue.push((d.queue_key.clone(), None));
+                w.queue.push((queue_key.clone(), None));
                 let next = self
                     .inner
                     .webhook_queue
@@ -467,7 +416,7 @@ impl SledStore {
                     .keys()
                     .find(|k| {
                         k.as_ref()
-                            .map_or(true, |k| k.as_ref() != d.queue_key.as_slice())
+                            .map_or(true, |k| k.as_ref() != queue_key.as_slice())
                     })
                     .transpose()?;
                 if let Some(next) = next {

@@ -8,7 +8,10 @@
 //! without its delivery queued), the ledger staying empty until money moves, and durability
 //! through `durable()` and a reopen.
 
-use crate::{Commit, IdempotencyRecord, IdempotencyWrite, InvoiceQuery, Store, StoreError};
+use crate::{
+    Commit, IdempotencyRecord, IdempotencyWrite, InvoiceQuery, PayoutKind, PayoutWork, Store,
+    StoreError,
+};
 use relay_core::invoice::{InvoiceInput, NewInvoice};
 use relay_core::{
     Amount, Asset, Event, EventId, Invoice, InvoiceId, Merchant, MerchantId, Method, Money,
@@ -101,7 +104,7 @@ pub fn with_script(mut inv: Invoice, script: &str) -> Invoice {
     inv
 }
 
-fn add_merchant<S: Store>(s: &S, m: &Merchant) {
+async fn add_merchant<S: Store>(s: &S, m: &Merchant) {
     s.insert_merchant(
         m,
         &relay_core::access::first_key_of(
@@ -109,54 +112,60 @@ fn add_merchant<S: Store>(s: &S, m: &Merchant) {
             &relay_core::ApiKey::from_entropy([m.id.as_str().as_bytes()[4]; 32]),
         ),
     )
+    .await
     .expect("a merchant is stored");
 }
 
-/// One check: a directory of its own, and how to open a store there (again, for a reopen).
-type Check<S> = fn(&Path, &dyn Fn(&Path) -> S);
-
-/// Runs every check, each on a fresh store opened by `open` in its own directory.
-pub fn check_all<S: Store + Clone>(open: impl Fn(&Path) -> S) {
-    let checks: [(&str, Check<S>); 8] = [
-        (
-            "a refused write leaves nothing",
-            refused_write_leaves_nothing,
-        ),
-        ("a stale version is a conflict", stale_version_is_a_conflict),
-        (
-            "an idempotency race writes once",
-            idempotency_race_writes_once,
-        ),
-        ("events are listed in commit order", events_in_commit_order),
-        (
-            "derivation indexes are unique",
-            derivation_indexes_are_unique,
-        ),
-        (
-            "no event without its delivery",
-            no_event_without_its_delivery,
-        ),
-        ("the ledger follows the money", ledger_follows_the_money),
-        (
-            "durable writes survive a reopen",
-            durable_writes_survive_reopen,
-        ),
-    ];
-    for (name, check) in checks {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        eprintln!("conformance: {name}");
-        check(dir.path(), &open);
+/// Runs every check, each on a fresh store opened by `open` in its own directory. Call it on a
+/// multi-threaded runtime: the races run their writers on several threads at once.
+pub async fn check_all<S: Store + Clone>(open: impl Fn(&Path) -> S) {
+    let open: &dyn Fn(&Path) -> S = &open;
+    macro_rules! check {
+        ($name:literal, $check:ident) => {{
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            eprintln!("conformance: {}", $name);
+            $check(dir.path(), open).await;
+        }};
     }
+    check!(
+        "a refused write leaves nothing",
+        refused_write_leaves_nothing
+    );
+    check!("a stale version is a conflict", stale_version_is_a_conflict);
+    check!(
+        "an idempotency race writes once",
+        idempotency_race_writes_once
+    );
+    check!("events are listed in commit order", events_in_commit_order);
+    check!(
+        "derivation indexes are unique",
+        derivation_indexes_are_unique
+    );
+    check!(
+        "no event without its delivery",
+        no_event_without_its_delivery
+    );
+    check!("one lane per invoice, in order", outbox_lanes_keep_order);
+    check!("the ledger follows the money", ledger_follows_the_money);
+    check!(
+        "payout work follows the invoice",
+        payout_work_follows_the_invoice
+    );
+    check!(
+        "durable writes survive a reopen",
+        durable_writes_survive_reopen
+    );
 }
 
-fn refused_write_leaves_nothing<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {
+async fn refused_write_leaves_nothing<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {
     let s = open(dir);
     let m = merchant(1);
-    add_merchant(&s, &m);
+    add_merchant(&s, &m).await;
     let (a, ev_a) = invoice(&m, 1, None);
     let (b, ev_b) = invoice(&m, 2, Some("order-b"));
     assert_eq!(
         s.create_invoice(&with_script(a, "0014aa"), &ev_a, None)
+            .await
             .unwrap(),
         Commit::Done
     );
@@ -166,15 +175,16 @@ fn refused_write_leaves_nothing<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S)
             &ev_b,
             Some(idem(&m.id, "kb", 2)),
         )
+        .await
         .unwrap_err();
     assert!(
         matches!(err, StoreError::DuplicateReference { .. }),
         "{err}"
     );
-    assert!(s.invoice(&b.id).unwrap().is_none(), "no invoice");
-    assert!(s.event(&ev_b[0].id).unwrap().is_none(), "no event");
+    assert!(s.invoice(&b.id).await.unwrap().is_none(), "no invoice");
+    assert!(s.event(&ev_b[0].id).await.unwrap().is_none(), "no event");
     assert!(
-        s.idempotency(&m.id, "kb").unwrap().is_none(),
+        s.idempotency(&m.id, "kb").await.unwrap().is_none(),
         "no idempotency record"
     );
     let by_order = s
@@ -186,48 +196,54 @@ fn refused_write_leaves_nothing<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S)
                 limit: 10,
             },
         )
+        .await
         .unwrap();
     assert!(by_order.items.is_empty(), "no index entry");
 }
 
-fn stale_version_is_a_conflict<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {
+async fn stale_version_is_a_conflict<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {
     let s = open(dir);
     let m = merchant(1);
-    add_merchant(&s, &m);
+    add_merchant(&s, &m).await;
     let (mut inv, ev) = invoice(&m, 1, None);
-    s.create_invoice(&inv, &ev, None).unwrap();
+    s.create_invoice(&inv, &ev, None).await.unwrap();
     let v = inv.version;
     inv.apply(InvoiceInput::Cancel, T0.plus_seconds(1)).unwrap();
-    assert_eq!(s.update_invoice(v, &inv, &[], None).unwrap(), Commit::Done);
+    assert_eq!(
+        s.update_invoice(v, &inv, &[], None).await.unwrap(),
+        Commit::Done
+    );
     let mut other = inv.clone();
     other.description = Some("written from a stale copy".into());
     assert_eq!(
-        s.update_invoice(v, &other, &[], None).unwrap(),
+        s.update_invoice(v, &other, &[], None).await.unwrap(),
         Commit::Conflict
     );
-    assert_eq!(s.invoice(&inv.id).unwrap(), Some(inv));
+    assert_eq!(s.invoice(&inv.id).await.unwrap(), Some(inv));
 }
 
-fn idempotency_race_writes_once<S: Store + Clone>(dir: &Path, open: &dyn Fn(&Path) -> S) {
+async fn idempotency_race_writes_once<S: Store + Clone>(dir: &Path, open: &dyn Fn(&Path) -> S) {
     let s = open(dir);
     let m = merchant(1);
-    add_merchant(&s, &m);
-    let outcomes: Vec<Commit> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..8u32)
-            .map(|n| {
-                let (s, m) = (s.clone(), m.clone());
-                scope.spawn(move || {
-                    let (inv, ev) = invoice(&m, 10 + n, None);
-                    s.create_invoice(&inv, &ev, Some(idem(&m.id, "same", n as u8)))
-                        .unwrap()
-                })
+    add_merchant(&s, &m).await;
+    let writers: Vec<_> = (0..8u32)
+        .map(|n| {
+            let (s, m) = (s.clone(), m.clone());
+            tokio::spawn(async move {
+                let (inv, ev) = invoice(&m, 10 + n, None);
+                s.create_invoice(&inv, &ev, Some(idem(&m.id, "same", n as u8)))
+                    .await
+                    .unwrap()
             })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for w in writers {
+        outcomes.push(w.await.expect("a writer finishes"));
+    }
     let done = outcomes.iter().filter(|c| **c == Commit::Done).count();
     assert_eq!(done, 1, "{outcomes:?}");
-    let stored = s.idempotency(&m.id, "same").unwrap().unwrap();
+    let stored = s.idempotency(&m.id, "same").await.unwrap().unwrap();
     for c in &outcomes {
         if let Commit::IdempotencyHit(rec) = c {
             assert_eq!(rec, &stored, "every loser gets the winner's record");
@@ -242,28 +258,29 @@ fn idempotency_race_writes_once<S: Store + Clone>(dir: &Path, open: &dyn Fn(&Pat
                 limit: 100,
             },
         )
+        .await
         .unwrap();
     assert_eq!(all.items.len(), 1, "one invoice");
 }
 
-fn events_in_commit_order<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {
+async fn events_in_commit_order<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {
     let s = open(dir);
     let m = merchant(1);
-    add_merchant(&s, &m);
+    add_merchant(&s, &m).await;
     let mut ids = Vec::new();
     for n in 1..=5 {
         let (inv, ev) = invoice(&m, n, None);
-        s.create_invoice(&inv, &ev, None).unwrap();
+        s.create_invoice(&inv, &ev, None).await.unwrap();
         ids.extend(ev.iter().map(|e| e.id.clone()));
     }
-    let page = s.list_events(&m.id, None, 100).unwrap();
+    let page = s.list_events(&m.id, None, 100).await.unwrap();
     let listed: Vec<EventId> = page.items.iter().map(|e| e.id.clone()).collect();
     ids.reverse();
     assert_eq!(
         listed, ids,
         "newest first, in the order they were committed"
     );
-    let after = s.list_events(&m.id, Some(&ids[1]), 100).unwrap();
+    let after = s.list_events(&m.id, Some(&ids[1]), 100).await.unwrap();
     assert_eq!(
         after.items.len(),
         ids.len() - 2,
@@ -271,34 +288,34 @@ fn events_in_commit_order<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {
     );
 }
 
-fn derivation_indexes_are_unique<S: Store + Clone>(dir: &Path, open: &dyn Fn(&Path) -> S) {
+async fn derivation_indexes_are_unique<S: Store + Clone>(dir: &Path, open: &dyn Fn(&Path) -> S) {
     let s = open(dir);
     let m = merchant(1);
-    let mut all: Vec<u32> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..4)
-            .map(|_| {
-                let (s, id) = (s.clone(), m.id.clone());
-                scope.spawn(move || {
-                    (0..50)
-                        .map(|_| s.next_derivation_index(&id).unwrap())
-                        .collect::<Vec<_>>()
-                })
+    let takers: Vec<_> = (0..4)
+        .map(|_| {
+            let (s, id) = (s.clone(), m.id.clone());
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                for _ in 0..50 {
+                    got.push(s.next_derivation_index(&id).await.unwrap());
+                }
+                got
             })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in takers {
+        all.extend(t.await.expect("a taker finishes"));
+    }
     all.sort_unstable();
     all.dedup();
     assert_eq!(all.len(), 200, "no index handed out twice");
 }
 
-fn no_event_without_its_delivery<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {
+async fn no_event_without_its_delivery<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {
     let s = open(dir);
     let m = merchant(1);
-    add_merchant(&s, &m);
+    add_merchant(&s, &m).await;
     s.insert_endpoint(&WebhookEndpoint {
         id: "we_conformance".into(),
         merchant_id: m.id.clone(),
@@ -309,34 +326,178 @@ fn no_event_without_its_delivery<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S
         disabled_reason: None,
         created_at: T0,
     })
+    .await
     .unwrap();
     let quiet = merchant(2);
-    add_merchant(&s, &quiet);
+    add_merchant(&s, &quiet).await;
     let (other, other_ev) = invoice(&quiet, 2, None);
-    s.create_invoice(&other, &other_ev, None).unwrap();
+    s.create_invoice(&other, &other_ev, None).await.unwrap();
     assert_eq!(
-        s.deliveries_pending().unwrap(),
+        s.deliveries_pending().await.unwrap(),
         0,
         "no endpoint, nothing to deliver"
     );
     let (inv, ev) = invoice(&m, 1, None);
-    s.create_invoice(&inv, &ev, None).unwrap();
+    s.create_invoice(&inv, &ev, None).await.unwrap();
     assert_eq!(
-        s.deliveries_pending().unwrap(),
+        s.deliveries_pending().await.unwrap(),
         ev.len(),
         "queued in the event's own transaction"
     );
-    assert!(s.delivery_attempts(&ev[0].id).unwrap().is_empty());
+    assert!(s.delivery_attempts(&ev[0].id).await.unwrap().is_empty());
 }
 
-fn ledger_follows_the_money<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {
+/// An endpoint of `m` that wants every event.
+fn endpoint_of(m: &Merchant) -> WebhookEndpoint {
+    WebhookEndpoint {
+        id: format!("we_{}", m.name),
+        merchant_id: m.id.clone(),
+        url: "https://example.com/hooks".into(),
+        event_types: Vec::new(),
+        secret: relay_core::Secret::from_entropy("whsec_", [1; 32]),
+        enabled: true,
+        disabled_reason: None,
+        created_at: T0,
+    }
+}
+
+async fn outbox_lanes_keep_order<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {
     let s = open(dir);
     let m = merchant(1);
-    add_merchant(&s, &m);
+    add_merchant(&s, &m).await;
+    s.insert_endpoint(&endpoint_of(&m)).await.unwrap();
+    // Two invoices; the first gets a second event.
+    let (mut a, ev_a) = invoice(&m, 1, None);
+    let (b, ev_b) = invoice(&m, 2, None);
+    s.create_invoice(&a, &ev_a, None).await.unwrap();
+    s.create_invoice(&b, &ev_b, None).await.unwrap();
+    let v = a.version;
+    let t = a.apply(InvoiceInput::Cancel, T0.plus_seconds(1)).unwrap();
+    let canceled = Event::for_invoice(&a, &t.events, T0.plus_seconds(1), || {
+        EventId::from_entropy([9; 12])
+    });
+    s.update_invoice(v, &a, &canceled, None).await.unwrap();
+    let now_ms = (T0.0 as u64 + 10) * 1000;
+    let mut marks = 0;
+    loop {
+        let n = s.fan_out(now_ms, 1).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        marks += n;
+    }
+    assert_eq!(
+        marks,
+        ev_a.len() + ev_b.len() + canceled.len(),
+        "every mark fanned out"
+    );
+    let take = |_: &str, _: &[u8]| crate::Pick::Take;
+    let (due, _) = s.due_deliveries(now_ms, 100, None, take).await.unwrap();
+    let mut heads: Vec<&EventId> = due.iter().map(|d| &d.event.id).collect();
+    heads.sort();
+    assert_eq!(
+        heads,
+        vec![&ev_a[0].id, &ev_b[0].id],
+        "one head per invoice: the second event of `a` waits for the first"
+    );
+    let first = due
+        .iter()
+        .find(|d| d.event.id == ev_a[0].id)
+        .expect("a's head is due");
+    let attempt = relay_core::DeliveryAttempt {
+        event_id: first.event.id.to_string(),
+        endpoint_id: first.endpoint.id.clone(),
+        attempt: first.attempt,
+        at: T0.plus_seconds(10),
+        status: Some(200),
+        error: None,
+        outcome: relay_core::DeliveryOutcome::Delivered,
+        duration_ms: 1,
+    };
+    s.finish_delivery(first, &attempt, now_ms, None, None)
+        .await
+        .unwrap();
+    let (due, _) = s.due_deliveries(now_ms, 100, None, take).await.unwrap();
+    let mut heads: Vec<&EventId> = due.iter().map(|d| &d.event.id).collect();
+    heads.sort();
+    let mut want = vec![&ev_b[0].id, &canceled[0].id];
+    want.sort();
+    assert_eq!(
+        heads, want,
+        "a delivered head hands its lane to the next event"
+    );
+    assert_eq!(
+        s.delivery_attempts(&ev_a[0].id).await.unwrap(),
+        vec![attempt]
+    );
+}
+
+async fn payout_work_follows_the_invoice<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {
+    let s = open(dir);
+    let m = merchant(1);
+    add_merchant(&s, &m).await;
     let (mut inv, ev) = invoice(&m, 1, None);
-    s.create_invoice(&inv, &ev, None).unwrap();
+    s.create_invoice(&inv, &ev, None).await.unwrap();
+    let v = inv.version;
+    inv.apply(
+        InvoiceInput::Observe {
+            reference: "pi_payout".into(),
+            method: Method::Card,
+            asset: "USD".into(),
+            amount: Amount::from_minor(101),
+            confirmed: true,
+            confirmations: 1,
+            seen_at: None,
+        },
+        T0.plus_seconds(10),
+    )
+    .unwrap();
+    s.update_invoice(v, &inv, &[], None).await.unwrap();
+    assert!(s.payouts(PayoutKind::CardRefund).await.unwrap().is_empty());
+    let v = inv.version;
+    let refund = InvoiceInput::RequestRefund {
+        id: "re_conformance".into(),
+        payment: None,
+        amount: Some(Amount::from_minor(50)),
+        to: None,
+    };
+    inv.apply(refund, T0.plus_seconds(20)).unwrap();
+    s.update_invoice(v, &inv, &[], None).await.unwrap();
+    let work = s.payouts(PayoutKind::CardRefund).await.unwrap();
+    assert_eq!(
+        work,
+        vec![PayoutWork {
+            invoice: inv.id.clone(),
+            record: "re_conformance".into(),
+            value: Vec::new(),
+        }],
+        "a refund the gateway has not taken is work, written with the invoice"
+    );
+    let v = inv.version;
+    let t = T0.plus_seconds(30);
+    inv.apply(
+        InvoiceInput::RefundSubmitted {
+            id: "re_conformance".into(),
+            gateway_refund: "re_gw".into(),
+        },
+        t,
+    )
+    .unwrap();
+    s.update_invoice(v, &inv, &[], None).await.unwrap();
     assert!(
-        s.ledger_entries(&m.id, &inv.id).unwrap().is_empty(),
+        s.payouts(PayoutKind::CardRefund).await.unwrap().is_empty(),
+        "taken by the gateway: no longer work, removed with the invoice's change"
+    );
+}
+
+async fn ledger_follows_the_money<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {
+    let s = open(dir);
+    let m = merchant(1);
+    add_merchant(&s, &m).await;
+    let (mut inv, ev) = invoice(&m, 1, None);
+    s.create_invoice(&inv, &ev, None).await.unwrap();
+    assert!(
+        s.ledger_entries(&m.id, &inv.id).await.unwrap().is_empty(),
         "no money, no entry"
     );
     let v = inv.version;
@@ -353,11 +514,14 @@ fn ledger_follows_the_money<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {
         T0.plus_seconds(10),
     )
     .unwrap();
-    assert_eq!(s.update_invoice(v, &inv, &[], None).unwrap(), Commit::Done);
-    let entries = s.ledger_entries(&m.id, &inv.id).unwrap();
+    assert_eq!(
+        s.update_invoice(v, &inv, &[], None).await.unwrap(),
+        Commit::Done
+    );
+    let entries = s.ledger_entries(&m.id, &inv.id).await.unwrap();
     assert_eq!(entries.len(), 1, "one posting, in the update's transaction");
     assert_eq!(entries[0].0, inv.version);
-    let balances = s.balances(&m.id).unwrap();
+    let balances = s.balances(&m.id).await.unwrap();
     assert_ne!(
         balances,
         relay_core::Balances::default(),
@@ -365,28 +529,20 @@ fn ledger_follows_the_money<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {
     );
 }
 
-fn durable_writes_survive_reopen<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {
+async fn durable_writes_survive_reopen<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {
     let m = merchant(1);
     let (inv, ev) = invoice(&m, 1, Some("kept"));
     {
         let s = open(dir);
-        add_merchant(&s, &m);
+        add_merchant(&s, &m).await;
         s.create_invoice(&inv, &ev, Some(idem(&m.id, "k", 1)))
+            .await
             .unwrap();
-        futures_lite_block_on(s.durable()).unwrap();
+        s.durable().await.unwrap();
     }
     let s = open(dir);
-    assert_eq!(s.invoice(&inv.id).unwrap(), Some(inv));
-    assert!(s.event(&ev[0].id).unwrap().is_some());
-    assert!(s.idempotency(&m.id, "k").unwrap().is_some());
-    assert_eq!(s.merchant(&m.id).unwrap(), Some(m));
-}
-
-/// Runs a future to completion on a throwaway runtime (the suite itself is synchronous).
-fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-        .block_on(f)
+    assert_eq!(s.invoice(&inv.id).await.unwrap(), Some(inv));
+    assert!(s.event(&ev[0].id).await.unwrap().is_some());
+    assert!(s.idempotency(&m.id, "k").await.unwrap().is_some());
+    assert_eq!(s.merchant(&m.id).await.unwrap(), Some(m));
 }

@@ -12,13 +12,17 @@ mod error;
 pub mod sealed;
 
 pub use error::{ErrorClass, StoreError};
+pub use relay_core::ledger::{PayoutKind, PayoutWork};
 
 use relay_core::{
-    ApiKeyHash, Balances, DeliveryAttempt, Event, EventId, Invoice, InvoiceId, KeyRecord, Line,
-    Lookup, LookupKind, Merchant, MerchantId, Timestamp, WebhookEndpoint,
+    ApiKeyHash, Balances, Event, EventId, Invoice, InvoiceId, KeyRecord, Line, Lookup, LookupKind,
+    Merchant, MerchantId, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use std::future::Future;
+
+mod outbox;
+pub use outbox::{DueDelivery, Outbox, Pick, Wake, MAX_DUE_WALK, MAX_SKIPS};
 
 /// A stored API response, replayed for a retried request with the same `Idempotency-Key`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,9 +105,9 @@ pub struct InvoiceQuery {
     pub limit: usize,
 }
 
-/// The relay's persistence.
+/// The relay's persistence: every part a backend implements, plus durability.
 ///
-/// Contract, for every implementation:
+/// Contract, for every implementation (checked by [`conformance`] where it can be):
 /// - **Atomicity.** Each write method stores everything it is given or nothing (one transaction).
 /// - **Durability is explicit.** A write is visible to readers when it returns, but may be lost in
 ///   a crash until [`Store::durable`] has completed after it. Anything acknowledged to the outside
@@ -114,25 +118,67 @@ pub struct InvoiceQuery {
 /// - **Idempotency.** A write carrying an [`IdempotencyWrite`] whose key already exists writes
 ///   nothing and returns the stored record, also when two such writes race.
 /// - **Ordering.** Events are listed in the order they were committed.
-pub trait Store: Send + Sync + 'static {
+/// - **The outbox.** No event is stored without being queued, in the same transaction, for the
+///   webhook endpoints its merchant has (see [`Outbox`]).
+/// - **The ledger.** Every invoice change posts its ledger lines and payout work in the same
+///   transaction, as [`relay_core::ledger`] computes them from the invoice before and after (see
+///   [`Ledger`]).
+/// - **Async, never blocking.** Every method returns a future that may be awaited on the async
+///   runtime: a backend that talks to a network database awaits it, and one that blocks for
+///   longer than a memory access moves that work off the runtime.
+///
+/// [`conformance`]: crate::conformance
+pub trait Store: Merchants + Invoices + Idempotency + ChainState + Outbox + Ledger {
+    /// Completes once every write that returned before this call is on disk.
+    fn durable(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Merchants and their API keys.
+pub trait Merchants: Send + Sync + 'static {
     /// Adds a merchant with the record of its first API key.
-    fn insert_merchant(&self, merchant: &Merchant, key: &KeyRecord) -> Result<(), StoreError>;
-    fn merchant(&self, id: &MerchantId) -> Result<Option<Merchant>, StoreError>;
+    fn insert_merchant(
+        &self,
+        merchant: &Merchant,
+        key: &KeyRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn merchant(
+        &self,
+        id: &MerchantId,
+    ) -> impl Future<Output = Result<Option<Merchant>, StoreError>> + Send;
     /// The merchant and key whose secret hashes to `key`, if that key is in use (a revoked or
     /// rolled secret is not found from the moment its change is stored).
-    fn key_by_hash(&self, key: &ApiKeyHash) -> Result<Option<(Merchant, KeyRecord)>, StoreError>;
-    fn merchant_by_key(&self, key: &ApiKeyHash) -> Result<Option<Merchant>, StoreError> {
-        Ok(self.key_by_hash(key)?.map(|(m, _)| m))
+    fn key_by_hash(
+        &self,
+        key: &ApiKeyHash,
+    ) -> impl Future<Output = Result<Option<(Merchant, KeyRecord)>, StoreError>> + Send;
+    fn merchant_by_key(
+        &self,
+        key: &ApiKeyHash,
+    ) -> impl Future<Output = Result<Option<Merchant>, StoreError>> + Send {
+        async move { Ok(self.key_by_hash(key).await?.map(|(m, _)| m)) }
     }
     /// A merchant's keys, revoked ones included, by id.
-    fn api_keys(&self, merchant: &MerchantId) -> Result<Vec<KeyRecord>, StoreError>;
+    fn api_keys(
+        &self,
+        merchant: &MerchantId,
+    ) -> impl Future<Output = Result<Vec<KeyRecord>, StoreError>> + Send;
     /// Adds a key; [`Commit::Conflict`] if its id or hash is taken.
-    fn insert_api_key(&self, key: &KeyRecord) -> Result<Commit, StoreError>;
+    fn insert_api_key(
+        &self,
+        key: &KeyRecord,
+    ) -> impl Future<Output = Result<Commit, StoreError>> + Send;
     /// Replaces `old` by `new` (a roll: a new hash; a revocation: `revoked_at` set), the old hash
     /// no longer found from then on; [`Commit::Conflict`] if the stored key is no longer `old`.
-    fn replace_api_key(&self, old: &KeyRecord, new: &KeyRecord) -> Result<Commit, StoreError>;
-    fn merchant_count(&self) -> Result<usize, StoreError>;
+    fn replace_api_key(
+        &self,
+        old: &KeyRecord,
+        new: &KeyRecord,
+    ) -> impl Future<Output = Result<Commit, StoreError>> + Send;
+    fn merchant_count(&self) -> impl Future<Output = Result<usize, StoreError>> + Send;
+}
 
+/// Invoices, their events, the indexes that find them and the derivation counters.
+pub trait Invoices: Send + Sync + 'static {
     /// Stores a new invoice with its events, unless the idempotency key was already used. Fails
     /// with [`StoreError::DuplicateReference`] if one of its references (an address, a
     /// PaymentIntent) already belongs to another invoice.
@@ -141,7 +187,7 @@ pub trait Store: Send + Sync + 'static {
         invoice: &Invoice,
         events: &[Event],
         idempotency: Option<IdempotencyWrite<'_>>,
-    ) -> Result<Commit, StoreError>;
+    ) -> impl Future<Output = Result<Commit, StoreError>> + Send;
 
     /// Replaces an invoice whose stored version is `expected_version`, with its events.
     fn update_invoice(
@@ -150,11 +196,69 @@ pub trait Store: Send + Sync + 'static {
         invoice: &Invoice,
         events: &[Event],
         idempotency: Option<IdempotencyWrite<'_>>,
-    ) -> Result<Commit, StoreError>;
+    ) -> impl Future<Output = Result<Commit, StoreError>> + Send;
 
-    fn invoice(&self, id: &InvoiceId) -> Result<Option<Invoice>, StoreError>;
+    fn invoice(
+        &self,
+        id: &InvoiceId,
+    ) -> impl Future<Output = Result<Option<Invoice>, StoreError>> + Send;
     /// The invoice a rail reference (`card:pi_…`) belongs to.
-    fn invoice_by_lookup(&self, lookup: &Lookup) -> Result<Option<InvoiceId>, StoreError>;
+    fn invoice_by_lookup(
+        &self,
+        lookup: &Lookup,
+    ) -> impl Future<Output = Result<Option<InvoiceId>, StoreError>> + Send;
+    /// Every reference of one kind and its invoice (the watched bitcoin scripts).
+    fn lookups_of(
+        &self,
+        kind: LookupKind,
+    ) -> impl Future<Output = Result<Vec<(Lookup, InvoiceId)>, StoreError>> + Send;
+
+    fn list_invoices(
+        &self,
+        merchant: &MerchantId,
+        query: &InvoiceQuery,
+    ) -> impl Future<Output = Result<Page<Invoice>, StoreError>> + Send;
+    /// Ids of invoices that were still payable and whose expiry is at or before `now`.
+    fn invoices_due_for_expiry(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<InvoiceId>, StoreError>> + Send;
+    /// Marks an invoice's expiry as handled, so [`Invoices::invoices_due_for_expiry`] does not
+    /// return it again.
+    fn expiry_handled(
+        &self,
+        invoice: &Invoice,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Newest-first events of one merchant.
+    fn list_events(
+        &self,
+        merchant: &MerchantId,
+        starting_after: Option<&EventId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page<Event>, StoreError>> + Send;
+    fn event(&self, id: &EventId)
+        -> impl Future<Output = Result<Option<Event>, StoreError>> + Send;
+
+    /// The next unused derivation index of a merchant's bitcoin descriptor. Each call in a process
+    /// returns a new index; the highest index of a stored invoice is persisted in that invoice's
+    /// own transaction, so after a restart or a crash indexing resumes above every address that
+    /// was ever stored (and so ever shown). An index whose invoice was never stored may be handed
+    /// out again after a restart: nobody saw it.
+    fn next_derivation_index(
+        &self,
+        merchant: &MerchantId,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+}
+
+/// API responses kept for retried requests, and inbound events seen once.
+pub trait Idempotency: Send + Sync + 'static {
+    fn idempotency(
+        &self,
+        merchant: &MerchantId,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<IdempotencyRecord>, StoreError>> + Send;
 
     /// Records an inbound event (a gateway webhook, keyed `source:event id`) and, in the same
     /// transaction, the change it causes, if any. A key seen before writes nothing and returns
@@ -164,51 +268,7 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         record: &IdempotencyRecord,
         change: Option<(u64, &Invoice, &[Event])>,
-    ) -> Result<Commit, StoreError>;
-    fn list_invoices(
-        &self,
-        merchant: &MerchantId,
-        query: &InvoiceQuery,
-    ) -> Result<Page<Invoice>, StoreError>;
-    /// Ids of invoices that were still payable and whose expiry is at or before `now`.
-    fn invoices_due_for_expiry(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<InvoiceId>, StoreError>;
-
-    fn idempotency(
-        &self,
-        merchant: &MerchantId,
-        key: &str,
-    ) -> Result<Option<IdempotencyRecord>, StoreError>;
-
-    /// Newest-first events of one merchant.
-    fn list_events(
-        &self,
-        merchant: &MerchantId,
-        starting_after: Option<&EventId>,
-        limit: usize,
-    ) -> Result<Page<Event>, StoreError>;
-    fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError>;
-
-    /// The next unused derivation index of a merchant's bitcoin descriptor. Each call in a process
-    /// returns a new index; the highest index of a stored invoice is persisted in that invoice's
-    /// own transaction, so after a restart or a crash indexing resumes above every address that
-    /// was ever stored (and so ever shown). An index whose invoice was never stored may be handed
-    /// out again after a restart: nobody saw it.
-    fn next_derivation_index(&self, merchant: &MerchantId) -> Result<u32, StoreError>;
-
-    /// Every reference starting with `prefix` and its invoice (the watched bitcoin scripts).
-    fn lookups_of(&self, kind: LookupKind) -> Result<Vec<(Lookup, InvoiceId)>, StoreError>;
-
-    /// The stored cursor of a chain watcher (`chain` names it: `bitcoin`, `ethereum`).
-    fn chain_cursor(&self, chain: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Every tracking record of a chain watcher, in key order.
-    fn chain_tracked(&self, chain: &str) -> Result<Vec<TrackedRecord>, StoreError>;
-    /// Writes one watcher step atomically. [`Commit::Conflict`] (nothing written) when an invoice
-    /// changed since it was read: reload and redo the step.
-    fn commit_chain(&self, chain: &str, write: &ChainWrite) -> Result<Commit, StoreError>;
+    ) -> impl Future<Output = Result<Commit, StoreError>> + Send;
 
     /// Deletes idempotency records made before `idempotency_before` and inbound event records
     /// made before `inbound_before` (a key or event id older than that is new again). Returns
@@ -217,57 +277,55 @@ pub trait Store: Send + Sync + 'static {
         &self,
         idempotency_before: Timestamp,
         inbound_before: Timestamp,
-    ) -> Result<(usize, usize), StoreError>;
+    ) -> impl Future<Output = Result<(usize, usize), StoreError>> + Send;
+}
 
-    /// Completes once every write that returned before this call is on disk.
-    fn durable(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+/// What the chain watchers keep: a cursor and tracking records per chain, written with the
+/// invoice changes of the same step.
+pub trait ChainState: Send + Sync + 'static {
+    /// The stored cursor of a chain watcher (`chain` names it: `bitcoin`, `ethereum`).
+    fn chain_cursor(
+        &self,
+        chain: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+    /// Every tracking record of a chain watcher, in key order.
+    fn chain_tracked(
+        &self,
+        chain: &str,
+    ) -> impl Future<Output = Result<Vec<TrackedRecord>, StoreError>> + Send;
+    /// Writes one watcher step atomically. [`Commit::Conflict`] (nothing written) when an invoice
+    /// changed since it was read: reload and redo the step.
+    fn commit_chain(
+        &self,
+        chain: &str,
+        write: &ChainWrite,
+    ) -> impl Future<Output = Result<Commit, StoreError>> + Send;
+}
 
-    /// Adds or replaces a webhook endpoint (replacing is how one is disabled).
-    fn insert_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), StoreError>;
-    /// The merchant's webhook endpoints, oldest first.
-    fn endpoints(&self, merchant: &MerchantId) -> Result<Vec<WebhookEndpoint>, StoreError>;
-    /// Every delivery attempt of an event, by endpoint then attempt number.
-    fn delivery_attempts(&self, event: &EventId) -> Result<Vec<DeliveryAttempt>, StoreError>;
-    /// Queues an event again for the merchant's endpoints that want it; returns how many.
-    fn redeliver(&self, event: &Event, now_ms: u64) -> Result<usize, StoreError>;
-    /// Deliveries not yet made: an event of a merchant with an endpoint is counted from the
-    /// transaction that stores it (it is never stored without being queued for delivery), until
-    /// its delivery ends.
-    fn deliveries_pending(&self) -> Result<usize, StoreError>;
-
-    /// The merchant's ledger balances by asset and account (every invoice change posts its entry
-    /// in the same transaction).
-    fn balances(&self, merchant: &MerchantId) -> Result<Balances, StoreError>;
+/// The ledger and the payout work, as every invoice write posted them.
+///
+/// A backend stores what [`relay_core::ledger::Posting::of`] computes from the invoice before and
+/// after each write, in that write's transaction; it decides nothing itself.
+pub trait Ledger: Send + Sync + 'static {
+    /// The merchant's ledger balances by asset and account.
+    fn balances(
+        &self,
+        merchant: &MerchantId,
+    ) -> impl Future<Output = Result<Balances, StoreError>> + Send;
     /// The ledger entries of one invoice, by the invoice version that posted them.
     fn ledger_entries(
         &self,
         merchant: &MerchantId,
         invoice: &InvoiceId,
-    ) -> Result<Vec<(u64, Vec<Line>)>, StoreError>;
+    ) -> impl Future<Output = Result<Vec<(u64, Vec<Line>)>, StoreError>> + Send;
     /// Payout work still to do, of one kind (kept in step with the invoices).
-    fn payouts(&self, kind: PayoutKind) -> Result<Vec<PayoutWork>, StoreError>;
+    fn payouts(
+        &self,
+        kind: PayoutKind,
+    ) -> impl Future<Output = Result<Vec<PayoutWork>, StoreError>> + Send;
 }
 
-/// Kinds of payout work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PayoutKind {
-    /// A pending refund of an escrow payment (a void or an escrow refund to send).
-    EthRefund,
-    /// A cross-rail settlement to send (pending or queued for liquidity).
-    Settlement,
-    /// A pending bitcoin refund the merchant's wallet pays; `value` is the script to watch (hex).
-    BtcRefund,
-    /// A pending card refund the gateway has not accepted yet (asked again until it does).
-    CardRefund,
-    /// The PaymentIntent of an expired or canceled invoice, to cancel at the gateway
-    /// (`record` is its id).
-    CardCancel,
-}
-
-/// One record of payout work: the invoice, the refund or settlement id, and a value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PayoutWork {
-    pub invoice: InvoiceId,
-    pub record: String,
-    pub value: Vec<u8>,
+/// Every part of the store API, for code that calls a concrete backend's methods.
+pub mod prelude {
+    pub use crate::{ChainState, Idempotency, Invoices, Ledger, Merchants, Outbox, Store};
 }

@@ -9,7 +9,7 @@ mod payouts;
 mod webhooks;
 
 use relay_core::{Clock, InvoiceStatus, Timestamp};
-use relay_store::Store;
+use relay_store::prelude::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -433,9 +433,11 @@ async fn expiry_sweep_expires_unpaid_invoices_once() {
             ..Default::default()
         },
     )
+    .await
     .unwrap();
     let merchant = store
         .merchant_by_key(&relay_core::ApiKey::from_presented(&created.api_key).hash())
+        .await
         .unwrap()
         .unwrap();
     let params = relay_core::NewInvoice {
@@ -468,7 +470,7 @@ async fn expiry_sweep_expires_unpaid_invoices_once() {
     let events = relay_core::Event::for_invoice(&inv, &kinds, Timestamp(1_000), || {
         relay_core::EventId::from_entropy(rand_bytes())
     });
-    store.create_invoice(&inv, &events, None).unwrap();
+    store.create_invoice(&inv, &events, None).await.unwrap();
 
     assert_eq!(
         relay::expiry::sweep(&store, &FixedClock(1_059), &ids)
@@ -477,7 +479,7 @@ async fn expiry_sweep_expires_unpaid_invoices_once() {
         0
     );
     assert_eq!(
-        store.invoice(&inv.id).unwrap().unwrap().status,
+        store.invoice(&inv.id).await.unwrap().unwrap().status,
         InvoiceStatus::New
     );
     assert_eq!(
@@ -487,7 +489,7 @@ async fn expiry_sweep_expires_unpaid_invoices_once() {
         1
     );
     assert_eq!(
-        store.invoice(&inv.id).unwrap().unwrap().status,
+        store.invoice(&inv.id).await.unwrap().unwrap().status,
         InvoiceStatus::Expired
     );
     assert_eq!(
@@ -496,7 +498,11 @@ async fn expiry_sweep_expires_unpaid_invoices_once() {
             .unwrap(),
         0
     );
-    let events = store.list_events(&merchant.id, None, 10).unwrap().items;
+    let events = store
+        .list_events(&merchant.id, None, 10)
+        .await
+        .unwrap()
+        .items;
     let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, vec!["invoice.expired", "invoice.created"]);
 }

@@ -376,7 +376,10 @@ async fn a_name_resolving_to_a_private_address_is_never_connected_to() {
     {
         let store = relay_store_sled::SledStore::open(dir.path()).unwrap();
         let mid = relay_core::MerchantId::parse(m["id"].as_str().unwrap()).unwrap();
-        let merchant = relay_store::Store::merchant(&store, &mid).unwrap().unwrap();
+        let merchant = relay_store::Merchants::merchant(&store, &mid)
+            .await
+            .unwrap()
+            .unwrap();
         let endpoint = relay_engine::endpoints::new_endpoint(
             &merchant,
             &by_name,
@@ -386,7 +389,9 @@ async fn a_name_resolving_to_a_private_address_is_never_connected_to() {
             relay_core::Timestamp(1_900_000_000),
         )
         .unwrap();
-        relay_store::Store::insert_endpoint(&store, &endpoint).unwrap();
+        relay_store::Outbox::insert_endpoint(&store, &endpoint)
+            .await
+            .unwrap();
         relay_store::Store::durable(&store).await.unwrap();
     }
     let gateway = relay_testnet::LocalStripe::spawn().unwrap();

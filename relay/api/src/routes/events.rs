@@ -70,7 +70,8 @@ pub async fn list<S: Store>(
     loop {
         let batch = state
             .store
-            .list_events(&merchant.id, cursor.as_ref(), 100)?;
+            .list_events(&merchant.id, cursor.as_ref(), 100)
+            .await?;
         for e in &batch.items {
             scanned += 1;
             if kind.is_some_and(|k| k != e.kind) {

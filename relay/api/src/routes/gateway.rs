@@ -72,7 +72,8 @@ pub async fn stripe_webhook<S: Store>(
         gateway.name(),
         &event,
         fingerprint,
-    )?;
+    )
+    .await?;
     state.store.durable().await?;
     let outcome = match handled {
         Handled::Applied => "applied",

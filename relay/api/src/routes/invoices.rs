@@ -121,7 +121,7 @@ impl Idempotent {
         let key = idempotency::key(headers)?;
         let fingerprint = idempotency::fingerprint(method, path, body);
         if let Some(k) = &key {
-            if let Some(rec) = state.store.idempotency(&merchant.id, k)? {
+            if let Some(rec) = state.store.idempotency(&merchant.id, k).await? {
                 // The record may belong to a write not yet on disk: answer only once it is.
                 state.store.durable().await?;
                 return Ok(Err(idempotency::replay(&rec, &fingerprint)));
@@ -250,14 +250,18 @@ pub async fn create<S: Store>(
     // another invoice (never expected: indexes only grow), the next index is taken.
     let mut attempts = 0;
     let (commit, response) = loop {
-        attach_bitcoin_address(&state, &merchant, &mut invoice)?;
+        attach_bitcoin_address(&state, &merchant, &mut invoice).await?;
         let events = Event::for_invoice(&invoice, &kinds, now, || state.ids.event_id());
         let response = to_json(&InvoiceView::of(&invoice));
-        match state.store.create_invoice(
-            &invoice,
-            &events,
-            idem.record(&merchant, StatusCode::OK, &response),
-        ) {
+        match state
+            .store
+            .create_invoice(
+                &invoice,
+                &events,
+                idem.record(&merchant, StatusCode::OK, &response),
+            )
+            .await
+        {
             Err(relay_store::StoreError::DuplicateReference {
                 reference: reference @ relay_core::Lookup::BtcScript(_),
             }) if attempts < 3 => {
@@ -344,7 +348,7 @@ fn offer_only_available<S: Store>(
 }
 
 /// Gives the invoice the next unused address of the merchant's descriptor.
-fn attach_bitcoin_address<S: Store>(
+async fn attach_bitcoin_address<S: Store>(
     state: &AppState<S>,
     merchant: &Merchant,
     invoice: &mut Invoice,
@@ -371,7 +375,7 @@ fn attach_bitcoin_address<S: Store>(
     } else {
         merchant.id.clone()
     };
-    let index = state.store.next_derivation_index(&owner)?;
+    let index = state.store.next_derivation_index(&owner).await?;
     let derived = rail.addresses.derive(descriptor, index).map_err(|why| {
         ApiError::invalid(
             "bitcoin_descriptor_unusable",
@@ -557,16 +561,17 @@ async fn attach_card_intent<S: Store>(
     Ok(())
 }
 
-pub(crate) fn owned_invoice<S: Store>(
+pub(crate) async fn owned_invoice<S: Store>(
     state: &AppState<S>,
     merchant: &Merchant,
     id: &str,
 ) -> Result<Invoice, ApiError> {
     // Another merchant's invoice is answered exactly like a missing one.
-    InvoiceId::parse(id)
-        .map(|id| state.store.invoice(&id))
-        .transpose()?
-        .flatten()
+    let found = match InvoiceId::parse(id) {
+        Some(id) => state.store.invoice(&id).await?,
+        None => None,
+    };
+    found
         .filter(|inv| inv.merchant_id == merchant.id)
         .ok_or_else(|| ApiError::not_found("invoice").with_param("id"))
 }
@@ -586,7 +591,7 @@ pub async fn retrieve<S: Store>(
     AuthMerchant(merchant): AuthMerchant,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<InvoiceView>, ApiError> {
-    let invoice = owned_invoice(&state, &merchant, &id)?;
+    let invoice = owned_invoice(&state, &merchant, &id).await?;
     Ok(Json(InvoiceView::of(&invoice)))
 }
 
@@ -663,14 +668,17 @@ pub async fn list<S: Store>(
     only_params(&params, &["limit", "starting_after", "order_id"])?;
     let limit = page_limit(&params)?;
     let starting_after = query_param(&params, "starting_after", InvoiceId::parse, "an invoice id")?;
-    let page = state.store.list_invoices(
-        &merchant.id,
-        &InvoiceQuery {
-            order_id: params.get("order_id").cloned(),
-            starting_after,
-            limit,
-        },
-    )?;
+    let page = state
+        .store
+        .list_invoices(
+            &merchant.id,
+            &InvoiceQuery {
+                order_id: params.get("order_id").cloned(),
+                starting_after,
+                limit,
+            },
+        )
+        .await?;
     Ok(Json(ListView {
         object: "list",
         data: page.items.iter().map(InvoiceView::of).collect(),
@@ -709,24 +717,30 @@ pub async fn cancel<S: Store>(
     };
     let _: NoParams = parse_json(&body)?;
     // Optimistic concurrency: re-read and re-apply if a watcher changed the invoice meanwhile.
-    let done = crate::update::retry(|| {
-        let mut invoice = owned_invoice(&state, &merchant, &id)?;
+    let (state_, merchant_, id_, idem_) = (&state, &merchant, &id, &idem);
+    let done = crate::update::retry(|| async move {
+        let (state, merchant, id, idem) = (state_, merchant_, id_, idem_);
+        let mut invoice = owned_invoice(state, merchant, id).await?;
         let version = invoice.version;
         let now = state.clock.now();
         let transition = invoice.apply(InvoiceInput::Cancel, now)?;
         let events = Event::for_invoice(&invoice, &transition.events, now, || state.ids.event_id());
         let response = to_json(&InvoiceView::of(&invoice));
-        let commit = state.store.update_invoice(
-            version,
-            &invoice,
-            &events,
-            idem.record(&merchant, StatusCode::OK, &response),
-        )?;
+        let commit = state
+            .store
+            .update_invoice(
+                version,
+                &invoice,
+                &events,
+                idem.record(merchant, StatusCode::OK, &response),
+            )
+            .await?;
         Ok::<_, ApiError>(match commit {
             Commit::Conflict => crate::update::Attempt::Conflict,
             commit => crate::update::Attempt::Done((commit, response, invoice)),
         })
-    })?;
+    })
+    .await?;
     let Some((commit, response, invoice)) = done else {
         return Err(busy());
     };
@@ -756,7 +770,8 @@ async fn cancel_card_intent<S: Store>(state: &AppState<S>, invoice: &Invoice) {
                 &state.ids,
                 &invoice.id,
                 &InvoiceInput::IntentClosed,
-            );
+            )
+            .await;
             if let Err(e) = closed {
                 tracing::warn!(target: "relay::card", invoice = %invoice.id, error = %e, "recording the closed intent failed");
             }

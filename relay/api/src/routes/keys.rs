@@ -127,7 +127,8 @@ pub async fn create<S: Store>(
     let _changing = state.key_changes.lock().await;
     let active = state
         .store
-        .api_keys(&merchant.id)?
+        .api_keys(&merchant.id)
+        .await?
         .iter()
         .filter(|k| k.is_active())
         .count();
@@ -150,7 +151,7 @@ pub async fn create<S: Store>(
         rolled_at: None,
         revoked_at: None,
     };
-    match state.store.insert_api_key(&record)? {
+    match state.store.insert_api_key(&record).await? {
         Commit::Done => {}
         _ => return Err(conflict()),
     }
@@ -170,7 +171,8 @@ pub async fn list<S: Store>(
 ) -> Result<Json<ListView<KeyView>>, ApiError> {
     let data = state
         .store
-        .api_keys(&merchant.id)?
+        .api_keys(&merchant.id)
+        .await?
         .iter()
         .map(|k| KeyView::of(k, None))
         .collect();
@@ -182,14 +184,15 @@ pub async fn list<S: Store>(
 }
 
 /// Looks up a key of the merchant's that is in use.
-fn active_key<S: Store>(
+async fn active_key<S: Store>(
     state: &AppState<S>,
     merchant: &relay_core::MerchantId,
     id: &str,
 ) -> Result<KeyRecord, ApiError> {
     let key = state
         .store
-        .api_keys(merchant)?
+        .api_keys(merchant)
+        .await?
         .into_iter()
         .find(|k| k.id == id)
         .ok_or_else(|| ApiError::not_found("API key"))?;
@@ -219,7 +222,7 @@ pub async fn roll<S: Store>(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<KeyView>, ApiError> {
     let _changing = state.key_changes.lock().await;
-    let old = active_key(&state, &merchant.id, &id)?;
+    let old = active_key(&state, &merchant.id, &id).await?;
     if !caller.covers(&old.scopes) {
         return Err(ApiError::invalid(
             "scope_exceeds_key",
@@ -234,7 +237,7 @@ pub async fn roll<S: Store>(
         rolled_at: Some(state.clock.now()),
         ..old.clone()
     };
-    match state.store.replace_api_key(&old, &new)? {
+    match state.store.replace_api_key(&old, &new).await? {
         Commit::Done => {}
         _ => return Err(conflict()),
     }
@@ -260,10 +263,11 @@ pub async fn revoke<S: Store>(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<KeyView>, ApiError> {
     let _changing = state.key_changes.lock().await;
-    let old = active_key(&state, &merchant.id, &id)?;
+    let old = active_key(&state, &merchant.id, &id).await?;
     let managers = state
         .store
-        .api_keys(&merchant.id)?
+        .api_keys(&merchant.id)
+        .await?
         .iter()
         .filter(|k| k.is_active() && k.scopes.contains(&Scope::KeysWrite))
         .count();
@@ -278,7 +282,7 @@ pub async fn revoke<S: Store>(
         revoked_at: Some(state.clock.now()),
         ..old.clone()
     };
-    match state.store.replace_api_key(&old, &new)? {
+    match state.store.replace_api_key(&old, &new).await? {
         Commit::Done => {}
         _ => return Err(conflict()),
     }

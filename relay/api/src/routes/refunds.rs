@@ -117,7 +117,7 @@ pub async fn create<S: Store>(
     let mut reserved = None;
     // The retry loop by hand: checking the escrow reserve waits on the chain.
     for _ in 0..crate::update::MAX_ATTEMPTS {
-        let mut invoice = owned_invoice(&state, &merchant, &id)?;
+        let mut invoice = owned_invoice(&state, &merchant, &id).await?;
         if invoice.refunds.iter().any(|r| r.id == refund_id) {
             reserved = Some(invoice);
             break;
@@ -147,7 +147,8 @@ pub async fn create<S: Store>(
                 // An invoice's own address would be watched for that invoice: never a refund's.
                 if state
                     .store
-                    .invoice_by_lookup(&relay_core::Lookup::BtcScript(script.clone()))?
+                    .invoice_by_lookup(&relay_core::Lookup::BtcScript(script.clone()))
+                    .await?
                     .is_some()
                 {
                     return Err(ApiError::invalid(
@@ -192,7 +193,8 @@ pub async fn create<S: Store>(
         let events = Event::for_invoice(&invoice, &transition.events, now, || state.ids.event_id());
         match state
             .store
-            .update_invoice(version, &invoice, &events, None)?
+            .update_invoice(version, &invoice, &events, None)
+            .await?
         {
             Commit::Conflict => continue,
             _ => {
@@ -264,23 +266,29 @@ pub async fn create<S: Store>(
         .with_status(StatusCode::BAD_GATEWAY));
     }
     // 3. Answer with the refund as it now stands; the answer is stored under the key.
-    let done = crate::update::retry(|| {
-        let invoice = owned_invoice(&state, &merchant, &id)?;
-        let Some(r) = invoice.refunds.iter().find(|r| r.id == refund_id) else {
+    let (state_, merchant_, id_, idem_, refund_id_) = (&state, &merchant, &id, &idem, &refund_id);
+    let done = crate::update::retry(|| async move {
+        let (state, merchant, id, idem, refund_id) = (state_, merchant_, id_, idem_, refund_id_);
+        let invoice = owned_invoice(state, merchant, id).await?;
+        let Some(r) = invoice.refunds.iter().find(|r| &r.id == refund_id) else {
             return Err(ApiError::internal());
         };
         let response = to_json(&RefundView::of(&invoice, r));
-        let commit = state.store.update_invoice(
-            invoice.version,
-            &invoice,
-            &[],
-            idem.record(&merchant, StatusCode::OK, &response),
-        )?;
+        let commit = state
+            .store
+            .update_invoice(
+                invoice.version,
+                &invoice,
+                &[],
+                idem.record(merchant, StatusCode::OK, &response),
+            )
+            .await?;
         Ok(match commit {
             Commit::Conflict => crate::update::Attempt::Conflict,
             commit => crate::update::Attempt::Done((commit, response)),
         })
-    })?;
+    })
+    .await?;
     let Some((commit, response)) = done else {
         return Err(crate::routes::invoices::busy());
     };
@@ -333,7 +341,7 @@ async fn check_reserve<S: Store>(
             "the Ethereum node could not be asked for the merchant's refund reserve; retry",
         )
     })?;
-    let promised = pending_on_reserve(state, payout, token, refund_id)?;
+    let promised = pending_on_reserve(state, payout, token, refund_id).await?;
     let free = reserve.saturating_sub(promised);
     if free < amount.0 {
         return Err(ApiError::invalid(
@@ -350,18 +358,22 @@ async fn check_reserve<S: Store>(
 
 /// What pending escrow refunds of the payout address `payout` in `token` will take from its
 /// reserve (all but `except`).
-fn pending_on_reserve<S: Store>(
+async fn pending_on_reserve<S: Store>(
     state: &AppState<S>,
     payout: alloy_primitives::Address,
     token: alloy_primitives::Address,
     except: &str,
 ) -> Result<alloy_primitives::U256, ApiError> {
     let mut sum = alloy_primitives::U256::ZERO;
-    for w in state.store.payouts(relay_store::PayoutKind::EthRefund)? {
+    for w in state
+        .store
+        .payouts(relay_store::PayoutKind::EthRefund)
+        .await?
+    {
         if w.record == except {
             continue;
         }
-        let Some(inv) = state.store.invoice(&w.invoice)? else {
+        let Some(inv) = state.store.invoice(&w.invoice).await? else {
             continue;
         };
         let Some(terms) = inv
@@ -420,8 +432,8 @@ async fn apply<S: Store>(
     invoice_id: &str,
     input: InvoiceInput,
 ) -> Result<(), ApiError> {
-    let id = owned_invoice(state, merchant, invoice_id)?.id;
-    apply_input(&state.store, state.clock.as_ref(), &state.ids, &id, &input)?;
+    let id = owned_invoice(state, merchant, invoice_id).await?.id;
+    apply_input(&state.store, state.clock.as_ref(), &state.ids, &id, &input).await?;
     state.store.durable().await?;
     Ok(())
 }
@@ -436,13 +448,13 @@ async fn change_bitcoin_refund<S: Store>(
     input: InvoiceInput,
 ) -> Result<Json<RefundView>, ApiError> {
     let find = |invoice: &Invoice| invoice.refunds.iter().find(|r| r.id == refund).cloned();
-    let invoice = owned_invoice(state, merchant, id)?;
+    let invoice = owned_invoice(state, merchant, id).await?;
     let r = find(&invoice).ok_or_else(|| ApiError::not_found("refund").with_param("refund"))?;
     if r.method != relay_core::Method::Bitcoin || r.status != RefundStatus::Pending {
         return Err(ApiError::invalid(code, message).with_status(StatusCode::CONFLICT));
     }
     apply(state, merchant, id, input).await?;
-    let invoice = owned_invoice(state, merchant, id)?;
+    let invoice = owned_invoice(state, merchant, id).await?;
     let r = find(&invoice).ok_or_else(ApiError::internal)?;
     Ok(Json(RefundView::of(&invoice, &r)))
 }
@@ -562,7 +574,7 @@ pub async fn balances<S: Store>(
     State(state): State<AppState<S>>,
     AuthMerchant(merchant): AuthMerchant,
 ) -> Result<Json<BalancesView>, ApiError> {
-    let mut view = BalancesView::of(&state.store.balances(&merchant.id)?);
+    let mut view = BalancesView::of(&state.store.balances(&merchant.id).await?);
     let payout = merchant
         .eth_payout
         .as_deref()
@@ -585,7 +597,7 @@ pub async fn balances<S: Store>(
                     "the Ethereum node could not be asked for the merchant's refund reserve; retry",
                 )
             })?;
-            let pending = pending_on_reserve(&state, payout, token, "")?;
+            let pending = pending_on_reserve(&state, payout, token, "").await?;
             view.refund_reserves.push(RefundReserveView {
                 asset: asset.code.clone(),
                 reserve_minor: reserve.to_string(),

@@ -100,7 +100,7 @@ pub async fn release<S: Store>(
     #[serde(deny_unknown_fields)]
     struct NoParams {}
     let _: NoParams = parse_json(&body)?;
-    let invoice = owned_invoice(&state, &merchant, &id)?;
+    let invoice = owned_invoice(&state, &merchant, &id).await?;
     let amount = worth_now(&state, &invoice, &settlement)?;
     let input = InvoiceInput::ReleaseSettlement {
         id: settlement,
@@ -112,8 +112,9 @@ pub async fn release<S: Store>(
         &state.ids,
         &invoice.id,
         &input,
-    )?;
+    )
+    .await?;
     state.store.durable().await?;
-    let invoice = owned_invoice(&state, &merchant, &id)?;
+    let invoice = owned_invoice(&state, &merchant, &id).await?;
     Ok(Json(InvoiceView::of(&invoice)))
 }

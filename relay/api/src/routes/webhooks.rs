@@ -109,7 +109,7 @@ pub async fn create<S: Store>(
     RawBody(body): RawBody,
 ) -> Result<Json<EndpointView>, ApiError> {
     let req: CreateEndpointRequest = parse_json(&body)?;
-    let existing = state.store.endpoints(&merchant.id)?;
+    let existing = state.store.endpoints(&merchant.id).await?;
     if existing.iter().any(|e| e.enabled && e.url == req.url) {
         return Err(ApiError::invalid(
             "webhook_endpoint_exists",
@@ -143,7 +143,7 @@ pub async fn create<S: Store>(
         state.clock.now(),
     )
     .map_err(|e| ApiError::invalid("parameter_invalid", e.message).with_param(e.param))?;
-    state.store.insert_endpoint(&endpoint)?;
+    state.store.insert_endpoint(&endpoint).await?;
     state.store.durable().await?;
     Ok(Json(EndpointView::of(&endpoint, true)))
 }
@@ -160,7 +160,8 @@ pub async fn list<S: Store>(
 ) -> Result<Json<ListView<EndpointView>>, ApiError> {
     let data = state
         .store
-        .endpoints(&merchant.id)?
+        .endpoints(&merchant.id)
+        .await?
         .iter()
         .map(|e| EndpointView::of(e, false))
         .collect();
@@ -188,27 +189,30 @@ pub async fn disable<S: Store>(
 ) -> Result<Json<EndpointView>, ApiError> {
     let mut endpoint = state
         .store
-        .endpoints(&merchant.id)?
+        .endpoints(&merchant.id)
+        .await?
         .into_iter()
         .find(|e| e.id == id)
         .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
     if endpoint.enabled {
         endpoint.enabled = false;
         endpoint.disabled_reason = Some("disabled by the merchant".into());
-        state.store.insert_endpoint(&endpoint)?;
+        state.store.insert_endpoint(&endpoint).await?;
         state.store.durable().await?;
     }
     Ok(Json(EndpointView::of(&endpoint, false)))
 }
 
-fn own_event<S: Store>(
+async fn own_event<S: Store>(
     state: &AppState<S>,
     merchant: &Merchant,
     id: &str,
 ) -> Result<relay_core::Event, ApiError> {
-    EventId::parse(id)
-        .and_then(|id| state.store.event(&id).transpose())
-        .transpose()?
+    let found = match EventId::parse(id) {
+        Some(id) => state.store.event(&id).await?,
+        None => None,
+    };
+    found
         .filter(|e| e.merchant_id == merchant.id)
         .ok_or_else(|| ApiError::not_found("event"))
 }
@@ -228,10 +232,11 @@ pub async fn deliveries<S: Store>(
     AuthMerchant(merchant): AuthMerchant,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ListView<AttemptView>>, ApiError> {
-    let event = own_event(&state, &merchant, &id)?;
+    let event = own_event(&state, &merchant, &id).await?;
     let data = state
         .store
-        .delivery_attempts(&event.id)?
+        .delivery_attempts(&event.id)
+        .await?
         .into_iter()
         .map(|a| AttemptView {
             object: "delivery_attempt",
@@ -272,9 +277,9 @@ pub async fn redeliver<S: Store>(
     AuthMerchant(merchant): AuthMerchant,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RedeliverView>, ApiError> {
-    let event = own_event(&state, &merchant, &id)?;
+    let event = own_event(&state, &merchant, &id).await?;
     let now_ms = u64::try_from(state.clock.now().0).unwrap_or(0) * 1000;
-    let queued = state.store.redeliver(&event, now_ms)?;
+    let queued = state.store.redeliver(&event, now_ms).await?;
     state.store.durable().await?;
     Ok(Json(RedeliverView {
         object: "redelivery",
