@@ -11,10 +11,8 @@ use relay_bitcoin::{
     Watcher, WatcherConfig,
 };
 use relay_core::invoice::InvoiceInput;
-use relay_core::{
-    btc_payment_reference, Amount, Clock, InvoiceId, Method, PaymentStatus, Timestamp,
-};
-use relay_engine::{BitcoinRail, IdSource};
+use relay_core::{btc_payment_reference, Amount, InvoiceId, Method, PaymentStatus, Timestamp};
+use relay_engine::{BitcoinRail, Engine};
 use relay_store::{ChainWrite, PayoutKind, Store};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -304,12 +302,11 @@ fn refund_input(
 /// Stores an update: its observations' invoice changes, tracking records and cursor, in one
 /// transaction.
 pub async fn commit<S: Store>(
-    store: &S,
-    clock: &dyn Clock,
-    ids: &IdSource,
+    engine: &Engine<S>,
     update: &Update,
     refunds: &RefundWatch,
 ) -> Result<usize> {
+    let store = &engine.store;
     // An output to a refund address pays the oldest pending refund to it that it covers, once;
     // two outputs of one step never pay the same refund.
     let mut by_invoice: BTreeMap<InvoiceId, Vec<(&Observation, Option<String>)>> = BTreeMap::new();
@@ -347,34 +344,31 @@ pub async fn commit<S: Store>(
         delete: update.delete.iter().map(serialize).collect(),
         invoices: Vec::new(),
     };
-    crate::chain::commit_step(
-        store,
-        CHAIN,
-        clock,
-        ids,
-        write,
-        &by_invoice,
-        |(o, refund), invoice| match refund {
-            Some(refund) => refund_input(o, invoice, refund),
-            None => Some(input_for(o, invoice)),
-        },
-        |(o, _)| o.outpoint().to_string(),
-    )
-    .await
+    Ok(engine
+        .commit_chain_step(
+            CHAIN,
+            write,
+            &by_invoice,
+            |(o, refund), invoice| match refund {
+                Some(refund) => refund_input(o, invoice, refund),
+                None => Some(input_for(o, invoice)),
+            },
+            |(o, _)| o.outpoint().to_string(),
+        )
+        .await?)
 }
 
 /// Follows the node until the task is dropped: blocks first (catching up block by block), then
 /// the mempool, then a pause. Errors are logged and retried; after a failed write the watcher is
 /// rebuilt from the store, so memory never runs ahead of what was stored.
 pub async fn watch_loop<S: Store + Clone>(
-    store: S,
+    engine: Engine<S>,
     client: RpcClient,
     (mut scripts, refunds): (mpsc::UnboundedReceiver<(ScriptBuf, InvoiceId)>, RefundWatch),
-    clock: Arc<dyn Clock>,
-    ids: Arc<IdSource>,
     config: WatcherConfig,
     poll: Duration,
 ) {
+    let store = &engine.store;
     let mut feed = move || {
         let mut out = Vec::new();
         while let Ok(s) = scripts.try_recv() {
@@ -383,7 +377,7 @@ pub async fn watch_loop<S: Store + Clone>(
         out
     };
     'rebuild: loop {
-        let mut watcher = match load_watcher(&store, config.clone(), &refunds).await {
+        let mut watcher = match load_watcher(store, config.clone(), &refunds).await {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(target: "relay::btc", error = %e, "cannot load the watcher's state");
@@ -413,7 +407,7 @@ pub async fn watch_loop<S: Store + Clone>(
                 tokio::time::sleep(poll).await;
                 continue;
             };
-            match commit(&store, clock.as_ref(), &ids, &update, &refunds).await {
+            match commit(&engine, &update, &refunds).await {
                 Ok(changed) => {
                     metrics::counter!("relay_btc_blocks_connected_total")
                         .increment(u64::from(update.blocks_connected));

@@ -11,7 +11,7 @@ use relay_core::{
     eth_payment_reference, Amount, Clock, Invoice, InvoiceId, Method, PaymentStatus, RefundStatus,
     SettlementStatus, Timestamp,
 };
-use relay_engine::{EthereumRail, IdSource};
+use relay_engine::{Engine, EthereumRail};
 use relay_ethereum::alloy::primitives::{Address, Bytes, B256, U256};
 use relay_ethereum::alloy::sol_types::SolCall;
 use relay_ethereum::bindings::PaymentEscrow;
@@ -353,13 +353,12 @@ fn refund_key(refund_id: &str) -> B256 {
 /// Stores one watcher step: its cursor, deposits and the invoice changes of its observations, in
 /// one transaction.
 async fn commit_update<S: Store>(
-    store: &S,
-    clock: &dyn Clock,
-    ids: &IdSource,
+    engine: &Engine<S>,
     watcher: &Watcher,
     sender: &Sender,
     update: &Update,
 ) -> Result<usize> {
+    let store = &engine.store;
     let mut put: Vec<TrackedRecord> = Vec::new();
     for id in &update.changed {
         if let Some(d) = watcher.deposit(id) {
@@ -434,17 +433,11 @@ async fn commit_update<S: Store>(
         delete: update.forgotten.iter().map(deposit_key).collect(),
         invoices: Vec::new(),
     };
-    crate::chain::commit_step(
-        store,
-        CHAIN,
-        clock,
-        ids,
-        write,
-        &by_invoice,
-        input_for,
-        |i| format!("{:?}", i.obs),
-    )
-    .await
+    Ok(engine
+        .commit_chain_step(CHAIN, write, &by_invoice, input_for, |i| {
+            format!("{:?}", i.obs)
+        })
+        .await?)
 }
 
 /// The invoice with payout work of `kind` that `matches` (given the invoice and the record id).
@@ -487,12 +480,8 @@ async fn store_txs<S: Store>(
 
 /// Follows the chain and acts on it until the task is dropped. After any store error everything
 /// is rebuilt from the store, so memory never runs ahead of what was stored.
-pub async fn watch_loop<S: Store + Clone>(
-    store: S,
-    eth: Ethereum,
-    clock: Arc<dyn Clock>,
-    ids: Arc<IdSource>,
-) {
+pub async fn watch_loop<S: Store + Clone>(engine: Engine<S>, eth: Ethereum) {
+    let store = &engine.store;
     let wake = Arc::new(tokio::sync::Notify::new());
     let _heads = AbortOnDrop(
         eth.ws_url
@@ -500,7 +489,7 @@ pub async fn watch_loop<S: Store + Clone>(
             .map(|url| tokio::spawn(relay_ethereum::node::follow_heads(url, wake.clone()))),
     );
     'rebuild: loop {
-        let (mut watcher, mut sender) = match load(&store, &eth).await {
+        let (mut watcher, mut sender) = match load(store, &eth).await {
             Ok(state) => state,
             Err(e) => {
                 tracing::error!(target: "relay::eth", error = %e, "cannot load the ethereum state");
@@ -526,9 +515,7 @@ pub async fn watch_loop<S: Store + Clone>(
                 }
             };
             if !update.is_empty() {
-                if let Err(e) =
-                    commit_update(&store, clock.as_ref(), &ids, &watcher, &sender, &update).await
-                {
+                if let Err(e) = commit_update(&engine, &watcher, &sender, &update).await {
                     tracing::error!(target: "relay::eth", error = %e, "storing the watcher's step failed; reloading");
                     tokio::time::sleep(eth.poll).await;
                     continue 'rebuild;
@@ -545,16 +532,7 @@ pub async fn watch_loop<S: Store + Clone>(
             if update.more {
                 continue;
             }
-            if let Err(e) = step_sender(
-                &store,
-                &eth,
-                &watcher,
-                &mut sender,
-                &mut failures,
-                (clock.as_ref(), &ids),
-            )
-            .await
-            {
+            if let Err(e) = step_sender(&engine, &eth, &watcher, &mut sender, &mut failures).await {
                 tracing::warn!(target: "relay::eth", error = %e, "operator step failed; reloading");
                 tokio::time::sleep(eth.poll).await;
                 continue 'rebuild;

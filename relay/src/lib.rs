@@ -4,12 +4,10 @@
 
 pub mod bitcoin;
 pub mod card;
-pub mod chain;
 pub mod config;
 #[cfg(feature = "dev")]
 pub mod dev;
 pub mod ethereum;
-pub mod expiry;
 pub mod listen;
 pub mod merchant;
 pub mod server;

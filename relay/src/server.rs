@@ -5,7 +5,7 @@ use crate::config::Config;
 use anyhow::{Context, Result};
 use relay_api::{app, metrics_handle, AppState};
 use relay_core::{AssetBook, Clock, FixedRates};
-use relay_engine::{IdSource, SystemClock};
+use relay_engine::{Engine, IdSource, SystemClock};
 use relay_store::Store;
 use relay_store_sled::SledStore;
 use std::future::Future;
@@ -88,14 +88,13 @@ pub async fn serve<S: Store + Clone>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let ids = Arc::new(IdSource::default());
     let gateway = config.stripe_gateway()?.map(Arc::new);
     let wait = Duration::from_secs(config.node_wait_secs);
     let bitcoin = crate::bitcoin::connect(config, wait).await?;
     let ethereum = crate::ethereum::connect(config, wait).await?;
-    let state = AppState {
+    let engine = Engine {
         store: store.clone(),
-        ids: ids.clone(),
+        ids: Arc::new(IdSource::default()),
         card: gateway
             .clone()
             .map(|g| g as Arc<dyn relay_engine::gateway::CardGateway>),
@@ -104,6 +103,9 @@ pub async fn serve<S: Store + Clone>(
         assets: Arc::new(asset_book(config)?),
         rates: Arc::new(rates(config)?),
         clock: clock.clone(),
+    };
+    let state = AppState {
+        engine: engine.clone(),
         request_timeout: Duration::from_secs(config.request_timeout_secs),
         metrics: metrics_handle(),
         allow_private_webhooks: config.webhook_allow_private,
@@ -128,19 +130,12 @@ pub async fn serve<S: Store + Clone>(
         Duration::from_secs(config.idempotency_retention_hours * 3600),
         Duration::from_secs(config.inbound_retention_days * 86_400),
     ));
-    let sweeper = tokio::spawn(expiry_loop(
-        store.clone(),
-        clock.clone(),
-        ids.clone(),
-        gateway.clone(),
-    ));
+    let sweeper = tokio::spawn(expiry_loop(engine.clone()));
     let btc_watcher = bitcoin.map(|b| {
         tokio::spawn(crate::bitcoin::watch_loop(
-            store.clone(),
+            engine.clone(),
             b.client,
             (b.scripts, b.refunds),
-            clock.clone(),
-            ids.clone(),
             relay_bitcoin::WatcherConfig {
                 start_height: config.btc_start_height,
                 min_sat: config.btc_min_payment_sat,
@@ -149,14 +144,8 @@ pub async fn serve<S: Store + Clone>(
             Duration::from_millis(config.btc_poll_ms),
         ))
     });
-    let eth_watcher = ethereum.map(|e| {
-        tokio::spawn(crate::ethereum::watch_loop(
-            store.clone(),
-            e,
-            clock.clone(),
-            ids.clone(),
-        ))
-    });
+    let eth_watcher =
+        ethereum.map(|e| tokio::spawn(crate::ethereum::watch_loop(engine.clone(), e)));
     let dispatcher = tokio::spawn(crate::webhooks::dispatch_loop(
         store.clone(),
         crate::webhooks::DispatchConfig {
@@ -169,12 +158,9 @@ pub async fn serve<S: Store + Clone>(
             ..Default::default()
         },
     ));
-    let reconciler = gateway.map(|g| {
+    let reconciler = gateway.is_some().then(|| {
         tokio::spawn(reconcile_loop(
-            store.clone(),
-            clock,
-            ids,
-            g,
+            engine.clone(),
             Duration::from_secs(config.card_reconcile_secs),
             config.card_reconcile_per_merchant,
         ))
@@ -212,35 +198,29 @@ pub async fn serve<S: Store + Clone>(
     Ok(())
 }
 
-async fn expiry_loop<S: Store + Clone>(
-    store: S,
-    clock: Arc<dyn Clock>,
-    ids: Arc<IdSource>,
-    gateway: Option<Arc<crate::card::StripeGateway>>,
-) {
+async fn expiry_loop<S: Store + Clone>(engine: Engine<S>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         // Before an invoice expires, ask the gateway whether its card payment went through.
-        if let Some(g) = &gateway {
-            let due = store
-                .invoices_due_for_expiry(clock.now(), 1000)
+        if engine.card.is_some() {
+            let due = engine
+                .store
+                .invoices_due_for_expiry(engine.clock.now(), 1000)
                 .await
                 .unwrap_or_default();
-            if let Err(e) = crate::card::reconcile(&store, g, clock.as_ref(), &ids, &due).await {
+            if let Err(e) = engine.reconcile_cards(&due).await {
                 tracing::warn!(target: "relay::card", error = %e, "reconciliation before expiry failed");
             }
         }
-        match crate::expiry::sweep(&store, clock.as_ref(), &ids).await {
+        match engine.expire_due().await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(target: "relay::expiry", expired = n, "invoices expired"),
             Err(e) => tracing::warn!(target: "relay::expiry", error = %e, "expiry sweep failed"),
         }
         // No one may be charged for an invoice no longer payable (asked again while it fails).
-        if let Some(g) = &gateway {
-            if let Err(e) = crate::card::close_intents(&store, g, clock.as_ref(), &ids).await {
-                tracing::warn!(target: "relay::card", error = %e, "closing PaymentIntents failed");
-            }
+        if let Err(e) = engine.close_card_intents().await {
+            tracing::warn!(target: "relay::card", error = %e, "closing PaymentIntents failed");
         }
     }
 }
@@ -274,14 +254,8 @@ async fn prune_loop<S: Store + Clone>(
 }
 
 /// Periodically reconciles every payable invoice's card payment with the gateway.
-async fn reconcile_loop<S: Store + Clone>(
-    store: S,
-    clock: Arc<dyn Clock>,
-    ids: Arc<IdSource>,
-    gateway: Arc<crate::card::StripeGateway>,
-    every: Duration,
-    per_merchant: usize,
-) {
+async fn reconcile_loop<S: Store + Clone>(engine: Engine<S>, every: Duration, per_merchant: usize) {
+    let store = &engine.store;
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
@@ -290,10 +264,11 @@ async fn reconcile_loop<S: Store + Clone>(
             .invoices_due_for_expiry(relay_core::Timestamp(i64::MAX - 1), 10_000)
             .await
             .unwrap_or_default();
-        let open = crate::card::fair_share(&store, &open, per_merchant)
+        let open = engine
+            .reconcile_share(&open, per_merchant)
             .await
             .unwrap_or_default();
-        match crate::card::reconcile(&store, &gateway, clock.as_ref(), &ids, &open).await {
+        match engine.reconcile_cards(&open).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(target: "relay::card", found = n, "reconciliation found card payments")
@@ -302,8 +277,7 @@ async fn reconcile_loop<S: Store + Clone>(
         }
         // Refunds a crash or an outage kept from the gateway (asked once the request is a few
         // seconds old, so not while its own request is still asking).
-        if let Err(e) = crate::card::resume_refunds(&store, &gateway, clock.as_ref(), &ids, 5).await
-        {
+        if let Err(e) = engine.resume_card_refunds(5).await {
             tracing::warn!(target: "relay::card", error = %e, "resuming card refunds failed");
         }
     }

@@ -204,6 +204,40 @@ impl From<crate::update::ApplyError> for ApiError {
     }
 }
 
+impl From<relay_engine::invoices::InvoiceError> for ApiError {
+    fn from(e: relay_engine::invoices::InvoiceError) -> ApiError {
+        use relay_engine::invoices::InvoiceError as E;
+        let unprocessable = |code, why: String| {
+            ApiError::invalid(code, why).with_status(StatusCode::UNPROCESSABLE_ENTITY)
+        };
+        let message = e.to_string();
+        match e {
+            E::Refused(e) => e.into(),
+            E::Store(e) => e.into(),
+            E::MethodUnavailable { index, .. } => {
+                unprocessable("payment_method_unavailable", message).with_param(match index {
+                    Some(i) => format!("payment_methods[{i}]"),
+                    None => "payment_methods".into(),
+                })
+            }
+            E::DescriptorUnusable(_) => unprocessable("bitcoin_descriptor_unusable", message),
+            E::SettlementUnavailable(_) => unprocessable("settlement_unavailable", message),
+            E::PayoutUnusable(_) => unprocessable("ethereum_payout_unusable", message),
+            E::AmountTooLarge => {
+                ApiError::invalid("amount_too_large", message).with_param("amount")
+            }
+            E::GatewayUnavailable => ApiError::unavailable(
+                "gateway_unavailable",
+                "the card gateway could not be reached; retry with the same Idempotency-Key",
+            ),
+            E::NotFound => ApiError::not_found("invoice").with_param("id"),
+            E::Busy => ApiError::invalid("concurrent_update", "the invoice keeps changing; retry")
+                .with_status(StatusCode::CONFLICT),
+            _ => ApiError::internal(),
+        }
+    }
+}
+
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> ApiError {
         let message = e.to_string();

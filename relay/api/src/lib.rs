@@ -15,7 +15,7 @@ pub mod throttle;
 // The application layer's pieces the handlers use, at the paths they always had.
 pub use relay_engine::{apply as update, gateway as card, view};
 pub use relay_engine::{
-    BitcoinRail, EthereumRail, IdSource, RefundReserves, SystemClock, WatchRefund,
+    BitcoinRail, Engine, EthereumRail, IdSource, RefundReserves, SystemClock, WatchRefund,
 };
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -26,7 +26,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::ApiError;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use relay_core::{AssetBook, Clock, RateSource};
 use relay_store::Store;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -35,19 +34,10 @@ use utoipa::OpenApi;
 /// Largest accepted request body.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 
-/// What every handler shares.
+/// What every handler shares: the engine (through `Deref`, so `state.store`, `state.clock` …
+/// are the engine's) and the HTTP layer's own settings.
 pub struct AppState<S> {
-    pub store: S,
-    pub ids: Arc<IdSource>,
-    /// The card gateway, when one is configured (without it, card is not offered).
-    pub card: Option<Arc<dyn card::CardGateway>>,
-    /// The bitcoin rail, when a node is configured (without it, bitcoin is not offered).
-    pub bitcoin: Option<BitcoinRail>,
-    /// The Ethereum rail, when a node and an escrow are configured.
-    pub ethereum: Option<EthereumRail>,
-    pub assets: Arc<AssetBook>,
-    pub rates: Arc<dyn RateSource>,
-    pub clock: Arc<dyn Clock>,
+    pub engine: Engine<S>,
     pub request_timeout: Duration,
     pub metrics: PrometheusHandle,
     /// Webhook endpoints may point at private addresses (`relay dev`, tests); never in
@@ -65,17 +55,18 @@ pub struct AppState<S> {
     pub key_changes: Arc<tokio::sync::Mutex<()>>,
 }
 
+impl<S> std::ops::Deref for AppState<S> {
+    type Target = Engine<S>;
+
+    fn deref(&self) -> &Engine<S> {
+        &self.engine
+    }
+}
+
 impl<S: Clone> Clone for AppState<S> {
     fn clone(&self) -> Self {
         AppState {
-            store: self.store.clone(),
-            ids: self.ids.clone(),
-            card: self.card.clone(),
-            bitcoin: self.bitcoin.clone(),
-            ethereum: self.ethereum.clone(),
-            assets: self.assets.clone(),
-            rates: self.rates.clone(),
-            clock: self.clock.clone(),
+            engine: self.engine.clone(),
             request_timeout: self.request_timeout,
             metrics: self.metrics.clone(),
             allow_private_webhooks: self.allow_private_webhooks,

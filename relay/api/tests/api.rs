@@ -86,7 +86,7 @@ async fn env_throttled(throttle: Option<relay_api::throttle::Throttle>) -> Env {
         keys.push(key.expose_secret().to_owned());
     }
     let clock = Arc::new(TestClock(AtomicI64::new(T0)));
-    let state = AppState {
+    let engine = relay_api::Engine {
         store: store.clone(),
         ids: Arc::new(relay_api::IdSource::default()),
         card: None,
@@ -108,6 +108,9 @@ async fn env_throttled(throttle: Option<relay_api::throttle::Throttle>) -> Env {
             FixedRates::from_pairs([("BTC/USD", "60000"), ("ETH/USD", "2500")]).unwrap(),
         ),
         clock: clock.clone(),
+    };
+    let state = AppState {
+        engine,
         request_timeout: Duration::from_secs(10),
         allow_private_webhooks: false,
         metrics_token: None,

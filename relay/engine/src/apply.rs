@@ -67,10 +67,16 @@ impl From<StoreError> for ApplyError {
     }
 }
 
-/// Applies `input` to invoice `id` as it is now and stores the result with its events. Returns
-/// whether the invoice changed (`false` too when there is no such invoice). Not flushed: callers
-/// that answer someone call `durable` first.
-pub async fn apply_input<S: Store>(
+impl<S: Store> crate::Engine<S> {
+    /// Applies `input` to invoice `id` as it is now and stores the result with its events.
+    /// Returns whether the invoice changed (`false` too when there is no such invoice). Not
+    /// flushed: callers that answer someone call `durable` first.
+    pub async fn apply(&self, id: &InvoiceId, input: &InvoiceInput) -> Result<bool, ApplyError> {
+        apply_input(&self.store, self.clock.as_ref(), &self.ids, id, input).await
+    }
+}
+
+async fn apply_input<S: Store>(
     store: &S,
     clock: &dyn Clock,
     ids: &IdSource,

@@ -2,11 +2,11 @@
 //!
 //! The API does not know the gateway's wire format: the binary supplies a [`CardGateway`] (the
 //! Stripe-compatible adapter) that creates PaymentIntents and turns a signed webhook into a
-//! verified [`GatewayEvent`]. [`apply_gateway_event`] is shared by the webhook route and the
+//! verified [`GatewayEvent`]. [`Engine::record_gateway_event`](crate::Engine::record_gateway_event) is shared by the webhook route and the
 //! reconciliation pass, so a missed webhook and a delivered one have the same effect, once.
 
 use crate::apply::Attempt;
-use relay_core::{CardIntent, Clock, Event, GatewayEvent, Lookup, Timestamp};
+use relay_core::{CardIntent, Event, GatewayEvent, Lookup, Timestamp};
 use relay_store::{Commit, IdempotencyRecord, Store, StoreError};
 use std::future::Future;
 use std::pin::Pin;
@@ -46,8 +46,18 @@ pub trait CardGateway: Send + Sync + 'static {
     ) -> Result<GatewayEvent, WebhookRejection>;
 
     /// Cancels a PaymentIntent nobody paid, so that it can no longer be confirmed. An error when
-    /// the gateway refused (the payer already paid it) or could not be reached.
-    fn cancel_intent<'a>(&'a self, payment_intent: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    /// the gateway refused (`refused`: the payer already paid it) or could not be reached.
+    fn cancel_intent<'a>(
+        &'a self,
+        payment_intent: &'a str,
+    ) -> BoxFuture<'a, Result<(), GatewayError>>;
+
+    /// What the gateway says of a PaymentIntent now, as the event its state stands for (`None`:
+    /// nothing the relay acts on yet). Reconciliation applies it like a webhook.
+    fn retrieve_intent<'a>(
+        &'a self,
+        payment_intent: &'a str,
+    ) -> BoxFuture<'a, Result<Option<GatewayEvent>, String>>;
 
     /// Refunds `amount_minor` of a PaymentIntent; `key` (the relay's refund id) makes a retry
     /// refund once. Returns the gateway's refund id; the gateway's webhook confirms it.
@@ -56,16 +66,26 @@ pub trait CardGateway: Send + Sync + 'static {
         payment_intent: &'a str,
         amount_minor: u64,
         key: &'a str,
-    ) -> BoxFuture<'a, Result<String, RefundError>>;
+    ) -> BoxFuture<'a, Result<String, GatewayError>>;
 }
 
-/// Why a gateway refund did not go through.
+/// Why a gateway call did not go through.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefundError {
+pub struct GatewayError {
     pub message: String,
     /// The gateway said no (it will say no again). Otherwise it could not be reached or failed
-    /// on its side, and may have taken the refund: retry with the same key.
+    /// on its side, and may have done it: retry (with the same key, for a refund).
     pub refused: bool,
+}
+
+impl GatewayError {
+    /// The gateway could not be reached or failed on its side.
+    pub fn unreachable(message: impl Into<String>) -> GatewayError {
+        GatewayError {
+            message: message.into(),
+            refused: false,
+        }
+    }
 }
 
 /// What handling an event did.
@@ -80,18 +100,20 @@ pub enum Handled {
     Duplicate,
 }
 
-/// Records `event` (keyed `{source}:{event id}`) and applies it to its invoice in one transaction.
-pub async fn apply_gateway_event<S: Store>(
-    store: &S,
-    clock: &dyn Clock,
-    ids: &crate::IdSource,
-    source: &str,
-    event: &GatewayEvent,
-    fingerprint: [u8; 32],
-) -> Result<Handled, StoreError> {
-    let key = &format!("{source}:{}", event.id);
-    // Conflicts mean a watcher or another webhook changed the invoice meanwhile: re-read, re-apply.
-    let handled = crate::apply::retry(|| async move {
+impl<S: Store> crate::Engine<S> {
+    /// Records `event` (keyed `{source}:{event id}`) and applies it to its invoice in one transaction.
+    /// Shared by the webhook route and reconciliation: a missed webhook and a delivered one have the
+    /// same effect, once.
+    pub async fn record_gateway_event(
+        &self,
+        source: &str,
+        event: &GatewayEvent,
+        fingerprint: [u8; 32],
+    ) -> Result<Handled, StoreError> {
+        let (store, clock, ids) = (&self.store, self.clock.as_ref(), self.ids.as_ref());
+        let key = &format!("{source}:{}", event.id);
+        // Conflicts mean a watcher or another webhook changed the invoice meanwhile: re-read, re-apply.
+        let handled = crate::apply::retry(|| async move {
         let now = clock.now();
         let mut outcome = "no invoice for this payment intent";
         let mut change = None;
@@ -141,8 +163,9 @@ pub async fn apply_gateway_event<S: Store>(
             Commit::Conflict => Attempt::Conflict,
         })
     }).await?;
-    handled.ok_or_else(|| StoreError::Unavailable {
-        reason: "the invoice kept changing while a gateway event was applied".into(),
-        retryable: true,
-    })
+        handled.ok_or_else(|| StoreError::Unavailable {
+            reason: "the invoice kept changing while a gateway event was applied".into(),
+            retryable: true,
+        })
+    }
 }

@@ -1,16 +1,98 @@
 //! Relay's application layer, between the HTTP API and the binary's loops on one side and the
-//! domain (`relay-core`) and the store on the other: applying an input to an invoice with the
-//! one retry loop ([`apply`]), what the relay does with a card gateway's event ([`gateway`]), the
-//! rails as the relay sees them, id and clock sources, and the JSON views an event travels in (the
-//! API's answers and the webhooks' bodies are the same [`view`]s).
+//! domain (`relay-core`) and the store on the other. [`Engine`] holds what every operation needs
+//! (the store, the rails, rates, ids and the clock) and offers the operations: create and cancel
+//! an invoice ([`invoices`]), apply an input with the one retry loop ([`apply`]), store a chain
+//! watcher's step ([`chain`]), record a card gateway's event ([`gateway`]), expire invoices
+//! ([`expiry`]) and reconcile with the card gateway ([`reconcile`]). The API parses a request,
+//! calls the engine and renders a [`view`]; the binary's loops call the engine. Neither holds a
+//! business rule of its own.
 
 pub mod apply;
+pub mod chain;
 pub mod endpoints;
+pub mod expiry;
 pub mod gateway;
+pub mod invoices;
+pub mod reconcile;
 pub mod view;
 
-use relay_core::{Clock, Timestamp};
+use relay_core::{AssetBook, Clock, MerchantId, RateSource, Timestamp};
+use relay_store::{Commit, IdempotencyRecord, IdempotencyWrite, Store};
 use std::sync::Arc;
+
+/// The relay's operations over a store `S`. Cheap to clone: the API's handlers and each loop hold
+/// one.
+pub struct Engine<S> {
+    pub store: S,
+    pub ids: Arc<IdSource>,
+    pub clock: Arc<dyn Clock>,
+    pub assets: Arc<AssetBook>,
+    pub rates: Arc<dyn RateSource>,
+    /// The card gateway, when one is configured (without it, card is not offered).
+    pub card: Option<Arc<dyn gateway::CardGateway>>,
+    /// The bitcoin rail, when a node is configured (without it, bitcoin is not offered).
+    pub bitcoin: Option<BitcoinRail>,
+    /// The Ethereum rail, when a node and an escrow are configured.
+    pub ethereum: Option<EthereumRail>,
+}
+
+impl<S: Clone> Clone for Engine<S> {
+    fn clone(&self) -> Self {
+        Engine {
+            store: self.store.clone(),
+            ids: self.ids.clone(),
+            clock: self.clock.clone(),
+            assets: self.assets.clone(),
+            rates: self.rates.clone(),
+            card: self.card.clone(),
+            bitcoin: self.bitcoin.clone(),
+            ethereum: self.ethereum.clone(),
+        }
+    }
+}
+
+impl<S: Store> Engine<S> {
+    /// Completes once every decision made so far is on disk (see [`Store::durable`]).
+    pub async fn durable(&self) -> Result<(), relay_store::StoreError> {
+        self.store.durable().await
+    }
+}
+
+/// The API request a decision answers: its merchant's idempotency key, the request's fingerprint
+/// and when it arrived. The decision's answer is stored under the key in the decision's own
+/// write, so a retried request gets the same answer and changes nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Answering<'a> {
+    pub merchant: &'a MerchantId,
+    pub key: &'a str,
+    pub fingerprint: [u8; 32],
+    pub at: Timestamp,
+}
+
+impl<'a> Answering<'a> {
+    /// The record of `body` (a 200 answer) to write with the decision.
+    pub fn record(&self, body: &str) -> IdempotencyWrite<'a> {
+        IdempotencyWrite {
+            merchant_id: self.merchant,
+            key: self.key,
+            record: IdempotencyRecord {
+                fingerprint: self.fingerprint,
+                status: 200,
+                body: body.to_owned(),
+                created_at: self.at,
+            },
+        }
+    }
+}
+
+/// A decision written (or found already written under the request's idempotency key).
+#[derive(Debug)]
+pub struct Decided<T> {
+    pub commit: Commit,
+    /// The answer's JSON, as stored under the key.
+    pub body: String,
+    pub value: T,
+}
 
 /// What the bitcoin rail is told of each refund it should see paid.
 pub type WatchRefund = dyn Fn(&relay_core::InvoiceId, &relay_core::Refund) + Send + Sync;

@@ -211,13 +211,13 @@ async fn act<S: Store>(
 
 /// Receipts and replacements of sent transactions, then new captures and voids.
 pub(super) async fn step_sender<S: Store>(
-    store: &S,
+    engine: &Engine<S>,
     eth: &Ethereum,
     watcher: &Watcher,
     sender: &mut Sender,
     failures: &mut Failures,
-    (clock, ids): (&dyn Clock, &IdSource),
 ) -> Result<()> {
+    let store = &engine.store;
     let (outcomes, changed) = sender.poll(&eth.node).await?;
     if !changed.is_empty() {
         store_txs(store, watcher, &changed, &[]).await?;
@@ -245,8 +245,8 @@ pub(super) async fn step_sender<S: Store>(
         }
     }
     act(store, eth, watcher, sender, failures).await?;
-    refund(store, eth, watcher, sender, failures, (clock, ids)).await?;
-    settle(store, eth, watcher, sender, (clock, ids)).await?;
+    refund(engine, eth, watcher, sender, failures).await?;
+    settle(engine, eth, watcher, sender).await?;
     // Finished transactions of deposits the watcher has forgotten (closed, deeper than its
     // window) are no longer needed; the chain keeps their nonces used.
     let head = watcher.head().unwrap_or(0);
@@ -364,13 +364,13 @@ fn failed(sender: &Sender, purpose: Purpose) -> u32 {
 /// gas). A refund of the whole deposit before capture is a void, decided in [`act`]; a partial
 /// one waits for the capture. After repeated failures the refund is marked failed.
 async fn refund<S: Store>(
-    store: &S,
+    engine: &Engine<S>,
     eth: &Ethereum,
     watcher: &Watcher,
     sender: &mut Sender,
     failures: &mut Failures,
-    ctx: (&dyn Clock, &IdSource),
 ) -> Result<()> {
+    let store = &engine.store;
     for w in store.payouts(PayoutKind::EthRefund).await? {
         let Some(inv) = store.invoice(&w.invoice).await? else {
             continue;
@@ -426,7 +426,7 @@ async fn refund<S: Store>(
                 id: r.id.clone(),
                 reason: reason.into(),
             };
-            relay_engine::apply::apply_input(store, ctx.0, ctx.1, &inv.id, &input).await?;
+            engine.apply(&inv.id, &input).await?;
             failures.forget(key);
             continue;
         }
@@ -500,12 +500,12 @@ async fn reserve_of(
 /// operator's liquidity. One that the liquidity does not cover stays queued (`settlement.queued`,
 /// and the `relay_settlements_queued` gauge) and is sent once it does.
 async fn settle<S: Store>(
-    store: &S,
+    engine: &Engine<S>,
     eth: &Ethereum,
     watcher: &Watcher,
     sender: &mut Sender,
-    ctx: (&dyn Clock, &IdSource),
 ) -> Result<()> {
+    let store = &engine.store;
     let contract = PaymentEscrow::new(eth.rail.escrow, eth.node.provider().clone());
     // Liquidity already promised to settlements sent and not yet mined.
     let mut in_flight: HashMap<Address, U256> = HashMap::new();
@@ -581,7 +581,7 @@ async fn settle<S: Store>(
                 tracing::warn!(target: "relay::eth", settlement = %s.id, amount = %s.amount, %available, "not enough liquidity in the escrow: settlement queued");
                 let id = s.id.clone();
                 let input = InvoiceInput::SettlementQueued { id };
-                relay_engine::apply::apply_input(store, ctx.0, ctx.1, &inv.id, &input).await?;
+                engine.apply(&inv.id, &input).await?;
             }
             continue;
         }

@@ -422,9 +422,20 @@ impl Clock for FixedClock {
 
 #[tokio::test]
 async fn expiry_sweep_expires_unpaid_invoices_once() {
-    let ids = relay_engine::IdSource::default();
+    let ids = std::sync::Arc::new(relay_engine::IdSource::default());
     let dir = tempfile::tempdir().unwrap();
     let store = relay_store_sled::SledStore::open(dir.path()).unwrap();
+    // The engine as the sweep sees it at time `t`.
+    let at = |t: i64| relay_engine::Engine {
+        store: store.clone(),
+        ids: ids.clone(),
+        clock: std::sync::Arc::new(FixedClock(t)),
+        assets: Default::default(),
+        rates: std::sync::Arc::new(relay_core::FixedRates::default()),
+        card: None,
+        bitcoin: None,
+        ethereum: None,
+    };
     let created = relay::merchant::create(
         &store,
         &FixedClock(1_000),
@@ -472,32 +483,17 @@ async fn expiry_sweep_expires_unpaid_invoices_once() {
     });
     store.create_invoice(&inv, &events, None).await.unwrap();
 
-    assert_eq!(
-        relay::expiry::sweep(&store, &FixedClock(1_059), &ids)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(at(1_059).expire_due().await.unwrap(), 0);
     assert_eq!(
         store.invoice(&inv.id).await.unwrap().unwrap().status,
         InvoiceStatus::New
     );
-    assert_eq!(
-        relay::expiry::sweep(&store, &FixedClock(1_060), &ids)
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(at(1_060).expire_due().await.unwrap(), 1);
     assert_eq!(
         store.invoice(&inv.id).await.unwrap().unwrap().status,
         InvoiceStatus::Expired
     );
-    assert_eq!(
-        relay::expiry::sweep(&store, &FixedClock(2_000), &ids)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(at(2_000).expire_due().await.unwrap(), 0);
     let events = store
         .list_events(&merchant.id, None, 10)
         .await

@@ -1,6 +1,6 @@
 //! `POST /v1/gateways/stripe/webhook`: the card gateway's signed events.
 
-use crate::card::{apply_gateway_event, Handled, WebhookRejection};
+use crate::card::{Handled, WebhookRejection};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::RawBody;
 use crate::AppState;
@@ -65,15 +65,9 @@ pub async fn stripe_webhook<S: Store>(
             ApiError::invalid(code, message).with_param("Stripe-Signature")
         })?;
     let fingerprint: [u8; 32] = Sha256::digest(&body).into();
-    let handled = apply_gateway_event(
-        &state.store,
-        state.clock.as_ref(),
-        &state.ids,
-        gateway.name(),
-        &event,
-        fingerprint,
-    )
-    .await?;
+    let handled = state
+        .record_gateway_event(gateway.name(), &event, fingerprint)
+        .await?;
     state.store.durable().await?;
     let outcome = match handled {
         Handled::Applied => "applied",

@@ -9,14 +9,15 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use relay_core::invoice::{InvoiceInput, NewInvoice};
-use relay_core::{Amount, Event, Invoice, InvoiceId, Merchant, Money};
+use relay_core::{Amount, Invoice, InvoiceId, Merchant, Money};
+use relay_engine::invoices::InvoiceOrder;
+use relay_engine::Answering;
 use relay_store::{Commit, IdempotencyRecord, IdempotencyWrite, InvoiceQuery, Store};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use utoipa::ToSchema;
 
-pub const DEFAULT_EXPIRY_SECS: i64 = 15 * 60;
+pub use relay_engine::invoices::DEFAULT_EXPIRY_SECS;
 
 /// Parameters of a new invoice.
 #[derive(Deserialize, ToSchema)]
@@ -78,13 +79,7 @@ fn method_list() -> utoipa::openapi::schema::Array {
         .build()
 }
 
-fn parse_methods(
-    merchant: &Merchant,
-    requested: Option<Vec<String>>,
-) -> Result<Vec<relay_core::Method>, ApiError> {
-    let Some(names) = requested else {
-        return Ok(merchant.methods.clone());
-    };
+fn parse_methods(names: &[String]) -> Result<Vec<relay_core::Method>, ApiError> {
     names
         .iter()
         .enumerate()
@@ -139,6 +134,16 @@ impl Idempotent {
         self.key.as_deref()
     }
 
+    /// The request as the engine records its answer, if it carried a key.
+    pub(crate) fn answering<'a>(&'a self, merchant: &'a Merchant) -> Option<Answering<'a>> {
+        self.key.as_deref().map(|key| Answering {
+            merchant: &merchant.id,
+            key,
+            fingerprint: self.fingerprint,
+            at: self.now,
+        })
+    }
+
     /// The record to store with the decision, if the request carried a key.
     pub(crate) fn record<'a>(
         &'a self,
@@ -189,9 +194,7 @@ impl Idempotent {
     }
 }
 
-pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_default()
-}
+pub(crate) use relay_engine::invoices::to_json;
 
 /// Create an invoice.
 #[utoipa::path(
@@ -225,340 +228,26 @@ pub async fn create<S: Store>(
         Err(replay) => return Ok(replay),
     };
     let req: CreateInvoiceRequest = parse_json(&body)?;
-    let req_names: Vec<String> = req.payment_methods.clone().unwrap_or_default();
     let asset = state.assets.get(&req.currency)?.clone();
     let amount = Amount::parse_decimal(&req.amount, &asset)?;
-    let now = idem.now;
-    let mut params = NewInvoice {
-        merchant_id: merchant.id.clone(),
+    let methods = req
+        .payment_methods
+        .map(|names| parse_methods(&names))
+        .transpose()?;
+    let order = InvoiceOrder {
         price: Money { asset, amount },
         order_id: req.order_id,
         description: req.description,
         metadata: req.metadata.unwrap_or_default(),
-        expires_at: now.plus_seconds(req.expires_in.unwrap_or(DEFAULT_EXPIRY_SECS)),
-        methods: parse_methods(&merchant, req.payment_methods)?,
-        tolerance_bps: merchant.payment_tolerance_bps,
+        expires_in: req.expires_in.unwrap_or(DEFAULT_EXPIRY_SECS),
+        methods,
         eth_asset: req.ethereum_asset,
     };
-    offer_only_available(&state, &merchant, &mut params, &req_names)?;
-    let quotes = params.quote(&state.assets, state.rates.as_ref())?;
-    let (mut invoice, kinds) = Invoice::create(state.ids.invoice_id(), params, quotes, now)?;
-    attach_settlement(&state, &merchant, &mut invoice)?;
-    attach_ethereum_deposit(&state, &merchant, &mut invoice)?;
-    attach_card_intent(&state, &mut invoice).await?;
-    // An address is claimed in the same transaction as the invoice; should it already belong to
-    // another invoice (never expected: indexes only grow), the next index is taken.
-    let mut attempts = 0;
-    let (commit, response) = loop {
-        attach_bitcoin_address(&state, &merchant, &mut invoice).await?;
-        let events = Event::for_invoice(&invoice, &kinds, now, || state.ids.event_id());
-        let response = to_json(&InvoiceView::of(&invoice));
-        match state
-            .store
-            .create_invoice(
-                &invoice,
-                &events,
-                idem.record(&merchant, StatusCode::OK, &response),
-            )
-            .await
-        {
-            Err(relay_store::StoreError::DuplicateReference {
-                reference: reference @ relay_core::Lookup::BtcScript(_),
-            }) if attempts < 3 => {
-                tracing::warn!(target: "relay::btc", %reference, "address already used; taking the next index");
-                attempts += 1;
-            }
-            other => break (other?, response),
-        }
-    };
-    if commit == Commit::Done {
-        if let Some(rail) = &state.bitcoin {
-            if invoice.quote_for(relay_core::Method::Bitcoin).is_some() {
-                (rail.watch)(&invoice);
-            }
-        }
-        metrics::counter!("relay_invoices_created_total").increment(1);
-    }
-    idem.finish(&state, commit, StatusCode::OK, response).await
-}
-
-/// Drops the rails that cannot take a payment for this merchant; naming one explicitly is an error.
-fn offer_only_available<S: Store>(
-    state: &AppState<S>,
-    merchant: &Merchant,
-    params: &mut NewInvoice,
-    named: &[String],
-) -> Result<(), ApiError> {
-    use relay_core::Method as M;
-    let unavailable = |m: M| -> Option<&'static str> {
-        match m {
-            M::Card if state.card.is_none() => {
-                Some("card payments need a card gateway, and none is configured")
-            }
-            M::Bitcoin if state.bitcoin.is_none() => {
-                Some("bitcoin payments need a bitcoin node, and none is configured")
-            }
-            M::Card | M::Bitcoin
-                if merchant.settle_on_ethereum.is_some() && state.ethereum.is_none() =>
-            {
-                Some("the merchant is paid on Ethereum, and no Ethereum node and escrow is configured")
-            }
-            M::Bitcoin
-                if merchant.settle_on_ethereum.is_some()
-                    && state
-                        .bitcoin
-                        .as_ref()
-                        .is_some_and(|b| b.treasury_descriptor.is_none()) =>
-            {
-                Some("bitcoin payments for a merchant paid on Ethereum go to the operator's treasury descriptor, and none is configured")
-            }
-            M::Bitcoin
-                if merchant.settle_on_ethereum.is_none() && merchant.btc_descriptor.is_none() =>
-            {
-                Some("bitcoin payments need the merchant's receive descriptor, and none was given")
-            }
-            M::Ethereum if state.ethereum.is_none() => {
-                Some("ethereum payments need an Ethereum node and escrow, and none is configured")
-            }
-            M::Ethereum if merchant.eth_payout.is_none() => {
-                Some("ethereum payments need the merchant's payout address, and none was given")
-            }
-            _ => None,
-        }
-    };
-    for (i, name) in named.iter().enumerate() {
-        if let Some(why) = M::parse(name).and_then(unavailable) {
-            return Err(ApiError::invalid("payment_method_unavailable", why)
-                .with_param(format!("payment_methods[{i}]"))
-                .with_status(StatusCode::UNPROCESSABLE_ENTITY));
-        }
-    }
-    let asked = params.methods.len();
-    params.methods.retain(|m| unavailable(*m).is_none());
-    // (An empty list is refused by the invoice's own validation.)
-    if asked > 0 && params.methods.is_empty() {
-        return Err(ApiError::invalid(
-            "payment_method_unavailable",
-            "none of the merchant's payment methods is available",
-        )
-        .with_param("payment_methods")
-        .with_status(StatusCode::UNPROCESSABLE_ENTITY));
-    }
-    Ok(())
-}
-
-/// Gives the invoice the next unused address of the merchant's descriptor.
-async fn attach_bitcoin_address<S: Store>(
-    state: &AppState<S>,
-    merchant: &Merchant,
-    invoice: &mut Invoice,
-) -> Result<(), ApiError> {
-    // A merchant paid on Ethereum is paid from the relay's liquidity; the bitcoin goes to the
-    // operator's treasury, or the merchant would be paid twice.
-    let treasury = merchant.settle_on_ethereum.is_some();
-    let descriptor = match (treasury, state.bitcoin.as_ref()) {
-        (true, Some(rail)) => rail.treasury_descriptor.as_deref(),
-        _ => merchant.btc_descriptor.as_deref(),
-    };
-    let (Some(rail), Some(descriptor), Some(quote)) = (
-        state.bitcoin.as_ref(),
-        descriptor,
-        invoice
-            .methods
-            .iter_mut()
-            .find(|q| q.method == relay_core::Method::Bitcoin),
-    ) else {
-        return Ok(());
-    };
-    let owner = if treasury {
-        relay_core::merchant::treasury_index_owner()
-    } else {
-        merchant.id.clone()
-    };
-    let index = state.store.next_derivation_index(&owner).await?;
-    let derived = rail.addresses.derive(descriptor, index).map_err(|why| {
-        ApiError::invalid(
-            "bitcoin_descriptor_unusable",
-            format!("the merchant's bitcoin descriptor cannot give an address: {why}"),
-        )
-        .with_status(StatusCode::UNPROCESSABLE_ENTITY)
-    })?;
-    quote.bitcoin = Some(relay_core::BitcoinPayTo {
-        address: derived.address,
-        script_pubkey: derived.script_pubkey,
-        derivation_index: index,
-        // The operator's money pays for treasury payments: never on 0 confirmations.
-        confirmations: if treasury {
-            merchant.btc_confirmations.max(1)
-        } else {
-            merchant.btc_confirmations
-        },
-        treasury,
-    });
-    Ok(())
-}
-
-/// For a merchant paid on Ethereum: locks what the price is worth in the settlement asset.
-fn attach_settlement<S: Store>(
-    state: &AppState<S>,
-    merchant: &Merchant,
-    invoice: &mut Invoice,
-) -> Result<(), ApiError> {
-    let Some(code) = &merchant.settle_on_ethereum else {
-        return Ok(());
-    };
-    if !invoice.methods.iter().any(|q| {
-        matches!(
-            q.method,
-            relay_core::Method::Card | relay_core::Method::Bitcoin
-        )
-    }) {
-        return Ok(());
-    }
-    let unusable = |why: String| {
-        ApiError::invalid("settlement_unavailable", why)
-            .with_status(StatusCode::UNPROCESSABLE_ENTITY)
-    };
-    let asset = state
-        .assets
-        .get(code)
-        .map_err(|_| {
-            unusable(format!(
-                "the merchant's settlement asset {code} is not configured"
-            ))
-        })?
-        .clone();
-    let token = match &asset.kind {
-        relay_core::AssetKind::Erc20 { contract } => Some(contract.clone()),
-        relay_core::AssetKind::Ether => None,
-        _ => return Err(unusable(format!("{code} is not paid on Ethereum"))),
-    };
-    let rate = state
-        .rates
-        .rate(&asset.code, &invoice.price.asset.code)
-        .ok_or_else(|| {
-            unusable(format!(
-                "no rate from {} to {code}",
-                invoice.price.asset.code
-            ))
-        })?;
-    let due = rate.quote_to_base(invoice.price.amount, &invoice.price.asset, &asset)?;
-    let payout = merchant
-        .eth_payout
-        .clone()
-        .ok_or_else(|| unusable("the merchant has no payout address".into()))?;
-    let min_confirmations = state
-        .ethereum
-        .as_ref()
-        .map_or(relay_core::payout::DEFAULT_SETTLEMENT_DEPTH, |rail| {
-            rail.settlement_min_confirmations
-        });
-    invoice.settle_to = Some(relay_core::SettleTo {
-        due: Money { asset, amount: due },
-        rate,
-        payout,
-        token,
-        min_confirmations,
-    });
-    Ok(())
-}
-
-/// Fixes the invoice's escrow deposit: the merchant's payout address, the asset, the amount, the
-/// escrow expiry (the invoice's plus the capture window), a fresh random salt, and the payment id
-/// the escrow will derive from them.
-fn attach_ethereum_deposit<S: Store>(
-    state: &AppState<S>,
-    merchant: &Merchant,
-    invoice: &mut Invoice,
-) -> Result<(), ApiError> {
-    use alloy_primitives::{Address, B256};
-    let (Some(rail), Some(payout), Some(quote)) = (
-        state.ethereum.as_ref(),
-        merchant.eth_payout.as_deref(),
-        invoice
-            .methods
-            .iter_mut()
-            .find(|q| q.method == relay_core::Method::Ethereum),
-    ) else {
-        return Ok(());
-    };
-    let unusable = |why: String| {
-        ApiError::invalid("ethereum_payout_unusable", why)
-            .with_status(StatusCode::UNPROCESSABLE_ENTITY)
-    };
-    let merchant_addr: Address = payout.parse().map_err(|_| {
-        unusable(format!(
-            "the merchant's payout address {payout} is not valid"
-        ))
-    })?;
-    let token = match &quote.due.asset.kind {
-        relay_core::AssetKind::Erc20 { contract } => Some(
-            contract
-                .parse::<Address>()
-                .map_err(|_| unusable(format!("token contract {contract} is not valid")))?,
-        ),
-        _ => None,
-    };
-    let expiry = u64::try_from(invoice.expires_at.0)
-        .unwrap_or(0)
-        .saturating_add(rail.capture_window_secs);
-    let salt = B256::from(rand::random::<[u8; 32]>());
-    let id = relay_core::eth_payment_id(
-        rail.chain_id,
-        rail.escrow,
-        merchant_addr,
-        token.unwrap_or(Address::ZERO),
-        quote.due.amount.0,
-        expiry,
-        salt,
-    );
-    quote.ethereum = Some(relay_core::EthereumPayTo {
-        chain_id: rail.chain_id,
-        escrow: format!("{:#x}", rail.escrow),
-        merchant: format!("{merchant_addr:#x}"),
-        token: token.map(|t| format!("{t:#x}")),
-        expiry,
-        salt: format!("{salt:#x}"),
-        payment_id: format!("{id:#x}"),
-        confirmations: merchant.eth_confirmations,
-    });
-    Ok(())
-}
-
-/// Creates the invoice's PaymentIntent at the gateway (after every parameter was validated, so an
-/// invalid request never reaches it). A gateway failure fails the request; nothing is stored.
-async fn attach_card_intent<S: Store>(
-    state: &AppState<S>,
-    invoice: &mut Invoice,
-) -> Result<(), ApiError> {
-    let (Some(gateway), Some(quote)) = (
-        state.card.as_ref(),
-        invoice
-            .methods
-            .iter_mut()
-            .find(|q| q.method == relay_core::Method::Card),
-    ) else {
-        return Ok(());
-    };
-    let amount = u64::try_from(quote.due.amount.0).map_err(|_| {
-        ApiError::invalid(
-            "amount_too_large",
-            "the amount is too large for the card gateway",
-        )
-        .with_param("amount")
-    })?;
-    let intent = gateway
-        .create_intent(invoice.id.as_str(), amount, &quote.due.asset.code)
+    let created = state
+        .create_invoice(&merchant, order, idem.answering(&merchant))
+        .await?;
+    idem.finish(&state, created.commit, StatusCode::OK, created.body)
         .await
-        .map_err(|e| {
-            tracing::warn!(target: "relay::card", error = %e, "creating the PaymentIntent failed");
-            ApiError::unavailable(
-                "gateway_unavailable",
-                "the card gateway could not be reached; retry with the same Idempotency-Key",
-            )
-        })?;
-    quote.card = Some(intent);
-    Ok(())
 }
 
 pub(crate) async fn owned_invoice<S: Store>(
@@ -566,14 +255,7 @@ pub(crate) async fn owned_invoice<S: Store>(
     merchant: &Merchant,
     id: &str,
 ) -> Result<Invoice, ApiError> {
-    // Another merchant's invoice is answered exactly like a missing one.
-    let found = match InvoiceId::parse(id) {
-        Some(id) => state.store.invoice(&id).await?,
-        None => None,
-    };
-    found
-        .filter(|inv| inv.merchant_id == merchant.id)
-        .ok_or_else(|| ApiError::not_found("invoice").with_param("id"))
+    Ok(state.engine.owned_invoice(merchant, id).await?)
 }
 
 /// Retrieve an invoice.
@@ -716,36 +398,13 @@ pub async fn cancel<S: Store>(
         Err(replay) => return Ok(replay),
     };
     let _: NoParams = parse_json(&body)?;
-    // Optimistic concurrency: re-read and re-apply if a watcher changed the invoice meanwhile.
-    let (state_, merchant_, id_, idem_) = (&state, &merchant, &id, &idem);
-    let done = crate::update::retry(|| async move {
-        let (state, merchant, id, idem) = (state_, merchant_, id_, idem_);
-        let mut invoice = owned_invoice(state, merchant, id).await?;
-        let version = invoice.version;
-        let now = state.clock.now();
-        let transition = invoice.apply(InvoiceInput::Cancel, now)?;
-        let events = Event::for_invoice(&invoice, &transition.events, now, || state.ids.event_id());
-        let response = to_json(&InvoiceView::of(&invoice));
-        let commit = state
-            .store
-            .update_invoice(
-                version,
-                &invoice,
-                &events,
-                idem.record(merchant, StatusCode::OK, &response),
-            )
-            .await?;
-        Ok::<_, ApiError>(match commit {
-            Commit::Conflict => crate::update::Attempt::Conflict,
-            commit => crate::update::Attempt::Done((commit, response, invoice)),
-        })
-    })
-    .await?;
-    let Some((commit, response, invoice)) = done else {
-        return Err(busy());
-    };
-    let answer = idem.finish(&state, commit, StatusCode::OK, response).await;
-    cancel_card_intent(&state, &invoice).await;
+    let done = state
+        .cancel_invoice(&merchant, &id, idem.answering(&merchant))
+        .await?;
+    let answer = idem
+        .finish(&state, done.commit, StatusCode::OK, done.body)
+        .await;
+    state.close_card_intent(&done.value).await;
     answer
 }
 
@@ -753,34 +412,6 @@ pub async fn cancel<S: Store>(
 pub(crate) fn busy() -> ApiError {
     ApiError::invalid("concurrent_update", "the invoice keeps changing; retry")
         .with_status(StatusCode::CONFLICT)
-}
-
-/// Closes a canceled invoice's PaymentIntent at the gateway, so that nobody can be charged for
-/// it any more. If the payer was faster, the gateway refuses and its webhook (or reconciliation)
-/// records the payment as made after the cancel.
-async fn cancel_card_intent<S: Store>(state: &AppState<S>, invoice: &Invoice) {
-    let (Some(gateway), Some(intent)) = (state.card.as_ref(), invoice.payment_intent()) else {
-        return;
-    };
-    match gateway.cancel_intent(intent).await {
-        Ok(()) => {
-            let closed = crate::update::apply_input(
-                &state.store,
-                state.clock.as_ref(),
-                &state.ids,
-                &invoice.id,
-                &InvoiceInput::IntentClosed,
-            )
-            .await;
-            if let Err(e) = closed {
-                tracing::warn!(target: "relay::card", invoice = %invoice.id, error = %e, "recording the closed intent failed");
-            }
-        }
-        // The relay's card pass asks again (or reconciles a payment made meanwhile).
-        Err(e) => {
-            tracing::warn!(target: "relay::card", invoice = %invoice.id, %intent, error = %e, "the gateway did not cancel the canceled invoice's PaymentIntent")
-        }
-    }
 }
 
 /// An empty JSON object (or an empty body).

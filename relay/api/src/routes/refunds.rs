@@ -6,11 +6,10 @@
 //! Ethereum operator voids or refunds the escrow deposit; a bitcoin refund waits for the
 //! merchant's wallet to pay the payer's address, which the watcher sees.
 
-use crate::card::RefundError;
+use crate::card::GatewayError;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{parse_json, ApiPath, AuthMerchant, RawBody};
 use crate::routes::invoices::{owned_invoice, to_json, Idempotent};
-use crate::update::apply_input;
 use crate::view::{BalancesView, RefundReserveView, RefundView};
 use crate::AppState;
 use axum::extract::State;
@@ -409,8 +408,8 @@ async fn card_refund<S: Store>(
     state: &AppState<S>,
     invoice: &Invoice,
     refund: &relay_core::Refund,
-) -> Result<String, RefundError> {
-    let refused = |m: &str| RefundError {
+) -> Result<String, GatewayError> {
+    let refused = |m: &str| GatewayError {
         message: m.to_owned(),
         refused: true,
     };
@@ -433,7 +432,7 @@ async fn apply<S: Store>(
     input: InvoiceInput,
 ) -> Result<(), ApiError> {
     let id = owned_invoice(state, merchant, invoice_id).await?.id;
-    apply_input(&state.store, state.clock.as_ref(), &state.ids, &id, &input).await?;
+    state.apply(&id, &input).await?;
     state.store.durable().await?;
     Ok(())
 }

@@ -11,7 +11,6 @@
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{parse_json, ApiPath, AuthMerchant, RawBody};
 use crate::routes::invoices::owned_invoice;
-use crate::update::apply_input;
 use crate::view::InvoiceView;
 use crate::AppState;
 use axum::extract::State;
@@ -106,14 +105,7 @@ pub async fn release<S: Store>(
         id: settlement,
         amount,
     };
-    apply_input(
-        &state.store,
-        state.clock.as_ref(),
-        &state.ids,
-        &invoice.id,
-        &input,
-    )
-    .await?;
+    state.apply(&invoice.id, &input).await?;
     state.store.durable().await?;
     let invoice = owned_invoice(&state, &merchant, &id).await?;
     Ok(Json(InvoiceView::of(&invoice)))

@@ -1,0 +1,74 @@
+//! What both chain watchers do with one step: apply its observations to fresh copies of their
+//! invoices and store those with the watcher's own records and cursor, in one transaction, redone
+//! when an invoice changed concurrently.
+
+use crate::apply::{retry, Attempt};
+use crate::Engine;
+use relay_core::invoice::InvoiceInput;
+use relay_core::{Event, Invoice, InvoiceId};
+use relay_store::{ChainWrite, Commit, Store, StoreError};
+use std::collections::BTreeMap;
+
+/// Why a watcher step was not stored; the watcher redoes it from its last stored cursor.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainStepError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Invoices kept changing under every attempt.
+    #[error("invoices kept changing while the {chain} watcher wrote; will retry")]
+    Busy { chain: String },
+}
+
+impl<S: Store> Engine<S> {
+    /// Stores `write` (cursor and tracking records; its `invoices` are filled here) with the changes
+    /// `input_for` derives from each invoice's observations. `describe` names an observation in logs.
+    /// Returns how many invoices changed.
+    pub async fn commit_chain_step<O>(
+        &self,
+        chain: &str,
+        write: ChainWrite,
+        by_invoice: &BTreeMap<InvoiceId, Vec<O>>,
+        input_for: impl Fn(&O, &Invoice) -> Option<InvoiceInput>,
+        describe: impl Fn(&O) -> String,
+    ) -> Result<usize, ChainStepError> {
+        let (store, clock, ids) = (&self.store, self.clock.as_ref(), self.ids.as_ref());
+        let (write, input_for, describe) = (&write, &input_for, &describe);
+        let changed = retry(|| async move {
+            let now = clock.now();
+            let mut write = write.clone();
+            write.invoices.clear();
+            for (id, observations) in by_invoice {
+                let Some(mut invoice) = store.invoice(id).await? else {
+                    tracing::error!(target: "relay::chain", chain, invoice = %id, "watched invoice is missing");
+                    continue;
+                };
+                let version = invoice.version;
+                let mut kinds = Vec::new();
+                for o in observations {
+                    let Some(input) = input_for(o, &invoice) else {
+                        continue;
+                    };
+                    match invoice.apply(input, now) {
+                        Ok(t) => kinds.extend(t.events),
+                        Err(e) => {
+                            tracing::warn!(target: "relay::chain", chain, invoice = %id, observation = %describe(o), error = %e, "observation not applied")
+                        }
+                    }
+                }
+                if invoice.version != version {
+                    let events = Event::for_invoice(&invoice, &kinds, now, || ids.event_id());
+                    write.invoices.push((version, invoice, events));
+                }
+            }
+            Ok::<_, StoreError>(match store.commit_chain(chain, &write).await? {
+                Commit::Conflict => Attempt::Conflict,
+                // Chain writes carry no idempotency key: anything else is done.
+                _ => Attempt::Done(write.invoices.len()),
+            })
+        }).await?;
+        changed.ok_or_else(|| ChainStepError::Busy {
+            chain: chain.to_owned(),
+        })
+    }
+}
