@@ -81,6 +81,12 @@ impl ApiError {
         }
     }
 
+    /// 409 `concurrent_update`: the invoice kept changing under every attempt.
+    pub fn busy() -> ApiError {
+        ApiError::invalid("concurrent_update", "the invoice keeps changing; retry")
+            .with_status(StatusCode::CONFLICT)
+    }
+
     pub fn internal() -> ApiError {
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -196,10 +202,7 @@ impl From<crate::update::ApplyError> for ApiError {
         match e {
             crate::update::ApplyError::Store(e) => e.into(),
             crate::update::ApplyError::Refused(e) => e.into(),
-            crate::update::ApplyError::Busy(_) => {
-                ApiError::invalid("concurrent_update", "the invoice keeps changing; retry")
-                    .with_status(StatusCode::CONFLICT)
-            }
+            crate::update::ApplyError::Busy(_) => ApiError::busy(),
         }
     }
 }
@@ -231,8 +234,63 @@ impl From<relay_engine::invoices::InvoiceError> for ApiError {
                 "the card gateway could not be reached; retry with the same Idempotency-Key",
             ),
             E::NotFound => ApiError::not_found("invoice").with_param("id"),
-            E::Busy => ApiError::invalid("concurrent_update", "the invoice keeps changing; retry")
+            E::Busy => ApiError::busy(),
+            _ => ApiError::internal(),
+        }
+    }
+}
+
+impl From<relay_engine::refunds::RefundError> for ApiError {
+    fn from(e: relay_engine::refunds::RefundError) -> ApiError {
+        use relay_engine::refunds::RefundError as E;
+        let message = e.to_string();
+        match e {
+            E::Refused(e) => e.into(),
+            E::Store(e) => e.into(),
+            E::InvoiceNotFound => ApiError::not_found("invoice").with_param("id"),
+            E::RefundNotFound => ApiError::not_found("refund").with_param("refund"),
+            E::PaymentUnknown(_) => ApiError::invalid("payment_unknown", message)
+                .with_param("payment")
+                .with_status(StatusCode::NOT_FOUND),
+            E::NothingToRefund => {
+                ApiError::invalid("refund_not_possible", message).with_status(StatusCode::CONFLICT)
+            }
+            E::RailUnavailable(_) => ApiError::invalid("payment_method_unavailable", message)
+                .with_status(StatusCode::UNPROCESSABLE_ENTITY),
+            E::AddressInvalid(_) => {
+                ApiError::invalid("bitcoin_address_invalid", message).with_param("bitcoin_address")
+            }
+            E::AddressNotForBitcoin => {
+                ApiError::invalid("parameter_invalid", message).with_param("bitcoin_address")
+            }
+            E::NotCovered { .. } => ApiError::invalid("refund_not_covered", message)
+                .with_param("amount")
                 .with_status(StatusCode::CONFLICT),
+            E::NodeUnavailable => ApiError::unavailable("node_unavailable", &message),
+            E::GatewayUnavailable => ApiError::unavailable("gateway_unavailable", &message),
+            E::GatewayRefused(_) => ApiError::invalid("gateway_refund_failed", message)
+                .with_status(StatusCode::BAD_GATEWAY),
+            E::WrongState { code, .. } => {
+                ApiError::invalid(code, message).with_status(StatusCode::CONFLICT)
+            }
+            E::Busy => ApiError::busy(),
+            _ => ApiError::internal(),
+        }
+    }
+}
+
+impl From<relay_engine::settlements::ReleaseError> for ApiError {
+    fn from(e: relay_engine::settlements::ReleaseError) -> ApiError {
+        use relay_engine::settlements::ReleaseError as E;
+        let message = e.to_string();
+        match e {
+            E::Refused(e) => e.into(),
+            E::Store(e) => e.into(),
+            E::InvoiceNotFound => ApiError::not_found("invoice").with_param("id"),
+            E::SettlementNotFound => ApiError::not_found("settlement").with_param("settlement"),
+            E::RateUnavailable { .. } => ApiError::invalid("rate_unavailable", message)
+                .with_status(StatusCode::UNPROCESSABLE_ENTITY),
+            E::Busy => ApiError::busy(),
             _ => ApiError::internal(),
         }
     }

@@ -1,7 +1,7 @@
 //! Relay's application layer, between the HTTP API and the binary's loops on one side and the
 //! domain (`relay-core`) and the store on the other. [`Engine`] holds what every operation needs
 //! (the store, the rails, rates, ids and the clock) and offers the operations: create and cancel
-//! an invoice ([`invoices`]), apply an input with the one retry loop ([`apply`]), store a chain
+//! an invoice ([`invoices`]), request and cancel a refund ([`refunds`]), release a held settlement ([`settlements`]), apply an input with the one retry loop ([`apply`]), store a chain
 //! watcher's step ([`chain`]), record a card gateway's event ([`gateway`]), expire invoices
 //! ([`expiry`]) and reconcile with the card gateway ([`reconcile`]). The API parses a request,
 //! calls the engine and renders a [`view`]; the binary's loops call the engine. Neither holds a
@@ -14,6 +14,8 @@ pub mod expiry;
 pub mod gateway;
 pub mod invoices;
 pub mod reconcile;
+pub mod refunds;
+pub mod settlements;
 pub mod view;
 
 use relay_core::{AssetBook, Clock, MerchantId, RateSource, Timestamp};

@@ -12,7 +12,7 @@ use axum::Json;
 use relay_core::{Amount, Invoice, InvoiceId, Merchant, Money};
 use relay_engine::invoices::InvoiceOrder;
 use relay_engine::Answering;
-use relay_store::{Commit, IdempotencyRecord, IdempotencyWrite, InvoiceQuery, Store};
+use relay_store::{Commit, InvoiceQuery, Store};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use utoipa::ToSchema;
@@ -129,11 +129,6 @@ impl Idempotent {
         }))
     }
 
-    /// The request's `Idempotency-Key`, if it has one.
-    pub(crate) fn key(&self) -> Option<&str> {
-        self.key.as_deref()
-    }
-
     /// The request as the engine records its answer, if it carried a key.
     pub(crate) fn answering<'a>(&'a self, merchant: &'a Merchant) -> Option<Answering<'a>> {
         self.key.as_deref().map(|key| Answering {
@@ -141,25 +136,6 @@ impl Idempotent {
             key,
             fingerprint: self.fingerprint,
             at: self.now,
-        })
-    }
-
-    /// The record to store with the decision, if the request carried a key.
-    pub(crate) fn record<'a>(
-        &'a self,
-        merchant: &'a Merchant,
-        status: StatusCode,
-        body: &str,
-    ) -> Option<IdempotencyWrite<'a>> {
-        self.key.as_deref().map(|k| IdempotencyWrite {
-            merchant_id: &merchant.id,
-            key: k,
-            record: IdempotencyRecord {
-                fingerprint: self.fingerprint,
-                status: status.as_u16(),
-                body: body.to_owned(),
-                created_at: self.now,
-            },
         })
     }
 
@@ -193,8 +169,6 @@ impl Idempotent {
         }
     }
 }
-
-pub(crate) use relay_engine::invoices::to_json;
 
 /// Create an invoice.
 #[utoipa::path(
@@ -406,12 +380,6 @@ pub async fn cancel<S: Store>(
         .await;
     state.close_card_intent(&done.value).await;
     answer
-}
-
-/// 409 `concurrent_update`: the invoice kept changing under every attempt.
-pub(crate) fn busy() -> ApiError {
-    ApiError::invalid("concurrent_update", "the invoice keeps changing; retry")
-        .with_status(StatusCode::CONFLICT)
 }
 
 /// An empty JSON object (or an empty body).
