@@ -8,7 +8,7 @@ use relay_bitcoin::bitcoin::hashes::Hash;
 use relay_bitcoin::bitcoin::{Network, OutPoint, ScriptBuf};
 use relay_bitcoin::{
     BlockSource, ChainCursor, DescriptorAddresses, Observation, RpcClient, Tracked, Update,
-    Watcher, WatcherConfig,
+    WatchTarget, Watcher, WatcherConfig,
 };
 use relay_core::invoice::InvoiceInput;
 use relay_core::{btc_payment_reference, Amount, InvoiceId, Method, PaymentStatus, Timestamp};
@@ -27,21 +27,21 @@ pub struct Bitcoin {
     pub client: RpcClient,
     pub network: Network,
     pub rail: BitcoinRail,
-    pub scripts: mpsc::UnboundedReceiver<(ScriptBuf, InvoiceId)>,
+    pub scripts: mpsc::UnboundedReceiver<(ScriptBuf, WatchTarget)>,
     pub refunds: RefundWatch,
 }
 
-/// Bitcoin refunds the watcher looks for. The watcher follows scripts for invoices; a refund
-/// address's script is followed under a stand-in id derived from the script ([`refund_key`]),
-/// which this map turns into the refunds (invoice, refund id) paying that address, oldest first.
+/// Bitcoin refunds the watcher looks for: a refund address's script is watched as
+/// `WatchTarget::RefundTo`, and this map turns it into the refunds (invoice, refund id) owed to
+/// that address, oldest first.
 #[derive(Clone, Default)]
-pub struct RefundWatch(Arc<std::sync::Mutex<HashMap<InvoiceId, Vec<RefundOf>>>>);
+pub struct RefundWatch(Arc<std::sync::Mutex<HashMap<ScriptBuf, Vec<RefundOf>>>>);
 
 /// A refund, by its invoice and its id.
 type RefundOf = (InvoiceId, String);
 
 impl RefundWatch {
-    fn insert(&self, key: InvoiceId, invoice: InvoiceId, refund: String) {
+    fn insert(&self, key: ScriptBuf, invoice: InvoiceId, refund: String) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let list = map.entry(key).or_default();
         if !list.iter().any(|(_, r)| *r == refund) {
@@ -49,7 +49,7 @@ impl RefundWatch {
         }
     }
 
-    fn get(&self, key: &InvoiceId) -> Option<Vec<(InvoiceId, String)>> {
+    fn get(&self, key: &ScriptBuf) -> Option<Vec<(InvoiceId, String)>> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -58,8 +58,9 @@ impl RefundWatch {
     }
 }
 
-/// The stand-in id under which the watcher follows a refund address's script (hex).
-fn refund_key(script_hex: &str) -> InvoiceId {
+/// The stand-in invoice id under which relays before typed watch targets followed a refund
+/// address's script (hex): tracking records they wrote name it, and are mapped back at load.
+fn legacy_refund_key(script_hex: &str) -> InvoiceId {
     let digest = relay_bitcoin::bitcoin::hashes::sha256::Hash::hash(
         format!("relay.refund\0{script_hex}").as_bytes(),
     );
@@ -101,22 +102,21 @@ pub async fn connect(config: &Config, wait: Duration) -> Result<Option<Bitcoin>>
         let tx = tx.clone();
         let refunds = refunds.clone();
         move |invoice: &InvoiceId, refund: &relay_core::Refund| {
-            let Some((hex, script)) = refund
+            let Some(script) = refund
                 .script_pubkey
                 .as_deref()
-                .and_then(|h| ScriptBuf::from_hex(h).ok().map(|s| (h, s)))
+                .and_then(|h| ScriptBuf::from_hex(h).ok())
             else {
                 return;
             };
-            let key = refund_key(hex);
-            refunds.insert(key.clone(), invoice.clone(), refund.id.clone());
-            let _ = tx.send((script, key));
+            refunds.insert(script.clone(), invoice.clone(), refund.id.clone());
+            let _ = tx.send((script.clone(), WatchTarget::RefundTo(script)));
         }
     };
     let watch = move |invoice: &relay_core::Invoice| {
         for pay_to in invoice.methods.iter().filter_map(|q| q.bitcoin.as_ref()) {
             if let Ok(script) = ScriptBuf::from_hex(&pay_to.script_pubkey) {
-                let _ = tx.send((script, invoice.id.clone()));
+                let _ = tx.send((script, WatchTarget::Invoice(invoice.id.clone())));
             }
         }
     };
@@ -145,11 +145,41 @@ async fn load_watcher<S: Store>(
         Some(bytes) => serde_json::from_slice(&bytes).context("stored bitcoin cursor")?,
         None => ChainCursor::default(),
     };
+    // Refund addresses first: records written before typed targets name them by a stand-in id.
+    let mut refund_scripts = Vec::new();
+    for w in store.payouts(PayoutKind::BtcRefund).await? {
+        let hex = String::from_utf8_lossy(&w.value).into_owned();
+        match ScriptBuf::from_hex(&hex) {
+            Ok(script) => {
+                refunds.insert(script.clone(), w.invoice, w.record);
+                refund_scripts.push((legacy_refund_key(&hex), script));
+            }
+            Err(e) => {
+                tracing::error!(target: "relay::btc", refund = %w.record, error = %e, "unreadable refund script")
+            }
+        }
+    }
+    let legacy: HashMap<InvoiceId, ScriptBuf> = refund_scripts.iter().cloned().collect();
     let mut tracked = Vec::new();
+    let mut migrated = Vec::new();
     for (k, v) in store.chain_tracked(CHAIN).await? {
         let op: OutPoint = deserialize(&k).context("stored outpoint")?;
-        let t: Tracked = serde_json::from_slice(&v).context("stored tracked payment")?;
+        let mut t: Tracked = serde_json::from_slice(&v).context("stored tracked payment")?;
+        if let Some(script) = t.target.invoice().and_then(|id| legacy.get(id)) {
+            t.target = WatchTarget::RefundTo(script.clone());
+            migrated.push((k, serde_json::to_vec(&t)?));
+        }
         tracked.push((op, t));
+    }
+    if !migrated.is_empty() {
+        // Written once, with the cursor as stored: the records now name their refund address.
+        let write = ChainWrite {
+            cursor: serde_json::to_vec(&cursor)?,
+            put: migrated,
+            ..ChainWrite::default()
+        };
+        store.commit_chain(CHAIN, &write).await?;
+        tracing::info!(target: "relay::btc", records = write.put.len(), "tracked refund payments now name their refund address");
     }
     let mut watcher = Watcher::new(config, cursor, tracked);
     for (reference, invoice) in store.lookups_of(relay_core::LookupKind::BtcScript).await? {
@@ -157,24 +187,14 @@ async fn load_watcher<S: Store>(
             continue;
         };
         match ScriptBuf::from_hex(hex) {
-            Ok(script) => watcher.watch(script, invoice),
+            Ok(script) => watcher.watch(script, WatchTarget::Invoice(invoice)),
             Err(e) => {
                 tracing::error!(target: "relay::btc", %reference, error = %e, "unreadable watched script")
             }
         }
     }
-    for w in store.payouts(PayoutKind::BtcRefund).await? {
-        let hex = String::from_utf8_lossy(&w.value).into_owned();
-        match ScriptBuf::from_hex(&hex) {
-            Ok(script) => {
-                let key = refund_key(&hex);
-                refunds.insert(key.clone(), w.invoice, w.record);
-                watcher.watch(script, key);
-            }
-            Err(e) => {
-                tracing::error!(target: "relay::btc", refund = %w.record, error = %e, "unreadable refund script")
-            }
-        }
+    for (_, script) in refund_scripts {
+        watcher.watch(script.clone(), WatchTarget::RefundTo(script));
     }
     Ok(watcher)
 }
@@ -312,8 +332,9 @@ pub async fn commit<S: Store>(
     let mut by_invoice: BTreeMap<InvoiceId, Vec<(&Observation, Option<String>)>> = BTreeMap::new();
     let mut taken = std::collections::HashSet::new();
     for o in &update.observations {
-        match refunds.get(o.invoice()) {
-            Some(candidates) => {
+        match o.target() {
+            WatchTarget::RefundTo(script) => {
+                let candidates = refunds.get(script).unwrap_or_default();
                 let free: Vec<_> = candidates
                     .into_iter()
                     .filter(|(_, r)| !taken.contains(r))
@@ -328,10 +349,7 @@ pub async fn commit<S: Store>(
                         .push((o, Some(refund)));
                 }
             }
-            None => by_invoice
-                .entry(o.invoice().clone())
-                .or_default()
-                .push((o, None)),
+            WatchTarget::Invoice(id) => by_invoice.entry(id.clone()).or_default().push((o, None)),
         }
     }
     let write = ChainWrite {
@@ -364,7 +382,10 @@ pub async fn commit<S: Store>(
 pub async fn watch_loop<S: Store + Clone>(
     engine: Engine<S>,
     client: RpcClient,
-    (mut scripts, refunds): (mpsc::UnboundedReceiver<(ScriptBuf, InvoiceId)>, RefundWatch),
+    (mut scripts, refunds): (
+        mpsc::UnboundedReceiver<(ScriptBuf, WatchTarget)>,
+        RefundWatch,
+    ),
     config: WatcherConfig,
     poll: Duration,
 ) {
@@ -441,4 +462,124 @@ pub async fn watch_loop<S: Store + Clone>(
 pub fn validate_descriptor(text: &str) -> Result<String> {
     let d = relay_bitcoin::ReceiveDescriptor::parse(text).context("--btc-descriptor")?;
     Ok(d.to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use relay_core::invoice::NewInvoice;
+    use relay_core::{Asset, AssetBook, Event, FixedRates, Invoice, Money, RefundAddress};
+    use relay_store::prelude::*;
+    use relay_store_sled::SledStore;
+
+    const T0: Timestamp = Timestamp(1_800_000_000);
+    const PAY_TO: &str = "0014aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const REFUND_TO: &str = "0014bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    /// A paid bitcoin invoice with a pending refund to `REFUND_TO`, stored.
+    async fn refunded_invoice(store: &SledStore) -> Invoice {
+        let params = NewInvoice {
+            merchant_id: relay_core::MerchantId::from_entropy([1; 12]),
+            price: Money {
+                asset: Asset::fiat("USD", 2),
+                amount: Amount::from_minor(2_500),
+            },
+            order_id: None,
+            description: None,
+            metadata: Default::default(),
+            expires_at: T0.plus_seconds(900),
+            methods: vec![Method::Bitcoin],
+            tolerance_bps: 0,
+            eth_asset: None,
+        };
+        let rates = FixedRates::from_pairs([("BTC/USD", "60000")]).unwrap();
+        let quotes = params.quote(&AssetBook::default(), &rates).unwrap();
+        let id = InvoiceId::from_entropy([2; 12]);
+        let (mut inv, kinds) = Invoice::create(id, params, quotes, T0).unwrap();
+        inv.methods[0].bitcoin = Some(relay_core::BitcoinPayTo {
+            address: "bcrt1qpayto".into(),
+            script_pubkey: PAY_TO.into(),
+            derivation_index: 0,
+            confirmations: 1,
+            treasury: false,
+        });
+        let events = Event::for_invoice(&inv, &kinds, T0, || {
+            relay_core::EventId::from_entropy([3; 12])
+        });
+        store.create_invoice(&inv, &events, None).await.unwrap();
+        let due = inv.methods[0].due.amount;
+        for input in [
+            InvoiceInput::Observe {
+                reference: btc_payment_reference(&"cd".repeat(32), 0),
+                method: Method::Bitcoin,
+                asset: "BTC".into(),
+                amount: due,
+                confirmed: true,
+                confirmations: 1,
+                seen_at: None,
+            },
+            InvoiceInput::RequestRefund {
+                id: "re_legacy".into(),
+                payment: None,
+                amount: None,
+                to: Some(RefundAddress {
+                    address: "bcrt1qrefund".into(),
+                    script_pubkey: REFUND_TO.into(),
+                }),
+            },
+        ] {
+            let v = inv.version;
+            inv.apply(input, T0.plus_seconds(10)).unwrap();
+            store.update_invoice(v, &inv, &[], None).await.unwrap();
+        }
+        inv
+    }
+
+    /// A relay from before typed watch targets tracked a refund's payment under a stand-in
+    /// invoice id: loading it now gives the record its refund address, in memory and in the
+    /// store, so the payment is matched to the refund and never to a missing invoice.
+    #[tokio::test]
+    async fn tracked_refund_payments_from_before_typed_targets_name_their_refund_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let inv = refunded_invoice(&store).await;
+        let op = OutPoint {
+            txid: relay_bitcoin::bitcoin::Txid::from_byte_array([9; 32]),
+            vout: 1,
+        };
+        let old = Tracked {
+            target: WatchTarget::Invoice(legacy_refund_key(REFUND_TO)),
+            sat: 10_000,
+            state: relay_bitcoin::TrackedState::Mempool { since: 100 },
+            spends: Vec::new(),
+            reported: Some(0),
+        };
+        let write = ChainWrite {
+            cursor: serde_json::to_vec(&ChainCursor::default()).unwrap(),
+            put: vec![(serialize(&op), serde_json::to_vec(&old).unwrap())],
+            ..ChainWrite::default()
+        };
+        store.commit_chain(CHAIN, &write).await.unwrap();
+
+        let refunds = RefundWatch::default();
+        let watcher = load_watcher(&store, WatcherConfig::default(), &refunds)
+            .await
+            .unwrap();
+        let script = ScriptBuf::from_hex(REFUND_TO).unwrap();
+        let want = WatchTarget::RefundTo(script.clone());
+        assert_eq!(watcher.tracked()[&op].target, want);
+        assert_eq!(
+            refunds.get(&script),
+            Some(vec![(inv.id.clone(), "re_legacy".to_owned())]),
+            "the address leads to the refund owed to it"
+        );
+        let stored = store.chain_tracked(CHAIN).await.unwrap();
+        let t: Tracked = serde_json::from_slice(&stored[0].1).unwrap();
+        assert_eq!(t.target, want, "the migration was stored");
+        assert_eq!(
+            watcher.watched(),
+            2,
+            "the invoice's address and the refund's"
+        );
+    }
 }

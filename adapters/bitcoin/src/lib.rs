@@ -21,6 +21,6 @@ pub use error::BitcoinError;
 pub use rpc::{BlockSource, RpcClient};
 pub use scan::{Found, ScriptIndex};
 pub use watcher::{
-    ChainCursor, Observation, ScriptFeed, Tracked, TrackedState, Update, Watcher, WatcherConfig,
-    DEFAULT_MIN_SAT,
+    ChainCursor, Observation, ScriptFeed, Tracked, TrackedState, Update, WatchTarget, Watcher,
+    WatcherConfig, DEFAULT_MIN_SAT,
 };

@@ -17,8 +17,64 @@ use crate::scan::{Found, ScriptIndex};
 use crate::BitcoinError;
 use bitcoin::{Block, BlockHash, OutPoint, ScriptBuf, Transaction, Txid};
 use relay_core::InvoiceId;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// What a watched script is watched for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WatchTarget {
+    /// Payments to an invoice's address.
+    Invoice(InvoiceId),
+    /// Payments to a refund's destination: a payer's address that one or more merchants owe a
+    /// refund (the caller knows which refunds).
+    RefundTo(ScriptBuf),
+}
+
+impl From<InvoiceId> for WatchTarget {
+    fn from(id: InvoiceId) -> WatchTarget {
+        WatchTarget::Invoice(id)
+    }
+}
+
+impl WatchTarget {
+    /// The target as stored: the invoice id, or `refund:` and the script's hex.
+    pub fn key(&self) -> String {
+        match self {
+            WatchTarget::Invoice(id) => id.as_str().to_owned(),
+            WatchTarget::RefundTo(script) => format!("refund:{}", script.to_hex_string()),
+        }
+    }
+
+    /// A stored target back (see [`WatchTarget::key`]).
+    pub fn parse(key: &str) -> Option<WatchTarget> {
+        match key.strip_prefix("refund:") {
+            Some(hex) => ScriptBuf::from_hex(hex).ok().map(WatchTarget::RefundTo),
+            None => InvoiceId::parse(key).map(WatchTarget::Invoice),
+        }
+    }
+
+    /// The invoice, for an invoice's address.
+    pub fn invoice(&self) -> Option<&InvoiceId> {
+        match self {
+            WatchTarget::Invoice(id) => Some(id),
+            WatchTarget::RefundTo(_) => None,
+        }
+    }
+}
+
+impl Serialize for WatchTarget {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.key())
+    }
+}
+
+impl<'de> Deserialize<'de> for WatchTarget {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<WatchTarget, D::Error> {
+        let key = String::deserialize(d)?;
+        WatchTarget::parse(&key)
+            .ok_or_else(|| serde::de::Error::custom(format!("{key:?} is not a watch target")))
+    }
+}
 
 /// How the watcher follows the chain.
 #[derive(Debug, Clone)]
@@ -94,7 +150,10 @@ pub enum TrackedState {
 /// A payment the watcher follows until it is final or gone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tracked {
-    pub invoice: InvoiceId,
+    /// Records from before targets were typed name it `invoice` (a refund address under a
+    /// stand-in invoice id, which the caller maps back when it loads them).
+    #[serde(alias = "invoice")]
+    pub target: WatchTarget,
     pub sat: u64,
     #[serde(flatten)]
     pub state: TrackedState,
@@ -109,7 +168,7 @@ pub struct Tracked {
 pub enum Observation {
     /// Paid, with `confirmations` (0: in the mempool). `block_time` is the time of its block.
     Seen {
-        invoice: InvoiceId,
+        target: WatchTarget,
         outpoint: OutPoint,
         sat: u64,
         confirmations: u32,
@@ -117,12 +176,12 @@ pub enum Observation {
     },
     /// Its block left the best chain, and the new branch does not contain it (yet).
     Reverted {
-        invoice: InvoiceId,
+        target: WatchTarget,
         outpoint: OutPoint,
     },
     /// A conflicting transaction (a replacement, a double spend) took its place.
     Replaced {
-        invoice: InvoiceId,
+        target: WatchTarget,
         outpoint: OutPoint,
     },
 }
@@ -136,11 +195,11 @@ impl Observation {
         }
     }
 
-    pub fn invoice(&self) -> &InvoiceId {
+    pub fn target(&self) -> &WatchTarget {
         match self {
-            Observation::Seen { invoice, .. }
-            | Observation::Reverted { invoice, .. }
-            | Observation::Replaced { invoice, .. } => invoice,
+            Observation::Seen { target, .. }
+            | Observation::Reverted { target, .. }
+            | Observation::Replaced { target, .. } => target,
         }
     }
 }
@@ -170,11 +229,11 @@ impl Update {
 /// before it scans them: an invoice stored before the payer could see its address is therefore
 /// always matched.
 pub trait ScriptFeed: Send {
-    fn drain(&mut self) -> Vec<(ScriptBuf, InvoiceId)>;
+    fn drain(&mut self) -> Vec<(ScriptBuf, WatchTarget)>;
 }
 
-impl<F: FnMut() -> Vec<(ScriptBuf, InvoiceId)> + Send> ScriptFeed for F {
-    fn drain(&mut self) -> Vec<(ScriptBuf, InvoiceId)> {
+impl<F: FnMut() -> Vec<(ScriptBuf, WatchTarget)> + Send> ScriptFeed for F {
+    fn drain(&mut self) -> Vec<(ScriptBuf, WatchTarget)> {
         self()
     }
 }
@@ -186,7 +245,7 @@ pub struct Watcher {
     tracked: BTreeMap<OutPoint, Tracked>,
     /// Spent outpoint → tracked payments whose transaction spends it.
     spent_by: HashMap<OutPoint, Vec<OutPoint>>,
-    index: ScriptIndex<InvoiceId>,
+    index: ScriptIndex<WatchTarget>,
     /// Mempool transactions already looked at (not persisted: rescanned after a restart).
     mempool_seen: HashSet<Txid>,
     /// Tracking records changed by the step being built.
@@ -218,9 +277,9 @@ impl Watcher {
         w
     }
 
-    /// Starts watching `script` for `invoice`.
-    pub fn watch(&mut self, script: ScriptBuf, invoice: InvoiceId) {
-        self.index.insert(script, invoice);
+    /// Starts watching `script` for `target` (an invoice id is an invoice's target).
+    pub fn watch(&mut self, script: ScriptBuf, target: impl Into<WatchTarget>) {
+        self.index.insert(script, target.into());
     }
 
     pub fn watched(&self) -> usize {
@@ -295,13 +354,13 @@ impl Watcher {
         tx: &Transaction,
         txid: Option<Txid>,
         update: &mut Update,
-    ) -> Vec<(OutPoint, u64, InvoiceId)> {
+    ) -> Vec<(OutPoint, u64, WatchTarget)> {
         let mut found = Vec::new();
         self.index.scan_tx(tx, txid, &mut found);
         let all = found.len();
         let kept: Vec<_> = found
             .into_iter()
-            .filter(|f: &Found<'_, InvoiceId>| f.sat >= self.config.min_sat)
+            .filter(|f: &Found<'_, WatchTarget>| f.sat >= self.config.min_sat)
             .map(|f| (f.outpoint, f.sat, f.owner.clone()))
             .collect();
         update.dust_ignored += (all - kept.len()) as u64;
@@ -403,14 +462,14 @@ impl Watcher {
         let since = self.tip_height();
         for (txid, tx) in &fresh {
             self.conflicts(*txid, tx, &mut update);
-            for (op, sat, invoice) in self.matches(tx, Some(*txid), &mut update) {
+            for (op, sat, target) in self.matches(tx, Some(*txid), &mut update) {
                 match self.tracked.get(&op).map(|t| &t.state) {
                     // Already in a block (the mempool answer lagged), or already known.
                     Some(TrackedState::Block { .. } | TrackedState::Mempool { .. }) => continue,
                     Some(TrackedState::Reverted { .. }) | None => {}
                 }
                 let t = Tracked {
-                    invoice: invoice.clone(),
+                    target: target.clone(),
                     sat,
                     state: TrackedState::Mempool { since },
                     spends: spends(tx),
@@ -418,7 +477,7 @@ impl Watcher {
                 };
                 self.put(op, t);
                 update.observations.push(Observation::Seen {
-                    invoice,
+                    target,
                     outpoint: op,
                     sat,
                     confirmations: 0,
@@ -480,7 +539,7 @@ impl Watcher {
             t.state = TrackedState::Reverted { since: fork };
             t.reported = None;
             update.observations.push(Observation::Reverted {
-                invoice: t.invoice.clone(),
+                target: t.target.clone(),
                 outpoint: op,
             });
             self.put(op, t);
@@ -503,10 +562,10 @@ impl Watcher {
                 txid = Some(id);
                 self.conflicts(id, tx, update);
             }
-            for (op, sat, invoice) in self.matches(tx, txid, update) {
+            for (op, sat, target) in self.matches(tx, txid, update) {
                 let reported = self.tracked.get(&op).and_then(|t| t.reported);
                 let t = Tracked {
-                    invoice,
+                    target,
                     sat,
                     state: TrackedState::Block {
                         height,
@@ -539,7 +598,7 @@ impl Watcher {
             match t.state {
                 TrackedState::Mempool { .. } => {
                     update.observations.push(Observation::Replaced {
-                        invoice: t.invoice.clone(),
+                        target: t.target.clone(),
                         outpoint: op,
                     });
                     self.untrack(op);
@@ -570,7 +629,7 @@ impl Watcher {
             let mut t = self.tracked[&op].clone();
             t.reported = Some(depth.min(horizon));
             update.observations.push(Observation::Seen {
-                invoice: t.invoice.clone(),
+                target: t.target.clone(),
                 outpoint: op,
                 sat: t.sat,
                 confirmations: depth,

@@ -155,7 +155,7 @@ fn pay(funding: u8, to: &[(u8, u64)]) -> Transaction {
     }
 }
 
-fn no_feed() -> impl FnMut() -> Vec<(ScriptBuf, InvoiceId)> + Send {
+fn no_feed() -> impl FnMut() -> Vec<(ScriptBuf, WatchTarget)> + Send {
     Vec::new
 }
 
@@ -186,10 +186,15 @@ fn depths(obs: &[Observation]) -> Vec<(u8, u32)> {
     obs.iter()
         .filter_map(|o| match o {
             Observation::Seen {
-                invoice: i,
+                target,
                 confirmations,
                 ..
-            } => Some(((0..=9).find(|n| invoice(*n) == *i).unwrap(), *confirmations)),
+            } => Some((
+                (0..=9)
+                    .find(|n| WatchTarget::Invoice(invoice(*n)) == *target)
+                    .unwrap(),
+                *confirmations,
+            )),
             _ => None,
         })
         .collect()
@@ -357,7 +362,7 @@ async fn scripts_fed_after_the_block_was_read_are_still_matched() {
     let mut w = Watcher::new(WatcherConfig::default(), ChainCursor::default(), []);
     sync(&mut w, &node).await;
     node.mine(vec![pay(9, &[(5, 7000)])], 0);
-    let mut feed = || vec![(script(5), invoice(5))];
+    let mut feed = || vec![(script(5), WatchTarget::Invoice(invoice(5)))];
     let u = w.poll_blocks(&node, &mut feed).await.unwrap().unwrap();
     assert_eq!(depths(&u.observations), vec![(5, 1)]);
 }
@@ -405,4 +410,31 @@ async fn a_node_midway_through_a_reorg_is_given_time_before_anything_is_reverted
         obs.iter().all(|o| matches!(o, Observation::Seen { .. })),
         "{obs:?}"
     );
+}
+
+#[test]
+fn targets_are_stored_as_strings_and_old_records_still_load() {
+    for target in [
+        WatchTarget::Invoice(invoice(3)),
+        WatchTarget::RefundTo(script(4)),
+    ] {
+        assert_eq!(WatchTarget::parse(&target.key()), Some(target.clone()));
+    }
+    assert!(WatchTarget::RefundTo(script(4))
+        .key()
+        .starts_with("refund:"));
+    assert_eq!(WatchTarget::parse("refund:zz"), None);
+    // A record written before targets were typed names its invoice under `invoice`.
+    let old = serde_json::json!({
+        "invoice": invoice(3).as_str(),
+        "sat": 5_000,
+        "state": "mempool",
+        "since": 100,
+        "spends": [],
+        "reported": 0,
+    });
+    let t: Tracked = serde_json::from_value(old).unwrap();
+    assert_eq!(t.target, WatchTarget::Invoice(invoice(3)));
+    let again: Tracked = serde_json::from_slice(&serde_json::to_vec(&t).unwrap()).unwrap();
+    assert_eq!(again, t);
 }
