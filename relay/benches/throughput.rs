@@ -205,10 +205,21 @@ async fn start_relay(
     btc_poll_ms: u64,
     extra: &[(String, String)],
 ) -> Relay {
+    start_relay_bin(RELAY, data_dir, btc_rpc, btc_poll_ms, extra).await
+}
+
+/// [`start_relay`] with another relay binary (the A/B comparison's baseline).
+async fn start_relay_bin(
+    bin: &str,
+    data_dir: &std::path::Path,
+    btc_rpc: &str,
+    btc_poll_ms: u64,
+    extra: &[(String, String)],
+) -> Relay {
     let port = relay_testnet::free_port().unwrap();
     // A gateway base that is never called: the bench only receives webhooks.
     let unused = relay_testnet::free_port().unwrap();
-    let child = Command::new(RELAY)
+    let child = Command::new(bin)
         .arg("serve")
         .env(
             "RELAY_STRIPE_API_BASE",
@@ -237,6 +248,62 @@ async fn start_relay(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Relay { child, url }
+}
+
+/// `POST /v1/invoices` (bitcoin and Ethereum offered) then `GET /v1/invoices/{id}` against a
+/// fresh relay run from `bin`.
+async fn post_then_get(
+    bin: &str,
+    btc_rpc: &str,
+    extra: &[(String, String)],
+    dur: Duration,
+) -> (Load, Load) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = {
+        let store = SledStore::open(dir.path()).unwrap();
+        let (_, key) = merchant_in(&store).await;
+        store.durable().await.unwrap();
+        key
+    };
+    let relay = start_relay_bin(bin, dir.path(), btc_rpc, 1000, extra).await;
+    let addr = relay.url.trim_start_matches("http://").to_owned();
+    let k = key.clone();
+    let post = load(&addr, dur, move |conn, i| {
+        let body = json!({"amount": "25.00", "currency": "USD", "order_id": format!("ab-{conn}-{i}"), "payment_methods": ["bitcoin", "ethereum"]}).to_string();
+        request("POST", "/v1/invoices", &k, &format!("Idempotency-Key: ab-{conn}-{i}\r\n"), &body)
+    })
+    .await;
+    let page: Value = reqwest::Client::new()
+        .get(format!("{}/v1/invoices?limit=100", relay.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let gets: Arc<Vec<Vec<u8>>> = Arc::new(
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                request(
+                    "GET",
+                    &format!("/v1/invoices/{}", i["id"].as_str().unwrap()),
+                    &key,
+                    "",
+                    "",
+                )
+            })
+            .collect(),
+    );
+    let get = load(&addr, dur, move |conn, i| {
+        gets[(conn + i as usize) % gets.len()].clone()
+    })
+    .await;
+    drop(relay);
+    (post, get)
 }
 
 struct Load {
@@ -545,6 +612,17 @@ fn main() {
         println!("POST gateway webhook (verify + durable record) {:>6.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
             hooks.rate, hooks.p50.as_secs_f64() * 1e3, hooks.p99.as_secs_f64() * 1e3, hooks.errors);
         drop(relay);
+
+        // A/B: another relay binary (`RELAY_BENCH_BASELINE`, e.g. one built from an older
+        // commit) and this one, back to back on fresh stores, under the same load.
+        if let Ok(baseline) = std::env::var("RELAY_BENCH_BASELINE") {
+            let (bp, bg) = post_then_get(&baseline, &node.rpc_url_with_auth(), &eth_default, dur).await;
+            let (cp, cg) = post_then_get(RELAY, &node.rpc_url_with_auth(), &eth_default, dur).await;
+            for (label, b, c) in [("POST /v1/invoices (durable)", &bp, &cp), ("GET /v1/invoices/{id}     ", &bg, &cg)] {
+                println!("A/B {label}  baseline {:>8.0} req/s (p99 {:>6.2} ms, errors {})  this build {:>8.0} req/s (p99 {:>6.2} ms, errors {})  ratio {:.2}",
+                    b.rate, b.p99.as_secs_f64() * 1e3, b.errors, c.rate, c.p99.as_secs_f64() * 1e3, c.errors, c.rate / b.rate);
+            }
+        }
 
         // Memory with 100,000 stored invoices.
         let dir = tempfile::tempdir().unwrap();

@@ -11,7 +11,7 @@ use relay_bitcoin::{
     WatchTarget, Watcher, WatcherConfig,
 };
 use relay_core::invoice::InvoiceInput;
-use relay_core::{btc_payment_reference, Amount, InvoiceId, Method, PaymentStatus, Timestamp};
+use relay_core::{Amount, InvoiceId, Method, PaymentRef, PaymentStatus, Timestamp};
 use relay_engine::{BitcoinRail, Engine};
 use relay_store::{ChainWrite, PayoutKind, Store};
 use std::collections::{BTreeMap, HashMap};
@@ -199,10 +199,20 @@ async fn load_watcher<S: Store>(
     Ok(watcher)
 }
 
+/// The payment reference of a bitcoin output (its txid as bitcoin shows it: byte-reversed).
+fn payment_ref(outpoint: &OutPoint) -> PaymentRef {
+    let mut shown = outpoint.txid.to_byte_array();
+    shown.reverse();
+    PaymentRef::Bitcoin {
+        txid: relay_core::Txid(shown.into()),
+        vout: outpoint.vout,
+    }
+}
+
 /// What an observation means for its invoice.
 fn input_for(obs: &Observation, invoice: &relay_core::Invoice) -> InvoiceInput {
     let outpoint = obs.outpoint();
-    let reference = btc_payment_reference(&outpoint.txid.to_string(), outpoint.vout);
+    let reference = payment_ref(&outpoint);
     match obs {
         Observation::Seen {
             sat,
@@ -510,7 +520,7 @@ mod tests {
         let due = inv.methods[0].due.amount;
         for input in [
             InvoiceInput::Observe {
-                reference: btc_payment_reference(&"cd".repeat(32), 0),
+                reference: format!("btc:{}:0", "cd".repeat(32)).parse().unwrap(),
                 method: Method::Bitcoin,
                 asset: "BTC".into(),
                 amount: due,

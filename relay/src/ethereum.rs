@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use relay_core::invoice::InvoiceInput;
 use relay_core::operator;
 use relay_core::{
-    eth_payment_reference, Amount, Clock, Invoice, InvoiceId, Method, PaymentStatus, RefundStatus,
+    Amount, Clock, Invoice, InvoiceId, Method, PaymentRef, PaymentStatus, RefundStatus,
     SettlementStatus, Timestamp,
 };
 use relay_engine::{Engine, EthereumRail};
@@ -270,7 +270,7 @@ fn input_for(item: &Item<'_>, invoice: &Invoice) -> Option<InvoiceInput> {
         Observation::Refunded { id, amount, tx } => {
             // The refund whose operator transaction this is (found by its hash).
             let key = item.refund?;
-            let reference = eth_payment_reference(&format!("{id:#x}"));
+            let reference = PaymentRef::eth(*id);
             let r = invoice.refunds.iter().find(|r| {
                 r.payment == reference && refund_key(&r.id) == key && r.amount == Amount(*amount)
             })?;
@@ -291,7 +291,7 @@ fn input_for(item: &Item<'_>, invoice: &Invoice) -> Option<InvoiceInput> {
     let d = d?;
     let how = match_of(invoice, d);
     let quote = invoice.quote_for(Method::Ethereum)?;
-    let reference = eth_payment_reference(&format!("{:#x}", d.id));
+    let reference = PaymentRef::eth(d.id);
     let asset = quote.due.asset.code.clone();
     let seen_at = Some(Timestamp(i64::try_from(d.block_time).unwrap_or(i64::MAX)));
     match (obs, how) {

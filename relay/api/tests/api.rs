@@ -990,7 +990,7 @@ async fn concurrent_refunds_never_exceed_the_payment() {
         &env,
         &id,
         relay_core::invoice::InvoiceInput::Observe {
-            reference: "btc:aa:0".into(),
+            reference: format!("btc:{}:0", "aa".repeat(32)).parse().unwrap(),
             method: Method::Bitcoin,
             asset: "BTC".into(),
             amount: relay_core::Amount::from_minor(41_667),

@@ -7,6 +7,7 @@
 
 use crate::invoice::{InvoiceInput, Method};
 use crate::money::Amount;
+use crate::reference::PaymentRef;
 use crate::time::Timestamp;
 
 /// One event from the card gateway, already verified.
@@ -74,7 +75,7 @@ impl GatewayEvent {
                 currency,
                 at,
             } => InvoiceInput::Observe {
-                reference: intent.clone(),
+                reference: PaymentRef::Card(intent.clone()),
                 method,
                 asset: currency.to_ascii_uppercase(),
                 amount: *amount,
@@ -87,7 +88,7 @@ impl GatewayEvent {
                 amount,
                 currency,
             } => InvoiceInput::Fail {
-                reference: intent.clone(),
+                reference: PaymentRef::Card(intent.clone()),
                 method,
                 asset: currency.to_ascii_uppercase(),
                 amount: *amount,
@@ -98,7 +99,7 @@ impl GatewayEvent {
                 amount_refunded,
                 currency,
             } => InvoiceInput::Refund {
-                reference: intent.clone(),
+                reference: PaymentRef::Card(intent.clone()),
                 method,
                 asset: currency.to_ascii_uppercase(),
                 amount: *amount,
@@ -109,7 +110,7 @@ impl GatewayEvent {
                 amount,
                 currency,
             } => InvoiceInput::Dispute {
-                reference: intent.clone(),
+                reference: PaymentRef::Card(intent.clone()),
                 method,
                 asset: currency.to_ascii_uppercase(),
                 amount: *amount,

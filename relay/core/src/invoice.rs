@@ -23,6 +23,7 @@ use crate::id::{InvoiceId, MerchantId};
 use crate::money::{Amount, AssetBook, AssetKind, Money};
 use crate::payout::{Refund, RefundAddress, SettleTo, Settlement};
 use crate::rate::{Rate, RateSource};
+use crate::reference::PaymentRef;
 use crate::time::Timestamp;
 use alloy_primitives::U256;
 use serde::{Deserialize, Serialize};
@@ -255,8 +256,8 @@ impl PaymentStatus {
 /// One observed transfer on one rail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payment {
-    /// Unique on its rail: `txid:vout`, `txhash:logindex`, a gateway payment id.
-    pub reference: String,
+    /// Unique on its rail: a bitcoin output, an escrow payment id, a PaymentIntent.
+    pub reference: PaymentRef,
     pub method: Method,
     pub amount: Amount,
     pub status: PaymentStatus,
@@ -283,7 +284,7 @@ pub(crate) fn zero(a: &Amount) -> bool {
 pub enum InvoiceInput {
     /// A payment seen (or seen again) on a rail, pending or confirmed.
     Observe {
-        reference: String,
+        reference: PaymentRef,
         method: Method,
         asset: String,
         amount: Amount,
@@ -295,13 +296,13 @@ pub enum InvoiceInput {
     },
     /// The payment is gone: reorged out, replaced, failed, or disputed.
     Drop {
-        reference: String,
+        reference: PaymentRef,
         status: PaymentStatus,
     },
     /// An attempt to pay that failed (a declined card). The invoice stays payable; a failure
     /// reported after the same payment succeeded changes nothing.
     Fail {
-        reference: String,
+        reference: PaymentRef,
         method: Method,
         asset: String,
         amount: Amount,
@@ -309,7 +310,7 @@ pub enum InvoiceInput {
     /// The payer disputes a payment (a chargeback). Implies the payment had succeeded, so it is
     /// recorded as such if this is the first word of it (events may arrive out of order).
     Dispute {
-        reference: String,
+        reference: PaymentRef,
         method: Method,
         asset: String,
         amount: Amount,
@@ -317,7 +318,7 @@ pub enum InvoiceInput {
     /// `total_refunded` of the payment has been refunded so far. Implies the payment had
     /// succeeded. Totals only grow: a stale, smaller total changes nothing.
     Refund {
-        reference: String,
+        reference: PaymentRef,
         method: Method,
         asset: String,
         amount: Amount,
@@ -326,7 +327,7 @@ pub enum InvoiceInput {
     /// An escrow deposit went back to its payer (`Voided` or `Reclaimed`). A deposit never
     /// credited to the invoice (its terms did not match) is recorded here for the first time.
     Return {
-        reference: String,
+        reference: PaymentRef,
         method: Method,
         asset: String,
         amount: Amount,
@@ -335,7 +336,7 @@ pub enum InvoiceInput {
     },
     /// An escrow deposit was captured to the merchant by transaction `tx`, less `fee`.
     Captured {
-        reference: String,
+        reference: PaymentRef,
         tx: String,
         fee: Amount,
     },
@@ -344,7 +345,7 @@ pub enum InvoiceInput {
     /// address. A known `id` changes nothing.
     RequestRefund {
         id: String,
-        payment: Option<String>,
+        payment: Option<PaymentRef>,
         amount: Option<Amount>,
         to: Option<RefundAddress>,
     },
@@ -384,7 +385,7 @@ pub enum InvoiceInput {
 /// The parameters of a new invoice, already parsed into domain values.
 impl InvoiceInput {
     /// The payment an input may record for the first time.
-    fn payment_reference(&self) -> Option<&str> {
+    fn payment_reference(&self) -> Option<&PaymentRef> {
         match self {
             InvoiceInput::Observe { reference, .. }
             | InvoiceInput::Fail { reference, .. }
@@ -468,11 +469,6 @@ pub struct ReceiveAddress {
     pub script_pubkey: String,
 }
 
-/// The payment reference of an escrow deposit: its payment id (one deposit per id).
-pub fn eth_payment_reference(payment_id: &str) -> String {
-    format!("eth:{}", payment_id.to_ascii_lowercase())
-}
-
 /// The escrow's payment id for these terms, as the contract computes it:
 /// `keccak256(abi.encode(chainid, escrow, merchant, token, amount, expiry, salt))`.
 pub fn eth_payment_id(
@@ -493,11 +489,6 @@ pub fn eth_payment_id(
     buf[160..192].copy_from_slice(&U256::from(expiry).to_be_bytes::<32>());
     buf[192..224].copy_from_slice(salt.as_slice());
     alloy_primitives::keccak256(buf)
-}
-
-/// The reference of a bitcoin payment: one output, `btc:<txid>:<vout>`.
-pub fn btc_payment_reference(txid: &str, vout: u32) -> String {
-    format!("btc:{txid}:{vout}")
 }
 
 /// What an input did: whether anything changed, and the events to emit (in order).
@@ -674,10 +665,11 @@ impl Invoice {
     }
 
     /// Whether `reference` is the escrow deposit this invoice asked for (exact terms).
-    fn is_own_deposit(&self, reference: &str) -> bool {
+    fn is_own_deposit(&self, reference: &PaymentRef) -> bool {
         self.quote_for(Method::Ethereum)
             .and_then(|q| q.ethereum.as_ref())
-            .is_some_and(|e| eth_payment_reference(&e.payment_id) == reference)
+            .and_then(|e| e.payment_id.parse::<alloy_primitives::B256>().ok())
+            .is_some_and(|id| PaymentRef::eth(id) == *reference)
     }
 
     /// The PaymentIntent to cancel at the gateway: the invoice expired or was canceled, nobody
@@ -741,7 +733,7 @@ impl Invoice {
     /// Applies one input at time `now`, returning what changed.
     pub fn apply(&mut self, input: InvoiceInput, now: Timestamp) -> Result<Transition, CoreError> {
         if let Some(reference) = input.payment_reference() {
-            let known = self.payments.iter().any(|p| p.reference == reference);
+            let known = self.payments.iter().any(|p| p.reference == *reference);
             let live = self.payments.iter().filter(|p| p.status.is_live()).count();
             let full = live >= MAX_PAYMENTS || self.payments.len() >= MAX_PAYMENT_RECORDS;
             if !known && full && !self.is_own_deposit(reference) {
@@ -804,7 +796,9 @@ impl Invoice {
                     .payments
                     .iter_mut()
                     .find(|p| p.reference == reference)
-                    .ok_or(CoreError::UnknownPayment { reference })?;
+                    .ok_or_else(|| CoreError::UnknownPayment {
+                        reference: reference.to_string(),
+                    })?;
                 if p.status != status {
                     p.status = status;
                     p.confirmations = 0;
@@ -926,7 +920,9 @@ impl Invoice {
                     .payments
                     .iter_mut()
                     .find(|p| p.reference == reference)
-                    .ok_or(CoreError::UnknownPayment { reference })?;
+                    .ok_or_else(|| CoreError::UnknownPayment {
+                        reference: reference.to_string(),
+                    })?;
                 if p.capture_tx.is_none() {
                     p.capture_tx = Some(tx);
                     p.fee = fee.min(p.amount);
@@ -1032,7 +1028,7 @@ impl Invoice {
     #[allow(clippy::too_many_arguments)]
     fn payment_entry(
         &mut self,
-        reference: String,
+        reference: PaymentRef,
         method: Method,
         asset: &str,
         amount: Amount,
@@ -1047,7 +1043,7 @@ impl Invoice {
             })?;
         if quote.due.asset.code != asset {
             return Err(CoreError::WrongPaymentAsset {
-                reference,
+                reference: reference.to_string(),
                 method: method.to_string(),
                 asset: asset.to_owned(),
                 expected: quote.due.asset.code.clone(),

@@ -21,6 +21,7 @@ pub mod money;
 pub mod operator;
 pub mod payout;
 pub mod rate;
+pub mod reference;
 pub mod time;
 pub mod webhook;
 
@@ -30,9 +31,9 @@ pub use event::{Event, EventType};
 pub use gateway::{GatewayEvent, GatewayEventKind};
 pub use id::{EventId, InvoiceId, MerchantId, OrderedIds};
 pub use invoice::{
-    btc_payment_reference, eth_payment_id, eth_payment_reference, BitcoinPayTo, CardIntent,
-    EthereumPayTo, Invoice, InvoiceException, InvoiceStatus, Lookup, LookupKind, Method,
-    MethodQuote, NewInvoice, Payment, PaymentStatus, ReceiveAddress, ReceiveAddresses,
+    eth_payment_id, BitcoinPayTo, CardIntent, EthereumPayTo, Invoice, InvoiceException,
+    InvoiceStatus, Lookup, LookupKind, Method, MethodQuote, NewInvoice, Payment, PaymentStatus,
+    ReceiveAddress, ReceiveAddresses,
 };
 pub use ledger::{Account, Balances, Line, Net};
 pub use merchant::{ApiKey, ApiKeyHash, Merchant, Secret};
@@ -42,5 +43,6 @@ pub use payout::{
     Settlement, SettlementStatus,
 };
 pub use rate::{FixedRates, Rate, RateSource};
+pub use reference::{PaymentId, PaymentRef, Txid};
 pub use time::{Clock, Timestamp};
 pub use webhook::{DeliveryAttempt, DeliveryOutcome, WebhookEndpoint};

@@ -14,8 +14,9 @@
 //!   operator's own money never pays a merchant's refund;
 //! - a settlement is sent only while it is pending or queued and the liquidity covers it.
 
-use crate::invoice::{eth_payment_reference, Invoice, Method};
+use crate::invoice::{Invoice, Method};
 use crate::payout::{Refund, RefundStatus, Settlement, SettlementStatus};
+use crate::reference::PaymentRef;
 use alloy_primitives::{Address, B256, U256};
 
 /// Refusals (escrow reverts, the operator's own caps) of one operation before it is given up.
@@ -73,7 +74,7 @@ pub fn capturable(invoice: &Invoice, d: &DepositView, chain_time: u64) -> bool {
         None => invoice.expires_at.0,
     };
     let in_time = i64::try_from(d.block_time).unwrap_or(i64::MAX) < deadline;
-    let reference = eth_payment_reference(&id);
+    let reference = PaymentRef::eth(d.id);
     let refunded_in_full = invoice.refunds.iter().any(|r| {
         r.payment == reference && r.status == RefundStatus::Pending && r.amount.0 >= d.amount
     });

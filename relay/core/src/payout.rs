@@ -17,6 +17,7 @@ use crate::error::CoreError;
 use crate::event::EventType;
 use crate::invoice::{Invoice, Method, Payment, PaymentStatus};
 use crate::money::Amount;
+use crate::reference::PaymentRef;
 use crate::time::Timestamp;
 use alloy_primitives::U256;
 use serde::{Deserialize, Serialize};
@@ -38,7 +39,7 @@ pub struct Refund {
     /// `re_…`
     pub id: String,
     /// The refunded payment's reference.
-    pub payment: String,
+    pub payment: PaymentRef,
     pub method: Method,
     pub amount: Amount,
     pub asset: String,
@@ -99,14 +100,14 @@ impl Invoice {
 
     /// What is left to refund of the payment `reference`: its amount less every refund not
     /// failed (and less what the gateway reports refunded, which may include refunds made there).
-    pub fn refundable(&self, reference: &str) -> Amount {
-        let Some(p) = self.payments.iter().find(|p| p.reference == reference) else {
+    pub fn refundable(&self, reference: &PaymentRef) -> Amount {
+        let Some(p) = self.payments.iter().find(|p| p.reference == *reference) else {
             return Amount::ZERO;
         };
         let requested = self
             .refunds
             .iter()
-            .filter(|r| r.payment == reference && r.status != RefundStatus::Failed)
+            .filter(|r| r.payment == *reference && r.status != RefundStatus::Failed)
             .fold(U256::ZERO, |s, r| s.saturating_add(r.amount.0));
         p.amount.saturating_sub(Amount(requested.max(p.refunded.0)))
     }
@@ -115,7 +116,7 @@ impl Invoice {
     pub(crate) fn request_refund(
         &mut self,
         id: String,
-        payment: Option<String>,
+        payment: Option<PaymentRef>,
         amount: Option<Amount>,
         to: Option<RefundAddress>,
         now: Timestamp,
@@ -133,7 +134,7 @@ impl Invoice {
                 .iter()
                 .find(|p| &p.reference == reference)
                 .ok_or_else(|| CoreError::UnknownPayment {
-                    reference: reference.clone(),
+                    reference: reference.to_string(),
                 })?,
             None => self
                 .default_refund_payment()
@@ -304,11 +305,11 @@ impl Invoice {
 
     /// A gateway reports `total` refunded of a card payment: its pending refunds, oldest first,
     /// are succeeded as far as the total covers them.
-    pub(crate) fn gateway_refunded(&mut self, reference: &str, events: &mut Vec<EventType>) {
+    pub(crate) fn gateway_refunded(&mut self, reference: &PaymentRef, events: &mut Vec<EventType>) {
         let Some(total) = self
             .payments
             .iter()
-            .find(|p| p.reference == reference)
+            .find(|p| p.reference == *reference)
             .map(|p| p.refunded.0)
         else {
             return;
@@ -316,12 +317,12 @@ impl Invoice {
         let mut covered = self
             .refunds
             .iter()
-            .filter(|r| r.payment == reference && r.status == RefundStatus::Succeeded)
+            .filter(|r| r.payment == *reference && r.status == RefundStatus::Succeeded)
             .fold(U256::ZERO, |s, r| s.saturating_add(r.amount.0));
         for r in self
             .refunds
             .iter_mut()
-            .filter(|r| r.payment == reference && r.status == RefundStatus::Pending)
+            .filter(|r| r.payment == *reference && r.status == RefundStatus::Pending)
         {
             let next = covered.saturating_add(r.amount.0);
             if next > total {
@@ -334,11 +335,11 @@ impl Invoice {
     }
 
     /// An escrow deposit went back to its payer: pending refunds of it are done.
-    pub(crate) fn returned(&mut self, reference: &str, events: &mut Vec<EventType>) {
+    pub(crate) fn returned(&mut self, reference: &PaymentRef, events: &mut Vec<EventType>) {
         for r in self
             .refunds
             .iter_mut()
-            .filter(|r| r.payment == reference && r.status == RefundStatus::Pending)
+            .filter(|r| r.payment == *reference && r.status == RefundStatus::Pending)
         {
             r.status = RefundStatus::Succeeded;
             events.push(EventType::RefundSucceeded);

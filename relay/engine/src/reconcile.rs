@@ -6,7 +6,7 @@ use crate::apply::ApplyError;
 use crate::gateway::Handled;
 use crate::Engine;
 use relay_core::invoice::InvoiceInput;
-use relay_core::{Invoice, InvoiceId, MerchantId, PaymentStatus};
+use relay_core::{Invoice, InvoiceId, MerchantId, PaymentRef, PaymentStatus};
 use relay_store::{PayoutKind, Store, StoreError};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use std::collections::HashMap;
 fn unsettled_intent(invoice: &Invoice) -> Option<&str> {
     let intent = invoice.payment_intent()?;
     let settled = invoice.payments.iter().any(|p| {
-        p.reference == intent
+        matches!(&p.reference, PaymentRef::Card(pi) if pi == intent)
             && matches!(p.status, PaymentStatus::Confirmed | PaymentStatus::Disputed)
     });
     (!settled).then_some(intent)

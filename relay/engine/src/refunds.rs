@@ -13,8 +13,8 @@ use crate::{Answering, Decided, Engine};
 use alloy_primitives::{Address, U256};
 use relay_core::invoice::InvoiceInput;
 use relay_core::{
-    Amount, CoreError, Event, Invoice, Merchant, Method, Payment, Refund, RefundAddress,
-    RefundStatus,
+    Amount, CoreError, Event, Invoice, Merchant, Method, Payment, PaymentRef, Refund,
+    RefundAddress, RefundStatus,
 };
 use relay_store::{Commit, PayoutKind, Store, StoreError};
 use sha2::{Digest, Sha256};
@@ -122,7 +122,11 @@ fn refund_id(merchant: &Merchant, key: Option<&str>, fresh: [u8; 12]) -> String 
 /// The payment a request refunds: the named one, or the first final one with something left.
 fn target(invoice: &Invoice, named: Option<&str>) -> Result<Payment, RefundError> {
     let found = match named {
-        Some(r) => invoice.payments.iter().find(|p| p.reference == r),
+        // A name that is no payment reference at all names no payment of the invoice either.
+        Some(r) => r
+            .parse::<PaymentRef>()
+            .ok()
+            .and_then(|r| invoice.payments.iter().find(|p| p.reference == r)),
         None => invoice.default_refund_payment(),
     };
     match (found, named) {

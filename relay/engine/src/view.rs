@@ -94,7 +94,7 @@ impl RefundView {
             id: r.id.clone(),
             object: "refund",
             status: enum_str(&r.status),
-            payment: r.payment.clone(),
+            payment: r.payment.to_string(),
             method: r.method.as_str().to_owned(),
             asset: r.asset.clone(),
             uri: r.address.as_ref().map(|a| {
@@ -454,8 +454,8 @@ impl InvoiceView {
                         id: s.id.clone(),
                         status: enum_str(&s.status),
                         hold_reason: s.hold_reason().map(|r| r.as_str().to_owned()),
-                        payments: s.parts.iter().map(|p| p.payment.clone()).collect(),
-                        payment: s.payment.clone(),
+                        payments: s.parts.iter().map(|p| p.payment.to_string()).collect(),
+                        payment: s.payment.to_string(),
                         source_ref: s.source_ref.clone(),
                         amount: s.amount.to_decimal_string(to.due.asset.decimals),
                         amount_minor: s.amount.to_string(),
@@ -471,7 +471,7 @@ impl PaymentView {
     fn of(inv: &Invoice, p: &Payment) -> PaymentView {
         let asset = inv.quote_for(p.method).map(|q| &q.due.asset);
         PaymentView {
-            reference: p.reference.clone(),
+            reference: p.reference.to_string(),
             method: p.method.as_str().to_owned(),
             asset: asset.map(|a| a.code.clone()).unwrap_or_default(),
             amount: p

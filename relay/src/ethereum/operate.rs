@@ -382,11 +382,7 @@ async fn refund<S: Store>(
         else {
             continue;
         };
-        let Some(id) = r
-            .payment
-            .strip_prefix("eth:")
-            .and_then(|h| h.parse::<B256>().ok())
-        else {
+        let Some(id) = r.payment.payment_id() else {
             continue;
         };
         let purpose = Purpose::Refund(id, refund_key(&r.id));

@@ -618,7 +618,7 @@ async fn the_ledger_follows_every_write_path_and_payout_work_follows_the_records
     let (_d, s) = store();
     let m = merchant(1);
     let card = |n: u32| InvoiceInput::Observe {
-        reference: format!("pi_{n}"),
+        reference: relay_core::PaymentRef::Card(format!("pi_{n}")),
         method: Method::Card,
         asset: "USD".into(),
         amount: Amount::from_minor(100 + u128::from(n)),

@@ -441,7 +441,7 @@ async fn payout_work_follows_the_invoice<S: Store>(dir: &Path, open: &dyn Fn(&Pa
     let v = inv.version;
     inv.apply(
         InvoiceInput::Observe {
-            reference: "pi_payout".into(),
+            reference: relay_core::PaymentRef::Card("pi_payout".into()),
             method: Method::Card,
             asset: "USD".into(),
             amount: Amount::from_minor(101),
@@ -503,7 +503,7 @@ async fn ledger_follows_the_money<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> 
     let v = inv.version;
     inv.apply(
         InvoiceInput::Observe {
-            reference: "pi_conformance".into(),
+            reference: relay_core::PaymentRef::Card("pi_conformance".into()),
             method: Method::Card,
             asset: "USD".into(),
             amount: Amount::from_minor(101),

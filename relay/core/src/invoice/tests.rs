@@ -30,6 +30,24 @@ fn new_invoice(cents: u128, methods: Vec<Method>) -> Invoice {
         .0
 }
 
+/// A test payment's reference on `method`'s rail, named by `label`: a reference of that rail is
+/// taken as it is, any other label is hashed into one.
+fn reference_of(method: Method, label: &str) -> PaymentRef {
+    let parsed = label.parse::<PaymentRef>().ok();
+    let h = alloy_primitives::keccak256(label.as_bytes());
+    match (method, parsed) {
+        (Method::Card, Some(r @ PaymentRef::Card(_)))
+        | (Method::Bitcoin, Some(r @ PaymentRef::Bitcoin { .. }))
+        | (Method::Ethereum, Some(r @ PaymentRef::Ethereum(_))) => r,
+        (Method::Card, _) => PaymentRef::Card(label.to_owned()),
+        (Method::Bitcoin, _) => PaymentRef::Bitcoin {
+            txid: crate::Txid(h),
+            vout: 0,
+        },
+        (Method::Ethereum, _) => PaymentRef::eth(h),
+    }
+}
+
 fn observe(
     reference: &str,
     method: Method,
@@ -38,7 +56,7 @@ fn observe(
     confirmed: bool,
 ) -> InvoiceInput {
     InvoiceInput::Observe {
-        reference: reference.into(),
+        reference: reference_of(method, reference),
         method,
         asset: asset.into(),
         amount: Amount::from_minor(amount),
@@ -162,7 +180,7 @@ fn reorg_reverts_and_reinclusion_credits_once() {
     let t = inv
         .apply(
             InvoiceInput::Drop {
-                reference: "a:0".into(),
+                reference: reference_of(Method::Bitcoin, "a:0"),
                 status: PaymentStatus::Reverted,
             },
             T0.plus_seconds(20),
@@ -361,7 +379,7 @@ proptest! {
             let was_settled = inv.status == InvoiceStatus::Settled;
             let input = match &op {
                 Op::Observe { idx, confirmed } => Some(btc(&format!("tx{idx}:0"), AMOUNTS[*idx], *confirmed)),
-                Op::Revert { idx } => Some(InvoiceInput::Drop { reference: format!("tx{idx}:0"), status: PaymentStatus::Reverted }),
+                Op::Revert { idx } => Some(InvoiceInput::Drop { reference: reference_of(Method::Bitcoin, &format!("tx{idx}:0")), status: PaymentStatus::Reverted }),
                 Op::Tick => Some(InvoiceInput::Tick),
                 Op::Cancel => Some(InvoiceInput::Cancel),
                 Op::Advance { secs } => { now = now.plus_seconds(*secs); None }
@@ -450,7 +468,7 @@ fn a_payment_found_late_but_made_in_time_is_not_late() {
     let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
     let due = inv.quote_for(Method::Bitcoin).unwrap().due.amount;
     let input = InvoiceInput::Observe {
-        reference: "btc:aa:0".into(),
+        reference: reference_of(Method::Bitcoin, "aa"),
         method: Method::Bitcoin,
         asset: "BTC".into(),
         amount: due,
@@ -473,7 +491,7 @@ fn eth(reference: &str, wei: u128, confirmed: bool) -> InvoiceInput {
 
 fn returned(reference: &str, wei: u128, status: PaymentStatus) -> InvoiceInput {
     InvoiceInput::Return {
-        reference: reference.into(),
+        reference: reference_of(Method::Ethereum, reference),
         method: Method::Ethereum,
         asset: "ETH".into(),
         amount: Amount::from_minor(wei),
@@ -555,7 +573,7 @@ fn a_capture_is_recorded_once_and_needs_a_known_payment() {
     let mut inv = new_invoice(2500, vec![Method::Ethereum]);
     let capture = |tx: &str| InvoiceInput::Captured {
         fee: Amount::ZERO,
-        reference: "eth:0xa".into(),
+        reference: reference_of(Method::Ethereum, "eth:0xa"),
         tx: tx.into(),
     };
     assert!(inv.apply(capture("0x1"), T0.plus_seconds(5)).is_err());
@@ -649,7 +667,7 @@ fn an_invoice_records_at_most_max_payments_and_is_flagged_once() {
     let t = inv
         .apply(
             InvoiceInput::Observe {
-                reference: format!("btc:{:064x}:0", 0),
+                reference: format!("btc:{:064x}:0", 0).parse().unwrap(),
                 method: Method::Bitcoin,
                 asset: "BTC".into(),
                 amount: Amount::from_minor(1000),

@@ -5,6 +5,7 @@ use crate::invoice::{InvoiceInput, InvoiceStatus, NewInvoice};
 use crate::money::{Asset, AssetBook, Money};
 use crate::payout::{RefundAddress, RefundStatus, SettleTo};
 use crate::rate::{FixedRates, Rate};
+use crate::reference::PaymentRef;
 use crate::time::Timestamp;
 use proptest::prelude::*;
 
@@ -61,12 +62,13 @@ fn method(i: u8) -> (Method, &'static str, u128) {
     }
 }
 
-fn reference(m: Method, n: u8) -> String {
-    match m {
+fn reference(m: Method, n: u8) -> PaymentRef {
+    let label = match m {
         Method::Bitcoin => format!("btc:{:064x}:{n}", n),
         Method::Ethereum => format!("eth:0x{:064x}", n),
         Method::Card => format!("pi_{n}"),
-    }
+    };
+    label.parse().expect("a payment reference")
 }
 
 /// One thing that can happen to an invoice: payments, reorgs, captures, refunds, settlements.

@@ -138,7 +138,7 @@ fn dust_and_unknown_tokens_are_not_worth_a_void() {
 
 fn captured_invoice() -> Invoice {
     let mut inv = invoice(1);
-    let reference = eth_payment_reference(&format!("{:#x}", id_of(1)));
+    let reference = crate::PaymentRef::eth(id_of(1));
     let now = Timestamp(T0 + 10);
     inv.apply(
         InvoiceInput::Observe {
@@ -272,7 +272,7 @@ proptest! {
         ][usize::from(status)];
         let s = Settlement {
             id: format!("{:#x}", id_of(4)),
-            payment: "pi_1".into(),
+            payment: crate::PaymentRef::Card("pi_1".into()),
             source_ref: "pi_1".into(),
             amount: Amount::from_minor(amount),
             asset: "ETH".into(),

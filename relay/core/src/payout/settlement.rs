@@ -6,6 +6,7 @@ use crate::event::EventType;
 use crate::invoice::{Invoice, InvoiceStatus, Method, Payment, PaymentStatus};
 use crate::money::{Amount, Money};
 use crate::rate::Rate;
+use crate::reference::PaymentRef;
 use crate::time::Timestamp;
 use alloy_primitives::U256;
 use serde::{Deserialize, Serialize};
@@ -94,7 +95,7 @@ pub struct Settlement {
     /// `0x` + 32 bytes: [`settlement_id`] of the invoice and the payment.
     pub id: String,
     /// The payment's reference on the invoice.
-    pub payment: String,
+    pub payment: PaymentRef,
     /// What the escrow records as the source: the gateway's PaymentIntent id or the bitcoin txid.
     pub source_ref: String,
     /// In the settlement asset's minor units.
@@ -125,31 +126,28 @@ pub struct Settlement {
 /// One payment's share of a settlement that pays for several.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SettlementPart {
-    pub payment: String,
+    pub payment: PaymentRef,
     pub amount: Amount,
 }
 
 impl Settlement {
     /// The payments it pays for, with their shares.
-    pub fn shares(&self) -> Vec<(&str, Amount)> {
+    pub fn shares(&self) -> Vec<(&PaymentRef, Amount)> {
         if self.parts.is_empty() {
-            vec![(self.payment.as_str(), self.amount)]
+            vec![(&self.payment, self.amount)]
         } else {
-            self.parts
-                .iter()
-                .map(|p| (p.payment.as_str(), p.amount))
-                .collect()
+            self.parts.iter().map(|p| (&p.payment, p.amount)).collect()
         }
     }
 
     /// Whether it pays (in part) for the payment `reference`.
-    pub fn covers(&self, reference: &str) -> bool {
+    pub fn covers(&self, reference: &PaymentRef) -> bool {
         self.shares().iter().any(|(r, _)| *r == reference)
     }
 
     /// Its share for the payment `reference` (zero if it does not pay for it). A released
     /// settlement was re-quoted, so its shares are scaled to its amount now.
-    pub fn share_of(&self, reference: &str) -> Amount {
+    pub fn share_of(&self, reference: &PaymentRef) -> Amount {
         let shares = self.shares();
         let total = shares
             .iter()
@@ -205,13 +203,9 @@ pub fn excess_settlement_id(invoice: &str, payment: &str) -> String {
 /// The source reference recorded on chain for a payment: the PaymentIntent id for a card, the
 /// transaction id for bitcoin (`btc:<txid>:<vout>` → `<txid>`).
 pub fn source_ref(p: &Payment) -> String {
-    match p.method {
-        Method::Bitcoin => p
-            .reference
-            .strip_prefix("btc:")
-            .and_then(|r| r.rsplit_once(':'))
-            .map_or_else(|| p.reference.clone(), |(txid, _)| txid.to_owned()),
-        _ => p.reference.clone(),
+    match &p.reference {
+        PaymentRef::Bitcoin { txid, .. } => txid.to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -306,7 +300,7 @@ impl Invoice {
     fn whole(&self, s: &Settlement) -> bool {
         s.shares().iter().all(|(r, _)| {
             self.payments.iter().any(|p| {
-                p.reference == *r && p.status == PaymentStatus::Confirmed && p.refunded.is_zero()
+                p.reference == **r && p.status == PaymentStatus::Confirmed && p.refunded.is_zero()
             })
         })
     }
@@ -324,7 +318,7 @@ impl Invoice {
         let to = self.settle_to.as_ref()?;
         let key = parts
             .iter()
-            .map(|(p, ..)| p.reference.as_str())
+            .map(|(p, ..)| p.reference.to_string())
             .collect::<Vec<_>>()
             .join(",");
         let id = if excess {
