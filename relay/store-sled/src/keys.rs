@@ -10,7 +10,7 @@ use super::{abort, Abort, SledStore, LANE_SEP};
 use crate::codec::{decode, encode, FORMAT_V1};
 use relay_core::access::first_key;
 use relay_core::{ApiKeyHash, KeyRecord, Merchant, MerchantId};
-use relay_store::{Commit, StoreError};
+use relay_store::{Commit, Merchants, StoreError};
 use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
 
@@ -149,5 +149,50 @@ impl SledStore {
             Ok(())
         });
         self.finish(result)
+    }
+}
+
+impl Merchants for SledStore {
+    async fn insert_merchant(
+        &self,
+        merchant: &Merchant,
+        key: &KeyRecord,
+    ) -> Result<(), StoreError> {
+        self.insert_merchant_impl(merchant, key)
+    }
+
+    async fn merchant(&self, id: &MerchantId) -> Result<Option<Merchant>, StoreError> {
+        self.inner
+            .merchants
+            .get(id.as_str().as_bytes())?
+            .map(|v| self.open_merchant(decode("merchant", &v)?))
+            .transpose()
+    }
+
+    async fn key_by_hash(
+        &self,
+        key: &ApiKeyHash,
+    ) -> Result<Option<(Merchant, KeyRecord)>, StoreError> {
+        self.key_by_hash_impl(key)
+    }
+
+    async fn api_keys(&self, merchant: &MerchantId) -> Result<Vec<KeyRecord>, StoreError> {
+        self.api_keys_impl(merchant)
+    }
+
+    async fn insert_api_key(&self, key: &KeyRecord) -> Result<Commit, StoreError> {
+        self.insert_api_key_impl(key)
+    }
+
+    async fn replace_api_key(
+        &self,
+        old: &KeyRecord,
+        new: &KeyRecord,
+    ) -> Result<Commit, StoreError> {
+        self.replace_api_key_impl(old, new)
+    }
+
+    async fn merchant_count(&self) -> Result<usize, StoreError> {
+        Ok(self.inner.merchants.len())
     }
 }

@@ -12,7 +12,7 @@ use super::{abort, Abort, SledStore};
 use crate::codec::{decode, encode};
 use relay_core::ledger::{Line, PayoutKind, PayoutRef, PayoutWork, Posting};
 use relay_core::{Account, Balances, InvoiceId, MerchantId, Net};
-use relay_store::StoreError;
+use relay_store::{Ledger, StoreError};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 fn balance_key(merchant: &MerchantId, asset: &str, account: Account) -> Vec<u8> {
@@ -144,5 +144,23 @@ impl SledStore {
                 })
             })
             .collect()
+    }
+}
+
+impl Ledger for SledStore {
+    async fn balances(&self, merchant: &MerchantId) -> Result<relay_core::Balances, StoreError> {
+        self.read_balances(merchant)
+    }
+
+    async fn ledger_entries(
+        &self,
+        merchant: &MerchantId,
+        invoice: &InvoiceId,
+    ) -> Result<Vec<(u64, Vec<relay_core::Line>)>, StoreError> {
+        self.read_entries(merchant, invoice)
+    }
+
+    async fn payouts(&self, kind: PayoutKind) -> Result<Vec<PayoutWork>, StoreError> {
+        self.read_payouts(kind)
     }
 }

@@ -1,6 +1,9 @@
 use super::*;
 use relay_core::invoice::InvoiceInput;
 use relay_core::{Amount, Asset, EventType, Method, Money};
+use relay_core::{ApiKeyHash, DeliveryAttempt, Merchant, WebhookEndpoint};
+use relay_store::prelude::*;
+use relay_store::{DueDelivery, PayoutKind};
 
 use relay_store::conformance::{idem, invoice, merchant, with_script, T0};
 
@@ -581,15 +584,15 @@ async fn due_heads_can_be_skipped_or_deferred_without_an_attempt() {
     assert_eq!(due_at(&s, 1_000, 100).await.len(), 6);
     let (picked, _) = s
         .due_deliveries(1_000, 100, None, |endpoint, _| match endpoint {
-            "we_slow" => crate::Pick::Defer(9_000),
-            _ => crate::Pick::Take,
+            "we_slow" => relay_store::Pick::Defer(9_000),
+            _ => relay_store::Pick::Take,
         })
         .await
         .unwrap();
     assert_eq!(picked.len(), 3);
     assert!(picked.iter().all(|d| d.endpoint.id == "we_fine"));
     let (skipped, cursor) = s
-        .due_deliveries(1_000, 100, None, |_, _| crate::Pick::Skip)
+        .due_deliveries(1_000, 100, None, |_, _| relay_store::Pick::Skip)
         .await
         .unwrap();
     assert!(skipped.is_empty());
@@ -923,14 +926,14 @@ async fn the_due_walk_goes_on_where_it_stopped_and_wraps_round() {
     assert_eq!(all.len(), n as usize);
     // Everything is passed over: the look stops after MAX_SKIPS, with a cursor.
     let (got, cursor) = s
-        .due_deliveries(1_000, 100, None, |_, _| crate::Pick::Skip)
+        .due_deliveries(1_000, 100, None, |_, _| relay_store::Pick::Skip)
         .await
         .unwrap();
     assert!(got.is_empty());
     let cursor = cursor.expect("stopped early");
     // The next look goes on after it, and round to the oldest heads again.
     let (got, _) = s
-        .due_deliveries(1_000, 20, Some(&cursor), |_, _| crate::Pick::Take)
+        .due_deliveries(1_000, 20, Some(&cursor), |_, _| relay_store::Pick::Take)
         .await
         .unwrap();
     assert_eq!(got.len(), 20);

@@ -15,7 +15,7 @@
 use super::{SledStore, LANE_SEP};
 use crate::codec::{decode, encode};
 use relay_core::{DeliveryAttempt, Event, EventId, MerchantId, Timestamp, WebhookEndpoint};
-use relay_store::{DueDelivery, Pick, StoreError, MAX_DUE_WALK, MAX_SKIPS};
+use relay_store::{DueDelivery, Outbox, Pick, StoreError, Wake, MAX_DUE_WALK, MAX_SKIPS};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use std::collections::HashSet;
@@ -440,5 +440,59 @@ impl SledStore {
     /// and metrics. Walks both trees: not for every request.
     pub fn webhook_backlog(&self) -> usize {
         self.inner.webhook_queue.len() + self.inner.webhook_fanout.len()
+    }
+}
+
+impl Outbox for SledStore {
+    async fn insert_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), StoreError> {
+        self.insert_endpoint_impl(endpoint)
+    }
+
+    async fn endpoints(&self, merchant: &MerchantId) -> Result<Vec<WebhookEndpoint>, StoreError> {
+        self.endpoints_impl(merchant)
+    }
+
+    async fn delivery_attempts(&self, event: &EventId) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        self.attempts_impl(event)
+    }
+
+    async fn redeliver(&self, event: &Event, now_ms: u64) -> Result<usize, StoreError> {
+        self.redeliver_impl(event, now_ms)
+    }
+
+    async fn deliveries_pending(&self) -> Result<usize, StoreError> {
+        Ok(self.webhook_backlog())
+    }
+
+    async fn fan_out(&self, now_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        self.fan_out_impl(now_ms, limit)
+    }
+
+    async fn due_deliveries(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        cursor: Option<&[u8]>,
+        pick: impl FnMut(&str, &[u8]) -> Pick + Send,
+    ) -> Result<(Vec<DueDelivery>, Option<Vec<u8>>), StoreError> {
+        self.due_deliveries_impl(now_ms, limit, cursor, pick)
+    }
+
+    async fn finish_delivery(
+        &self,
+        delivery: &DueDelivery,
+        attempt: &DeliveryAttempt,
+        now_ms: u64,
+        retry_at_ms: Option<u64>,
+        disable: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.finish_delivery_impl(delivery, attempt, now_ms, retry_at_ms, disable)
+    }
+
+    fn subscribe(&self, what: Wake) -> &tokio::sync::Notify {
+        match what {
+            Wake::Fanout => &self.inner.fanout_wake,
+            Wake::Payouts => &self.inner.payout_wake,
+        }
     }
 }
