@@ -102,11 +102,7 @@ pub async fn connect(config: &Config, wait: Duration) -> Result<Option<Bitcoin>>
         let tx = tx.clone();
         let refunds = refunds.clone();
         move |invoice: &InvoiceId, refund: &relay_core::Refund| {
-            let Some(script) = refund
-                .script_pubkey
-                .as_deref()
-                .and_then(|h| ScriptBuf::from_hex(h).ok())
-            else {
+            let Some(script) = refund.script_pubkey.as_ref().map(script_buf) else {
                 return;
             };
             refunds.insert(script.clone(), invoice.clone(), refund.id.clone());
@@ -115,9 +111,8 @@ pub async fn connect(config: &Config, wait: Duration) -> Result<Option<Bitcoin>>
     };
     let watch = move |invoice: &relay_core::Invoice| {
         for pay_to in invoice.methods.iter().filter_map(|q| q.bitcoin.as_ref()) {
-            if let Ok(script) = ScriptBuf::from_hex(&pay_to.script_pubkey) {
-                let _ = tx.send((script, WatchTarget::Invoice(invoice.id.clone())));
-            }
+            let script = script_buf(&pay_to.script_pubkey);
+            let _ = tx.send((script, WatchTarget::Invoice(invoice.id.clone())));
         }
     };
     tracing::info!(target: "relay::btc", node = client.public_url(), %network, "bitcoin rail ready");
@@ -183,20 +178,19 @@ async fn load_watcher<S: Store>(
     }
     let mut watcher = Watcher::new(config, cursor, tracked);
     for (reference, invoice) in store.lookups_of(relay_core::LookupKind::BtcScript).await? {
-        let relay_core::Lookup::BtcScript(hex) = &reference else {
-            continue;
-        };
-        match ScriptBuf::from_hex(hex) {
-            Ok(script) => watcher.watch(script, WatchTarget::Invoice(invoice)),
-            Err(e) => {
-                tracing::error!(target: "relay::btc", %reference, error = %e, "unreadable watched script")
-            }
+        if let relay_core::Lookup::BtcScript(script) = &reference {
+            watcher.watch(script_buf(script), WatchTarget::Invoice(invoice));
         }
     }
     for (_, script) in refund_scripts {
         watcher.watch(script.clone(), WatchTarget::RefundTo(script));
     }
     Ok(watcher)
+}
+
+/// A script as the bitcoin library holds it.
+fn script_buf(script: &relay_core::Script) -> ScriptBuf {
+    ScriptBuf::from_bytes(script.as_bytes().to_vec())
 }
 
 /// The payment reference of a bitcoin output (its txid as bitcoin shows it: byte-reversed).
@@ -508,7 +502,7 @@ mod tests {
         let (mut inv, kinds) = Invoice::create(id, params, quotes, T0).unwrap();
         inv.methods[0].bitcoin = Some(relay_core::BitcoinPayTo {
             address: "bcrt1qpayto".into(),
-            script_pubkey: PAY_TO.into(),
+            script_pubkey: PAY_TO.parse().unwrap(),
             derivation_index: 0,
             confirmations: 1,
             treasury: false,
@@ -534,7 +528,7 @@ mod tests {
                 amount: None,
                 to: Some(RefundAddress {
                     address: "bcrt1qrefund".into(),
-                    script_pubkey: REFUND_TO.into(),
+                    script_pubkey: REFUND_TO.parse().unwrap(),
                 }),
             },
         ] {

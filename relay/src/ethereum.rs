@@ -244,17 +244,10 @@ fn match_of(invoice: &Invoice, d: &Deposit) -> Match {
     else {
         return Match::Unrelated;
     };
-    if pay_to
-        .payment_id
-        .eq_ignore_ascii_case(&format!("{:#x}", d.id))
-    {
+    if pay_to.payment_id == d.id {
         return Match::Exact;
     }
-    let expected = pay_to
-        .token
-        .as_deref()
-        .and_then(|t| t.parse::<Address>().ok())
-        .unwrap_or(Address::ZERO);
+    let expected = pay_to.token.unwrap_or(Address::ZERO);
     if expected == d.token {
         Match::SameAsset
     } else {
@@ -282,7 +275,7 @@ fn input_for(item: &Item<'_>, invoice: &Invoice) -> Option<InvoiceInput> {
         }
         Observation::Settled { id, tx, .. } => {
             return Some(InvoiceInput::SettlementPaid {
-                id: format!("{id:#x}"),
+                id: relay_core::SettlementId(*id),
                 tx: format!("{tx:#x}"),
             })
         }
@@ -402,10 +395,9 @@ async fn commit_update<S: Store>(
                 continue;
             }
             Observation::Settled { id, .. } => {
-                let sid = format!("{id:#x}");
-                match payout_invoice(store, PayoutKind::Settlement, |_, record| record == sid)
-                    .await?
-                {
+                let sid = relay_core::SettlementId(*id);
+                let is_it = |_: &Invoice, record: &str| record.parse() == Ok(sid);
+                match payout_invoice(store, PayoutKind::Settlement, is_it).await? {
                     Some(inv) => by_invoice.entry(inv).or_default().push(item(o, None, None)),
                     None => {
                         tracing::info!(target: "relay::eth", settlement_id = %id, "settlement not pending (already recorded)")

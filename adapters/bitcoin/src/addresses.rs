@@ -45,11 +45,11 @@ impl ReceiveAddresses for DescriptorAddresses {
         let derived = d.derive(index, self.network).map_err(|e| e.to_string())?;
         Ok(ReceiveAddress {
             address: derived.address.to_string(),
-            script_pubkey: derived.script_pubkey.to_hex_string(),
+            script_pubkey: relay_core::Script::from_bytes(derived.script_pubkey.to_bytes()),
         })
     }
 
-    fn script_of(&self, address: &str) -> Result<String, String> {
+    fn script_of(&self, address: &str) -> Result<relay_core::Script, String> {
         let parsed: bitcoin::Address<bitcoin::address::NetworkUnchecked> =
             address.parse().map_err(|e| format!("{e}"))?;
         let checked = parsed.require_network(self.network).map_err(|_| {
@@ -58,6 +58,8 @@ impl ReceiveAddresses for DescriptorAddresses {
                 self.network
             )
         })?;
-        Ok(checked.script_pubkey().to_hex_string())
+        Ok(relay_core::Script::from_bytes(
+            checked.script_pubkey().to_bytes(),
+        ))
     }
 }

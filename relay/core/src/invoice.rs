@@ -23,9 +23,9 @@ use crate::id::{InvoiceId, MerchantId};
 use crate::money::{Amount, AssetBook, AssetKind, Money};
 use crate::payout::{Refund, RefundAddress, SettleTo, Settlement};
 use crate::rate::{Rate, RateSource};
-use crate::reference::PaymentRef;
+use crate::reference::{PaymentRef, Script, SettlementId};
 use crate::time::Timestamp;
-use alloy_primitives::U256;
+use alloy_primitives::{Address, B256, U256};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -102,19 +102,22 @@ pub struct MethodQuote {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EthereumPayTo {
     pub chain_id: u64,
-    /// The escrow contract, `0x`-prefixed lowercase hex.
-    pub escrow: String,
+    /// The escrow contract (stored, like every address here, as `0x`-prefixed lowercase hex).
+    #[serde(with = "crate::reference::lower_hex")]
+    pub escrow: Address,
     /// The merchant's payout address the deposit is for.
-    pub merchant: String,
+    #[serde(with = "crate::reference::lower_hex")]
+    pub merchant: Address,
     /// The ERC-20 contract, or `None` for ether.
-    pub token: Option<String>,
+    #[serde(with = "crate::reference::lower_hex_opt")]
+    pub token: Option<Address>,
     /// When the payer may reclaim an uncaptured deposit (unix seconds); later than the invoice's
     /// own expiry by the capture window, so an in-time deposit can always be captured.
     pub expiry: u64,
-    /// 32 random bytes, hex with `0x`: nobody else can produce this invoice's payment id.
-    pub salt: String,
+    /// 32 random bytes: nobody else can produce this invoice's payment id.
+    pub salt: B256,
     /// `keccak256(abi.encode(chain_id, escrow, merchant, token, amount, expiry, salt))`.
-    pub payment_id: String,
+    pub payment_id: B256,
     /// Blocks a deposit needs before it counts as final.
     pub confirmations: u32,
 }
@@ -125,7 +128,7 @@ pub struct EthereumPayTo {
 pub struct BitcoinPayTo {
     pub address: String,
     /// The output script the address stands for, hex. The watcher matches outputs on it.
-    pub script_pubkey: String,
+    pub script_pubkey: Script,
     /// The descriptor's derivation index the address comes from.
     pub derivation_index: u32,
     /// The merchant's confirmation policy when the invoice was created.
@@ -363,7 +366,7 @@ pub enum InvoiceInput {
     /// Refund `id` could not be carried out; its amount is refundable again.
     RefundFailed { id: String, reason: String },
     /// The merchant wants held settlement `id` paid, worth `amount` at the current rate.
-    ReleaseSettlement { id: String, amount: Amount },
+    ReleaseSettlement { id: SettlementId, amount: Amount },
     /// The merchant says its wallet paid bitcoin refund `id` in transaction `tx`: an output of
     /// that transaction to the refund's address pays it (also when another merchant owes the
     /// same address a refund).
@@ -373,9 +376,9 @@ pub enum InvoiceInput {
     /// The card PaymentIntent was canceled at the gateway (or can no longer be charged).
     IntentClosed,
     /// Settlement `id` waits for the operator's liquidity.
-    SettlementQueued { id: String },
+    SettlementQueued { id: SettlementId },
     /// The escrow paid settlement `id` in transaction `tx`.
-    SettlementPaid { id: String, tx: String },
+    SettlementPaid { id: SettlementId, tx: String },
     /// Re-evaluate against the clock (expiry).
     Tick,
     /// The merchant cancels a still-unpaid invoice.
@@ -459,14 +462,14 @@ pub trait ReceiveAddresses: Send + Sync {
     fn derive(&self, descriptor: &str, index: u32) -> Result<ReceiveAddress, String>;
 
     /// The output script (hex) of an address on the relay's network, or why it is not one.
-    fn script_of(&self, address: &str) -> Result<String, String>;
+    fn script_of(&self, address: &str) -> Result<Script, String>;
 }
 
 /// One derived address and its output script (hex).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiveAddress {
     pub address: String,
-    pub script_pubkey: String,
+    pub script_pubkey: Script,
 }
 
 /// The escrow's payment id for these terms, as the contract computes it:
@@ -668,8 +671,7 @@ impl Invoice {
     fn is_own_deposit(&self, reference: &PaymentRef) -> bool {
         self.quote_for(Method::Ethereum)
             .and_then(|q| q.ethereum.as_ref())
-            .and_then(|e| e.payment_id.parse::<alloy_primitives::B256>().ok())
-            .is_some_and(|id| PaymentRef::eth(id) == *reference)
+            .is_some_and(|e| PaymentRef::eth(e.payment_id) == *reference)
     }
 
     /// The PaymentIntent to cancel at the gateway: the invoice expired or was canceled, nobody
@@ -712,7 +714,7 @@ impl Invoice {
             .methods
             .iter()
             .filter_map(|q| q.ethereum.as_ref())
-            .map(|e| Lookup::eth_salt(&e.salt));
+            .map(|e| Lookup::eth_salt(&format!("{:#x}", e.salt)));
         cards.chain(scripts).chain(salts).collect()
     }
 

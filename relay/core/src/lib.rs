@@ -43,6 +43,6 @@ pub use payout::{
     Settlement, SettlementStatus,
 };
 pub use rate::{FixedRates, Rate, RateSource};
-pub use reference::{PaymentId, PaymentRef, Txid};
+pub use reference::{PaymentId, PaymentRef, Script, SettlementId, Txid};
 pub use time::{Clock, Timestamp};
 pub use webhook::{DeliveryAttempt, DeliveryOutcome, WebhookEndpoint};

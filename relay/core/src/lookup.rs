@@ -9,8 +9,8 @@ use std::fmt;
 pub enum Lookup {
     /// A gateway PaymentIntent id (`pi_…`).
     CardIntent(String),
-    /// A watched bitcoin output script, hex.
-    BtcScript(String),
+    /// A watched bitcoin output script.
+    BtcScript(crate::Script),
     /// An Ethereum invoice's salt, `0x`-hex lowercase: every deposit names its salt, so the watcher
     /// finds the invoice even when the deposit's other terms are wrong.
     EthSalt(String),
@@ -49,15 +49,13 @@ impl Lookup {
         }
     }
 
-    fn value(&self) -> &str {
-        match self {
-            Lookup::CardIntent(v) | Lookup::BtcScript(v) | Lookup::EthSalt(v) => v,
-        }
-    }
-
-    /// The stored key: the kind's prefix, then the value.
+    /// The stored key: the kind's prefix, then the value (a script in hex).
     pub fn key(&self) -> String {
-        format!("{}{}", self.kind().prefix(), self.value())
+        let prefix = self.kind().prefix();
+        match self {
+            Lookup::CardIntent(v) | Lookup::EthSalt(v) => format!("{prefix}{v}"),
+            Lookup::BtcScript(script) => format!("{prefix}{script}"),
+        }
     }
 
     /// A stored key back as a lookup.
@@ -72,7 +70,7 @@ impl Lookup {
             let value = key.strip_prefix(kind.prefix())?.to_owned();
             Some(match kind {
                 LookupKind::CardIntent => Lookup::CardIntent(value),
-                LookupKind::BtcScript => Lookup::BtcScript(value),
+                LookupKind::BtcScript => Lookup::BtcScript(value.parse().ok()?),
                 LookupKind::EthSalt => Lookup::EthSalt(value),
             })
         })
@@ -93,7 +91,7 @@ mod tests {
     fn lookups_become_strings_only_at_the_edge_and_come_back() {
         for l in [
             Lookup::CardIntent("pi_1".into()),
-            Lookup::BtcScript("0014ab".into()),
+            Lookup::BtcScript("0014ab".parse().unwrap()),
             Lookup::eth_salt("0xABcd"),
         ] {
             assert_eq!(Lookup::parse(&l.key()), Some(l.clone()));

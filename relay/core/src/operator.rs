@@ -67,8 +67,7 @@ pub fn capturable(invoice: &Invoice, d: &DepositView, chain_time: u64) -> bool {
     else {
         return false;
     };
-    let id = format!("{:#x}", d.id);
-    let exact = terms.payment_id.eq_ignore_ascii_case(&id);
+    let exact = terms.payment_id == d.id;
     let deadline = match invoice.canceled_at {
         Some(c) => c.0.min(invoice.expires_at.0),
         None => invoice.expires_at.0,

@@ -17,7 +17,7 @@ use crate::error::CoreError;
 use crate::event::EventType;
 use crate::invoice::{Invoice, Method, Payment, PaymentStatus};
 use crate::money::Amount;
-use crate::reference::PaymentRef;
+use crate::reference::{PaymentRef, Script};
 use crate::time::Timestamp;
 use alloy_primitives::U256;
 use serde::{Deserialize, Serialize};
@@ -49,7 +49,7 @@ pub struct Refund {
     pub address: Option<String>,
     /// Bitcoin: the address's output script, hex (the watcher matches it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub script_pubkey: Option<String>,
+    pub script_pubkey: Option<Script>,
     /// The transaction that paid it (escrow refund or void, bitcoin payment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tx: Option<String>,
@@ -72,7 +72,7 @@ pub struct Refund {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundAddress {
     pub address: String,
-    pub script_pubkey: String,
+    pub script_pubkey: Script,
 }
 
 impl Invoice {

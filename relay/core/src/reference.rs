@@ -41,6 +41,89 @@ impl fmt::Display for PaymentId {
     }
 }
 
+/// A cross-rail settlement's id, as the escrow records it: keccak256 of its invoice and the
+/// payments it pays for (see [`crate::settlement_id`]), so the escrow pays one id once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SettlementId(pub B256);
+
+impl fmt::Display for SettlementId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+impl FromStr for SettlementId {
+    type Err = ParseReferenceError;
+
+    /// `0x` and 64 hex digits, any case (one id, however it is written).
+    fn from_str(s: &str) -> Result<SettlementId, ParseReferenceError> {
+        s.strip_prefix("0x")
+            .filter(|h| h.len() == 64)
+            .and_then(|h| h.parse::<B256>().ok())
+            .map(SettlementId)
+            .ok_or_else(|| ParseReferenceError(s.to_owned()))
+    }
+}
+
+impl Serialize for SettlementId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SettlementId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<SettlementId, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An output script (a bitcoin `scriptPubKey`): what an address stands for, and what the watcher
+/// matches outputs on. Hex in storage and JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Script(Vec<u8>);
+
+impl Script {
+    pub fn from_bytes(bytes: Vec<u8>) -> Script {
+        Script(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Display for Script {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(&self.0))
+    }
+}
+
+impl FromStr for Script {
+    type Err = ParseReferenceError;
+
+    /// Hex, not empty.
+    fn from_str(s: &str) -> Result<Script, ParseReferenceError> {
+        match hex::decode(s) {
+            Ok(bytes) if !bytes.is_empty() => Ok(Script(bytes)),
+            _ => Err(ParseReferenceError(s.to_owned())),
+        }
+    }
+}
+
+impl Serialize for Script {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Script {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Script, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A reference that is none of the forms a rail gives.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not a payment reference")]
@@ -131,6 +214,41 @@ impl<'de> Deserialize<'de> for PaymentRef {
     }
 }
 
+/// Serde of an address as `0x`-prefixed lowercase hex (any case is read), the form the relay has
+/// always stored and shown.
+pub mod lower_hex {
+    use alloy_primitives::Address;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(a: &Address, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{a:#x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Address, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// [`lower_hex`] for an optional address.
+pub mod lower_hex_opt {
+    use alloy_primitives::Address;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(a: &Option<Address>, s: S) -> Result<S::Ok, S::Error> {
+        match a {
+            Some(a) => s.collect_str(&format_args!("{a:#x}")),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Address>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| s.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +283,16 @@ mod tests {
         ] {
             assert!(bad.parse::<PaymentRef>().is_err(), "{bad:?} was accepted");
         }
+        let script: Script = "0014AB".parse().unwrap();
+        assert_eq!(script.to_string(), "0014ab");
+        assert!("".parse::<Script>().is_err() && "0x00".parse::<Script>().is_err());
+        let sid = format!("0x{}", "Ef".repeat(32));
+        let parsed: SettlementId = sid.parse().unwrap();
+        assert_eq!(parsed.to_string(), sid.to_ascii_lowercase());
+        assert!(
+            "ef".repeat(32).parse::<SettlementId>().is_err(),
+            "needs its 0x"
+        );
         assert_eq!(
             PaymentRef::Bitcoin {
                 txid: txid.parse().unwrap(),

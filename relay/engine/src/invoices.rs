@@ -431,12 +431,12 @@ impl<S: Store> Engine<S> {
         );
         quote.ethereum = Some(relay_core::EthereumPayTo {
             chain_id: rail.chain_id,
-            escrow: format!("{:#x}", rail.escrow),
-            merchant: format!("{merchant_addr:#x}"),
-            token: token.map(|t| format!("{t:#x}")),
+            escrow: rail.escrow,
+            merchant: merchant_addr,
+            token,
             expiry,
-            salt: format!("{salt:#x}"),
-            payment_id: format!("{id:#x}"),
+            salt,
+            payment_id: id,
             confirmations: merchant.eth_confirmations,
         });
         Ok(())

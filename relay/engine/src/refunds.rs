@@ -374,13 +374,7 @@ impl<S: Store> Engine<S> {
             .quote_for(Method::Ethereum)
             .and_then(|q| q.ethereum.as_ref())
             .ok_or(RefundError::Lost)?;
-        let parse = |a: &str| a.parse::<Address>().ok();
-        let (Some(payout), Some(token)) = (
-            parse(&terms.merchant),
-            terms.token.as_deref().map_or(Some(Address::ZERO), parse),
-        ) else {
-            return Err(RefundError::Lost);
-        };
+        let (payout, token) = (terms.merchant, terms.token.unwrap_or(Address::ZERO));
         let reserve = self.refund_reserve(payout, token).await?;
         let promised = self.pending_on_reserve(payout, token, refund_id).await?;
         if reserve.saturating_sub(promised) < amount.0 {
@@ -431,11 +425,7 @@ impl<S: Store> Engine<S> {
             else {
                 continue;
             };
-            let same_token = match terms.token.as_deref() {
-                None => token.is_zero(),
-                Some(t) => t.parse::<Address>().ok() == Some(token),
-            };
-            if terms.merchant.parse::<Address>().ok() != Some(payout) || !same_token {
+            if terms.merchant != payout || terms.token.unwrap_or(Address::ZERO) != token {
                 continue;
             }
             for r in inv

@@ -71,10 +71,10 @@ impl<S: Store> Engine<S> {
     ) -> Result<Invoice, ReleaseError> {
         let invoice = self.owned_invoice(merchant, id).await?;
         let amount = self.worth_now(&invoice, settlement)?;
-        let input = InvoiceInput::ReleaseSettlement {
-            id: settlement.to_owned(),
-            amount,
-        };
+        let sid = settlement
+            .parse()
+            .map_err(|_| ReleaseError::SettlementNotFound)?;
+        let input = InvoiceInput::ReleaseSettlement { id: sid, amount };
         self.apply(&invoice.id, &input).await?;
         self.store.durable().await?;
         Ok(self.owned_invoice(merchant, id).await?)
@@ -85,7 +85,7 @@ impl<S: Store> Engine<S> {
         let s = invoice
             .settlements
             .iter()
-            .find(|s| s.id.eq_ignore_ascii_case(settlement))
+            .find(|s| settlement.parse() == Ok(s.id))
             .ok_or(ReleaseError::SettlementNotFound)?;
         let to = invoice
             .settle_to

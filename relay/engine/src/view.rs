@@ -282,22 +282,23 @@ pub struct EthereumCallView {
 
 impl EthereumCallView {
     fn for_deposit(e: &relay_core::EthereumPayTo, amount: &str) -> EthereumCallView {
+        let hex = |a: &dyn std::fmt::LowerHex| format!("{a:#x}");
         match &e.token {
             None => EthereumCallView {
-                to: e.escrow.clone(),
+                to: hex(&e.escrow),
                 function: "deposit(address,uint64,bytes32)".into(),
-                args: vec![e.merchant.clone(), e.expiry.to_string(), e.salt.clone()],
+                args: vec![hex(&e.merchant), e.expiry.to_string(), hex(&e.salt)],
                 value: amount.to_owned(),
             },
             Some(token) => EthereumCallView {
-                to: e.escrow.clone(),
+                to: hex(&e.escrow),
                 function: "depositToken(address,address,uint256,uint64,bytes32)".into(),
                 args: vec![
-                    e.merchant.clone(),
-                    token.clone(),
+                    hex(&e.merchant),
+                    hex(token),
                     amount.to_owned(),
                     e.expiry.to_string(),
-                    e.salt.clone(),
+                    hex(&e.salt),
                 ],
                 value: "0".into(),
             },
@@ -306,9 +307,9 @@ impl EthereumCallView {
 
     fn for_approve(e: &relay_core::EthereumPayTo, amount: &str) -> Option<EthereumCallView> {
         e.token.as_ref().map(|token| EthereumCallView {
-            to: token.clone(),
+            to: format!("{token:#x}"),
             function: "approve(address,uint256)".into(),
-            args: vec![e.escrow.clone(), amount.to_owned()],
+            args: vec![format!("{:#x}", e.escrow), amount.to_owned()],
             value: "0".into(),
         })
     }
@@ -405,9 +406,9 @@ impl InvoiceView {
                         .map(|b| b.confirmations)
                         .or(eth.map(|e| e.confirmations)),
                     chain_id: eth.map(|e| e.chain_id),
-                    escrow: eth.map(|e| e.escrow.clone()),
-                    payment_id: eth.map(|e| e.payment_id.clone()),
-                    token: eth.and_then(|e| e.token.clone()),
+                    escrow: eth.map(|e| format!("{:#x}", e.escrow)),
+                    payment_id: eth.map(|e| format!("{:#x}", e.payment_id)),
+                    token: eth.and_then(|e| e.token.map(|t| format!("{t:#x}"))),
                     approve: eth.and_then(|e| EthereumCallView::for_approve(e, &minor)),
                     call,
                     reclaimable_at: eth
@@ -451,7 +452,7 @@ impl InvoiceView {
                     .settlements
                     .iter()
                     .map(|s| SettlementView {
-                        id: s.id.clone(),
+                        id: s.id.to_string(),
                         status: enum_str(&s.status),
                         hold_reason: s.hold_reason().map(|r| r.as_str().to_owned()),
                         payments: s.parts.iter().map(|p| p.payment.to_string()).collect(),

@@ -471,11 +471,7 @@ async fn reserve_of(
         .quote_for(Method::Ethereum)
         .and_then(|q| q.ethereum.as_ref())
         .context("an escrow refund of an invoice without escrow terms")?;
-    let merchant: Address = terms.merchant.parse()?;
-    let token: Address = match &terms.token {
-        Some(t) => t.parse()?,
-        None => Address::ZERO,
-    };
+    let (merchant, token) = (terms.merchant, terms.token.unwrap_or(Address::ZERO));
     let reserve = PaymentEscrow::new(eth.rail.escrow, eth.node.provider().clone())
         .refundReserve(merchant, token)
         .call()
@@ -521,7 +517,7 @@ async fn settle<S: Store>(
         };
         let (Some(s), Some(to)) = (
             inv.settlements.iter().find(|s| {
-                s.id == w.record
+                w.record.parse() == Ok(s.id)
                     && matches!(
                         s.status,
                         SettlementStatus::Pending | SettlementStatus::Queued
@@ -531,8 +527,9 @@ async fn settle<S: Store>(
         ) else {
             continue;
         };
-        let (Ok(sid), Ok(merchant)) = (s.id.parse::<B256>(), to.payout.parse::<Address>()) else {
-            tracing::error!(target: "relay::eth", settlement = %s.id, "unreadable settlement");
+        let sid = s.id.0;
+        let Ok(merchant) = to.payout.parse::<Address>() else {
+            tracing::error!(target: "relay::eth", settlement = %s.id, "unreadable payout address");
             continue;
         };
         let token = match to.token.as_deref().map(str::parse::<Address>) {
@@ -575,8 +572,7 @@ async fn settle<S: Store>(
             queued += 1;
             if s.status == SettlementStatus::Pending {
                 tracing::warn!(target: "relay::eth", settlement = %s.id, amount = %s.amount, %available, "not enough liquidity in the escrow: settlement queued");
-                let id = s.id.clone();
-                let input = InvoiceInput::SettlementQueued { id };
+                let input = InvoiceInput::SettlementQueued { id: s.id };
                 engine.apply(&inv.id, &input).await?;
             }
             continue;

@@ -352,7 +352,10 @@ async fn an_address_can_belong_to_one_invoice_only() {
         s.lookups_of(relay_core::LookupKind::BtcScript)
             .await
             .unwrap(),
-        vec![(relay_core::Lookup::BtcScript("0014aa".into()), a.id.clone())]
+        vec![(
+            relay_core::Lookup::BtcScript("0014aa".parse().unwrap()),
+            a.id.clone()
+        )]
     );
 }
 
@@ -704,7 +707,7 @@ async fn the_ledger_follows_every_write_path_and_payout_work_follows_the_records
     let work = s.payouts(PayoutKind::Settlement).await.unwrap();
     assert_eq!(work.len(), 1);
     assert_eq!(work[0].invoice, c.id);
-    assert_eq!(work[0].record, c.settlements[0].id);
+    assert_eq!(work[0].record, c.settlements[0].id.to_string());
 
     let sum = |invs: &[&Invoice]| {
         let mut b = relay_core::Balances::default();
@@ -723,7 +726,7 @@ async fn the_ledger_follows_every_write_path_and_payout_work_follows_the_records
 
     // The settlement is paid: its work is gone, and the ledger moves it to Ethereum.
     let v = c.version;
-    let id = c.settlements[0].id.clone();
+    let id = c.settlements[0].id;
     c.apply(
         InvoiceInput::SettlementPaid {
             id,

@@ -96,7 +96,7 @@ pub fn idem<'a>(m: &'a MerchantId, key: &'a str, fp: u8) -> IdempotencyWrite<'a>
 pub fn with_script(mut inv: Invoice, script: &str) -> Invoice {
     inv.methods[0].bitcoin = Some(relay_core::BitcoinPayTo {
         address: format!("addr-{script}"),
-        script_pubkey: script.into(),
+        script_pubkey: script.parse().expect("a script in hex"),
         derivation_index: 0,
         confirmations: 1,
         treasury: false,
@@ -347,6 +347,19 @@ async fn no_event_without_its_delivery<S: Store>(dir: &Path, open: &dyn Fn(&Path
     assert!(s.delivery_attempts(&ev[0].id).await.unwrap().is_empty());
 }
 
+/// A final card payment of an invoice of [`invoice`] (it asks 101 cents at the least).
+fn card_paid(intent: &str) -> InvoiceInput {
+    InvoiceInput::Observe {
+        reference: relay_core::PaymentRef::Card(intent.into()),
+        method: Method::Card,
+        asset: "USD".into(),
+        amount: Amount::from_minor(101),
+        confirmed: true,
+        confirmations: 1,
+        seen_at: None,
+    }
+}
+
 /// An endpoint of `m` that wants every event.
 fn endpoint_of(m: &Merchant) -> WebhookEndpoint {
     WebhookEndpoint {
@@ -439,19 +452,8 @@ async fn payout_work_follows_the_invoice<S: Store>(dir: &Path, open: &dyn Fn(&Pa
     let (mut inv, ev) = invoice(&m, 1, None);
     s.create_invoice(&inv, &ev, None).await.unwrap();
     let v = inv.version;
-    inv.apply(
-        InvoiceInput::Observe {
-            reference: relay_core::PaymentRef::Card("pi_payout".into()),
-            method: Method::Card,
-            asset: "USD".into(),
-            amount: Amount::from_minor(101),
-            confirmed: true,
-            confirmations: 1,
-            seen_at: None,
-        },
-        T0.plus_seconds(10),
-    )
-    .unwrap();
+    inv.apply(card_paid("pi_payout"), T0.plus_seconds(10))
+        .unwrap();
     s.update_invoice(v, &inv, &[], None).await.unwrap();
     assert!(s.payouts(PayoutKind::CardRefund).await.unwrap().is_empty());
     let v = inv.version;
@@ -501,19 +503,8 @@ async fn ledger_follows_the_money<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> 
         "no money, no entry"
     );
     let v = inv.version;
-    inv.apply(
-        InvoiceInput::Observe {
-            reference: relay_core::PaymentRef::Card("pi_conformance".into()),
-            method: Method::Card,
-            asset: "USD".into(),
-            amount: Amount::from_minor(101),
-            confirmed: true,
-            confirmations: 1,
-            seen_at: None,
-        },
-        T0.plus_seconds(10),
-    )
-    .unwrap();
+    inv.apply(card_paid("pi_conformance"), T0.plus_seconds(10))
+        .unwrap();
     assert_eq!(
         s.update_invoice(v, &inv, &[], None).await.unwrap(),
         Commit::Done

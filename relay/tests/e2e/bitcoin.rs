@@ -713,7 +713,7 @@ async fn a_refund_output_pays_the_merchant_that_names_it_and_a_reorg_takes_it_ba
 
     // Shop B's wallet pays its refund.
     let fork = node.block_count().unwrap();
-    let payer_script = ScriptBuf::from_hex(&payer.script_pubkey).unwrap();
+    let payer_script = ScriptBuf::from_bytes(payer.script_pubkey.as_bytes().to_vec());
     let paid = wallet.pay(&[(payer_script, 20_000)]).unwrap();
     broadcast(&node, &paid).unwrap();
     let txid = paid.compute_txid().to_string();

@@ -804,7 +804,7 @@ async fn a_bitcoin_refund_is_marked_paid_when_the_merchants_wallet_pays_it() {
     assert_eq!(r["uri"], format!("bitcoin:{}?amount=0.0002", payer.address));
     // The relay restarts before the merchant pays: it still watches the refund address.
     env.restart().await;
-    let refund_script = ScriptBuf::from_hex(&payer.script_pubkey).unwrap();
+    let refund_script = ScriptBuf::from_bytes(payer.script_pubkey.as_bytes().to_vec());
     let txid = {
         let (node, wallet) = env.btc.as_mut().unwrap();
         let tx = wallet.pay(&[(refund_script, 20_000)]).unwrap();
@@ -837,7 +837,7 @@ async fn a_bitcoin_refund_is_marked_paid_when_the_merchants_wallet_pays_it() {
             .await;
         assert_eq!(status, 200, "{r}");
     }
-    let refund_script = ScriptBuf::from_hex(&payer.script_pubkey).unwrap();
+    let refund_script = ScriptBuf::from_bytes(payer.script_pubkey.as_bytes().to_vec());
     let batch = {
         let (node, wallet) = env.btc.as_mut().unwrap();
         let tx = wallet

@@ -79,7 +79,12 @@ pub fn payout_work(invoice: &Invoice) -> BTreeMap<PayoutRef, Vec<u8>> {
         work.insert(at, value);
     };
     for r in &invoice.refunds {
-        let script = || r.script_pubkey.clone().unwrap_or_default().into_bytes();
+        let script = || {
+            r.script_pubkey
+                .as_ref()
+                .map(|s| s.to_string().into_bytes())
+                .unwrap_or_default()
+        };
         match (r.method, r.status) {
             // Bitcoin refunds stay watched once paid: a reorg can take their payment out again.
             (Method::Bitcoin, RefundStatus::Succeeded | RefundStatus::Pending) => {
@@ -96,7 +101,7 @@ pub fn payout_work(invoice: &Invoice) -> BTreeMap<PayoutRef, Vec<u8>> {
     }
     for s in &invoice.settlements {
         if s.status != SettlementStatus::Paid {
-            add(PayoutKind::Settlement, &s.id, vec![]);
+            add(PayoutKind::Settlement, &s.id.to_string(), vec![]);
         }
     }
     if let Some(intent) = invoice.intent_to_close() {

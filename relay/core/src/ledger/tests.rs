@@ -206,7 +206,7 @@ fn input(inv: &Invoice, op: &Op) -> Option<InvoiceInput> {
                 amount: amount.map(|a| Amount::from_minor(u128::from(a))),
                 to: Some(RefundAddress {
                     address: "bcrt1qpayer".into(),
-                    script_pubkey: "0014aa".into(),
+                    script_pubkey: "0014aa".parse().unwrap(),
                 }),
             }
         }
@@ -232,7 +232,7 @@ fn input(inv: &Invoice, op: &Op) -> Option<InvoiceInput> {
             total_refunded: Amount::from_minor(u128::from(total)),
         },
         Op::SettlementQueued { k } => InvoiceInput::SettlementQueued {
-            id: inv.settlements[pick(k, inv.settlements.len())?].id.clone(),
+            id: inv.settlements[pick(k, inv.settlements.len())?].id,
         },
         // The operator sends only settlements that are pending or queued: only those get paid.
         Op::SettlementPaid { k } => {
@@ -242,7 +242,7 @@ fn input(inv: &Invoice, op: &Op) -> Option<InvoiceInput> {
                 .filter(|s| s.status != SettlementStatus::Held)
                 .collect();
             InvoiceInput::SettlementPaid {
-                id: sendable[pick(k, sendable.len())?].id.clone(),
+                id: sendable[pick(k, sendable.len())?].id,
                 tx: "0xs".into(),
             }
         }
@@ -250,7 +250,7 @@ fn input(inv: &Invoice, op: &Op) -> Option<InvoiceInput> {
         Op::ReleaseSettlement { k } => {
             let s = &inv.settlements[pick(k, inv.settlements.len())?];
             InvoiceInput::ReleaseSettlement {
-                id: s.id.clone(),
+                id: s.id,
                 amount: Amount(s.amount.0 + s.amount.0 / alloy_primitives::U256::from(10)),
             }
         }
@@ -454,7 +454,7 @@ fn a_card_payment_settled_on_ethereum_moves_to_treasury_and_a_dispute_becomes_a_
         &mut inv,
         &mut books,
         InvoiceInput::SettlementPaid {
-            id: s.id.clone(),
+            id: s.id,
             tx: "0xs".into(),
         },
     );
@@ -495,12 +495,8 @@ fn a_settlement_not_yet_paid_is_held_while_its_payment_is_not_final_and_whole() 
         crate::payout::SettlementStatus::Held
     );
     // Still held: a liquidity shortage does not revive it.
-    let id = inv.settlements[0].id.clone();
-    apply(
-        &mut inv,
-        &mut books,
-        InvoiceInput::SettlementQueued { id: id.clone() },
-    );
+    let id = inv.settlements[0].id;
+    apply(&mut inv, &mut books, InvoiceInput::SettlementQueued { id });
     assert_eq!(
         inv.settlements[0].status,
         crate::payout::SettlementStatus::Held
@@ -595,7 +591,7 @@ fn a_bitcoin_refund_needs_an_address_and_is_counted_once_paid() {
             amount: None,
             to: Some(RefundAddress {
                 address: "bcrt1qpayer".into(),
-                script_pubkey: "0014bb".into(),
+                script_pubkey: "0014bb".parse().unwrap(),
             }),
         },
     );
@@ -628,12 +624,12 @@ fn a_bitcoin_refund_needs_an_address_and_is_counted_once_paid() {
 // ---- The operator's liquidity pays cross-rail settlements only by rule.
 
 /// Releasing settlement `id` is refused, and changes nothing.
-fn release_refused(inv: &mut Invoice, id: &str, t: Timestamp) {
+fn release_refused(inv: &mut Invoice, id: &crate::SettlementId, t: Timestamp) {
     let before = inv.clone();
     let err = inv
         .apply(
             InvoiceInput::ReleaseSettlement {
-                id: id.to_owned(),
+                id: *id,
                 amount: Amount::from_minor(WEI),
             },
             t,
@@ -781,7 +777,7 @@ fn an_invoice_paid_three_times_is_settled_once_at_its_locked_amount() {
 fn settled_then_replaced(t: Timestamp) -> Invoice {
     let mut inv = cross_rail_invoice(1);
     inv.apply(btc_seen(1, SAT, 1, t), t).unwrap();
-    let id = inv.settlements[0].id.clone();
+    let id = inv.settlements[0].id;
     inv.apply(
         InvoiceInput::SettlementPaid {
             id,
@@ -844,7 +840,7 @@ fn a_settlement_held_while_its_payment_is_not_final_still_counts_against_the_cap
         inv.settlements[1].hold_reason(),
         Some(crate::HoldReason::OverPayment)
     );
-    let second = inv.settlements[1].id.clone();
+    let second = inv.settlements[1].id;
     release_refused(&mut inv, &second, t);
     // The first comes back in a reorg: it is due again; the invoice gets one settlement.
     inv.apply(btc_seen(1, SAT, 1, t), t).unwrap();
@@ -863,7 +859,7 @@ fn the_merchant_releases_an_over_payment_at_a_new_rate_but_never_a_replacement()
     let events = inv
         .apply(
             InvoiceInput::ReleaseSettlement {
-                id: excess.id.clone(),
+                id: excess.id,
                 amount: Amount::from_minor(WEI / 2),
             },
             t,
@@ -878,7 +874,7 @@ fn the_merchant_releases_an_over_payment_at_a_new_rate_but_never_a_replacement()
     // Paid: the books show both parts paid out of the operator's liquidity.
     let mut books = Balances::default();
     let before = inv.clone();
-    for id in [inv.settlements[0].id.clone(), excess.id] {
+    for id in [inv.settlements[0].id, excess.id] {
         inv.apply(
             InvoiceInput::SettlementPaid {
                 id,
@@ -894,7 +890,7 @@ fn the_merchant_releases_an_over_payment_at_a_new_rate_but_never_a_replacement()
 
     // A replacement stays held.
     let mut inv = settled_then_replaced(t);
-    let held = inv.settlements[1].id.clone();
+    let held = inv.settlements[1].id;
     release_refused(&mut inv, &held, t);
 }
 
@@ -904,7 +900,7 @@ fn no_release_while_a_paid_for_payment_is_taken_back() {
     let t = T0.plus_seconds(10);
     // Card payment A is settled and paid; bitcoin B pays the price again and is held.
     inv.apply(confirmed(Method::Card, 1, CENTS, t), t).unwrap();
-    let a = inv.settlements[0].id.clone();
+    let a = inv.settlements[0].id;
     inv.apply(
         InvoiceInput::SettlementPaid {
             id: a,
@@ -914,7 +910,7 @@ fn no_release_while_a_paid_for_payment_is_taken_back() {
     )
     .unwrap();
     inv.apply(btc_seen(2, SAT, 1, t), t).unwrap();
-    let b = inv.settlements[1].id.clone();
+    let b = inv.settlements[1].id;
     assert_eq!(
         inv.settlements[1].hold_reason(),
         Some(crate::HoldReason::OverPayment)
@@ -968,7 +964,7 @@ fn an_invoice_paid_in_many_outputs_is_settled_by_one_settlement() {
     assert_eq!(open.len(), 1, "{:?}", inv.settlements);
     assert_eq!(open[0].parts.len(), 10);
     assert!(open[0].source_ref.ends_with("+9 more"));
-    let id = open[0].id.clone();
+    let id = open[0].id;
     let before = inv.clone();
     inv.apply(
         InvoiceInput::SettlementPaid {

@@ -37,12 +37,12 @@ fn invoice(confirmations: u32) -> Invoice {
     let mut quotes = params.quote(&AssetBook::default(), &rates).unwrap();
     quotes[0].ethereum = Some(EthereumPayTo {
         chain_id: 31337,
-        escrow: format!("0x{}", "ee".repeat(20)),
-        merchant: format!("0x{}", "aa".repeat(20)),
+        escrow: alloy_primitives::Address::repeat_byte(0xee),
+        merchant: alloy_primitives::Address::repeat_byte(0xaa),
         token: None,
         expiry: (T0 + 900) as u64 + CAPTURE_WINDOW,
-        salt: format!("{:#x}", id_of(9)),
-        payment_id: format!("{:#x}", id_of(1)),
+        salt: id_of(9),
+        payment_id: id_of(1),
         confirmations,
     });
     Invoice::create(
@@ -271,7 +271,7 @@ proptest! {
             SettlementStatus::Paid,
         ][usize::from(status)];
         let s = Settlement {
-            id: format!("{:#x}", id_of(4)),
+            id: crate::SettlementId(id_of(4)),
             payment: crate::PaymentRef::Card("pi_1".into()),
             source_ref: "pi_1".into(),
             amount: Amount::from_minor(amount),

@@ -6,7 +6,7 @@ use crate::event::EventType;
 use crate::invoice::{Invoice, InvoiceStatus, Method, Payment, PaymentStatus};
 use crate::money::{Amount, Money};
 use crate::rate::Rate;
-use crate::reference::PaymentRef;
+use crate::reference::{PaymentRef, SettlementId};
 use crate::time::Timestamp;
 use alloy_primitives::U256;
 use serde::{Deserialize, Serialize};
@@ -92,8 +92,8 @@ impl HoldReason {
 /// One payment paid out to the merchant on Ethereum.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settlement {
-    /// `0x` + 32 bytes: [`settlement_id`] of the invoice and the payment.
-    pub id: String,
+    /// [`settlement_id`] of the invoice and the payment.
+    pub id: SettlementId,
     /// The payment's reference on the invoice.
     pub payment: PaymentRef,
     /// What the escrow records as the source: the gateway's PaymentIntent id or the bitcoin txid.
@@ -186,17 +186,17 @@ impl Settlement {
 
 /// The settlement id of `payment` on `invoice`: keccak256 of both, so the same payment always
 /// gets the same id (and the escrow pays an id once).
-pub fn settlement_id(invoice: &str, payment: &str) -> String {
+pub fn settlement_id(invoice: &str, payment: &str) -> SettlementId {
     let mut buf = b"relay.settlement\0".to_vec();
     buf.extend_from_slice(invoice.as_bytes());
     buf.push(0);
     buf.extend_from_slice(payment.as_bytes());
-    format!("{:#x}", alloy_primitives::keccak256(buf))
+    SettlementId(alloy_primitives::keccak256(buf))
 }
 
 /// The id of the part of `payment` beyond what its invoice was due (held, never paid
 /// automatically): distinct from [`settlement_id`], so paying the due part cannot pay it.
-pub fn excess_settlement_id(invoice: &str, payment: &str) -> String {
+pub fn excess_settlement_id(invoice: &str, payment: &str) -> SettlementId {
     settlement_id(invoice, &format!("{payment}#excess"))
 }
 
@@ -211,11 +211,11 @@ pub fn source_ref(p: &Payment) -> String {
 
 impl Invoice {
     /// Settlement ids are hex: any case names the same one.
-    fn settlement_mut(&mut self, id: &str) -> Result<&mut Settlement, CoreError> {
+    fn settlement_mut(&mut self, id: &SettlementId) -> Result<&mut Settlement, CoreError> {
         self.settlements
             .iter_mut()
-            .find(|s| s.id.eq_ignore_ascii_case(id))
-            .ok_or_else(|| CoreError::UnknownRecord { id: id.to_owned() })
+            .find(|s| s.id == *id)
+            .ok_or_else(|| CoreError::UnknownRecord { id: id.to_string() })
     }
 
     /// The settlement amount of `p`: its amount converted at the locked rates (the settlement
@@ -501,7 +501,7 @@ impl Invoice {
     /// beyond what was due, whose payment is final and whole.
     pub(crate) fn release_settlement(
         &mut self,
-        id: &str,
+        id: &SettlementId,
         amount: Amount,
         events: &mut Vec<EventType>,
     ) -> Result<(), CoreError> {
@@ -511,8 +511,8 @@ impl Invoice {
         let s = self
             .settlements
             .iter()
-            .find(|s| s.id.eq_ignore_ascii_case(id))
-            .ok_or_else(|| CoreError::UnknownRecord { id: id.to_owned() })?;
+            .find(|s| s.id == *id)
+            .ok_or_else(|| CoreError::UnknownRecord { id: id.to_string() })?;
         match s.hold_reason() {
             Some(r) if r.releasable() => {}
             Some(HoldReason::Replacement) => {
@@ -556,7 +556,7 @@ impl Invoice {
 
     pub(crate) fn settlement_queued(
         &mut self,
-        id: &str,
+        id: &SettlementId,
         events: &mut Vec<EventType>,
     ) -> Result<(), CoreError> {
         let s = self.settlement_mut(id)?;
@@ -569,7 +569,7 @@ impl Invoice {
 
     pub(crate) fn settlement_paid(
         &mut self,
-        id: &str,
+        id: &SettlementId,
         tx: String,
         events: &mut Vec<EventType>,
     ) -> Result<(), CoreError> {
