@@ -250,6 +250,19 @@ async fn start_relay_bin(
     Relay { child, url }
 }
 
+/// `GET url` with the merchant's key, as JSON.
+async fn get_json(client: &reqwest::Client, url: &str, key: &str) -> Value {
+    client
+        .get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// `POST /v1/invoices` (bitcoin and Ethereum offered) then `GET /v1/invoices/{id}` against a
 /// fresh relay run from `bin`.
 async fn post_then_get(
@@ -273,15 +286,12 @@ async fn post_then_get(
         request("POST", "/v1/invoices", &k, &format!("Idempotency-Key: ab-{conn}-{i}\r\n"), &body)
     })
     .await;
-    let page: Value = reqwest::Client::new()
-        .get(format!("{}/v1/invoices?limit=100", relay.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = get_json(
+        &reqwest::Client::new(),
+        &format!("{}/v1/invoices?limit=100", relay.url),
+        &key,
+    )
+    .await;
     let gets: Arc<Vec<Vec<u8>>> = Arc::new(
         page["data"]
             .as_array()
@@ -587,7 +597,7 @@ fn main() {
         }
 
         let client = reqwest::Client::new();
-        let page: Value = client.get(format!("{}/v1/invoices?limit=100", relay.url)).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+        let page = get_json(&client, &format!("{}/v1/invoices?limit=100", relay.url), &key).await;
         let ids: Vec<String> = page["data"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect();
         let k = key.clone();
         let gets: Arc<Vec<Vec<u8>>> = Arc::new(ids.iter().map(|id| request("GET", &format!("/v1/invoices/{id}"), &k, "", "")).collect());
@@ -651,7 +661,7 @@ fn main() {
         for _ in 0..100 {
             let mut u = format!("{}/v1/invoices?limit=100", relay.url);
             if let Some(c) = &cursor { u.push_str(&format!("&starting_after={c}")); }
-            let page: Value = client.get(u).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+            let page = get_json(&client, &u, &key).await;
             cursor = page["data"].as_array().unwrap().last().map(|i| i["id"].as_str().unwrap().to_owned());
         }
         let (rss, hwm) = rss_kib(relay.child.id());
@@ -902,15 +912,7 @@ async fn eth_block_to_settled(
         anvil.mine(1).unwrap();
         let mined = Instant::now();
         loop {
-            let v: Value = client
-                .get(&url)
-                .bearer_auth(&key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = get_json(&client, &url, &key).await;
             if v["status"] == "settled" {
                 break;
             }
@@ -1005,15 +1007,7 @@ async fn eth_catch_up(node: &relay_testnet::BitcoinNode) {
         if let Some(a) = &after {
             u.push_str(&format!("&starting_after={a}"));
         }
-        let page: Value = client
-            .get(u)
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = get_json(&client, &u, &key).await;
         let data = page["data"].as_array().unwrap();
         settled += data.iter().filter(|i| i["status"] == "settled").count();
         after = data.last().map(|i| i["id"].as_str().unwrap().to_owned());

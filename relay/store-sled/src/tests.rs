@@ -378,22 +378,11 @@ async fn derivation_indexes_are_never_handed_out_twice_across_reopen() {
     let s = SledStore::open(dir.path()).unwrap();
     // Above every stored address, after a restart.
     assert_eq!(s.next_derivation_index(&m1.id).await.unwrap(), 2);
-    let takers: Vec<_> = (0..4)
-        .map(|_| {
-            let (s, id) = (s.clone(), m2.id.clone());
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                for _ in 0..50 {
-                    got.push(s.next_derivation_index(&id).await.unwrap());
-                }
-                got
-            })
-        })
-        .collect();
-    let mut handed = std::collections::BTreeSet::new();
-    for t in takers {
-        handed.extend(t.await.unwrap());
-    }
+    let handed: std::collections::BTreeSet<u32> =
+        relay_store::conformance::take_indexes(&s, &m2.id, 4, 50)
+            .await
+            .into_iter()
+            .collect();
     assert_eq!(handed.len(), 200, "concurrent callers got the same index");
     assert_eq!(handed.iter().next_back(), Some(&199));
 }

@@ -288,15 +288,19 @@ async fn events_in_commit_order<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S)
     );
 }
 
-async fn derivation_indexes_are_unique<S: Store + Clone>(dir: &Path, open: &dyn Fn(&Path) -> S) {
-    let s = open(dir);
-    let m = merchant(1);
-    let takers: Vec<_> = (0..4)
+/// The derivation indexes `tasks` concurrent tasks get for `merchant`, `each` apiece.
+pub async fn take_indexes<S: Store + Clone>(
+    s: &S,
+    merchant: &MerchantId,
+    tasks: usize,
+    each: usize,
+) -> Vec<u32> {
+    let takers: Vec<_> = (0..tasks)
         .map(|_| {
-            let (s, id) = (s.clone(), m.id.clone());
+            let (s, id) = (s.clone(), merchant.clone());
             tokio::spawn(async move {
                 let mut got = Vec::new();
-                for _ in 0..50 {
+                for _ in 0..each {
                     got.push(s.next_derivation_index(&id).await.unwrap());
                 }
                 got
@@ -307,6 +311,13 @@ async fn derivation_indexes_are_unique<S: Store + Clone>(dir: &Path, open: &dyn 
     for t in takers {
         all.extend(t.await.expect("a taker finishes"));
     }
+    all
+}
+
+async fn derivation_indexes_are_unique<S: Store + Clone>(dir: &Path, open: &dyn Fn(&Path) -> S) {
+    let s = open(dir);
+    let m = merchant(1);
+    let mut all = take_indexes(&s, &m.id, 4, 50).await;
     all.sort_unstable();
     all.dedup();
     assert_eq!(all.len(), 200, "no index handed out twice");
