@@ -6,29 +6,18 @@
 use super::SledStore;
 use crate::codec::{decode, encode};
 use relay_core::{Merchant, Secret, WebhookEndpoint};
-use relay_store::sealed::is_sealed;
+use relay_store::sealed::{open_with, seal_with};
 use relay_store::StoreError;
 
 const MARKER: &str = "secrets_key";
 
 impl SledStore {
     fn seal(&self, owner: &str, secret: &Secret) -> Secret {
-        match &self.inner.secrets_key {
-            Some(k) if !is_sealed(secret.expose_secret()) => {
-                Secret::from_stored(k.seal(owner, secret.expose_secret()))
-            }
-            _ => secret.clone(),
-        }
+        seal_with(self.inner.secrets_key.as_ref(), owner, secret)
     }
 
     fn open_secret(&self, owner: &str, stored: &Secret) -> Result<Secret, StoreError> {
-        match &self.inner.secrets_key {
-            Some(k) => Ok(Secret::from_stored(k.open(owner, stored.expose_secret())?)),
-            None if is_sealed(stored.expose_secret()) => Err(StoreError::SecretsKey {
-                reason: "sealed, and no secrets key was given".into(),
-            }),
-            None => Ok(stored.clone()),
-        }
+        open_with(self.inner.secrets_key.as_ref(), owner, stored)
     }
 
     pub(super) fn seal_endpoint(&self, e: &WebhookEndpoint) -> WebhookEndpoint {

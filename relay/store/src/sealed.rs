@@ -102,6 +102,39 @@ impl SecretsKey {
     }
 }
 
+/// `secret` as a backend stores it: sealed for `owner` (the record's id) when there is a key, and
+/// as it is when there is none or it is sealed already.
+pub fn seal_with(
+    key: Option<&SecretsKey>,
+    owner: &str,
+    secret: &relay_core::Secret,
+) -> relay_core::Secret {
+    match key {
+        Some(k) if !is_sealed(secret.expose_secret()) => {
+            relay_core::Secret::from_stored(k.seal(owner, secret.expose_secret()))
+        }
+        _ => secret.clone(),
+    }
+}
+
+/// A stored secret opened for `owner`. A sealed one without a key is refused: the store was
+/// sealed with a key this relay was not given.
+pub fn open_with(
+    key: Option<&SecretsKey>,
+    owner: &str,
+    stored: &relay_core::Secret,
+) -> Result<relay_core::Secret, StoreError> {
+    match key {
+        Some(k) => Ok(relay_core::Secret::from_stored(
+            k.open(owner, stored.expose_secret())?,
+        )),
+        None if is_sealed(stored.expose_secret()) => Err(StoreError::SecretsKey {
+            reason: "sealed, and no secrets key was given".into(),
+        }),
+        None => Ok(stored.clone()),
+    }
+}
+
 /// Whether a stored secret is sealed.
 pub fn is_sealed(stored: &str) -> bool {
     stored.starts_with(PREFIX)

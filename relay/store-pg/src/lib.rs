@@ -1,0 +1,239 @@
+//! Relay's store on PostgreSQL, for shops that run several relays on one database.
+//!
+//! In progress: merchants and API keys ([`relay_store::Merchants`]) are stored here, with
+//! versioned migrations applied when the store opens. The other parts of the store API, leases
+//! and the binary's `database_url` come next (issue 14); until the backend passes the
+//! conformance suite, the relay does not offer it.
+//!
+//! SQL is kept to what PostgreSQL, CockroachDB and YugabyteDB share (no stored procedures, no
+//! advisory locks); values are the domain records as JSON text.
+
+use relay_core::{ApiKeyHash, KeyRecord, Merchant, MerchantId};
+use relay_store::sealed::{open_with, seal_with, SecretsKey};
+use relay_store::{Commit, Merchants, StoreError};
+use serde::{de::DeserializeOwned, Serialize};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Row;
+use std::sync::Arc;
+
+/// The store on one PostgreSQL database. Cheap to clone: clones share the connection pool.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    secrets_key: Option<Arc<SecretsKey>>,
+}
+
+/// The database's errors in the store's neutral terms: the connection and the server's own
+/// trouble may pass; anything else will not.
+fn db(e: sqlx::Error) -> StoreError {
+    let retryable = matches!(
+        e,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+    ) || e
+        .as_database_error()
+        .and_then(|d| d.code())
+        // Class 40 (serialization failure, deadlock) and 57P01 (the server shut down).
+        .is_some_and(|c| c.starts_with("40") || c == "57P01");
+    StoreError::Unavailable {
+        reason: e.to_string(),
+        retryable,
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> String {
+    // Our own plain data types always serialize.
+    serde_json::to_string(value).expect("domain values serialize to JSON")
+}
+
+fn decode<T: DeserializeOwned>(what: &'static str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+impl PgStore {
+    /// Connects to `url`, applies the migrations this relay knows, and opens the store.
+    /// `secrets_key` seals webhook secrets at rest, as with sled.
+    pub async fn connect(
+        url: &str,
+        secrets_key: Option<SecretsKey>,
+    ) -> Result<PgStore, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect(url)
+            .await
+            .map_err(db)?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable {
+                reason: format!("applying the schema migrations: {e}"),
+                retryable: false,
+            })?;
+        Ok(PgStore {
+            pool,
+            secrets_key: secrets_key.map(Arc::new),
+        })
+    }
+
+    fn seal_merchant(&self, m: &Merchant) -> Merchant {
+        Merchant {
+            webhook_secret: seal_with(
+                self.secrets_key.as_deref(),
+                m.id.as_str(),
+                &m.webhook_secret,
+            ),
+            ..m.clone()
+        }
+    }
+
+    fn open_merchant(&self, body: &str) -> Result<Merchant, StoreError> {
+        let m: Merchant = decode("merchant", body)?;
+        Ok(Merchant {
+            webhook_secret: open_with(
+                self.secrets_key.as_deref(),
+                m.id.as_str(),
+                &m.webhook_secret,
+            )?,
+            ..m
+        })
+    }
+}
+
+/// The hash column of a key: set only while the key is in use.
+fn active_hash(key: &KeyRecord) -> Option<Vec<u8>> {
+    key.is_active().then(|| key.hash.0.to_vec())
+}
+
+impl Merchants for PgStore {
+    async fn insert_merchant(
+        &self,
+        merchant: &Merchant,
+        key: &KeyRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO merchants (id, body) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+        )
+        .bind(merchant.id.as_str())
+        .bind(encode(&self.seal_merchant(merchant)))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO api_keys (merchant_id, key_id, hash, body) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (merchant_id, key_id) DO UPDATE SET hash = excluded.hash, body = excluded.body",
+        )
+        .bind(key.merchant_id.as_str())
+        .bind(&key.id)
+        .bind(active_hash(key))
+        .bind(encode(key))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn merchant(&self, id: &MerchantId) -> Result<Option<Merchant>, StoreError> {
+        let row = sqlx::query("SELECT body FROM merchants WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| self.open_merchant(r.get("body"))).transpose()
+    }
+
+    async fn key_by_hash(
+        &self,
+        key: &ApiKeyHash,
+    ) -> Result<Option<(Merchant, KeyRecord)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT k.body AS key, m.body AS merchant FROM api_keys k \
+             JOIN merchants m ON m.id = k.merchant_id WHERE k.hash = $1",
+        )
+        .bind(key.0.to_vec())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let record: KeyRecord = decode("api key", row.get("key"))?;
+        if !record.is_active() {
+            return Ok(None);
+        }
+        Ok(Some((self.open_merchant(row.get("merchant"))?, record)))
+    }
+
+    async fn api_keys(&self, merchant: &MerchantId) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = sqlx::query("SELECT body FROM api_keys WHERE merchant_id = $1 ORDER BY key_id")
+            .bind(merchant.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| decode("api key", r.get("body")))
+            .collect()
+    }
+
+    async fn insert_api_key(&self, key: &KeyRecord) -> Result<Commit, StoreError> {
+        // A taken id or hash inserts nothing (every unique constraint counts).
+        let done = sqlx::query(
+            "INSERT INTO api_keys (merchant_id, key_id, hash, body) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(key.merchant_id.as_str())
+        .bind(&key.id)
+        .bind(active_hash(key))
+        .bind(encode(key))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(if done.rows_affected() == 1 {
+            Commit::Done
+        } else {
+            Commit::Conflict
+        })
+    }
+
+    async fn replace_api_key(
+        &self,
+        old: &KeyRecord,
+        new: &KeyRecord,
+    ) -> Result<Commit, StoreError> {
+        // Compare and set: only if the stored record is still `old`.
+        let done = sqlx::query(
+            "UPDATE api_keys SET hash = $1, body = $2 \
+             WHERE merchant_id = $3 AND key_id = $4 AND body = $5",
+        )
+        .bind(active_hash(new))
+        .bind(encode(new))
+        .bind(old.merchant_id.as_str())
+        .bind(&old.id)
+        .bind(encode(old))
+        .execute(&self.pool)
+        .await;
+        match done {
+            Ok(d) if d.rows_affected() == 1 => Ok(Commit::Done),
+            Ok(_) => Ok(Commit::Conflict),
+            // The new secret's hash is another key's: refused like a stale record.
+            Err(e)
+                if e.as_database_error()
+                    .is_some_and(|d| d.is_unique_violation()) =>
+            {
+                Ok(Commit::Conflict)
+            }
+            Err(e) => Err(db(e)),
+        }
+    }
+
+    async fn merchant_count(&self) -> Result<usize, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM merchants")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+}
