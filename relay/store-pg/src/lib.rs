@@ -1,12 +1,15 @@
 //! Relay's store on PostgreSQL, for shops that run several relays on one database.
 //!
-//! In progress: merchants and API keys ([`relay_store::Merchants`]) are stored here, with
-//! versioned migrations applied when the store opens. The other parts of the store API, leases
-//! and the binary's `database_url` come next (issue 14); until the backend passes the
-//! conformance suite, the relay does not offer it.
+//! In progress: merchants and API keys ([`relay_store::Merchants`]) and the singleton roles'
+//! leases with fencing tokens ([`Fence`]) are stored here, with versioned migrations applied when
+//! the store opens. The other parts of the store API and the binary's `database_url` come next
+//! (issue 14); until the backend passes the conformance suite, the relay does not offer it.
 //!
 //! SQL is kept to what PostgreSQL, CockroachDB and YugabyteDB share (no stored procedures, no
 //! advisory locks); values are the domain records as JSON text.
+
+mod lease;
+pub use lease::Fence;
 
 use relay_core::{ApiKeyHash, KeyRecord, Merchant, MerchantId};
 use relay_store::sealed::{open_with, seal_with, SecretsKey};
