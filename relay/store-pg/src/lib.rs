@@ -1,7 +1,7 @@
 //! Relay's store on PostgreSQL, for shops that run several relays on one database.
 //!
-//! In progress: merchants and API keys ([`relay_store::Merchants`]) and the singleton roles'
-//! leases with fencing tokens ([`Fence`]) are stored here, with versioned migrations applied when
+//! In progress: merchants and API keys ([`relay_store::Merchants`]), the singleton roles' leases
+//! with fencing tokens ([`Fence`]) and derivation indexes allocated in the database are here, with versioned migrations applied when
 //! the store opens. The other parts of the store API and the binary's `database_url` come next
 //! (issue 14); until the backend passes the conformance suite, the relay does not offer it.
 //!
@@ -101,6 +101,33 @@ impl PgStore {
             )?,
             ..m
         })
+    }
+}
+
+/// Unhardened BIP32 indexes stop below 2^31.
+const MAX_DERIVATION_INDEX: i64 = 1 << 31;
+
+impl PgStore {
+    /// The next unused derivation index of `owner`'s descriptor, allocated in the database: every
+    /// call, from any relay on the database, gets another index, and an index is never handed out
+    /// again (not even after a crash: it is committed before it is returned).
+    pub async fn allocate_derivation_index(&self, owner: &MerchantId) -> Result<u32, StoreError> {
+        let index: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO derivation_indexes (owner, next_index) VALUES ($1, 1) \
+             ON CONFLICT (owner) DO UPDATE SET next_index = derivation_indexes.next_index + 1 \
+             WHERE derivation_indexes.next_index < $2 \
+             RETURNING next_index - 1",
+        )
+        .bind(owner.as_str())
+        .bind(MAX_DERIVATION_INDEX)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        index
+            .and_then(|i| u32::try_from(i).ok())
+            .ok_or(StoreError::Exhausted {
+                what: "the descriptor's derivation indexes",
+            })
     }
 }
 

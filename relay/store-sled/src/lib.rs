@@ -239,6 +239,37 @@ impl SledStore {
         Self::open_sealed(path, None)
     }
 
+    /// Opens sled's database in `path`. A store this process dropped a moment ago may still hold
+    /// its file lock while sled's background flush winds down: the lock is asked for again for up
+    /// to a second before the directory counts as in use by another relay.
+    fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            let opened = sled::Config::new()
+                .path(path)
+                // sled's default page cache is 1 GiB; hot invoices are few, so keep memory small.
+                .cache_capacity(CACHE_BYTES)
+                // We flush explicitly before acknowledging; sled's own timer is a backstop.
+                .flush_every_ms(Some(1000))
+                .open();
+            let locked = |io: &std::io::Error| {
+                io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock")
+            };
+            match opened {
+                Ok(db) => return Ok(db),
+                Err(sled::Error::Io(ref io)) if locked(io) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked {
+                            path: path.display().to_string(),
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(other) => return Err(StoreError::from(other)),
+            }
+        }
+    }
+
     /// Opens the store; with `secrets_key`, webhook secrets are sealed at rest (those stored in
     /// plain text before are sealed now). A store whose secrets are sealed cannot be opened
     /// without its key, or with another one.
@@ -247,24 +278,7 @@ impl SledStore {
         secrets_key: Option<relay_store::sealed::SecretsKey>,
     ) -> Result<SledStore, StoreError> {
         let path = path.as_ref();
-        let db = sled::Config::new()
-            .path(path)
-            // sled's default page cache is 1 GiB; hot invoices are few, so keep memory small.
-            .cache_capacity(CACHE_BYTES)
-            // We flush explicitly before acknowledging; sled's own timer is a backstop.
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    StoreError::Locked {
-                        path: path.display().to_string(),
-                    }
-                }
-                sled::Error::Io(ref io) if io.to_string().contains("lock") => StoreError::Locked {
-                    path: path.display().to_string(),
-                },
-                other => StoreError::from(other),
-            })?;
+        let db = Self::open_db(path)?;
         match db.get("format")? {
             None => {
                 db.insert("format", LAYOUT_VERSION)?;

@@ -942,3 +942,18 @@ async fn the_due_walk_goes_on_where_it_stopped_and_wraps_round() {
 async fn sled_passes_the_conformance_suite() {
     relay_store::conformance::check_all(|dir| SledStore::open(dir).unwrap()).await;
 }
+
+/// A directory a live store holds is refused to a second one (after a short wait for a store
+/// being dropped), and free again once the first is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_in_use_is_refused_and_free_once_its_store_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SledStore::open(dir.path()).unwrap();
+    assert!(matches!(
+        SledStore::open(dir.path()),
+        Err(StoreError::Locked { .. })
+    ));
+    first.durable().await.unwrap();
+    drop(first);
+    assert!(SledStore::open(dir.path()).is_ok());
+}

@@ -1,0 +1,77 @@
+//! Derivation indexes allocated in PostgreSQL: relays on one database never hand out the same
+//! index (so never the same address), and each descriptor counts on its own.
+
+use relay_core::MerchantId;
+use relay_store::sealed::SecretsKey;
+use relay_store_pg::PgStore;
+use relay_testnet::Postgres;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+async fn store(pg: &Postgres) -> PgStore {
+    for _ in 0..100 {
+        if let Ok(s) = PgStore::connect(&pg.url(), None::<SecretsKey>).await {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no store:\n{}", pg.output_tail());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_never_hand_out_the_same_index() {
+    let pg = Postgres::spawn().expect("PostgreSQL starts");
+    let relays = [store(&pg).await, store(&pg).await];
+    let shop = MerchantId::from_entropy([1; 12]);
+    let mut tasks = Vec::new();
+    for r in &relays {
+        for _ in 0..4 {
+            let (r, shop) = (r.clone(), shop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for _ in 0..25 {
+                    got.push(r.allocate_derivation_index(&shop).await.unwrap());
+                }
+                got
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let distinct: BTreeSet<u32> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), all.len(), "an index was handed out twice");
+    assert_eq!(
+        distinct,
+        (0..200).collect(),
+        "indexes are used without gaps"
+    );
+    // Another descriptor counts from zero; this one goes on after a reconnect.
+    let other = MerchantId::from_entropy([2; 12]);
+    assert_eq!(
+        relays[0].allocate_derivation_index(&other).await.unwrap(),
+        0
+    );
+    let again = store(&pg).await;
+    assert_eq!(again.allocate_derivation_index(&shop).await.unwrap(), 200);
+
+    // Unhardened BIP32 indexes stop below 2^31: past the last one, a clear refusal.
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&pg.url()).await.unwrap();
+        sqlx::query("UPDATE derivation_indexes SET next_index = 2147483647 WHERE owner = $1")
+            .bind(other.as_str())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        again.allocate_derivation_index(&other).await.unwrap(),
+        2_147_483_647
+    );
+    assert!(matches!(
+        again.allocate_derivation_index(&other).await,
+        Err(relay_store::StoreError::Exhausted { .. })
+    ));
+}
