@@ -1,27 +1,16 @@
 //! Derivation indexes allocated in PostgreSQL: relays on one database never hand out the same
 //! index (so never the same address), and each descriptor counts on its own.
 
+mod common;
+use common::store;
 use relay_core::MerchantId;
-use relay_store::sealed::SecretsKey;
-use relay_store_pg::PgStore;
 use relay_testnet::Postgres;
 use std::collections::BTreeSet;
-use std::time::Duration;
-
-async fn store(pg: &Postgres) -> PgStore {
-    for _ in 0..100 {
-        if let Ok(s) = PgStore::connect(&pg.url(), None::<SecretsKey>).await {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no store:\n{}", pg.output_tail());
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_never_hand_out_the_same_index() {
     let pg = Postgres::spawn().expect("PostgreSQL starts");
-    let relays = [store(&pg).await, store(&pg).await];
+    let relays = [store(&pg, None).await, store(&pg, None).await];
     let shop = MerchantId::from_entropy([1; 12]);
     let mut tasks = Vec::new();
     for r in &relays {
@@ -53,7 +42,7 @@ async fn two_relays_never_hand_out_the_same_index() {
         relays[0].allocate_derivation_index(&other).await.unwrap(),
         0
     );
-    let again = store(&pg).await;
+    let again = store(&pg, None).await;
     assert_eq!(again.allocate_derivation_index(&shop).await.unwrap(), 200);
 
     // Unhardened BIP32 indexes stop below 2^31: past the last one, a clear refusal.

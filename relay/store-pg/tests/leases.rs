@@ -2,20 +2,11 @@
 //! to another holder with a higher token, and a holder that was paused past its lease writes
 //! nothing.
 
-use relay_store::sealed::SecretsKey;
+mod common;
+use common::store;
 use relay_store_pg::PgStore;
 use relay_testnet::Postgres;
 use std::time::Duration;
-
-async fn store(pg: &Postgres) -> PgStore {
-    for _ in 0..100 {
-        if let Ok(s) = PgStore::connect(&pg.url(), None::<SecretsKey>).await {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no store:\n{}", pg.output_tail());
-}
 
 /// A fenced write of the role: appends `who` to the scratch table if the fence still holds.
 async fn fenced_write(s: &PgStore, fence: &relay_store_pg::Fence, who: &str) -> bool {
@@ -44,7 +35,7 @@ async fn writes(pg: &Postgres) -> Vec<String> {
 async fn one_holder_at_a_time_and_a_paused_former_holder_writes_nothing() {
     let pg = Postgres::spawn().expect("PostgreSQL starts");
     // Two relays on one database.
-    let (a, b) = (store(&pg).await, store(&pg).await);
+    let (a, b) = (store(&pg, None).await, store(&pg, None).await);
     {
         use sqlx::Connection;
         let mut conn = sqlx::PgConnection::connect(&pg.url()).await.unwrap();
@@ -116,7 +107,7 @@ async fn one_holder_at_a_time_and_a_paused_former_holder_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_cannot_change_hands_while_a_fenced_write_is_under_way() {
     let pg = Postgres::spawn().expect("PostgreSQL starts");
-    let (a, b) = (store(&pg).await, store(&pg).await);
+    let (a, b) = (store(&pg, None).await, store(&pg, None).await);
     let ttl = Duration::from_millis(300);
     let fa = a
         .acquire_lease("sweep", "relay-a", ttl)

@@ -1,25 +1,11 @@
 //! The PostgreSQL backend's merchants and API keys, against a real server from the harness.
 
+mod common;
+use common::store;
 use relay_core::{ApiKey, ApiKeyHash, KeyRecord, Timestamp};
 use relay_store::conformance::merchant;
-use relay_store::sealed::SecretsKey;
 use relay_store::{Commit, Merchants};
-use relay_store_pg::PgStore;
 use relay_testnet::Postgres;
-
-/// A store on a fresh server (the server is still starting when it first accepts connections).
-/// `key`: the bytes of the secrets key, if any.
-async fn store(pg: &Postgres, key: Option<[u8; 32]>) -> PgStore {
-    let mut last = None;
-    for _ in 0..100 {
-        match PgStore::connect(&pg.url(), key.map(SecretsKey::new)).await {
-            Ok(s) => return s,
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("no store: {last:?}\n{}", pg.output_tail());
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_found_by_hash_rolled_and_revoked_at_once_and_never_from_a_stale_view() {
