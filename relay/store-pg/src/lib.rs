@@ -1,34 +1,123 @@
 //! Relay's store on PostgreSQL, for shops that run several relays on one database.
 //!
-//! In progress: merchants and API keys ([`relay_store::Merchants`]), the singleton roles' leases
-//! with fencing tokens ([`Fence`]) and derivation indexes allocated in the database are here, with versioned migrations applied when
-//! the store opens. The other parts of the store API and the binary's `database_url` come next
-//! (issue 14); until the backend passes the conformance suite, the relay does not offer it.
+//! The whole store API ([`relay_store::Store`]) on one database, with versioned migrations
+//! applied when the store opens; the singleton roles' leases with fencing tokens ([`Fence`]); and
+//! derivation indexes allocated in the database, so relays sharing it never hand out one address
+//! twice.
+//!
+//! Every decision is one transaction at READ COMMITTED: the invoice row is locked (`FOR UPDATE`)
+//! and its version checked, so a stale writer gets [`relay_store::Commit::Conflict`]; unique keys
+//! (idempotency keys, inbound event ids, rail references) are claimed with `ON CONFLICT DO
+//! NOTHING`, so of two racing writers one wins and the other sees its record. A transaction the
+//! server aborts for a deadlock or a serialization failure is run again.
 //!
 //! SQL is kept to what PostgreSQL, CockroachDB and YugabyteDB share (no stored procedures, no
-//! advisory locks); values are the domain records as JSON text.
+//! advisory locks, no LISTEN/NOTIFY); ids are compared byte by byte (`COLLATE "C"`, which is
+//! PostgreSQL's spelling). Values are the domain records as JSON text.
 
+mod chain;
+mod invoices;
 mod lease;
+mod ledger;
+mod outbox;
+mod sealing;
 pub use lease::Fence;
 
 use relay_core::{ApiKeyHash, KeyRecord, Merchant, MerchantId};
-use relay_store::sealed::{open_with, seal_with, SecretsKey};
-use relay_store::{Commit, Merchants, StoreError};
+use relay_store::sealed::SecretsKey;
+use relay_store::{Commit, IdempotencyRecord, Merchants, Store, StoreError};
 use serde::{de::DeserializeOwned, Serialize};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Row;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The store on one PostgreSQL database. Cheap to clone: clones share the connection pool.
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
     secrets_key: Option<Arc<SecretsKey>>,
+    wakes: Arc<Wakes>,
+}
+
+/// This process's wake-ups (see [`relay_store::Wake`]); relays on other machines see new work by
+/// looking at the database again (every waiter also wakes on a timer).
+#[derive(Default)]
+struct Wakes {
+    fanout: tokio::sync::Notify,
+    payouts: tokio::sync::Notify,
+}
+
+/// Why a transaction stopped before its commit.
+pub(crate) enum Stop {
+    /// The decision is refused: nothing is written, and the caller is told why.
+    Refused(Refusal),
+    /// The server aborted the transaction for contention (deadlock, serialization): run it again.
+    Contention(StoreError),
+    Failed(StoreError),
+}
+
+pub(crate) enum Refusal {
+    Idempotent(IdempotencyRecord),
+    Conflict,
+    DuplicateReference(relay_core::Lookup),
+}
+
+impl From<sqlx::Error> for Stop {
+    fn from(e: sqlx::Error) -> Stop {
+        let contention = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|c| c.starts_with("40"));
+        if contention {
+            Stop::Contention(db(e))
+        } else {
+            Stop::Failed(db(e))
+        }
+    }
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Stop {
+        Stop::Failed(e)
+    }
+}
+
+/// How many times a transaction aborted for contention is run again.
+const CONTENTION_RETRIES: u32 = 8;
+
+/// Runs `attempt` (one transaction) until it commits, is refused, or fails otherwise; an attempt
+/// aborted for contention is run again after a short pause. A refusal becomes its [`Commit`].
+pub(crate) async fn transact<T, F, Fut>(mut attempt: F) -> Result<Result<T, Commit>, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Stop>>,
+{
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(Ok(v)),
+            Err(Stop::Refused(Refusal::Idempotent(r))) => {
+                return Ok(Err(Commit::IdempotencyHit(r)))
+            }
+            Err(Stop::Refused(Refusal::Conflict)) => return Ok(Err(Commit::Conflict)),
+            Err(Stop::Refused(Refusal::DuplicateReference(reference))) => {
+                return Err(StoreError::DuplicateReference { reference })
+            }
+            Err(Stop::Contention(e)) if tries >= CONTENTION_RETRIES => return Err(e),
+            Err(Stop::Contention(_)) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(2 << tries.min(6))).await;
+            }
+            Err(Stop::Failed(e)) => return Err(e),
+        }
+    }
 }
 
 /// The database's errors in the store's neutral terms: the connection and the server's own
 /// trouble may pass; anything else will not.
-fn db(e: sqlx::Error) -> StoreError {
+pub(crate) fn db(e: sqlx::Error) -> StoreError {
     let retryable = matches!(
         e,
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
@@ -43,12 +132,12 @@ fn db(e: sqlx::Error) -> StoreError {
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> String {
+pub(crate) fn encode<T: Serialize>(value: &T) -> String {
     // Our own plain data types always serialize.
     serde_json::to_string(value).expect("domain values serialize to JSON")
 }
 
-fn decode<T: DeserializeOwned>(what: &'static str, text: &str) -> Result<T, StoreError> {
+pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, text: &str) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
         what,
         reason: e.to_string(),
@@ -74,33 +163,36 @@ impl PgStore {
                 reason: format!("applying the schema migrations: {e}"),
                 retryable: false,
             })?;
-        Ok(PgStore {
+        let store = PgStore {
             pool,
             secrets_key: secrets_key.map(Arc::new),
-        })
+            wakes: Arc::default(),
+        };
+        store.check_sealing().await?;
+        Ok(store)
     }
 
-    fn seal_merchant(&self, m: &Merchant) -> Merchant {
-        Merchant {
-            webhook_secret: seal_with(
-                self.secrets_key.as_deref(),
-                m.id.as_str(),
-                &m.webhook_secret,
-            ),
-            ..m.clone()
+    /// What a decision's transaction did: [`Commit::Done`], after the wake-ups it asks for, or the
+    /// refusal.
+    pub(crate) fn committed(&self, done: Result<invoices::Wrote, Commit>) -> Commit {
+        match done {
+            Ok(wrote) => {
+                self.wake(wrote);
+                Commit::Done
+            }
+            Err(refused) => refused,
         }
     }
 
-    fn open_merchant(&self, body: &str) -> Result<Merchant, StoreError> {
-        let m: Merchant = decode("merchant", body)?;
-        Ok(Merchant {
-            webhook_secret: open_with(
-                self.secrets_key.as_deref(),
-                m.id.as_str(),
-                &m.webhook_secret,
-            )?,
-            ..m
-        })
+    /// After a commit: wakes this process's dispatcher if events were marked for fan-out, and
+    /// its operator if payout work was added.
+    pub(crate) fn wake(&self, wrote: invoices::Wrote) {
+        if wrote.fan_out {
+            self.wakes.fanout.notify_one();
+        }
+        if wrote.payouts {
+            self.wakes.payouts.notify_one();
+        }
     }
 }
 
@@ -265,5 +357,13 @@ impl Merchants for PgStore {
             .await
             .map_err(db)?;
         Ok(usize::try_from(n).unwrap_or(0))
+    }
+}
+
+impl Store for PgStore {
+    /// A commit is on disk when it returns (PostgreSQL's `synchronous_commit`, on by default):
+    /// nothing is left to wait for.
+    async fn durable(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
