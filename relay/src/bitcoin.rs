@@ -380,22 +380,59 @@ pub async fn commit<S: Store>(
         .await?)
 }
 
+/// The receiving end of the scripts this relay's API asks the watcher to watch (shared, so the
+/// watcher can start again after its relay lost its role and took it back).
+pub type NewScripts = Arc<std::sync::Mutex<mpsc::UnboundedReceiver<(ScriptBuf, WatchTarget)>>>;
+
+/// Scripts that relays sharing the store added since the last look: invoices' addresses, and the
+/// refund addresses of bitcoin refunds still owed (a short list, read whole). On sled, only the
+/// refunds, which the relay itself also sent.
+async fn news_from_the_store<S: Store>(
+    store: &S,
+    refunds: &RefundWatch,
+) -> Result<Vec<(ScriptBuf, WatchTarget)>> {
+    let mut out = Vec::new();
+    for (reference, invoice) in store
+        .take_new_lookups(relay_core::LookupKind::BtcScript)
+        .await?
+    {
+        if let relay_core::Lookup::BtcScript(script) = &reference {
+            out.push((script_buf(script), WatchTarget::Invoice(invoice)));
+        }
+    }
+    for w in store.payouts(PayoutKind::BtcRefund).await? {
+        let Ok(script) = ScriptBuf::from_hex(&String::from_utf8_lossy(&w.value)) else {
+            continue;
+        };
+        if refunds
+            .get(&script)
+            .is_some_and(|owed| owed.iter().any(|(_, r)| *r == w.record))
+        {
+            continue;
+        }
+        refunds.insert(script.clone(), w.invoice, w.record);
+        out.push((script.clone(), WatchTarget::RefundTo(script)));
+    }
+    Ok(out)
+}
+
 /// Follows the node until the task is dropped: blocks first (catching up block by block), then
 /// the mempool, then a pause. Errors are logged and retried; after a failed write the watcher is
 /// rebuilt from the store, so memory never runs ahead of what was stored.
 pub async fn watch_loop<S: Store + Clone>(
     engine: Engine<S>,
     client: RpcClient,
-    (mut scripts, refunds): (
-        mpsc::UnboundedReceiver<(ScriptBuf, WatchTarget)>,
-        RefundWatch,
-    ),
+    (scripts, refunds): (NewScripts, RefundWatch),
     config: WatcherConfig,
     poll: Duration,
 ) {
     let store = &engine.store;
-    let mut feed = move || {
-        let mut out = Vec::new();
+    // What this relay's API added, and what other relays on the store added (asked for before
+    // each look at the node, so a script stored before a block is watched when the block is read).
+    let from_others = std::sync::Mutex::new(Vec::new());
+    let mut feed = || {
+        let mut out = std::mem::take(&mut *from_others.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut scripts = scripts.lock().unwrap_or_else(|p| p.into_inner());
         while let Ok(s) = scripts.try_recv() {
             out.push(s);
         }
@@ -412,6 +449,17 @@ pub async fn watch_loop<S: Store + Clone>(
         };
         tracing::info!(target: "relay::btc", watched = watcher.watched(), tracked = watcher.tracked().len(), tip = ?watcher.cursor().tip().map(|t| t.0), "bitcoin watcher started");
         loop {
+            match news_from_the_store(store, &refunds).await {
+                Ok(news) => from_others
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(news),
+                Err(e) => {
+                    tracing::warn!(target: "relay::btc", error = %e, "cannot read new scripts from the store");
+                    tokio::time::sleep(poll).await;
+                    continue;
+                }
+            }
             let step = match watcher.poll_blocks(&client, &mut feed).await {
                 Ok(Some(update)) => Some(update),
                 Ok(None) => match watcher.poll_mempool(&client, &mut feed).await {

@@ -10,8 +10,15 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Where the sled store lives (`RELAY_DATA_DIR`).
+    /// Where the sled store lives (`RELAY_DATA_DIR`), when no database is configured.
     pub data_dir: PathBuf,
+    /// `postgres://user:password@host:port/database`: keep the store in PostgreSQL instead of
+    /// sled, so several relays can share it (`RELAY_DATABASE_URL`). Never logged.
+    pub database_url: Option<String>,
+    /// Seconds a relay holds a singleton role's lease (a chain watcher, the expiry sweep, card
+    /// reconciliation, webhook dispatch) without renewing it; a relay that dies is replaced within
+    /// about this time (`RELAY_LEASE_TTL_SECS`, 2 to 60). Only with `database_url`.
+    pub lease_ttl_secs: u64,
     /// Address of the HTTP API (`RELAY_LISTEN`).
     pub listen: SocketAddr,
     /// `text` or `json` (`RELAY_LOG_FORMAT`).
@@ -144,6 +151,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("./relay-data"),
+            database_url: None,
+            lease_ttl_secs: 8,
             listen: "127.0.0.1:8080".parse().expect("valid default address"),
             log_format: "text".into(),
             request_timeout_secs: 30,
@@ -207,6 +216,8 @@ impl fmt::Debug for Config {
         let set = |o: &Option<String>| if o.is_some() { "<set>" } else { "<unset>" };
         f.debug_struct("Config")
             .field("data_dir", &self.data_dir)
+            .field("database_url", &set(&self.database_url))
+            .field("lease_ttl_secs", &self.lease_ttl_secs)
             .field("listen", &self.listen)
             .field("tls_cert_file", &self.tls_cert_file)
             .field("tls_key_file", &self.tls_key_file.is_some())
@@ -325,6 +336,8 @@ impl Config {
         let opt = |v: String| if v.is_empty() { None } else { Some(v) };
         match name {
             "DATA_DIR" => self.data_dir = PathBuf::from(value),
+            "DATABASE_URL" => self.database_url = opt(value),
+            "LEASE_TTL_SECS" => self.lease_ttl_secs = value.parse().context("expected seconds")?,
             "LISTEN" => {
                 self.listen = value
                     .parse()
@@ -504,6 +517,14 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format must be \"text\" or \"json\"");
+        }
+        if !(2..=60).contains(&self.lease_ttl_secs) {
+            bail!("lease_ttl_secs must be 2 to 60");
+        }
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                bail!("database_url must be a postgres:// URL");
+            }
         }
         if self.card_reconcile_secs == 0 {
             bail!("card_reconcile_secs must be at least 1");
@@ -685,5 +706,45 @@ mod tests {
             .contains("operator key"));
         assert!(Config::load(None, env(&[("RELAY_TOKENS", "USDC:6")])).is_err());
         assert!(Config::load(None, env(&[("RELAY_ETH_FEE_BPS", "-1")])).is_err());
+    }
+
+    #[test]
+    fn a_database_url_selects_postgres_and_its_password_is_never_printed() {
+        let load = |pairs: &[(&str, &str)]| {
+            Config::load(
+                None,
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let c = load(&[
+            (
+                "RELAY_DATABASE_URL",
+                "postgres://relay:hunter2@127.0.0.1:5432/relay",
+            ),
+            ("RELAY_LEASE_TTL_SECS", "5"),
+        ])
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.lease_ttl_secs, 5);
+        assert!(c.database_url.is_some());
+        assert!(
+            !format!("{c:?}").contains("hunter2"),
+            "the password is never printed"
+        );
+        let refused = |pairs: &[(&str, &str)]| load(pairs).map_or(true, |c| c.validate().is_err());
+        assert!(refused(&[(
+            "RELAY_DATABASE_URL",
+            "mysql://127.0.0.1/relay"
+        )]));
+        assert!(refused(&[("RELAY_LEASE_TTL_SECS", "1")]));
+        assert!(refused(&[("RELAY_LEASE_TTL_SECS", "ten")]));
+        // Empty: sled, as without the variable.
+        assert!(load(&[("RELAY_DATABASE_URL", "")])
+            .unwrap()
+            .database_url
+            .is_none());
     }
 }

@@ -472,7 +472,7 @@ async fn store_txs<S: Store>(
 
 /// Follows the chain and acts on it until the task is dropped. After any store error everything
 /// is rebuilt from the store, so memory never runs ahead of what was stored.
-pub async fn watch_loop<S: Store + Clone>(engine: Engine<S>, eth: Ethereum) {
+pub async fn watch_loop<S: Store + Clone>(engine: Engine<S>, eth: Arc<Ethereum>) {
     let store = &engine.store;
     let wake = Arc::new(tokio::sync::Notify::new());
     let _heads = AbortOnDrop(

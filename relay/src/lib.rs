@@ -10,5 +10,6 @@ pub mod dev;
 pub mod ethereum;
 pub mod listen;
 pub mod merchant;
+pub mod roles;
 pub mod server;
 pub mod webhooks;

@@ -88,6 +88,16 @@ fn init_tracing(json: bool) {
     }
 }
 
+/// Runs `$body` with `$store` bound to the opened store, whichever backend it is.
+macro_rules! on_store {
+    ($opened:expr, |$store:ident| $body:expr) => {
+        match $opened {
+            server::Opened::Sled($store) => $body,
+            server::Opened::Postgres($store) => $body,
+        }
+    };
+}
+
 fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
     let config = Config::load(path, std::env::vars())?;
     config.validate()?;
@@ -102,11 +112,13 @@ async fn main() -> Result<()> {
             let config = load_config(config.as_deref())?;
             init_tracing(config.log_format == "json");
             tracing::info!(target: "relay", ?config, "starting");
-            let store = server::open_store(&config)?;
+            let opened = server::open(&config).await?;
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-            server::serve(&config, store, listener, server::shutdown_signal()).await
+            on_store!(opened, |store| {
+                server::serve(&config, store, listener, server::shutdown_signal()).await
+            })
         }
         Command::Merchant {
             command:
@@ -123,23 +135,23 @@ async fn main() -> Result<()> {
                 },
         } => {
             let config = load_config(config.as_deref())?;
-            let store = server::open_store(&config)?;
-            let created = merchant::create(
-                &store,
-                &relay_engine::SystemClock,
-                merchant::NewMerchant {
-                    name,
-                    btc_descriptor,
-                    btc_confirmations,
-                    eth_confirmations,
-                    payment_tolerance_bps,
-                    eth_payout,
-                    webhook_url,
-                    settle_on_ethereum,
-                    allow_private_webhooks: config.webhook_allow_private,
-                },
-            ).await?;
-            relay_store::Store::durable(&store).await?;
+            let opened = server::open(&config).await?;
+            let new = merchant::NewMerchant {
+                name,
+                btc_descriptor,
+                btc_confirmations,
+                eth_confirmations,
+                payment_tolerance_bps,
+                eth_payout,
+                webhook_url,
+                settle_on_ethereum,
+                allow_private_webhooks: config.webhook_allow_private,
+            };
+            let created = on_store!(opened, |store| {
+                let created = merchant::create(&store, &relay_engine::SystemClock, new).await?;
+                relay_store::Store::durable(&store).await?;
+                created
+            });
             #[allow(clippy::print_stdout)]
             {
                 println!("{}", serde_json::to_string_pretty(&created)?);

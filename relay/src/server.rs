@@ -6,12 +6,53 @@ use anyhow::{Context, Result};
 use relay_api::{app, metrics_handle, AppState};
 use relay_core::{AssetBook, Clock, FixedRates};
 use relay_engine::{Engine, IdSource, SystemClock};
-use relay_store::Store;
+use relay_store::{Role, Store};
+use relay_store_pg::PgStore;
 use relay_store_sled::SledStore;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+
+/// The store the configuration names.
+pub enum Opened {
+    /// sled in `data_dir`: one relay.
+    Sled(SledStore),
+    /// PostgreSQL at `database_url`: any number of relays.
+    Postgres(PgStore),
+}
+
+/// Opens PostgreSQL when `database_url` is set (waiting up to `node_wait_secs` for it to take
+/// connections), else sled in `data_dir`.
+pub async fn open(config: &Config) -> Result<Opened> {
+    let Some(url) = &config.database_url else {
+        return Ok(Opened::Sled(open_store(config)?));
+    };
+    let wait = Duration::from_secs(config.node_wait_secs);
+    let start = std::time::Instant::now();
+    loop {
+        match PgStore::connect(url, secrets_key(config)?).await {
+            Ok(store) => return Ok(Opened::Postgres(store)),
+            Err(e) if e.is_retryable() && start.elapsed() < wait => {
+                tracing::warn!(target: "relay", error = %e, "waiting for the database");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            // The error names neither the URL nor its password.
+            Err(e) => {
+                return Err(e).context("cannot open the store in the database at database_url")
+            }
+        }
+    }
+}
+
+fn secrets_key(config: &Config) -> Result<Option<relay_store::sealed::SecretsKey>> {
+    config
+        .secrets_key_file
+        .as_deref()
+        .map(relay_store::sealed::SecretsKey::from_file)
+        .transpose()
+        .map_err(anyhow::Error::msg)
+}
 
 /// Opens the store in the configured data directory, with a clear message when another relay
 /// holds it.
@@ -22,12 +63,7 @@ pub fn open_store(config: &Config) -> Result<SledStore> {
             config.data_dir.display()
         )
     })?;
-    let secrets_key = config
-        .secrets_key_file
-        .as_deref()
-        .map(relay_store::sealed::SecretsKey::from_file)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+    let secrets_key = secrets_key(config)?;
     let store = SledStore::open_sealed(&config.data_dir, secrets_key).with_context(|| {
         format!(
             "cannot open the store in {} (is another relay running on it?)",
@@ -130,41 +166,89 @@ pub async fn serve<S: Store + Clone>(
         Duration::from_secs(config.idempotency_retention_hours * 3600),
         Duration::from_secs(config.inbound_retention_days * 86_400),
     ));
-    let sweeper = tokio::spawn(expiry_loop(engine.clone()));
-    let btc_watcher = bitcoin.map(|b| {
-        tokio::spawn(crate::bitcoin::watch_loop(
-            engine.clone(),
-            b.client,
-            (b.scripts, b.refunds),
-            relay_bitcoin::WatcherConfig {
-                start_height: config.btc_start_height,
-                min_sat: config.btc_min_payment_sat,
-                ..relay_bitcoin::WatcherConfig::default()
-            },
-            Duration::from_millis(config.btc_poll_ms),
-        ))
-    });
-    let eth_watcher =
-        ethereum.map(|e| tokio::spawn(crate::ethereum::watch_loop(engine.clone(), e)));
-    let dispatcher = tokio::spawn(crate::webhooks::dispatch_loop(
+    // Each job only one relay may run at a time runs under its role's lease (always granted
+    // on sled), on an engine whose store is fenced by it.
+    let ttl = Duration::from_secs(config.lease_ttl_secs);
+    let fenced = {
+        let engine = engine.clone();
+        move |store: S| Engine {
+            store,
+            ..engine.clone()
+        }
+    };
+    let mut jobs = vec![tokio::spawn(crate::roles::lead(
         store.clone(),
-        crate::webhooks::DispatchConfig {
-            retry_base_ms: config.webhook_retry_base_ms,
-            timeout: Duration::from_secs(config.webhook_timeout_secs),
-            per_endpoint: config.webhook_endpoint_concurrency,
-            breaker_after: config.webhook_breaker_after,
-            breaker_cooldown: Duration::from_millis(config.webhook_breaker_cooldown_ms),
-            allow_private: config.webhook_allow_private,
-            ..Default::default()
+        Role::Expiry,
+        ttl,
+        {
+            let fenced = fenced.clone();
+            move |s| expiry_loop(fenced(s))
         },
-    ));
-    let reconciler = gateway.is_some().then(|| {
-        tokio::spawn(reconcile_loop(
-            engine.clone(),
+    ))];
+    if let Some(b) = bitcoin {
+        let (client, watch, refunds) = (
+            b.client,
+            Arc::new(std::sync::Mutex::new(b.scripts)),
+            b.refunds,
+        );
+        let watcher = relay_bitcoin::WatcherConfig {
+            start_height: config.btc_start_height,
+            min_sat: config.btc_min_payment_sat,
+            ..relay_bitcoin::WatcherConfig::default()
+        };
+        let poll = Duration::from_millis(config.btc_poll_ms);
+        let fenced = fenced.clone();
+        jobs.push(tokio::spawn(crate::roles::lead(
+            store.clone(),
+            Role::Bitcoin,
+            ttl,
+            move |s| {
+                crate::bitcoin::watch_loop(
+                    fenced(s),
+                    client.clone(),
+                    (watch.clone(), refunds.clone()),
+                    watcher.clone(),
+                    poll,
+                )
+            },
+        )));
+    }
+    if let Some(e) = ethereum {
+        let (e, fenced) = (Arc::new(e), fenced.clone());
+        jobs.push(tokio::spawn(crate::roles::lead(
+            store.clone(),
+            Role::Ethereum,
+            ttl,
+            move |s| crate::ethereum::watch_loop(fenced(s), e.clone()),
+        )));
+    }
+    let dispatch = crate::webhooks::DispatchConfig {
+        retry_base_ms: config.webhook_retry_base_ms,
+        timeout: Duration::from_secs(config.webhook_timeout_secs),
+        per_endpoint: config.webhook_endpoint_concurrency,
+        breaker_after: config.webhook_breaker_after,
+        breaker_cooldown: Duration::from_millis(config.webhook_breaker_cooldown_ms),
+        allow_private: config.webhook_allow_private,
+        ..Default::default()
+    };
+    jobs.push(tokio::spawn(crate::roles::lead(
+        store.clone(),
+        Role::Webhooks,
+        ttl,
+        move |s| crate::webhooks::dispatch_loop(s, dispatch.clone()),
+    )));
+    if gateway.is_some() {
+        let (every, per_merchant) = (
             Duration::from_secs(config.card_reconcile_secs),
             config.card_reconcile_per_merchant,
-        ))
-    });
+        );
+        jobs.push(tokio::spawn(crate::roles::lead(
+            store.clone(),
+            Role::Cards,
+            ttl,
+            move |s| reconcile_loop(fenced(s), every, per_merchant),
+        )));
+    }
     tracing::info!(target: "relay", addr = %listener.local_addr()?, "listening");
     let tls = match (&config.tls_cert_file, &config.tls_key_file) {
         (Some(cert), Some(key)) => Some(Arc::new(crate::listen::Tls::load(cert, key)?)),
@@ -181,17 +265,15 @@ pub async fn serve<S: Store + Clone>(
         shutdown,
     )
     .await;
-    sweeper.abort();
     pruner.abort();
-    dispatcher.abort();
-    if let Some(w) = btc_watcher {
-        w.abort();
+    for job in jobs {
+        job.abort();
     }
-    if let Some(w) = eth_watcher {
-        w.abort();
-    }
-    if let Some(r) = reconciler {
-        r.abort();
+    // Handed over at once: another relay on the database need not wait for the leases to lapse.
+    for role in Role::ALL {
+        if let Err(e) = store.release(role).await {
+            tracing::warn!(target: "relay", role = role.as_str(), error = %e, "could not release the lease");
+        }
     }
     store.durable().await.context("final flush failed")?;
     tracing::info!(target: "relay", "stopped");

@@ -22,13 +22,16 @@ CREATE INDEX invoices_by_merchant ON invoices (merchant_id, id);
 CREATE INDEX invoices_by_order ON invoices (merchant_id, order_id, id) WHERE order_id IS NOT NULL;
 CREATE INDEX invoices_by_expiry ON invoices (expiry_due, id) WHERE expiry_due IS NOT NULL;
 
--- A rail's reference (`card:pi_…`, `btcs:<script>`) → the one invoice that holds it.
+-- A rail's reference (`card:pi_…`, `btcs:<script>`) → the one invoice that holds it. `fresh`: a
+-- bitcoin script the watcher (on whichever relay holds its lease) has not yet been told of.
 CREATE TABLE lookups (
     key TEXT COLLATE "C" PRIMARY KEY,
     kind TEXT NOT NULL,
-    invoice_id TEXT COLLATE "C" NOT NULL
+    invoice_id TEXT COLLATE "C" NOT NULL,
+    fresh BOOLEAN NOT NULL
 );
 CREATE INDEX lookups_by_kind ON lookups (kind);
+CREATE INDEX lookups_fresh ON lookups (kind) WHERE fresh;
 
 CREATE TABLE events (
     id TEXT COLLATE "C" PRIMARY KEY,

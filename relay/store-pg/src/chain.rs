@@ -34,7 +34,7 @@ impl ChainState for PgStore {
         changes.sort_by(|a, b| a.1.id.cmp(&b.1.id));
         let changes = &changes;
         let done = transact(|| async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin().await?;
             let mut wrote = Wrote::default();
             for (version, invoice, events) in changes.iter().copied() {
                 wrote = wrote.and(write_change(&mut tx, *version, invoice, events).await?);

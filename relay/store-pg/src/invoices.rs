@@ -183,7 +183,7 @@ impl PgStore {
         change: Option<(u64, &Invoice, &[Event])>,
     ) -> Result<Commit, StoreError> {
         let done = transact(|| async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin().await?;
             if let Some((key, record)) = dedupe {
                 claim(&mut tx, key, record).await?;
             }
@@ -214,6 +214,22 @@ fn page_of<T: serde::de::DeserializeOwned>(
     Ok(Page { items, has_more })
 }
 
+/// References and their invoices, from rows of `key, invoice_id`.
+fn lookup_rows(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<(Lookup, InvoiceId)>, StoreError> {
+    rows.iter()
+        .map(|r| {
+            let (key, id): (&str, &str) = (r.get("key"), r.get("invoice_id"));
+            match (Lookup::parse(key), InvoiceId::parse(id)) {
+                (Some(l), Some(i)) => Ok((l, i)),
+                _ => Err(StoreError::Corrupt {
+                    what: "lookup index",
+                    reason: format!("bad entry {key}"),
+                }),
+            }
+        })
+        .collect()
+}
+
 /// A page size as a LIMIT, one more than asked to tell whether there are more.
 fn limit_plus_one(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1
@@ -233,18 +249,19 @@ impl Invoices for PgStore {
         let idempotency = idempotency.as_ref();
         let (references, body) = (&references, &body);
         let done = transact(|| async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin().await?;
             if let Some(w) = idempotency {
                 claim(&mut tx, Dedupe::Request(w.merchant_id, w.key), &w.record).await?;
             }
             for r in references {
                 let n = sqlx::query(
-                    "INSERT INTO lookups (key, kind, invoice_id) VALUES ($1, $2, $3) \
+                    "INSERT INTO lookups (key, kind, invoice_id, fresh) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT DO NOTHING",
                 )
                 .bind(r.key())
                 .bind(r.kind().prefix())
                 .bind(invoice.id.as_str())
+                .bind(r.kind() == LookupKind::BtcScript)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -320,18 +337,28 @@ impl Invoices for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                let (key, id): (&str, &str) = (r.get("key"), r.get("invoice_id"));
-                match (Lookup::parse(key), InvoiceId::parse(id)) {
-                    (Some(l), Some(i)) => Ok((l, i)),
-                    _ => Err(StoreError::Corrupt {
-                        what: "lookup index",
-                        reason: format!("bad entry {key}"),
-                    }),
-                }
-            })
-            .collect()
+        lookup_rows(&rows)
+    }
+
+    async fn take_new_lookups(
+        &self,
+        kind: LookupKind,
+    ) -> Result<Vec<(Lookup, InvoiceId)>, StoreError> {
+        let rows = transact(|| async move {
+            let mut tx = self.begin().await?;
+            let rows = sqlx::query(
+                "UPDATE lookups SET fresh = false WHERE kind = $1 AND fresh \
+                 RETURNING key, invoice_id",
+            )
+            .bind(kind.prefix())
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(rows)
+        })
+        .await?
+        .unwrap_or_default();
+        lookup_rows(&rows)
     }
 
     async fn list_invoices(
@@ -386,11 +413,17 @@ impl Invoices for PgStore {
     }
 
     async fn expiry_handled(&self, invoice: &Invoice) -> Result<(), StoreError> {
-        sqlx::query("UPDATE invoices SET expiry_due = NULL WHERE id = $1")
-            .bind(invoice.id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        transact(|| async move {
+            let mut tx = self.begin().await?;
+            sqlx::query("UPDATE invoices SET expiry_due = NULL WHERE id = $1")
+                .bind(invoice.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await?
+        .ok();
         Ok(())
     }
 

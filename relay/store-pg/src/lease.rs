@@ -8,9 +8,9 @@
 //! and a holder that lost its lease writes nothing, however long it was paused.
 
 use crate::{db, PgStore};
-use relay_store::StoreError;
+use relay_store::{Leases, Role, StoreError};
 use sqlx::postgres::Postgres;
-use sqlx::Transaction;
+use sqlx::{PgConnection, Transaction};
 use std::time::Duration;
 
 /// A held lease: the role, who holds it, and the token its writes are checked against.
@@ -79,21 +79,106 @@ impl PgStore {
         fence: &Fence,
     ) -> Result<Option<Transaction<'static, Postgres>>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let held: Option<i64> = sqlx::query_scalar(
-            "SELECT token FROM leases \
-             WHERE role = $1 AND holder = $2 AND token = $3 AND expires_at > now() \
-             FOR UPDATE",
-        )
-        .bind(&fence.role)
-        .bind(&fence.holder)
-        .bind(fence.token)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        if held.is_none() {
+        if !fence_holds(&mut tx, fence, Lock::Exclusive).await? {
             tx.rollback().await.map_err(db)?;
             return Ok(None);
         }
         Ok(Some(tx))
+    }
+
+    /// Begins a write: a transaction, in which a handle fenced by a role (see
+    /// [`Leases::fenced`]) first checks and share-locks its lease, so the lease cannot change
+    /// hands until the write commits. [`StoreError::Fenced`] when this process does not hold it.
+    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        if let Some(role) = self.role {
+            let fence = self
+                .fences
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&role)
+                .cloned();
+            let held = match &fence {
+                Some(f) => fence_holds(&mut tx, f, Lock::Shared).await?,
+                None => false,
+            };
+            if !held {
+                tx.rollback().await.map_err(db)?;
+                return Err(StoreError::Fenced {
+                    role: role.as_str(),
+                });
+            }
+        }
+        Ok(tx)
+    }
+}
+
+/// How a fenced write locks its lease row: alone (the lease tests), or shared with the role's
+/// other writes (the relay's own, which may run side by side).
+#[derive(Clone, Copy)]
+enum Lock {
+    Exclusive,
+    Shared,
+}
+
+/// Whether `fence` still holds its lease, checked in the caller's transaction (and the lease row
+/// locked until it ends).
+async fn fence_holds(
+    conn: &mut PgConnection,
+    fence: &Fence,
+    lock: Lock,
+) -> Result<bool, StoreError> {
+    let query = match lock {
+        Lock::Exclusive => {
+            "SELECT token FROM leases \
+             WHERE role = $1 AND holder = $2 AND token = $3 AND expires_at > now() FOR UPDATE"
+        }
+        Lock::Shared => {
+            "SELECT token FROM leases \
+             WHERE role = $1 AND holder = $2 AND token = $3 AND expires_at > now() FOR SHARE"
+        }
+    };
+    let held: Option<i64> = sqlx::query_scalar(query)
+        .bind(&fence.role)
+        .bind(&fence.holder)
+        .bind(fence.token)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(held.is_some())
+}
+
+impl Leases for PgStore {
+    async fn hold(&self, role: Role, ttl: Duration) -> Result<Option<u64>, StoreError> {
+        let fence = self.acquire_lease(role.as_str(), &self.holder, ttl).await?;
+        let token = fence.as_ref().map(|f| u64::try_from(f.token).unwrap_or(0));
+        let mut fences = self
+            .fences
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match fence {
+            Some(f) => fences.insert(role, f),
+            None => fences.remove(&role),
+        };
+        Ok(token)
+    }
+
+    async fn release(&self, role: Role) -> Result<(), StoreError> {
+        let fence = self
+            .fences
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&role);
+        match fence {
+            Some(f) => self.release_lease(&f).await,
+            None => Ok(()),
+        }
+    }
+
+    fn fenced(&self, role: Role) -> PgStore {
+        PgStore {
+            role: Some(role),
+            ..self.clone()
+        }
     }
 }

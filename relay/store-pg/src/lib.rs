@@ -25,7 +25,7 @@ pub use lease::Fence;
 
 use relay_core::{ApiKeyHash, KeyRecord, Merchant, MerchantId};
 use relay_store::sealed::SecretsKey;
-use relay_store::{Commit, IdempotencyRecord, Merchants, Store, StoreError};
+use relay_store::{Commit, IdempotencyRecord, Merchants, Role, Store, StoreError};
 use serde::{de::DeserializeOwned, Serialize};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Row;
@@ -39,6 +39,12 @@ pub struct PgStore {
     pool: PgPool,
     secrets_key: Option<Arc<SecretsKey>>,
     wakes: Arc<Wakes>,
+    /// Who this process is, as a lease holder (unique per connect).
+    holder: Arc<str>,
+    /// The leases this process holds, by role (shared by every handle of the connection).
+    fences: Arc<std::sync::Mutex<std::collections::HashMap<Role, Fence>>>,
+    /// The role whose lease fences this handle's writes (see [`Leases::fenced`]).
+    role: Option<Role>,
 }
 
 /// This process's wake-ups (see [`relay_store::Wake`]); relays on other machines see new work by
@@ -167,6 +173,9 @@ impl PgStore {
             pool,
             secrets_key: secrets_key.map(Arc::new),
             wakes: Arc::default(),
+            holder: holder_name().into(),
+            fences: Arc::default(),
+            role: None,
         };
         store.check_sealing().await?;
         Ok(store)
@@ -194,6 +203,16 @@ impl PgStore {
             self.wakes.payouts.notify_one();
         }
     }
+}
+
+/// A lease holder's name: the host, the process and a random part (two connects in one process
+/// are two holders).
+fn holder_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let nonce: u64 = rand::random();
+    format!("{host}/{}/{nonce:016x}", std::process::id())
 }
 
 /// Unhardened BIP32 indexes stop below 2^31.

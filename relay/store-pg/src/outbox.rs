@@ -87,21 +87,6 @@ async fn enqueue(
     Ok(n)
 }
 
-/// Drops a lane and everything queued in it (its endpoint is disabled or gone).
-async fn drop_lane(pool: &sqlx::PgPool, endpoint: &str, invoice: &str) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    for table in ["webhook_lanes", "webhook_queue"] {
-        sqlx::query(&format!(
-            "DELETE FROM {table} WHERE endpoint_id = $1 AND invoice_id = $2"
-        ))
-        .bind(endpoint)
-        .bind(invoice)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await
-}
-
 /// Hands a lane to its next queued event, due at `now_ms`, or removes it when none is left; the
 /// caller holds the lane's row lock.
 async fn next_head(
@@ -146,6 +131,22 @@ async fn next_head(
 const DUE_PAGE: i64 = 256;
 
 impl PgStore {
+    /// Drops a lane and everything queued in it (its endpoint is disabled or gone).
+    async fn drop_lane(&self, endpoint: &str, invoice: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        for table in ["webhook_lanes", "webhook_queue"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE endpoint_id = $1 AND invoice_id = $2"
+            ))
+            .bind(endpoint)
+            .bind(invoice)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
     /// Loads a taken head: its queue entry, event and endpoint. `None` when its lane was dropped
     /// or repaired on the way (nothing to deliver now).
     async fn load_head(
@@ -170,7 +171,7 @@ impl PgStore {
         .map_err(db)?;
         let Some(row) = row else {
             // A head without its entry (not written by this backend): hand the lane on.
-            let mut tx = self.pool.begin().await.map_err(db)?;
+            let mut tx = self.begin().await?;
             sqlx::query(
                 "SELECT 1 FROM webhook_lanes WHERE endpoint_id = $1 AND invoice_id = $2 FOR UPDATE",
             )
@@ -188,16 +189,12 @@ impl PgStore {
         let event: Option<&str> = row.get("event");
         let endpoint: Option<&str> = row.get("endpoint");
         let (Some(event), Some(endpoint)) = (event, endpoint) else {
-            drop_lane(&self.pool, endpoint_id, invoice_id)
-                .await
-                .map_err(db)?;
+            self.drop_lane(endpoint_id, invoice_id).await?;
             return Ok(None);
         };
         let endpoint = self.open_endpoint(endpoint)?;
         if !endpoint.enabled {
-            drop_lane(&self.pool, endpoint_id, invoice_id)
-                .await
-                .map_err(db)?;
+            self.drop_lane(endpoint_id, invoice_id).await?;
             return Ok(None);
         }
         Ok(Some((
@@ -292,7 +289,7 @@ impl Outbox for PgStore {
 
     async fn redeliver(&self, event: &Event, now_ms: u64) -> Result<usize, StoreError> {
         let endpoints = self.endpoints(&event.merchant_id).await?;
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.begin().await?;
         let n = enqueue(&mut tx, event, &endpoints, now_ms)
             .await
             .map_err(db)?;
@@ -311,7 +308,7 @@ impl Outbox for PgStore {
     }
 
     async fn fan_out(&self, now_ms: u64, limit: usize) -> Result<usize, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.begin().await?;
         // Marks another relay is fanning out are passed over, not waited for.
         let rows = sqlx::query(
             "SELECT f.event_id, f.merchant_id, e.body FROM webhook_fanout f \
@@ -394,6 +391,7 @@ impl Outbox for PgStore {
                             continue;
                         }
                         Pick::Defer(to_ms) => {
+                            let mut tx = self.begin().await?;
                             sqlx::query(
                                 "UPDATE webhook_lanes SET due_at_ms = $3 \
                                  WHERE endpoint_id = $1 AND invoice_id = $2",
@@ -401,9 +399,10 @@ impl Outbox for PgStore {
                             .bind(&endpoint_id)
                             .bind(&invoice_id)
                             .bind(ms(to_ms))
-                            .execute(&self.pool)
+                            .execute(&mut *tx)
                             .await
                             .map_err(db)?;
+                            tx.commit().await.map_err(db)?;
                             continue;
                         }
                     }
@@ -443,7 +442,7 @@ impl Outbox for PgStore {
             d.event.invoice.id.as_str(),
             d.event.id.as_str(),
         );
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO webhook_attempts (event_id, endpoint_id, attempt, body) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (event_id, endpoint_id, attempt) \

@@ -558,6 +558,25 @@ impl SledStore {
     }
 }
 
+/// One process holds the directory's lock, so it plays every role and nothing needs fencing.
+impl relay_store::Leases for SledStore {
+    async fn hold(
+        &self,
+        _role: relay_store::Role,
+        _ttl: std::time::Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(Some(1))
+    }
+
+    async fn release(&self, _role: relay_store::Role) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn fenced(&self, _role: relay_store::Role) -> SledStore {
+        self.clone()
+    }
+}
+
 impl Store for SledStore {
     async fn durable(&self) -> Result<(), StoreError> {
         let i = &self.inner;

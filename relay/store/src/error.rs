@@ -23,6 +23,10 @@ pub enum StoreError {
     /// A counter ran out of values.
     #[error("{what} is exhausted")]
     Exhausted { what: &'static str },
+    /// A write of a singleton role from a relay that no longer holds the role's lease (it lapsed
+    /// while the relay was stopped or cut off, or another relay took it); nothing was written.
+    #[error("this relay no longer holds the lease of the {role} role")]
+    Fenced { role: &'static str },
 }
 
 /// The kind of a [`StoreError`], the same for every backend.
@@ -41,9 +45,9 @@ impl StoreError {
         match self {
             StoreError::Unavailable { .. } | StoreError::Locked { .. } => ErrorClass::Unavailable,
             StoreError::Corrupt { .. } | StoreError::SecretsKey { .. } => ErrorClass::Corrupt,
-            StoreError::DuplicateReference { .. } | StoreError::Exhausted { .. } => {
-                ErrorClass::Refused
-            }
+            StoreError::DuplicateReference { .. }
+            | StoreError::Exhausted { .. }
+            | StoreError::Fenced { .. } => ErrorClass::Refused,
         }
     }
 

@@ -21,6 +21,8 @@ use relay_core::{
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 
+mod lease;
+pub use lease::{Leases, Role};
 mod outbox;
 pub use outbox::{DueDelivery, Outbox, Pick, Wake, MAX_DUE_WALK, MAX_SKIPS};
 
@@ -128,7 +130,9 @@ pub struct InvoiceQuery {
 ///   longer than a memory access moves that work off the runtime.
 ///
 /// [`conformance`]: crate::conformance
-pub trait Store: Merchants + Invoices + Idempotency + ChainState + Outbox + Ledger {
+pub trait Store:
+    Merchants + Invoices + Idempotency + ChainState + Outbox + Ledger + Leases
+{
     /// Completes once every write that returned before this call is on disk.
     fn durable(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
@@ -209,6 +213,15 @@ pub trait Invoices: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<InvoiceId>, StoreError>> + Send;
     /// Every reference of one kind and its invoice (the watched bitcoin scripts).
     fn lookups_of(
+        &self,
+        kind: LookupKind,
+    ) -> impl Future<Output = Result<Vec<(Lookup, InvoiceId)>, StoreError>> + Send;
+    /// Bitcoin scripts ([`LookupKind::BtcScript`], the one kind a watcher follows) stored since
+    /// the last call, by any relay on the store: how the watcher learns of invoices another relay
+    /// created (it loads every reference with [`Invoices::lookups_of`] when it starts, then asks
+    /// for these as it goes). A store only one process can open returns none: its watcher hears
+    /// of new invoices from the process itself.
+    fn take_new_lookups(
         &self,
         kind: LookupKind,
     ) -> impl Future<Output = Result<Vec<(Lookup, InvoiceId)>, StoreError>> + Send;
@@ -327,5 +340,5 @@ pub trait Ledger: Send + Sync + 'static {
 
 /// Every part of the store API, for code that calls a concrete backend's methods.
 pub mod prelude {
-    pub use crate::{ChainState, Idempotency, Invoices, Ledger, Merchants, Outbox, Store};
+    pub use crate::{ChainState, Idempotency, Invoices, Leases, Ledger, Merchants, Outbox, Store};
 }

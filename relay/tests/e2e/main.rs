@@ -3,6 +3,7 @@
 
 mod bitcoin;
 mod card;
+mod cluster;
 mod ethereum;
 mod operator;
 mod payouts;
@@ -29,9 +30,20 @@ pub(crate) fn merchant_create(data_dir: &Path, name: &str) -> Value {
 }
 
 pub(crate) fn merchant_create_with(data_dir: &Path, name: &str, args: &[&str]) -> Value {
+    merchant_create_env(data_dir, name, args, &[])
+}
+
+/// `relay merchant create` with settings (`RELAY_DATABASE_URL`, …) in its environment.
+pub(crate) fn merchant_create_env(
+    data_dir: &Path,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> Value {
     let out = Command::new(RELAY)
         .args(["merchant", "create", "--name", name])
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("RELAY_DATA_DIR", data_dir)
         .env("RELAY_WEBHOOK_ALLOW_PRIVATE", "true")
         .output()
@@ -92,6 +104,19 @@ impl Server {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap()
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the relay.
+    pub(crate) fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
     }
 
     pub(crate) fn kill9(&mut self) {
@@ -239,17 +264,32 @@ fn order_body(n: usize) -> Value {
 /// retrying every request with its Idempotency-Key creates each invoice exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_loses_no_acknowledged_invoice_and_retries_create_once() {
+    sigkill_during_creations(Vec::new()).await;
+}
+
+/// The same crash, with the store in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_postgres_sigkill_loses_no_acknowledged_invoice_and_retries_create_once() {
+    let pg = relay_testnet::Postgres::spawn().expect("PostgreSQL starts");
+    sigkill_during_creations(vec![("RELAY_DATABASE_URL", pg.url())]).await;
+}
+
+/// `store`: settings that choose the store (none: sled in the data directory).
+async fn sigkill_during_creations(store: Vec<(&'static str, String)>) {
     let dir = tempfile::tempdir().unwrap();
     // Invoices need a rail that can take a payment: Ethereum, on a local anvil.
     let rail = ethereum::eth_rail(dir.path()).await;
-    let m = merchant_create_with(
+    let mut env = rail.env.clone();
+    env.extend(store);
+    let m = merchant_create_env(
         dir.path(),
         "crash shop",
         &["--eth-payout", &rail.eth.merchant_payout],
+        &env,
     );
     let key = m["api_key"].as_str().unwrap().to_owned();
     let port = free_port();
-    let mut server = Server::start_with(dir.path(), port, &rail.env).await;
+    let mut server = Server::start_with(dir.path(), port, &env).await;
 
     let acked: Arc<std::sync::Mutex<BTreeMap<usize, Value>>> = Default::default();
     let attempted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -297,7 +337,7 @@ async fn sigkill_loses_no_acknowledged_invoice_and_retries_create_once() {
     }
     let acked = acked.lock().unwrap().clone();
 
-    let server = Server::start_with(dir.path(), port, &rail.env).await;
+    let server = Server::start_with(dir.path(), port, &env).await;
     // Every acknowledged invoice is there, exactly as it was acknowledged.
     for inv in acked.values() {
         let id = inv["id"].as_str().unwrap();

@@ -257,7 +257,7 @@ fn nanos() -> u128 {
         .as_nanos()
 }
 
-fn wait_mined(anvil: &Anvil, tx: &str) {
+pub(crate) fn wait_mined(anvil: &Anvil, tx: &str) {
     let start = Instant::now();
     loop {
         match anvil.receipt_status(tx).unwrap() {

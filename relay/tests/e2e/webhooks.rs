@@ -11,16 +11,16 @@ use std::time::{Duration, Instant};
 
 /// One request the receiver got.
 #[derive(Clone, Debug)]
-struct Received {
+pub(crate) struct Received {
     signature: String,
-    event_id_header: String,
-    body: String,
-    answered: u16,
+    pub(crate) event_id_header: String,
+    pub(crate) body: String,
+    pub(crate) answered: u16,
 }
 
 #[derive(Default)]
-struct Receiver {
-    got: Mutex<Vec<Received>>,
+pub(crate) struct Receiver {
+    pub(crate) got: Mutex<Vec<Received>>,
     /// Answer 503 to this many requests first.
     fail_first: AtomicUsize,
     /// Answer every request with this status (0: 200 after the failures).
@@ -70,7 +70,7 @@ async fn receive(
     axum::http::StatusCode::from_u16(answered).unwrap()
 }
 
-async fn start_receiver(r: Arc<Receiver>) -> String {
+pub(crate) async fn start_receiver(r: Arc<Receiver>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hooks", listener.local_addr().unwrap());
     let app = axum::Router::new()
@@ -171,7 +171,11 @@ impl Env {
 }
 
 /// Waits until `done` holds for what the receiver got.
-async fn until(r: &Receiver, secs: u64, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+pub(crate) async fn until(
+    r: &Receiver,
+    secs: u64,
+    done: impl Fn(&[Received]) -> bool,
+) -> Vec<Received> {
     let start = Instant::now();
     loop {
         let got = r.got.lock().unwrap().clone();
@@ -187,7 +191,7 @@ async fn until(r: &Receiver, secs: u64, done: impl Fn(&[Received]) -> bool) -> V
     }
 }
 
-fn delivered_ids(got: &[Received]) -> Vec<String> {
+pub(crate) fn delivered_ids(got: &[Received]) -> Vec<String> {
     got.iter()
         .filter(|g| g.answered == 200)
         .map(|g| g.event_id_header.clone())
