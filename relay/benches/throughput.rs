@@ -21,6 +21,9 @@
 //!     `payment_intent.succeeded` delivered to the relay, timed until the merchant's endpoint
 //!     has `invoice.settled` and, for a merchant paid on Ethereum, `settlement.paid` (the
 //!     escrow's `settle` mined on anvil, WebSocket heads).
+//! 11. PostgreSQL: the server's own single-row insert + commit rate (the limit), `POST` and `GET
+//!     /v1/invoices` with 1, 2 and 3 relays on one database beside one on sled, and failover (the
+//!     leader SIGKILLed, timed until the next block's payment is settled by another relay).
 //!
 //! Bounded: each load phase runs for a fixed time (`RELAY_BENCH_SECS`, default 10).
 
@@ -87,7 +90,7 @@ fn bench_descriptor() -> String {
 /// Where the bench merchant's Ethereum captures go.
 const BENCH_PAYOUT: &str = "0x00000000000000000000000000000000000b0b00";
 
-async fn merchant_in(store: &SledStore) -> (relay_core::MerchantId, String) {
+async fn merchant_in<S: relay_store::Store>(store: &S) -> (relay_core::MerchantId, String) {
     let created = relay::merchant::create(
         store,
         &relay_engine::SystemClock,
@@ -383,11 +386,19 @@ async fn load<F>(addr: &str, dur: Duration, make: F) -> Load
 where
     F: Fn(usize, u64) -> Vec<u8> + Send + Sync + 'static,
 {
+    load_spread(&[addr.to_owned()], dur, make).await
+}
+
+/// [`load`] with the connections spread over several relays (connection `c` to `addrs[c % n]`).
+async fn load_spread<F>(addrs: &[String], dur: Duration, make: F) -> Load
+where
+    F: Fn(usize, u64) -> Vec<u8> + Send + Sync + 'static,
+{
     let make = Arc::new(make);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..CONCURRENCY {
-        let (make, addr) = (make.clone(), addr.to_owned());
+        let (make, addr) = (make.clone(), addrs[c % addrs.len()].clone());
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(&addr).await.unwrap();
             let (mut lat, mut errors) = (Vec::new(), 0usize);
@@ -558,7 +569,7 @@ fn main() {
         let dur = secs();
         println!("relay throughput bench: {CONCURRENCY} concurrent connections, {}s per phase, {} cores", dur.as_secs(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         // `RELAY_BENCH_ONLY=ethereum` runs phases 7 and 8 alone, `=webhooks` phase 9, `=card`
-        // phase 10.
+        // phase 10, `=postgres` phase 11.
         let only = std::env::var("RELAY_BENCH_ONLY").unwrap_or_default();
         let only_eth = !only.is_empty();
         // Invoices offer bitcoin, so creating one derives an address: the relay needs its node.
@@ -694,7 +705,232 @@ fn main() {
         if only.is_empty() || only == "card" {
             card_to_merchant(&node, rounds).await;
         }
+        if only.is_empty() || only == "postgres" {
+            postgres_phase(&node, dur).await;
+        }
     });
+}
+
+/// Phase 11: PostgreSQL. Its own single-row insert + commit rate (the limit), `POST` and `GET
+/// /v1/invoices` with 1, 2 and 3 relays on one database beside one relay on sled, and failover:
+/// the leader SIGKILLed with a deposit about to be mined, timed until the next block's payment
+/// is settled by another relay.
+async fn postgres_phase(node: &relay_testnet::BitcoinNode, dur: Duration) {
+    let pg = relay_testnet::Postgres::spawn().unwrap();
+    let store = loop {
+        match relay_store_pg::PgStore::connect(&pg.url(), None).await {
+            Ok(s) => break s,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let limit = pg_insert_rate(&pg, dur).await;
+    let anvil = relay_testnet::Anvil::spawn().unwrap();
+    let eth = relay::dev::deploy_dev_contracts(&anvil).await.unwrap();
+    let eth_default = eth_env(&anvil, &eth, 1000, false);
+    let btc = node.rpc_url_with_auth();
+
+    let (sp, sg) = post_then_get(RELAY, &btc, &eth_default, dur).await;
+    let (_, key) = merchant_in(&store).await;
+    let mut db_env = eth_default.clone();
+    db_env.push(("RELAY_DATABASE_URL".to_owned(), pg.url()));
+    let mut relays: Vec<Relay> = Vec::new();
+    let mut rows = vec![("sled, 1 relay      ", sp, sg)];
+    for n in 1..=3 {
+        while relays.len() < n {
+            let dir = tempfile::tempdir().unwrap();
+            relays.push(start_relay(dir.path(), &btc, 1000, &db_env).await);
+        }
+        let addrs: Vec<String> = relays
+            .iter()
+            .map(|r| r.url.trim_start_matches("http://").to_owned())
+            .collect();
+        let k = key.clone();
+        let post = load_spread(&addrs, dur, move |conn, i| {
+            let body = json!({"amount": "25.00", "currency": "USD", "order_id": format!("pg{n}-{conn}-{i}"), "payment_methods": ["bitcoin", "ethereum"]}).to_string();
+            request("POST", "/v1/invoices", &k, &format!("Idempotency-Key: pg{n}-{conn}-{i}\r\n"), &body)
+        })
+        .await;
+        let page = get_json(
+            &reqwest::Client::new(),
+            &format!("{}/v1/invoices?limit=100", relays[0].url),
+            &key,
+        )
+        .await;
+        let k = key.clone();
+        let gets: Arc<Vec<Vec<u8>>> = Arc::new(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| {
+                    request(
+                        "GET",
+                        &format!("/v1/invoices/{}", i["id"].as_str().unwrap()),
+                        &k,
+                        "",
+                        "",
+                    )
+                })
+                .collect(),
+        );
+        let get = load_spread(&addrs, dur, move |conn, i| {
+            gets[(conn + i as usize) % gets.len()].clone()
+        })
+        .await;
+        rows.push((
+            [
+                "PostgreSQL, 1 relay",
+                "PostgreSQL, 2 relays",
+                "PostgreSQL, 3 relays",
+            ][n - 1],
+            post,
+            get,
+        ));
+    }
+    drop(relays);
+    for (label, post, get) in &rows {
+        println!("{label}  POST {:>7.0} req/s (p99 {:>6.2} ms, errors {}, ratio to the PostgreSQL limit {:.2})  GET {:>7.0} req/s (p99 {:>6.2} ms, errors {})",
+            post.rate, post.p99.as_secs_f64() * 1e3, post.errors, post.rate / limit,
+            get.rate, get.p99.as_secs_f64() * 1e3, get.errors);
+    }
+    for ttl in [8u64, 2] {
+        failover(&pg, &btc, ttl).await;
+    }
+}
+
+/// PostgreSQL's own rate of single-row inserts, each committed on its own, from 64 connections.
+async fn pg_insert_rate(pg: &relay_testnet::Postgres, dur: Duration) -> f64 {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(CONCURRENCY as u32)
+        .connect(&pg.url())
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE bench_rows (id BIGINT PRIMARY KEY, body TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let body = "x".repeat(1500); // about an invoice's size
+    let start = Instant::now();
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..CONCURRENCY as i64 {
+        let (pool, body, done) = (pool.clone(), body.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0i64;
+            while start.elapsed() < dur {
+                sqlx::query("INSERT INTO bench_rows (id, body) VALUES ($1, $2)")
+                    .bind(c << 40 | i)
+                    .bind(&body)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rate =
+        done.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    println!("PostgreSQL limit: single-row INSERT + COMMIT, 64 connections  {rate:>9.0} /s");
+    rate
+}
+
+/// Two relays on `pg` with leases of `ttl_secs`; the leader is SIGKILLed with a deposit in the
+/// node's mempool, the block is mined at once, and the time until the invoice reads settled on
+/// the other relay is reported (rounds on fresh anvils).
+async fn failover(pg: &relay_testnet::Postgres, btc: &str, ttl_secs: u64) {
+    let mut times = Vec::new();
+    for round in 0..3 {
+        let anvil = relay_testnet::Anvil::spawn().unwrap();
+        let eth = relay::dev::deploy_dev_contracts(&anvil).await.unwrap();
+        // A fresh database per round: the chain watchers' positions belong to the old anvil.
+        let db = format!("failover_{ttl_secs}_{round}");
+        {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&pg.url()).await.unwrap();
+            sqlx::query(&format!("CREATE DATABASE {db}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        let url = pg.url_of(&db);
+        let store = relay_store_pg::PgStore::connect(&url, None).await.unwrap();
+        let (_, key) = merchant_in(&store).await;
+        let mut env = eth_env(&anvil, &eth, 100, false);
+        env.push(("RELAY_DATABASE_URL".to_owned(), url));
+        env.push(("RELAY_LEASE_TTL_SECS".to_owned(), ttl_secs.to_string()));
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut leader = start_relay(d1.path(), btc, 1000, &env).await;
+        // The first relay takes the roles before the second starts.
+        let leases = pool_of(pg, &db).await;
+        loop {
+            let held: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM leases WHERE role = 'ethereum' AND expires_at > now()",
+            )
+            .fetch_one(&leases)
+            .await
+            .unwrap();
+            if held == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let standby = start_relay(d2.path(), btc, 1000, &env).await;
+        let client = reqwest::Client::new();
+        let inv: Value = client
+            .post(format!("{}/v1/invoices", standby.url))
+            .bearer_auth(&key)
+            .json(&json!({"amount": "25.00", "currency": "USD", "payment_methods": ["ethereum"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = inv["id"].as_str().unwrap().to_owned();
+        anvil.set_automine(false).unwrap();
+        let (merchant, expiry, salt, value) = deposit_args(&inv);
+        // In the node's pool, not yet mined.
+        let _pending = payer_escrow(&anvil, &eth)
+            .deposit(merchant, expiry, salt)
+            .value(value)
+            .send()
+            .await
+            .unwrap();
+        let killed = Instant::now();
+        leader.child.kill().unwrap(); // SIGKILL
+        leader.child.wait().unwrap();
+        anvil.mine(1).unwrap();
+        loop {
+            let now = get_json(&client, &format!("{}/v1/invoices/{id}", standby.url), &key).await;
+            if now["status"] == "settled" {
+                break;
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(60),
+                "never settled: {now}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        times.push(killed.elapsed());
+        // Already killed and reaped: its Drop would signal a process that is gone.
+        std::mem::forget(leader);
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    println!("failover, lease {ttl_secs} s: leader SIGKILLed -> next block's payment settled by another relay  median {:.2} s  max {:.2} s  ratio to the lease {:.2}",
+        median.as_secs_f64(), times.last().unwrap().as_secs_f64(), median.as_secs_f64() / ttl_secs as f64);
+}
+
+async fn pool_of(pg: &relay_testnet::Postgres, db: &str) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&pg.url_of(db))
+        .await
+        .unwrap()
 }
 
 /// Phase 10: gateway webhook -> merchant webhook, and -> the merchant paid on Ethereum.

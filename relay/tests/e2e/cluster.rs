@@ -369,7 +369,31 @@ const ROLES: [&str; 5] = ["bitcoin", "ethereum", "expiry", "cards", "webhooks"];
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_relays_on_one_database_survive_two_leaders_killed() {
     let mut c = Cluster::start(3, &ROLES).await;
-    let mut created: Vec<Value> = Vec::new();
+    // One Idempotency-Key sent to every relay at once: one invoice, the same answer everywhere.
+    let body = json!({"amount": "9.99", "currency": "USD", "payment_methods": ["card"]});
+    let sent: Vec<_> = c
+        .alive()
+        .iter()
+        .map(|s| {
+            let (client, url, key, body) =
+                (c.client.clone(), s.url.clone(), c.key.clone(), body.clone());
+            tokio::spawn(async move {
+                create_invoice(&client, &url, &key, "same-key-everywhere", &body)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for s in sent {
+        answers.push(s.await.unwrap());
+    }
+    let first = &answers[0].1;
+    for (status, inv) in &answers {
+        assert_eq!(*status, 200, "{inv}");
+        assert_eq!(inv, first, "every relay replays the one invoice");
+    }
+    let mut created: Vec<Value> = vec![first.clone()];
     let mut done: Vec<Value> = Vec::new();
     let mut n = 0;
     for round in 0..3 {
