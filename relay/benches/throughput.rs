@@ -282,17 +282,28 @@ async fn post_then_get(
         key
     };
     let relay = start_relay_bin(bin, dir.path(), btc_rpc, 1000, extra).await;
-    let addr = relay.url.trim_start_matches("http://").to_owned();
-    let k = key.clone();
-    let post = load(&addr, dur, move |conn, i| {
-        let body = json!({"amount": "25.00", "currency": "USD", "order_id": format!("ab-{conn}-{i}"), "payment_methods": ["bitcoin", "ethereum"]}).to_string();
-        request("POST", "/v1/invoices", &k, &format!("Idempotency-Key: ab-{conn}-{i}\r\n"), &body)
+    let loads = post_and_get(std::slice::from_ref(&relay.url), &key, "ab", dur).await;
+    drop(relay);
+    loads
+}
+
+/// `POST /v1/invoices` (bitcoin and Ethereum offered, keys and order ids tagged `tag`) then `GET
+/// /v1/invoices/{id}` of the newest hundred, the connections spread over the relays at `urls`.
+async fn post_and_get(urls: &[String], key: &str, tag: &str, dur: Duration) -> (Load, Load) {
+    let addrs: Vec<String> = urls
+        .iter()
+        .map(|u| u.trim_start_matches("http://").to_owned())
+        .collect();
+    let (k, tag) = (key.to_owned(), tag.to_owned());
+    let post = load_spread(&addrs, dur, move |conn, i| {
+        let body = json!({"amount": "25.00", "currency": "USD", "order_id": format!("{tag}-{conn}-{i}"), "payment_methods": ["bitcoin", "ethereum"]}).to_string();
+        request("POST", "/v1/invoices", &k, &format!("Idempotency-Key: {tag}-{conn}-{i}\r\n"), &body)
     })
     .await;
     let page = get_json(
         &reqwest::Client::new(),
-        &format!("{}/v1/invoices?limit=100", relay.url),
-        &key,
+        &format!("{}/v1/invoices?limit=100", urls[0]),
+        key,
     )
     .await;
     let gets: Arc<Vec<Vec<u8>>> = Arc::new(
@@ -304,18 +315,17 @@ async fn post_then_get(
                 request(
                     "GET",
                     &format!("/v1/invoices/{}", i["id"].as_str().unwrap()),
-                    &key,
+                    key,
                     "",
                     "",
                 )
             })
             .collect(),
     );
-    let get = load(&addr, dur, move |conn, i| {
+    let get = load_spread(&addrs, dur, move |conn, i| {
         gets[(conn + i as usize) % gets.len()].clone()
     })
     .await;
-    drop(relay);
     (post, get)
 }
 
@@ -740,43 +750,8 @@ async fn postgres_phase(node: &relay_testnet::BitcoinNode, dur: Duration) {
             let dir = tempfile::tempdir().unwrap();
             relays.push(start_relay(dir.path(), &btc, 1000, &db_env).await);
         }
-        let addrs: Vec<String> = relays
-            .iter()
-            .map(|r| r.url.trim_start_matches("http://").to_owned())
-            .collect();
-        let k = key.clone();
-        let post = load_spread(&addrs, dur, move |conn, i| {
-            let body = json!({"amount": "25.00", "currency": "USD", "order_id": format!("pg{n}-{conn}-{i}"), "payment_methods": ["bitcoin", "ethereum"]}).to_string();
-            request("POST", "/v1/invoices", &k, &format!("Idempotency-Key: pg{n}-{conn}-{i}\r\n"), &body)
-        })
-        .await;
-        let page = get_json(
-            &reqwest::Client::new(),
-            &format!("{}/v1/invoices?limit=100", relays[0].url),
-            &key,
-        )
-        .await;
-        let k = key.clone();
-        let gets: Arc<Vec<Vec<u8>>> = Arc::new(
-            page["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|i| {
-                    request(
-                        "GET",
-                        &format!("/v1/invoices/{}", i["id"].as_str().unwrap()),
-                        &k,
-                        "",
-                        "",
-                    )
-                })
-                .collect(),
-        );
-        let get = load_spread(&addrs, dur, move |conn, i| {
-            gets[(conn + i as usize) % gets.len()].clone()
-        })
-        .await;
+        let urls: Vec<String> = relays.iter().map(|r| r.url.clone()).collect();
+        let (post, get) = post_and_get(&urls, &key, &format!("pg{n}"), dur).await;
         rows.push((
             [
                 "PostgreSQL, 1 relay",

@@ -27,8 +27,77 @@ pub struct Bitcoin {
     pub client: RpcClient,
     pub network: Network,
     pub rail: BitcoinRail,
-    pub scripts: mpsc::UnboundedReceiver<(ScriptBuf, WatchTarget)>,
+    pub scripts: NewScripts,
     pub refunds: RefundWatch,
+}
+
+/// A script to watch, and for what.
+type Watch = (ScriptBuf, WatchTarget);
+
+/// The scripts this relay's API hands its own watcher. They are passed on only while the watcher
+/// runs in this relay: one that does not hold the bitcoin role keeps nothing (the watcher that
+/// starts later, here or on another relay, loads every script from the store, and one running on
+/// another relay reads them from the store as it goes).
+#[derive(Clone)]
+pub struct NewScripts(Arc<ScriptFeed>);
+
+struct ScriptFeed {
+    tx: mpsc::UnboundedSender<Watch>,
+    rx: std::sync::Mutex<mpsc::UnboundedReceiver<Watch>>,
+    listening: std::sync::atomic::AtomicBool,
+}
+
+impl NewScripts {
+    fn new() -> NewScripts {
+        let (tx, rx) = mpsc::unbounded_channel();
+        NewScripts(Arc::new(ScriptFeed {
+            tx,
+            rx: std::sync::Mutex::new(rx),
+            listening: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    /// Whether the watcher runs here. The API calls in after its write is committed, and the
+    /// watcher starts listening before it loads the store: a script is either loaded or sent.
+    fn listening(&self) -> bool {
+        self.0.listening.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn send(&self, watch: Watch) {
+        if self.listening() {
+            let _ = self.0.tx.send(watch);
+        }
+    }
+
+    /// The watcher listens until the returned guard is dropped.
+    fn listen(&self) -> Listening<'_> {
+        self.0
+            .listening
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Listening(self)
+    }
+
+    fn drain(&self) -> Vec<Watch> {
+        let mut rx = self.0.rx.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        while let Ok(w) = rx.try_recv() {
+            out.push(w);
+        }
+        out
+    }
+}
+
+/// Stops passing scripts on, and drops those not taken, when the watcher stops.
+struct Listening<'a>(&'a NewScripts);
+
+impl Drop for Listening<'_> {
+    fn drop(&mut self) {
+        self.0
+             .0
+            .listening
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.0.drain();
+    }
 }
 
 /// Bitcoin refunds the watcher looks for: a refund address's script is watched as
@@ -96,23 +165,27 @@ pub async fn connect(config: &Config, wait: Duration) -> Result<Option<Bitcoin>>
         .map(validate_descriptor)
         .transpose()
         .context("treasury_descriptor")?;
-    let (tx, rx) = mpsc::unbounded_channel();
+    let scripts = NewScripts::new();
     let refunds = RefundWatch::default();
     let watch_refund = {
-        let tx = tx.clone();
-        let refunds = refunds.clone();
+        let (scripts, refunds) = (scripts.clone(), refunds.clone());
         move |invoice: &InvoiceId, refund: &relay_core::Refund| {
             let Some(script) = refund.script_pubkey.as_ref().map(script_buf) else {
                 return;
             };
-            refunds.insert(script.clone(), invoice.clone(), refund.id.clone());
-            let _ = tx.send((script.clone(), WatchTarget::RefundTo(script)));
+            if scripts.listening() {
+                refunds.insert(script.clone(), invoice.clone(), refund.id.clone());
+                scripts.send((script.clone(), WatchTarget::RefundTo(script)));
+            }
         }
     };
-    let watch = move |invoice: &relay_core::Invoice| {
-        for pay_to in invoice.methods.iter().filter_map(|q| q.bitcoin.as_ref()) {
-            let script = script_buf(&pay_to.script_pubkey);
-            let _ = tx.send((script, WatchTarget::Invoice(invoice.id.clone())));
+    let watch = {
+        let scripts = scripts.clone();
+        move |invoice: &relay_core::Invoice| {
+            for pay_to in invoice.methods.iter().filter_map(|q| q.bitcoin.as_ref()) {
+                let script = script_buf(&pay_to.script_pubkey);
+                scripts.send((script, WatchTarget::Invoice(invoice.id.clone())));
+            }
         }
     };
     tracing::info!(target: "relay::btc", node = client.public_url(), %network, "bitcoin rail ready");
@@ -125,7 +198,7 @@ pub async fn connect(config: &Config, wait: Duration) -> Result<Option<Bitcoin>>
             watch_refund: Arc::new(watch_refund),
             treasury_descriptor,
         },
-        scripts: rx,
+        scripts,
         refunds,
     }))
 }
@@ -380,10 +453,6 @@ pub async fn commit<S: Store>(
         .await?)
 }
 
-/// The receiving end of the scripts this relay's API asks the watcher to watch (shared, so the
-/// watcher can start again after its relay lost its role and took it back).
-pub type NewScripts = Arc<std::sync::Mutex<mpsc::UnboundedReceiver<(ScriptBuf, WatchTarget)>>>;
-
 /// Scripts that relays sharing the store added since the last look: invoices' addresses, and the
 /// refund addresses of bitcoin refunds still owed (a short list, read whole). On sled, only the
 /// refunds, which the relay itself also sent.
@@ -430,12 +499,10 @@ pub async fn watch_loop<S: Store + Clone>(
     // What this relay's API added, and what other relays on the store added (asked for before
     // each look at the node, so a script stored before a block is watched when the block is read).
     let from_others = std::sync::Mutex::new(Vec::new());
+    let _listening = scripts.listen();
     let mut feed = || {
         let mut out = std::mem::take(&mut *from_others.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut scripts = scripts.lock().unwrap_or_else(|p| p.into_inner());
-        while let Ok(s) = scripts.try_recv() {
-            out.push(s);
-        }
+        out.extend(scripts.drain());
         out
     };
     'rebuild: loop {

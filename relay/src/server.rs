@@ -186,11 +186,7 @@ pub async fn serve<S: Store + Clone>(
         },
     ))];
     if let Some(b) = bitcoin {
-        let (client, watch, refunds) = (
-            b.client,
-            Arc::new(std::sync::Mutex::new(b.scripts)),
-            b.refunds,
-        );
+        let (client, watch, refunds) = (b.client, b.scripts, b.refunds);
         let watcher = relay_bitcoin::WatcherConfig {
             start_height: config.btc_start_height,
             min_sat: config.btc_min_payment_sat,

@@ -40,21 +40,23 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_merchant ON events (merchant_id, id);
 
--- API responses kept for retried requests, by merchant and Idempotency-Key.
+-- Keys seen once, with what was stored under them: API responses kept for retried requests
+-- (`idempotency`, scoped by merchant and keyed by Idempotency-Key) and inbound webhooks
+-- (`inbound`, keyed `source:event id`, scope empty): a replay changes nothing.
 CREATE TABLE idempotency (
-    merchant_id TEXT COLLATE "C" NOT NULL,
+    scope TEXT COLLATE "C" NOT NULL,
     key TEXT COLLATE "C" NOT NULL,
     created_at BIGINT NOT NULL,
     body TEXT NOT NULL,
-    PRIMARY KEY (merchant_id, key)
+    PRIMARY KEY (scope, key)
 );
 CREATE INDEX idempotency_by_age ON idempotency (created_at);
-
--- Inbound webhooks seen (`source:event id`): a replay changes nothing.
 CREATE TABLE inbound (
-    key TEXT COLLATE "C" PRIMARY KEY,
+    scope TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
     created_at BIGINT NOT NULL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    PRIMARY KEY (scope, key)
 );
 CREATE INDEX inbound_by_age ON inbound (created_at);
 

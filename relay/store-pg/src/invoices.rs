@@ -46,6 +46,16 @@ pub(crate) enum Dedupe<'a> {
     Inbound(&'a str),
 }
 
+impl Dedupe<'_> {
+    /// The table, the scope and the key.
+    fn place(&self) -> (&'static str, &str, &str) {
+        match *self {
+            Dedupe::Request(merchant, key) => ("idempotency", merchant.as_str(), key),
+            Dedupe::Inbound(key) => ("inbound", "", key),
+        }
+    }
+}
+
 /// Claims a dedupe key in the caller's transaction; a key already stored refuses the decision
 /// with the stored record. Of two writers racing for one key, the second waits for the first's
 /// commit and then finds its record.
@@ -54,55 +64,28 @@ pub(crate) async fn claim(
     dedupe: Dedupe<'_>,
     record: &IdempotencyRecord,
 ) -> Result<(), Stop> {
-    let body = encode(record);
-    let (inserted, stored) = match dedupe {
-        Dedupe::Request(merchant, key) => {
-            let n = sqlx::query(
-                "INSERT INTO idempotency (merchant_id, key, created_at, body) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            )
-            .bind(merchant.as_str())
-            .bind(key)
-            .bind(record.created_at.0)
-            .bind(&body)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-            if n == 1 {
-                return Ok(());
-            }
-            let stored: Option<String> = sqlx::query_scalar(
-                "SELECT body FROM idempotency WHERE merchant_id = $1 AND key = $2",
-            )
-            .bind(merchant.as_str())
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await?;
-            (n, stored)
-        }
-        Dedupe::Inbound(key) => {
-            let n = sqlx::query(
-                "INSERT INTO inbound (key, created_at, body) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(key)
-            .bind(record.created_at.0)
-            .bind(&body)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-            if n == 1 {
-                return Ok(());
-            }
-            let stored: Option<String> =
-                sqlx::query_scalar("SELECT body FROM inbound WHERE key = $1")
-                    .bind(key)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            (n, stored)
-        }
-    };
-    debug_assert_eq!(inserted, 0);
+    let (table, scope, key) = dedupe.place();
+    let inserted = sqlx::query(&format!(
+        "INSERT INTO {table} (scope, key, created_at, body) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT DO NOTHING"
+    ))
+    .bind(scope)
+    .bind(key)
+    .bind(record.created_at.0)
+    .bind(encode(record))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(());
+    }
+    let stored: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT body FROM {table} WHERE scope = $1 AND key = $2"
+    ))
+    .bind(scope)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?;
     match stored {
         Some(body) => Err(Stop::Refused(Refusal::Idempotent(decode(
             "idempotency record",
@@ -469,7 +452,7 @@ impl Idempotency for PgStore {
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let body: Option<String> =
-            sqlx::query_scalar("SELECT body FROM idempotency WHERE merchant_id = $1 AND key = $2")
+            sqlx::query_scalar("SELECT body FROM idempotency WHERE scope = $1 AND key = $2")
                 .bind(merchant.as_str())
                 .bind(key)
                 .fetch_optional(&self.pool)

@@ -11,25 +11,13 @@
 
 use crate::{db, decode, encode, PgStore};
 use relay_core::{DeliveryAttempt, Event, EventId, MerchantId, Timestamp, WebhookEndpoint};
-use relay_store::{DueDelivery, Outbox, Pick, StoreError, Wake, MAX_DUE_WALK, MAX_SKIPS};
+use relay_store::{
+    due_key, lane_key, DueDelivery, Outbox, Pick, StoreError, Wake, MAX_DUE_WALK, MAX_SKIPS,
+};
 use sqlx::{PgConnection, Row};
 use std::collections::HashMap;
 
 const SEP: u8 = 0;
-
-fn lane_of(endpoint: &str, invoice: &str) -> Vec<u8> {
-    let mut k = endpoint.as_bytes().to_vec();
-    k.push(SEP);
-    k.extend_from_slice(invoice.as_bytes());
-    k.push(SEP);
-    k
-}
-
-fn due_key(at_ms: u64, lane: &[u8]) -> Vec<u8> {
-    let mut k = at_ms.to_be_bytes().to_vec();
-    k.extend_from_slice(lane);
-    k
-}
 
 /// A position in the due order: (due ms, endpoint, invoice), from a cursor.
 fn position(cursor: &[u8]) -> Option<(i64, String, String)> {
@@ -380,7 +368,7 @@ impl Outbox for PgStore {
                         return Ok((out, last));
                     }
                     walked += 1;
-                    let lane = lane_of(&endpoint_id, &invoice_id);
+                    let lane = lane_key(&endpoint_id, &invoice_id);
                     let at_ms = u64::try_from(at).unwrap_or(0);
                     last = Some(due_key(at_ms, &lane));
                     from = Some((at, endpoint_id.clone(), invoice_id.clone()));

@@ -4,7 +4,7 @@
 mod common;
 use common::store;
 use relay_core::LookupKind;
-use relay_store::conformance::{invoice, merchant, with_script};
+use relay_store::conformance::{add_merchant, invoice, merchant, with_script};
 use relay_store::prelude::*;
 use relay_store::{ChainWrite, Commit, Role, StoreError};
 use relay_testnet::Postgres;
@@ -85,12 +85,7 @@ async fn a_role_writes_only_while_its_relay_holds_the_lease() {
 
     // Other roles, and the API's own writes, are not held up by the bitcoin role.
     let m = merchant(1);
-    a.insert_merchant(
-        &m,
-        &relay_core::access::first_key_of(&m, &relay_core::ApiKey::from_entropy([1; 32])),
-    )
-    .await
-    .unwrap();
+    add_merchant(&a, &m).await;
     let (inv, ev) = invoice(&m, 1, None);
     assert_eq!(
         a.create_invoice(&inv, &ev, None).await.unwrap(),
@@ -118,12 +113,7 @@ async fn scripts_of_invoices_made_on_one_relay_reach_the_watcher_on_another_once
     let pg = Postgres::spawn().expect("PostgreSQL starts");
     let (api, watcher) = (store(&pg, None).await, store(&pg, None).await);
     let m = merchant(1);
-    api.insert_merchant(
-        &m,
-        &relay_core::access::first_key_of(&m, &relay_core::ApiKey::from_entropy([1; 32])),
-    )
-    .await
-    .unwrap();
+    add_merchant(&api, &m).await;
     let (card_only, ev) = invoice(&m, 1, None);
     api.create_invoice(&card_only, &ev, None).await.unwrap();
     let (paid_in_btc, ev) = invoice(&m, 2, None);

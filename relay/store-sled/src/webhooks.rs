@@ -15,7 +15,9 @@
 use super::{SledStore, LANE_SEP};
 use crate::codec::{decode, encode};
 use relay_core::{DeliveryAttempt, Event, EventId, MerchantId, Timestamp, WebhookEndpoint};
-use relay_store::{DueDelivery, Outbox, Pick, StoreError, Wake, MAX_DUE_WALK, MAX_SKIPS};
+use relay_store::{
+    due_key, lane_key, DueDelivery, Outbox, Pick, StoreError, Wake, MAX_DUE_WALK, MAX_SKIPS,
+};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use std::collections::HashSet;
@@ -33,20 +35,6 @@ fn endpoint_key(merchant: &MerchantId, id: &str) -> Vec<u8> {
     let mut k = merchant.as_str().as_bytes().to_vec();
     k.push(LANE_SEP);
     k.extend_from_slice(id.as_bytes());
-    k
-}
-
-fn lane(endpoint: &str, invoice: &str) -> Vec<u8> {
-    let mut k = endpoint.as_bytes().to_vec();
-    k.push(LANE_SEP);
-    k.extend_from_slice(invoice.as_bytes());
-    k.push(LANE_SEP);
-    k
-}
-
-fn due_key(at_ms: u64, lane: &[u8]) -> Vec<u8> {
-    let mut k = at_ms.to_be_bytes().to_vec();
-    k.extend_from_slice(lane);
     k
 }
 
@@ -200,7 +188,7 @@ impl SledStore {
     ) -> Result<usize, StoreError> {
         let mut n = 0;
         for e in endpoints.iter().filter(|e| e.wants(event.kind.as_str())) {
-            let lane = lane(&e.id, event.invoice.id.as_str());
+            let lane = lane_key(&e.id, event.invoice.id.as_str());
             let mut qk = lane.clone();
             qk.extend_from_slice(event.id.as_str().as_bytes());
             if self.inner.webhook_queue.get(&qk)?.is_some() {

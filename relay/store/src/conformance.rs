@@ -106,7 +106,7 @@ pub fn with_script(mut inv: Invoice, script: &str) -> Invoice {
 
 /// Adds `m` with a first API key of its own (every merchant's key differs: a backend may refuse
 /// two keys with one hash).
-async fn add_merchant<S: Store>(s: &S, m: &Merchant) {
+pub async fn add_merchant<S: Store>(s: &S, m: &Merchant) {
     let mut entropy = [0u8; 32];
     let id = m.id.as_str().as_bytes();
     entropy[..id.len().min(32)].copy_from_slice(&id[..id.len().min(32)]);

@@ -24,7 +24,7 @@ use std::future::Future;
 mod lease;
 pub use lease::{Leases, Role};
 mod outbox;
-pub use outbox::{DueDelivery, Outbox, Pick, Wake, MAX_DUE_WALK, MAX_SKIPS};
+pub use outbox::{due_key, lane_key, DueDelivery, Outbox, Pick, Wake, MAX_DUE_WALK, MAX_SKIPS};
 
 /// A stored API response, replayed for a retried request with the same `Idempotency-Key`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,6 +25,24 @@ pub const MAX_DUE_WALK: usize = 10_000;
 /// there): a busy endpoint's backlog costs each look little, and is walked past over a few looks.
 pub const MAX_SKIPS: usize = 256;
 
+/// The lane of an endpoint and an invoice, as both backends spell it: `endpoint · 0 · invoice · 0`
+/// (ids never contain a zero byte). Its keys start with it, so a lane's entries sort together.
+pub fn lane_key(endpoint: &str, invoice: &str) -> Vec<u8> {
+    let mut k = endpoint.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(invoice.as_bytes());
+    k.push(0);
+    k
+}
+
+/// A place in the due order: the time (ms, big-endian) then the lane, so byte order is time
+/// order. Both backends' receipts and cursors are these.
+pub fn due_key(at_ms: u64, lane: &[u8]) -> Vec<u8> {
+    let mut k = at_ms.to_be_bytes().to_vec();
+    k.extend_from_slice(lane);
+    k
+}
+
 /// What to do with a due lane head (see [`Outbox::due_deliveries`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pick {

@@ -3,7 +3,6 @@
 //! and a leader that dies (SIGKILL) or stalls (SIGSTOP) is replaced without a payment lost or
 //! paid twice. Everything real: PostgreSQL, anvil with the escrow, localstripe, a bitcoin node.
 
-use crate::payouts::wait_mined;
 use crate::webhooks::{start_receiver, Receiver};
 use crate::{create_invoice, get_invoice, merchant_create_env, Server};
 use relay_bitcoin::bitcoin::{Address, Network, ScriptBuf};
@@ -154,25 +153,8 @@ impl Cluster {
             _dir: dir,
         };
         // The operator's liquidity for the settlements.
-        c.fund(20 * WEI_25_USD);
+        crate::payouts::fund_escrow(&c.anvil, &c.eth, 20 * WEI_25_USD);
         c
-    }
-
-    fn fund(&self, wei: u128) {
-        let tx = self
-            .anvil
-            .send(
-                &self.eth.operator_key,
-                &self.eth.escrow,
-                "fund(address,uint256)",
-                &[
-                    "0x0000000000000000000000000000000000000000",
-                    &wei.to_string(),
-                ],
-                &wei.to_string(),
-            )
-            .unwrap();
-        wait_mined(&self.anvil, &tx);
     }
 
     fn alive(&self) -> Vec<&Server> {
@@ -293,16 +275,7 @@ impl Cluster {
     }
 
     fn logs_of(&self, event: &str, topic1: &str) -> usize {
-        let topic = relay_testnet::cast(&["keccak", event]).unwrap();
-        let logs = self
-            .anvil
-            .rpc(
-                "eth_getLogs",
-                json!([{"fromBlock": "0x0", "toBlock": "latest", "address": self.eth.escrow,
-                    "topics": [topic, topic1]}]),
-            )
-            .unwrap();
-        logs.as_array().unwrap().len()
+        crate::ethereum::escrow_logs(&self.anvil, &self.eth, event, topic1)
     }
 
     /// Every event of the merchant, oldest first, from any live relay.

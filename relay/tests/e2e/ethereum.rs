@@ -33,6 +33,24 @@ pub(crate) async fn eth_rail(dir: &std::path::Path) -> EthRail {
     EthRail { anvil, eth, env }
 }
 
+/// How many of the escrow's logs of `event` (its signature) have `id` as their first indexed
+/// argument, on the current chain.
+pub(crate) fn escrow_logs(
+    anvil: &Anvil,
+    eth: &relay::dev::DevEthereum,
+    event: &str,
+    id: &str,
+) -> usize {
+    let topic = relay_testnet::cast(&["keccak", event]).unwrap();
+    let logs = anvil
+        .rpc(
+            "eth_getLogs",
+            json!([{"fromBlock": "0x0", "toBlock": "latest", "address": eth.escrow, "topics": [topic, id]}]),
+        )
+        .unwrap();
+    logs.as_array().unwrap().len()
+}
+
 pub(crate) struct EthEnv {
     pub anvil: Anvil,
     pub eth: relay::dev::DevEthereum,
@@ -162,15 +180,7 @@ impl EthEnv {
 
     /// How many of the escrow's logs of this event name this payment id, on the current chain.
     pub(crate) fn logs_of(&self, event: &str, id: &str) -> usize {
-        let topic = relay_testnet::cast(&["keccak", event]).unwrap();
-        let logs = self
-            .anvil
-            .rpc(
-                "eth_getLogs",
-                json!([{"fromBlock": "0x0", "toBlock": "latest", "address": self.eth.escrow, "topics": [topic, id]}]),
-            )
-            .unwrap();
-        logs.as_array().unwrap().len()
+        escrow_logs(&self.anvil, &self.eth, event, id)
     }
 
     /// What a mined transaction cost its sender in gas (wei).

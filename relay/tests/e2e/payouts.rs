@@ -155,20 +155,7 @@ impl Env {
 
     /// The operator adds `wei` of ether liquidity to the escrow.
     fn fund(&self, wei: u128) {
-        let tx = self
-            .anvil
-            .send(
-                &self.eth.operator_key,
-                &self.eth.escrow,
-                "fund(address,uint256)",
-                &[
-                    "0x0000000000000000000000000000000000000000",
-                    &wei.to_string(),
-                ],
-                &wei.to_string(),
-            )
-            .unwrap();
-        wait_mined(&self.anvil, &tx);
+        fund_escrow(&self.anvil, &self.eth, wei);
     }
 
     fn settled_logs(&self, settlement_id: &str) -> Vec<Value> {
@@ -255,6 +242,23 @@ fn nanos() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos()
+}
+
+/// The operator adds `wei` of ether liquidity to the escrow, and waits for it to be mined.
+pub(crate) fn fund_escrow(anvil: &Anvil, eth: &relay::dev::DevEthereum, wei: u128) {
+    let tx = anvil
+        .send(
+            &eth.operator_key,
+            &eth.escrow,
+            "fund(address,uint256)",
+            &[
+                "0x0000000000000000000000000000000000000000",
+                &wei.to_string(),
+            ],
+            &wei.to_string(),
+        )
+        .unwrap();
+    wait_mined(anvil, &tx);
 }
 
 pub(crate) fn wait_mined(anvil: &Anvil, tx: &str) {
