@@ -94,9 +94,9 @@ async fn faucet_mine(
     axum::extract::State(f): axum::extract::State<Arc<Faucet>>,
     body: String,
 ) -> Result<String, (axum::http::StatusCode, String)> {
-    let n: u32 = body.trim().parse().unwrap_or(1).clamp(1, 100);
+    let (n, to) = mine_request(&body).map_err(|e| (axum::http::StatusCode::BAD_REQUEST, e))?;
     tokio::task::spawn_blocking(move || {
-        f.testnet.bitcoin.mine(n, &[0xee; 20])?;
+        f.testnet.bitcoin.mine(n, &to)?;
         f.testnet.bitcoin.block_count()
     })
     .await
@@ -108,6 +108,40 @@ async fn faucet_mine(
             format!("{e:#}"),
         )
     })
+}
+
+/// A faucet mining request, `N` or `N ADDRESS`: how many blocks (1 to 100), and the witness
+/// program their coinbase pays — a regtest P2WPKH address as the relay and Bitcoin Core spell it
+/// (`bcrt1q…`; bcoin's own RPC wants its `rb1q…` form), or the faucet's own.
+fn mine_request(body: &str) -> Result<(u32, [u8; 20]), String> {
+    let mut words = body.split_whitespace();
+    let n = match words.next() {
+        None => 1,
+        Some(w) => w
+            .parse::<u32>()
+            .map_err(|_| format!("{w:?} is not a number of blocks"))?
+            .clamp(1, 100),
+    };
+    let Some(address) = words.next() else {
+        return Ok((n, [0xee; 20]));
+    };
+    let script = address
+        .parse::<relay_bitcoin::bitcoin::Address<_>>()
+        .ok()
+        .and_then(|a| {
+            a.require_network(relay_bitcoin::bitcoin::Network::Regtest)
+                .ok()
+        })
+        .map(|a| a.script_pubkey())
+        .ok_or_else(|| format!("{address:?} is not a regtest address"))?;
+    if !script.is_p2wpkh() {
+        return Err(format!(
+            "{address:?} is not a P2WPKH address (bcrt1q…, 20-byte program): the faucet mines to those only"
+        ));
+    }
+    let mut program = [0u8; 20];
+    program.copy_from_slice(&script.as_bytes()[2..22]);
+    Ok((n, program))
 }
 
 /// Rates `relay dev` uses unless `RELAY_RATES` says otherwise.
@@ -309,12 +343,16 @@ Relay dev is up. Ctrl-C stops everything.
   relay API        {url}   (OpenAPI: {url}/openapi.json, metrics: {url}/metrics)
   data directory   {data}
   anvil (ETH)      {anvil}   chain id 31337, escrow {escrow}
-  bitcoin regtest  {btc}   ({kind:?}; user relay, password in RELAY_BTC_RPC_URL)
+  bitcoin regtest  {btc}   ({kind:?} JSON-RPC, with its user and password)
+  operator         {operator}   (the escrow's operator: the relay's key, funded by anvil)
   card gateway     {stripe}   (localstripe, key {sk})
 
 Demo merchant {mid}
   API key          {key}
-  webhook secret   {whsec}
+
+Receive its webhooks: add an endpoint (its signing secret is in the answer, shown once):
+  curl -s {url}/v1/webhook_endpoints -H 'Authorization: Bearer {key}' \
+    -H 'Content-Type: application/json' -d '{{"url":"http://127.0.0.1:9000/hooks"}}'
 
 Create an invoice:
   curl -s {url}/v1/invoices -H 'Authorization: Bearer {key}' \
@@ -346,6 +384,9 @@ payment_methods.bitcoin.uri; then mine a block:
   curl -s {faucet}/bitcoin/pay -d 'bitcoin:bcrt1…?amount=…'
   curl -s {faucet}/bitcoin/mine -d 1
 The invoice is "processing" once the payment is in the mempool and "settled" at 1 confirmation.
+Addresses are shown as the relay and Bitcoin Core spell regtest ones (bcrt1…); bcoin's own RPC
+(above) spells them rb1… and refuses bcrt1…. To mine to a wallet of your own, give the faucet its
+bcrt1q… address: curl -s {faucet}/bitcoin/mine -d '101 bcrt1q…'
 
 Pay it in ether: payment_methods.ethereum.call is the escrow call to make. With cast, as the
 dev payer {payer} (funded with ether and DUSD), fill in its args and value:
@@ -360,7 +401,8 @@ payment_methods.ethereum.call the same way.
             faucet = faucet_url,
             data = config.data_dir.display(),
             anvil = testnet.anvil.url(),
-            btc = testnet.bitcoin.rpc_url(),
+            btc = testnet.bitcoin.rpc_url_with_auth(),
+            operator = eth.operator,
             kind = testnet.bitcoin.kind(),
             stripe = testnet.stripe.url(),
             sk = relay_testnet::LocalStripe::SECRET_KEY,
@@ -370,7 +412,6 @@ payment_methods.ethereum.call the same way.
             bridge_payout = eth.bridge_payout,
             liquidity = DEV_LIQUIDITY_ETH,
             key = demo.api_key,
-            whsec = demo.webhook_secret,
             rates = DEV_RATES,
             cast = relay_testnet::cast_exe()?.display(),
             escrow = eth.escrow,

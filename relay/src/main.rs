@@ -33,7 +33,8 @@ enum Command {
     },
     /// Start a local testnet (anvil, bitcoin regtest, card gateway) and a relay on it.
     Dev {
-        /// Address of the relay's API (default: a free loopback port).
+        /// Address of the relay's API (default: 127.0.0.1:8080, or a free loopback port when 8080
+        /// is taken).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
         /// Keep data here instead of a fresh temporary directory.

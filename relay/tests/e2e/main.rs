@@ -578,6 +578,9 @@ async fn pay_by_card(client: &reqwest::Client, stripe: &str, pi: &str) {
 /// `relay dev` brings up the testnet and a relay that creates invoices; SIGINT stops it all.
 #[tokio::test(flavor = "multi_thread")]
 async fn relay_dev_serves_invoices_and_stops_its_nodes() {
+    let help = Command::new(RELAY).args(["dev", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("127.0.0.1:8080"), "--listen's default: {help}");
     // Port 0: the relay binds a port nobody else can be handed meanwhile and prints it.
     let mut child = Command::new(RELAY)
         .args(["dev", "--listen", "127.0.0.1:0"])
@@ -790,6 +793,76 @@ async fn relay_dev_serves_invoices_and_stops_its_nodes() {
     })
     .await;
     assert_eq!(paid["payments"][0]["status"], "confirmed");
+
+    // What a newcomer needs is printed: the node's RPC URL with its password works as given,
+    // and the operator's address is the escrow's operator.
+    let btc_rpc = field("bitcoin regtest");
+    let (user, rest) = btc_rpc
+        .trim_start_matches("http://")
+        .split_once(':')
+        .unwrap();
+    let (pass, host) = rest.split_once('@').unwrap();
+    let height = relay_testnet::json_rpc(
+        &format!("http://{host}"),
+        Some((user, pass)),
+        "getblockcount",
+        json!([]),
+    )
+    .unwrap();
+    assert!(height.as_u64().unwrap() > 100, "{height}");
+    let operator = banner
+        .lines()
+        .find(|l| l.trim_start().starts_with("operator"))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("0x")))
+        .unwrap_or_else(|| panic!("operator in {banner}"));
+    let escrow = banner
+        .lines()
+        .find(|l| l.trim_start().starts_with("anvil"))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("0x")))
+        .unwrap();
+    let on_chain =
+        relay_testnet::cast(&["call", escrow, "operator()(address)", "--rpc-url", &anvil]).unwrap();
+    assert_eq!(on_chain.trim().to_lowercase(), operator.to_lowercase());
+    // No webhook secret that matches nothing: the banner says how to add an endpoint.
+    assert!(!banner.contains("webhook secret"), "{banner}");
+    assert!(banner.contains("/v1/webhook_endpoints"), "{banner}");
+    // The faucet mines to an address of the user's own, spelled bcrt1q… as the relay shows it:
+    // here an invoice's, whose watcher then sees the coinbase pay it.
+    let (status, mined_inv) = create_invoice(
+        &client,
+        &url,
+        &key,
+        "dev-4",
+        &json!({"amount": "5.00", "currency": "USD", "payment_methods": ["bitcoin"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{mined_inv}");
+    let address = mined_inv["payment_methods"]["bitcoin"]["address"]
+        .as_str()
+        .unwrap();
+    let r = client
+        .post(format!("{faucet}/bitcoin/mine"))
+        .body(format!("1 {address}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let refused = client
+        .post(format!("{faucet}/bitcoin/mine"))
+        .body("1 rb1qnotanaddress")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    card::wait_for(
+        &client,
+        &url,
+        &key,
+        mined_inv["id"].as_str().unwrap(),
+        |inv| !inv["payments"].as_array().unwrap().is_empty(),
+    )
+    .await;
 
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
