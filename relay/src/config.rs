@@ -21,6 +21,9 @@ pub struct Config {
     pub lease_ttl_secs: u64,
     /// Address of the HTTP API (`RELAY_LISTEN`).
     pub listen: SocketAddr,
+    /// Where payers and wallets reach this relay, `https://pay.example.com` (`RELAY_PUBLIC_URL`):
+    /// checkout pages are under it. Default: `http://` and the listening address.
+    pub public_url: Option<String>,
     /// `text` or `json` (`RELAY_LOG_FORMAT`).
     pub log_format: String,
     /// Seconds before a request is cut off (`RELAY_REQUEST_TIMEOUT_SECS`).
@@ -153,6 +156,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./relay-data"),
             database_url: None,
             lease_ttl_secs: 8,
+            public_url: None,
             listen: "127.0.0.1:8080".parse().expect("valid default address"),
             log_format: "text".into(),
             request_timeout_secs: 30,
@@ -218,6 +222,7 @@ impl fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("database_url", &set(&self.database_url))
             .field("lease_ttl_secs", &self.lease_ttl_secs)
+            .field("public_url", &self.public_url)
             .field("listen", &self.listen)
             .field("tls_cert_file", &self.tls_cert_file)
             .field("tls_key_file", &self.tls_key_file.is_some())
@@ -337,6 +342,7 @@ impl Config {
         match name {
             "DATA_DIR" => self.data_dir = PathBuf::from(value),
             "DATABASE_URL" => self.database_url = opt(value),
+            "PUBLIC_URL" => self.public_url = opt(value),
             "LEASE_TTL_SECS" => self.lease_ttl_secs = value.parse().context("expected seconds")?,
             "LISTEN" => {
                 self.listen = value
@@ -520,6 +526,18 @@ impl Config {
         }
         if !(2..=60).contains(&self.lease_ttl_secs) {
             bail!("lease_ttl_secs must be 2 to 60");
+        }
+        if let Some(url) = &self.public_url {
+            let ok = url::Url::parse(url).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && u.username().is_empty()
+            });
+            if !ok {
+                bail!("public_url must be an http(s) URL like https://pay.example.com, without credentials, query or fragment");
+            }
         }
         if let Some(url) = &self.database_url {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {

@@ -222,6 +222,39 @@ pub async fn deploy_dev_contracts(anvil: &relay_testnet::Anvil) -> Result<DevEth
     })
 }
 
+/// Creates the demo invoice through the relay's own API, once it answers, and returns its
+/// checkout URL.
+async fn demo_checkout(
+    url: &str,
+    key: &str,
+    serving: &tokio::task::JoinHandle<Result<()>>,
+) -> Result<String> {
+    let client = reqwest::Client::new();
+    let start = std::time::Instant::now();
+    while client.get(format!("{url}/readyz")).send().await.is_err() {
+        if serving.is_finished() || start.elapsed() > std::time::Duration::from_secs(30) {
+            anyhow::bail!("the relay did not start");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let inv: serde_json::Value = client
+        .post(format!("{url}/v1/invoices"))
+        .bearer_auth(key)
+        .header("Idempotency-Key", "dev-demo-invoice")
+        .json(
+            &serde_json::json!({"amount": "25.00", "currency": "USD", "description": "Demo order"}),
+        )
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    inv["checkout_url"]
+        .as_str()
+        .map(str::to_owned)
+        .context("the demo invoice has no checkout URL")
+}
+
 pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Result<()> {
     let testnet = tokio::task::spawn_blocking(Testnet::start)
         .await?
@@ -333,6 +366,14 @@ pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Resul
     )
     .await?;
     relay_store::Store::durable(&store).await?;
+    config.public_url = Some(url.clone());
+    let serving = {
+        let config = config.clone();
+        tokio::spawn(async move {
+            server::serve(&config, store, listener, server::shutdown_signal()).await
+        })
+    };
+    let checkout = demo_checkout(&url, &demo.api_key, &serving).await?;
 
     #[allow(clippy::print_stdout)]
     {
@@ -349,6 +390,8 @@ Relay dev is up. Ctrl-C stops everything.
 
 Demo merchant {mid}
   API key          {key}
+  checkout page    {checkout}
+                   (a demo invoice of 25.00 USD: open it in a browser and pay it on any rail)
 
 Receive its webhooks: add an endpoint (its signing secret is in the answer, shown once):
   curl -s {url}/v1/webhook_endpoints -H 'Authorization: Bearer {key}' \
@@ -412,6 +455,7 @@ payment_methods.ethereum.call the same way.
             bridge_payout = eth.bridge_payout,
             liquidity = DEV_LIQUIDITY_ETH,
             key = demo.api_key,
+            checkout = checkout,
             rates = DEV_RATES,
             cast = relay_testnet::cast_exe()?.display(),
             escrow = eth.escrow,
@@ -421,7 +465,7 @@ payment_methods.ethereum.call the same way.
             token = eth.token,
         );
     }
-    let result = server::serve(&config, store, listener, server::shutdown_signal()).await;
+    let result = serving.await.context("the relay task failed")?;
     faucet_task.abort();
     let _ = faucet_task.await;
     drop(testnet);

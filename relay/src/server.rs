@@ -139,6 +139,18 @@ pub async fn serve<S: Store + Clone>(
         assets: Arc::new(asset_book(config)?),
         rates: Arc::new(rates(config)?),
         clock: clock.clone(),
+        checkout_base: Some(
+            config
+                .public_url
+                .clone()
+                .unwrap_or_else(|| {
+                    format!(
+                        "http://{}",
+                        listener.local_addr().map_or(config.listen, |a| a)
+                    )
+                })
+                .into(),
+        ),
     };
     let state = AppState {
         engine: engine.clone(),

@@ -120,6 +120,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::keys::list,
         routes::keys::roll,
         routes::keys::revoke,
+        routes::checkout::payment_request,
     ),
     components(schemas(error::ErrorBody, view::InvoiceView, view::EventView, view::RefundView, view::BalancesView, view::RefundReserveView)),
     modifiers(&SecurityAddon)
@@ -288,7 +289,13 @@ pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
         .route(
             "/v1/gateways/stripe/webhook",
             post(routes::gateway::stripe_webhook::<S>),
-        );
+        )
+        .route("/pay/{token}", get(routes::checkout::page::<S>))
+        .route(
+            "/pay/{token}/payment_request",
+            get(routes::checkout::payment_request::<S>),
+        )
+        .route("/checkout-assets/{file}", get(routes::checkout::asset));
     Router::new()
         .merge(v1)
         .route("/healthz", get(healthz))

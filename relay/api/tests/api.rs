@@ -108,6 +108,7 @@ async fn env_throttled(throttle: Option<relay_api::throttle::Throttle>) -> Env {
             FixedRates::from_pairs([("BTC/USD", "60000"), ("ETH/USD", "2500")]).unwrap(),
         ),
         clock: clock.clone(),
+        checkout_base: Some("http://pay.test".into()),
     };
     let state = AppState {
         engine,
@@ -1633,4 +1634,182 @@ async fn the_openapi_document_covers_every_answer_and_bad_paths_get_json() {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert_eq!(bad.headers["content-type"], "application/json");
     assert_eq!(bad.json["error"]["code"], "path_invalid");
+}
+
+/// The page of a checkout URL, as a browser asks for it (no key), and its text with HTML's
+/// escapes undone.
+async fn open_page(env: &Env, path: &str, headers: &[(&str, &str)]) -> (Resp, String) {
+    let r = env.call("GET", path, None, None, headers).await;
+    let text = String::from_utf8(r.raw.clone())
+        .unwrap()
+        .replace("&#x2f;", "/")
+        .replace("&#x27;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    (r, text)
+}
+
+/// Every invoice gets a checkout URL whose token is neither its id nor guessable; the page and
+/// its JSON need no key, show what to pay on each rail with a QR code, keep every merchant secret
+/// out, speak English or Chinese, follow the invoice's state, and carry a strict policy.
+#[tokio::test]
+async fn the_checkout_page_shows_what_to_pay_without_any_key_or_secret() {
+    let env = env().await;
+    let r = env
+        .post(
+            "/v1/invoices",
+            json!({"amount": "25.00", "currency": "USD", "description": "Two coffees",
+                "order_id": "private-order-7", "metadata": {"customer": "private-meta"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let inv = r.json;
+    let id = inv["id"].as_str().unwrap();
+    let url = inv["checkout_url"].as_str().unwrap();
+    let path = url.strip_prefix("http://pay.test").unwrap();
+    let token = path.strip_prefix("/pay/").unwrap();
+    assert!(token.starts_with("cs_") && token.len() == 35, "{token}");
+    assert!(
+        !url.contains(id.trim_start_matches("inv_")),
+        "the token is not the invoice id"
+    );
+    let other = env.post("/v1/invoices", body()).await.json;
+    assert_ne!(other["checkout_url"], inv["checkout_url"]);
+
+    let (page, html) = open_page(&env, path, &[]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(page.headers["cache-control"], "no-store");
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(
+        html.contains("Pay shop 1") && html.contains("Two coffees"),
+        "{html}"
+    );
+    assert!(html.contains("25.00 USD"));
+    let btc = &inv["payment_methods"]["bitcoin"];
+    let eth = &inv["payment_methods"]["ethereum"];
+    for shown in [
+        btc["address"].as_str().unwrap(),
+        btc["amount"].as_str().unwrap(),
+        eth["amount"].as_str().unwrap(),
+    ] {
+        assert!(html.contains(shown), "{shown} not on the page");
+    }
+    assert!(html.contains(eth["uri"].as_str().unwrap()));
+    assert!(html.contains(btc["uri"].as_str().unwrap()));
+    assert_eq!(html.matches("<svg").count(), 2, "a QR code per crypto rail");
+    assert!(html.contains("Awaiting payment") && html.contains("Expires in"));
+    for secret in [
+        env.key.as_str(),
+        "whsec_",
+        "private-order-7",
+        "private-meta",
+    ] {
+        assert!(!html.contains(secret), "{secret} is on the page");
+    }
+
+    // Chinese, by query or by the browser's languages.
+    let (_, zh) = open_page(&env, &format!("{path}?lang=zh-CN"), &[]).await;
+    assert!(
+        zh.contains("lang=\"zh-CN\"") && zh.contains("等待付款") && zh.contains("向 shop 1 付款")
+    );
+    let (_, zh) = open_page(
+        &env,
+        path,
+        &[("accept-language", "zh-CN,zh;q=0.9,en;q=0.8")],
+    )
+    .await;
+    assert!(zh.contains("等待付款"));
+
+    // The wallet apps' JSON: the same request, any origin may read it.
+    let j = env
+        .call("GET", &format!("{path}/payment_request"), None, None, &[])
+        .await;
+    assert_eq!(j.status, StatusCode::OK);
+    assert_eq!(j.headers["access-control-allow-origin"], "*");
+    assert_eq!(j.json["merchant"], "shop 1");
+    assert_eq!(j.json["amount_due"], "25.00");
+    assert_eq!(j.json["payment_methods"]["bitcoin"]["uri"], btc["uri"]);
+    assert!(j.json.get("order_id").is_none() && j.json.get("metadata").is_none());
+
+    // Half paid in bitcoin: what is still due, in the page's words and in the JSON.
+    let half: u64 = btc["amount_sat"]
+        .as_str()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        .div_ceil(2);
+    pay(
+        &env,
+        id,
+        relay_core::invoice::InvoiceInput::Observe {
+            reference: relay_core::PaymentRef::Bitcoin {
+                txid: "ab".repeat(32).parse().unwrap(),
+                vout: 0,
+            },
+            method: Method::Bitcoin,
+            asset: "BTC".into(),
+            amount: relay_core::Amount::from_minor(u128::from(half)),
+            confirmed: true,
+            confirmations: 2,
+            seen_at: None,
+        },
+    )
+    .await;
+    let j = env
+        .call(
+            "GET",
+            &format!("{path}/payment_request?lang=en"),
+            None,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(j.json["status_class"], "partial", "{}", j.json);
+    assert_eq!(j.json["amount_due"], "12.50");
+    let (_, html) = open_page(&env, path, &[]).await;
+    assert!(html.contains("12.50 USD still due"), "{html}");
+
+    // Canceled: no longer payable, and the page says so instead of showing addresses.
+    let other_id = other["id"].as_str().unwrap();
+    let c = env
+        .post(&format!("/v1/invoices/{other_id}/cancel"), json!({}))
+        .await;
+    assert_eq!(c.status, StatusCode::OK, "{}", c.json);
+    let other_path = other["checkout_url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("http://pay.test")
+        .unwrap();
+    let (_, html) = open_page(&env, other_path, &[]).await;
+    assert!(
+        html.contains("no longer valid") && !html.contains("<svg"),
+        "{html}"
+    );
+
+    // A token nobody was given: 404, for the page and the JSON; malformed ones are not looked up.
+    for bad in [
+        "/pay/cs_00000000000000000000000000000000",
+        "/pay/inv_x",
+        &format!("/pay/{id}"),
+    ] {
+        let (r, _) = open_page(&env, bad, &[]).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{bad}");
+        let j = env
+            .call("GET", &format!("{bad}/payment_request"), None, None, &[])
+            .await;
+        assert_eq!(j.status, StatusCode::NOT_FOUND);
+        assert_eq!(j.json["error"]["code"], "resource_missing");
+    }
+    let css = env
+        .call("GET", "/checkout-assets/checkout.css", None, None, &[])
+        .await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert_eq!(css.headers["content-type"], "text/css; charset=utf-8");
 }

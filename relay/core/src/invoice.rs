@@ -237,7 +237,7 @@ pub enum PaymentStatus {
 impl PaymentStatus {
     /// Whether the payment's money is (still) on its way to or with the merchant. A disputed
     /// payment still is, until the dispute is lost.
-    fn is_live(self) -> bool {
+    pub fn is_live(self) -> bool {
         matches!(
             self,
             PaymentStatus::Pending | PaymentStatus::Confirmed | PaymentStatus::Disputed
@@ -250,7 +250,7 @@ impl PaymentStatus {
     }
 
     /// Whether the payment is final enough to settle an invoice.
-    fn is_final(self) -> bool {
+    pub fn is_final(self) -> bool {
         matches!(self, PaymentStatus::Confirmed | PaymentStatus::Disputed)
     }
 
@@ -325,8 +325,18 @@ pub struct Invoice {
     /// The card PaymentIntent can no longer be charged (canceled at the gateway, or finished).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub intent_closed: bool,
+    /// The payer's page: its unguessable token (not the invoice id) and its full URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<Checkout>,
     /// Incremented on every change, for optimistic concurrency in the store.
     pub version: u64,
+}
+
+/// An invoice's checkout page, `GET /pay/{token}`, which the payer may open without any key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkout {
+    pub token: String,
+    pub url: String,
 }
 
 impl Invoice {
@@ -358,6 +368,7 @@ impl Invoice {
             refunds: Vec::new(),
             payments_capped: false,
             intent_closed: false,
+            checkout: None,
             version: 1,
         };
         Ok((invoice, vec![EventType::InvoiceCreated]))
@@ -415,7 +426,11 @@ impl Invoice {
             .iter()
             .filter_map(|q| q.ethereum.as_ref())
             .map(|e| Lookup::eth_salt(&format!("{:#x}", e.salt)));
-        cards.chain(scripts).chain(salts).collect()
+        let checkout = self
+            .checkout
+            .iter()
+            .map(|c| Lookup::Checkout(c.token.clone()));
+        cards.chain(scripts).chain(salts).chain(checkout).collect()
     }
 
     /// The confirmations a payment on `method` needs to be final: the bitcoin or Ethereum policy
@@ -815,6 +830,24 @@ impl Invoice {
             Some(n) => n / q.due.amount.0,
             None => U256::MAX,
         }
+    }
+
+    /// What is still due, in the price's minor units: the price less what the live payments made
+    /// in time are worth at their locked rates (zero once they cover it).
+    pub fn still_due(&self) -> Amount {
+        let mut paid = U256::ZERO;
+        for method in Method::ALL {
+            let mut sum = Amount::ZERO;
+            for p in self
+                .payments
+                .iter()
+                .filter(|p| p.method == method && p.status.is_live() && self.in_time(p))
+            {
+                sum = sum.checked_add(p.amount).unwrap_or(Amount(U256::MAX));
+            }
+            paid = paid.saturating_add(self.credit(method, sum));
+        }
+        Amount(self.price.amount.0.saturating_sub(paid))
     }
 
     /// The status and exception that the current payments, clock and cancellation imply.

@@ -31,7 +31,7 @@ pub use event::{Event, EventType};
 pub use gateway::{GatewayEvent, GatewayEventKind};
 pub use id::{EventId, InvoiceId, MerchantId, OrderedIds};
 pub use invoice::{
-    eth_payment_id, BitcoinPayTo, CardIntent, EthereumPayTo, Invoice, InvoiceException,
+    eth_payment_id, BitcoinPayTo, CardIntent, Checkout, EthereumPayTo, Invoice, InvoiceException,
     InvoiceStatus, Lookup, LookupKind, Method, MethodQuote, NewInvoice, Payment, PaymentStatus,
     ReceiveAddress, ReceiveAddresses,
 };

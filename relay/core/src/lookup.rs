@@ -14,6 +14,8 @@ pub enum Lookup {
     /// An Ethereum invoice's salt, `0x`-hex lowercase: every deposit names its salt, so the watcher
     /// finds the invoice even when the deposit's other terms are wrong.
     EthSalt(String),
+    /// The unguessable token of the invoice's checkout page (`/pay/{token}`).
+    Checkout(String),
 }
 
 /// The kinds of [`Lookup`], for listing every key of one kind.
@@ -22,6 +24,7 @@ pub enum LookupKind {
     CardIntent,
     BtcScript,
     EthSalt,
+    Checkout,
 }
 
 impl LookupKind {
@@ -31,6 +34,7 @@ impl LookupKind {
             LookupKind::CardIntent => "card:",
             LookupKind::BtcScript => "btcs:",
             LookupKind::EthSalt => "eths:",
+            LookupKind::Checkout => "pay:",
         }
     }
 }
@@ -46,6 +50,7 @@ impl Lookup {
             Lookup::CardIntent(_) => LookupKind::CardIntent,
             Lookup::BtcScript(_) => LookupKind::BtcScript,
             Lookup::EthSalt(_) => LookupKind::EthSalt,
+            Lookup::Checkout(_) => LookupKind::Checkout,
         }
     }
 
@@ -53,7 +58,9 @@ impl Lookup {
     pub fn key(&self) -> String {
         let prefix = self.kind().prefix();
         match self {
-            Lookup::CardIntent(v) | Lookup::EthSalt(v) => format!("{prefix}{v}"),
+            Lookup::CardIntent(v) | Lookup::EthSalt(v) | Lookup::Checkout(v) => {
+                format!("{prefix}{v}")
+            }
             Lookup::BtcScript(script) => format!("{prefix}{script}"),
         }
     }
@@ -64,6 +71,7 @@ impl Lookup {
             LookupKind::CardIntent,
             LookupKind::BtcScript,
             LookupKind::EthSalt,
+            LookupKind::Checkout,
         ]
         .into_iter()
         .find_map(|kind| {
@@ -72,6 +80,7 @@ impl Lookup {
                 LookupKind::CardIntent => Lookup::CardIntent(value),
                 LookupKind::BtcScript => Lookup::BtcScript(value.parse().ok()?),
                 LookupKind::EthSalt => Lookup::EthSalt(value),
+                LookupKind::Checkout => Lookup::Checkout(value),
             })
         })
     }

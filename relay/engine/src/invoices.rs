@@ -76,6 +76,16 @@ pub struct Created {
     pub body: String,
 }
 
+/// A new checkout page under `base`: 128 random bits, so the page of an invoice cannot be found
+/// from anything but its URL (not from the invoice id, not by counting).
+fn checkout_page(base: &str) -> relay_core::Checkout {
+    let token = format!("cs_{}", hex::encode(rand::random::<[u8; 16]>()));
+    relay_core::Checkout {
+        url: format!("{}/pay/{token}", base.trim_end_matches('/')),
+        token,
+    }
+}
+
 impl<S: Store> Engine<S> {
     /// Creates an invoice for `merchant`: the rails it can be paid on, a quote for each, what each
     /// is paid to, all stored with its `invoice.created` event in one write (and the answer under
@@ -102,6 +112,7 @@ impl<S: Store> Engine<S> {
         self.offer_only_available(merchant, &mut params, named.as_deref().unwrap_or(&[]))?;
         let quotes = params.quote(&self.assets, self.rates.as_ref())?;
         let (mut invoice, kinds) = Invoice::create(self.ids.invoice_id(), params, quotes, now)?;
+        invoice.checkout = self.checkout_base.as_deref().map(checkout_page);
         self.attach_settlement(merchant, &mut invoice)?;
         self.attach_ethereum_deposit(merchant, &mut invoice)?;
         self.attach_card_intent(&mut invoice).await?;

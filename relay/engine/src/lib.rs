@@ -36,6 +36,9 @@ pub struct Engine<S> {
     pub bitcoin: Option<BitcoinRail>,
     /// The Ethereum rail, when a node and an escrow are configured.
     pub ethereum: Option<EthereumRail>,
+    /// Where payers reach the relay (`https://pay.example.com`): each new invoice gets a checkout
+    /// page under it, `/pay/{token}`. None: invoices have none.
+    pub checkout_base: Option<Arc<str>>,
 }
 
 impl<S: Clone> Clone for Engine<S> {
@@ -49,6 +52,7 @@ impl<S: Clone> Clone for Engine<S> {
             card: self.card.clone(),
             bitcoin: self.bitcoin.clone(),
             ethereum: self.ethereum.clone(),
+            checkout_base: self.checkout_base.clone(),
         }
     }
 }

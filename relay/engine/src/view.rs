@@ -48,6 +48,10 @@ pub struct InvoiceView {
     /// Merchants paid on Ethereum: how the card and bitcoin payments reach them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settlement: Option<SettlementPlanView>,
+    /// The payer's page: send the payer here (no key needed). Its token is unguessable and is
+    /// not the invoice id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkout_url: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -428,6 +432,7 @@ impl InvoiceView {
             amount: inv.price.to_decimal_string(),
             amount_minor: inv.price.amount.to_string(),
             currency: inv.price.asset.code.clone(),
+            checkout_url: inv.checkout.as_ref().map(|c| c.url.clone()),
             order_id: inv.order_id.clone(),
             description: inv.description.clone(),
             metadata: inv.metadata.clone(),

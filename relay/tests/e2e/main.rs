@@ -475,6 +475,7 @@ async fn expiry_sweep_expires_unpaid_invoices_once() {
         card: None,
         bitcoin: None,
         ethereum: None,
+        checkout_base: None,
     };
     let created = relay::merchant::create(
         &store,
@@ -578,9 +579,15 @@ async fn pay_by_card(client: &reqwest::Client, stripe: &str, pi: &str) {
 /// `relay dev` brings up the testnet and a relay that creates invoices; SIGINT stops it all.
 #[tokio::test(flavor = "multi_thread")]
 async fn relay_dev_serves_invoices_and_stops_its_nodes() {
-    let help = Command::new(RELAY).args(["dev", "--help"]).output().unwrap();
+    let help = Command::new(RELAY)
+        .args(["dev", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    assert!(help.contains("127.0.0.1:8080"), "--listen's default: {help}");
+    assert!(
+        help.contains("127.0.0.1:8080"),
+        "--listen's default: {help}"
+    );
     // Port 0: the relay binds a port nobody else can be handed meanwhile and prints it.
     let mut child = Command::new(RELAY)
         .args(["dev", "--listen", "127.0.0.1:0"])
@@ -823,6 +830,13 @@ async fn relay_dev_serves_invoices_and_stops_its_nodes() {
     let on_chain =
         relay_testnet::cast(&["call", escrow, "operator()(address)", "--rpc-url", &anvil]).unwrap();
     assert_eq!(on_chain.trim().to_lowercase(), operator.to_lowercase());
+    // The demo invoice's checkout page opens, without a key.
+    let checkout = field("checkout page");
+    assert!(checkout.starts_with(&format!("{url}/pay/cs_")), "{checkout}");
+    let page = client.get(&checkout).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("Pay Demo shop") && page.contains("25.00 USD"), "{page}");
     // No webhook secret that matches nothing: the banner says how to add an endpoint.
     assert!(!banner.contains("webhook secret"), "{banner}");
     assert!(banner.contains("/v1/webhook_endpoints"), "{banner}");

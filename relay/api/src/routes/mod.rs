@@ -1,5 +1,6 @@
 //! The HTTP handlers, one module per resource.
 
+pub mod checkout;
 pub mod events;
 pub mod gateway;
 pub mod invoices;
