@@ -832,11 +832,17 @@ async fn relay_dev_serves_invoices_and_stops_its_nodes() {
     assert_eq!(on_chain.trim().to_lowercase(), operator.to_lowercase());
     // The demo invoice's checkout page opens, without a key.
     let checkout = field("checkout page");
-    assert!(checkout.starts_with(&format!("{url}/pay/cs_")), "{checkout}");
+    assert!(
+        checkout.starts_with(&format!("{url}/pay/cs_")),
+        "{checkout}"
+    );
     let page = client.get(&checkout).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let page = page.text().await.unwrap();
-    assert!(page.contains("Pay Demo shop") && page.contains("25.00 USD"), "{page}");
+    assert!(
+        page.contains("Pay Demo shop") && page.contains("25.00 USD"),
+        "{page}"
+    );
     // No webhook secret that matches nothing: the banner says how to add an endpoint.
     assert!(!banner.contains("webhook secret"), "{banner}");
     assert!(banner.contains("/v1/webhook_endpoints"), "{banner}");
