@@ -9,6 +9,8 @@
 #   tools/node_modules  <- npm ci   (tools/package-lock.json)
 #   tools/venv          <- pip      (tools/requirements.txt; build backend pinned
 #                                    by tools/build-constraints.txt)
+# and, with apt (as root), Debian's chromium and chromium-driver for the checkout page's
+# browser tests, when they are missing.
 # A stamp file per step records a hash of its inputs; the step is redone only
 # when the folder is missing or the hash changed. Safe without a TTY / CI=true.
 set -euo pipefail
@@ -107,6 +109,21 @@ if [ ! -e "$ROOT/contracts/lib" ] && [ ! -L "$ROOT/contracts/lib" ] && [ -d "$RO
   ln -s ../tools/node_modules "$ROOT/contracts/lib"
 fi
 
+# Chromium and its WebDriver, from the distribution (the checkout page's browser tests drive
+# them). apt needs root; without it, say what to install.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "setup: apt-get install chromium chromium-driver"
+    log="$TOOLS/.install-apt.log"
+    { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        chromium chromium-driver fonts-noto-cjk; } >"$log" 2>&1 ||
+      fail "apt-get install chromium chromium-driver failed (full log: $log)"
+  else
+    fail "chromium and chromedriver are missing: install Debian's chromium, chromium-driver and fonts-noto-cjk (apt needs root)"
+  fi
+fi
+
 flock -u 9
 
 # ----------------------------------------------------------------------- verify
@@ -163,6 +180,10 @@ check cast   first_line "$FOUNDRY/cast-linux-amd64/bin/cast" --version
 check solc   last_line "$TOOLS/solc" --version
 check libs   contract_libs
 check postgres first_line env LD_LIBRARY_PATH="$PG_PKG/native/lib" "$PG_PKG/native/bin/postgres" --version
+# Debian's chromium wrapper script complains on stderr about the machine's memory: not an error.
+chromium_version() { chromium --version 2>/dev/null; }
+check chromium first_line chromium_version
+check chromedriver first_line chromedriver --version
 wait
 bg_result() { # name, file
   local name="$1" file="$2"
