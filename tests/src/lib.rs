@@ -6,6 +6,7 @@
 //! The tools come from `scripts/setup.sh`, which installs them into `tools/` of the repository.
 //! A missing tool is an error that says so and how to install it; nothing is skipped silently.
 
+pub mod browser;
 pub mod btc_wallet;
 pub mod postgres;
 mod process;

@@ -3,6 +3,7 @@
 
 mod bitcoin;
 mod card;
+mod checkout;
 mod cluster;
 mod ethereum;
 mod operator;
