@@ -26,26 +26,41 @@
   tick();
   setInterval(tick, 1000);
   var status = document.getElementById("status");
-  var url = root.getAttribute("data-status-url");
+  var lang = encodeURIComponent(document.documentElement.lang);
   var last = status ? status.textContent : "";
-  function poll() {
-    fetch(url + "?lang=" + encodeURIComponent(document.documentElement.lang), { cache: "no-store" })
-      .then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (p) {
-        if (!p || !status) return;
-        if (p.status_text !== last) {
-          last = p.status_text;
-          status.textContent = p.status_text;
-          status.className = "status status-" + p.status_class;
-          if (!p.open) {
-            document.querySelectorAll("section.method, nav[aria-label]").forEach(function (n) {
-              if (n.parentNode === root && n.querySelector(".tabs")) n.hidden = true;
-            });
-            document.querySelectorAll("section.method").forEach(function (n) { n.hidden = true; });
-          }
-        }
-      })
-      .catch(function () {});
+  function show(p) {
+    if (!p || !status || p.status_text === last) return;
+    last = p.status_text;
+    status.textContent = p.status_text;
+    status.className = "status status-" + p.status_class;
+    if (!p.open) {
+      document.querySelectorAll("section.method, nav.methods, .expiry").forEach(function (n) {
+        n.hidden = true;
+      });
+    }
   }
-  setInterval(poll, 2000);
+  // Live: Server-Sent Events; where they are missing or keep failing, a look every two seconds.
+  var polling = null;
+  function poll() {
+    if (polling) return;
+    polling = setInterval(function () {
+      fetch(root.getAttribute("data-status-url") + "?lang=" + lang, { cache: "no-store" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(show)
+        .catch(function () {});
+    }, 2000);
+  }
+  if (window.EventSource) {
+    var heard = false;
+    var source = new EventSource(root.getAttribute("data-events-url") + "?lang=" + lang);
+    source.addEventListener("status", function (e) {
+      heard = true;
+      try { show(JSON.parse(e.data)); } catch (err) { /* ignore a malformed event */ }
+    });
+    source.onerror = function () {
+      if (!heard) { source.close(); poll(); }
+    };
+  } else {
+    poll();
+  }
 })();

@@ -121,6 +121,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::keys::roll,
         routes::keys::revoke,
         routes::checkout::payment_request,
+        routes::checkout::events,
     ),
     components(schemas(error::ErrorBody, view::InvoiceView, view::EventView, view::RefundView, view::BalancesView, view::RefundReserveView)),
     modifiers(&SecurityAddon)
@@ -295,6 +296,7 @@ pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
             "/pay/{token}/payment_request",
             get(routes::checkout::payment_request::<S>),
         )
+        .route("/pay/{token}/events", get(routes::checkout::events::<S>))
         .route("/checkout-assets/{file}", get(routes::checkout::asset));
     Router::new()
         .merge(v1)

@@ -1807,6 +1807,31 @@ async fn the_checkout_page_shows_what_to_pay_without_any_key_or_secret() {
         assert_eq!(j.status, StatusCode::NOT_FOUND);
         assert_eq!(j.json["error"]["code"], "resource_missing");
     }
+    // Live status: an event stream whose first event is the payment request as it stands.
+    let req = Request::builder()
+        .uri(format!("{path}/events?lang=en"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = env.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    let frame = String::from_utf8(frame.to_vec()).unwrap();
+    assert!(frame.starts_with("event: status\ndata: "), "{frame}");
+    let data: Value =
+        serde_json::from_str(frame.lines().nth(1).unwrap().trim_start_matches("data: ")).unwrap();
+    assert_eq!(data["status_class"], "partial");
+    let none = env
+        .call(
+            "GET",
+            "/pay/cs_00000000000000000000000000000000/events",
+            None,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND);
     let css = env
         .call("GET", "/checkout-assets/checkout.css", None, None, &[])
         .await;

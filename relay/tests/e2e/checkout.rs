@@ -182,6 +182,30 @@ async fn the_checkout_page_follows_a_bitcoin_payment_in_a_browser_without_a_relo
         .await
         .unwrap();
     assert_eq!(mark, json!(42), "the page was reloaded");
+    // It heard over Server-Sent Events, without falling back to polling.
+    let requests = |route: &str| {
+        let (client, url) = (client.clone(), server.url.clone());
+        let route = route.to_owned();
+        async move {
+            let text = client
+                .get(format!("{url}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines()
+                .filter(|l| {
+                    l.starts_with("relay_http_requests_total")
+                        && l.contains(&format!("route=\"{route}\""))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        }
+    };
+    assert!(requests("/pay/{token}/events").await >= 1.0);
+    assert_eq!(requests("/pay/{token}/payment_request").await, 0.0);
 
     // In Simplified Chinese.
     page.goto(&format!(
