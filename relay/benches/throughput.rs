@@ -21,6 +21,8 @@
 //!     `payment_intent.succeeded` delivered to the relay, timed until the merchant's endpoint
 //!     has `invoice.settled` and, for a merchant paid on Ethereum, `settlement.paid` (the
 //!     escrow's `settle` mined on anvil, WebSocket heads).
+//! 12. Checkout: the page's weight (HTML + CSS + JS), against a 100 KB aim, and the time from a
+//!     bitcoin block being mined to the open page's event stream saying `settled`.
 //! 11. PostgreSQL: the server's own single-row insert + commit rate (the limit), `POST` and `GET
 //!     /v1/invoices` with 1, 2 and 3 relays on one database beside one on sled, and failover (the
 //!     leader SIGKILLed, timed until the next block's payment is settled by another relay).
@@ -579,7 +581,7 @@ fn main() {
         let dur = secs();
         println!("relay throughput bench: {CONCURRENCY} concurrent connections, {}s per phase, {} cores", dur.as_secs(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         // `RELAY_BENCH_ONLY=ethereum` runs phases 7 and 8 alone, `=webhooks` phase 9, `=card`
-        // phase 10, `=postgres` phase 11.
+        // phase 10, `=postgres` phase 11, `=checkout` phase 12.
         let only = std::env::var("RELAY_BENCH_ONLY").unwrap_or_default();
         let only_eth = !only.is_empty();
         // Invoices offer bitcoin, so creating one derives an address: the relay needs its node.
@@ -718,6 +720,9 @@ fn main() {
         if only.is_empty() || only == "postgres" {
             postgres_phase(&node, dur).await;
         }
+        if only.is_empty() || only == "checkout" {
+            checkout_phase(&node, rounds).await;
+        }
     });
 }
 
@@ -771,6 +776,88 @@ async fn postgres_phase(node: &relay_testnet::BitcoinNode, dur: Duration) {
     for ttl in [8u64, 2] {
         failover(&pg, &btc, ttl).await;
     }
+}
+
+/// Phase 12: the checkout page's weight, and block mined -> the page's event stream says settled.
+async fn checkout_phase(node: &relay_testnet::BitcoinNode, rounds: usize) {
+    use std::str::FromStr;
+    let mut wallet = relay_testnet::btc_wallet::TestWallet::new(78);
+    wallet.fund(node, 2).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = {
+        let store = SledStore::open(dir.path()).unwrap();
+        let (_, key) = merchant_in(&store).await;
+        store.durable().await.unwrap();
+        key
+    };
+    let relay = start_relay(dir.path(), &node.rpc_url_with_auth(), 100, &[]).await;
+    let client = reqwest::Client::new();
+    let invoice = |i: usize| {
+        let (client, url, key) = (&client, &relay.url, &key);
+        async move {
+            let v: Value = client.post(format!("{url}/v1/invoices")).bearer_auth(key)
+                .json(&json!({"amount": format!("{}.00", 10 + i), "currency": "USD", "description": "Bench order", "payment_methods": ["bitcoin"]}))
+                .send().await.unwrap().json().await.unwrap();
+            v
+        }
+    };
+    let first = invoice(0).await;
+    let page_url = first["checkout_url"].as_str().unwrap();
+    let mut bytes = 0usize;
+    for url in [
+        page_url.to_owned(),
+        format!("{}/checkout-assets/checkout.css", relay.url),
+        format!("{}/checkout-assets/checkout.js", relay.url),
+    ] {
+        bytes += client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .len();
+    }
+    println!("checkout page weight: HTML + CSS + JS {:.1} KB (uncompressed, one crypto rail with its QR code)  ratio to the 100 KB aim {:.2}",
+        bytes as f64 / 1024.0, bytes as f64 / 102_400.0);
+    let mut times = Vec::new();
+    for i in 0..rounds {
+        let inv = invoice(i + 1).await;
+        let btc = &inv["payment_methods"]["bitcoin"];
+        let script = relay_bitcoin::bitcoin::Address::from_str(btc["address"].as_str().unwrap())
+            .unwrap()
+            .assume_checked()
+            .script_pubkey();
+        let sat: u64 = btc["amount_sat"].as_str().unwrap().parse().unwrap();
+        // The open page's stream: what the payer's browser listens to.
+        let mut stream = client
+            .get(format!("{}/events", inv["checkout_url"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap();
+        let tx = wallet.pay(&[(script, sat)]).unwrap();
+        relay_testnet::btc_wallet::broadcast(node, &tx).unwrap();
+        let mut seen = String::new();
+        // Seen in the mempool first, as in real use.
+        while !seen.contains("\"status_class\":\"processing\"") {
+            seen.push_str(&String::from_utf8_lossy(
+                &stream.chunk().await.unwrap().unwrap(),
+            ));
+        }
+        node.mine(1, &[0xee; 20]).unwrap();
+        let mined = Instant::now();
+        seen.clear();
+        while !seen.contains("\"status_class\":\"settled\"") {
+            seen.push_str(&String::from_utf8_lossy(
+                &stream.chunk().await.unwrap().unwrap(),
+            ));
+        }
+        times.push(mined.elapsed());
+    }
+    times.sort();
+    println!("bitcoin block mined -> the open checkout page's stream says settled (watcher poll 100 ms, stream looks every 500 ms): median {:>7.1} ms  max {:>7.1} ms  ({} rounds)",
+        times[times.len() / 2].as_secs_f64() * 1e3, times[times.len() - 1].as_secs_f64() * 1e3, rounds);
 }
 
 /// PostgreSQL's own rate of single-row inserts, each committed on its own, from 64 connections.

@@ -1832,6 +1832,26 @@ async fn the_checkout_page_shows_what_to_pay_without_any_key_or_secret() {
         )
         .await;
     assert_eq!(none.status, StatusCode::NOT_FOUND);
+    // Past its expiry, an unpaid invoice's page says so and offers nothing to pay.
+    let late = env
+        .post(
+            "/v1/invoices",
+            json!({"amount": "3.00", "currency": "USD", "expires_in": 60}),
+        )
+        .await
+        .json;
+    let late_path = late["checkout_url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("http://pay.test")
+        .unwrap()
+        .to_owned();
+    env.clock.0.fetch_add(61, Ordering::SeqCst);
+    let (_, html) = open_page(&env, &late_path, &[]).await;
+    assert!(
+        html.contains("This payment request has expired") && !html.contains("<svg"),
+        "{html}"
+    );
     let css = env
         .call("GET", "/checkout-assets/checkout.css", None, None, &[])
         .await;
