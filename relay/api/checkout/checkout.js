@@ -38,6 +38,15 @@
         n.hidden = true;
       });
     }
+    if (p.redirect_url && !document.querySelector("a.return")) {
+      var a = document.createElement("a");
+      a.className = "return";
+      a.href = p.redirect_url;
+      a.textContent = p.redirect_text;
+      var line = document.createElement("p");
+      line.appendChild(a);
+      status.parentNode.appendChild(line);
+    }
   }
   // Live: Server-Sent Events; where they are missing or keep failing, a look every two seconds.
   var polling = null;

@@ -1858,3 +1858,74 @@ async fn the_checkout_page_shows_what_to_pay_without_any_key_or_secret() {
     assert_eq!(css.status, StatusCode::OK);
     assert_eq!(css.headers["content-type"], "text/css; charset=utf-8");
 }
+
+/// A merchant's return address: only http(s) without credentials is taken, and the checkout page
+/// links back to it once the invoice is paid, not before.
+#[tokio::test]
+async fn the_checkout_page_links_back_to_the_merchant_once_paid() {
+    let env = env().await;
+    for hostile in [
+        "javascript:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "ftp://shop.example.com/",
+        "https://user:pass@shop.example.com/",
+        "not a url",
+    ] {
+        let r = env
+            .post(
+                "/v1/invoices",
+                json!({"amount": "5.00", "currency": "USD", "redirect_url": hostile}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{hostile}");
+        assert_eq!(r.json["error"]["code"], "redirect_url_invalid");
+        assert_eq!(r.json["error"]["param"], "redirect_url");
+    }
+    let back = "https://shop.example.com/orders/A-7?paid=1";
+    let inv = env
+        .post(
+            "/v1/invoices",
+            json!({"amount": "5.00", "currency": "USD", "redirect_url": back,
+                "payment_methods": ["ethereum"]}),
+        )
+        .await
+        .json;
+    assert_eq!(inv["redirect_url"], back);
+    let path = inv["checkout_url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("http://pay.test")
+        .unwrap()
+        .to_owned();
+    let (_, html) = open_page(&env, &path, &[]).await;
+    assert!(!html.contains(back), "a return link before payment");
+    let eth = &inv["payment_methods"]["ethereum"];
+    pay(
+        &env,
+        inv["id"].as_str().unwrap(),
+        relay_core::invoice::InvoiceInput::Observe {
+            reference: relay_core::PaymentRef::Ethereum(relay_core::PaymentId(
+                eth["payment_id"].as_str().unwrap().parse().unwrap(),
+            )),
+            method: Method::Ethereum,
+            asset: "ETH".into(),
+            amount: relay_core::Amount::from_minor(
+                eth["amount_minor"].as_str().unwrap().parse().unwrap(),
+            ),
+            confirmed: true,
+            confirmations: 1,
+            seen_at: None,
+        },
+    )
+    .await;
+    let (_, html) = open_page(&env, &path, &[]).await;
+    assert!(
+        html.contains(&format!("href=\"{back}\"")) && html.contains("Return to shop 1"),
+        "{html}"
+    );
+    let j = env
+        .call("GET", &format!("{path}/payment_request"), None, None, &[])
+        .await;
+    assert_eq!(j.json["status_class"], "settled");
+    assert_eq!(j.json["redirect_url"], back);
+}

@@ -328,6 +328,10 @@ pub struct Invoice {
     /// The payer's page: its unguessable token (not the invoice id) and its full URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkout: Option<Checkout>,
+    /// Where the checkout page sends the payer back once the invoice is paid (an http(s) URL the
+    /// merchant gave).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_url: Option<String>,
     /// Incremented on every change, for optimistic concurrency in the store.
     pub version: u64,
 }
@@ -369,6 +373,7 @@ impl Invoice {
             payments_capped: false,
             intent_closed: false,
             checkout: None,
+            redirect_url: None,
             version: 1,
         };
         Ok((invoice, vec![EventType::InvoiceCreated]))

@@ -26,6 +26,8 @@ pub struct InvoiceOrder {
     pub methods: Option<Vec<Method>>,
     /// `ETH` or a token code; `None`: the price's token, else ether.
     pub eth_asset: Option<String>,
+    /// Where the checkout page sends the payer back once paid (already checked: http(s)).
+    pub redirect_url: Option<String>,
 }
 
 /// Why an invoice was not created or changed. Nothing was stored.
@@ -113,6 +115,7 @@ impl<S: Store> Engine<S> {
         let quotes = params.quote(&self.assets, self.rates.as_ref())?;
         let (mut invoice, kinds) = Invoice::create(self.ids.invoice_id(), params, quotes, now)?;
         invoice.checkout = self.checkout_base.as_deref().map(checkout_page);
+        invoice.redirect_url = order.redirect_url;
         self.attach_settlement(merchant, &mut invoice)?;
         self.attach_ethereum_deposit(merchant, &mut invoice)?;
         self.attach_card_intent(&mut invoice).await?;

@@ -52,6 +52,9 @@ pub struct InvoiceView {
     /// not the invoice id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkout_url: Option<String>,
+    /// Where the checkout page sends the payer back once the invoice is paid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_url: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -433,6 +436,7 @@ impl InvoiceView {
             amount_minor: inv.price.amount.to_string(),
             currency: inv.price.asset.code.clone(),
             checkout_url: inv.checkout.as_ref().map(|c| c.url.clone()),
+            redirect_url: inv.redirect_url.clone(),
             order_id: inv.order_id.clone(),
             description: inv.description.clone(),
             metadata: inv.metadata.clone(),

@@ -220,6 +220,17 @@ pub struct PaymentRequestView {
     /// What to pay on each offered rail (bitcoin: address, amount, BIP21 URI; ethereum: the
     /// escrow call and its EIP-681 URI; card: the PaymentIntent's client secret for Stripe.js).
     pub payment_methods: BTreeMap<String, MethodView>,
+    /// Where the merchant sends the payer once paid; present once the invoice is settled.
+    pub redirect_url: Option<String>,
+    /// The words of the link back to the merchant, in the language asked for.
+    pub redirect_text: Option<String>,
+}
+
+/// The merchant's return address, once the invoice is paid.
+fn return_link<'a>(inv: &'a Invoice, st: &State_) -> Option<&'a str> {
+    (st.class == "settled")
+        .then_some(inv.redirect_url.as_deref())
+        .flatten()
 }
 
 /// Finds the invoice of a checkout token and its merchant's name.
@@ -260,6 +271,12 @@ fn request_view(
     now: Timestamp,
 ) -> PaymentRequestView {
     let st = state_of(inv, s, now);
+    let back = return_link(inv, &st).map(|url| {
+        (
+            url.to_owned(),
+            s.t("return_to_merchant", &[("merchant", &merchant)]),
+        )
+    });
     let view = InvoiceView::of(inv);
     let due = Money {
         asset: inv.price.asset.clone(),
@@ -279,6 +296,8 @@ fn request_view(
         amount_due: due.to_decimal_string(),
         expires_at: view.expires_at,
         payment_methods: view.payment_methods,
+        redirect_url: back.as_ref().map(|b| b.0.clone()),
+        redirect_text: back.map(|b| b.1),
     }
 }
 
@@ -402,7 +421,8 @@ pub async fn page<S: Store>(
         "expires_text": format!("{}:{:02}", left / 60, left % 60),
         "status_url": format!("/pay/{token}/payment_request"),
         "events_url": format!("/pay/{token}/events"),
-        "return_url": serde_json::Value::Null,
+        "return_url": return_link(&inv, &st),
+        "return_text": s.t("return_to_merchant", &[("merchant", &merchant)]),
         "methods": methods,
     });
     let body = TEMPLATES

@@ -48,6 +48,10 @@ pub struct CreateInvoiceRequest {
     /// the price's token if the price is in one, else `ETH`.
     #[schema(max_length = 16)]
     pub ethereum_asset: Option<String>,
+    /// Where the checkout page sends the payer back once the invoice is paid: an `http` or
+    /// `https` URL without credentials, up to 2048 characters.
+    #[schema(max_length = 2048, example = "https://shop.example.com/orders/A-1001")]
+    pub redirect_url: Option<String>,
 }
 
 /// The schema of `metadata`: up to 20 strings of up to 500 characters by key.
@@ -208,6 +212,15 @@ pub async fn create<S: Store>(
         .payment_methods
         .map(|names| parse_methods(&names))
         .transpose()?;
+    if let Some(url) = &req.redirect_url {
+        if !redirect_url_ok(url) {
+            return Err(ApiError::invalid(
+                "redirect_url_invalid",
+                "redirect_url must be an http or https URL without credentials, up to 2048 characters",
+            )
+            .with_param("redirect_url"));
+        }
+    }
     let order = InvoiceOrder {
         price: Money { asset, amount },
         order_id: req.order_id,
@@ -216,12 +229,24 @@ pub async fn create<S: Store>(
         expires_in: req.expires_in.unwrap_or(DEFAULT_EXPIRY_SECS),
         methods,
         eth_asset: req.ethereum_asset,
+        redirect_url: req.redirect_url,
     };
     let created = state
         .create_invoice(&merchant, order, idem.answering(&merchant))
         .await?;
     idem.finish(&state, created.commit, StatusCode::OK, created.body)
         .await
+}
+
+/// A return address a payer may be sent to: http(s), a host, no user or password, not too long.
+fn redirect_url_ok(text: &str) -> bool {
+    text.len() <= 2048
+        && url::Url::parse(text).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+        })
 }
 
 pub(crate) async fn owned_invoice<S: Store>(
