@@ -24,6 +24,10 @@ pub struct Config {
     /// Where payers and wallets reach this relay, `https://pay.example.com` (`RELAY_PUBLIC_URL`):
     /// checkout pages are under it. Default: `http://` and the listening address.
     pub public_url: Option<String>,
+    /// Who may show checkout pages in a frame, as a modal on the shop's own site
+    /// (`RELAY_CHECKOUT_FRAME_ANCESTORS`): origins such as `https://shop.example.com`, separated
+    /// by spaces or commas, or `none` (the default).
+    pub checkout_frame_ancestors: String,
     /// `text` or `json` (`RELAY_LOG_FORMAT`).
     pub log_format: String,
     /// Seconds before a request is cut off (`RELAY_REQUEST_TIMEOUT_SECS`).
@@ -157,6 +161,7 @@ impl Default for Config {
             database_url: None,
             lease_ttl_secs: 8,
             public_url: None,
+            checkout_frame_ancestors: "none".into(),
             listen: "127.0.0.1:8080".parse().expect("valid default address"),
             log_format: "text".into(),
             request_timeout_secs: 30,
@@ -223,6 +228,7 @@ impl fmt::Debug for Config {
             .field("database_url", &set(&self.database_url))
             .field("lease_ttl_secs", &self.lease_ttl_secs)
             .field("public_url", &self.public_url)
+            .field("checkout_frame_ancestors", &self.checkout_frame_ancestors)
             .field("listen", &self.listen)
             .field("tls_cert_file", &self.tls_cert_file)
             .field("tls_key_file", &self.tls_key_file.is_some())
@@ -343,6 +349,7 @@ impl Config {
             "DATA_DIR" => self.data_dir = PathBuf::from(value),
             "DATABASE_URL" => self.database_url = opt(value),
             "PUBLIC_URL" => self.public_url = opt(value),
+            "CHECKOUT_FRAME_ANCESTORS" => self.checkout_frame_ancestors = value,
             "LEASE_TTL_SECS" => self.lease_ttl_secs = value.parse().context("expected seconds")?,
             "LISTEN" => {
                 self.listen = value
@@ -527,6 +534,8 @@ impl Config {
         if !(2..=60).contains(&self.lease_ttl_secs) {
             bail!("lease_ttl_secs must be 2 to 60");
         }
+        relay_api::routes::checkout::frame_ancestors(&self.checkout_frame_ancestors)
+            .map_err(anyhow::Error::msg)?;
         if let Some(url) = &self.public_url {
             let ok = url::Url::parse(url).is_ok_and(|u| {
                 matches!(u.scheme(), "http" | "https")

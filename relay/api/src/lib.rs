@@ -53,6 +53,9 @@ pub struct AppState<S> {
     pub in_flight: Option<Arc<tokio::sync::Semaphore>>,
     /// Serialises changes to API keys, so "the last key that can manage keys" stays true.
     pub key_changes: Arc<tokio::sync::Mutex<()>>,
+    /// Who may show the checkout page in a frame (CSP `frame-ancestors`): `'none'`, or origins
+    /// such as `https://shop.example.com` (see [`routes::checkout::frame_ancestors`]).
+    pub checkout_frame_ancestors: Arc<str>,
 }
 
 impl<S> std::ops::Deref for AppState<S> {
@@ -75,6 +78,7 @@ impl<S: Clone> Clone for AppState<S> {
             auth_failures: self.auth_failures.clone(),
             in_flight: self.in_flight.clone(),
             key_changes: self.key_changes.clone(),
+            checkout_frame_ancestors: self.checkout_frame_ancestors.clone(),
         }
     }
 }

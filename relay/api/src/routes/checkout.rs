@@ -301,9 +301,41 @@ fn request_view(
     }
 }
 
+/// The CSP `frame-ancestors` sources of a setting: empty or `none` → `'none'`; `self` → `'self'`;
+/// else space- or comma-separated origins (`https://shop.example.com`, `http://127.0.0.1:3000`),
+/// each an http(s) scheme and host with an optional port, nothing else.
+pub fn frame_ancestors(setting: &str) -> Result<String, String> {
+    let items: Vec<&str> = setting
+        .split([' ', ','])
+        .filter(|s| !s.is_empty())
+        .collect();
+    if items.is_empty() || items == ["none"] || items == ["'none'"] {
+        return Ok("'none'".into());
+    }
+    let mut out = Vec::new();
+    for item in items {
+        if item == "self" || item == "'self'" {
+            out.push("'self'".to_owned());
+            continue;
+        }
+        let (scheme, rest) = item.split_once("://").unwrap_or(("", item));
+        let host_ok = !rest.is_empty()
+            && rest.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '*' | '[' | ']')
+            });
+        if !matches!(scheme, "http" | "https") || !host_ok {
+            return Err(format!(
+                "checkout_frame_ancestors: {item:?} is not an origin like https://shop.example.com"
+            ));
+        }
+        out.push(item.to_owned());
+    }
+    Ok(out.join(" "))
+}
+
 /// Headers every checkout answer carries: never stored by a cache (the state changes), no
 /// referrer, no sniffing, and who may frame it.
-fn guard(headers: &mut HeaderMap, csp: &'static str) {
+fn guard(headers: &mut HeaderMap, csp: &str) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
         header::REFERRER_POLICY,
@@ -313,14 +345,16 @@ fn guard(headers: &mut HeaderMap, csp: &'static str) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(csp),
-    );
+    if let Ok(v) = HeaderValue::from_str(csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
 }
 
-/// The page's policy: its own script and style only, inline SVG, requests to itself, no framing.
-const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// The page's policy: its own script and style only, inline SVG, requests to itself, framed only
+/// by the configured origins.
+fn page_csp(frame_ancestors: &str) -> String {
+    format!("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors {frame_ancestors}")
+}
 const JSON_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
 /// A QR code of `text` as inline SVG.
@@ -362,7 +396,7 @@ pub async fn page<S: Store>(
             m = s.t("not_found", &[]),
         );
         let mut r = (StatusCode::NOT_FOUND, html(body)).into_response();
-        guard(r.headers_mut(), PAGE_CSP);
+        guard(r.headers_mut(), &page_csp(&state.checkout_frame_ancestors));
         return Ok(r);
     };
     let st = state_of(&inv, &s, now);
@@ -433,7 +467,7 @@ pub async fn page<S: Store>(
             ApiError::internal()
         })?;
     let mut r = html(body).into_response();
-    guard(r.headers_mut(), PAGE_CSP);
+    guard(r.headers_mut(), &page_csp(&state.checkout_frame_ancestors));
     Ok(r)
 }
 
@@ -608,6 +642,25 @@ mod tests {
         assert!(!Strings::of("en")
             .t("status_partial", &[("due", "1.00"), ("currency", "USD")])
             .contains('{'));
+    }
+
+    #[test]
+    fn frame_ancestors_are_origins_or_none() {
+        assert_eq!(frame_ancestors("").unwrap(), "'none'");
+        assert_eq!(frame_ancestors("none").unwrap(), "'none'");
+        assert_eq!(
+            frame_ancestors("https://shop.example.com, http://127.0.0.1:3000 self").unwrap(),
+            "https://shop.example.com http://127.0.0.1:3000 'self'"
+        );
+        for bad in [
+            "shop.example.com",
+            "javascript:alert(1)",
+            "https://a.example; script-src *",
+            "https://",
+            "*",
+        ] {
+            assert!(frame_ancestors(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
