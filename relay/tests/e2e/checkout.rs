@@ -35,17 +35,16 @@ async fn shot(page: &Client, name: &str) {
     std::fs::write(shots().join(name), png).unwrap();
 }
 
+/// The text of an element of the page.
+async fn text_of(page: &Client, at: Locator<'_>) -> String {
+    page.find(at).await.unwrap().text().await.unwrap()
+}
+
 /// The text of the page's status line, once it satisfies `done`.
 async fn status_until(page: &Client, what: &str, done: impl Fn(&str) -> bool) -> String {
     let start = Instant::now();
     loop {
-        let text = page
-            .find(Locator::Id("status"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = text_of(page, Locator::Id("status")).await;
         if done(&text) {
             return text;
         }
@@ -122,13 +121,7 @@ async fn the_checkout_page_follows_a_bitcoin_payment_in_a_browser_without_a_relo
     page.goto(inv["checkout_url"].as_str().unwrap())
         .await
         .unwrap();
-    let h1 = page
-        .find(Locator::Css("h1"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let h1 = text_of(&page, Locator::Css("h1")).await;
     assert_eq!(h1, "Pay Tea house");
     let fits: Value = page
         .execute(
@@ -214,21 +207,9 @@ async fn the_checkout_page_follows_a_bitcoin_payment_in_a_browser_without_a_relo
     ))
     .await
     .unwrap();
-    let h1 = page
-        .find(Locator::Css("h1"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let h1 = text_of(&page, Locator::Css("h1")).await;
     assert_eq!(h1, "向 Tea house 付款");
-    let status = page
-        .find(Locator::Id("status"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let status = text_of(&page, Locator::Id("status")).await;
     assert_eq!(status, "付款完成，谢谢！");
     shot(&page, "settled-zh-CN.png").await;
     page.close().await.unwrap();

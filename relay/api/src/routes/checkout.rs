@@ -122,6 +122,16 @@ pub struct PageQuery {
     lang: Option<String>,
 }
 
+impl PageQuery {
+    /// The language of the answer: `?lang=`, else the request's `Accept-Language`.
+    fn lang_with(&self, headers: &HeaderMap) -> &'static str {
+        let accept = headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok());
+        pick_lang(self.lang.as_deref(), accept)
+    }
+}
+
 /// What the payer sees of an invoice: its state, in words of their language.
 struct State_ {
     class: &'static str,
@@ -383,10 +393,7 @@ pub async fn page<S: Store>(
     Query(q): Query<PageQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let accept = headers
-        .get(header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok());
-    let lang = pick_lang(q.lang.as_deref(), accept);
+    let lang = q.lang_with(&headers);
     let s = Strings::of(lang);
     let now = state.clock.now();
     let Some((inv, merchant)) = load(&state, &token).await? else {
@@ -497,10 +504,7 @@ pub async fn payment_request<S: Store>(
     Query(q): Query<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let accept = headers
-        .get(header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok());
-    let s = Strings::of(pick_lang(q.lang.as_deref(), accept));
+    let s = Strings::of(q.lang_with(&headers));
     let mut r = match load(&state, &token).await {
         Ok(Some((inv, merchant))) => {
             Json(request_view(&inv, merchant, &s, state.clock.now())).into_response()
@@ -543,10 +547,7 @@ pub async fn events<S: Store>(
     headers: HeaderMap,
 ) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    let accept = headers
-        .get(header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok());
-    let lang = pick_lang(q.lang.as_deref(), accept);
+    let lang = q.lang_with(&headers);
     match load(&state, &token).await {
         Ok(Some(_)) => {}
         Ok(None) => return ApiError::not_found("payment request").into_response(),
