@@ -1,7 +1,8 @@
 //! The checkout page in a real browser: Chromium driven over WebDriver (Debian's chromium and
 //! chromedriver), against a real relay with a real bitcoin node. The page's QR code is decoded
 //! from a screenshot, payments made by the test's own wallet turn the open page from partly paid
-//! to processing to paid without a reload, and it fits a phone's width. Screenshots are kept in
+//! to processing to paid without a reload, it fits a phone's width, and it can be used with the
+//! keyboard alone. Screenshots are kept in
 //! `target/checkout-screenshots/`.
 
 use crate::{create_invoice, merchant_create_with, Server};
@@ -146,6 +147,52 @@ async fn the_checkout_page_follows_a_bitcoin_payment_in_a_browser_without_a_relo
     std::fs::write(shots().join("qr.png"), &qr).unwrap();
     assert_eq!(decode_qr(&qr), uri);
     shot(&page, "fresh.png").await;
+    // With the keyboard alone: Tab walks the rail's tab, then its copy buttons and the wallet
+    // link; Enter on the tab goes to the rail's section. For a screen reader, the state is a
+    // polite live region and the QR code an image with a name.
+    let mut reached = Vec::new();
+    for _ in 0..8 {
+        page.active_element()
+            .await
+            .unwrap()
+            .send_keys(&fantoccini::key::Key::Tab)
+            .await
+            .unwrap();
+        let focused = page.active_element().await.unwrap();
+        reached.push(focused.text().await.unwrap());
+    }
+    assert_eq!(reached[0], "Bitcoin", "{reached:?}");
+    assert_eq!(
+        reached.iter().filter(|t| *t == "Copy").count(),
+        3,
+        "{reached:?}"
+    );
+    assert!(
+        reached.contains(&"Open in wallet".to_owned()),
+        "{reached:?}"
+    );
+    let a11y: Value = page
+        .execute(
+            "return [document.querySelector('.state').getAttribute('aria-live'), \
+             document.querySelector('figure.qr').getAttribute('role'), \
+             document.querySelector('figure.qr').getAttribute('aria-label'), \
+             document.documentElement.lang];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        a11y,
+        json!(["polite", "img", "QR code of the payment link", "en"])
+    );
+    page.find(Locator::Css(".tabs a"))
+        .await
+        .unwrap()
+        .send_keys(&fantoccini::key::Key::Enter)
+        .await
+        .unwrap();
+    let hash: Value = page.execute("return location.hash;", vec![]).await.unwrap();
+    assert_eq!(hash, json!("#bitcoin"));
     // A mark in the page's own memory: still there at the end means no reload happened.
     page.execute("window.relayMark = 42; return true;", vec![])
         .await
