@@ -17,10 +17,13 @@ use relay_store::{ChainWrite, PayoutKind, Store};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// The name of the bitcoin watcher's state in the store.
 const CHAIN: &str = "bitcoin";
+
+mod feed;
+use feed::news_from_the_store;
+pub use feed::{NewScripts, RefundWatch};
 
 /// The running rail: what the API needs, and the receiving end of new scripts for the watcher.
 pub struct Bitcoin {
@@ -29,102 +32,6 @@ pub struct Bitcoin {
     pub rail: BitcoinRail,
     pub scripts: NewScripts,
     pub refunds: RefundWatch,
-}
-
-/// A script to watch, and for what.
-type Watch = (ScriptBuf, WatchTarget);
-
-/// The scripts this relay's API hands its own watcher. They are passed on only while the watcher
-/// runs in this relay: one that does not hold the bitcoin role keeps nothing (the watcher that
-/// starts later, here or on another relay, loads every script from the store, and one running on
-/// another relay reads them from the store as it goes).
-#[derive(Clone)]
-pub struct NewScripts(Arc<ScriptFeed>);
-
-struct ScriptFeed {
-    tx: mpsc::UnboundedSender<Watch>,
-    rx: std::sync::Mutex<mpsc::UnboundedReceiver<Watch>>,
-    listening: std::sync::atomic::AtomicBool,
-}
-
-impl NewScripts {
-    fn new() -> NewScripts {
-        let (tx, rx) = mpsc::unbounded_channel();
-        NewScripts(Arc::new(ScriptFeed {
-            tx,
-            rx: std::sync::Mutex::new(rx),
-            listening: std::sync::atomic::AtomicBool::new(false),
-        }))
-    }
-
-    /// Whether the watcher runs here. The API calls in after its write is committed, and the
-    /// watcher starts listening before it loads the store: a script is either loaded or sent.
-    fn listening(&self) -> bool {
-        self.0.listening.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    fn send(&self, watch: Watch) {
-        if self.listening() {
-            let _ = self.0.tx.send(watch);
-        }
-    }
-
-    /// The watcher listens until the returned guard is dropped.
-    fn listen(&self) -> Listening<'_> {
-        self.0
-            .listening
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        Listening(self)
-    }
-
-    fn drain(&self) -> Vec<Watch> {
-        let mut rx = self.0.rx.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = Vec::new();
-        while let Ok(w) = rx.try_recv() {
-            out.push(w);
-        }
-        out
-    }
-}
-
-/// Stops passing scripts on, and drops those not taken, when the watcher stops.
-struct Listening<'a>(&'a NewScripts);
-
-impl Drop for Listening<'_> {
-    fn drop(&mut self) {
-        self.0
-             .0
-            .listening
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-        self.0.drain();
-    }
-}
-
-/// Bitcoin refunds the watcher looks for: a refund address's script is watched as
-/// `WatchTarget::RefundTo`, and this map turns it into the refunds (invoice, refund id) owed to
-/// that address, oldest first.
-#[derive(Clone, Default)]
-pub struct RefundWatch(Arc<std::sync::Mutex<HashMap<ScriptBuf, Vec<RefundOf>>>>);
-
-/// A refund, by its invoice and its id.
-type RefundOf = (InvoiceId, String);
-
-impl RefundWatch {
-    fn insert(&self, key: ScriptBuf, invoice: InvoiceId, refund: String) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let list = map.entry(key).or_default();
-        if !list.iter().any(|(_, r)| *r == refund) {
-            list.push((invoice, refund));
-        }
-    }
-
-    fn get(&self, key: &ScriptBuf) -> Option<Vec<(InvoiceId, String)>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
-    }
 }
 
 /// The stand-in invoice id under which relays before typed watch targets followed a refund
@@ -451,38 +358,6 @@ pub async fn commit<S: Store>(
             |(o, _)| o.outpoint().to_string(),
         )
         .await?)
-}
-
-/// Scripts that relays sharing the store added since the last look: invoices' addresses, and the
-/// refund addresses of bitcoin refunds still owed (a short list, read whole). On sled, only the
-/// refunds, which the relay itself also sent.
-async fn news_from_the_store<S: Store>(
-    store: &S,
-    refunds: &RefundWatch,
-) -> Result<Vec<(ScriptBuf, WatchTarget)>> {
-    let mut out = Vec::new();
-    for (reference, invoice) in store
-        .take_new_lookups(relay_core::LookupKind::BtcScript)
-        .await?
-    {
-        if let relay_core::Lookup::BtcScript(script) = &reference {
-            out.push((script_buf(script), WatchTarget::Invoice(invoice)));
-        }
-    }
-    for w in store.payouts(PayoutKind::BtcRefund).await? {
-        let Ok(script) = ScriptBuf::from_hex(&String::from_utf8_lossy(&w.value)) else {
-            continue;
-        };
-        if refunds
-            .get(&script)
-            .is_some_and(|owed| owed.iter().any(|(_, r)| *r == w.record))
-        {
-            continue;
-        }
-        refunds.insert(script.clone(), w.invoice, w.record);
-        out.push((script.clone(), WatchTarget::RefundTo(script)));
-    }
-    Ok(out)
 }
 
 /// Follows the node until the task is dropped: blocks first (catching up block by block), then

@@ -144,10 +144,7 @@ pub async fn serve<S: Store + Clone>(
                 .public_url
                 .clone()
                 .unwrap_or_else(|| {
-                    format!(
-                        "http://{}",
-                        listener.local_addr().map_or(config.listen, |a| a)
-                    )
+                    format!("http://{}", listener.local_addr().unwrap_or(config.listen))
                 })
                 .into(),
         ),
