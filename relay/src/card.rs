@@ -3,7 +3,7 @@
 
 use relay_card::{GatewayClient, SignatureError};
 use relay_core::{CardIntent, GatewayEvent, Timestamp};
-use relay_engine::gateway::{BoxFuture, CardGateway, GatewayError, WebhookRejection};
+use relay_engine::gateway::{BoxFuture, CardAttempt, CardGateway, GatewayError, WebhookRejection};
 
 pub struct StripeGateway {
     pub client: GatewayClient,
@@ -53,6 +53,42 @@ impl CardGateway for StripeGateway {
                     refused: e.is_refusal(),
                     message: e.to_string(),
                 })
+        })
+    }
+
+    fn pay_with_card<'a>(
+        &'a self,
+        payment_intent: &'a str,
+        card_token: &'a str,
+    ) -> BoxFuture<'a, Result<CardAttempt, GatewayError>> {
+        Box::pin(async move {
+            match self
+                .client
+                .pay_with_card_token(payment_intent, card_token)
+                .await
+            {
+                Ok(pi) => Ok(match (pi.status.as_str(), pi.as_event()) {
+                    ("succeeded", Some(event)) => CardAttempt::Paid(event),
+                    ("requires_action", _) => CardAttempt::NeedsAction {
+                        client_secret: pi.client_secret.unwrap_or_default(),
+                    },
+                    ("processing", _) => CardAttempt::Processing,
+                    (other, _) => {
+                        return Err(GatewayError::unreachable(format!(
+                            "the payment intent is {other} after its confirmation"
+                        )))
+                    }
+                }),
+                Err(relay_card::GatewayError::Rejected {
+                    status: 402,
+                    code,
+                    message,
+                }) => Ok(CardAttempt::Declined { code, message }),
+                Err(e) => Err(GatewayError {
+                    refused: e.is_refusal(),
+                    message: e.to_string(),
+                }),
+            }
         })
     }
 

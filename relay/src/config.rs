@@ -71,6 +71,13 @@ pub struct Config {
     pub stripe_secret_key: Option<String>,
     /// One secret, or several separated by commas while rotating.
     pub stripe_webhook_secret: Option<String>,
+    /// The gateway's publishable key (`pk_…`), given to Stripe.js on checkout pages: with it the
+    /// page has a card form (`RELAY_STRIPE_PUBLISHABLE_KEY`).
+    pub stripe_publishable_key: Option<String>,
+    /// Where checkout pages load Stripe.js from (`RELAY_STRIPE_JS_URL`):
+    /// `https://js.stripe.com/v3/`, or a test gateway's shim such as localstripe's
+    /// `http://127.0.0.1:8420/js.stripe.com/v3/`.
+    pub stripe_js_url: String,
     /// Seconds between reconciliation passes over payable card invoices
     /// (`RELAY_CARD_RECONCILE_SECS`).
     pub card_reconcile_secs: u64,
@@ -184,6 +191,8 @@ impl Default for Config {
             stripe_api_base: None,
             stripe_secret_key: None,
             stripe_webhook_secret: None,
+            stripe_publishable_key: None,
+            stripe_js_url: "https://js.stripe.com/v3/".into(),
             card_reconcile_secs: 60,
             node_wait_secs: 30,
             idempotency_retention_hours: 72,
@@ -248,6 +257,8 @@ impl fmt::Debug for Config {
             .field("stripe_api_base", &self.stripe_api_base)
             .field("stripe_secret_key", &set(&self.stripe_secret_key))
             .field("stripe_webhook_secret", &set(&self.stripe_webhook_secret))
+            .field("stripe_publishable_key", &self.stripe_publishable_key)
+            .field("stripe_js_url", &self.stripe_js_url)
             .field("card_reconcile_secs", &self.card_reconcile_secs)
             .field("node_wait_secs", &self.node_wait_secs)
             .field(
@@ -415,6 +426,8 @@ impl Config {
             "STRIPE_API_BASE" => self.stripe_api_base = opt(value),
             "STRIPE_SECRET_KEY" => self.stripe_secret_key = opt(value),
             "STRIPE_WEBHOOK_SECRET" => self.stripe_webhook_secret = opt(value),
+            "STRIPE_PUBLISHABLE_KEY" => self.stripe_publishable_key = opt(value),
+            "STRIPE_JS_URL" => self.stripe_js_url = value,
             "CARD_RECONCILE_SECS" => {
                 self.card_reconcile_secs = value.parse().context("expected seconds")?
             }
@@ -504,6 +517,19 @@ impl Config {
     }
 
     /// The card gateway, if one is configured.
+    /// The checkout pages' card form: with a gateway and its publishable key.
+    pub fn card_form(&self) -> Result<Option<relay_api::routes::checkout::CardForm>> {
+        let Some(key) = &self.stripe_publishable_key else {
+            return Ok(None);
+        };
+        if self.stripe_secret_key.is_none() {
+            bail!("stripe_publishable_key needs the gateway (stripe_api_base, stripe_secret_key)");
+        }
+        relay_api::routes::checkout::CardForm::new(&self.stripe_js_url, key)
+            .map(Some)
+            .map_err(anyhow::Error::msg)
+    }
+
     pub fn stripe_gateway(&self) -> Result<Option<crate::card::StripeGateway>> {
         let (Some(base), Some(key)) = (&self.stripe_api_base, &self.stripe_secret_key) else {
             return Ok(None);
@@ -572,6 +598,7 @@ impl Config {
         if self.stripe_api_base.is_some() != self.stripe_secret_key.is_some() {
             bail!("stripe_api_base and stripe_secret_key go together");
         }
+        self.card_form()?;
         if !(10..=600_000).contains(&self.btc_poll_ms) {
             bail!("btc_poll_ms must be 10 to 600000");
         }

@@ -315,6 +315,9 @@ pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Resul
     }
     config.stripe_api_base = Some(testnet.stripe.url());
     config.stripe_secret_key = Some(relay_testnet::LocalStripe::SECRET_KEY.into());
+    // The checkout page's card form, with localstripe's own Stripe.js.
+    config.stripe_publishable_key = Some("pk_test_relay_dev".into());
+    config.stripe_js_url = format!("{}/js.stripe.com/v3/", testnet.stripe.url());
     let webhook_secret = format!("whsec_dev_{:016x}", rand::random::<u64>());
     config.stripe_webhook_secret = Some(webhook_secret.clone());
     // A developer's webhook receiver is on this machine.
@@ -391,7 +394,9 @@ Relay dev is up. Ctrl-C stops everything.
 Demo merchant {mid}
   API key          {key}
   checkout page    {checkout}
-                   (a demo invoice of 25.00 USD: open it in a browser and pay it on any rail)
+                   (a demo invoice of 25.00 USD: open it in a browser and pay it on any rail;
+                    by card with 4242424242424242, any future expiry and any 3-digit code;
+                    4000000000000341 is declined, 4000002500003155 asks for 3-D Secure)
 
 Receive its webhooks: add an endpoint (its signing secret is in the answer, shown once):
   curl -s {url}/v1/webhook_endpoints -H 'Authorization: Bearer {key}' \

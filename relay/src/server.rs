@@ -168,11 +168,11 @@ pub async fn serve<S: Store + Clone>(
         in_flight: (config.max_requests_in_flight > 0)
             .then(|| Arc::new(tokio::sync::Semaphore::new(config.max_requests_in_flight))),
         key_changes: Default::default(),
-        checkout_frame_ancestors: relay_api::routes::checkout::frame_ancestors(
-            &config.checkout_frame_ancestors,
-        )
-        .map_err(anyhow::Error::msg)?
-        .into(),
+        checkout: Arc::new(relay_api::routes::checkout::CheckoutSettings::new(
+            relay_api::routes::checkout::frame_ancestors(&config.checkout_frame_ancestors)
+                .map_err(anyhow::Error::msg)?,
+            config.card_form()?,
+        )),
     };
     let pruner = tokio::spawn(prune_loop(
         store.clone(),

@@ -256,6 +256,63 @@ impl GatewayClient {
         Self::intent(v)
     }
 
+    /// Charges the card a payer's browser tokenized (`tok_…`, from the gateway's Stripe.js) on
+    /// the PaymentIntent `id`: the token's card becomes the intent's payment method, then the
+    /// intent is confirmed. The amount is the intent's own, which the payer cannot change, and a
+    /// PaymentIntent charges at most once however often it is confirmed.
+    ///
+    /// `Ok` is the intent after the attempt (`succeeded`, `requires_action` for 3-D Secure,
+    /// `processing`); a declined card is `Err(Rejected { status: 402, .. })`. When the confirmation's
+    /// answer is unclear (cut off, a 5xx, or a refusal because an earlier try went through), the
+    /// intent is read back and returned as it stands.
+    pub async fn pay_with_card_token(
+        &self,
+        id: &str,
+        card_token: &str,
+    ) -> Result<PaymentIntent, GatewayError> {
+        let token = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/tokens/{card_token}"),
+                &[],
+                None,
+            )
+            .await?;
+        let card = token["card"]["id"]
+            .as_str()
+            .filter(|_| token["object"] == "token" && token["used"].as_bool() != Some(true));
+        let Some(card) = card else {
+            return Err(GatewayError::Rejected {
+                status: 400,
+                code: "card_token_invalid".into(),
+                message: "not an unused card token".into(),
+            });
+        };
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/payment_intents/{id}"),
+            &[("payment_method", card.to_owned())],
+            Some(&format!("relay-pm-{id}-{card_token}")),
+        )
+        .await?;
+        let confirmed = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/payment_intents/{id}/confirm"),
+                &[],
+                Some(&format!("relay-confirm-{id}-{card_token}")),
+            )
+            .await;
+        match confirmed {
+            Ok(v) => Self::intent(v),
+            Err(e @ GatewayError::Rejected { status: 402, .. }) => Err(e),
+            Err(e) => {
+                tracing::warn!(target: "relay::card", intent = %id, error = %e, "confirmation unclear, reading the intent back");
+                self.retrieve_payment_intent(id).await
+            }
+        }
+    }
+
     pub async fn cancel_payment_intent(&self, id: &str) -> Result<PaymentIntent, GatewayError> {
         let key = format!("relay-cancel-{id}");
         let v = self

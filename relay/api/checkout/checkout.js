@@ -33,6 +33,11 @@
     last = p.status_text;
     status.textContent = p.status_text;
     status.className = "status status-" + p.status_class;
+    // A card is for the whole price: once anything is paid, only the rail paid on is left.
+    var cardForm = document.getElementById("card-form");
+    if (cardForm && p.status_class !== "new" && !cardForm.hidden) {
+      cardForm.hidden = true;
+    }
     if (!p.open) {
       document.querySelectorAll("section.method, nav.methods, .expiry").forEach(function (n) {
         n.hidden = true;
@@ -47,6 +52,51 @@
       line.appendChild(a);
       status.parentNode.appendChild(line);
     }
+  }
+  // The card form: the gateway's Stripe.js tokenizes the card (its number goes to the gateway,
+  // never here), the relay charges the token on the invoice's PaymentIntent, and Stripe.js
+  // finishes 3-D Secure when the bank asks. The status line then follows the payment as for the
+  // other rails.
+  var cardSection = document.getElementById("card");
+  if (cardSection && window.Stripe) {
+    var form = document.getElementById("card-form");
+    var button = document.getElementById("card-pay");
+    var message = document.getElementById("card-message");
+    var stripe = window.Stripe(cardSection.getAttribute("data-key"));
+    var cardElement = stripe.elements().create("card");
+    form.hidden = false;
+    cardElement.mount("#card-element");
+    var fail = function (e) {
+      message.textContent = cardSection.getAttribute(
+        e && e.code === "card_declined" ? "data-declined" : "data-failed");
+      button.disabled = false;
+    };
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      button.disabled = true;
+      message.textContent = "";
+      stripe.createToken(cardElement).then(function (r) {
+        if (r.error) throw r.error;
+        return fetch(cardSection.getAttribute("data-pay-url"), {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ card_token: r.token.id })
+        });
+      }).then(function (resp) {
+        return resp.json().then(function (b) {
+          if (!resp.ok) throw (b && b.error) || {};
+          return b;
+        });
+      }).then(function (b) {
+        if (b.status !== "requires_action") return;
+        return stripe.confirmCardPayment(b.client_secret).then(function (r) {
+          if (r.error) throw r.error;
+        });
+      }).then(function () {
+        form.hidden = true;
+        message.textContent = cardSection.getAttribute("data-sent");
+      }).catch(fail);
+    });
   }
   // Live: Server-Sent Events; where they are missing or keep failing, a look every two seconds.
   var polling = null;

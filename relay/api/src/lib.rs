@@ -53,9 +53,8 @@ pub struct AppState<S> {
     pub in_flight: Option<Arc<tokio::sync::Semaphore>>,
     /// Serialises changes to API keys, so "the last key that can manage keys" stays true.
     pub key_changes: Arc<tokio::sync::Mutex<()>>,
-    /// Who may show the checkout page in a frame (CSP `frame-ancestors`): `'none'`, or origins
-    /// such as `https://shop.example.com` (see [`routes::checkout::frame_ancestors`]).
-    pub checkout_frame_ancestors: Arc<str>,
+    /// How checkout pages are served: who may frame them, the card form, card attempt limits.
+    pub checkout: Arc<routes::checkout::CheckoutSettings>,
 }
 
 impl<S> std::ops::Deref for AppState<S> {
@@ -78,7 +77,7 @@ impl<S: Clone> Clone for AppState<S> {
             auth_failures: self.auth_failures.clone(),
             in_flight: self.in_flight.clone(),
             key_changes: self.key_changes.clone(),
-            checkout_frame_ancestors: self.checkout_frame_ancestors.clone(),
+            checkout: self.checkout.clone(),
         }
     }
 }
@@ -126,6 +125,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::keys::revoke,
         routes::checkout::payment_request,
         routes::checkout::events,
+        routes::checkout::card::pay,
     ),
     components(schemas(error::ErrorBody, view::InvoiceView, view::EventView, view::RefundView, view::BalancesView, view::RefundReserveView)),
     modifiers(&SecurityAddon)
@@ -301,6 +301,7 @@ pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
             get(routes::checkout::payment_request::<S>),
         )
         .route("/pay/{token}/events", get(routes::checkout::events::<S>))
+        .route("/pay/{token}/card", post(routes::checkout::card::pay::<S>))
         .route("/checkout-assets/{file}", get(routes::checkout::asset));
     Router::new()
         .merge(v1)

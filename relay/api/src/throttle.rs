@@ -183,6 +183,51 @@ pub fn client_address(
     client
 }
 
+/// Card attempts from checkout pages, against card testing (trying stolen card numbers one after
+/// another on a page that needs no key): each checkout token may try `per_token` cards at once
+/// and one more every six minutes, each client address four times as many. Past either, 429
+/// `too_many_card_attempts`. Counted per relay process.
+pub struct CardAttempts {
+    by_token: DefaultKeyedRateLimiter<String>,
+    by_client: DefaultKeyedRateLimiter<std::net::IpAddr>,
+}
+
+impl CardAttempts {
+    pub fn new(per_token: u32) -> CardAttempts {
+        let burst = NonZeroU32::new(per_token.max(1)).unwrap_or(NonZeroU32::MIN);
+        let client_burst = burst.saturating_mul(NonZeroU32::new(4).unwrap_or(NonZeroU32::MIN));
+        let every = std::time::Duration::from_secs(360);
+        let quota = |burst| {
+            Quota::with_period(every)
+                .unwrap_or(Quota::per_hour(NonZeroU32::MIN))
+                .allow_burst(burst)
+        };
+        CardAttempts {
+            by_token: RateLimiter::keyed(quota(burst)),
+            by_client: RateLimiter::keyed(quota(client_burst)),
+        }
+    }
+
+    /// Takes one attempt from the token's and the client's allowance, or refuses it.
+    pub fn check(&self, token: &str, client: Option<std::net::IpAddr>) -> Result<(), ApiError> {
+        let refused = |not_until: governor::NotUntil<_>| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            metrics::counter!("relay_checkout_card_throttled_total").increment(1);
+            let mut e = ApiError::invalid(
+                "too_many_card_attempts",
+                "too many card attempts for this payment request; try again later",
+            )
+            .with_status(axum::http::StatusCode::TOO_MANY_REQUESTS);
+            e.retry_after = Some(wait.as_secs().max(1));
+            e
+        };
+        if let Some(ip) = client {
+            self.by_client.check_key(&client_key(ip)).map_err(refused)?;
+        }
+        self.by_token.check_key(&token.to_owned()).map_err(refused)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,7 +119,10 @@ async fn env_throttled(throttle: Option<relay_api::throttle::Throttle>) -> Env {
         auth_failures: None,
         in_flight: None,
         key_changes: Default::default(),
-        checkout_frame_ancestors: "https://shop.example.com".into(),
+        checkout: Arc::new(relay_api::routes::checkout::CheckoutSettings::new(
+            "https://shop.example.com".into(),
+            None,
+        )),
         metrics: metrics_handle(),
     };
     Env {
@@ -1930,4 +1933,69 @@ async fn the_checkout_page_links_back_to_the_merchant_once_paid() {
         .await;
     assert_eq!(j.json["status_class"], "settled");
     assert_eq!(j.json["redirect_url"], back);
+}
+
+/// The checkout page's card route takes nothing but a gateway card token, answers with a code
+/// for each refusal, and limits how many cards one payment request may try (card testing).
+#[tokio::test]
+async fn the_card_route_refuses_bad_input_and_limits_attempts() {
+    let env = env().await;
+    let inv = env.post("/v1/invoices", body()).await.json;
+    let path = inv["checkout_url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("http://pay.test")
+        .unwrap()
+        .to_owned();
+    let pay = |path: String, body: &'static str| {
+        let env = &env;
+        async move {
+            env.call(
+                "POST",
+                &format!("{path}/card"),
+                None,
+                Some(body.as_bytes()),
+                &[],
+            )
+            .await
+        }
+    };
+    for (body, code) in [
+        ("{", "invalid_json"),
+        ("{}", "parameter_missing"),
+        (r#"{"card_token": 5}"#, "parameter_invalid"),
+        (
+            r#"{"card_token": "tok_1", "amount": 1}"#,
+            "parameter_unknown",
+        ),
+        (r#"{"card_token": "pm_card_visa"}"#, "card_token_invalid"),
+        (
+            r#"{"card_token": "tok_../../v1/refunds"}"#,
+            "card_token_invalid",
+        ),
+    ] {
+        let r = pay(path.clone(), body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.json);
+        assert_eq!(r.json["error"]["code"], code, "{body}");
+    }
+    let r = pay(
+        "/pay/cs_00000000000000000000000000000000".into(),
+        r#"{"card_token": "tok_visa"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // This relay has no card gateway: the request takes no card, ten times; the eleventh attempt
+    // on the same request is throttled before anything is looked up.
+    for _ in 0..10 {
+        let r = pay(path.clone(), r#"{"card_token": "tok_visa"}"#).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.json);
+        assert_eq!(r.json["error"]["code"], "card_not_offered");
+    }
+    let r = pay(path.clone(), r#"{"card_token": "tok_visa"}"#).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.json);
+    assert_eq!(r.json["error"]["code"], "too_many_card_attempts");
+    assert!(r.headers.contains_key("retry-after"));
+    // The page offers no card form without a gateway.
+    let (_, html) = open_page(&env, &path, &[]).await;
+    assert!(!html.contains("card-form"), "{html}");
 }

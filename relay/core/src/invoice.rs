@@ -160,6 +160,17 @@ pub struct CardIntent {
     pub client_secret: String,
 }
 
+/// Why a card cannot be charged for an invoice now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardRefusal {
+    /// The invoice offers no card payment.
+    NotOffered,
+    /// Paid, expired, canceled, or its PaymentIntent closed.
+    NotOpen,
+    /// A payment on another rail (or a card payment) is already underway.
+    PaymentUnderway,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InvoiceStatus {
@@ -404,6 +415,24 @@ impl Invoice {
             return None;
         }
         self.payment_intent()
+    }
+
+    /// The PaymentIntent a payer may confirm now, from the checkout page, or why not. Only an
+    /// open invoice nobody has paid anything yet (on any rail) takes a card: the intent is for
+    /// the whole price, and a card charged after a partial crypto payment would overpay it.
+    pub fn card_payable(&self, now: Timestamp) -> Result<&CardIntent, CardRefusal> {
+        let intent = self
+            .quote_for(Method::Card)
+            .and_then(|q| q.card.as_ref())
+            .ok_or(CardRefusal::NotOffered)?;
+        if self.intent_closed || self.canceled_at.is_some() {
+            return Err(CardRefusal::NotOpen);
+        }
+        match self.evaluate(now).0 {
+            InvoiceStatus::New if !self.payments.iter().any(|p| p.status.is_live()) => Ok(intent),
+            InvoiceStatus::New | InvoiceStatus::Processing => Err(CardRefusal::PaymentUnderway),
+            _ => Err(CardRefusal::NotOpen),
+        }
     }
 
     /// The card gateway's PaymentIntent of this invoice, if it offers card.

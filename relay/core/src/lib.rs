@@ -31,9 +31,9 @@ pub use event::{Event, EventType};
 pub use gateway::{GatewayEvent, GatewayEventKind};
 pub use id::{EventId, InvoiceId, MerchantId, OrderedIds};
 pub use invoice::{
-    eth_payment_id, BitcoinPayTo, CardIntent, Checkout, EthereumPayTo, Invoice, InvoiceException,
-    InvoiceStatus, Lookup, LookupKind, Method, MethodQuote, NewInvoice, Payment, PaymentStatus,
-    ReceiveAddress, ReceiveAddresses,
+    eth_payment_id, BitcoinPayTo, CardIntent, CardRefusal, Checkout, EthereumPayTo, Invoice,
+    InvoiceException, InvoiceStatus, Lookup, LookupKind, Method, MethodQuote, NewInvoice, Payment,
+    PaymentStatus, ReceiveAddress, ReceiveAddresses,
 };
 pub use ledger::{Account, Balances, Line, Net};
 pub use merchant::{ApiKey, ApiKeyHash, Merchant, Secret};

@@ -52,6 +52,14 @@ pub trait CardGateway: Send + Sync + 'static {
         payment_intent: &'a str,
     ) -> BoxFuture<'a, Result<(), GatewayError>>;
 
+    /// Charges the card the payer's browser tokenized (`card_token`, `tok_…` from the gateway's
+    /// Stripe.js) on `payment_intent`, for the intent's own amount.
+    fn pay_with_card<'a>(
+        &'a self,
+        payment_intent: &'a str,
+        card_token: &'a str,
+    ) -> BoxFuture<'a, Result<CardAttempt, GatewayError>>;
+
     /// What the gateway says of a PaymentIntent now, as the event its state stands for (`None`:
     /// nothing the relay acts on yet). Reconciliation applies it like a webhook.
     fn retrieve_intent<'a>(
@@ -67,6 +75,20 @@ pub trait CardGateway: Send + Sync + 'static {
         amount_minor: u64,
         key: &'a str,
     ) -> BoxFuture<'a, Result<String, GatewayError>>;
+}
+
+/// What became of a card charged from the checkout page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CardAttempt {
+    /// Charged: the event the gateway's webhook will also carry.
+    Paid(GatewayEvent),
+    /// The gateway is still working on it; its webhook will say.
+    Processing,
+    /// The card's bank asks the payer to authenticate (3-D Secure): the page hands the client
+    /// secret to the gateway's Stripe.js, which finishes it.
+    NeedsAction { client_secret: String },
+    /// The card was declined; the payer may try another.
+    Declined { code: String, message: String },
 }
 
 /// Why a gateway call did not go through.

@@ -5,12 +5,12 @@
 //! keyboard alone. Screenshots are kept in
 //! `target/checkout-screenshots/`.
 
-use crate::{create_invoice, merchant_create_with, Server};
+use crate::{create_invoice, get_invoice, merchant_create, merchant_create_with, Server};
 use fantoccini::{Client, ClientBuilder, Locator};
 use relay_bitcoin::bitcoin::{Address, Network, ScriptBuf};
 use relay_testnet::browser::ChromeDriver;
 use relay_testnet::btc_wallet::{broadcast, TestWallet};
-use relay_testnet::BitcoinNode;
+use relay_testnet::{BitcoinNode, LocalStripe};
 use serde_json::{json, Value};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -41,8 +41,18 @@ async fn text_of(page: &Client, at: Locator<'_>) -> String {
     page.find(at).await.unwrap().text().await.unwrap()
 }
 
-/// The text of the page's status line, once it satisfies `done`.
+/// The text of the page's status line, once it satisfies `done` (within 30 s).
 async fn status_until(page: &Client, what: &str, done: impl Fn(&str) -> bool) -> String {
+    status_within(page, what, Duration::from_secs(30), done).await
+}
+
+/// The text of the page's status line, once it satisfies `done` (within `limit`).
+async fn status_within(
+    page: &Client,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&str) -> bool,
+) -> String {
     let start = Instant::now();
     loop {
         let text = text_of(page, Locator::Id("status")).await;
@@ -50,7 +60,7 @@ async fn status_until(page: &Client, what: &str, done: impl Fn(&str) -> bool) ->
             return text;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            start.elapsed() < limit,
             "the page never showed {what}: {text:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -259,5 +269,217 @@ async fn the_checkout_page_follows_a_bitcoin_payment_in_a_browser_without_a_relo
     let status = text_of(&page, Locator::Id("status")).await;
     assert_eq!(status, "付款完成，谢谢！");
     shot(&page, "settled-zh-CN.png").await;
+    page.close().await.unwrap();
+}
+
+/// Types a card into the form localstripe's Stripe.js mounted on the page, and sends it.
+async fn pay_with_card(page: &Client, number: &str) {
+    for (field, value) in [
+        ("number", number),
+        ("exp_month", "12"),
+        ("exp_year", "30"),
+        ("cvc", "123"),
+        ("postal_code", "75001"),
+    ] {
+        let input = page
+            .find(Locator::Css(&format!(
+                "#card-element input[placeholder={field}]"
+            )))
+            .await
+            .unwrap();
+        input.clear().await.unwrap();
+        input.send_keys(value).await.unwrap();
+    }
+    page.find(Locator::Id("card-pay"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The card message under the form, once there is one.
+async fn card_message(page: &Client) -> String {
+    let start = Instant::now();
+    loop {
+        let text = text_of(page, Locator::Id("card-message")).await;
+        if !text.is_empty() {
+            return text;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no card message");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_is_paid_through_the_checkout_page_and_an_unpaid_page_expires_by_itself() {
+    const SECRET: &str = "whsec_e2e_checkout";
+    let driver = ChromeDriver::spawn().expect("chromedriver starts (scripts/setup.sh installs it)");
+    let gw = LocalStripe::spawn().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let m = merchant_create(dir.path(), "Card café");
+    let key = m["api_key"].as_str().unwrap().to_owned();
+    let env = [
+        ("RELAY_STRIPE_API_BASE", gw.url()),
+        (
+            "RELAY_STRIPE_SECRET_KEY",
+            LocalStripe::SECRET_KEY.to_owned(),
+        ),
+        ("RELAY_STRIPE_WEBHOOK_SECRET", SECRET.to_owned()),
+        ("RELAY_STRIPE_PUBLISHABLE_KEY", "pk_test_e2e".to_owned()),
+        (
+            "RELAY_STRIPE_JS_URL",
+            format!("{}/js.stripe.com/v3/", gw.url()),
+        ),
+    ];
+    let server = Server::start_with(dir.path(), crate::free_port(), &env).await;
+    gw.register_webhook(
+        "relay",
+        &format!("{}/v1/gateways/stripe/webhook", server.url),
+        SECRET,
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let create = |idem: &'static str, body: Value| {
+        let (client, url, key) = (client.clone(), server.url.clone(), key.clone());
+        async move {
+            let (status, inv) = create_invoice(&client, &url, &key, idem, &body)
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "{inv}");
+            inv
+        }
+    };
+    // One that nobody will pay, expiring in a minute; its page is looked at last.
+    let soon = create(
+        "soon",
+        json!({"amount": "3.00", "currency": "USD", "expires_in": 60, "payment_methods": ["card"]}),
+    )
+    .await;
+    let inv = create(
+        "card-1",
+        json!({"amount": "25.00", "currency": "USD", "description": "Flat white",
+            "payment_methods": ["card"]}),
+    )
+    .await;
+    let id = inv["id"].as_str().unwrap();
+    let intent = inv["payment_methods"]["card"]["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let checkout = inv["checkout_url"].as_str().unwrap().to_owned();
+    let refused = create(
+        "card-declined",
+        json!({"amount": "4.00", "currency": "USD", "payment_methods": ["card"]}),
+    )
+    .await;
+
+    // A declined card: the payer is told, nothing is charged. (localstripe cannot confirm a
+    // PaymentIntent again after a decline, as Stripe can, so the next card is tried on another
+    // invoice.)
+    let page = browser(&driver, 390, 844).await;
+    page.goto(refused["checkout_url"].as_str().unwrap())
+        .await
+        .unwrap();
+    // localstripe's Stripe.js mounts its fields into the page's form.
+    page.wait()
+        .for_element(Locator::Css("#card-element input[placeholder=number]"))
+        .await
+        .unwrap();
+    let fits: Value = page
+        .execute("return document.documentElement.scrollWidth;", vec![])
+        .await
+        .unwrap();
+    assert!(fits.as_u64().unwrap() <= 390, "horizontal scroll: {fits}");
+    shot(&page, "card-form.png").await;
+    pay_with_card(&page, "4000000000000341").await;
+    let said = card_message(&page).await;
+    assert!(said.contains("declined"), "{said}");
+    let after = get_invoice(&client, &server.url, &key, refused["id"].as_str().unwrap()).await;
+    assert_eq!(after["status"], "new", "{after}");
+    assert_eq!(
+        after["payments"].as_array().map_or(0, Vec::len),
+        0,
+        "{after}"
+    );
+    shot(&page, "card-declined.png").await;
+
+    page.goto(&checkout).await.unwrap();
+    page.wait()
+        .for_element(Locator::Css("#card-element input[placeholder=number]"))
+        .await
+        .unwrap();
+    // A card whose bank asks for 3-D Secure: Stripe.js shows the challenge, the payer completes
+    // it, and the open page turns to paid without a reload.
+    pay_with_card(&page, "4000002500003155").await;
+    let complete = page
+        .wait()
+        .for_element(Locator::XPath("//button[text()='Complete authentication']"))
+        .await
+        .unwrap();
+    complete.click().await.unwrap();
+    status_until(&page, "paid", |t| t.contains("Paid")).await;
+    shot(&page, "card-paid.png").await;
+
+    // Charged once, the invoice's amount, on the invoice's own PaymentIntent.
+    let pi = gw.get(&format!("/v1/payment_intents/{intent}")).unwrap();
+    assert_eq!(pi["status"], "succeeded", "{pi}");
+    assert_eq!(pi["amount"], 2500);
+    // (localstripe lists an intent's charges on the intent, not by a filter on /v1/charges.)
+    let charges = &pi["charges"];
+    let succeeded = charges["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "succeeded")
+        .count();
+    assert_eq!(succeeded, 1, "{charges}");
+    let paid = get_invoice(&client, &server.url, &key, id).await;
+    assert_eq!(paid["status"], "settled", "{paid}");
+    assert_eq!(paid["payments"].as_array().unwrap().len(), 1, "{paid}");
+
+    // Once paid, a second card for the same page is refused before the gateway is asked: the
+    // payer cannot pay twice.
+    let token = gw
+        .post(
+            "/v1/tokens",
+            &[
+                ("card[number]", "4242424242424242"),
+                ("card[exp_month]", "12"),
+                ("card[exp_year]", "2030"),
+                ("card[cvc]", "123"),
+            ],
+        )
+        .unwrap();
+    let again = client
+        .post(format!("{checkout}/card"))
+        .json(&json!({"card_token": token["id"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invoice_not_open");
+    let pi = gw.get(&format!("/v1/payment_intents/{intent}")).unwrap();
+    assert_eq!(pi["amount"], 2500);
+
+    // The page nobody paid turns to expired by itself, and offers nothing to pay any more.
+    page.goto(soon["checkout_url"].as_str().unwrap())
+        .await
+        .unwrap();
+    let status = status_within(&page, "expired", Duration::from_secs(90), |t| {
+        t.contains("expired")
+    })
+    .await;
+    assert_eq!(status, "This payment request has expired");
+    let form_hidden: Value = page
+        .execute(
+            "var f = document.getElementById('card-form'); return !f || f.offsetParent === null;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(form_hidden, json!(true));
+    shot(&page, "expired.png").await;
     page.close().await.unwrap();
 }

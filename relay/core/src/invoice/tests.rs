@@ -736,3 +736,59 @@ fn the_intent_of_an_invoice_no_longer_payable_is_to_be_closed_once() {
     .unwrap();
     assert_eq!(paid.intent_to_close(), None);
 }
+
+#[test]
+fn a_card_is_taken_only_while_nothing_is_paid_and_the_invoice_is_open() {
+    let intent = CardIntent {
+        gateway: "stripe".into(),
+        payment_intent: "pi_1".into(),
+        client_secret: "pi_1_secret".into(),
+    };
+    let with_card = |methods: Vec<Method>| {
+        let mut inv = new_invoice(2500, methods);
+        for q in &mut inv.methods {
+            if q.method == Method::Card {
+                q.card = Some(intent.clone());
+            }
+        }
+        inv
+    };
+    let open = with_card(vec![Method::Card, Method::Bitcoin]);
+    assert_eq!(open.card_payable(T0), Ok(&intent));
+    assert_eq!(
+        new_invoice(2500, vec![Method::Bitcoin]).card_payable(T0),
+        Err(CardRefusal::NotOffered)
+    );
+    // Expired by the clock, even before the sweep has marked it.
+    assert_eq!(
+        open.card_payable(T0.plus_seconds(900)),
+        Err(CardRefusal::NotOpen)
+    );
+    // Partly paid in bitcoin: a card for the whole price would overpay.
+    let mut partly = open.clone();
+    partly
+        .apply(btc("a", 10_000, false), T0.plus_seconds(1))
+        .unwrap();
+    assert_eq!(
+        partly.card_payable(T0.plus_seconds(2)),
+        Err(CardRefusal::PaymentUnderway)
+    );
+    let mut canceled = open.clone();
+    canceled
+        .apply(InvoiceInput::Cancel, T0.plus_seconds(1))
+        .unwrap();
+    assert_eq!(
+        canceled.card_payable(T0.plus_seconds(2)),
+        Err(CardRefusal::NotOpen)
+    );
+    let mut paid = open.clone();
+    paid.apply(
+        observe("pi_1", Method::Card, "USD", 2500, true),
+        T0.plus_seconds(1),
+    )
+    .unwrap();
+    assert_eq!(
+        paid.card_payable(T0.plus_seconds(2)),
+        Err(CardRefusal::NotOpen)
+    );
+}

@@ -8,13 +8,15 @@
 //! current by polling the JSON. Every string comes from a locale file (`checkout/locales`),
 //! chosen by `?lang=` or `Accept-Language`.
 
+pub mod card;
+
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use relay_core::{Invoice, InvoiceException, InvoiceStatus, Lookup, Money, Timestamp};
+use relay_core::{Invoice, InvoiceException, InvoiceStatus, Money, Timestamp};
 use relay_engine::view::{InvoiceView, MethodView};
 use relay_store::Store;
 use serde::{Deserialize, Serialize};
@@ -25,8 +27,11 @@ use utoipa::ToSchema;
 /// The locales the page speaks: (tag, its strings).
 static LOCALES: LazyLock<Vec<(&'static str, BTreeMap<String, String>)>> = LazyLock::new(|| {
     [
-        ("en", include_str!("../../checkout/locales/en.toml")),
-        ("zh-CN", include_str!("../../checkout/locales/zh-CN.toml")),
+        ("en", include_str!("../../../checkout/locales/en.toml")),
+        (
+            "zh-CN",
+            include_str!("../../../checkout/locales/zh-CN.toml"),
+        ),
     ]
     .into_iter()
     .map(|(tag, text)| {
@@ -40,7 +45,7 @@ static LOCALES: LazyLock<Vec<(&'static str, BTreeMap<String, String>)>> = LazyLo
 
 static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
     let mut env = minijinja::Environment::new();
-    env.add_template("page.html", include_str!("../../checkout/page.html"))
+    env.add_template("page.html", include_str!("../../../checkout/page.html"))
         .expect("the checkout template parses");
     env
 });
@@ -248,21 +253,7 @@ async fn load<S: Store>(
     state: &AppState<S>,
     token: &str,
 ) -> Result<Option<(Invoice, String)>, ApiError> {
-    // Tokens are `cs_` and 32 hex digits: anything else is not looked up.
-    let well_formed = token.len() == 35
-        && token.starts_with("cs_")
-        && token[3..].bytes().all(|b| b.is_ascii_hexdigit());
-    if !well_formed {
-        return Ok(None);
-    }
-    let Some(id) = state
-        .store
-        .invoice_by_lookup(&Lookup::Checkout(token.to_owned()))
-        .await?
-    else {
-        return Ok(None);
-    };
-    let Some(inv) = state.store.invoice(&id).await? else {
+    let Some(inv) = state.checkout_invoice(token).await? else {
         return Ok(None);
     };
     let merchant = state
@@ -311,6 +302,67 @@ fn request_view(
     }
 }
 
+/// How the checkout pages are served.
+pub struct CheckoutSettings {
+    /// Who may show the page in a frame: CSP `frame-ancestors` sources (see [`frame_ancestors`]).
+    pub frame_ancestors: String,
+    /// The card form, when a card gateway is configured with a publishable key.
+    pub card: Option<CardForm>,
+    /// Card attempts per checkout token and client address.
+    pub card_attempts: crate::throttle::CardAttempts,
+}
+
+impl CheckoutSettings {
+    /// Pages framed by nobody, without a card form.
+    pub fn new(frame_ancestors: String, card: Option<CardForm>) -> CheckoutSettings {
+        CheckoutSettings {
+            frame_ancestors,
+            card,
+            card_attempts: crate::throttle::CardAttempts::new(10),
+        }
+    }
+}
+
+/// The gateway's Stripe.js on the page: where it is loaded from, and the publishable key it is
+/// given (never the secret key).
+pub struct CardForm {
+    pub js_url: String,
+    pub publishable_key: String,
+    /// The origins the page's policy lets the script talk to and frame.
+    origins: String,
+}
+
+impl CardForm {
+    /// `js_url` must be an http(s) URL (Stripe's `https://js.stripe.com/v3/`, or a test gateway's
+    /// shim) and `publishable_key` a `pk_…` key.
+    pub fn new(js_url: &str, publishable_key: &str) -> Result<CardForm, String> {
+        let url = url::Url::parse(js_url).map_err(|e| format!("stripe_js_url: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err("stripe_js_url must be an http(s) URL".into());
+        }
+        let key_ok = publishable_key.starts_with("pk_")
+            && publishable_key.len() <= 255
+            && publishable_key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !key_ok {
+            return Err("stripe_publishable_key must be a publishable key (pk_…)".into());
+        }
+        let origin = url.origin().ascii_serialization();
+        // Stripe.js itself talks to Stripe's API and frames its 3-D Secure pages.
+        let origins = if url.host_str() == Some("js.stripe.com") {
+            format!("{origin} https://api.stripe.com https://hooks.stripe.com")
+        } else {
+            origin
+        };
+        Ok(CardForm {
+            js_url: url.to_string(),
+            publishable_key: publishable_key.to_owned(),
+            origins,
+        })
+    }
+}
+
 /// The CSP `frame-ancestors` sources of a setting: empty or `none` → `'none'`; `self` → `'self'`;
 /// else space- or comma-separated origins (`https://shop.example.com`, `http://127.0.0.1:3000`),
 /// each an http(s) scheme and host with an optional port, nothing else.
@@ -345,7 +397,7 @@ pub fn frame_ancestors(setting: &str) -> Result<String, String> {
 
 /// Headers every checkout answer carries: never stored by a cache (the state changes), no
 /// referrer, no sniffing, and who may frame it.
-fn guard(headers: &mut HeaderMap, csp: &str) {
+pub(crate) fn guard(headers: &mut HeaderMap, csp: &str) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
         header::REFERRER_POLICY,
@@ -361,11 +413,15 @@ fn guard(headers: &mut HeaderMap, csp: &str) {
 }
 
 /// The page's policy: its own script and style only, inline SVG, requests to itself, framed only
-/// by the configured origins.
-fn page_csp(frame_ancestors: &str) -> String {
-    format!("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors {frame_ancestors}")
+/// by the configured origins; with a card form, the gateway's Stripe.js may also run, call its
+/// gateway and show its frames.
+fn page_csp(settings: &CheckoutSettings, with_card: bool) -> String {
+    let card = settings.card.as_ref().filter(|_| with_card);
+    let extra = card.map_or(String::new(), |c| format!(" {}", c.origins));
+    let frames = card.map_or("".to_owned(), |c| format!(" frame-src {};", c.origins));
+    format!("default-src 'none'; script-src 'self'{extra}; style-src 'self'; img-src 'self' data:; connect-src 'self'{extra};{frames} base-uri 'none'; form-action 'none'; frame-ancestors {fa}", fa = settings.frame_ancestors)
 }
-const JSON_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
+pub(crate) const JSON_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
 /// A QR code of `text` as inline SVG.
 fn qr_svg(text: &str) -> String {
@@ -403,7 +459,7 @@ pub async fn page<S: Store>(
             m = s.t("not_found", &[]),
         );
         let mut r = (StatusCode::NOT_FOUND, html(body)).into_response();
-        guard(r.headers_mut(), &page_csp(&state.checkout_frame_ancestors));
+        guard(r.headers_mut(), &page_csp(&state.checkout, false));
         return Ok(r);
     };
     let st = state_of(&inv, &s, now);
@@ -428,7 +484,28 @@ pub async fn page<S: Store>(
             }))
         })
         .collect();
+    // The card form: where the relay has a gateway with a publishable key, and the invoice takes
+    // a card now (nothing paid yet, still open).
+    let card = state
+        .checkout
+        .card
+        .as_ref()
+        .filter(|_| inv.card_payable(now).is_ok())
+        .map(|c| {
+            serde_json::json!({
+                "js_url": c.js_url,
+                "key": c.publishable_key,
+                "pay_url": format!("/pay/{token}/card"),
+                "name": s.t("method_card", &[]),
+            })
+        });
     let strings: BTreeMap<&str, String> = [
+        "card_details",
+        "card_pay",
+        "card_declined",
+        "card_failed",
+        "card_sent",
+        "card_needs_js",
         "amount_due",
         "pay_with",
         "scan",
@@ -465,6 +542,7 @@ pub async fn page<S: Store>(
         "return_url": return_link(&inv, &st),
         "return_text": s.t("return_to_merchant", &[("merchant", &merchant)]),
         "methods": methods,
+        "card": card,
     });
     let body = TEMPLATES
         .get_template("page.html")
@@ -474,7 +552,7 @@ pub async fn page<S: Store>(
             ApiError::internal()
         })?;
     let mut r = html(body).into_response();
-    guard(r.headers_mut(), &page_csp(&state.checkout_frame_ancestors));
+    guard(r.headers_mut(), &page_csp(&state.checkout, card.is_some()));
     Ok(r)
 }
 
@@ -596,11 +674,11 @@ pub async fn events<S: Store>(
 pub async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind) = match file.as_str() {
         "checkout.css" => (
-            include_str!("../../checkout/checkout.css"),
+            include_str!("../../../checkout/checkout.css"),
             "text/css; charset=utf-8",
         ),
         "checkout.js" => (
-            include_str!("../../checkout/checkout.js"),
+            include_str!("../../../checkout/checkout.js"),
             "text/javascript; charset=utf-8",
         ),
         _ => return ApiError::not_found("file").into_response(),

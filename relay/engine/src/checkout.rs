@@ -1,0 +1,143 @@
+//! What a payer may do from the checkout page, with nothing but the page's token: find the
+//! invoice, and pay it by card. Who can trigger this: anyone holding the link. What they can do
+//! with it: charge *their own* card the invoice's price on the invoice's own PaymentIntent, and
+//! only while nothing has been paid and the invoice is open — never another amount, another
+//! invoice's intent, or a second charge.
+
+use crate::gateway::{CardAttempt, GatewayError, Handled};
+use relay_core::{CardRefusal, Invoice, Lookup};
+use relay_store::{Store, StoreError};
+use sha2::{Digest, Sha256};
+
+/// Whether `token` has the shape of a checkout token (`cs_` and 32 hex digits): anything else is
+/// not looked up.
+pub fn is_checkout_token(token: &str) -> bool {
+    token.len() == 35
+        && token.starts_with("cs_")
+        && token[3..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `token` has the shape of a gateway card token (`tok_` and up to 251 letters, digits
+/// or `_`): it goes into the gateway's URL, so nothing else does.
+pub fn is_card_token(token: &str) -> bool {
+    token.len() <= 255
+        && token.strip_prefix("tok_").is_some_and(|t| {
+            !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+}
+
+/// A card charged from the checkout page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CardPaid {
+    /// Charged, and the invoice knows it.
+    Paid,
+    /// The gateway is still working; its webhook will say.
+    Processing,
+    /// The payer must authenticate with their bank: hand `client_secret` to Stripe.js.
+    NeedsAction { client_secret: String },
+}
+
+/// Why a card was not charged.
+#[derive(Debug)]
+pub enum CardPayError {
+    /// No invoice has this checkout token.
+    NotFound,
+    /// The relay has no card gateway.
+    NoGateway,
+    /// The invoice takes no card now (see [`CardRefusal`]).
+    Refused(CardRefusal),
+    /// The card was declined.
+    Declined {
+        code: String,
+        message: String,
+    },
+    /// The gateway refused the request (a used or unknown card token) or could not be reached.
+    Gateway(GatewayError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for CardPayError {
+    fn from(e: StoreError) -> Self {
+        CardPayError::Store(e)
+    }
+}
+
+impl<S: Store> crate::Engine<S> {
+    /// The invoice whose checkout page has `token`.
+    pub async fn checkout_invoice(&self, token: &str) -> Result<Option<Invoice>, StoreError> {
+        if !is_checkout_token(token) {
+            return Ok(None);
+        }
+        let lookup = Lookup::Checkout(token.to_owned());
+        let Some(id) = self.store.invoice_by_lookup(&lookup).await? else {
+            return Ok(None);
+        };
+        self.store.invoice(&id).await
+    }
+
+    /// Charges the card the payer's browser tokenized on the invoice of checkout `token`, if it
+    /// takes a card now. A charge that went through is applied at once, as its webhook would be
+    /// (which then finds it done).
+    pub async fn pay_by_card(
+        &self,
+        token: &str,
+        card_token: &str,
+    ) -> Result<CardPaid, CardPayError> {
+        let invoice = self
+            .checkout_invoice(token)
+            .await?
+            .ok_or(CardPayError::NotFound)?;
+        let gateway = self.card.as_ref().ok_or(CardPayError::NoGateway)?;
+        let intent = invoice
+            .card_payable(self.clock.now())
+            .map_err(CardPayError::Refused)?;
+        metrics::counter!("relay_checkout_card_attempts_total").increment(1);
+        match gateway
+            .pay_with_card(&intent.payment_intent, card_token)
+            .await
+            .map_err(CardPayError::Gateway)?
+        {
+            CardAttempt::Paid(event) => {
+                let fingerprint: [u8; 32] = Sha256::digest(event.id.as_bytes()).into();
+                let handled = self
+                    .record_gateway_event(gateway.name(), &event, fingerprint)
+                    .await?;
+                if handled == Handled::Applied {
+                    self.store.durable().await?;
+                }
+                Ok(CardPaid::Paid)
+            }
+            CardAttempt::Processing => Ok(CardPaid::Processing),
+            CardAttempt::NeedsAction { client_secret } => {
+                Ok(CardPaid::NeedsAction { client_secret })
+            }
+            CardAttempt::Declined { code, message } => {
+                metrics::counter!("relay_checkout_card_declines_total").increment(1);
+                Err(CardPayError::Declined { code, message })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_well_formed_tokens_are_used() {
+        assert!(is_checkout_token(&format!("cs_{}", "a1".repeat(16))));
+        assert!(!is_checkout_token("cs_../../v1/merchants"));
+        assert!(is_card_token("tok_1AbC_x"));
+        for bad in [
+            "tok_",
+            "tok_a/b",
+            "tok_a?x=1",
+            "pm_card_visa",
+            "tok_a b",
+            "tok_é",
+        ] {
+            assert!(!is_card_token(bad), "{bad}");
+        }
+        assert!(!is_card_token(&format!("tok_{}", "a".repeat(252))));
+    }
+}
