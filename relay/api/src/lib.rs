@@ -126,6 +126,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::checkout::payment_request,
         routes::checkout::events,
         routes::checkout::card::pay,
+        routes::checkout::choose::choose,
     ),
     components(schemas(error::ErrorBody, view::InvoiceView, view::EventView, view::RefundView, view::BalancesView, view::RefundReserveView)),
     modifiers(&SecurityAddon)
@@ -302,6 +303,10 @@ pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
         )
         .route("/pay/{token}/events", get(routes::checkout::events::<S>))
         .route("/pay/{token}/card", post(routes::checkout::card::pay::<S>))
+        .route(
+            "/pay/{token}/methods/{method}",
+            post(routes::checkout::choose::choose::<S>),
+        )
         .route("/checkout-assets/{file}", get(routes::checkout::asset));
     Router::new()
         .merge(v1)

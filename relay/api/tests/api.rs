@@ -1999,3 +1999,157 @@ async fn the_card_route_refuses_bad_input_and_limits_attempts() {
     let (_, html) = open_page(&env, &path, &[]).await;
     assert!(!html.contains("card-form"), "{html}");
 }
+
+/// An invoice whose bitcoin address is derived on demand uses no address of the descriptor until
+/// its payer chooses bitcoin (on the page's form, without JavaScript, or through the public API);
+/// then it gets the next one, indexed for the watcher, the same however often it is asked.
+#[tokio::test]
+async fn a_bitcoin_address_is_derived_only_when_the_payer_chooses_bitcoin() {
+    let env = env().await;
+    let at_creation = |n: &str| json!({"amount": "10.00", "currency": "USD", "order_id": n});
+    let first = env.post("/v1/invoices", at_creation("first")).await.json;
+    assert_eq!(
+        first["payment_methods"]["bitcoin"]["address"],
+        address_at(0)
+    );
+    let lazy = env
+        .post(
+            "/v1/invoices",
+            json!({"amount": "10.00", "currency": "USD", "bitcoin_address": "on_demand"}),
+        )
+        .await;
+    assert_eq!(lazy.status, StatusCode::OK, "{}", lazy.json);
+    let lazy = lazy.json;
+    let btc = &lazy["payment_methods"]["bitcoin"];
+    assert_eq!(btc["address_on_demand"], true, "{btc}");
+    assert!(btc["address"].is_null() && btc["uri"].is_null(), "{btc}");
+    assert!(btc["amount_sat"].is_string(), "the amount is quoted: {btc}");
+    // The next invoice takes the very next address: the lazy one used none.
+    let second = env.post("/v1/invoices", at_creation("second")).await.json;
+    assert_eq!(
+        second["payment_methods"]["bitcoin"]["address"],
+        address_at(1)
+    );
+
+    // Its page offers a form for the address, not a QR code.
+    let path = lazy["checkout_url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("http://pay.test")
+        .unwrap()
+        .to_owned();
+    let (page, html) = open_page(&env, &path, &[]).await;
+    assert!(
+        html.contains(&format!("action=\"{path}/methods/bitcoin?lang=en\""))
+            && html.contains("Show the address"),
+        "{html}"
+    );
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("form-action 'self'"), "{csp}");
+    // The form's post (no script): back to the page, at the bitcoin section, which now has it.
+    let form = env
+        .call(
+            "POST",
+            &format!("{path}/methods/bitcoin?lang=en"),
+            None,
+            Some(b""),
+            &[("content-type", "application/x-www-form-urlencoded")],
+        )
+        .await;
+    assert_eq!(form.status, StatusCode::SEE_OTHER);
+    assert_eq!(form.headers["location"], format!("{path}?lang=en#bitcoin"));
+    let (_, html) = open_page(&env, &path, &[]).await;
+    assert!(
+        html.contains(&address_at(2)) && html.contains("<svg"),
+        "{html}"
+    );
+    // A wallet app asking again (JSON, any origin) gets the same address.
+    let again = env
+        .call("POST", &format!("{path}/methods/bitcoin"), None, None, &[])
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.json);
+    assert_eq!(again.headers["access-control-allow-origin"], "*");
+    assert_eq!(
+        again.json["payment_methods"]["bitcoin"]["address"],
+        address_at(2)
+    );
+    let merchant_view = env
+        .get(&format!("/v1/invoices/{}", lazy["id"].as_str().unwrap()))
+        .await
+        .json;
+    assert_eq!(
+        merchant_view["payment_methods"]["bitcoin"]["address"],
+        address_at(2)
+    );
+    // Indexed: a payment to it finds this invoice.
+    let script = relay_bitcoin::ReceiveDescriptor::parse(&test_descriptor())
+        .unwrap()
+        .derive(2, Network::Regtest)
+        .unwrap()
+        .script_pubkey;
+    let found = env
+        .store
+        .invoice_by_lookup(&relay_core::Lookup::BtcScript(
+            relay_core::Script::from_bytes(script.to_bytes()),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        found.map(|i| i.to_string()),
+        lazy["id"].as_str().map(str::to_owned)
+    );
+    let third = env.post("/v1/invoices", at_creation("third")).await.json;
+    assert_eq!(
+        third["payment_methods"]["bitcoin"]["address"],
+        address_at(3)
+    );
+
+    // Choosing what is not offered, or not a method, or on a request past its expiry.
+    for (method, status, code) in [
+        ("card", StatusCode::CONFLICT, "payment_method_not_offered"),
+        (
+            "dogecoin",
+            StatusCode::BAD_REQUEST,
+            "payment_method_unsupported",
+        ),
+    ] {
+        let r = env
+            .call("POST", &format!("{path}/methods/{method}"), None, None, &[])
+            .await;
+        assert_eq!(r.status, status, "{method}: {}", r.json);
+        assert_eq!(r.json["error"]["code"], code);
+    }
+    let late = env
+        .post(
+            "/v1/invoices",
+            json!({"amount": "10.00", "currency": "USD", "bitcoin_address": "on_demand", "expires_in": 60}),
+        )
+        .await
+        .json;
+    env.clock.0.fetch_add(61, Ordering::SeqCst);
+    let late_path = late["checkout_url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("http://pay.test")
+        .unwrap()
+        .to_owned();
+    let r = env
+        .call(
+            "POST",
+            &format!("{late_path}/methods/bitcoin"),
+            None,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.json);
+    assert_eq!(r.json["error"]["code"], "invoice_not_open");
+    let r = env
+        .post(
+            "/v1/invoices",
+            json!({"amount": "10.00", "currency": "USD", "bitcoin_address": "later"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json["error"]["param"], "bitcoin_address");
+}

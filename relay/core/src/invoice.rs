@@ -435,6 +435,48 @@ impl Invoice {
         }
     }
 
+    /// Whether the invoice offers bitcoin but has no address yet: one is derived when the payer
+    /// chooses bitcoin (addresses on demand).
+    pub fn awaits_bitcoin_address(&self) -> bool {
+        self.quote_for(Method::Bitcoin)
+            .is_some_and(|q| q.bitcoin.is_none())
+    }
+
+    /// Gives the invoice the bitcoin address its payer asked for (derived on demand). Refused
+    /// once it can no longer be paid; `Ok(false)` when it has one already (kept: the payer may be
+    /// paying to it).
+    pub fn give_bitcoin_address(
+        &mut self,
+        pay_to: BitcoinPayTo,
+        now: Timestamp,
+    ) -> Result<bool, CoreError> {
+        let status = self.evaluate(now).0;
+        let quote = self
+            .methods
+            .iter_mut()
+            .find(|q| q.method == Method::Bitcoin)
+            .ok_or_else(|| CoreError::MethodNotOffered {
+                method: "bitcoin".into(),
+            })?;
+        if quote.bitcoin.is_some() {
+            return Ok(false);
+        }
+        if !matches!(status, InvoiceStatus::New | InvoiceStatus::Processing)
+            || now >= self.expires_at
+        {
+            return Err(CoreError::InvalidField {
+                field: "payment_method",
+                reason: format!(
+                    "the invoice is {} and takes no new payment",
+                    status.as_str()
+                ),
+            });
+        }
+        quote.bitcoin = Some(pay_to);
+        self.version += 1;
+        Ok(true)
+    }
+
     /// The card gateway's PaymentIntent of this invoice, if it offers card.
     pub fn payment_intent(&self) -> Option<&str> {
         self.quote_for(Method::Card)

@@ -4,9 +4,11 @@
 //! only while nothing has been paid and the invoice is open — never another amount, another
 //! invoice's intent, or a second charge.
 
+use crate::apply::{retry, Attempt};
 use crate::gateway::{CardAttempt, GatewayError, Handled};
-use relay_core::{CardRefusal, Invoice, Lookup};
-use relay_store::{Store, StoreError};
+use crate::invoices::InvoiceError;
+use relay_core::{CardRefusal, Invoice, Lookup, Method};
+use relay_store::{Commit, Store, StoreError};
 use sha2::{Digest, Sha256};
 
 /// Whether `token` has the shape of a checkout token (`cs_` and 32 hex digits): anything else is
@@ -116,6 +118,89 @@ impl<S: Store> crate::Engine<S> {
                 Err(CardPayError::Declined { code, message })
             }
         }
+    }
+}
+
+/// Why a payer's choice of method was refused.
+#[derive(Debug)]
+pub enum ChooseError {
+    /// No invoice has this checkout token.
+    NotFound,
+    /// The invoice does not offer this method.
+    NotOffered,
+    /// The invoice can no longer be paid.
+    NotOpen,
+    /// Deriving or storing the address failed.
+    Failed(InvoiceError),
+}
+
+impl From<StoreError> for ChooseError {
+    fn from(e: StoreError) -> Self {
+        ChooseError::Failed(InvoiceError::Store(e))
+    }
+}
+
+impl<S: Store> crate::Engine<S> {
+    /// The payer of checkout `token` chose `method`. For bitcoin on an invoice whose address is
+    /// derived on demand, this is when it is derived and stored (indexed in the same write, and
+    /// watched from then on); a second choice finds it there. Returns the invoice as it stands.
+    pub async fn choose_method(&self, token: &str, method: Method) -> Result<Invoice, ChooseError> {
+        let found = self
+            .checkout_invoice(token)
+            .await?
+            .ok_or(ChooseError::NotFound)?;
+        if found.quote_for(method).is_none() {
+            return Err(ChooseError::NotOffered);
+        }
+        if !(method == Method::Bitcoin && found.awaits_bitcoin_address()) {
+            return Ok(found);
+        }
+        let merchant = self
+            .store
+            .merchant(&found.merchant_id)
+            .await?
+            .ok_or(ChooseError::NotFound)?;
+        let id = found.id.clone();
+        let (merchant, id) = (&merchant, &id);
+        let taken = &std::sync::atomic::AtomicU32::new(0);
+        let done = retry(|| async move {
+            let Some(mut invoice) = self.store.invoice(id).await? else {
+                return Ok(Attempt::Done(Err(ChooseError::NotFound)));
+            };
+            let version = invoice.version;
+            let Some(pay_to) = self
+                .next_bitcoin_address(merchant)
+                .await
+                .map_err(ChooseError::Failed)?
+            else {
+                return Ok(Attempt::Done(Err(ChooseError::NotOffered)));
+            };
+            match invoice.give_bitcoin_address(pay_to, self.clock.now()) {
+                Ok(true) => {}
+                Ok(false) => return Ok(Attempt::Done(Ok(invoice))),
+                Err(_) => return Ok(Attempt::Done(Err(ChooseError::NotOpen))),
+            }
+            match self.store.update_invoice(version, &invoice, &[], None).await {
+                Ok(Commit::Conflict) => Ok(Attempt::Conflict),
+                Ok(_) => Ok(Attempt::Done(Ok(invoice))),
+                // Never expected (indexes only grow): the next index is taken.
+                Err(StoreError::DuplicateReference { reference })
+                    if taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 3 =>
+                {
+                    tracing::warn!(target: "relay::btc", %reference, "address already used; taking the next index");
+                    Ok(Attempt::Conflict)
+                }
+                Err(e) => Err(ChooseError::from(e)),
+            }
+        })
+        .await?;
+        let invoice = done.ok_or(ChooseError::Failed(InvoiceError::Busy))??;
+        self.store.durable().await?;
+        if let Some(rail) = &self.bitcoin {
+            (rail.watch)(&invoice);
+        }
+        metrics::counter!("relay_bitcoin_addresses_on_demand_total").increment(1);
+        Ok(invoice)
     }
 }
 

@@ -28,6 +28,9 @@ pub struct InvoiceOrder {
     pub eth_asset: Option<String>,
     /// Where the checkout page sends the payer back once paid (already checked: http(s)).
     pub redirect_url: Option<String>,
+    /// Derive the bitcoin address only when the payer chooses bitcoin on the checkout page (or
+    /// through its public API), so that invoices nobody pays in bitcoin use no address.
+    pub bitcoin_on_demand: bool,
 }
 
 /// Why an invoice was not created or changed. Nothing was stored.
@@ -123,7 +126,9 @@ impl<S: Store> Engine<S> {
         // to another invoice (never expected: indexes only grow), the next index is taken.
         let mut attempts = 0;
         let (commit, body) = loop {
-            self.attach_bitcoin_address(merchant, &mut invoice).await?;
+            if !order.bitcoin_on_demand {
+                self.attach_bitcoin_address(merchant, &mut invoice).await?;
+            }
             let events = Event::for_invoice(&invoice, &kinds, now, || self.ids.event_id());
             let body = to_json(&InvoiceView::of(&invoice));
             let record = answering.map(|a| a.record(&body));
@@ -139,7 +144,10 @@ impl<S: Store> Engine<S> {
         };
         if commit == Commit::Done {
             if let Some(rail) = &self.bitcoin {
-                if invoice.quote_for(Method::Bitcoin).is_some() {
+                if invoice
+                    .quote_for(Method::Bitcoin)
+                    .is_some_and(|q| q.bitcoin.is_some())
+                {
                     (rail.watch)(&invoice);
                 }
             }
@@ -294,6 +302,25 @@ impl<S: Store> Engine<S> {
         merchant: &Merchant,
         invoice: &mut Invoice,
     ) -> Result<(), InvoiceError> {
+        let Some(quote) = invoice
+            .methods
+            .iter_mut()
+            .find(|q| q.method == Method::Bitcoin)
+        else {
+            return Ok(());
+        };
+        if let Some(pay_to) = self.next_bitcoin_address(merchant).await? {
+            quote.bitcoin = Some(pay_to);
+        }
+        Ok(())
+    }
+
+    /// The next unused address of the merchant's descriptor (of the operator's treasury
+    /// descriptor, for a merchant paid on Ethereum); `None` without a bitcoin rail or descriptor.
+    pub(crate) async fn next_bitcoin_address(
+        &self,
+        merchant: &Merchant,
+    ) -> Result<Option<relay_core::BitcoinPayTo>, InvoiceError> {
         // A merchant paid on Ethereum is paid from the relay's liquidity; the bitcoin goes to the
         // operator's treasury, or the merchant would be paid twice.
         let treasury = merchant.settle_on_ethereum.is_some();
@@ -301,15 +328,8 @@ impl<S: Store> Engine<S> {
             (true, Some(rail)) => rail.treasury_descriptor.as_deref(),
             _ => merchant.btc_descriptor.as_deref(),
         };
-        let (Some(rail), Some(descriptor), Some(quote)) = (
-            self.bitcoin.as_ref(),
-            descriptor,
-            invoice
-                .methods
-                .iter_mut()
-                .find(|q| q.method == Method::Bitcoin),
-        ) else {
-            return Ok(());
+        let (Some(rail), Some(descriptor)) = (self.bitcoin.as_ref(), descriptor) else {
+            return Ok(None);
         };
         let owner = if treasury {
             relay_core::merchant::treasury_index_owner()
@@ -321,7 +341,7 @@ impl<S: Store> Engine<S> {
             .addresses
             .derive(descriptor, index)
             .map_err(InvoiceError::DescriptorUnusable)?;
-        quote.bitcoin = Some(relay_core::BitcoinPayTo {
+        Ok(Some(relay_core::BitcoinPayTo {
             address: derived.address,
             script_pubkey: derived.script_pubkey,
             derivation_index: index,
@@ -332,8 +352,7 @@ impl<S: Store> Engine<S> {
                 merchant.btc_confirmations
             },
             treasury,
-        });
-        Ok(())
+        }))
     }
 
     /// For a merchant paid on Ethereum: locks what the price is worth in the settlement asset.

@@ -238,6 +238,10 @@ pub struct MethodView {
     /// Bitcoin: the address of this invoice alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Bitcoin: `true` while the address waits to be derived until the payer chooses bitcoin
+    /// (`POST /pay/{token}/methods/bitcoin`); absent once there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address_on_demand: Option<bool>,
     /// Bitcoin: a BIP21 URI with the address and amount, for wallets and QR codes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
@@ -406,6 +410,8 @@ impl InvoiceView {
                     amount_minor: minor.clone(),
                     rate: q.rate.price.normalize().to_string(),
                     address: q.bitcoin.as_ref().map(|b| b.address.clone()),
+                    address_on_demand: (q.method == Method::Bitcoin && q.bitcoin.is_none())
+                        .then_some(true),
                     uri,
                     confirmations_required: q
                         .bitcoin

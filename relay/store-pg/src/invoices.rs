@@ -120,6 +120,26 @@ pub(crate) async fn write_events(conn: &mut PgConnection, events: &[Event]) -> R
     Ok(marked)
 }
 
+/// Indexes `invoice` under `r` (a new bitcoin script is marked fresh, for the watcher), or
+/// refuses the write when another invoice holds it.
+async fn insert_lookup(conn: &mut PgConnection, r: &Lookup, invoice: &Invoice) -> Result<(), Stop> {
+    let n = sqlx::query(
+        "INSERT INTO lookups (key, kind, invoice_id, fresh) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(r.key())
+    .bind(r.kind().prefix())
+    .bind(invoice.id.as_str())
+    .bind(r.kind() == LookupKind::BtcScript)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(Stop::Refused(Refusal::DuplicateReference(r.clone())));
+    }
+    Ok(())
+}
+
 /// Replaces an invoice stored at `expected_version`, in the caller's transaction: the row is
 /// locked and its version checked, then the invoice, its events and its posting are written.
 pub(crate) async fn write_change(
@@ -139,6 +159,12 @@ pub(crate) async fn write_change(
         return Err(Stop::Refused(Refusal::Conflict));
     }
     let current: Invoice = decode("invoice", row.get("body"))?;
+    // A reference the invoice did not have (a bitcoin address derived when the payer chose
+    // bitcoin) is claimed with the change, or the change is refused.
+    let before = current.lookups();
+    for r in invoice.lookups().iter().filter(|r| !before.contains(r)) {
+        insert_lookup(conn, r, invoice).await?;
+    }
     sqlx::query(
         "UPDATE invoices SET version = $2, body = $3, \
          expiry_due = CASE WHEN $4 THEN expiry_due ELSE NULL END WHERE id = $1",
@@ -237,20 +263,7 @@ impl Invoices for PgStore {
                 claim(&mut tx, Dedupe::Request(w.merchant_id, w.key), &w.record).await?;
             }
             for r in references {
-                let n = sqlx::query(
-                    "INSERT INTO lookups (key, kind, invoice_id, fresh) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(r.key())
-                .bind(r.kind().prefix())
-                .bind(invoice.id.as_str())
-                .bind(r.kind() == LookupKind::BtcScript)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if n == 0 {
-                    return Err(Stop::Refused(Refusal::DuplicateReference(r.clone())));
-                }
+                insert_lookup(&mut tx, r, invoice).await?;
             }
             sqlx::query(
                 "INSERT INTO invoices (id, merchant_id, order_id, version, expiry_due, body) \

@@ -64,3 +64,41 @@ async fn two_relays_never_hand_out_the_same_index() {
         Err(relay_store::StoreError::Exhausted { .. })
     ));
 }
+
+/// An address given after creation (the payer chose bitcoin on an invoice whose address is made
+/// on demand) reaches the watcher on whichever relay watches, as a new invoice's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_made_on_demand_reaches_the_watching_relay() {
+    use relay_core::{Lookup, LookupKind};
+    use relay_store::conformance::{add_merchant, invoice, merchant, with_script};
+    use relay_store::prelude::*;
+    let pg = Postgres::spawn().expect("PostgreSQL starts");
+    let (api, watcher) = (store(&pg, None).await, store(&pg, None).await);
+    let m = merchant(1);
+    add_merchant(&api, &m).await;
+    let (inv, ev) = invoice(&m, 1, None);
+    api.create_invoice(&inv, &ev, None).await.unwrap();
+    assert!(watcher
+        .take_new_lookups(LookupKind::BtcScript)
+        .await
+        .unwrap()
+        .is_empty());
+    let mut given = with_script(inv.clone(), "0014cc");
+    given.version += 1;
+    api.update_invoice(inv.version, &given, &[], None)
+        .await
+        .unwrap();
+    let script = Lookup::BtcScript("0014cc".parse().unwrap());
+    assert_eq!(
+        watcher
+            .take_new_lookups(LookupKind::BtcScript)
+            .await
+            .unwrap(),
+        vec![(script, inv.id.clone())]
+    );
+    assert!(watcher
+        .take_new_lookups(LookupKind::BtcScript)
+        .await
+        .unwrap()
+        .is_empty());
+}

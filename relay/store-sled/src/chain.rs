@@ -47,32 +47,38 @@ impl ChainState for SledStore {
             &i.ledger,
             &i.ledger_entries,
             &i.payouts,
+            &i.references,
+            &i.counters,
         )
-            .transaction(|(inv, exp, ev, ev_m, chains, fan, led, led_e, pay)| {
-                let t = ChangeTrees {
-                    inv,
-                    exp,
-                    ev,
-                    ev_m,
-                    fan,
-                    led,
-                    led_e,
-                    pay,
-                };
-                let mut any = false;
-                for change in &invoices {
-                    any |= t.write(change)?;
-                }
-                added.store(any, Ordering::SeqCst);
-                for key in &write.delete {
-                    chains.remove(concat(&prefix, key))?;
-                }
-                for (key, value) in &write.put {
-                    chains.insert(concat(&prefix, key), value.as_slice())?;
-                }
-                chains.insert(cursor_key.as_slice(), write.cursor.as_slice())?;
-                Ok(())
-            });
+            .transaction(
+                |(inv, exp, ev, ev_m, chains, fan, led, led_e, pay, refs, counters)| {
+                    let t = ChangeTrees {
+                        inv,
+                        exp,
+                        ev,
+                        ev_m,
+                        fan,
+                        led,
+                        led_e,
+                        pay,
+                        refs,
+                        counters,
+                    };
+                    let mut any = false;
+                    for change in &invoices {
+                        any |= t.write(change)?;
+                    }
+                    added.store(any, Ordering::SeqCst);
+                    for key in &write.delete {
+                        chains.remove(concat(&prefix, key))?;
+                    }
+                    for (key, value) in &write.put {
+                        chains.insert(concat(&prefix, key), value.as_slice())?;
+                    }
+                    chains.insert(cursor_key.as_slice(), write.cursor.as_slice())?;
+                    Ok(())
+                },
+            );
         let done = self.finish(result);
         if matches!(done, Ok(Commit::Done)) {
             let events: Vec<EncodedEvent> = invoices.into_iter().flat_map(|c| c.events).collect();

@@ -21,19 +21,7 @@ impl Invoices for SledStore {
             .as_ref()
             .map(|o| id_key(&order_prefix(&invoice.merchant_id, o), invoice.id.as_str()));
         let references = invoice.lookups();
-        let btc_index = invoice
-            .methods
-            .iter()
-            .filter_map(|q| q.bitcoin.as_ref())
-            .map(|b| {
-                let owner = if b.treasury {
-                    relay_core::merchant::treasury_index_owner()
-                } else {
-                    invoice.merchant_id.clone()
-                };
-                (index_key(&owner), u64::from(b.derivation_index) + 1)
-            })
-            .max_by_key(|(_, next)| *next);
+        let btc_index = derivation_counter(invoice);
         let idem = idempotency
             .as_ref()
             .map(|w| (idem_key(w.merchant_id, w.key), &w.record));

@@ -187,6 +187,8 @@ struct ChangeTrees<'t> {
     led: &'t TransactionalTree,
     led_e: &'t TransactionalTree,
     pay: &'t TransactionalTree,
+    refs: &'t TransactionalTree,
+    counters: &'t TransactionalTree,
 }
 
 impl ChangeTrees<'_> {
@@ -201,6 +203,26 @@ impl ChangeTrees<'_> {
         let current: Invoice = decode("invoice", &current).map_err(|e| abort(Abort::Decode(e)))?;
         if current.version != c.expected_version {
             return Err(abort(Abort::Conflict));
+        }
+        // A reference the invoice did not have (a bitcoin address derived when the payer chose
+        // bitcoin) is claimed with the change, or the change is refused.
+        let before = current.lookups();
+        for r in invoice.lookups().iter().filter(|r| !before.contains(r)) {
+            match self.refs.insert(r.key().as_bytes(), id)? {
+                Some(other) if other.as_ref() != id => {
+                    return Err(abort(Abort::DuplicateReference(r.clone())))
+                }
+                _ => {}
+            }
+        }
+        if let Some((key, next)) = derivation_counter(invoice) {
+            let stored = self
+                .counters
+                .get(key.as_slice())?
+                .map_or(0, |b| decode_u64(&b));
+            if next > stored {
+                self.counters.insert(key.as_slice(), &next.to_be_bytes())?;
+            }
         }
         self.inv.insert(id, c.value.as_slice())?;
         if !awaits_expiry(invoice.status) {
@@ -219,6 +241,24 @@ impl ChangeTrees<'_> {
         )?;
         Ok(posting.adds_payouts())
     }
+}
+
+/// The derivation counter an invoice's bitcoin address moves (its owner's key, and the index
+/// after the address's), so that no later invoice is given the same address.
+fn derivation_counter(invoice: &Invoice) -> Option<(Vec<u8>, u64)> {
+    invoice
+        .methods
+        .iter()
+        .filter_map(|q| q.bitcoin.as_ref())
+        .map(|b| {
+            let owner = if b.treasury {
+                relay_core::merchant::treasury_index_owner()
+            } else {
+                invoice.merchant_id.clone()
+            };
+            (index_key(&owner), u64::from(b.derivation_index) + 1)
+        })
+        .max_by_key(|(_, next)| *next)
 }
 
 /// Why a transaction closure gave up without writing.
@@ -445,28 +485,34 @@ impl SledStore {
             &i.ledger,
             &i.ledger_entries,
             &i.payouts,
+            &i.references,
+            &i.counters,
         )
-            .transaction(|(inv, exp, dedupe_tx, ev, ev_m, fan, led, led_e, pay)| {
-                if let Some((key, record)) = &dedupe {
-                    Self::claim(dedupe_tx, key, record)?;
-                }
-                let Some(change) = &encoded else {
-                    return Ok(());
-                };
-                let t = ChangeTrees {
-                    inv,
-                    exp,
-                    ev,
-                    ev_m,
-                    fan,
-                    led,
-                    led_e,
-                    pay,
-                };
-                // Only the attempt that commits counts: an aborted one is redone from scratch.
-                added.store(t.write(change)?, Ordering::SeqCst);
-                Ok(())
-            });
+            .transaction(
+                |(inv, exp, dedupe_tx, ev, ev_m, fan, led, led_e, pay, refs, counters)| {
+                    if let Some((key, record)) = &dedupe {
+                        Self::claim(dedupe_tx, key, record)?;
+                    }
+                    let Some(change) = &encoded else {
+                        return Ok(());
+                    };
+                    let t = ChangeTrees {
+                        inv,
+                        exp,
+                        ev,
+                        ev_m,
+                        fan,
+                        led,
+                        led_e,
+                        pay,
+                        refs,
+                        counters,
+                    };
+                    // Only the attempt that commits counts: an aborted one is redone from scratch.
+                    added.store(t.write(change)?, Ordering::SeqCst);
+                    Ok(())
+                },
+            );
         let done = self.finish(result);
         if matches!(done, Ok(Commit::Done)) {
             if let Some(change) = &encoded {

@@ -135,6 +135,10 @@ pub async fn check_all<S: Store + Clone>(open: impl Fn(&Path) -> S) {
     );
     check!("a stale version is a conflict", stale_version_is_a_conflict);
     check!(
+        "an update claims the invoice's new references",
+        an_update_claims_new_references
+    );
+    check!(
         "an idempotency race writes once",
         idempotency_race_writes_once
     );
@@ -201,6 +205,60 @@ async fn refused_write_leaves_nothing<S: Store>(dir: &Path, open: &dyn Fn(&Path)
         .await
         .unwrap();
     assert!(by_order.items.is_empty(), "no index entry");
+}
+
+/// A bitcoin address given to an invoice after its creation (the payer chose bitcoin) is indexed
+/// by the update that adds it; one another invoice holds refuses the whole update.
+async fn an_update_claims_new_references<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {
+    let s = open(dir);
+    let m = merchant(1);
+    add_merchant(&s, &m).await;
+    let (a, ev_a) = invoice(&m, 1, None);
+    let (b, ev_b) = invoice(&m, 2, None);
+    s.create_invoice(&a, &ev_a, None).await.unwrap();
+    s.create_invoice(&with_script(b.clone(), "0014bb"), &ev_b, None)
+        .await
+        .unwrap();
+    let script = |hex: &str| relay_core::Lookup::BtcScript(hex.parse().expect("a script"));
+    // Taken by b: refused, and nothing of the update is written.
+    let mut taken = with_script(a.clone(), "0014bb");
+    taken.version += 1;
+    let err = s
+        .update_invoice(a.version, &taken, &[], Some(idem(&m.id, "k-taken", 1)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::DuplicateReference { .. }),
+        "{err}"
+    );
+    assert_eq!(s.invoice(&a.id).await.unwrap(), Some(a.clone()));
+    assert!(s.idempotency(&m.id, "k-taken").await.unwrap().is_none());
+    assert_eq!(
+        s.invoice_by_lookup(&script("0014bb")).await.unwrap(),
+        Some(b.id.clone())
+    );
+    // A free one: claimed with the update.
+    let mut given = with_script(a.clone(), "0014aa");
+    given.version += 1;
+    assert_eq!(
+        s.update_invoice(a.version, &given, &[], None)
+            .await
+            .unwrap(),
+        Commit::Done
+    );
+    assert_eq!(
+        s.invoice_by_lookup(&script("0014aa")).await.unwrap(),
+        Some(a.id.clone())
+    );
+    // Written again unchanged: still its own.
+    let mut again = given.clone();
+    again.version += 1;
+    assert_eq!(
+        s.update_invoice(given.version, &again, &[], None)
+            .await
+            .unwrap(),
+        Commit::Done
+    );
 }
 
 async fn stale_version_is_a_conflict<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {

@@ -113,11 +113,34 @@ async fn the_checkout_page_follows_a_bitcoin_payment_in_a_browser_without_a_relo
         &key,
         "checkout-1",
         &json!({"amount": "25.00", "currency": "USD", "description": "Oolong, 100 g",
-            "payment_methods": ["bitcoin"]}),
+            "payment_methods": ["bitcoin"], "bitcoin_address": "on_demand"}),
     )
     .await
     .unwrap();
     assert_eq!(status, 200, "{inv}");
+    assert_eq!(inv["payment_methods"]["bitcoin"]["address_on_demand"], true);
+
+    // A phone: 390 × 844.
+    let page = browser(&driver, 390, 844).await;
+    page.goto(inv["checkout_url"].as_str().unwrap())
+        .await
+        .unwrap();
+    // The address is made when the payer asks for it.
+    page.find(Locator::Css("button.choose"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    page.wait()
+        .for_element(Locator::Css("#bitcoin figure.qr svg"))
+        .await
+        .unwrap();
+    let inv = get_invoice(&client, &server.url, &key, inv["id"].as_str().unwrap()).await;
+    // Opened afresh (the form brought the payer back at the bitcoin section).
+    page.goto(inv["checkout_url"].as_str().unwrap())
+        .await
+        .unwrap();
     let btc = &inv["payment_methods"]["bitcoin"];
     let uri = btc["uri"].as_str().unwrap().to_owned();
     let sat: u64 = btc["amount_sat"].as_str().unwrap().parse().unwrap();
@@ -126,12 +149,6 @@ async fn the_checkout_page_follows_a_bitcoin_payment_in_a_browser_without_a_relo
         .require_network(Network::Regtest)
         .unwrap()
         .script_pubkey();
-
-    // A phone: 390 × 844.
-    let page = browser(&driver, 390, 844).await;
-    page.goto(inv["checkout_url"].as_str().unwrap())
-        .await
-        .unwrap();
     let h1 = text_of(&page, Locator::Css("h1")).await;
     assert_eq!(h1, "Pay Tea house");
     let fits: Value = page

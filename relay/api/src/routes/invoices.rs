@@ -52,6 +52,19 @@ pub struct CreateInvoiceRequest {
     /// `https` URL without credentials, up to 2048 characters.
     #[schema(max_length = 2048, example = "https://shop.example.com/orders/A-1001")]
     pub redirect_url: Option<String>,
+    /// When the bitcoin address is derived: `at_creation` (the default), or `on_demand`: only
+    /// when the payer chooses bitcoin on the checkout page or through its public API
+    /// (`POST /pay/{token}/methods/bitcoin`), so that invoices nobody pays in bitcoin use no
+    /// address of the descriptor.
+    pub bitcoin_address: Option<BitcoinAddressTiming>,
+}
+
+/// When an invoice's bitcoin address is derived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BitcoinAddressTiming {
+    AtCreation,
+    OnDemand,
 }
 
 /// The schema of `metadata`: up to 20 strings of up to 500 characters by key.
@@ -206,6 +219,19 @@ pub async fn create<S: Store>(
         Err(replay) => return Ok(replay),
     };
     let req: CreateInvoiceRequest = parse_json(&body)?;
+    let order = order_of(&state, req)?;
+    let created = state
+        .create_invoice(&merchant, order, idem.answering(&merchant))
+        .await?;
+    idem.finish(&state, created.commit, StatusCode::OK, created.body)
+        .await
+}
+
+/// The order a create request asks for, its fields checked.
+pub(crate) fn order_of<S>(
+    state: &AppState<S>,
+    req: CreateInvoiceRequest,
+) -> Result<InvoiceOrder, ApiError> {
     let asset = state.assets.get(&req.currency)?.clone();
     let amount = Amount::parse_decimal(&req.amount, &asset)?;
     let methods = req
@@ -221,7 +247,7 @@ pub async fn create<S: Store>(
             .with_param("redirect_url"));
         }
     }
-    let order = InvoiceOrder {
+    Ok(InvoiceOrder {
         price: Money { asset, amount },
         order_id: req.order_id,
         description: req.description,
@@ -230,12 +256,8 @@ pub async fn create<S: Store>(
         methods,
         eth_asset: req.ethereum_asset,
         redirect_url: req.redirect_url,
-    };
-    let created = state
-        .create_invoice(&merchant, order, idem.answering(&merchant))
-        .await?;
-    idem.finish(&state, created.commit, StatusCode::OK, created.body)
-        .await
+        bitcoin_on_demand: req.bitcoin_address == Some(BitcoinAddressTiming::OnDemand),
+    })
 }
 
 /// A return address a payer may be sent to: http(s), a host, no user or password, not too long.

@@ -9,6 +9,7 @@
 //! chosen by `?lang=` or `Accept-Language`.
 
 pub mod card;
+pub mod choose;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
@@ -419,7 +420,7 @@ fn page_csp(settings: &CheckoutSettings, with_card: bool) -> String {
     let card = settings.card.as_ref().filter(|_| with_card);
     let extra = card.map_or(String::new(), |c| format!(" {}", c.origins));
     let frames = card.map_or("".to_owned(), |c| format!(" frame-src {};", c.origins));
-    format!("default-src 'none'; script-src 'self'{extra}; style-src 'self'; img-src 'self' data:; connect-src 'self'{extra};{frames} base-uri 'none'; form-action 'none'; frame-ancestors {fa}", fa = settings.frame_ancestors)
+    format!("default-src 'none'; script-src 'self'{extra}; style-src 'self'; img-src 'self' data:; connect-src 'self'{extra};{frames} base-uri 'none'; form-action 'self'; frame-ancestors {fa}", fa = settings.frame_ancestors)
 }
 pub(crate) const JSON_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
@@ -469,8 +470,18 @@ pub async fn page<S: Store>(
         .into_iter()
         .filter_map(|id| {
             let m = view.payment_methods.get(id)?;
-            let uri = m.uri.clone()?;
             let name = s.t(&format!("method_{id}"), &[]);
+            if m.address_on_demand == Some(true) {
+                // The address is derived when the payer asks for it: a form, no script needed.
+                return Some(serde_json::json!({
+                    "id": id,
+                    "name": name,
+                    "asset_amount": s.t("asset_amount", &[("amount", &m.amount), ("asset", &m.asset)]),
+                    "rate": s.t("rate", &[("asset", &m.asset), ("rate", &m.rate), ("currency", &currency)]),
+                    "choose_url": format!("/pay/{token}/methods/{id}?lang={lang}"),
+                }));
+            }
+            let uri = m.uri.clone()?;
             Some(serde_json::json!({
                 "id": id,
                 "name": name,
@@ -506,6 +517,8 @@ pub async fn page<S: Store>(
         "card_failed",
         "card_sent",
         "card_needs_js",
+        "show_address",
+        "address_on_demand",
         "amount_due",
         "pay_with",
         "scan",
