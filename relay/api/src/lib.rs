@@ -127,8 +127,13 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::checkout::events,
         routes::checkout::card::pay,
         routes::checkout::choose::choose,
+        routes::links::create,
+        routes::links::retrieve,
+        routes::links::list,
+        routes::links::deactivate,
+        routes::links::visit,
     ),
-    components(schemas(error::ErrorBody, view::InvoiceView, view::EventView, view::RefundView, view::BalancesView, view::RefundReserveView)),
+    components(schemas(error::ErrorBody, view::InvoiceView, view::PaymentLinkView, view::EventView, view::RefundView, view::BalancesView, view::RefundReserveView)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;
@@ -296,6 +301,16 @@ pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
             "/v1/gateways/stripe/webhook",
             post(routes::gateway::stripe_webhook::<S>),
         )
+        .route(
+            "/v1/payment_links",
+            post(routes::links::create::<S>).get(routes::links::list::<S>),
+        )
+        .route("/v1/payment_links/{id}", get(routes::links::retrieve::<S>))
+        .route(
+            "/v1/payment_links/{id}/deactivate",
+            post(routes::links::deactivate::<S>),
+        )
+        .route("/link/{token}", get(routes::links::visit::<S>))
         .route("/pay/{token}", get(routes::checkout::page::<S>))
         .route(
             "/pay/{token}/payment_request",

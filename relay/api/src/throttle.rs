@@ -183,48 +183,76 @@ pub fn client_address(
     client
 }
 
-/// Card attempts from checkout pages, against card testing (trying stolen card numbers one after
-/// another on a page that needs no key): each checkout token may try `per_token` cards at once
-/// and one more every six minutes, each client address four times as many. Past either, 429
-/// `too_many_card_attempts`. Counted per relay process.
-pub struct CardAttempts {
-    by_token: DefaultKeyedRateLimiter<String>,
+/// What payers may do without a key, limited per thing (a checkout token, a payment link) and per
+/// client address, in bursts that refill one every `every`. Past either, 429 with `code`.
+/// Counted per relay process.
+///
+/// - Card attempts ([`PayerLimit::cards`]), against card testing (trying stolen card numbers one
+///   after another on a page that needs no key): 10 per payment request, 40 per address, one more
+///   every six minutes.
+/// - Payment link visits ([`PayerLimit::links`]), each of which may make an invoice (and a
+///   PaymentIntent at the gateway): 30 per address, one more every 6 seconds; 600 per link, ten
+///   more a second.
+pub struct PayerLimit {
+    by_key: DefaultKeyedRateLimiter<String>,
     by_client: DefaultKeyedRateLimiter<std::net::IpAddr>,
+    code: &'static str,
+    message: &'static str,
 }
 
-impl CardAttempts {
-    pub fn new(per_token: u32) -> CardAttempts {
-        let burst = NonZeroU32::new(per_token.max(1)).unwrap_or(NonZeroU32::MIN);
-        let client_burst = burst.saturating_mul(NonZeroU32::new(4).unwrap_or(NonZeroU32::MIN));
-        let every = std::time::Duration::from_secs(360);
-        let quota = |burst| {
+impl PayerLimit {
+    fn new(
+        (per_key, key_every): (u32, std::time::Duration),
+        (per_client, client_every): (u32, std::time::Duration),
+        code: &'static str,
+        message: &'static str,
+    ) -> PayerLimit {
+        let quota = |burst: u32, every| {
             Quota::with_period(every)
-                .unwrap_or(Quota::per_hour(NonZeroU32::MIN))
-                .allow_burst(burst)
+                .unwrap_or(Quota::per_second(NonZeroU32::MIN))
+                .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
         };
-        CardAttempts {
-            by_token: RateLimiter::keyed(quota(burst)),
-            by_client: RateLimiter::keyed(quota(client_burst)),
+        PayerLimit {
+            by_key: RateLimiter::keyed(quota(per_key, key_every)),
+            by_client: RateLimiter::keyed(quota(per_client, client_every)),
+            code,
+            message,
         }
     }
 
-    /// Takes one attempt from the token's and the client's allowance, or refuses it.
-    pub fn check(&self, token: &str, client: Option<std::net::IpAddr>) -> Result<(), ApiError> {
+    pub fn cards() -> PayerLimit {
+        let every = std::time::Duration::from_secs(360);
+        PayerLimit::new(
+            (10, every),
+            (40, every),
+            "too_many_card_attempts",
+            "too many card attempts for this payment request; try again later",
+        )
+    }
+
+    pub fn links() -> PayerLimit {
+        PayerLimit::new(
+            (600, std::time::Duration::from_millis(100)),
+            (30, std::time::Duration::from_secs(6)),
+            "too_many_link_visits",
+            "too many payment links opened; try again later",
+        )
+    }
+
+    /// Takes one from the key's and the client's allowance, or refuses it.
+    pub fn check(&self, key: &str, client: Option<std::net::IpAddr>) -> Result<(), ApiError> {
         let refused = |not_until: governor::NotUntil<_>| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            metrics::counter!("relay_checkout_card_throttled_total").increment(1);
-            let mut e = ApiError::invalid(
-                "too_many_card_attempts",
-                "too many card attempts for this payment request; try again later",
-            )
-            .with_status(axum::http::StatusCode::TOO_MANY_REQUESTS);
+            metrics::counter!("relay_payer_throttled_total", "code" => self.code).increment(1);
+            let mut e = ApiError::invalid(self.code, self.message)
+                .with_status(axum::http::StatusCode::TOO_MANY_REQUESTS);
             e.retry_after = Some(wait.as_secs().max(1));
             e
         };
         if let Some(ip) = client {
             self.by_client.check_key(&client_key(ip)).map_err(refused)?;
         }
-        self.by_token.check_key(&token.to_owned()).map_err(refused)
+        self.by_key.check_key(&key.to_owned()).map_err(refused)
     }
 }
 

@@ -2153,3 +2153,189 @@ async fn a_bitcoin_address_is_derived_only_when_the_payer_chooses_bitcoin() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json["error"]["param"], "bitcoin_address");
 }
+
+/// A payment link makes invoices for its price: a single-use one makes one (two first visitors at
+/// once get the same), sends later visitors back to it, and makes another only once it expired
+/// unpaid; a reusable one makes one per visit; a deactivated one makes none. Invoices it makes
+/// use no bitcoin address until the payer chooses bitcoin.
+#[tokio::test]
+async fn payment_links_make_invoices_once_or_per_visit() {
+    let env = env().await;
+    let made = env
+        .call_with_key(
+            "POST",
+            "/v1/payment_links",
+            Some("link-1"),
+            json!({"amount": "12.50", "currency": "USD", "description": "Guitar lesson",
+                "reusable": false, "payment_methods": ["bitcoin", "ethereum"]}),
+            &env.key,
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.json);
+    let link = made.json;
+    assert_eq!(link["object"], "payment_link");
+    assert_eq!(link["amount"], "12.50");
+    let url = link["url"].as_str().unwrap();
+    let path = url.strip_prefix("http://pay.test").unwrap().to_owned();
+    assert!(path.starts_with("/link/pl_"), "{url}");
+    // The same request again: the same link.
+    let again = env
+        .call_with_key(
+            "POST",
+            "/v1/payment_links",
+            Some("link-1"),
+            json!({"amount": "12.50", "currency": "USD", "description": "Guitar lesson",
+                "reusable": false, "payment_methods": ["bitcoin", "ethereum"]}),
+            &env.key,
+        )
+        .await;
+    assert_eq!(again.json["id"], link["id"]);
+
+    let visit = |path: String| {
+        let env = &env;
+        async move {
+            let r = env.call("GET", &path, None, None, &[]).await;
+            assert_eq!(
+                r.status,
+                StatusCode::SEE_OTHER,
+                "{path}: {}",
+                String::from_utf8_lossy(&r.raw)
+            );
+            r.headers["location"].to_str().unwrap().to_owned()
+        }
+    };
+    let invoice_at = |checkout: String| {
+        let env = &env;
+        async move {
+            let token = checkout.rsplit('/').next().unwrap().to_owned();
+            let found = env
+                .store
+                .invoice_by_lookup(&relay_core::Lookup::Checkout(token))
+                .await
+                .unwrap()
+                .expect("the checkout page's invoice");
+            env.get(&format!("/v1/invoices/{found}")).await.json
+        }
+    };
+    // Eight first visitors at once: one invoice.
+    let firsts = futures_util::future::join_all((0..8).map(|_| visit(path.clone()))).await;
+    assert!(firsts.iter().all(|l| *l == firsts[0]), "{firsts:?}");
+    let inv = invoice_at(firsts[0].clone()).await;
+    assert_eq!(inv["amount"], "12.50");
+    assert_eq!(inv["description"], "Guitar lesson");
+    assert_eq!(inv["payment_methods"]["bitcoin"]["address_on_demand"], true);
+    assert_eq!(env.invoice_count().await, 1);
+    let shown = env
+        .get(&format!(
+            "/v1/payment_links/{}",
+            link["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(shown.json["invoice"], inv["id"]);
+    // Later: back to it. Once it expired unpaid: a new one.
+    assert_eq!(visit(path.clone()).await, firsts[0]);
+    env.clock.0.fetch_add(901, Ordering::SeqCst);
+    let next = visit(path.clone()).await;
+    assert_ne!(next, firsts[0]);
+    assert_eq!(env.invoice_count().await, 2);
+
+    // Reusable: an invoice per visit.
+    let shop = env
+        .post(
+            "/v1/payment_links",
+            json!({"amount": "3.00", "currency": "USD", "reusable": true}),
+        )
+        .await
+        .json;
+    let shop_path = shop["url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("http://pay.test")
+        .unwrap()
+        .to_owned();
+    let (a, b) = (
+        visit(shop_path.clone()).await,
+        visit(shop_path.clone()).await,
+    );
+    assert_ne!(a, b);
+    assert_eq!(invoice_at(a).await["amount"], "3.00");
+
+    // Listed newest first; another merchant sees none of them.
+    let list = env.get("/v1/payment_links?limit=1").await.json;
+    assert_eq!(list["data"][0]["id"], shop["id"]);
+    assert_eq!(list["has_more"], true);
+    let theirs = env
+        .call(
+            "GET",
+            &format!("/v1/payment_links/{}", link["id"].as_str().unwrap()),
+            Some(&env.other_key),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+
+    // Deactivated: no more invoices, a page that says so.
+    let off = env
+        .post(
+            &format!(
+                "/v1/payment_links/{}/deactivate",
+                shop["id"].as_str().unwrap()
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(off.status, StatusCode::OK, "{}", off.json);
+    assert_eq!(off.json["active"], false);
+    let count = env.invoice_count().await;
+    let (gone, html) = open_page(&env, &shop_path, &[]).await;
+    assert_eq!(gone.status, StatusCode::GONE);
+    assert!(html.contains("no longer takes payments"), "{html}");
+    assert_eq!(env.invoice_count().await, count);
+    for bad in [
+        "/link/pl_00000000000000000000000000000000",
+        "/link/nothing",
+        "/link/pl_..%2F..%2Fv1",
+    ] {
+        let (r, _) = open_page(&env, bad, &[]).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{bad}");
+    }
+
+    // Bad input: a 4xx with a code, and no link.
+    for (body, code) in [
+        (
+            json!({"amount": "5.00", "currency": "USD"}),
+            "parameter_missing",
+        ),
+        (
+            json!({"amount": "-5", "currency": "USD", "reusable": true}),
+            "amount_invalid",
+        ),
+        (
+            json!({"amount": "5.00", "currency": "XXX", "reusable": true}),
+            "currency_unsupported",
+        ),
+        (
+            json!({"amount": "5.00", "currency": "USD", "reusable": "yes"}),
+            "parameter_invalid",
+        ),
+        (
+            json!({"amount": "5.00", "currency": "USD", "reusable": true, "payment_methods": ["card"]}),
+            "payment_method_unavailable",
+        ),
+        (
+            json!({"amount": "5.00", "currency": "USD", "reusable": true, "redirect_url": "javascript:alert(1)"}),
+            "redirect_url_invalid",
+        ),
+        (
+            json!({"amount": "5.00", "currency": "USD", "reusable": true, "expires_in": 5}),
+            "expiry_invalid",
+        ),
+    ] {
+        let r = env.post("/v1/payment_links", body.clone()).await;
+        assert!(r.status.is_client_error(), "{body}: {}", r.json);
+        assert_eq!(r.json["error"]["code"], code, "{body}: {}", r.json);
+    }
+    let all = env.get("/v1/payment_links?limit=100").await.json;
+    assert_eq!(all["data"].as_array().unwrap().len(), 2);
+}

@@ -13,7 +13,7 @@ pub enum Scope {
     /// Every `GET` (invoices, events, deliveries, balances, webhook endpoints).
     #[serde(rename = "read")]
     Read,
-    /// Create and cancel invoices.
+    /// Create and cancel invoices, and make and deactivate payment links.
     #[serde(rename = "invoices:write")]
     InvoicesWrite,
     /// Ask for refunds and record bitcoin refunds as paid.
@@ -69,7 +69,10 @@ pub fn required_scope(method: &str, route: &str) -> Option<Scope> {
         Some(Scope::RefundsWrite)
     } else if route.starts_with("/v1/invoices/{id}/settlements") {
         Some(Scope::SettlementsWrite)
-    } else if route == "/v1/invoices" || route.starts_with("/v1/invoices/") {
+    } else if route == "/v1/invoices"
+        || route.starts_with("/v1/invoices/")
+        || route.starts_with("/v1/payment_links")
+    {
         Some(Scope::InvoicesWrite)
     } else if route.starts_with("/v1/webhook_endpoints") || route == "/v1/events/{id}/redeliver" {
         Some(Scope::WebhooksWrite)

@@ -45,6 +45,7 @@ macro_rules! prefixed_id {
 prefixed_id!(InvoiceId, "inv_");
 prefixed_id!(MerchantId, "mer_");
 prefixed_id!(EventId, "evt_");
+prefixed_id!(LinkId, "plink_");
 
 #[cfg(test)]
 mod tests {

@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod id;
 pub mod invoice;
 pub mod ledger;
+pub mod link;
 pub mod lookup;
 pub mod merchant;
 pub mod money;
@@ -29,13 +30,14 @@ pub use access::{KeyRecord, Scope};
 pub use error::CoreError;
 pub use event::{Event, EventType};
 pub use gateway::{GatewayEvent, GatewayEventKind};
-pub use id::{EventId, InvoiceId, MerchantId, OrderedIds};
+pub use id::{EventId, InvoiceId, LinkId, MerchantId, OrderedIds};
 pub use invoice::{
     eth_payment_id, BitcoinPayTo, CardIntent, CardRefusal, Checkout, EthereumPayTo, Invoice,
     InvoiceException, InvoiceStatus, Lookup, LookupKind, Method, MethodQuote, NewInvoice, Payment,
     PaymentStatus, ReceiveAddress, ReceiveAddresses,
 };
 pub use ledger::{Account, Balances, Line, Net};
+pub use link::PaymentLink;
 pub use merchant::{ApiKey, ApiKeyHash, Merchant, Secret};
 pub use money::{Amount, Asset, AssetBook, AssetKind, Money};
 pub use payout::{

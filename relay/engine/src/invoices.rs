@@ -102,23 +102,8 @@ impl<S: Store> Engine<S> {
         answering: Option<Answering<'_>>,
     ) -> Result<Created, InvoiceError> {
         let now = answering.map_or_else(|| self.clock.now(), |a| a.at);
-        let named = order.methods.clone();
-        let mut params = NewInvoice {
-            merchant_id: merchant.id.clone(),
-            price: order.price,
-            order_id: order.order_id,
-            description: order.description,
-            metadata: order.metadata,
-            expires_at: now.plus_seconds(order.expires_in),
-            methods: order.methods.unwrap_or_else(|| merchant.methods.clone()),
-            tolerance_bps: merchant.payment_tolerance_bps,
-            eth_asset: order.eth_asset,
-        };
-        self.offer_only_available(merchant, &mut params, named.as_deref().unwrap_or(&[]))?;
-        let quotes = params.quote(&self.assets, self.rates.as_ref())?;
-        let (mut invoice, kinds) = Invoice::create(self.ids.invoice_id(), params, quotes, now)?;
-        invoice.checkout = self.checkout_base.as_deref().map(checkout_page);
-        invoice.redirect_url = order.redirect_url;
+        let bitcoin_on_demand = order.bitcoin_on_demand;
+        let (mut invoice, kinds) = self.draft(merchant, order, now)?;
         self.attach_settlement(merchant, &mut invoice)?;
         self.attach_ethereum_deposit(merchant, &mut invoice)?;
         self.attach_card_intent(&mut invoice).await?;
@@ -126,7 +111,7 @@ impl<S: Store> Engine<S> {
         // to another invoice (never expected: indexes only grow), the next index is taken.
         let mut attempts = 0;
         let (commit, body) = loop {
-            if !order.bitcoin_on_demand {
+            if !bitcoin_on_demand {
                 self.attach_bitcoin_address(merchant, &mut invoice).await?;
             }
             let events = Event::for_invoice(&invoice, &kinds, now, || self.ids.event_id());
@@ -158,6 +143,34 @@ impl<S: Store> Engine<S> {
             invoice,
             body,
         })
+    }
+
+    /// The invoice `order` asks for, quoted and checked, before anything is attached to it (no
+    /// address, deposit or PaymentIntent yet) and before anything is stored.
+    pub(crate) fn draft(
+        &self,
+        merchant: &Merchant,
+        order: InvoiceOrder,
+        now: relay_core::Timestamp,
+    ) -> Result<(Invoice, Vec<relay_core::EventType>), InvoiceError> {
+        let named = order.methods.clone();
+        let mut params = NewInvoice {
+            merchant_id: merchant.id.clone(),
+            price: order.price,
+            order_id: order.order_id,
+            description: order.description,
+            metadata: order.metadata,
+            expires_at: now.plus_seconds(order.expires_in),
+            methods: order.methods.unwrap_or_else(|| merchant.methods.clone()),
+            tolerance_bps: merchant.payment_tolerance_bps,
+            eth_asset: order.eth_asset,
+        };
+        self.offer_only_available(merchant, &mut params, named.as_deref().unwrap_or(&[]))?;
+        let quotes = params.quote(&self.assets, self.rates.as_ref())?;
+        let (mut invoice, kinds) = Invoice::create(self.ids.invoice_id(), params, quotes, now)?;
+        invoice.checkout = self.checkout_base.as_deref().map(checkout_page);
+        invoice.redirect_url = order.redirect_url;
+        Ok((invoice, kinds))
     }
 
     /// Cancels `merchant`'s unpaid invoice `id` (it becomes `invalid`), redone when a watcher

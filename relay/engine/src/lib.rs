@@ -2,7 +2,7 @@
 //! domain (`relay-core`) and the store on the other. [`Engine`] holds what every operation needs
 //! (the store, the rails, rates, ids and the clock) and offers the operations: create and cancel
 //! an invoice ([`invoices`]), request and cancel a refund ([`refunds`]), release a held settlement ([`settlements`]), apply an input with the one retry loop ([`apply`]), store a chain
-//! watcher's step ([`chain`]), record a card gateway's event ([`gateway`]), find and pay an invoice from its checkout page ([`checkout`]), expire invoices
+//! watcher's step ([`chain`]), record a card gateway's event ([`gateway`]), find and pay an invoice from its checkout page ([`checkout`]), make invoices from payment links ([`links`]), expire invoices
 //! ([`expiry`]) and reconcile with the card gateway ([`reconcile`]). The API parses a request,
 //! calls the engine and renders a [`view`]; the binary's loops call the engine. Neither holds a
 //! business rule of its own.
@@ -14,6 +14,7 @@ pub mod endpoints;
 pub mod expiry;
 pub mod gateway;
 pub mod invoices;
+pub mod links;
 pub mod reconcile;
 pub mod refunds;
 pub mod settlements;

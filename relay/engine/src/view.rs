@@ -543,3 +543,55 @@ pub struct ListView<T: ToSchema> {
     pub data: Vec<T>,
     pub has_more: bool,
 }
+
+/// A payment link, as the merchant's API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PaymentLinkView {
+    /// `plink_…`
+    pub id: String,
+    /// `payment_link`
+    pub object: &'static str,
+    /// The URL to share: each visit makes an invoice (or, single-use, goes back to the one it
+    /// made) and sends the payer to its checkout page.
+    pub url: String,
+    /// The price in major units, e.g. `"25.00"`.
+    pub amount: String,
+    pub currency: String,
+    pub description: Option<String>,
+    /// One invoice per visit (`true`), or one payment in all (`false`).
+    pub reusable: bool,
+    /// The methods each invoice offers (absent: the merchant's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_methods: Option<Vec<String>>,
+    pub redirect_url: Option<String>,
+    /// Seconds each invoice made from it is payable.
+    pub expires_in: i64,
+    /// A deactivated link makes no more invoices.
+    pub active: bool,
+    /// Single-use: the invoice it made last (`inv_…`).
+    pub invoice: Option<String>,
+    pub created_at: String,
+}
+
+impl PaymentLinkView {
+    pub fn of(link: &relay_core::PaymentLink) -> PaymentLinkView {
+        PaymentLinkView {
+            id: link.id.to_string(),
+            object: "payment_link",
+            url: link.url.clone(),
+            amount: link.price.to_decimal_string(),
+            currency: link.price.asset.code.clone(),
+            description: link.description.clone(),
+            reusable: link.reusable,
+            payment_methods: link
+                .methods
+                .as_ref()
+                .map(|ms| ms.iter().map(|m| m.as_str().to_owned()).collect()),
+            redirect_url: link.redirect_url.clone(),
+            expires_in: link.expires_in,
+            active: link.active,
+            invoice: link.invoice.as_ref().map(ToString::to_string),
+            created_at: rfc3339(link.created_at),
+        }
+    }
+}

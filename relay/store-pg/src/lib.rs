@@ -19,6 +19,7 @@ mod chain;
 mod invoices;
 mod lease;
 mod ledger;
+mod links;
 mod outbox;
 mod sealing;
 pub use lease::Fence;

@@ -71,6 +71,9 @@ struct Inner {
     ledger: Tree,
     ledger_entries: Tree,
     payouts: Tree,
+    payment_links: Tree,
+    link_tokens: Tree,
+    links_by_merchant: Tree,
     /// Serializes the writers of the webhook queue (fan-out, delivery results, redelivery), so
     /// they may read it outside their transactions.
     webhook_lock: std::sync::Mutex<()>,
@@ -358,6 +361,9 @@ impl SledStore {
             webhook_attempts: tree("webhook_attempts")?,
             ledger: tree("ledger")?,
             ledger_entries: tree("ledger_entries")?,
+            payment_links: tree("payment_links")?,
+            link_tokens: tree("link_tokens")?,
+            links_by_merchant: tree("links_by_merchant")?,
             payouts: tree("payouts")?,
             webhook_lock: std::sync::Mutex::new(()),
             hooked_merchants: Default::default(),
@@ -651,6 +657,7 @@ mod chain;
 mod invoices;
 mod keys;
 mod ledger;
+mod links;
 mod sealing;
 mod webhooks;
 

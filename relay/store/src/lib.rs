@@ -131,10 +131,43 @@ pub struct InvoiceQuery {
 ///
 /// [`conformance`]: crate::conformance
 pub trait Store:
-    Merchants + Invoices + Idempotency + ChainState + Outbox + Ledger + Leases
+    Merchants + Invoices + Idempotency + ChainState + Outbox + Ledger + Leases + PaymentLinks
 {
     /// Completes once every write that returned before this call is on disk.
     fn durable(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Payment links ([`relay_core::PaymentLink`]): found by id (the merchant's API) or by token
+/// (a payer's visit).
+pub trait PaymentLinks: Send + Sync + 'static {
+    /// Stores a new link, with the answer under the request's idempotency key if any (a key used
+    /// before writes nothing and returns its record).
+    fn create_link(
+        &self,
+        link: &relay_core::PaymentLink,
+        idempotency: Option<IdempotencyWrite<'_>>,
+    ) -> impl Future<Output = Result<Commit, StoreError>> + Send;
+    fn link(
+        &self,
+        id: &relay_core::LinkId,
+    ) -> impl Future<Output = Result<Option<relay_core::PaymentLink>, StoreError>> + Send;
+    fn link_by_token(
+        &self,
+        token: &str,
+    ) -> impl Future<Output = Result<Option<relay_core::PaymentLink>, StoreError>> + Send;
+    /// Replaces the link stored at `expected_version` ([`Commit::Conflict`] if it changed).
+    fn update_link(
+        &self,
+        expected_version: u64,
+        link: &relay_core::PaymentLink,
+    ) -> impl Future<Output = Result<Commit, StoreError>> + Send;
+    /// A merchant's links, newest first, after `starting_after` if given.
+    fn list_links(
+        &self,
+        merchant: &MerchantId,
+        starting_after: Option<&relay_core::LinkId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page<relay_core::PaymentLink>, StoreError>> + Send;
 }
 
 /// Merchants and their API keys.
@@ -340,5 +373,7 @@ pub trait Ledger: Send + Sync + 'static {
 
 /// Every part of the store API, for code that calls a concrete backend's methods.
 pub mod prelude {
-    pub use crate::{ChainState, Idempotency, Invoices, Leases, Ledger, Merchants, Outbox, Store};
+    pub use crate::{
+        ChainState, Idempotency, Invoices, Leases, Ledger, Merchants, Outbox, PaymentLinks, Store,
+    };
 }

@@ -329,7 +329,7 @@ async fn card_message(page: &Client) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_card_is_paid_through_the_checkout_page_and_an_unpaid_page_expires_by_itself() {
+async fn a_payment_link_leads_to_a_card_paid_on_the_checkout_page_and_an_unpaid_page_expires() {
     const SECRET: &str = "whsec_e2e_checkout";
     let driver = ChromeDriver::spawn().expect("chromedriver starts (scripts/setup.sh installs it)");
     let gw = LocalStripe::spawn().unwrap();
@@ -373,18 +373,21 @@ async fn a_card_is_paid_through_the_checkout_page_and_an_unpaid_page_expires_by_
         json!({"amount": "3.00", "currency": "USD", "expires_in": 60, "payment_methods": ["card"]}),
     )
     .await;
-    let inv = create(
-        "card-1",
-        json!({"amount": "25.00", "currency": "USD", "description": "Flat white",
-            "payment_methods": ["card"]}),
-    )
-    .await;
-    let id = inv["id"].as_str().unwrap();
-    let intent = inv["payment_methods"]["card"]["payment_intent"]
-        .as_str()
+    // The paid one comes from a single-use payment link the merchant shared.
+    let link: Value = client
+        .post(format!("{}/v1/payment_links", server.url))
+        .bearer_auth(&key)
+        .json(
+            &json!({"amount": "25.00", "currency": "USD", "description": "Flat white",
+            "payment_methods": ["card"], "reusable": false}),
+        )
+        .send()
+        .await
         .unwrap()
-        .to_owned();
-    let checkout = inv["checkout_url"].as_str().unwrap().to_owned();
+        .json()
+        .await
+        .unwrap();
+    let link_url = link["url"].as_str().expect("a link url").to_owned();
     let refused = create(
         "card-declined",
         json!({"amount": "4.00", "currency": "USD", "payment_methods": ["card"]}),
@@ -421,11 +424,31 @@ async fn a_card_is_paid_through_the_checkout_page_and_an_unpaid_page_expires_by_
     );
     shot(&page, "card-declined.png").await;
 
-    page.goto(&checkout).await.unwrap();
+    // Opening the link: an invoice, and its checkout page.
+    page.goto(&link_url).await.unwrap();
+    let checkout = page.current_url().await.unwrap().to_string();
+    assert!(checkout.contains("/pay/cs_"), "{checkout}");
     page.wait()
         .for_element(Locator::Css("#card-element input[placeholder=number]"))
         .await
         .unwrap();
+    let newest: Value = client
+        .get(format!("{}/v1/invoices?limit=1", server.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let inv = &newest["data"][0];
+    assert_eq!(inv["checkout_url"], checkout.as_str());
+    assert_eq!(inv["description"], "Flat white");
+    let id = inv["id"].as_str().unwrap();
+    let intent = inv["payment_methods"]["card"]["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // A card whose bank asks for 3-D Secure: Stripe.js shows the challenge, the payer completes
     // it, and the open page turns to paid without a reload.
     pay_with_card(&page, "4000002500003155").await;
@@ -454,6 +477,11 @@ async fn a_card_is_paid_through_the_checkout_page_and_an_unpaid_page_expires_by_
     let paid = get_invoice(&client, &server.url, &key, id).await;
     assert_eq!(paid["status"], "settled", "{paid}");
     assert_eq!(paid["payments"].as_array().unwrap().len(), 1, "{paid}");
+
+    // The single-use link, opened again, goes back to the paid invoice: no second invoice.
+    page.goto(&link_url).await.unwrap();
+    assert_eq!(page.current_url().await.unwrap().as_str(), checkout);
+    status_until(&page, "paid", |t| t.contains("Paid")).await;
 
     // Once paid, a second card for the same page is refused before the gateway is asked: the
     // payer cannot pay twice.

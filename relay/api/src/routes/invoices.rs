@@ -96,7 +96,7 @@ fn method_list() -> utoipa::openapi::schema::Array {
         .build()
 }
 
-fn parse_methods(names: &[String]) -> Result<Vec<relay_core::Method>, ApiError> {
+pub(crate) fn parse_methods(names: &[String]) -> Result<Vec<relay_core::Method>, ApiError> {
     names
         .iter()
         .enumerate()
@@ -261,7 +261,7 @@ pub(crate) fn order_of<S>(
 }
 
 /// A return address a payer may be sent to: http(s), a host, no user or password, not too long.
-fn redirect_url_ok(text: &str) -> bool {
+pub(crate) fn redirect_url_ok(text: &str) -> bool {
     text.len() <= 2048
         && url::Url::parse(text).is_ok_and(|u| {
             matches!(u.scheme(), "http" | "https")
@@ -432,4 +432,4 @@ pub async fn cancel<S: Store>(
 /// An empty JSON object (or an empty body).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NoParams {}
+pub(crate) struct NoParams {}

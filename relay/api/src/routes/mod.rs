@@ -5,6 +5,7 @@ pub mod events;
 pub mod gateway;
 pub mod invoices;
 pub mod keys;
+pub mod links;
 pub mod refunds;
 pub mod settlements;
 pub mod webhooks;

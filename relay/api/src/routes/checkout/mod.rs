@@ -129,8 +129,13 @@ pub struct PageQuery {
 }
 
 impl PageQuery {
+    /// The language asked for in the query, if any.
+    pub(crate) fn lang(&self) -> Option<&str> {
+        self.lang.as_deref()
+    }
+
     /// The language of the answer: `?lang=`, else the request's `Accept-Language`.
-    fn lang_with(&self, headers: &HeaderMap) -> &'static str {
+    pub(crate) fn lang_with(&self, headers: &HeaderMap) -> &'static str {
         let accept = headers
             .get(header::ACCEPT_LANGUAGE)
             .and_then(|v| v.to_str().ok());
@@ -310,7 +315,9 @@ pub struct CheckoutSettings {
     /// The card form, when a card gateway is configured with a publishable key.
     pub card: Option<CardForm>,
     /// Card attempts per checkout token and client address.
-    pub card_attempts: crate::throttle::CardAttempts,
+    pub card_attempts: crate::throttle::PayerLimit,
+    /// Payment link visits (each may make an invoice) per link and client address.
+    pub link_visits: crate::throttle::PayerLimit,
 }
 
 impl CheckoutSettings {
@@ -319,7 +326,8 @@ impl CheckoutSettings {
         CheckoutSettings {
             frame_ancestors,
             card,
-            card_attempts: crate::throttle::CardAttempts::new(10),
+            card_attempts: crate::throttle::PayerLimit::cards(),
+            link_visits: crate::throttle::PayerLimit::links(),
         }
     }
 }
@@ -454,14 +462,13 @@ pub async fn page<S: Store>(
     let s = Strings::of(lang);
     let now = state.clock.now();
     let Some((inv, merchant)) = load(&state, &token).await? else {
-        let body = format!(
-            "<!doctype html><html lang=\"{lang}\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{t}</title><link rel=\"stylesheet\" href=\"/checkout-assets/checkout.css\"></head><body><main><header><h1>{t}</h1><p>{m}</p></header></main></body></html>",
-            t = s.t("not_found_title", &[]),
-            m = s.t("not_found", &[]),
-        );
-        let mut r = (StatusCode::NOT_FOUND, html(body)).into_response();
-        guard(r.headers_mut(), &page_csp(&state.checkout, false));
-        return Ok(r);
+        return Ok(message_page(
+            &state,
+            lang,
+            StatusCode::NOT_FOUND,
+            "not_found_title",
+            "not_found",
+        ));
     };
     let st = state_of(&inv, &s, now);
     let view = InvoiceView::of(&inv);
@@ -567,6 +574,26 @@ pub async fn page<S: Store>(
     let mut r = html(body).into_response();
     guard(r.headers_mut(), &page_csp(&state.checkout, card.is_some()));
     Ok(r)
+}
+
+/// A short page that only says something (a payment request or link not found, a link
+/// deactivated), in the payer's language.
+pub(crate) fn message_page<S>(
+    state: &AppState<S>,
+    lang: &'static str,
+    status: StatusCode,
+    title: &str,
+    text: &str,
+) -> Response {
+    let s = Strings::of(lang);
+    let t = minijinja::HtmlEscape(&s.t(title, &[])).to_string();
+    let m = minijinja::HtmlEscape(&s.t(text, &[])).to_string();
+    let body = format!(
+        "<!doctype html><html lang=\"{lang}\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{t}</title><link rel=\"stylesheet\" href=\"/checkout-assets/checkout.css\"></head><body><main><header><h1>{t}</h1><p>{m}</p></header></main></body></html>"
+    );
+    let mut r = (status, html(body)).into_response();
+    guard(r.headers_mut(), &page_csp(&state.checkout, false));
+    r
 }
 
 fn html(body: String) -> ([(header::HeaderName, &'static str); 1], String) {
