@@ -222,13 +222,13 @@ pub async fn deploy_dev_contracts(anvil: &relay_testnet::Anvil) -> Result<DevEth
     })
 }
 
-/// Creates the demo invoice through the relay's own API, once it answers, and returns its
-/// checkout URL.
+/// Creates the demo invoice and a demo payment link through the relay's own API, once it
+/// answers, and returns the invoice's checkout URL and the link's URL.
 async fn demo_checkout(
     url: &str,
     key: &str,
     serving: &tokio::task::JoinHandle<Result<()>>,
-) -> Result<String> {
+) -> Result<(String, String)> {
     let client = reqwest::Client::new();
     let start = std::time::Instant::now();
     while client.get(format!("{url}/readyz")).send().await.is_err() {
@@ -249,10 +249,26 @@ async fn demo_checkout(
         .error_for_status()?
         .json()
         .await?;
-    inv["checkout_url"]
+    let link: serde_json::Value = client
+        .post(format!("{url}/v1/payment_links"))
+        .bearer_auth(key)
+        .header("Idempotency-Key", "dev-demo-link")
+        .json(&serde_json::json!({"amount": "4.50", "currency": "USD",
+            "description": "Demo coffee", "reusable": true}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let checkout = inv["checkout_url"]
         .as_str()
         .map(str::to_owned)
-        .context("the demo invoice has no checkout URL")
+        .context("the demo invoice has no checkout URL")?;
+    let link = link["url"]
+        .as_str()
+        .map(str::to_owned)
+        .context("the demo payment link has no URL")?;
+    Ok((checkout, link))
 }
 
 pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Result<()> {
@@ -376,7 +392,7 @@ pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Resul
             server::serve(&config, store, listener, server::shutdown_signal()).await
         })
     };
-    let checkout = demo_checkout(&url, &demo.api_key, &serving).await?;
+    let (checkout, link) = demo_checkout(&url, &demo.api_key, &serving).await?;
 
     #[allow(clippy::print_stdout)]
     {
@@ -397,6 +413,8 @@ Demo merchant {mid}
                    (a demo invoice of 25.00 USD: open it in a browser and pay it on any rail;
                     by card with 4242424242424242, any future expiry and any 3-digit code;
                     4000000000000341 is declined, 4000002500003155 asks for 3-D Secure)
+  payment link     {link}
+                   (4.50 USD, reusable: each visit makes an invoice and opens its checkout page)
 
 Receive its webhooks: add an endpoint (its signing secret is in the answer, shown once):
   curl -s {url}/v1/webhook_endpoints -H 'Authorization: Bearer {key}' \
@@ -461,6 +479,7 @@ payment_methods.ethereum.call the same way.
             liquidity = DEV_LIQUIDITY_ETH,
             key = demo.api_key,
             checkout = checkout,
+            link = link,
             rates = DEV_RATES,
             cast = relay_testnet::cast_exe()?.display(),
             escrow = eth.escrow,

@@ -844,6 +844,21 @@ async fn relay_dev_serves_invoices_and_stops_its_nodes() {
         page.contains("Pay Demo shop") && page.contains("25.00 USD"),
         "{page}"
     );
+    // With a card form on localstripe's Stripe.js, and a payment link that opens a new page.
+    assert!(
+        page.contains("id=\"card-form\"") && page.contains("&#x2f;js.stripe.com&#x2f;v3&#x2f;"),
+        "{page}"
+    );
+    let link = field("payment link");
+    assert!(link.starts_with(&format!("{url}/link/pl_")), "{link}");
+    let manual = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let opened = manual.get(&link).send().await.unwrap();
+    assert_eq!(opened.status(), 303);
+    let to = opened.headers()["location"].to_str().unwrap();
+    assert!(to.starts_with(&format!("{url}/pay/cs_")), "{to}");
     // No webhook secret that matches nothing: the banner says how to add an endpoint.
     assert!(!banner.contains("webhook secret"), "{banner}");
     assert!(banner.contains("/v1/webhook_endpoints"), "{banner}");
