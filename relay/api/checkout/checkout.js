@@ -33,6 +33,24 @@
     last = p.status_text;
     status.textContent = p.status_text;
     status.className = "status status-" + p.status_class;
+    // Once part is paid in bitcoin, its amount, link and QR code are for what is still due.
+    var btc = p.payment_methods && p.payment_methods.bitcoin;
+    var btcSection = document.getElementById("bitcoin");
+    if (btc && btc.uri && btcSection) {
+      var amount = document.getElementById("bitcoin-amount");
+      var uri = document.getElementById("bitcoin-uri");
+      if (amount) amount.textContent = btc.amount;
+      if (uri) uri.textContent = btc.uri;
+      var due = btcSection.querySelector(".due strong");
+      if (due) due.textContent = btc.amount + " " + btc.asset;
+      var wallet = btcSection.querySelector("a.wallet");
+      if (wallet) wallet.setAttribute("href", btc.uri);
+      var qr = btcSection.querySelector("figure.qr");
+      if (qr && p.qr_codes && p.qr_codes.bitcoin) {
+        var svg = new DOMParser().parseFromString(p.qr_codes.bitcoin, "image/svg+xml").documentElement;
+        if (svg && svg.nodeName === "svg") qr.replaceChildren(document.importNode(svg, true));
+      }
+    }
     // A card is for the whole price: once anything is paid, only the rail paid on is left.
     var cardForm = document.getElementById("card-form");
     if (cardForm && p.status_class !== "new" && !cardForm.hidden) {

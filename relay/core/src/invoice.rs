@@ -926,6 +926,23 @@ impl Invoice {
         Amount(self.price.amount.0.saturating_sub(paid))
     }
 
+    /// What is still due on `method`, in its asset, at its locked rate, rounded up so that paying
+    /// it settles the invoice (the quote itself while nothing is paid); `None` if not offered.
+    pub fn still_due_on(&self, method: Method) -> Option<Money> {
+        let q = self.quote_for(method)?;
+        let due = self.still_due();
+        if due == self.price.amount || self.price.amount.is_zero() {
+            return Some(q.due.clone());
+        }
+        let scaled = due.0.checked_mul(q.due.amount.0)?;
+        let price = self.price.amount.0;
+        let amount = scaled / price + U256::from(u8::from(!(scaled % price).is_zero()));
+        Some(Money {
+            asset: q.due.asset.clone(),
+            amount: Amount(amount),
+        })
+    }
+
     /// The status and exception that the current payments, clock and cancellation imply.
     pub fn evaluate(&self, now: Timestamp) -> (InvoiceStatus, Option<InvoiceException>) {
         let mut late = false;

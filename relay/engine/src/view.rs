@@ -385,6 +385,29 @@ fn enum_str<T: Serialize>(v: &T) -> String {
 }
 
 impl InvoiceView {
+    /// The invoice as its payer is shown it: on bitcoin, once part is paid, what is still due
+    /// (and a BIP21 link for that), so that a second scan pays the rest, not the whole price
+    /// again. An escrow deposit is one exact amount, and a card the whole price: those stay.
+    pub fn for_payer(inv: &Invoice) -> InvoiceView {
+        let mut view = InvoiceView::of(inv);
+        let rest = inv.still_due_on(Method::Bitcoin);
+        let quoted = inv.quote_for(Method::Bitcoin).map(|q| &q.due);
+        if let (Some(rest), Some(quoted), Some(m)) =
+            (rest, quoted, view.payment_methods.get_mut("bitcoin"))
+        {
+            if rest.amount != quoted.amount && !rest.amount.is_zero() {
+                let minor = rest.amount.to_string();
+                m.amount = rest.to_decimal_string();
+                m.amount_sat = Some(minor.clone());
+                m.amount_minor = minor;
+                if let Some(address) = &m.address {
+                    m.uri = Some(format!("bitcoin:{address}?amount={}", bip21_amount(&rest)));
+                }
+            }
+        }
+        view
+    }
+
     pub fn of(inv: &Invoice) -> InvoiceView {
         let payment_methods = inv
             .methods

@@ -233,8 +233,43 @@ async fn the_checkout_page_follows_a_bitcoin_payment_in_a_browser_without_a_relo
     assert!(partial.contains("12.50 USD"), "{partial}");
     shot(&page, "partial.png").await;
 
-    // The rest: processing until it is confirmed, then paid.
-    let tx = wallet.pay(&[(script.clone(), sat - half)]).unwrap();
+    // The page now asks for the rest on bitcoin: its amount, link and QR code, without a reload.
+    let start = Instant::now();
+    let rest_text = loop {
+        let t = text_of(&page, Locator::Id("bitcoin-amount")).await;
+        if t != btc["amount"].as_str().unwrap() {
+            break t;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the amount never changed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let rest: u64 = relay_core::Amount::parse_decimal(&rest_text, &relay_core::Asset::btc())
+        .unwrap()
+        .0
+        .to::<u64>();
+    assert!(
+        rest.abs_diff(sat - half) <= 1,
+        "{rest} of {sat} after {half}"
+    );
+    let rest_uri = text_of(&page, Locator::Id("bitcoin-uri")).await;
+    assert!(
+        rest_uri.ends_with(&format!("amount={}", rest_text.trim_end_matches('0'))),
+        "{rest_uri}"
+    );
+    let qr = page
+        .find(Locator::Css("#bitcoin figure.qr"))
+        .await
+        .unwrap()
+        .screenshot()
+        .await
+        .unwrap();
+    assert_eq!(decode_qr(&qr), rest_uri);
+
+    // The rest, as the page asks: processing until it is confirmed, then paid, exactly.
+    let tx = wallet.pay(&[(script.clone(), rest)]).unwrap();
     broadcast(&node, &tx).unwrap();
     status_until(&page, "confirmations", |t| {
         t.contains("0 of 1 confirmations")
@@ -244,6 +279,9 @@ async fn the_checkout_page_follows_a_bitcoin_payment_in_a_browser_without_a_relo
     node.mine(1, &[0xee; 20]).unwrap();
     status_until(&page, "paid", |t| t.contains("Paid")).await;
     shot(&page, "settled.png").await;
+    let paid = get_invoice(&client, &server.url, &key, inv["id"].as_str().unwrap()).await;
+    assert_eq!(paid["status"], "settled", "{paid}");
+    assert!(paid["exception"].is_null(), "paid exactly: {paid}");
     let mark: Value = page
         .execute("return window.relayMark || null;", vec![])
         .await

@@ -792,3 +792,30 @@ fn a_card_is_taken_only_while_nothing_is_paid_and_the_invoice_is_open() {
         Err(CardRefusal::NotOpen)
     );
 }
+
+#[test]
+fn what_is_still_due_on_a_rail_settles_the_invoice_when_paid() {
+    for (cents, first) in [(2500u128, 10_001u128), (2500, 1), (1999, 33_333), (3, 1)] {
+        let mut inv = new_invoice(cents, vec![Method::Bitcoin]);
+        let quoted = inv.quote_for(Method::Bitcoin).unwrap().due.amount;
+        assert_eq!(
+            inv.still_due_on(Method::Bitcoin).unwrap().amount,
+            quoted,
+            "nothing paid: the quote"
+        );
+        inv.apply(btc("a", first, true), T0.plus_seconds(1))
+            .unwrap();
+        let rest = inv.still_due_on(Method::Bitcoin).unwrap().amount;
+        assert!(rest.0 <= quoted.0, "{cents}: {rest:?}");
+        inv.apply(btc("b", rest.0.to::<u128>(), true), T0.plus_seconds(2))
+            .unwrap();
+        assert_eq!(inv.status, InvoiceStatus::Settled, "{cents} after {first}");
+        assert_eq!(
+            inv.exception, None,
+            "not over- or underpaid: {cents} after {first}"
+        );
+    }
+    assert!(new_invoice(2500, vec![Method::Card])
+        .still_due_on(Method::Bitcoin)
+        .is_none());
+}

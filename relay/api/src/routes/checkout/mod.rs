@@ -241,6 +241,9 @@ pub struct PaymentRequestView {
     /// What to pay on each offered rail (bitcoin: address, amount, BIP21 URI; ethereum: the
     /// escrow call and its EIP-681 URI; card: the PaymentIntent's client secret for Stripe.js).
     pub payment_methods: BTreeMap<String, MethodView>,
+    /// A QR code (inline SVG) of each crypto method's `uri`, for display. On bitcoin, once part
+    /// is paid, the `uri` and its code are for what is still due.
+    pub qr_codes: BTreeMap<String, String>,
     /// Where the merchant sends the payer once paid; present once the invoice is settled.
     pub redirect_url: Option<String>,
     /// The words of the link back to the merchant, in the language asked for.
@@ -284,7 +287,7 @@ fn request_view(
             s.t("return_to_merchant", &[("merchant", &merchant)]),
         )
     });
-    let view = InvoiceView::of(inv);
+    let view = InvoiceView::for_payer(inv);
     let due = Money {
         asset: inv.price.asset.clone(),
         amount: inv.still_due(),
@@ -302,6 +305,11 @@ fn request_view(
         open: st.open,
         amount_due: due.to_decimal_string(),
         expires_at: view.expires_at,
+        qr_codes: view
+            .payment_methods
+            .iter()
+            .filter_map(|(id, m)| Some((id.clone(), qr_svg(m.uri.as_deref()?))))
+            .collect(),
         payment_methods: view.payment_methods,
         redirect_url: back.as_ref().map(|b| b.0.clone()),
         redirect_text: back.map(|b| b.1),
@@ -471,7 +479,7 @@ pub async fn page<S: Store>(
         ));
     };
     let st = state_of(&inv, &s, now);
-    let view = InvoiceView::of(&inv);
+    let view = InvoiceView::for_payer(&inv);
     let currency = view.currency.clone();
     let methods: Vec<serde_json::Value> = ["bitcoin", "ethereum"]
         .into_iter()
