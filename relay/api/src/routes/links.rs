@@ -59,6 +59,8 @@ pub struct CreatePaymentLinkRequest {
             ("RetrieveLink" = (operation_id = "retrieve_payment_link", parameters(("id" = "$response.body#/id"))))
         )),
         (status = 400, description = "Invalid parameters (the same codes as an invoice's)", body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with another request", body = ErrorBody),
+        (status = 422, description = "A method cannot be offered, or no rate for it", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -196,6 +198,7 @@ pub async fn deactivate<S: Store>(
         (status = 303, description = "To the invoice's checkout page (`Location`)"),
         (status = 404, description = "No link has this token (an HTML page)"),
         (status = 410, description = "The link was deactivated (an HTML page)"),
+        (status = 422, description = "The link's invoice cannot be made now (a method or rate no longer available)", body = ErrorBody),
         (status = 429, description = "Too many links opened from this address (`too_many_link_visits`)", body = ErrorBody),
     ),
     security(())

@@ -30,6 +30,7 @@ use relay_store::Store;
         (status = 400, description = "Not a method (`payment_method_unsupported`)", body = ErrorBody),
         (status = 404, description = "No payment request has this token (`resource_missing`)", body = ErrorBody),
         (status = 409, description = "The request does not offer this method (`payment_method_not_offered`) or can no longer be paid (`invoice_not_open`)", body = ErrorBody),
+        (status = 422, description = "The merchant's descriptor gives no address", body = ErrorBody),
     ),
     security(())
 )]
