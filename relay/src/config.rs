@@ -53,7 +53,18 @@ pub struct Config {
     /// (`RELAY_MAX_CONNECTIONS`).
     pub max_connections: usize,
     /// Fixed exchange rates, `"BTC/USD" = "60000.00"` (`RELAY_RATES="BTC/USD=60000,ETH/USD=2500"`).
+    /// With live providers, each overrides the providers' rate of its pair.
     pub rates: BTreeMap<String, String>,
+    /// Live rate providers: `coinbase`, `kraken`, `coingecko`, each optionally `name=URL` to
+    /// reach it elsewhere (`RELAY_RATE_PROVIDERS="coinbase,kraken,coingecko"`). None: the fixed
+    /// table only.
+    pub rate_providers: Vec<String>,
+    /// Seconds between two rounds of asking the providers (`RELAY_RATE_REFRESH_SECS`).
+    pub rate_refresh_secs: u64,
+    /// Past this age (seconds), a provider's price is not used (`RELAY_RATE_MAX_AGE_SECS`).
+    pub rate_max_age_secs: u64,
+    /// How long one provider may take to answer, in seconds (`RELAY_RATE_TIMEOUT_SECS`).
+    pub rate_timeout_secs: u64,
     /// ERC-20 tokens accepted besides ETH.
     pub tokens: Vec<TokenConfig>,
     pub btc_rpc_url: Option<String>,
@@ -181,6 +192,10 @@ impl Default for Config {
             auth_failures_per_min: 60,
             max_requests_in_flight: 256,
             rates: BTreeMap::new(),
+            rate_providers: Vec::new(),
+            rate_refresh_secs: 30,
+            rate_max_age_secs: 300,
+            rate_timeout_secs: 10,
             tokens: Vec::new(),
             btc_rpc_url: None,
             treasury_descriptor: None,
@@ -249,6 +264,9 @@ impl fmt::Debug for Config {
             .field("max_requests_in_flight", &self.max_requests_in_flight)
             .field("log_format", &self.log_format)
             .field("rates", &self.rates)
+            .field("rate_providers", &self.rate_providers)
+            .field("rate_refresh_secs", &self.rate_refresh_secs)
+            .field("rate_max_age_secs", &self.rate_max_age_secs)
             .field("tokens", &self.tokens)
             .field("btc_rpc_url", &set(&self.btc_rpc_url))
             .field("treasury_descriptor", &self.treasury_descriptor.is_some())
@@ -417,6 +435,23 @@ impl Config {
                         .insert(pair.trim().to_owned(), price.trim().to_owned());
                 }
             }
+            "RATE_PROVIDERS" => {
+                self.rate_providers = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }
+            "RATE_REFRESH_SECS" => {
+                self.rate_refresh_secs = value.parse().context("expected seconds")?
+            }
+            "RATE_MAX_AGE_SECS" => {
+                self.rate_max_age_secs = value.parse().context("expected seconds")?
+            }
+            "RATE_TIMEOUT_SECS" => {
+                self.rate_timeout_secs = value.parse().context("expected seconds")?
+            }
             "BTC_RPC_URL" => self.btc_rpc_url = opt(value),
             "TREASURY_DESCRIPTOR" => self.treasury_descriptor = opt(value),
             "ETH_RPC_URL" => self.eth_rpc_url = opt(value),
@@ -517,6 +552,34 @@ impl Config {
     }
 
     /// The card gateway, if one is configured.
+    /// The live rate providers and where each is reached.
+    pub fn rate_providers(&self) -> Result<Vec<(relay_rates::Provider, String)>> {
+        let mut out: Vec<(relay_rates::Provider, String)> = Vec::new();
+        for entry in &self.rate_providers {
+            let (name, url) = match entry.split_once('=') {
+                Some((n, u)) => (n.trim(), Some(u.trim())),
+                None => (entry.trim(), None),
+            };
+            let Some(provider) = relay_rates::Provider::parse_name(name) else {
+                bail!("rate_providers: {name:?} is not one of coinbase, kraken, coingecko");
+            };
+            let url = url.unwrap_or(provider.default_url());
+            let ok = url::Url::parse(url).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.username().is_empty()
+            });
+            if !ok {
+                bail!("rate_providers: {url:?} is not an http(s) URL");
+            }
+            if out.iter().any(|(p, _)| *p == provider) {
+                bail!("rate_providers: {name} is named twice");
+            }
+            out.push((provider, url.to_owned()));
+        }
+        Ok(out)
+    }
+
     /// The checkout pages' card form: with a gateway and its publishable key.
     pub fn card_form(&self) -> Result<Option<relay_api::routes::checkout::CardForm>> {
         let Some(key) = &self.stripe_publishable_key else {
@@ -599,6 +662,16 @@ impl Config {
             bail!("stripe_api_base and stripe_secret_key go together");
         }
         self.card_form()?;
+        self.rate_providers()?;
+        if !(1..=3600).contains(&self.rate_refresh_secs) {
+            bail!("rate_refresh_secs must be 1 to 3600");
+        }
+        if !(self.rate_refresh_secs..=86_400).contains(&self.rate_max_age_secs) {
+            bail!("rate_max_age_secs must be at least rate_refresh_secs and at most 86400");
+        }
+        if !(1..=120).contains(&self.rate_timeout_secs) {
+            bail!("rate_timeout_secs must be 1 to 120");
+        }
         if !(10..=600_000).contains(&self.btc_poll_ms) {
             bail!("btc_poll_ms must be 10 to 600000");
         }

@@ -111,6 +111,41 @@ pub fn asset_book(config: &Config) -> Result<AssetBook> {
     Ok(assets)
 }
 
+/// Live rates from the configured providers (none: `None`, the fixed table alone), for BTC, ETH
+/// and every configured token, in every fiat currency of `assets`; the fixed table overrides
+/// them pair by pair.
+pub fn live_rates(
+    config: &Config,
+    assets: &AssetBook,
+    fixed: &FixedRates,
+    clock: &Arc<dyn Clock>,
+) -> Result<Option<Arc<relay_rates::LiveRates>>> {
+    let providers = config.rate_providers()?;
+    if providers.is_empty() {
+        return Ok(None);
+    }
+    let bases = assets
+        .iter()
+        .filter(|a| a.kind != relay_core::AssetKind::Fiat)
+        .map(|a| a.code.clone())
+        .collect();
+    let quotes = assets
+        .iter()
+        .filter(|a| a.kind == relay_core::AssetKind::Fiat)
+        .map(|a| a.code.clone())
+        .collect();
+    let settings = relay_rates::Settings {
+        providers,
+        bases,
+        quotes,
+        max_age_secs: i64::try_from(config.rate_max_age_secs).unwrap_or(i64::MAX),
+        timeout: Duration::from_secs(config.rate_timeout_secs),
+    };
+    relay_rates::LiveRates::new(settings, fixed.clone(), clock.clone())
+        .map(|l| Some(Arc::new(l)))
+        .map_err(anyhow::Error::msg)
+}
+
 pub fn rates(config: &Config) -> Result<FixedRates> {
     FixedRates::from_pairs(config.rates.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .context("invalid rates")
@@ -128,6 +163,17 @@ pub async fn serve<S: Store + Clone>(
     let wait = Duration::from_secs(config.node_wait_secs);
     let bitcoin = crate::bitcoin::connect(config, wait).await?;
     let ethereum = crate::ethereum::connect(config, wait).await?;
+    let assets = asset_book(config)?;
+    let fixed = Arc::new(rates(config)?);
+    let live = live_rates(config, &assets, &fixed, &clock)?;
+    if let Some(live) = &live {
+        // The first prices before the first invoice.
+        live.refresh().await;
+    }
+    let rate_source: Arc<dyn relay_core::RateSource> = match &live {
+        Some(live) => live.clone(),
+        None => fixed.clone(),
+    };
     let engine = Engine {
         store: store.clone(),
         ids: Arc::new(IdSource::default()),
@@ -136,8 +182,8 @@ pub async fn serve<S: Store + Clone>(
             .map(|g| g as Arc<dyn relay_engine::gateway::CardGateway>),
         bitcoin: bitcoin.as_ref().map(|b| b.rail.clone()),
         ethereum: ethereum.as_ref().map(|e| e.rail.clone()),
-        assets: Arc::new(asset_book(config)?),
-        rates: Arc::new(rates(config)?),
+        assets: Arc::new(assets),
+        rates: rate_source,
         clock: clock.clone(),
         checkout_base: Some(
             config
@@ -173,6 +219,8 @@ pub async fn serve<S: Store + Clone>(
                 .map_err(anyhow::Error::msg)?,
             config.card_form()?,
         )),
+        live_rates: live.clone(),
+        fixed_rates: fixed.clone(),
     };
     let pruner = tokio::spawn(prune_loop(
         store.clone(),
@@ -190,7 +238,15 @@ pub async fn serve<S: Store + Clone>(
             ..engine.clone()
         }
     };
-    let mut jobs = vec![tokio::spawn(crate::roles::lead(
+    let mut jobs = Vec::new();
+    if let Some(live) = &live {
+        // Every relay keeps its own rates fresh: nothing here writes to the store.
+        jobs.push(tokio::spawn(relay_rates::refresh_loop(
+            live.clone(),
+            Duration::from_secs(config.rate_refresh_secs),
+        )));
+    }
+    jobs.push(tokio::spawn(crate::roles::lead(
         store.clone(),
         Role::Expiry,
         ttl,
@@ -198,7 +254,7 @@ pub async fn serve<S: Store + Clone>(
             let fenced = fenced.clone();
             move |s| expiry_loop(fenced(s))
         },
-    ))];
+    )));
     if let Some(b) = bitcoin {
         let (client, watch, refunds) = (b.client, b.scripts, b.refunds);
         let watcher = relay_bitcoin::WatcherConfig {

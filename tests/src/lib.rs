@@ -10,9 +10,11 @@ pub mod browser;
 pub mod btc_wallet;
 pub mod postgres;
 mod process;
+pub mod rates;
 
 pub use postgres::Postgres;
 pub use process::{free_port, NodeProcess};
+pub use rates::{Feed, RateFeeds};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};

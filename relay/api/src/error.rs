@@ -312,6 +312,12 @@ impl From<CoreError> for ApiError {
             CoreError::NoRate { .. } => ApiError::invalid("rate_unavailable", message)
                 .with_param("payment_methods")
                 .with_status(StatusCode::UNPROCESSABLE_ENTITY),
+            // Known but unusable now (every source down for too long, or disagreeing): retry.
+            CoreError::RateUnavailable { .. } => {
+                let mut e = ApiError::unavailable("rate_unavailable", &message);
+                e.retry_after = Some(30);
+                e
+            }
             CoreError::NotCancelable { .. } => ApiError::invalid("invoice_not_cancelable", message)
                 .with_status(StatusCode::CONFLICT),
             CoreError::InvalidField {

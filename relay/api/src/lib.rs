@@ -55,6 +55,10 @@ pub struct AppState<S> {
     pub key_changes: Arc<tokio::sync::Mutex<()>>,
     /// How checkout pages are served: who may frame them, the card form, card attempt limits.
     pub checkout: Arc<routes::checkout::CheckoutSettings>,
+    /// The live rates, when providers are configured (for `GET /v1/rates`).
+    pub live_rates: Option<Arc<relay_rates::LiveRates>>,
+    /// The configured table of fixed rates (overriding the live ones pair by pair).
+    pub fixed_rates: Arc<relay_core::FixedRates>,
 }
 
 impl<S> std::ops::Deref for AppState<S> {
@@ -78,6 +82,8 @@ impl<S: Clone> Clone for AppState<S> {
             in_flight: self.in_flight.clone(),
             key_changes: self.key_changes.clone(),
             checkout: self.checkout.clone(),
+            live_rates: self.live_rates.clone(),
+            fixed_rates: self.fixed_rates.clone(),
         }
     }
 }
@@ -132,6 +138,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::links::list,
         routes::links::deactivate,
         routes::links::visit,
+        routes::rates::list,
     ),
     components(schemas(error::ErrorBody, view::InvoiceView, view::PaymentLinkView, view::EventView, view::RefundView, view::BalancesView, view::RefundReserveView)),
     modifiers(&SecurityAddon)
@@ -274,6 +281,7 @@ pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
             post(routes::settlements::release::<S>),
         )
         .route("/v1/balances", get(routes::refunds::balances::<S>))
+        .route("/v1/rates", get(routes::rates::list::<S>))
         .route("/v1/events", get(routes::events::list::<S>))
         .route(
             "/v1/events/{id}/deliveries",

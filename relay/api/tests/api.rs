@@ -123,6 +123,10 @@ async fn env_throttled(throttle: Option<relay_api::throttle::Throttle>) -> Env {
             "https://shop.example.com".into(),
             None,
         )),
+        live_rates: None,
+        fixed_rates: Arc::new(
+            FixedRates::from_pairs([("BTC/USD", "60000"), ("ETH/USD", "2500")]).unwrap(),
+        ),
         metrics: metrics_handle(),
     };
     Env {
@@ -2338,4 +2342,32 @@ async fn payment_links_make_invoices_once_or_per_visit() {
     }
     let all = env.get("/v1/payment_links?limit=100").await.json;
     assert_eq!(all["data"].as_array().unwrap().len(), 2);
+}
+
+/// `GET /v1/rates` shows the rates invoices are priced at, with their sources: here the fixed
+/// table alone (no providers configured).
+#[tokio::test]
+async fn the_rates_are_listed_with_their_sources() {
+    let env = env().await;
+    let r = env.get("/v1/rates").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["object"], "rates");
+    let btc = r.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pair"] == "BTC/USD")
+        .unwrap()
+        .clone();
+    assert_eq!(btc["rate"], "60000");
+    assert_eq!(btc["sources"], json!(["fixed"]));
+    assert!(r.json["providers"].as_array().unwrap().is_empty());
+    // An invoice's quote says where its rate came from.
+    let inv = env.post("/v1/invoices", body()).await.json;
+    assert_eq!(
+        inv["payment_methods"]["bitcoin"]["rate_sources"],
+        json!(["fixed"])
+    );
+    let anonymous = env.call("GET", "/v1/rates", None, None, &[]).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
 }

@@ -19,6 +19,13 @@ pub enum CoreError {
     UnknownAsset { code: String },
     #[error("no rate to convert {from} into {to}")]
     NoRate { from: String, to: String },
+    /// The rate is known but unusable now (every source too old or disagreeing).
+    #[error("no usable rate to convert {from} into {to} now: {reason}")]
+    RateUnavailable {
+        from: String,
+        to: String,
+        reason: String,
+    },
     #[error("invoice is {status} and cannot be canceled")]
     NotCancelable { status: InvoiceStatus },
     #[error(

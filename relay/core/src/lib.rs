@@ -44,7 +44,7 @@ pub use payout::{
     excess_settlement_id, settlement_id, HoldReason, Refund, RefundAddress, RefundStatus, SettleTo,
     Settlement, SettlementStatus,
 };
-pub use rate::{FixedRates, Rate, RateSource};
+pub use rate::{FixedRates, Rate, RateError, RateSource};
 pub use reference::{PaymentId, PaymentRef, Script, SettlementId, Txid};
 pub use time::{Clock, Timestamp};
 pub use webhook::{DeliveryAttempt, DeliveryOutcome, WebhookEndpoint};

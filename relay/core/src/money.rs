@@ -199,8 +199,9 @@ impl Money {
     }
 }
 
-/// The assets this deployment knows, by code. Built-in fiat currencies (ISO 4217 minor units),
-/// BTC and ETH, plus whatever ERC-20 tokens the operator configures.
+/// The assets this deployment knows, by code. Every ISO 4217 currency (from the `iso_currency`
+/// table, with its minor-unit exponent), BTC and ETH, plus whatever ERC-20 tokens the operator
+/// configures.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssetBook {
     assets: BTreeMap<String, Asset>,
@@ -209,17 +210,13 @@ pub struct AssetBook {
 impl Default for AssetBook {
     fn default() -> Self {
         let mut assets = BTreeMap::new();
-        let fiat = [
-            ("USD", 2),
-            ("EUR", 2),
-            ("GBP", 2),
-            ("CHF", 2),
-            ("CAD", 2),
-            ("AUD", 2),
-            ("JPY", 0),
-        ];
-        for (code, decimals) in fiat {
-            assets.insert(code.to_owned(), Asset::fiat(code, decimals));
+        // Every ISO 4217 currency with a minor unit, with its exponent (JPY 0, KWD 3, EUR 2);
+        // the codes without one (gold, SDR, test codes: XAU, XDR, XTS, …) are not prices.
+        for currency in <iso_currency::Currency as iso_currency::IntoEnumIterator>::iter() {
+            if let Some(exponent) = currency.exponent().and_then(|e| u8::try_from(e).ok()) {
+                let code = currency.code();
+                assets.insert(code.to_owned(), Asset::fiat(code, exponent));
+            }
         }
         assets.insert("BTC".into(), Asset::btc());
         assets.insert("ETH".into(), Asset::eth());
@@ -372,5 +369,35 @@ mod tests {
             let s = Amount::from_minor(minor).to_decimal_string(decimals);
             prop_assert_eq!(Amount::parse_decimal(&s, &asset).unwrap(), Amount::from_minor(minor));
         }
+    }
+}
+
+#[cfg(test)]
+mod iso_tests {
+    use super::*;
+
+    #[test]
+    fn every_iso_4217_currency_has_its_minor_unit() {
+        let book = AssetBook::default();
+        for (code, decimals) in [
+            ("USD", 2),
+            ("EUR", 2),
+            ("CNY", 2),
+            ("JPY", 0),
+            ("KRW", 0),
+            ("KWD", 3),
+            ("BHD", 3),
+            ("CLF", 4),
+        ] {
+            let a = book.get(code).unwrap();
+            assert_eq!(
+                (a.decimals, &a.kind),
+                (decimals, &AssetKind::Fiat),
+                "{code}"
+            );
+        }
+        assert!(book.get("XAU").is_err(), "gold has no minor unit");
+        assert!(book.iter().filter(|a| a.kind == AssetKind::Fiat).count() > 150);
+        assert_eq!(book.get("BTC").unwrap().decimals, 8);
     }
 }

@@ -18,9 +18,27 @@ pub struct Rate {
     pub quote: String,
     #[serde(with = "rust_decimal::serde::str")]
     pub price: Decimal,
+    /// Where it came from: the providers whose prices made it (`coinbase`, `kraken`, …), or
+    /// `fixed` for the configured table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+    /// When its oldest price was made (live rates only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<crate::time::Timestamp>,
 }
 
 impl Rate {
+    /// A rate from the configured table.
+    pub fn fixed(base: &str, quote: &str, price: Decimal) -> Rate {
+        Rate {
+            base: base.into(),
+            quote: quote.into(),
+            price,
+            sources: vec!["fixed".into()],
+            as_of: None,
+        }
+    }
+
     /// How much of `base` (minor units) pays `amount` of `quote` (minor units), rounded up.
     pub fn quote_to_base(
         &self,
@@ -101,11 +119,26 @@ pub fn convert_down(
     Ok(Amount(numerator / denominator))
 }
 
+/// Why a source gives no rate for a pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateError {
+    /// It does not know the pair at all.
+    NoPair,
+    /// It knows the pair but has no usable price now (every price too old, sources disagreeing):
+    /// trying later may work.
+    Unavailable(String),
+}
+
 /// Where rates come from. The rate used for an invoice is read once, at creation, and locked into
 /// the invoice; implementations may therefore be slow or change over time.
 pub trait RateSource: Send + Sync {
-    /// The price of one `base` in `quote`, or `None` when this source has no such pair.
+    /// The price of one `base` in `quote`, or `None` when this source has no usable one.
     fn rate(&self, base: &str, quote: &str) -> Option<Rate>;
+
+    /// The same, saying why there is none.
+    fn quote_rate(&self, base: &str, quote: &str) -> Result<Rate, RateError> {
+        self.rate(base, quote).ok_or(RateError::NoPair)
+    }
 }
 
 /// A fixed table of rates from the configuration (what `relay dev` and the tests use).
@@ -146,22 +179,24 @@ impl FixedRates {
     }
 }
 
+impl FixedRates {
+    /// Every rate of the table, in pair order.
+    pub fn all(&self) -> Vec<Rate> {
+        self.table
+            .iter()
+            .map(|((b, q), p)| Rate::fixed(b, q, *p))
+            .collect()
+    }
+}
+
 impl RateSource for FixedRates {
     fn rate(&self, base: &str, quote: &str) -> Option<Rate> {
         if base == quote {
-            return Some(Rate {
-                base: base.into(),
-                quote: quote.into(),
-                price: Decimal::ONE,
-            });
+            return Some(Rate::fixed(base, quote, Decimal::ONE));
         }
         self.table
             .get(&(base.to_owned(), quote.to_owned()))
-            .map(|price| Rate {
-                base: base.into(),
-                quote: quote.into(),
-                price: *price,
-            })
+            .map(|price| Rate::fixed(base, quote, *price))
     }
 }
 
@@ -175,6 +210,8 @@ mod tests {
             base: base.into(),
             quote: quote.into(),
             price: price.parse().unwrap(),
+            sources: Vec::new(),
+            as_of: None,
         }
     }
 
@@ -234,11 +271,15 @@ mod tests {
             base: "BTC".into(),
             quote: "USD".into(),
             price: "60000".parse().unwrap(),
+            sources: Vec::new(),
+            as_of: None,
         };
         let eth = Rate {
             base: "ETH".into(),
             quote: "USD".into(),
             price: "2500.5".parse().unwrap(),
+            sources: Vec::new(),
+            as_of: None,
         };
         // 0.01 BTC = 600 USD = 0.23995... ETH, rounded down to the wei.
         let wei = convert_down(
@@ -270,7 +311,7 @@ mod tests {
         #[test]
         fn conversion_covers_price_and_is_tight(cents in 1u64..10_000_000_000, price_cents in 1u64..10_000_000_000) {
             let price: Decimal = Decimal::new(price_cents as i64, 2);
-            let r = Rate { base: "BTC".into(), quote: "USD".into(), price };
+            let r = Rate { base: "BTC".into(), quote: "USD".into(), price, sources: Vec::new(), as_of: None };
             let usd = Asset::fiat("USD", 2);
             let sat = r.quote_to_base(Amount::from_minor(cents as u128), &usd, &Asset::btc()).unwrap();
             // value of sat in cent·1e8 units: sat * price_cents  >=  cents * 1e8

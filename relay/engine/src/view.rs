@@ -235,6 +235,13 @@ pub struct MethodView {
     pub amount_wei: Option<String>,
     /// The locked rate: the price of one `asset` in the invoice's currency.
     pub rate: String,
+    /// Where the rate came from: the providers whose prices made it, or `fixed` (the configured
+    /// table).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rate_sources: Vec<String>,
+    /// When the rate's oldest price was made (RFC 3339), for live rates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_as_of: Option<String>,
     /// Bitcoin: the address of this invoice alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
@@ -432,6 +439,8 @@ impl InvoiceView {
                     amount_wei: (q.method == Method::Ethereum).then(|| minor.clone()),
                     amount_minor: minor.clone(),
                     rate: q.rate.price.normalize().to_string(),
+                    rate_sources: q.rate.sources.clone(),
+                    rate_as_of: q.rate.as_of.map(rfc3339),
                     address: q.bitcoin.as_ref().map(|b| b.address.clone()),
                     address_on_demand: (q.method == Method::Bitcoin && q.bitcoin.is_none())
                         .then_some(true),

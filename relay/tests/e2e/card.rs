@@ -406,3 +406,46 @@ async fn one_merchants_invoices_take_only_its_share_of_reconciliation() {
         .unwrap();
     assert!(pass <= 4.0, "a pass retrieved {pass} intents");
 }
+
+/// Every ISO 4217 currency has its own minor unit: a JPY invoice is charged in whole yen at the
+/// gateway (no ×100), and a fraction of a yen is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yen_invoice_is_charged_in_whole_yen() {
+    let env = card_env(true, 60).await;
+    let (status, inv) = create_invoice(
+        &env.client,
+        &env.server.url,
+        &env.key,
+        "yen-1",
+        &json!({"amount": "2500", "currency": "JPY", "payment_methods": ["card"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{inv}");
+    assert_eq!(inv["amount"], "2500");
+    let pi = inv["payment_methods"]["card"]["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let at_gateway = env.gw.get(&format!("/v1/payment_intents/{pi}")).unwrap();
+    assert_eq!(at_gateway["amount"], 2500, "{at_gateway}");
+    assert_eq!(at_gateway["currency"], "jpy");
+    env.pay(&pi, "pm_card_visa").unwrap();
+    let id = inv["id"].as_str().unwrap();
+    let paid = wait_for(&env.client, &env.server.url, &env.key, id, |i| {
+        i["status"] == "settled"
+    })
+    .await;
+    assert!(paid["exception"].is_null(), "{paid}");
+    let (status, refused) = create_invoice(
+        &env.client,
+        &env.server.url,
+        &env.key,
+        "yen-2",
+        &json!({"amount": "2500.5", "currency": "JPY", "payment_methods": ["card"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["code"], "amount_invalid");
+}

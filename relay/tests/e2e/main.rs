@@ -8,6 +8,7 @@ mod cluster;
 mod ethereum;
 mod operator;
 mod payouts;
+mod rates;
 mod webhooks;
 
 use relay_core::{Clock, InvoiceStatus, Timestamp};

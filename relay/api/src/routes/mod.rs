@@ -6,6 +6,7 @@ pub mod gateway;
 pub mod invoices;
 pub mod keys;
 pub mod links;
+pub mod rates;
 pub mod refunds;
 pub mod settlements;
 pub mod webhooks;

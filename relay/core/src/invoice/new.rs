@@ -2,6 +2,7 @@
 //! each rail is paid to (a derived bitcoin address, an escrow deposit's payment id).
 
 use super::*;
+use crate::rate::RateError;
 
 /// The parameters of a new invoice, already parsed into domain values.
 #[derive(Debug, Clone)]
@@ -122,10 +123,17 @@ impl NewInvoice {
                 }
             };
             let rate = rates
-                .rate(&asset.code, &self.price.asset.code)
-                .ok_or_else(|| CoreError::NoRate {
-                    from: self.price.asset.code.clone(),
-                    to: asset.code.clone(),
+                .quote_rate(&asset.code, &self.price.asset.code)
+                .map_err(|e| match e {
+                    RateError::NoPair => CoreError::NoRate {
+                        from: self.price.asset.code.clone(),
+                        to: asset.code.clone(),
+                    },
+                    RateError::Unavailable(reason) => CoreError::RateUnavailable {
+                        from: self.price.asset.code.clone(),
+                        to: asset.code.clone(),
+                        reason,
+                    },
                 })?;
             let amount = rate.quote_to_base(self.price.amount, &self.price.asset, &asset)?;
             quotes.push(MethodQuote {

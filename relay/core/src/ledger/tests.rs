@@ -45,6 +45,8 @@ fn invoice(cross_rail: bool) -> Invoice {
                 base: "ETH".into(),
                 quote: "USD".into(),
                 price: "2500".parse().unwrap(),
+                sources: Vec::new(),
+                as_of: None,
             },
             payout: format!("0x{}", "aa".repeat(20)),
             token: None,
