@@ -59,6 +59,10 @@ enum MerchantCommand {
         /// points (0 to 1000).
         #[arg(long, default_value_t = 0)]
         payment_tolerance_bps: u16,
+        /// The spread on crypto conversions, in basis points (0 to 1000): bitcoin and Ethereum
+        /// payers are quoted the market rate less this.
+        #[arg(long, default_value_t = 0)]
+        rate_spread_bps: u16,
         /// Where Ethereum deposits are captured to: a 0x address the merchant controls.
         #[arg(long)]
         eth_payout: Option<String>,
@@ -128,6 +132,7 @@ async fn main() -> Result<()> {
                     btc_descriptor,
                     btc_confirmations,
                     payment_tolerance_bps,
+                    rate_spread_bps,
                     eth_payout,
                     eth_confirmations,
                     webhook_url,
@@ -143,6 +148,7 @@ async fn main() -> Result<()> {
                 btc_confirmations,
                 eth_confirmations,
                 payment_tolerance_bps,
+                rate_spread_bps,
                 eth_payout,
                 webhook_url,
                 settle_on_ethereum,

@@ -12,6 +12,8 @@ pub struct NewMerchant {
     pub btc_confirmations: u32,
     pub eth_confirmations: u32,
     pub payment_tolerance_bps: u16,
+    /// The spread on crypto conversions, in basis points (0 to 1000).
+    pub rate_spread_bps: u16,
     pub eth_payout: Option<String>,
     pub webhook_url: Option<String>,
     /// Be paid on Ethereum, in this asset, for card and bitcoin payments.
@@ -28,6 +30,7 @@ impl Default for NewMerchant {
             btc_confirmations: 1,
             eth_confirmations: 1,
             payment_tolerance_bps: 0,
+            rate_spread_bps: 0,
             eth_payout: None,
             webhook_url: None,
             settle_on_ethereum: None,
@@ -70,6 +73,7 @@ pub async fn create<S: Store>(
     Merchant::validate_btc_confirmations(new.btc_confirmations)?;
     Merchant::validate_eth_confirmations(new.eth_confirmations)?;
     Merchant::validate_payment_tolerance(new.payment_tolerance_bps)?;
+    Merchant::validate_rate_spread(new.rate_spread_bps)?;
     let btc_descriptor = new
         .btc_descriptor
         .as_deref()
@@ -99,6 +103,7 @@ pub async fn create<S: Store>(
         btc_confirmations: new.btc_confirmations,
         eth_confirmations: new.eth_confirmations,
         payment_tolerance_bps: new.payment_tolerance_bps,
+        rate_spread_bps: new.rate_spread_bps,
         settle_on_ethereum,
     };
     store

@@ -95,6 +95,7 @@ impl Book {
                     base: base.into(),
                     quote: quote.into(),
                     price,
+                    spread_bps: 0,
                     sources,
                     as_of: older(first.as_of, second.as_of),
                 })
@@ -176,6 +177,7 @@ pub fn aggregate(
         base: base.into(),
         quote: quote.into(),
         price: price.normalize(),
+        spread_bps: 0,
         sources: kept.iter().map(|(p, _)| (*p).to_owned()).collect(),
         as_of: kept.iter().map(|(_, s)| s.at).min_by_key(|t| t.0),
     })

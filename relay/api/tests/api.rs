@@ -76,6 +76,8 @@ async fn env_throttled(throttle: Option<relay_api::throttle::Throttle>) -> Env {
             btc_confirmations: 2,
             eth_confirmations: 1,
             payment_tolerance_bps: 0,
+            // Shop 2 quotes crypto 1.5 % under the market.
+            rate_spread_bps: if n == 2 { 150 } else { 0 },
             settle_on_ethereum: None,
         };
         let key = ApiKey::from_entropy([n; 32]);
@@ -2370,4 +2372,31 @@ async fn the_rates_are_listed_with_their_sources() {
     );
     let anonymous = env.call("GET", "/v1/rates", None, None, &[]).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+}
+
+/// A merchant's spread on crypto conversions is in its quotes: the rate is the market's less the
+/// spread, and the payer owes that much more.
+#[tokio::test]
+async fn a_merchants_spread_is_shown_in_its_quotes() {
+    let env = env().await;
+    let r = env
+        .call_with_key(
+            "POST",
+            "/v1/invoices",
+            None,
+            json!({"amount": "25.00", "currency": "USD", "payment_methods": ["ethereum"]}),
+            &env.other_key,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let eth = &r.json["payment_methods"]["ethereum"];
+    assert_eq!(eth["rate"], "2462.5", "2500 less 1.5 %");
+    assert_eq!(eth["rate_spread_bps"], 150);
+    let wei: u128 = eth["amount_wei"].as_str().unwrap().parse().unwrap();
+    // The least wei worth 25 USD at 2462.5 USD/ETH.
+    assert!(wei * 24625 >= 25 * 10u128.pow(18) * 10, "{wei}");
+    assert!((wei - 1) * 24625 < 25 * 10u128.pow(18) * 10, "{wei}");
+    // Shop 1 has none: the market rate.
+    let plain = env.post("/v1/invoices", body()).await.json;
+    assert_eq!(plain["payment_methods"]["ethereum"]["rate"], "2500");
 }

@@ -35,7 +35,7 @@ pub use crate::lookup::{Lookup, LookupKind};
 mod input;
 mod new;
 pub use input::{InvoiceInput, Transition};
-pub use new::{eth_payment_id, NewInvoice, ReceiveAddress, ReceiveAddresses};
+pub use new::{apply_spread, eth_payment_id, NewInvoice, ReceiveAddress, ReceiveAddresses};
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> CoreError {
     CoreError::InvalidField {

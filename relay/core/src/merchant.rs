@@ -33,6 +33,11 @@ pub struct Merchant {
     /// creation.
     #[serde(default)]
     pub payment_tolerance_bps: u16,
+    /// The spread on crypto conversions, in basis points: the rate a bitcoin or Ethereum payer is
+    /// quoted is the market's less this (they pay this much more), shown in each quote. Card
+    /// payments, in the price's own currency, have none.
+    #[serde(default)]
+    pub rate_spread_bps: u16,
     /// Blocks an escrow deposit needs before it counts as final (1 to 64; 1 is the block that
     /// includes it). Copied into each invoice at creation.
     #[serde(default = "default_eth_confirmations")]
@@ -49,6 +54,9 @@ pub struct Merchant {
 pub fn treasury_index_owner() -> MerchantId {
     MerchantId::from_entropy([0; 12])
 }
+
+/// The largest spread a merchant may put on crypto conversions (10 %).
+pub const MAX_RATE_SPREAD_BPS: u16 = 1000;
 
 /// The most confirmations a merchant may ask of an Ethereum deposit.
 pub const MAX_ETH_CONFIRMATIONS: u32 = 64;
@@ -120,6 +128,16 @@ impl Merchant {
             return Err(CoreError::InvalidField {
                 field: "payment_tolerance_bps",
                 reason: format!("{bps} is above the maximum of {MAX_PAYMENT_TOLERANCE_BPS} (10 %)"),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn validate_rate_spread(bps: u16) -> Result<(), CoreError> {
+        if bps > MAX_RATE_SPREAD_BPS {
+            return Err(CoreError::InvalidField {
+                field: "rate_spread_bps",
+                reason: format!("{bps} is above the maximum of {MAX_RATE_SPREAD_BPS} (10 %)"),
             });
         }
         Ok(())

@@ -18,6 +18,9 @@ pub struct Rate {
     pub quote: String,
     #[serde(with = "rust_decimal::serde::str")]
     pub price: Decimal,
+    /// The merchant's spread taken off the market rate, in basis points (0: the market rate).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub spread_bps: u16,
     /// Where it came from: the providers whose prices made it (`coinbase`, `kraken`, …), or
     /// `fixed` for the configured table.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -27,13 +30,29 @@ pub struct Rate {
     pub as_of: Option<crate::time::Timestamp>,
 }
 
+fn is_zero(n: &u16) -> bool {
+    *n == 0
+}
+
 impl Rate {
+    /// This rate less a spread of `bps` basis points (exact: a decimal times an integer ratio),
+    /// so that a payer converting at it pays that much more of `base`.
+    pub fn with_spread(&self, bps: u16) -> Rate {
+        let keep = Decimal::from(10_000u32 - u32::from(bps.min(10_000))) / Decimal::from(10_000u32);
+        Rate {
+            price: (self.price * keep).normalize(),
+            spread_bps: bps,
+            ..self.clone()
+        }
+    }
+
     /// A rate from the configured table.
     pub fn fixed(base: &str, quote: &str, price: Decimal) -> Rate {
         Rate {
             base: base.into(),
             quote: quote.into(),
             price,
+            spread_bps: 0,
             sources: vec!["fixed".into()],
             as_of: None,
         }
@@ -210,6 +229,7 @@ mod tests {
             base: base.into(),
             quote: quote.into(),
             price: price.parse().unwrap(),
+            spread_bps: 0,
             sources: Vec::new(),
             as_of: None,
         }
@@ -271,6 +291,7 @@ mod tests {
             base: "BTC".into(),
             quote: "USD".into(),
             price: "60000".parse().unwrap(),
+            spread_bps: 0,
             sources: Vec::new(),
             as_of: None,
         };
@@ -278,6 +299,7 @@ mod tests {
             base: "ETH".into(),
             quote: "USD".into(),
             price: "2500.5".parse().unwrap(),
+            spread_bps: 0,
             sources: Vec::new(),
             as_of: None,
         };
@@ -311,7 +333,7 @@ mod tests {
         #[test]
         fn conversion_covers_price_and_is_tight(cents in 1u64..10_000_000_000, price_cents in 1u64..10_000_000_000) {
             let price: Decimal = Decimal::new(price_cents as i64, 2);
-            let r = Rate { base: "BTC".into(), quote: "USD".into(), price, sources: Vec::new(), as_of: None };
+            let r = Rate { base: "BTC".into(), quote: "USD".into(), price, spread_bps: 0, sources: Vec::new(), as_of: None };
             let usd = Asset::fiat("USD", 2);
             let sat = r.quote_to_base(Amount::from_minor(cents as u128), &usd, &Asset::btc()).unwrap();
             // value of sat in cent·1e8 units: sat * price_cents  >=  cents * 1e8

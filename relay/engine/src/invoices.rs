@@ -166,7 +166,14 @@ impl<S: Store> Engine<S> {
             eth_asset: order.eth_asset,
         };
         self.offer_only_available(merchant, &mut params, named.as_deref().unwrap_or(&[]))?;
-        let quotes = params.quote(&self.assets, self.rates.as_ref())?;
+        let mut quotes = params.quote(&self.assets, self.rates.as_ref())?;
+        if merchant.rate_spread_bps > 0 {
+            relay_core::invoice::apply_spread(
+                &mut quotes,
+                &params.price,
+                merchant.rate_spread_bps,
+            )?;
+        }
         let (mut invoice, kinds) = Invoice::create(self.ids.invoice_id(), params, quotes, now)?;
         invoice.checkout = self.checkout_base.as_deref().map(checkout_page);
         invoice.redirect_url = order.redirect_url;

@@ -235,6 +235,9 @@ pub struct MethodView {
     pub amount_wei: Option<String>,
     /// The locked rate: the price of one `asset` in the invoice's currency.
     pub rate: String,
+    /// The merchant's spread taken off the market rate, in basis points (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_spread_bps: Option<u16>,
     /// Where the rate came from: the providers whose prices made it, or `fixed` (the configured
     /// table).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -439,6 +442,7 @@ impl InvoiceView {
                     amount_wei: (q.method == Method::Ethereum).then(|| minor.clone()),
                     amount_minor: minor.clone(),
                     rate: q.rate.price.normalize().to_string(),
+                    rate_spread_bps: (q.rate.spread_bps > 0).then_some(q.rate.spread_bps),
                     rate_sources: q.rate.sources.clone(),
                     rate_as_of: q.rate.as_of.map(rfc3339),
                     address: q.bitcoin.as_ref().map(|b| b.address.clone()),

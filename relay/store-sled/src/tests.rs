@@ -634,6 +634,7 @@ async fn the_ledger_follows_every_write_path_and_payout_work_follows_the_records
                     base: "ETH".into(),
                     quote: "USD".into(),
                     price: "2500".parse().unwrap(),
+                    spread_bps: 0,
                     sources: Vec::new(),
                     as_of: None,
                 },

@@ -36,6 +36,7 @@ pub fn merchant(n: u8) -> Merchant {
         webhook_secret: relay_core::Secret::from_entropy("whsec_", [5; 32]),
         btc_confirmations: 1,
         payment_tolerance_bps: 0,
+        rate_spread_bps: 0,
         eth_confirmations: 1,
         settle_on_ethereum: None,
     }

@@ -191,3 +191,19 @@ pub fn eth_payment_id(
     buf[192..224].copy_from_slice(salt.as_slice());
     alloy_primitives::keccak256(buf)
 }
+
+/// Takes a merchant's spread of `bps` basis points off the rate of every crypto conversion among
+/// `quotes` (bitcoin, and Ethereum in an asset other than the price's), and quotes again what the
+/// payer owes at it, rounded up as always. A card, or a token priced in itself, has none.
+pub fn apply_spread(quotes: &mut [MethodQuote], price: &Money, bps: u16) -> Result<(), CoreError> {
+    for q in quotes.iter_mut() {
+        if q.method == Method::Card || q.due.asset == price.asset {
+            continue;
+        }
+        q.rate = q.rate.with_spread(bps);
+        q.due.amount = q
+            .rate
+            .quote_to_base(price.amount, &price.asset, &q.due.asset)?;
+    }
+    Ok(())
+}

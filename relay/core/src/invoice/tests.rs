@@ -819,3 +819,22 @@ fn what_is_still_due_on_a_rail_settles_the_invoice_when_paid() {
         .still_due_on(Method::Bitcoin)
         .is_none());
 }
+
+#[test]
+fn a_spread_is_taken_off_crypto_rates_only_and_the_payer_pays_it() {
+    let inv = new_invoice(2500, vec![Method::Bitcoin, Method::Card]);
+    let mut quotes = inv.methods.clone();
+    crate::invoice::apply_spread(&mut quotes, &inv.price, 150).unwrap();
+    let btc = quotes.iter().find(|q| q.method == Method::Bitcoin).unwrap();
+    assert_eq!(btc.rate.price.to_string(), "59100");
+    assert_eq!(btc.rate.spread_bps, 150);
+    // 25 USD at 59,100 USD/BTC = 42,301.18… sat, rounded up.
+    assert_eq!(btc.due.amount, Amount::from_minor(42_302));
+    let card = quotes.iter().find(|q| q.method == Method::Card).unwrap();
+    assert_eq!(
+        card.due.amount,
+        Amount::from_minor(2500),
+        "no spread on a card"
+    );
+    assert_eq!(card.rate.spread_bps, 0);
+}

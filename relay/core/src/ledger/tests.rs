@@ -45,6 +45,7 @@ fn invoice(cross_rail: bool) -> Invoice {
                 base: "ETH".into(),
                 quote: "USD".into(),
                 price: "2500".parse().unwrap(),
+                spread_bps: 0,
                 sources: Vec::new(),
                 as_of: None,
             },
