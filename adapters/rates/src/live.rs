@@ -85,11 +85,14 @@ impl LiveRates {
 
     /// Asks every provider at once and records what each answered.
     pub async fn refresh(&self) {
-        let asks = self
-            .settings
-            .providers
-            .iter()
-            .map(|(p, url)| async move { (*p, self.fetch(*p, url).await) });
+        let asks = self.settings.providers.iter().map(|(p, url)| async move {
+            // One slow provider holds up none of the others, and no round lasts longer than
+            // the timeout.
+            let fetched = tokio::time::timeout(self.settings.timeout, self.fetch(*p, url))
+                .await
+                .unwrap_or_else(|_| Err("no answer within the timeout".into()));
+            (*p, fetched)
+        });
         for (provider, result) in futures_util::future::join_all(asks).await {
             let now = self.clock.now();
             let name = provider.name();
@@ -119,7 +122,9 @@ impl LiveRates {
         }
     }
 
-    /// One provider's prices, from all the requests it needs.
+    /// One provider's prices, from all the requests it needs. A request it refuses (an asset
+    /// it does not know) costs only that request's prices; the provider fails only when none
+    /// of its requests gave any.
     async fn fetch(
         &self,
         provider: Provider,
@@ -127,27 +132,50 @@ impl LiveRates {
     ) -> Result<Vec<crate::providers::Quoted>, String> {
         let s = &self.settings;
         let mut out = Vec::new();
+        let mut failed = None;
+        let mut answered = false;
         for request in provider.requests(&s.bases, &s.quotes) {
-            let target = format!("{}{}", url.trim_end_matches('/'), request.path);
-            let resp = self
-                .http
-                .get(&target)
-                .send()
-                .await
-                .map_err(|e| format!("unreachable: {}", e.without_url()))?;
-            let status = resp.status();
-            let body = resp
-                .bytes()
-                .await
-                .map_err(|e| format!("answer cut off: {}", e.without_url()))?;
-            match provider.parse(&request, &body, &s.quotes) {
-                Ok(quoted) if status.is_success() => out.extend(quoted),
-                Ok(_) => return Err(format!("HTTP {status}")),
-                Err(ProviderError::Refused(m)) => return Err(format!("HTTP {status}: {m}")),
-                Err(e) => return Err(format!("HTTP {status}: {e}")),
+            match self.ask(provider, url, &request).await {
+                Ok(quoted) => {
+                    answered = true;
+                    out.extend(quoted);
+                }
+                Err(e) => {
+                    tracing::debug!(target: "relay::rates", provider = provider.name(), path = %request.path, error = %e, "request refused");
+                    failed.get_or_insert(e);
+                }
             }
         }
-        Ok(out)
+        match failed {
+            Some(e) if !answered => Err(e),
+            _ => Ok(out),
+        }
+    }
+
+    async fn ask(
+        &self,
+        provider: Provider,
+        url: &str,
+        request: &crate::providers::Request,
+    ) -> Result<Vec<crate::providers::Quoted>, String> {
+        let target = format!("{}{}", url.trim_end_matches('/'), request.path);
+        let resp = self
+            .http
+            .get(&target)
+            .send()
+            .await
+            .map_err(|e| format!("unreachable: {}", e.without_url()))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("answer cut off: {}", e.without_url()))?;
+        match provider.parse(request, &body, &self.settings.quotes) {
+            Ok(quoted) if status.is_success() => Ok(quoted),
+            Ok(_) => Err(format!("HTTP {status}")),
+            Err(ProviderError::Refused(m)) => Err(format!("HTTP {status}: {m}")),
+            Err(e) => Err(format!("HTTP {status}: {e}")),
+        }
     }
 
     /// Each provider's health.
