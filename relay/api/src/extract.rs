@@ -105,6 +105,29 @@ impl<S: Store> FromRequestParts<AppState<S>> for AuthKey {
     }
 }
 
+/// The client's address, for limits on what payers may do without a key: the TCP peer's, or
+/// behind a trusted proxy the one it names (see [`crate::throttle::AuthFailures::client`]);
+/// `None` where the listener gives no peer (tests calling the router directly).
+pub struct ClientAddress(pub Option<std::net::IpAddr>);
+
+impl<S: Store> FromRequestParts<AppState<S>> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState<S>,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(ClientAddress(peer.map(|ip| match &state.auth_failures {
+            Some(guard) => guard.client(ip, &parts.headers),
+            None => ip,
+        })))
+    }
+}
+
 /// Path parameters; a path that does not decode (e.g. invalid UTF-8) gets the JSON 400
 /// `path_invalid` like every other error, not axum's plain-text one.
 pub struct ApiPath<T>(pub T);

@@ -238,15 +238,7 @@ pub(crate) fn order_of<S>(
         .payment_methods
         .map(|names| parse_methods(&names))
         .transpose()?;
-    if let Some(url) = &req.redirect_url {
-        if !redirect_url_ok(url) {
-            return Err(ApiError::invalid(
-                "redirect_url_invalid",
-                "redirect_url must be an http or https URL without credentials, up to 2048 characters",
-            )
-            .with_param("redirect_url"));
-        }
-    }
+    check_redirect_url(req.redirect_url.as_deref())?;
     Ok(InvoiceOrder {
         price: Money { asset, amount },
         order_id: req.order_id,
@@ -260,8 +252,21 @@ pub(crate) fn order_of<S>(
     })
 }
 
+/// A request's `redirect_url`, if any, is one a payer may be sent to (400 `redirect_url_invalid`
+/// otherwise).
+pub(crate) fn check_redirect_url(url: Option<&str>) -> Result<(), ApiError> {
+    match url {
+        Some(url) if !redirect_url_ok(url) => Err(ApiError::invalid(
+            "redirect_url_invalid",
+            "redirect_url must be an http or https URL without credentials, up to 2048 characters",
+        )
+        .with_param("redirect_url")),
+        _ => Ok(()),
+    }
+}
+
 /// A return address a payer may be sent to: http(s), a host, no user or password, not too long.
-pub(crate) fn redirect_url_ok(text: &str) -> bool {
+fn redirect_url_ok(text: &str) -> bool {
     text.len() <= 2048
         && url::Url::parse(text).is_ok_and(|u| {
             matches!(u.scheme(), "http" | "https")

@@ -4,16 +4,16 @@
 
 use super::checkout::{message_page, PageQuery};
 use super::invoices::{
-    only_params, page_limit, parse_methods, query_param, redirect_url_ok, Idempotent, NoParams,
+    check_redirect_url, only_params, page_limit, parse_methods, query_param, Idempotent, NoParams,
 };
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{parse_json, ApiPath, AuthMerchant, RawBody};
+use crate::extract::{parse_json, ApiPath, AuthMerchant, ClientAddress, RawBody};
 use crate::view::{ListView, PaymentLinkView};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use relay_core::{Amount, LinkId, Money};
 use relay_engine::invoices::DEFAULT_EXPIRY_SECS;
 use relay_engine::links::{LinkOrder, VisitError};
@@ -87,15 +87,7 @@ pub async fn create<S: Store>(
     let req: CreatePaymentLinkRequest = parse_json(&body)?;
     let asset = state.assets.get(&req.currency)?.clone();
     let amount = Amount::parse_decimal(&req.amount, &asset)?;
-    if let Some(url) = &req.redirect_url {
-        if !redirect_url_ok(url) {
-            return Err(ApiError::invalid(
-                "redirect_url_invalid",
-                "redirect_url must be an http or https URL without credentials, up to 2048 characters",
-            )
-            .with_param("redirect_url"));
-        }
-    }
+    check_redirect_url(req.redirect_url.as_deref())?;
     let order = LinkOrder {
         price: Money { asset, amount },
         description: req.description,
@@ -207,14 +199,10 @@ pub async fn visit<S: Store>(
     State(state): State<AppState<S>>,
     Path(token): Path<String>,
     Query(q): Query<PageQuery>,
-    peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    ClientAddress(client): ClientAddress,
     headers: HeaderMap,
 ) -> Response {
     let lang = q.lang_with(&headers);
-    let client = peer.map(|Extension(c)| match &state.auth_failures {
-        Some(guard) => guard.client(c.0.ip(), &headers),
-        None => c.0.ip(),
-    });
     if let Err(e) = state.checkout.link_visits.check(&token, client) {
         return e.into_response();
     }

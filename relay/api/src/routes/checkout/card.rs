@@ -6,12 +6,11 @@
 
 use super::guard;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{parse_json, RawBody};
+use crate::extract::{parse_json, ClientAddress, RawBody};
 use crate::AppState;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use axum::Json;
 use relay_core::CardRefusal;
 use relay_engine::checkout::{is_card_token, CardPaid, CardPayError};
@@ -57,12 +56,10 @@ pub struct CardPaymentView {
 pub async fn pay<S: Store>(
     State(state): State<AppState<S>>,
     Path(token): Path<String>,
-    peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
-    headers: axum::http::HeaderMap,
+    ClientAddress(client): ClientAddress,
     RawBody(body): RawBody,
 ) -> Response {
-    let peer = peer.map(|Extension(c)| c.0.ip());
-    let mut r = match attempt(&state, &token, peer, &headers, &body).await {
+    let mut r = match attempt(&state, &token, client, &body).await {
         Ok(view) => Json(view).into_response(),
         Err(e) => e.into_response(),
     };
@@ -73,8 +70,7 @@ pub async fn pay<S: Store>(
 async fn attempt<S: Store>(
     state: &AppState<S>,
     token: &str,
-    peer: Option<std::net::IpAddr>,
-    headers: &axum::http::HeaderMap,
+    client: Option<std::net::IpAddr>,
     body: &[u8],
 ) -> Result<CardPaymentView, ApiError> {
     let req: CardPayment = parse_json(body)?;
@@ -85,10 +81,6 @@ async fn attempt<S: Store>(
         )
         .with_param("card_token"));
     }
-    let client = peer.map(|ip| match &state.auth_failures {
-        Some(guard) => guard.client(ip, headers),
-        None => ip,
-    });
     state.checkout.card_attempts.check(token, client)?;
     let conflict = |code, message: &str| {
         ApiError::invalid(code, message.to_owned()).with_status(StatusCode::CONFLICT)
