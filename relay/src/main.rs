@@ -63,6 +63,10 @@ enum MerchantCommand {
         /// payers are quoted the market rate less this.
         #[arg(long, default_value_t = 0)]
         rate_spread_bps: u16,
+        /// How long an invoice's crypto quotes hold, in seconds (10 s to 30 days, at most the
+        /// invoice's expiry): a payment arriving later is priced at the rate of its arrival.
+        #[arg(long, default_value_t = relay_core::merchant::DEFAULT_QUOTE_TTL_SECS)]
+        quote_ttl_secs: u32,
         /// Where Ethereum deposits are captured to: a 0x address the merchant controls.
         #[arg(long)]
         eth_payout: Option<String>,
@@ -133,6 +137,7 @@ async fn main() -> Result<()> {
                     btc_confirmations,
                     payment_tolerance_bps,
                     rate_spread_bps,
+                    quote_ttl_secs,
                     eth_payout,
                     eth_confirmations,
                     webhook_url,
@@ -149,6 +154,7 @@ async fn main() -> Result<()> {
                 eth_confirmations,
                 payment_tolerance_bps,
                 rate_spread_bps,
+                quote_ttl_secs,
                 eth_payout,
                 webhook_url,
                 settle_on_ethereum,

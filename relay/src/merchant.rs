@@ -14,6 +14,8 @@ pub struct NewMerchant {
     pub payment_tolerance_bps: u16,
     /// The spread on crypto conversions, in basis points (0 to 1000).
     pub rate_spread_bps: u16,
+    /// How long crypto quotes hold, in seconds.
+    pub quote_ttl_secs: u32,
     pub eth_payout: Option<String>,
     pub webhook_url: Option<String>,
     /// Be paid on Ethereum, in this asset, for card and bitcoin payments.
@@ -31,6 +33,7 @@ impl Default for NewMerchant {
             eth_confirmations: 1,
             payment_tolerance_bps: 0,
             rate_spread_bps: 0,
+            quote_ttl_secs: relay_core::merchant::DEFAULT_QUOTE_TTL_SECS,
             eth_payout: None,
             webhook_url: None,
             settle_on_ethereum: None,
@@ -74,6 +77,7 @@ pub async fn create<S: Store>(
     Merchant::validate_eth_confirmations(new.eth_confirmations)?;
     Merchant::validate_payment_tolerance(new.payment_tolerance_bps)?;
     Merchant::validate_rate_spread(new.rate_spread_bps)?;
+    Merchant::validate_quote_ttl(new.quote_ttl_secs)?;
     let btc_descriptor = new
         .btc_descriptor
         .as_deref()
@@ -104,6 +108,7 @@ pub async fn create<S: Store>(
         eth_confirmations: new.eth_confirmations,
         payment_tolerance_bps: new.payment_tolerance_bps,
         rate_spread_bps: new.rate_spread_bps,
+        quote_ttl_secs: new.quote_ttl_secs,
         settle_on_ethereum,
     };
     store

@@ -78,6 +78,7 @@ async fn env_throttled(throttle: Option<relay_api::throttle::Throttle>) -> Env {
             payment_tolerance_bps: 0,
             // Shop 2 quotes crypto 1.5 % under the market.
             rate_spread_bps: if n == 2 { 150 } else { 0 },
+            quote_ttl_secs: 900,
             settle_on_ethereum: None,
         };
         let key = ApiKey::from_entropy([n; 32]);

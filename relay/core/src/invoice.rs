@@ -98,6 +98,11 @@ pub struct MethodQuote {
     pub method: Method,
     pub due: Money,
     pub rate: Rate,
+    /// When the locked rate stops holding (a conversion's quote; none for a method paid in the
+    /// price's own asset, or for invoices made before quotes expired: then the invoice's expiry).
+    /// A payment that arrives later is worth what it is worth at the rate of its arrival.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
     /// For `card`: the PaymentIntent created at the gateway for this invoice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub card: Option<CardIntent>,
@@ -299,6 +304,10 @@ pub struct Payment {
     /// Escrow payments: the relay's fee taken at capture.
     #[serde(default, skip_serializing_if = "zero")]
     pub fee: Amount,
+    /// A payment that arrived after its method's quote expired: the rate it was priced at when
+    /// it came (none yet: it counts for nothing until it has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
 }
 
 pub(crate) fn zero(a: &Amount) -> bool {
@@ -783,6 +792,42 @@ impl Invoice {
                 changed = !self.intent_closed;
                 self.intent_closed = true;
             }
+            InvoiceInput::Reprice { reference, rate } => {
+                let price_code = self.price.asset.code.clone();
+                let p = self
+                    .payments
+                    .iter()
+                    .find(|p| p.reference == reference)
+                    .ok_or_else(|| CoreError::UnknownPayment {
+                        reference: reference.to_string(),
+                    })?;
+                let asset = self
+                    .quote_for(p.method)
+                    .map(|q| q.due.asset.code.clone())
+                    .unwrap_or_default();
+                if !self.priced_on_arrival(p) {
+                    return Err(CoreError::InvalidField {
+                        field: "rate",
+                        reason: "the payment came before its quote expired".into(),
+                    });
+                }
+                if rate.base != asset
+                    || rate.quote != price_code
+                    || rate.price <= rust_decimal::Decimal::ZERO
+                {
+                    return Err(CoreError::InvalidField {
+                        field: "rate",
+                        reason: format!("expected a positive {asset}/{price_code} rate"),
+                    });
+                }
+                // The first rate of its arrival stays: a later look does not re-price it again.
+                if p.rate.is_none() {
+                    if let Some(p) = self.payments.iter_mut().find(|p| p.reference == reference) {
+                        p.rate = Some(rate);
+                        changed = true;
+                    }
+                }
+            }
             InvoiceInput::Tick => {}
             InvoiceInput::Cancel => {
                 let has_live = self.payments.iter().any(|p| p.status.is_live());
@@ -875,6 +920,7 @@ impl Invoice {
                     refunded: Amount::ZERO,
                     capture_tx: None,
                     fee: Amount::ZERO,
+                    rate: None,
                 });
                 let last = self.payments.len() - 1;
                 Ok((&mut self.payments[last], true))
@@ -908,20 +954,69 @@ impl Invoice {
         }
     }
 
+    /// When `method`'s locked rate stops holding: its quote's expiry, else the invoice's.
+    pub fn quote_expires_at(&self, method: Method) -> Timestamp {
+        self.quote_for(method)
+            .and_then(|q| q.expires_at)
+            .map_or(self.expires_at, |t| Timestamp(t.0.min(self.expires_at.0)))
+    }
+
+    /// Whether `p` arrived after its method's quote expired, so that it is worth what its own
+    /// rate of arrival says rather than the locked rate (a method paid in the price's own asset
+    /// has no rate to expire).
+    pub fn priced_on_arrival(&self, p: &Payment) -> bool {
+        self.quote_for(p.method)
+            .is_some_and(|q| q.expires_at.is_some() && q.due.asset != self.price.asset)
+            && p.seen_at >= self.quote_expires_at(p.method)
+    }
+
+    /// Payments that arrived after their quote expired and have no rate yet: the relay prices
+    /// them at the current rate as soon as it has one.
+    pub fn awaiting_rate(&self) -> impl Iterator<Item = &Payment> {
+        self.payments
+            .iter()
+            .filter(|p| p.rate.is_none() && p.status.is_live() && self.priced_on_arrival(p))
+    }
+
+    /// What `payments` of `method` are worth in the price's minor units: those that came while
+    /// the quote held at its locked rate (summed first, see [`Invoice::credit`]), each later one
+    /// at its own rate of arrival, rounded down (nothing while it awaits one).
+    pub fn worth<'a>(
+        &self,
+        method: Method,
+        payments: impl IntoIterator<Item = &'a Payment>,
+    ) -> U256 {
+        let mut locked = Amount::ZERO;
+        let mut own = U256::ZERO;
+        for p in payments {
+            if !self.priced_on_arrival(p) {
+                locked = locked.checked_add(p.amount).unwrap_or(Amount(U256::MAX));
+                continue;
+            }
+            let (Some(rate), Some(q)) = (&p.rate, self.quote_for(method)) else {
+                continue;
+            };
+            let value = rate
+                .base_to_quote_down(p.amount, &q.due.asset, &self.price.asset)
+                .map_or(U256::MAX, |a| a.0);
+            own = own.saturating_add(value);
+        }
+        self.credit(method, locked).saturating_add(own)
+    }
+
     /// What is still due, in the price's minor units: the price less what the live payments made
-    /// in time are worth at their locked rates (zero once they cover it).
+    /// in time are worth (zero once they cover it).
     pub fn still_due(&self) -> Amount {
         let mut paid = U256::ZERO;
         for method in Method::ALL {
-            let mut sum = Amount::ZERO;
-            for p in self
-                .payments
-                .iter()
-                .filter(|p| p.method == method && p.status.is_live() && self.in_time(p))
-            {
-                sum = sum.checked_add(p.amount).unwrap_or(Amount(U256::MAX));
-            }
-            paid = paid.saturating_add(self.credit(method, sum));
+            paid = paid.saturating_add(
+                self.worth(
+                    method,
+                    self.payments
+                        .iter()
+                        .filter(|p| p.method == method && p.status.is_live() && self.in_time(p)),
+                ),
+            );
         }
         Amount(self.price.amount.0.saturating_sub(paid))
     }
@@ -949,7 +1044,7 @@ impl Invoice {
         let (mut confirmed, mut live, mut returned) = (U256::ZERO, U256::ZERO, U256::ZERO);
         for method in Method::ALL {
             let (mut m_confirmed, mut m_live, mut m_returned) =
-                (Amount::ZERO, Amount::ZERO, Amount::ZERO);
+                (Vec::new(), Vec::new(), Vec::new());
             for p in self
                 .payments
                 .iter()
@@ -959,20 +1054,21 @@ impl Invoice {
                     late = true;
                     continue;
                 }
-                let sum = |a: Amount| a.checked_add(p.amount).unwrap_or(Amount(U256::MAX));
                 if p.status.is_returned() {
-                    m_returned = sum(m_returned);
+                    m_returned.push(p);
                     continue;
                 }
-                m_live = sum(m_live);
+                m_live.push(p);
                 if p.status.is_final() {
-                    m_confirmed = sum(m_confirmed);
+                    m_confirmed.push(p);
                 }
             }
-            confirmed = confirmed.saturating_add(self.credit(method, m_confirmed));
-            live = live.saturating_add(self.credit(method, m_live));
-            returned = returned.saturating_add(self.credit(method, m_returned));
+            confirmed = confirmed.saturating_add(self.worth(method, m_confirmed));
+            live = live.saturating_add(self.worth(method, m_live));
+            returned = returned.saturating_add(self.worth(method, m_returned));
         }
+        // A payment in time that awaits its rate keeps the invoice processing, never settled.
+        let awaiting = self.awaiting_rate().any(|p| self.in_time(p));
         let price = self.price.amount.0;
         // price × (1 − tolerance), rounded up so that the tolerance never exceeds what was stated.
         let shortfall =
@@ -983,7 +1079,7 @@ impl Invoice {
             InvoiceStatus::Invalid
         } else if confirmed >= enough {
             InvoiceStatus::Settled
-        } else if live >= enough || (!live.is_zero() && !expired) {
+        } else if live >= enough || awaiting || (!live.is_zero() && !expired) {
             InvoiceStatus::Processing
         } else if expired {
             InvoiceStatus::Expired

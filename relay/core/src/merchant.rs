@@ -38,6 +38,10 @@ pub struct Merchant {
     /// payments, in the price's own currency, have none.
     #[serde(default)]
     pub rate_spread_bps: u16,
+    /// How long an invoice's crypto quotes hold, in seconds (at most the invoice's own expiry):
+    /// a payment that arrives later is worth what it is worth at the rate of its arrival.
+    #[serde(default = "default_quote_ttl")]
+    pub quote_ttl_secs: u32,
     /// Blocks an escrow deposit needs before it counts as final (1 to 64; 1 is the block that
     /// includes it). Copied into each invoice at creation.
     #[serde(default = "default_eth_confirmations")]
@@ -53,6 +57,13 @@ pub struct Merchant {
 /// descriptor are allocated under this id (no merchant has it: merchant ids are random).
 pub fn treasury_index_owner() -> MerchantId {
     MerchantId::from_entropy([0; 12])
+}
+
+/// How long quotes hold when the merchant does not say: 15 minutes.
+pub const DEFAULT_QUOTE_TTL_SECS: u32 = 900;
+
+fn default_quote_ttl() -> u32 {
+    DEFAULT_QUOTE_TTL_SECS
 }
 
 /// The largest spread a merchant may put on crypto conversions (10 %).
@@ -138,6 +149,16 @@ impl Merchant {
             return Err(CoreError::InvalidField {
                 field: "rate_spread_bps",
                 reason: format!("{bps} is above the maximum of {MAX_RATE_SPREAD_BPS} (10 %)"),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn validate_quote_ttl(secs: u32) -> Result<(), CoreError> {
+        if !(10..=30 * 86_400).contains(&secs) {
+            return Err(CoreError::InvalidField {
+                field: "quote_ttl_secs",
+                reason: format!("{secs} is not between 10 s and 30 days"),
             });
         }
         Ok(())

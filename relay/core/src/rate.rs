@@ -93,6 +93,38 @@ impl Rate {
     }
 }
 
+impl Rate {
+    /// What `amount` of `base` (minor units) is worth in `quote` (minor units) at this rate,
+    /// rounded down.
+    pub fn base_to_quote_down(
+        &self,
+        amount: Amount,
+        base: &Asset,
+        quote: &Asset,
+    ) -> Result<Amount, CoreError> {
+        let overflow = || CoreError::AmountOverflow {
+            asset: quote.code.clone(),
+        };
+        if self.price <= Decimal::ZERO {
+            return Err(CoreError::NoRate {
+                from: base.code.clone(),
+                to: quote.code.clone(),
+            });
+        }
+        // amount × mantissa × 10^quote.decimals / 10^(base.decimals + scale)
+        let mantissa = U256::from(self.price.mantissa().unsigned_abs());
+        let scale = u8::try_from(self.price.scale()).map_err(|_| overflow())?;
+        let numerator = amount
+            .0
+            .checked_mul(mantissa)
+            .and_then(|n| n.checked_mul(pow10(quote.decimals)?))
+            .ok_or_else(overflow)?;
+        let denominator =
+            pow10(base.decimals.checked_add(scale).ok_or_else(overflow)?).ok_or_else(overflow)?;
+        Ok(Amount(numerator / denominator))
+    }
+}
+
 /// What `amount` of `from` is worth in `to` at current rates, both quoted in the same currency
 /// (`from_rate`: 1 `from` = x, `to_rate`: 1 `to` = y), rounded **down**: what the operator pays
 /// for money it holds never exceeds its worth.

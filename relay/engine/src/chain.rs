@@ -33,6 +33,7 @@ impl<S: Store> Engine<S> {
         describe: impl Fn(&O) -> String,
     ) -> Result<usize, ChainStepError> {
         let (store, clock, ids) = (&self.store, self.clock.as_ref(), self.ids.as_ref());
+        let rates = self.rates.as_ref();
         let (write, input_for, describe) = (&write, &input_for, &describe);
         let changed = retry(|| async move {
             let now = clock.now();
@@ -56,6 +57,7 @@ impl<S: Store> Engine<S> {
                         }
                     }
                 }
+                price_arrivals(&mut invoice, rates, now, &mut kinds);
                 if invoice.version != version {
                     let events = Event::for_invoice(&invoice, &kinds, now, || ids.event_id());
                     write.invoices.push((version, invoice, events));
@@ -70,5 +72,44 @@ impl<S: Store> Engine<S> {
         changed.ok_or_else(|| ChainStepError::Busy {
             chain: chain.to_owned(),
         })
+    }
+}
+
+/// Prices the payments of `invoice` that arrived after their quote expired, at the current rate
+/// (with the merchant's spread, as its quote had): what they are worth decides the invoice. With
+/// no usable rate now, they wait (counting for nothing, the invoice processing) and are priced at
+/// the watcher's next look at them.
+pub fn price_arrivals(
+    invoice: &mut Invoice,
+    rates: &dyn relay_core::RateSource,
+    now: relay_core::Timestamp,
+    kinds: &mut Vec<relay_core::EventType>,
+) {
+    let waiting: Vec<_> = invoice
+        .awaiting_rate()
+        .filter_map(|p| {
+            let q = invoice.quote_for(p.method)?;
+            Some((
+                p.reference.clone(),
+                q.due.asset.code.clone(),
+                q.rate.spread_bps,
+            ))
+        })
+        .collect();
+    for (reference, asset, spread) in waiting {
+        match rates.quote_rate(&asset, &invoice.price.asset.code) {
+            Ok(rate) => {
+                let rate = rate.with_spread(spread);
+                match invoice.apply(InvoiceInput::Reprice { reference, rate }, now) {
+                    Ok(t) => kinds.extend(t.events),
+                    Err(e) => {
+                        tracing::warn!(target: "relay::rates", invoice = %invoice.id, error = %e, "pricing a payment failed")
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(target: "relay::rates", invoice = %invoice.id, %reference, error = ?e, "no rate now for a payment that arrived after its quote expired; it waits")
+            }
+        }
     }
 }

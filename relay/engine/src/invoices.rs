@@ -174,6 +174,17 @@ impl<S: Store> Engine<S> {
                 merchant.rate_spread_bps,
             )?;
         }
+        // A conversion's quote holds for the merchant's quote lifetime, at most the invoice's.
+        let quote_ends = now
+            .plus_seconds(i64::from(merchant.quote_ttl_secs))
+            .0
+            .min(params.expires_at.0);
+        for q in quotes
+            .iter_mut()
+            .filter(|q| q.due.asset != params.price.asset)
+        {
+            q.expires_at = Some(relay_core::Timestamp(quote_ends));
+        }
         let (mut invoice, kinds) = Invoice::create(self.ids.invoice_id(), params, quotes, now)?;
         invoice.checkout = self.checkout_base.as_deref().map(checkout_page);
         invoice.redirect_url = order.redirect_url;

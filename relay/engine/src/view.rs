@@ -238,6 +238,10 @@ pub struct MethodView {
     /// The merchant's spread taken off the market rate, in basis points (absent: none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_spread_bps: Option<u16>,
+    /// When the locked rate stops holding (RFC 3339): a payment arriving later is priced at the
+    /// rate of its arrival. Absent for a method paid in the price's own asset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quote_expires_at: Option<String>,
     /// Where the rate came from: the providers whose prices made it, or `fixed` (the configured
     /// table).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -375,6 +379,16 @@ pub struct PaymentView {
     /// Escrow payments: the relay's fee taken at capture, minor units.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fee_minor: Option<String>,
+    /// It arrived after its quote expired: `priced` (at `rate`, the rate of its arrival) or
+    /// `awaiting_rate` (no usable rate yet: it counts for nothing until it has one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repricing: Option<&'static str>,
+    /// The rate it was priced at, when it arrived after its quote expired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    /// What it is worth in the invoice's currency (major units): at the locked rate, or at its
+    /// own rate of arrival.
+    pub worth: String,
 }
 
 /// BIP21 amounts are decimal BTC; trailing zeros are dropped (`0.0004` rather than `0.00040000`).
@@ -398,14 +412,42 @@ impl InvoiceView {
     /// The invoice as its payer is shown it: on bitcoin, once part is paid, what is still due
     /// (and a BIP21 link for that), so that a second scan pays the rest, not the whole price
     /// again. An escrow deposit is one exact amount, and a card the whole price: those stay.
-    pub fn for_payer(inv: &Invoice) -> InvoiceView {
+    pub fn for_payer(
+        inv: &Invoice,
+        now: Timestamp,
+        rates: &dyn relay_core::RateSource,
+    ) -> InvoiceView {
         let mut view = InvoiceView::of(inv);
-        let rest = inv.still_due_on(Method::Bitcoin);
-        let quoted = inv.quote_for(Method::Bitcoin).map(|q| &q.due);
-        if let (Some(rest), Some(quoted), Some(m)) =
-            (rest, quoted, view.payment_methods.get_mut("bitcoin"))
-        {
-            if rest.amount != quoted.amount && !rest.amount.is_zero() {
+        let Some(q) = inv.quote_for(Method::Bitcoin) else {
+            return view;
+        };
+        // Once the quote expired, a payment is worth what it is at its arrival: ask for what is
+        // still due at the current rate (with the merchant's spread), not the old one.
+        let current = (now >= inv.quote_expires_at(Method::Bitcoin) && q.expires_at.is_some())
+            .then(|| {
+                rates
+                    .quote_rate(&q.due.asset.code, &inv.price.asset.code)
+                    .ok()
+            })
+            .flatten()
+            .map(|r| r.with_spread(q.rate.spread_bps));
+        let rest = match &current {
+            Some(rate) => rate
+                .quote_to_base(inv.still_due(), &inv.price.asset, &q.due.asset)
+                .ok()
+                .map(|amount| relay_core::Money {
+                    asset: q.due.asset.clone(),
+                    amount,
+                }),
+            None => inv.still_due_on(Method::Bitcoin),
+        };
+        if let (Some(rest), Some(m)) = (rest, view.payment_methods.get_mut("bitcoin")) {
+            if let Some(rate) = &current {
+                m.rate = rate.price.normalize().to_string();
+                m.rate_sources = rate.sources.clone();
+                m.rate_as_of = rate.as_of.map(rfc3339);
+            }
+            if rest.amount != q.due.amount && !rest.amount.is_zero() {
                 let minor = rest.amount.to_string();
                 m.amount = rest.to_decimal_string();
                 m.amount_sat = Some(minor.clone());
@@ -443,6 +485,9 @@ impl InvoiceView {
                     amount_minor: minor.clone(),
                     rate: q.rate.price.normalize().to_string(),
                     rate_spread_bps: (q.rate.spread_bps > 0).then_some(q.rate.spread_bps),
+                    quote_expires_at: q
+                        .expires_at
+                        .map(|_| rfc3339(inv.quote_expires_at(q.method))),
                     rate_sources: q.rate.sources.clone(),
                     rate_as_of: q.rate.as_of.map(rfc3339),
                     address: q.bitcoin.as_ref().map(|b| b.address.clone()),
@@ -536,6 +581,17 @@ impl PaymentView {
             refunded_minor: p.refunded.to_string(),
             capture_tx: p.capture_tx.clone(),
             fee_minor: p.capture_tx.as_ref().map(|_| p.fee.to_string()),
+            repricing: inv.priced_on_arrival(p).then_some(if p.rate.is_some() {
+                "priced"
+            } else {
+                "awaiting_rate"
+            }),
+            rate: p.rate.as_ref().map(|r| r.price.normalize().to_string()),
+            worth: relay_core::Amount(
+                inv.worth(p.method, [p])
+                    .min(alloy_primitives::U256::from(u128::MAX)),
+            )
+            .to_decimal_string(inv.price.asset.decimals),
         }
     }
 }

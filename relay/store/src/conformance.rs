@@ -37,6 +37,7 @@ pub fn merchant(n: u8) -> Merchant {
         btc_confirmations: 1,
         payment_tolerance_bps: 0,
         rate_spread_bps: 0,
+        quote_ttl_secs: 900,
         eth_confirmations: 1,
         settle_on_ethereum: None,
     }

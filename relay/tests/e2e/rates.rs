@@ -174,3 +174,123 @@ async fn invoices_are_priced_at_the_median_of_live_rates_until_every_price_is_to
     assert_eq!(status, 200, "{inv}");
     assert_eq!(inv["payment_methods"]["bitcoin"]["rate"], "60030");
 }
+
+/// A payment that arrives after its quote expired is worth what it is worth at the rate of its
+/// arrival: bitcoin halved meanwhile, so the quoted amount now pays half the price, and the
+/// invoice says so (`paid_partial`) instead of settling at the old rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_after_its_quote_expired_is_repriced_at_the_rate_of_its_arrival() {
+    use relay_bitcoin::bitcoin::{Address, Network};
+    use relay_testnet::btc_wallet::{broadcast, TestWallet};
+    use std::str::FromStr;
+    let feeds = RateFeeds::spawn(["60000", "60000", "60000"]).unwrap();
+    let node = BitcoinNode::spawn().unwrap();
+    let mut wallet = TestWallet::new(73);
+    wallet.fund(&node, 2).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let m = merchant_create_with(
+        dir.path(),
+        "quote shop",
+        &[
+            "--btc-descriptor",
+            &crate::bitcoin::descriptor(29, "wpkh"),
+            "--quote-ttl-secs",
+            "10",
+        ],
+    );
+    let key = m["api_key"].as_str().unwrap().to_owned();
+    let env = [
+        ("RELAY_RATES", String::new()),
+        ("RELAY_RATE_PROVIDERS", feeds.providers_setting()),
+        ("RELAY_RATE_REFRESH_SECS", "1".to_owned()),
+        ("RELAY_RATE_MAX_AGE_SECS", "30".to_owned()),
+        ("RELAY_BTC_RPC_URL", node.rpc_url_with_auth()),
+        ("RELAY_BTC_POLL_MS", "100".to_owned()),
+    ];
+    let server = Server::start_with(dir.path(), crate::free_port(), &env).await;
+    let client = reqwest::Client::new();
+    let (status, inv) = create_invoice(
+        &client,
+        &server.url,
+        &key,
+        "quote-1",
+        &json!({"amount": "25.00", "currency": "USD", "payment_methods": ["bitcoin"],
+            "expires_in": 600}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{inv}");
+    let btc = &inv["payment_methods"]["bitcoin"];
+    assert_eq!(btc["rate"], "60000");
+    let quote_ends = btc["quote_expires_at"].as_str().expect("a quote expiry");
+    assert!(quote_ends < inv["expires_at"].as_str().unwrap(), "{inv}");
+    let sat: u64 = btc["amount_sat"].as_str().unwrap().parse().unwrap();
+    let script = Address::from_str(btc["address"].as_str().unwrap())
+        .unwrap()
+        .require_network(Network::Regtest)
+        .unwrap()
+        .script_pubkey();
+
+    // Bitcoin halves, and the payer pays the old quote after it expired.
+    for p in ["coinbase", "kraken", "coingecko"] {
+        feeds.set(p, Feed::Btc("30000".into()));
+    }
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let tx = wallet.pay(&[(script, sat)]).unwrap();
+    broadcast(&node, &tx).unwrap();
+    node.mine(1, &[0xee; 20]).unwrap();
+    let id = inv["id"].as_str().unwrap();
+    let start = std::time::Instant::now();
+    let paid = loop {
+        let now = crate::get_invoice(&client, &server.url, &key, id).await;
+        let p = &now["payments"][0];
+        if p["repricing"] == "priced" && p["status"] == "confirmed" {
+            break now;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never priced: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let p = &paid["payments"][0];
+    assert_eq!(p["rate"], "30000", "{paid}");
+    assert_eq!(p["worth"], "12.50", "{paid}");
+    assert_eq!(paid["exception"], "paid_partial", "{paid}");
+    assert_eq!(
+        paid["status"], "processing",
+        "not settled at the old rate: {paid}"
+    );
+
+    // The payer's page asks for the rest at the current rate, and paying it settles the invoice.
+    let request: Value = client
+        .get(format!(
+            "{}/payment_request",
+            inv["checkout_url"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let now_btc = &request["payment_methods"]["bitcoin"];
+    assert_eq!(request["amount_due"], "12.50", "{request}");
+    assert_eq!(now_btc["rate"], "30000", "{request}");
+    assert_eq!(
+        now_btc["amount_sat"], "41667",
+        "12.50 USD at 30000, rounded up"
+    );
+    let rest: u64 = now_btc["amount_sat"].as_str().unwrap().parse().unwrap();
+    let script = Address::from_str(now_btc["address"].as_str().unwrap())
+        .unwrap()
+        .require_network(Network::Regtest)
+        .unwrap()
+        .script_pubkey();
+    let tx = wallet.pay(&[(script, rest)]).unwrap();
+    broadcast(&node, &tx).unwrap();
+    node.mine(1, &[0xee; 20]).unwrap();
+    let settled =
+        crate::card::wait_for(&client, &server.url, &key, id, |i| i["status"] == "settled").await;
+    assert!(settled["exception"].is_null(), "{settled}");
+}

@@ -100,6 +100,9 @@ pub enum InvoiceInput {
     SettlementQueued { id: SettlementId },
     /// The escrow paid settlement `id` in transaction `tx`.
     SettlementPaid { id: SettlementId, tx: String },
+    /// Payment `reference` arrived after its method's quote expired: it is worth what it was
+    /// worth at `rate` (the price of one of its asset in the invoice's currency when it came).
+    Reprice { reference: PaymentRef, rate: Rate },
     /// Re-evaluate against the clock (expiry).
     Tick,
     /// The merchant cancels a still-unpaid invoice.

@@ -140,6 +140,7 @@ impl NewInvoice {
                 method,
                 due: Money { asset, amount },
                 rate,
+                expires_at: None,
                 card: None,
                 bitcoin: None,
                 ethereum: None,

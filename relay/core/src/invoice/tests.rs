@@ -838,3 +838,113 @@ fn a_spread_is_taken_off_crypto_rates_only_and_the_payer_pays_it() {
     );
     assert_eq!(card.rate.spread_bps, 0);
 }
+
+#[test]
+fn a_payment_after_its_quote_expired_is_worth_what_its_rate_of_arrival_says() {
+    let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
+    inv.methods[0].expires_at = Some(T0.plus_seconds(300));
+    assert_eq!(inv.quote_expires_at(Method::Bitcoin), T0.plus_seconds(300));
+    assert_eq!(inv.methods[0].due.amount, Amount::from_minor(41_667));
+    // Half, while the quote holds: at the locked rate.
+    let mut early = btc("a", 20_834, true);
+    if let InvoiceInput::Observe { seen_at, .. } = &mut early {
+        *seen_at = Some(T0.plus_seconds(100));
+    }
+    inv.apply(early, T0.plus_seconds(100)).unwrap();
+    assert_eq!(inv.still_due(), Amount::from_minor(1250));
+    // The other half, after the quote expired: nothing until it is priced, and the invoice
+    // waits (processing), never settled at the old rate.
+    inv.apply(btc("b", 20_833, true), T0.plus_seconds(400))
+        .unwrap();
+    assert_eq!(inv.awaiting_rate().count(), 1);
+    assert_eq!(inv.status, InvoiceStatus::Processing);
+    assert_eq!(inv.still_due(), Amount::from_minor(1250));
+    // Bitcoin halved meanwhile: the late half is worth a quarter of the price.
+    let b = inv.payments[1].reference.clone();
+    let rate = |price: &str| Rate {
+        base: "BTC".into(),
+        quote: "USD".into(),
+        price: price.parse().unwrap(),
+        spread_bps: 0,
+        sources: vec!["coinbase".into()],
+        as_of: Some(T0.plus_seconds(400)),
+    };
+    let t = inv
+        .apply(
+            InvoiceInput::Reprice {
+                reference: b.clone(),
+                rate: rate("30000"),
+            },
+            T0.plus_seconds(401),
+        )
+        .unwrap();
+    assert!(t.changed);
+    assert_eq!(inv.awaiting_rate().count(), 0);
+    // 20,833 sat at 30,000 USD/BTC = 6.2499 USD, rounded down: 624 cents.
+    assert_eq!(inv.still_due(), Amount::from_minor(2500 - 1250 - 624));
+    assert_eq!(inv.exception, Some(InvoiceException::PaidPartial));
+    assert_eq!(inv.status, InvoiceStatus::Processing);
+    // Priced once: a later rate changes nothing.
+    let t = inv
+        .apply(
+            InvoiceInput::Reprice {
+                reference: b,
+                rate: rate("90000"),
+            },
+            T0.plus_seconds(402),
+        )
+        .unwrap();
+    assert!(!t.changed);
+    // The early payment is not re-priced; a rate of the wrong pair is refused.
+    let a = inv.payments[0].reference.clone();
+    assert!(inv
+        .apply(
+            InvoiceInput::Reprice {
+                reference: a,
+                rate: rate("30000"),
+            },
+            T0.plus_seconds(403),
+        )
+        .is_err());
+    let mut eth_rate = rate("2500");
+    eth_rate.base = "ETH".into();
+    let c_input = btc("c", 1000, false);
+    inv.apply(c_input, T0.plus_seconds(500)).unwrap();
+    let c = inv.payments[2].reference.clone();
+    assert!(inv
+        .apply(
+            InvoiceInput::Reprice {
+                reference: c,
+                rate: eth_rate,
+            },
+            T0.plus_seconds(501),
+        )
+        .is_err());
+}
+
+#[test]
+fn a_payment_worth_more_at_its_rate_of_arrival_is_an_over_payment() {
+    let mut inv = new_invoice(2500, vec![Method::Bitcoin]);
+    inv.methods[0].expires_at = Some(T0.plus_seconds(60));
+    inv.apply(btc("a", 41_667, true), T0.plus_seconds(120))
+        .unwrap();
+    assert_eq!(inv.status, InvoiceStatus::Processing, "awaiting its rate");
+    let a = inv.payments[0].reference.clone();
+    inv.apply(
+        InvoiceInput::Reprice {
+            reference: a,
+            rate: Rate {
+                base: "BTC".into(),
+                quote: "USD".into(),
+                price: "66000".parse().unwrap(),
+                spread_bps: 0,
+                sources: Vec::new(),
+                as_of: None,
+            },
+        },
+        T0.plus_seconds(121),
+    )
+    .unwrap();
+    assert_eq!(inv.status, InvoiceStatus::Settled);
+    assert_eq!(inv.exception, Some(InvoiceException::PaidOver));
+}

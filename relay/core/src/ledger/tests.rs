@@ -982,3 +982,32 @@ fn an_invoice_paid_in_many_outputs_is_settled_by_one_settlement() {
     assert!(books.unbalanced_assets().is_empty());
     assert!(net(&books, "ETH", Account::PaidOut).unwrap() <= WEI);
 }
+
+#[test]
+fn a_payment_after_its_quote_expired_is_never_settled_at_the_locked_rate() {
+    let mut inv = cross_rail_invoice(1);
+    let q = inv
+        .methods
+        .iter_mut()
+        .find(|q| q.method == Method::Bitcoin)
+        .unwrap();
+    q.expires_at = Some(T0.plus_seconds(60));
+    let t = T0.plus_seconds(120);
+    inv.apply(btc_seen(1, SAT, 1, t), t).unwrap();
+    // Awaiting its rate: nothing planned.
+    assert!(inv.settlements.is_empty());
+    let reference = inv.payments[0].reference.clone();
+    let rate = inv.quote_for(Method::Bitcoin).unwrap().rate.clone();
+    let events = inv
+        .apply(InvoiceInput::Reprice { reference, rate }, t)
+        .unwrap()
+        .events;
+    // Priced at the same rate, it pays the invoice, but its settlement is held for the
+    // merchant to release at the rate of the day: the locked rate no longer holds.
+    assert_eq!(inv.status, InvoiceStatus::Settled);
+    assert!(events.contains(&EventType::SettlementHeld), "{events:?}");
+    assert_eq!(
+        settlements(&inv),
+        vec![(SettlementStatus::Held, Some(crate::HoldReason::Late), WEI)]
+    );
+}

@@ -258,11 +258,8 @@ impl Invoice {
                 .payments
                 .iter()
                 .filter(|p| p.method == method && self.in_time(p))
-                .filter(|p| matches!(p.status, PaymentStatus::Confirmed | PaymentStatus::Disputed))
-                .fold(Amount::ZERO, |sum, p| {
-                    Amount(sum.0.saturating_add(p.amount.0))
-                });
-            direct = direct.saturating_add(self.credit(method, paid));
+                .filter(|p| matches!(p.status, PaymentStatus::Confirmed | PaymentStatus::Disputed));
+            direct = direct.saturating_add(self.worth(method, paid));
         }
         let price = self.price.amount.0;
         if price.is_zero() || direct >= price {
@@ -402,10 +399,12 @@ impl Invoice {
                 .iter()
                 .filter(|p| p.method == method && deep(p))
                 .collect();
+            // Late: after the invoice's expiry, or after its quote's (its locked rates no longer
+            // hold; the merchant has it paid at the rate of the day).
             for reason in [HoldReason::Late, HoldReason::AfterCancel] {
                 let parts: Vec<_> = of_method
                     .iter()
-                    .filter(|p| !self.in_time(p))
+                    .filter(|p| !self.in_time(p) || self.priced_on_arrival(p))
                     .filter(|p| {
                         let after_cancel = self.canceled_at.is_some_and(|c| p.seen_at >= c);
                         after_cancel == (reason == HoldReason::AfterCancel)
@@ -419,7 +418,10 @@ impl Invoice {
                 continue;
             }
             let (mut pay, mut rest) = (Vec::new(), Vec::new());
-            for p in of_method.iter().filter(|p| self.in_time(p)) {
+            for p in of_method
+                .iter()
+                .filter(|p| self.in_time(p) && !self.priced_on_arrival(p))
+            {
                 let amount = self.settlement_amount(p).0;
                 if amount.is_zero() {
                     continue;

@@ -56,6 +56,7 @@ pub async fn choose<S: Store>(
                 merchant,
                 &Strings::of(lang),
                 state.clock.now(),
+                state.rates.as_ref(),
             ))
             .into_response(),
             Ok(None) => ApiError::not_found("payment request").into_response(),

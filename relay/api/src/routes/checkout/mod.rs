@@ -279,6 +279,7 @@ fn request_view(
     merchant: String,
     s: &Strings,
     now: Timestamp,
+    rates: &dyn relay_core::RateSource,
 ) -> PaymentRequestView {
     let st = state_of(inv, s, now);
     let back = return_link(inv, &st).map(|url| {
@@ -287,7 +288,7 @@ fn request_view(
             s.t("return_to_merchant", &[("merchant", &merchant)]),
         )
     });
-    let view = InvoiceView::for_payer(inv);
+    let view = InvoiceView::for_payer(inv, now, rates);
     let due = Money {
         asset: inv.price.asset.clone(),
         amount: inv.still_due(),
@@ -479,7 +480,7 @@ pub async fn page<S: Store>(
         ));
     };
     let st = state_of(&inv, &s, now);
-    let view = InvoiceView::for_payer(&inv);
+    let view = InvoiceView::for_payer(&inv, now, state.rates.as_ref());
     let currency = view.currency.clone();
     let methods: Vec<serde_json::Value> = ["bitcoin", "ethereum"]
         .into_iter()
@@ -632,9 +633,14 @@ pub async fn payment_request<S: Store>(
 ) -> Response {
     let s = Strings::of(q.lang_with(&headers));
     let mut r = match load(&state, &token).await {
-        Ok(Some((inv, merchant))) => {
-            Json(request_view(&inv, merchant, &s, state.clock.now())).into_response()
-        }
+        Ok(Some((inv, merchant))) => Json(request_view(
+            &inv,
+            merchant,
+            &s,
+            state.clock.now(),
+            state.rates.as_ref(),
+        ))
+        .into_response(),
         Ok(None) => ApiError::not_found("payment request").into_response(),
         Err(e) => e.into_response(),
     };
@@ -692,7 +698,9 @@ pub async fn events<S: Store>(
             }
             let s = Strings::of(lang);
             let view = match load(&state, &token).await {
-                Ok(Some((inv, merchant))) => request_view(&inv, merchant, &s, state.clock.now()),
+                Ok(Some((inv, merchant))) => {
+                    request_view(&inv, merchant, &s, state.clock.now(), state.rates.as_ref())
+                }
                 // Gone or unreadable for now: try again at the next look.
                 _ => {
                     tokio::time::sleep(STREAM_LOOK).await;
