@@ -324,6 +324,10 @@ impl From<CoreError> for ApiError {
                 field: "expires_in",
                 ..
             } => ApiError::invalid("expiry_invalid", message).with_param("expires_in"),
+            CoreError::InvalidField { field: "quote", .. } => {
+                ApiError::invalid("quote_not_refreshable", message)
+                    .with_status(StatusCode::CONFLICT)
+            }
             CoreError::InvalidField { field, .. } => {
                 ApiError::invalid("parameter_invalid", message).with_param(field)
             }

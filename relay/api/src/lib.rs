@@ -133,6 +133,8 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::checkout::events,
         routes::checkout::card::pay,
         routes::checkout::choose::choose,
+        routes::checkout::choose::refresh,
+        routes::invoices::refresh_quote,
         routes::links::create,
         routes::links::retrieve,
         routes::links::list,
@@ -265,6 +267,10 @@ pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
             post(routes::invoices::cancel::<S>),
         )
         .route(
+            "/v1/invoices/{id}/quote",
+            post(routes::invoices::refresh_quote::<S>),
+        )
+        .route(
             "/v1/invoices/{id}/refunds",
             post(routes::refunds::create::<S>),
         )
@@ -329,6 +335,10 @@ pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
         .route(
             "/pay/{token}/methods/{method}",
             post(routes::checkout::choose::choose::<S>),
+        )
+        .route(
+            "/pay/{token}/quote",
+            post(routes::checkout::choose::refresh::<S>),
         )
         .route("/checkout-assets/{file}", get(routes::checkout::asset));
     Router::new()

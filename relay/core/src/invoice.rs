@@ -954,6 +954,60 @@ impl Invoice {
         }
     }
 
+    /// Quotes again every conversion of an invoice nobody has paid anything yet: `rate_of` gives
+    /// each method's current rate (already with the merchant's spread), and the new quotes hold
+    /// until `quote_ends` (at most the invoice's expiry). Refused once anything is paid (what was
+    /// paid stays worth what its quote said) or the invoice can no longer be paid.
+    pub fn refresh_quotes(
+        &mut self,
+        mut rate_of: impl FnMut(&MethodQuote) -> Result<Rate, CoreError>,
+        quote_ends: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), CoreError> {
+        if self.evaluate(now).0 != InvoiceStatus::New || self.canceled_at.is_some() {
+            return Err(CoreError::InvalidField {
+                field: "quote",
+                reason: "the invoice takes no new payment".into(),
+            });
+        }
+        if self.payments.iter().any(|p| p.status.is_live()) {
+            return Err(CoreError::InvalidField {
+                field: "quote",
+                reason: "a payment is underway: its quote stands".into(),
+            });
+        }
+        // Its settlement on Ethereum was priced with the first quotes: a fresh quote would have
+        // later payments settled at that older rate.
+        if self.settle_to.is_some() {
+            return Err(CoreError::InvalidField {
+                field: "quote",
+                reason: "an invoice settled on Ethereum keeps its first quotes (a payment after \
+                         they expire is priced at its arrival, and its settlement held)"
+                    .into(),
+            });
+        }
+        let ends = Timestamp(quote_ends.0.min(self.expires_at.0));
+        let mut fresh = Vec::new();
+        for q in self
+            .methods
+            .iter()
+            .filter(|q| q.due.asset != self.price.asset)
+        {
+            let rate = rate_of(q)?;
+            let due = rate.quote_to_base(self.price.amount, &self.price.asset, &q.due.asset)?;
+            fresh.push((q.method, rate, due));
+        }
+        for (method, rate, due) in fresh {
+            if let Some(q) = self.methods.iter_mut().find(|q| q.method == method) {
+                q.rate = rate;
+                q.due.amount = due;
+                q.expires_at = Some(ends);
+            }
+        }
+        self.version += 1;
+        Ok(())
+    }
+
     /// When `method`'s locked rate stops holding: its quote's expiry, else the invoice's.
     pub fn quote_expires_at(&self, method: Method) -> Timestamp {
         self.quote_for(method)

@@ -191,6 +191,62 @@ impl<S: Store> Engine<S> {
         Ok((invoice, kinds))
     }
 
+    /// Quotes invoice `id` again at the current rates (with its merchant's spread), for a new
+    /// quote lifetime, while nobody has paid anything (see [`Invoice::refresh_quotes`]).
+    pub async fn refresh_quote(&self, id: &InvoiceId) -> Result<Invoice, InvoiceError> {
+        let done = retry(|| async move {
+            let mut invoice = self
+                .store
+                .invoice(id)
+                .await?
+                .ok_or(InvoiceError::NotFound)?;
+            let merchant = self
+                .store
+                .merchant(&invoice.merchant_id)
+                .await?
+                .ok_or(InvoiceError::NotFound)?;
+            let version = invoice.version;
+            let now = self.clock.now();
+            let price = invoice.price.asset.code.clone();
+            invoice.refresh_quotes(
+                |q| {
+                    self.rates
+                        .quote_rate(&q.due.asset.code, &price)
+                        .map(|r| r.with_spread(q.rate.spread_bps))
+                        .map_err(|e| match e {
+                            relay_core::RateError::NoPair => CoreError::NoRate {
+                                from: price.clone(),
+                                to: q.due.asset.code.clone(),
+                            },
+                            relay_core::RateError::Unavailable(reason) => {
+                                CoreError::RateUnavailable {
+                                    from: price.clone(),
+                                    to: q.due.asset.code.clone(),
+                                    reason,
+                                }
+                            }
+                        })
+                },
+                now.plus_seconds(i64::from(merchant.quote_ttl_secs)),
+                now,
+            )?;
+            Ok::<_, InvoiceError>(
+                match self
+                    .store
+                    .update_invoice(version, &invoice, &[], None)
+                    .await?
+                {
+                    Commit::Conflict => Attempt::Conflict,
+                    _ => Attempt::Done(invoice),
+                },
+            )
+        })
+        .await?;
+        let invoice = done.ok_or(InvoiceError::Busy)?;
+        self.store.durable().await?;
+        Ok(invoice)
+    }
+
     /// Cancels `merchant`'s unpaid invoice `id` (it becomes `invalid`), redone when a watcher
     /// changed it meanwhile. The caller closes its PaymentIntent ([`Engine::close_card_intent`])
     /// once the answer is durable.

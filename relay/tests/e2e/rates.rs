@@ -231,11 +231,41 @@ async fn a_payment_after_its_quote_expired_is_repriced_at_the_rate_of_its_arriva
         .unwrap()
         .script_pubkey();
 
+    let (_, other) = create_invoice(
+        &client,
+        &server.url,
+        &key,
+        "quote-2",
+        &json!({"amount": "25.00", "currency": "USD", "payment_methods": ["bitcoin"],
+            "expires_in": 600}),
+    )
+    .await
+    .unwrap();
+
     // Bitcoin halves, and the payer pays the old quote after it expired.
     for p in ["coinbase", "kraken", "coingecko"] {
         feeds.set(p, Feed::Btc("30000".into()));
     }
     tokio::time::sleep(Duration::from_secs(11)).await;
+    // Another payer's wallet asks for a fresh quote first: the current rate, for a new lifetime.
+    let fresh: Value = client
+        .post(format!("{}/quote", other["checkout_url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let fresh_btc = &fresh["payment_methods"]["bitcoin"];
+    assert_eq!(fresh_btc["rate"], "30000", "{fresh}");
+    assert_eq!(
+        fresh_btc["amount_sat"], "83334",
+        "25 USD at 30000, rounded up"
+    );
+    assert!(
+        fresh_btc["quote_expires_at"].as_str().unwrap() > quote_ends,
+        "{fresh}"
+    );
     let tx = wallet.pay(&[(script, sat)]).unwrap();
     broadcast(&node, &tx).unwrap();
     node.mine(1, &[0xee; 20]).unwrap();
@@ -261,6 +291,16 @@ async fn a_payment_after_its_quote_expired_is_repriced_at_the_rate_of_its_arriva
         paid["status"], "processing",
         "not settled at the old rate: {paid}"
     );
+    // Once something is paid, its quote stands: no fresh quote, from the merchant either.
+    let refused = client
+        .post(format!("{}/v1/invoices/{id}/quote", server.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "quote_not_refreshable");
 
     // The payer's page asks for the rest at the current rate, and paying it settles the invoice.
     let request: Value = client

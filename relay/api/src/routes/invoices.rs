@@ -434,6 +434,30 @@ pub async fn cancel<S: Store>(
     answer
 }
 
+/// Quote an unpaid invoice again at the current rates, for a new quote lifetime.
+#[utoipa::path(
+    post, path = "/v1/invoices/{id}/quote", operation_id = "refresh_invoice_quote", tag = "invoices",
+    params(("id" = String, Path, description = "Invoice id")),
+    responses(
+        (status = 200, description = "The invoice with its new quotes", body = InvoiceView),
+        (status = 404, description = "No such invoice", body = ErrorBody),
+        (status = 409, description = "Something was paid already, or it can no longer be paid (`quote_not_refreshable`)", body = ErrorBody),
+        (status = 422, description = "No rate for one of its methods (`rate_unavailable`)", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn refresh_quote<S: Store>(
+    State(state): State<AppState<S>>,
+    AuthMerchant(merchant): AuthMerchant,
+    ApiPath(id): ApiPath<String>,
+    RawBody(body): RawBody,
+) -> Result<Json<InvoiceView>, ApiError> {
+    let _: NoParams = parse_json(&body)?;
+    let invoice = owned_invoice(&state, &merchant, &id).await?;
+    let invoice = state.refresh_quote(&invoice.id).await?;
+    Ok(Json(InvoiceView::of(&invoice)))
+}
+
 /// An empty JSON object (or an empty body).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -948,3 +948,44 @@ fn a_payment_worth_more_at_its_rate_of_arrival_is_an_over_payment() {
     assert_eq!(inv.status, InvoiceStatus::Settled);
     assert_eq!(inv.exception, Some(InvoiceException::PaidOver));
 }
+
+#[test]
+fn an_unpaid_invoice_is_quoted_again_and_a_paid_one_is_not() {
+    let mut inv = new_invoice(2500, vec![Method::Bitcoin, Method::Card]);
+    inv.methods[0].expires_at = Some(T0.plus_seconds(60));
+    let version = inv.version;
+    let rate = |q: &MethodQuote| {
+        Ok(Rate {
+            base: q.due.asset.code.clone(),
+            quote: "USD".into(),
+            price: "50000".parse().unwrap(),
+            spread_bps: 0,
+            sources: vec!["kraken".into()],
+            as_of: None,
+        })
+    };
+    inv.refresh_quotes(rate, T0.plus_seconds(400), T0.plus_seconds(100))
+        .unwrap();
+    let quote = inv.quote_for(Method::Bitcoin).unwrap();
+    assert_eq!(
+        quote.due.amount,
+        Amount::from_minor(50_000),
+        "25 USD at 50,000"
+    );
+    assert_eq!(quote.expires_at, Some(T0.plus_seconds(400)));
+    assert_eq!(
+        inv.quote_for(Method::Card).unwrap().due.amount,
+        Amount::from_minor(2500)
+    );
+    assert_eq!(inv.version, version + 1);
+    // Never past the invoice's expiry.
+    inv.refresh_quotes(rate, T0.plus_seconds(5000), T0.plus_seconds(101))
+        .unwrap();
+    assert_eq!(inv.quote_expires_at(Method::Bitcoin), T0.plus_seconds(900));
+    // Once something is paid, its quote stands.
+    inv.apply(btc("a", 1000, false), T0.plus_seconds(102))
+        .unwrap();
+    assert!(inv
+        .refresh_quotes(rate, T0.plus_seconds(500), T0.plus_seconds(103))
+        .is_err());
+}

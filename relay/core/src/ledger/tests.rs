@@ -1011,3 +1011,16 @@ fn a_payment_after_its_quote_expired_is_never_settled_at_the_locked_rate() {
         vec![(SettlementStatus::Held, Some(crate::HoldReason::Late), WEI)]
     );
 }
+
+#[test]
+fn an_invoice_settled_on_ethereum_keeps_its_first_quotes() {
+    let mut inv = cross_rail_invoice(1);
+    let err = inv
+        .refresh_quotes(
+            |q| Ok(q.rate.clone()),
+            T0.plus_seconds(600),
+            T0.plus_seconds(10),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("keeps its first quotes"), "{err}");
+}

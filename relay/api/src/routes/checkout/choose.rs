@@ -97,3 +97,53 @@ async fn chosen<S: Store>(state: &AppState<S>, token: &str, method: &str) -> Res
         Err(ChooseError::Failed(e)) => Err(e.into()),
     }
 }
+
+/// Quote a payment request again at the current rates, for a new quote lifetime (see
+/// `quote_expires_at`), while nothing has been paid. Public, like the page.
+#[utoipa::path(
+    post, path = "/pay/{token}/quote", operation_id = "refresh_payment_request_quote", tag = "checkout",
+    params(
+        ("token" = String, Path, description = "The checkout token, from the invoice's `checkout_url`"),
+        ("lang" = Option<String>, Query, description = "`en` or `zh-CN`"),
+    ),
+    responses(
+        (status = 200, description = "The payment request with its new quotes", body = super::PaymentRequestView,
+            headers(("Access-Control-Allow-Origin" = String, description = "`*`"))),
+        (status = 404, description = "No payment request has this token (`resource_missing`)", body = ErrorBody),
+        (status = 409, description = "Something was paid already, or it can no longer be paid (`quote_not_refreshable`)", body = ErrorBody),
+        (status = 422, description = "No rate for one of its methods (`rate_unavailable`)", body = ErrorBody),
+    ),
+    security(())
+)]
+pub async fn refresh<S: Store>(
+    State(state): State<AppState<S>>,
+    Path(token): Path<String>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let lang = q.lang_with(&headers);
+    let refreshed = async {
+        let (inv, merchant) = load(&state, &token)
+            .await?
+            .ok_or_else(|| ApiError::not_found("payment request"))?;
+        let inv = state.refresh_quote(&inv.id).await?;
+        Ok::<_, ApiError>(request_view(
+            &inv,
+            merchant,
+            &Strings::of(lang),
+            state.clock.now(),
+            state.rates.as_ref(),
+        ))
+    }
+    .await;
+    let mut r = match refreshed {
+        Ok(view) => Json(view).into_response(),
+        Err(e) => e.into_response(),
+    };
+    guard(r.headers_mut(), JSON_CSP);
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    r
+}
