@@ -32,6 +32,13 @@ impl PgStore {
         ttl: Duration,
     ) -> Result<Option<Fence>, StoreError> {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        // Never wait long on the lease row (a writer of the old holder may hold it): the caller
+        // asks again in a moment.
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("SET LOCAL lock_timeout = '1s'")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         let token: Option<i64> = sqlx::query_scalar(
             "INSERT INTO leases (role, holder, token, expires_at) \
              VALUES ($1, $2, 1, now() + $3 * interval '1 millisecond') \
@@ -46,9 +53,10 @@ impl PgStore {
         .bind(role)
         .bind(holder)
         .bind(ttl_ms)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db)?;
+        tx.commit().await.map_err(db)?;
         Ok(token.map(|token| Fence {
             role: role.to_owned(),
             holder: holder.to_owned(),

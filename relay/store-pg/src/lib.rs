@@ -158,9 +158,16 @@ impl PgStore {
         url: &str,
         secrets_key: Option<SecretsKey>,
     ) -> Result<PgStore, StoreError> {
+        // A transaction left open by a relay that stopped answering (paused, cut off mid-write)
+        // would keep its locks, the lease rows' among them, and no other relay could take its
+        // roles over: the server ends such a session after a few seconds.
+        let options = url
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .map_err(db)?
+            .options([("idle_in_transaction_session_timeout", "4s")]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(db)?;
         sqlx::migrate!("./migrations")

@@ -138,3 +138,43 @@ async fn a_lease_cannot_change_hands_while_a_fenced_write_is_under_way() {
         .expect("b takes the lapsed lease once a's write ends");
     assert_eq!(fb.token, fa.token + 1);
 }
+
+/// A holder that stops in the middle of a write (paused, cut off) keeps that write's lock on its
+/// lease row; another relay's bid for the role never waits on it for long, and the server ends
+/// the stalled session, so the role passes on within seconds instead of never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_stalled_mid_write_does_not_keep_its_role() {
+    let pg = Postgres::spawn().expect("PostgreSQL starts");
+    let (a, b) = (store(&pg, None).await, store(&pg, None).await);
+    let fence = a
+        .acquire_lease("webhooks", "a/1/x", Duration::from_secs(1))
+        .await
+        .unwrap()
+        .unwrap();
+    // A's write begins (its lease row locked) and never ends.
+    let stalled = a
+        .begin_fenced(&fence)
+        .await
+        .unwrap()
+        .expect("A holds the role");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let start = std::time::Instant::now();
+    let taken = loop {
+        let bid = tokio::time::timeout(
+            Duration::from_secs(3),
+            b.acquire_lease("webhooks", "b/2/y", Duration::from_secs(8)),
+        )
+        .await
+        .expect("a bid for the role never hangs");
+        if let Ok(Some(f)) = bid {
+            break f;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the role never passed on: {bid:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(taken.token > fence.token);
+    drop(stalled);
+}
