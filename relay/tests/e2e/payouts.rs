@@ -1512,3 +1512,75 @@ async fn a_double_spend_of_a_shallow_payment_is_settled_once() {
     );
     assert_eq!(liquidity_before - liquidity(&env), WEI_25_USD);
 }
+
+/// A bitcoin payment that arrives after its quote expired, for a merchant paid on Ethereum: the
+/// invoice counts it at the rate of its arrival, and the operator's liquidity does not pay its
+/// settlement at the locked rate; it is held, and paid at the rate of the day once the merchant
+/// releases it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_after_its_quote_expired_is_not_settled_at_the_old_rate() {
+    let mut env = start(
+        false,
+        true,
+        &["--settle-on-ethereum", "ETH", "--quote-ttl-secs", "10"],
+    )
+    .await;
+    env.fund(3 * WEI_25_USD);
+    let inv = env
+        .invoice(
+            json!({"amount": "25.00", "currency": "USD", "payment_methods": ["bitcoin"],
+            "expires_in": 600}),
+        )
+        .await;
+    let id = inv["id"].as_str().unwrap().to_owned();
+    let btc = &inv["payment_methods"]["bitcoin"];
+    let sat: u64 = btc["amount_sat"].as_str().unwrap().parse().unwrap();
+    let address = btc["address"].as_str().unwrap().to_owned();
+    let script = crate::bitcoin::regtest_script(&address);
+    let before = env.anvil.balance(&env.eth.merchant_payout).unwrap();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let (node, wallet) = env.btc.as_mut().unwrap();
+    let tx = wallet.pay(&[(script, sat)]).unwrap();
+    broadcast(node, &tx).unwrap();
+    node.mine(3, &[0xee; 20]).unwrap();
+    let held = env
+        .until(&id, |i| {
+            i["status"] == "settled" && settlement(i)["status"] == "held"
+        })
+        .await;
+    let p = &held["payments"][0];
+    assert_eq!(p["repricing"], "priced", "{held}");
+    assert_eq!(settlement(&held)["hold_reason"], "late", "{held}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        env.anvil.balance(&env.eth.merchant_payout).unwrap(),
+        before,
+        "nothing paid at the locked rate"
+    );
+    // Released by the merchant: paid at today's rate (the fixed table's here).
+    let sid = settlement(&held)["id"].as_str().unwrap().to_owned();
+    let released: Value = env
+        .client
+        .post(format!(
+            "{}/v1/invoices/{id}/settlements/{sid}/release",
+            env.server.url
+        ))
+        .bearer_auth(&env.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(settlement(&released)["status"], "pending", "{released}");
+    let amount: u128 = settlement(&released)["amount_minor"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    env.until(&id, |i| settlement(i)["status"] == "paid").await;
+    assert_eq!(
+        env.anvil.balance(&env.eth.merchant_payout).unwrap() - before,
+        amount
+    );
+}
