@@ -130,7 +130,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::keys::roll,
         routes::keys::revoke,
         routes::checkout::payment_request,
-        routes::checkout::events,
+        routes::checkout::stream::events,
         routes::checkout::card::pay,
         routes::checkout::choose::choose,
         routes::checkout::choose::refresh,
@@ -330,7 +330,10 @@ pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
             "/pay/{token}/payment_request",
             get(routes::checkout::payment_request::<S>),
         )
-        .route("/pay/{token}/events", get(routes::checkout::events::<S>))
+        .route(
+            "/pay/{token}/events",
+            get(routes::checkout::stream::events::<S>),
+        )
         .route("/pay/{token}/card", post(routes::checkout::card::pay::<S>))
         .route(
             "/pay/{token}/methods/{method}",

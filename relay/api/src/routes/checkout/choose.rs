@@ -3,11 +3,11 @@
 //! needed) the answer is a redirect back to the page, showing the address; from a wallet app it
 //! is the payment request as JSON. Public, like the page: any origin may call it.
 
-use super::{guard, load, request_view, PageQuery, Strings, JSON_CSP};
+use super::{load, public_json, request_view, PageQuery, Strings};
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use relay_core::Method;
@@ -45,7 +45,7 @@ pub async fn choose<S: Store>(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let mut r = match chosen(&state, &token, &method).await {
+    let r = match chosen(&state, &token, &method).await {
         Ok(()) if from_form => {
             let to = format!("/pay/{token}?lang={lang}#{method}");
             (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response()
@@ -64,12 +64,7 @@ pub async fn choose<S: Store>(
         },
         Err(e) => e.into_response(),
     };
-    guard(r.headers_mut(), JSON_CSP);
-    r.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    r
+    public_json(r)
 }
 
 async fn chosen<S: Store>(state: &AppState<S>, token: &str, method: &str) -> Result<(), ApiError> {
@@ -136,14 +131,9 @@ pub async fn refresh<S: Store>(
         ))
     }
     .await;
-    let mut r = match refreshed {
+    let r = match refreshed {
         Ok(view) => Json(view).into_response(),
         Err(e) => e.into_response(),
     };
-    guard(r.headers_mut(), JSON_CSP);
-    r.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    r
+    public_json(r)
 }

@@ -10,11 +10,17 @@
 
 pub mod card;
 pub mod choose;
+mod policy;
+pub mod stream;
+
+use policy::page_csp;
+pub use policy::{frame_ancestors, CardForm, CheckoutSettings};
+pub(crate) use policy::{guard, public_json, JSON_CSP};
 
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use relay_core::{Invoice, InvoiceException, InvoiceStatus, Money, Timestamp};
@@ -317,130 +323,6 @@ fn request_view(
     }
 }
 
-/// How the checkout pages are served.
-pub struct CheckoutSettings {
-    /// Who may show the page in a frame: CSP `frame-ancestors` sources (see [`frame_ancestors`]).
-    pub frame_ancestors: String,
-    /// The card form, when a card gateway is configured with a publishable key.
-    pub card: Option<CardForm>,
-    /// Card attempts per checkout token and client address.
-    pub card_attempts: crate::throttle::PayerLimit,
-    /// Payment link visits (each may make an invoice) per link and client address.
-    pub link_visits: crate::throttle::PayerLimit,
-}
-
-impl CheckoutSettings {
-    /// Pages framed by nobody, without a card form.
-    pub fn new(frame_ancestors: String, card: Option<CardForm>) -> CheckoutSettings {
-        CheckoutSettings {
-            frame_ancestors,
-            card,
-            card_attempts: crate::throttle::PayerLimit::cards(),
-            link_visits: crate::throttle::PayerLimit::links(),
-        }
-    }
-}
-
-/// The gateway's Stripe.js on the page: where it is loaded from, and the publishable key it is
-/// given (never the secret key).
-pub struct CardForm {
-    pub js_url: String,
-    pub publishable_key: String,
-    /// The origins the page's policy lets the script talk to and frame.
-    origins: String,
-}
-
-impl CardForm {
-    /// `js_url` must be an http(s) URL (Stripe's `https://js.stripe.com/v3/`, or a test gateway's
-    /// shim) and `publishable_key` a `pk_…` key.
-    pub fn new(js_url: &str, publishable_key: &str) -> Result<CardForm, String> {
-        let url = url::Url::parse(js_url).map_err(|e| format!("stripe_js_url: {e}"))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err("stripe_js_url must be an http(s) URL".into());
-        }
-        let key_ok = publishable_key.starts_with("pk_")
-            && publishable_key.len() <= 255
-            && publishable_key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !key_ok {
-            return Err("stripe_publishable_key must be a publishable key (pk_…)".into());
-        }
-        let origin = url.origin().ascii_serialization();
-        // Stripe.js itself talks to Stripe's API and frames its 3-D Secure pages.
-        let origins = if url.host_str() == Some("js.stripe.com") {
-            format!("{origin} https://api.stripe.com https://hooks.stripe.com")
-        } else {
-            origin
-        };
-        Ok(CardForm {
-            js_url: url.to_string(),
-            publishable_key: publishable_key.to_owned(),
-            origins,
-        })
-    }
-}
-
-/// The CSP `frame-ancestors` sources of a setting: empty or `none` → `'none'`; `self` → `'self'`;
-/// else space- or comma-separated origins (`https://shop.example.com`, `http://127.0.0.1:3000`),
-/// each an http(s) scheme and host with an optional port, nothing else.
-pub fn frame_ancestors(setting: &str) -> Result<String, String> {
-    let items: Vec<&str> = setting
-        .split([' ', ','])
-        .filter(|s| !s.is_empty())
-        .collect();
-    if items.is_empty() || items == ["none"] || items == ["'none'"] {
-        return Ok("'none'".into());
-    }
-    let mut out = Vec::new();
-    for item in items {
-        if item == "self" || item == "'self'" {
-            out.push("'self'".to_owned());
-            continue;
-        }
-        let (scheme, rest) = item.split_once("://").unwrap_or(("", item));
-        let host_ok = !rest.is_empty()
-            && rest.chars().all(|c| {
-                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '*' | '[' | ']')
-            });
-        if !matches!(scheme, "http" | "https") || !host_ok {
-            return Err(format!(
-                "checkout_frame_ancestors: {item:?} is not an origin like https://shop.example.com"
-            ));
-        }
-        out.push(item.to_owned());
-    }
-    Ok(out.join(" "))
-}
-
-/// Headers every checkout answer carries: never stored by a cache (the state changes), no
-/// referrer, no sniffing, and who may frame it.
-pub(crate) fn guard(headers: &mut HeaderMap, csp: &str) {
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    if let Ok(v) = HeaderValue::from_str(csp) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, v);
-    }
-}
-
-/// The page's policy: its own script and style only, inline SVG, requests to itself, framed only
-/// by the configured origins; with a card form, the gateway's Stripe.js may also run, call its
-/// gateway and show its frames.
-fn page_csp(settings: &CheckoutSettings, with_card: bool) -> String {
-    let card = settings.card.as_ref().filter(|_| with_card);
-    let extra = card.map_or(String::new(), |c| format!(" {}", c.origins));
-    let frames = card.map_or("".to_owned(), |c| format!(" frame-src {};", c.origins));
-    format!("default-src 'none'; script-src 'self'{extra}; style-src 'self'; img-src 'self' data:; connect-src 'self'{extra};{frames} base-uri 'none'; form-action 'self'; frame-ancestors {fa}", fa = settings.frame_ancestors)
-}
-pub(crate) const JSON_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
-
 /// A QR code of `text` as inline SVG.
 fn qr_svg(text: &str) -> String {
     match qrcode::QrCode::new(text.as_bytes()) {
@@ -632,7 +514,7 @@ pub async fn payment_request<S: Store>(
     headers: HeaderMap,
 ) -> Response {
     let s = Strings::of(q.lang_with(&headers));
-    let mut r = match load(&state, &token).await {
+    let r = match load(&state, &token).await {
         Ok(Some((inv, merchant))) => Json(request_view(
             &inv,
             merchant,
@@ -644,86 +526,7 @@ pub async fn payment_request<S: Store>(
         Ok(None) => ApiError::not_found("payment request").into_response(),
         Err(e) => e.into_response(),
     };
-    guard(r.headers_mut(), JSON_CSP);
-    r.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    r
-}
-
-/// How often a live status stream looks at the invoice.
-const STREAM_LOOK: std::time::Duration = std::time::Duration::from_millis(500);
-/// How long one stream lasts; the browser's EventSource connects again by itself.
-const STREAM_LIFE: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// The state of a checkout page as it changes, over Server-Sent Events: a `status` event with the
-/// payment request at once, then each time its state changes, until it can no longer be paid (or
-/// after five minutes; the browser reconnects). Public, like the page.
-#[utoipa::path(
-    get, path = "/pay/{token}/events", operation_id = "stream_payment_request", tag = "checkout",
-    params(
-        ("token" = String, Path, description = "The checkout token, from the invoice's `checkout_url`"),
-        ("lang" = Option<String>, Query, description = "`en` or `zh-CN`"),
-    ),
-    responses(
-        (status = 200, description = "Server-Sent Events: `event: status`, `data:` a payment request (as `GET /pay/{token}/payment_request`), at once and on every change", content_type = "text/event-stream", body = String),
-        (status = 404, description = "No payment request has this token (`resource_missing`)", body = ErrorBody),
-    ),
-    security(())
-)]
-pub async fn events<S: Store>(
-    State(state): State<AppState<S>>,
-    Path(token): Path<String>,
-    Query(q): Query<PageQuery>,
-    headers: HeaderMap,
-) -> Response {
-    use axum::response::sse::{Event, KeepAlive, Sse};
-    let lang = q.lang_with(&headers);
-    match load(&state, &token).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return ApiError::not_found("payment request").into_response(),
-        Err(e) => return e.into_response(),
-    }
-    let started = std::time::Instant::now();
-    // (state, token, what was last sent, whether the stream is over)
-    let seed = (state, token, None::<String>, false);
-    let stream = futures_util::stream::unfold(seed, move |(state, token, last, over)| async move {
-        if over {
-            return None;
-        }
-        loop {
-            if started.elapsed() > STREAM_LIFE {
-                return None;
-            }
-            let s = Strings::of(lang);
-            let view = match load(&state, &token).await {
-                Ok(Some((inv, merchant))) => {
-                    request_view(&inv, merchant, &s, state.clock.now(), state.rates.as_ref())
-                }
-                // Gone or unreadable for now: try again at the next look.
-                _ => {
-                    tokio::time::sleep(STREAM_LOOK).await;
-                    continue;
-                }
-            };
-            let key = format!(
-                "{}|{}|{}",
-                view.status_class, view.status_text, view.amount_due
-            );
-            if last.as_deref() != Some(key.as_str()) {
-                let done = !view.open;
-                let event = Event::default().event("status").json_data(&view);
-                return Some((event, (state, token, Some(key), done)));
-            }
-            tokio::time::sleep(STREAM_LOOK).await;
-        }
-    });
-    let mut r = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
-        .into_response();
-    guard(r.headers_mut(), JSON_CSP);
-    r
+    public_json(r)
 }
 
 /// The page's stylesheet and script: fixed files, cached for a day.
@@ -777,25 +580,6 @@ mod tests {
         assert!(!Strings::of("en")
             .t("status_partial", &[("due", "1.00"), ("currency", "USD")])
             .contains('{'));
-    }
-
-    #[test]
-    fn frame_ancestors_are_origins_or_none() {
-        assert_eq!(frame_ancestors("").unwrap(), "'none'");
-        assert_eq!(frame_ancestors("none").unwrap(), "'none'");
-        assert_eq!(
-            frame_ancestors("https://shop.example.com, http://127.0.0.1:3000 self").unwrap(),
-            "https://shop.example.com http://127.0.0.1:3000 'self'"
-        );
-        for bad in [
-            "shop.example.com",
-            "javascript:alert(1)",
-            "https://a.example; script-src *",
-            "https://",
-            "*",
-        ] {
-            assert!(frame_ancestors(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]
