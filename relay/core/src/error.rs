@@ -51,4 +51,8 @@ pub enum CoreError {
     UnknownRecord { id: String },
     #[error("the settlement cannot be released: {reason}")]
     NotReleasable { reason: String },
+    #[error("review {id} is already {status}")]
+    ReviewClosed { id: String, status: &'static str },
+    #[error("review {id} is of a payer on a sanctions list: it cannot be approved")]
+    Sanctioned { id: String },
 }

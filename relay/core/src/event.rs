@@ -53,10 +53,14 @@ pub enum EventType {
     SettlementPaid,
     #[serde(rename = "settlement.held")]
     SettlementHeld,
+    #[serde(rename = "review.opened")]
+    ReviewOpened,
+    #[serde(rename = "review.closed")]
+    ReviewClosed,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 21] = [
+    pub const ALL: [EventType; 23] = [
         EventType::InvoiceCreated,
         EventType::InvoiceProcessing,
         EventType::InvoiceSettled,
@@ -78,6 +82,8 @@ impl EventType {
         EventType::SettlementQueued,
         EventType::SettlementPaid,
         EventType::SettlementHeld,
+        EventType::ReviewOpened,
+        EventType::ReviewClosed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +109,8 @@ impl EventType {
             EventType::SettlementQueued => "settlement.queued",
             EventType::SettlementPaid => "settlement.paid",
             EventType::SettlementHeld => "settlement.held",
+            EventType::ReviewOpened => "review.opened",
+            EventType::ReviewClosed => "review.closed",
         }
     }
 

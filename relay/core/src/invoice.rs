@@ -34,6 +34,7 @@ pub use crate::lookup::{Lookup, LookupKind};
 
 mod input;
 mod new;
+mod review;
 mod worth;
 pub use input::{InvoiceInput, Transition};
 pub use new::{apply_spread, eth_payment_id, NewInvoice, ReceiveAddress, ReceiveAddresses};
@@ -309,6 +310,12 @@ pub struct Payment {
     /// it came (none yet: it counts for nothing until it has one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<Rate>,
+    /// What the merchant's risk rules made of it (assessed when it was first seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<crate::risk::Assessment>,
+    /// Its review, if the rules (or a sanctions list) asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<crate::risk::Review>,
 }
 
 pub(crate) fn zero(a: &Amount) -> bool {
@@ -516,7 +523,17 @@ impl Invoice {
             .checkout
             .iter()
             .map(|c| Lookup::Checkout(c.token.clone()));
-        cards.chain(scripts).chain(salts).chain(checkout).collect()
+        let reviews = self
+            .payments
+            .iter()
+            .filter_map(|p| p.review.as_ref())
+            .map(|r| Lookup::Review(r.id.clone()));
+        cards
+            .chain(scripts)
+            .chain(salts)
+            .chain(checkout)
+            .chain(reviews)
+            .collect()
     }
 
     /// The confirmations a payment on `method` needs to be final: the bitcoin or Ethereum policy
@@ -829,6 +846,16 @@ impl Invoice {
                     }
                 }
             }
+            InvoiceInput::Assess {
+                reference,
+                assessment,
+                deadline,
+            } => {
+                changed = self.assess(&reference, assessment, deadline, now, &mut events)?;
+            }
+            InvoiceInput::CloseReview { id, approve } => {
+                changed = self.close_review(&id, approve, now, &mut events)?;
+            }
             InvoiceInput::Tick => {}
             InvoiceInput::Cancel => {
                 let has_live = self.payments.iter().any(|p| p.status.is_live());
@@ -922,6 +949,8 @@ impl Invoice {
                     capture_tx: None,
                     fee: Amount::ZERO,
                     rate: None,
+                    risk: None,
+                    review: None,
                 });
                 let last = self.payments.len() - 1;
                 Ok((&mut self.payments[last], true))

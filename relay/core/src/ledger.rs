@@ -12,6 +12,7 @@
 //! | --- | --- | --- |
 //! | `payers` | debit | what payers paid, net of what went back to them |
 //! | `pending` | credit | payments seen, not final yet |
+//! | `held` | credit | payments held by a risk review (or a sanctions hit): in the escrow uncaptured, authorized on a card, or awaiting their settlement |
 //! | `available` | credit | final payments held for the merchant (in the escrow until captured, in the operator's gateway account for cards, or awaiting a cross-rail settlement) |
 //! | `paid_out` | credit | what reached the merchant: captures to its payout address, bitcoin paid to its own wallet, settlements on Ethereum |
 //! | `refunded` | debit | refunds paid back to payers out of money held for the merchant, out of the merchant's own wallet, or out of its refund reserve in the escrow |
@@ -38,6 +39,7 @@ use std::fmt;
 pub enum Account {
     Payers,
     Pending,
+    Held,
     Available,
     PaidOut,
     Refunded,
@@ -48,9 +50,10 @@ pub enum Account {
 }
 
 impl Account {
-    pub const ALL: [Account; 9] = [
+    pub const ALL: [Account; 10] = [
         Account::Payers,
         Account::Pending,
+        Account::Held,
         Account::Available,
         Account::PaidOut,
         Account::Refunded,
@@ -64,6 +67,7 @@ impl Account {
         match self {
             Account::Payers => "payers",
             Account::Pending => "pending",
+            Account::Held => "held",
             Account::Available => "available",
             Account::PaidOut => "paid_out",
             Account::Refunded => "refunded",
@@ -83,6 +87,7 @@ impl Account {
         matches!(
             self,
             Account::Pending
+                | Account::Held
                 | Account::Available
                 | Account::PaidOut
                 | Account::Fees
@@ -305,6 +310,13 @@ fn post_payment(invoice: &Invoice, p: &Payment, b: &mut Balances) {
         b.post(s_asset, Account::PaidOut, Net::credit(paid));
         return;
     }
+    let merchant_holds = p.method == Method::Bitcoin && !invoice.settles_cross_rail(p.method);
+    if p.status.is_live() && p.capture_tx.is_none() && !merchant_holds && invoice.held(p) {
+        b.post(asset, Account::Payers, Net::debit(sub(a, refunded)));
+        b.post(asset, Account::Refunded, Net::debit(refunded));
+        b.post(asset, Account::Held, Net::credit(a));
+        return;
+    }
     match p.status {
         PaymentStatus::Pending => {
             b.post(asset, Account::Payers, Net::debit(a));
@@ -316,8 +328,6 @@ fn post_payment(invoice: &Invoice, p: &Payment, b: &mut Balances) {
             // or (after a capture) out of the refund reserve the merchant funded in the escrow:
             // never out of the operator's money.
             b.post(asset, Account::Refunded, Net::debit(refunded));
-            let merchant_holds =
-                p.method == Method::Bitcoin && !invoice.settles_cross_rail(p.method);
             if p.capture_tx.is_some() {
                 let fee = p.fee.min(a);
                 b.post(asset, Account::PaidOut, Net::credit(sub(a, fee)));

@@ -23,6 +23,7 @@ pub mod operator;
 pub mod payout;
 pub mod rate;
 pub mod reference;
+pub mod risk;
 pub mod time;
 pub mod webhook;
 
@@ -46,5 +47,6 @@ pub use payout::{
 };
 pub use rate::{FixedRates, Rate, RateError, RateSource};
 pub use reference::{PaymentId, PaymentRef, Script, SettlementId, Txid};
+pub use risk::{Assessment, Review, ReviewStatus, RiskAction, RiskRules, Sanctions};
 pub use time::{Clock, Timestamp};
 pub use webhook::{DeliveryAttempt, DeliveryOutcome, WebhookEndpoint};

@@ -16,6 +16,8 @@ pub enum Lookup {
     EthSalt(String),
     /// The unguessable token of the invoice's checkout page (`/pay/{token}`).
     Checkout(String),
+    /// The review of one of its payments (`rvw_…`).
+    Review(String),
 }
 
 /// The kinds of [`Lookup`], for listing every key of one kind.
@@ -25,6 +27,7 @@ pub enum LookupKind {
     BtcScript,
     EthSalt,
     Checkout,
+    Review,
 }
 
 impl LookupKind {
@@ -35,6 +38,7 @@ impl LookupKind {
             LookupKind::BtcScript => "btcs:",
             LookupKind::EthSalt => "eths:",
             LookupKind::Checkout => "pay:",
+            LookupKind::Review => "rvw:",
         }
     }
 }
@@ -51,6 +55,7 @@ impl Lookup {
             Lookup::BtcScript(_) => LookupKind::BtcScript,
             Lookup::EthSalt(_) => LookupKind::EthSalt,
             Lookup::Checkout(_) => LookupKind::Checkout,
+            Lookup::Review(_) => LookupKind::Review,
         }
     }
 
@@ -58,7 +63,10 @@ impl Lookup {
     pub fn key(&self) -> String {
         let prefix = self.kind().prefix();
         match self {
-            Lookup::CardIntent(v) | Lookup::EthSalt(v) | Lookup::Checkout(v) => {
+            Lookup::CardIntent(v)
+            | Lookup::EthSalt(v)
+            | Lookup::Checkout(v)
+            | Lookup::Review(v) => {
                 format!("{prefix}{v}")
             }
             Lookup::BtcScript(script) => format!("{prefix}{script}"),
@@ -72,6 +80,7 @@ impl Lookup {
             LookupKind::BtcScript,
             LookupKind::EthSalt,
             LookupKind::Checkout,
+            LookupKind::Review,
         ]
         .into_iter()
         .find_map(|kind| {
@@ -81,6 +90,7 @@ impl Lookup {
                 LookupKind::BtcScript => Lookup::BtcScript(value.parse().ok()?),
                 LookupKind::EthSalt => Lookup::EthSalt(value),
                 LookupKind::Checkout => Lookup::Checkout(value),
+                LookupKind::Review => Lookup::Review(value),
             })
         })
     }

@@ -12,11 +12,15 @@
 //! - a capture takes the whole deposit and at most the configured fee;
 //! - a refund after capture is sent only when the merchant's refund reserve covers it: the
 //!   operator's own money never pays a merchant's refund;
-//! - a settlement is sent only while it is pending or queued and the liquidity covers it.
+//! - a settlement is sent only while it is pending or queued and the liquidity covers it;
+//! - a deposit under review waits, uncaptured, until a reviewer approves it (then it is
+//!   captured) or rejects it (voided); an open review past its deadline, which falls before the
+//!   payer may reclaim, is voided; a sanctioned deposit is never captured.
 
 use crate::invoice::{Invoice, Method};
 use crate::payout::{Refund, RefundStatus, Settlement, SettlementStatus};
 use crate::reference::PaymentRef;
+use crate::risk::ReviewStatus;
 use alloy_primitives::{Address, B256, U256};
 
 /// Refusals (escrow reverts, the operator's own caps) of one operation before it is given up.
@@ -94,6 +98,26 @@ pub fn deposit_action(
     }
     if attempts.refused >= MAX_REFUSALS {
         return DepositAction::GiveUp;
+    }
+    let reference = PaymentRef::eth(d.id);
+    let payment = invoice.and_then(|i| i.payments.iter().find(|p| p.reference == reference));
+    if let Some(p) = payment {
+        let sanctioned = p.risk.as_ref().is_some_and(|r| r.sanctioned);
+        match &p.review {
+            Some(r) if r.status == ReviewStatus::Rejected => return DepositAction::Void,
+            Some(r) if r.status == ReviewStatus::Open => {
+                let due = r
+                    .deadline
+                    .is_some_and(|t| i64::try_from(chain_time).unwrap_or(i64::MAX) >= t.0);
+                return if due {
+                    DepositAction::Void
+                } else {
+                    DepositAction::Wait
+                };
+            }
+            _ if sanctioned => return DepositAction::Wait,
+            _ => {}
+        }
     }
     if invoice.is_some_and(|inv| capturable(inv, d, chain_time)) {
         let fee = d.amount.saturating_mul(U256::from(fee_bps.min(10_000))) / U256::from(10_000u32);

@@ -21,6 +21,7 @@ mod lease;
 mod ledger;
 mod links;
 mod outbox;
+mod risk;
 mod sealing;
 pub use lease::Fence;
 

@@ -74,6 +74,8 @@ struct Inner {
     payment_links: Tree,
     link_tokens: Tree,
     links_by_merchant: Tree,
+    risk_rules: Tree,
+    risk_signals: Tree,
     /// Serializes the writers of the webhook queue (fan-out, delivery results, redelivery), so
     /// they may read it outside their transactions.
     webhook_lock: std::sync::Mutex<()>,
@@ -364,6 +366,8 @@ impl SledStore {
             payment_links: tree("payment_links")?,
             link_tokens: tree("link_tokens")?,
             links_by_merchant: tree("links_by_merchant")?,
+            risk_rules: tree("risk_rules")?,
+            risk_signals: tree("risk_signals")?,
             payouts: tree("payouts")?,
             webhook_lock: std::sync::Mutex::new(()),
             hooked_merchants: Default::default(),
@@ -658,6 +662,7 @@ mod invoices;
 mod keys;
 mod ledger;
 mod links;
+mod risk;
 mod sealing;
 mod webhooks;
 

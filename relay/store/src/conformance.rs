@@ -167,6 +167,88 @@ pub async fn check_all<S: Store + Clone>(open: impl Fn(&Path) -> S) {
         "payment links are found, versioned and listed",
         payment_links_are_found_versioned_and_listed
     );
+    check!(
+        "risk rules are versioned and signals counted once",
+        risk_rules_versioned_and_signals_counted_once
+    );
+}
+
+async fn risk_rules_versioned_and_signals_counted_once<S: Store>(
+    dir: &Path,
+    open: &dyn Fn(&Path) -> S,
+) {
+    use crate::Signal;
+    use relay_core::risk::{RiskAction, Rule};
+    let s = open(dir);
+    let (m, other) = (merchant(1), merchant(2));
+    add_merchant(&s, &m).await;
+    add_merchant(&s, &other).await;
+    assert_eq!(s.risk_rules(&m.id).await.unwrap().version, 0, "none yet");
+    let v1 = relay_core::RiskRules {
+        version: 1,
+        updated_at: Some(Timestamp(1)),
+        rules: vec![Rule::Declines {
+            id: "d".into(),
+            window_secs: 60,
+            max: 3,
+            action: RiskAction::Block,
+        }],
+    };
+    assert!(s.put_risk_rules(&m.id, 0, &v1).await.unwrap());
+    assert!(
+        !s.put_risk_rules(&m.id, 0, &v1).await.unwrap(),
+        "a second first version is refused"
+    );
+    let v2 = relay_core::RiskRules {
+        version: 2,
+        rules: vec![],
+        ..v1.clone()
+    };
+    assert!(!s.put_risk_rules(&m.id, 5, &v2).await.unwrap(), "stale");
+    assert_eq!(s.risk_rules(&m.id).await.unwrap(), v1);
+    assert!(s.put_risk_rules(&m.id, 1, &v2).await.unwrap());
+    assert_eq!(s.risk_rules(&m.id).await.unwrap(), v2);
+    assert_eq!(s.risk_rules(&other.id).await.unwrap().version, 0);
+
+    let signal = |id: &str, at: i64, amount: u128| Signal {
+        key: "ip:203.0.113.9".into(),
+        id: id.into(),
+        at: Timestamp(at),
+        currency: "USD".into(),
+        amount,
+    };
+    for (id, at, amount) in [
+        ("a", 100, 500),
+        ("b", 200, 700),
+        ("a", 300, 999),
+        ("c", 50, 1),
+    ] {
+        s.record_signal(&m.id, &signal(id, at, amount))
+            .await
+            .unwrap();
+    }
+    s.record_signal(&other.id, &signal("z", 250, 5))
+        .await
+        .unwrap();
+    let t = s
+        .signal_totals(&m.id, "ip:203.0.113.9", Timestamp(100))
+        .await
+        .unwrap();
+    assert_eq!(
+        t.count, 2,
+        "a counted once, at its first record; c is older"
+    );
+    assert_eq!(t.sums.get("USD"), Some(&1200));
+    let t = s
+        .signal_totals(&m.id, "ip:203.0.113.9", Timestamp(0))
+        .await
+        .unwrap();
+    assert_eq!(t.count, 3);
+    let t = s
+        .signal_totals(&m.id, "ip:203.0.113.", Timestamp(0))
+        .await
+        .unwrap();
+    assert_eq!(t.count, 0, "a key is not a prefix of another");
 }
 
 async fn refused_write_leaves_nothing<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {

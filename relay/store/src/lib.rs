@@ -131,10 +131,57 @@ pub struct InvoiceQuery {
 ///
 /// [`conformance`]: crate::conformance
 pub trait Store:
-    Merchants + Invoices + Idempotency + ChainState + Outbox + Ledger + Leases + PaymentLinks
+    Merchants + Invoices + Idempotency + ChainState + Outbox + Ledger + Leases + PaymentLinks + Risk
 {
     /// Completes once every write that returned before this call is on disk.
     fn durable(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// One thing a payer did that velocity counts: a payment (or a declined card) under one payer
+/// key (`card_fingerprint:…`, `eth_sender:0x…`, `decline:…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signal {
+    pub key: String,
+    /// What happened (a payment reference, a card token): the same `id` under the same key is
+    /// counted once.
+    pub id: String,
+    pub at: Timestamp,
+    /// The invoice's currency and what it was worth there, minor units.
+    pub currency: String,
+    pub amount: u128,
+}
+
+/// A merchant's risk rules and the signals that velocity is counted from.
+///
+/// Contract: `put_risk_rules` replaces the rules only when the stored version is the expected
+/// one (0 when none were ever stored), so two reviewers' edits never silently overwrite each
+/// other; `record_signal` is idempotent by (merchant, key, id), so an assessment redone after a
+/// conflict counts its payment once; `signal_totals` counts signals at or after `since`.
+pub trait Risk: Send + Sync + 'static {
+    /// The merchant's rules (none yet: version 0, no rules).
+    fn risk_rules(
+        &self,
+        merchant: &MerchantId,
+    ) -> impl Future<Output = Result<relay_core::RiskRules, StoreError>> + Send;
+    /// Stores `rules` (whose version is `expected_version + 1`) if the stored version is
+    /// `expected_version`; `false` when it changed meanwhile.
+    fn put_risk_rules(
+        &self,
+        merchant: &MerchantId,
+        expected_version: u64,
+        rules: &relay_core::RiskRules,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn record_signal(
+        &self,
+        merchant: &MerchantId,
+        signal: &Signal,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn signal_totals(
+        &self,
+        merchant: &MerchantId,
+        key: &str,
+        since: Timestamp,
+    ) -> impl Future<Output = Result<relay_core::risk::Totals, StoreError>> + Send;
 }
 
 /// Payment links ([`relay_core::PaymentLink`]): found by id (the merchant's API) or by token

@@ -103,6 +103,17 @@ pub enum InvoiceInput {
     /// Payment `reference` arrived after its method's quote expired: it is worth what it was
     /// worth at `rate` (the price of one of its asset in the invoice's currency when it came).
     Reprice { reference: PaymentRef, rate: Rate },
+    /// What the merchant's risk rules made of payment `reference`, assessed when it was first
+    /// seen. The first assessment stays. Anything but `allow` opens its review (closed by itself
+    /// at `deadline`, if any).
+    Assess {
+        reference: PaymentRef,
+        assessment: crate::risk::Assessment,
+        deadline: Option<Timestamp>,
+    },
+    /// A reviewer approves (or rejects) review `id`. Closing it again the same way changes
+    /// nothing; the other way, or approving a sanctioned payment, is refused.
+    CloseReview { id: String, approve: bool },
     /// Re-evaluate against the clock (expiry).
     Tick,
     /// The merchant cancels a still-unpaid invoice.

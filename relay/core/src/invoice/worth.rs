@@ -190,7 +190,7 @@ impl Invoice {
                     continue;
                 }
                 m_live.push(p);
-                if p.status.is_final() {
+                if p.status.is_final() && !self.held(p) {
                     m_confirmed.push(p);
                 }
             }

@@ -294,3 +294,167 @@ proptest! {
         }
     }
 }
+
+fn assessed(inv: &mut Invoice, action: crate::risk::RiskAction, sanctioned: bool) -> String {
+    let reference = PaymentRef::eth(id_of(1));
+    inv.apply(
+        InvoiceInput::Observe {
+            reference: reference.clone(),
+            method: Method::Ethereum,
+            asset: "ETH".into(),
+            amount: Amount(U256::from(WEI)),
+            confirmed: true,
+            confirmations: 3,
+            seen_at: Some(Timestamp(T0 + 10)),
+        },
+        Timestamp(T0 + 20),
+    )
+    .unwrap();
+    let t = inv
+        .apply(
+            InvoiceInput::Assess {
+                reference,
+                assessment: crate::risk::Assessment {
+                    action,
+                    sanctioned,
+                    ..crate::risk::Assessment::clean(1)
+                },
+                deadline: Some(Timestamp(T0 + 900 + CAPTURE_WINDOW as i64 - 600)),
+            },
+            Timestamp(T0 + 20),
+        )
+        .unwrap();
+    assert_eq!(
+        t.events.contains(&crate::EventType::ReviewOpened),
+        action != crate::risk::RiskAction::Allow
+    );
+    inv.payments[0]
+        .review
+        .as_ref()
+        .map(|r| r.id.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_deposit_under_review_is_held_uncaptured_until_a_reviewer_decides() {
+    use crate::invoice::InvoiceStatus;
+    use crate::risk::RiskAction;
+    let d = deposit(1, WEI, T0 + 10, 3);
+    let now = (T0 + 30) as u64;
+    // Approved: captured, and the invoice settles only then.
+    let mut inv = invoice(3);
+    let id = assessed(&mut inv, RiskAction::Review, false);
+    assert_eq!(inv.status, InvoiceStatus::Processing);
+    assert!(inv.in_review());
+    let held = crate::ledger::position(&inv);
+    assert!(!held.get("ETH", crate::Account::Held).is_zero());
+    assert_eq!(
+        deposit_action(Some(&inv), &d, now, fresh(), 0),
+        DepositAction::Wait
+    );
+    let t = inv
+        .apply(
+            InvoiceInput::CloseReview {
+                id: id.clone(),
+                approve: true,
+            },
+            Timestamp(T0 + 40),
+        )
+        .unwrap();
+    assert!(t.events.contains(&crate::EventType::ReviewClosed));
+    assert_eq!(inv.status, InvoiceStatus::Settled);
+    assert!(matches!(
+        deposit_action(Some(&inv), &d, now, fresh(), 0),
+        DepositAction::Capture { .. }
+    ));
+    // Rejecting it now is refused; approving again changes nothing.
+    assert!(inv
+        .apply(
+            InvoiceInput::CloseReview {
+                id: id.clone(),
+                approve: false
+            },
+            Timestamp(T0 + 50)
+        )
+        .is_err());
+    assert!(
+        !inv.apply(
+            InvoiceInput::CloseReview { id, approve: true },
+            Timestamp(T0 + 50)
+        )
+        .unwrap()
+        .changed
+    );
+
+    // Rejected: voided.
+    let mut inv = invoice(3);
+    let id = assessed(&mut inv, RiskAction::Review, false);
+    inv.apply(
+        InvoiceInput::CloseReview { id, approve: false },
+        Timestamp(T0 + 40),
+    )
+    .unwrap();
+    assert_eq!(
+        deposit_action(Some(&inv), &d, now, fresh(), 0),
+        DepositAction::Void
+    );
+    assert_ne!(inv.status, InvoiceStatus::Settled);
+
+    // Nobody decided by the deadline, before the payer could reclaim: voided.
+    let mut inv = invoice(3);
+    assessed(&mut inv, RiskAction::Review, false);
+    let late = (T0 + 900) as u64 + CAPTURE_WINDOW - 600;
+    assert_eq!(
+        deposit_action(Some(&inv), &d, late - 1, fresh(), 0),
+        DepositAction::Wait
+    );
+    assert_eq!(
+        deposit_action(Some(&inv), &d, late, fresh(), 0),
+        DepositAction::Void
+    );
+
+    // Allowed: no review, captured as any deposit.
+    let mut inv = invoice(3);
+    assessed(&mut inv, RiskAction::Allow, false);
+    assert!(matches!(
+        deposit_action(Some(&inv), &d, now, fresh(), 0),
+        DepositAction::Capture { .. }
+    ));
+}
+
+#[test]
+fn a_sanctioned_deposit_is_never_captured_nor_approved() {
+    use crate::risk::RiskAction;
+    let d = deposit(1, WEI, T0 + 10, 3);
+    let mut inv = invoice(3);
+    let id = assessed(&mut inv, RiskAction::Block, true);
+    assert_eq!(
+        inv.payments[0].review.as_ref().unwrap().deadline,
+        None,
+        "no deadline frees it"
+    );
+    let late = (T0 + 900) as u64 + CAPTURE_WINDOW - 1;
+    assert_eq!(
+        deposit_action(Some(&inv), &d, late, fresh(), 0),
+        DepositAction::Wait
+    );
+    assert!(matches!(
+        inv.apply(
+            InvoiceInput::CloseReview {
+                id: id.clone(),
+                approve: true
+            },
+            Timestamp(T0 + 40)
+        ),
+        Err(crate::CoreError::Sanctioned { .. })
+    ));
+    inv.apply(
+        InvoiceInput::CloseReview { id, approve: false },
+        Timestamp(T0 + 40),
+    )
+    .unwrap();
+    assert_eq!(
+        deposit_action(Some(&inv), &d, late, fresh(), 0),
+        DepositAction::Void
+    );
+}

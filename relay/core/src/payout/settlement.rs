@@ -297,7 +297,10 @@ impl Invoice {
     fn whole(&self, s: &Settlement) -> bool {
         s.shares().iter().all(|(r, _)| {
             self.payments.iter().any(|p| {
-                p.reference == **r && p.status == PaymentStatus::Confirmed && p.refunded.is_zero()
+                p.reference == **r
+                    && p.status == PaymentStatus::Confirmed
+                    && p.refunded.is_zero()
+                    && !self.held(p)
             })
         })
     }
@@ -384,7 +387,11 @@ impl Invoice {
         let unsettled: Vec<Payment> = self
             .payments
             .iter()
-            .filter(|p| p.status == PaymentStatus::Confirmed && self.settles_cross_rail(p.method))
+            .filter(|p| {
+                p.status == PaymentStatus::Confirmed
+                    && self.settles_cross_rail(p.method)
+                    && !self.held(p)
+            })
             .filter(|p| !self.settlements.iter().any(|s| s.covers(&p.reference)))
             .filter(|p| p.refunded.is_zero())
             .cloned()

@@ -1,0 +1,111 @@
+//! Risk rules (a row per merchant, its version checked on every edit) and velocity signals (a
+//! row per signal, counted by key and time).
+
+use crate::invoices::big;
+use crate::{db, decode, encode, PgStore};
+use relay_core::risk::Totals;
+use relay_core::{MerchantId, RiskRules, Timestamp};
+use relay_store::{Risk, Signal, StoreError};
+use sqlx::Row;
+
+impl Risk for PgStore {
+    async fn risk_rules(&self, merchant: &MerchantId) -> Result<RiskRules, StoreError> {
+        let body: Option<String> =
+            sqlx::query_scalar("SELECT body FROM risk_rules WHERE merchant_id = $1")
+                .bind(merchant.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(body
+            .map(|b| decode("risk rules", &b))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    async fn put_risk_rules(
+        &self,
+        merchant: &MerchantId,
+        expected_version: u64,
+        rules: &RiskRules,
+    ) -> Result<bool, StoreError> {
+        // One statement: the first version is an insert that finds no row, a later one an update
+        // of the row at the expected version.
+        let n = if expected_version == 0 {
+            sqlx::query(
+                "INSERT INTO risk_rules (merchant_id, version, body) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(merchant.as_str())
+            .bind(big(rules.version))
+            .bind(encode(rules))
+            .execute(&self.pool)
+            .await
+        } else {
+            sqlx::query(
+                "UPDATE risk_rules SET version = $2, body = $3 \
+                 WHERE merchant_id = $1 AND version = $4",
+            )
+            .bind(merchant.as_str())
+            .bind(big(rules.version))
+            .bind(encode(rules))
+            .bind(big(expected_version))
+            .execute(&self.pool)
+            .await
+        }
+        .map_err(db)?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn record_signal(
+        &self,
+        merchant: &MerchantId,
+        signal: &Signal,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO risk_signals (merchant_id, key, id, at, currency, amount) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(merchant.as_str())
+        .bind(&signal.key)
+        .bind(&signal.id)
+        .bind(signal.at.0)
+        .bind(&signal.currency)
+        .bind(signal.amount.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn signal_totals(
+        &self,
+        merchant: &MerchantId,
+        key: &str,
+        since: Timestamp,
+    ) -> Result<Totals, StoreError> {
+        let rows = sqlx::query(
+            "SELECT currency, amount FROM risk_signals \
+             WHERE merchant_id = $1 AND key = $2 AND at >= $3",
+        )
+        .bind(merchant.as_str())
+        .bind(key)
+        .bind(since.0)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut totals = Totals::default();
+        for row in rows {
+            let currency: String = row.try_get("currency").map_err(db)?;
+            let amount: String = row.try_get("amount").map_err(db)?;
+            let amount: u128 = amount.parse().map_err(|_| StoreError::Corrupt {
+                what: "risk signal",
+                reason: "amount".into(),
+            })?;
+            totals.count += 1;
+            let sum = totals.sums.entry(currency).or_default();
+            *sum = sum.saturating_add(amount);
+        }
+        Ok(totals)
+    }
+}

@@ -1,0 +1,102 @@
+//! Risk rules and velocity signals.
+//!
+//! - `risk_rules`: merchant id → the merchant's rules (versioned).
+//! - `risk_signals`: merchant id · key · 0 · signal id → (time, currency, amount). One entry per
+//!   id under a key, so a signal recorded again is counted once.
+
+use super::{abort, merchant_prefix, Abort, SledStore};
+use crate::codec::{decode, encode};
+use relay_core::risk::Totals;
+use relay_core::{MerchantId, RiskRules, Timestamp};
+use relay_store::{Risk, Signal, StoreError};
+
+fn signal_prefix(merchant: &MerchantId, key: &str) -> Vec<u8> {
+    let mut k = merchant_prefix(merchant);
+    k.extend_from_slice(key.as_bytes());
+    k.push(0);
+    k
+}
+
+impl Risk for SledStore {
+    async fn risk_rules(&self, merchant: &MerchantId) -> Result<RiskRules, StoreError> {
+        Ok(self
+            .inner
+            .risk_rules
+            .get(merchant.as_str().as_bytes())?
+            .map(|v| decode("risk rules", &v))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    async fn put_risk_rules(
+        &self,
+        merchant: &MerchantId,
+        expected_version: u64,
+        rules: &RiskRules,
+    ) -> Result<bool, StoreError> {
+        let key = merchant.as_str().as_bytes();
+        let value = encode(rules);
+        let _gate = self.write_gate();
+        let result = self.inner.risk_rules.transaction(|tree| {
+            let stored = match tree.get(key)? {
+                Some(v) => {
+                    decode::<RiskRules>("risk rules", &v)
+                        .map_err(|e| abort(Abort::Decode(e)))?
+                        .version
+                }
+                None => 0,
+            };
+            if stored != expected_version {
+                return Err(abort(Abort::Conflict));
+            }
+            tree.insert(key, value.as_slice())?;
+            Ok(())
+        });
+        Ok(matches!(self.finish(result)?, relay_store::Commit::Done))
+    }
+
+    async fn record_signal(
+        &self,
+        merchant: &MerchantId,
+        signal: &Signal,
+    ) -> Result<(), StoreError> {
+        let mut key = signal_prefix(merchant, &signal.key);
+        key.extend_from_slice(signal.id.as_bytes());
+        let value = encode(&(signal.at.0, &signal.currency, signal.amount.to_string()));
+        let _gate = self.write_gate();
+        // Only the first record of an id stands.
+        let _ =
+            self.inner
+                .risk_signals
+                .compare_and_swap(key, None as Option<&[u8]>, Some(value))?;
+        Ok(())
+    }
+
+    async fn signal_totals(
+        &self,
+        merchant: &MerchantId,
+        key: &str,
+        since: Timestamp,
+    ) -> Result<Totals, StoreError> {
+        let mut totals = Totals::default();
+        for entry in self
+            .inner
+            .risk_signals
+            .scan_prefix(signal_prefix(merchant, key))
+        {
+            let (_, v) = entry?;
+            let (at, currency, amount): (i64, String, String) = decode("risk signal", &v)?;
+            if at < since.0 {
+                continue;
+            }
+            totals.count += 1;
+            let amount: u128 = amount.parse().map_err(|_| StoreError::Corrupt {
+                what: "risk signal",
+                reason: "amount".into(),
+            })?;
+            let sum = totals.sums.entry(currency).or_default();
+            *sum = sum.saturating_add(amount);
+        }
+        Ok(totals)
+    }
+}
