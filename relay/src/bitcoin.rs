@@ -309,7 +309,31 @@ pub async fn commit<S: Store>(
     engine: &Engine<S>,
     update: &Update,
     refunds: &RefundWatch,
+    network: Option<Network>,
 ) -> Result<usize> {
+    // Who paid each output first seen in this step (its tracking record is stored with it).
+    let payers: std::collections::HashMap<OutPoint, relay_engine::risk::Payer> = update
+        .put
+        .iter()
+        .filter(|(_, t)| !t.payer.is_empty())
+        .map(|(op, t)| {
+            let payer = relay_engine::risk::Payer {
+                btc_inputs: t.payer.iter().map(|s| s.to_hex_string()).collect(),
+                addresses: network
+                    .iter()
+                    .flat_map(|n| {
+                        t.payer.iter().filter_map(|s| {
+                            relay_bitcoin::bitcoin::Address::from_script(s, *n)
+                                .ok()
+                                .map(|a| a.to_string())
+                        })
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            (*op, payer)
+        })
+        .collect();
     let store = &engine.store;
     // An output to a refund address pays the oldest pending refund to it that it covers, once;
     // two outputs of one step never pay the same refund.
@@ -355,6 +379,7 @@ pub async fn commit<S: Store>(
                 Some(refund) => refund_input(o, invoice, refund),
                 None => Some(input_for(o, invoice)),
             },
+            |(o, _)| payers.get(&o.outpoint()).cloned().unwrap_or_default(),
             |(o, _)| o.outpoint().to_string(),
         )
         .await?)
@@ -380,6 +405,8 @@ pub async fn watch_loop<S: Store + Clone>(
         out.extend(scripts.drain());
         out
     };
+    // For the payers' addresses on sanctions lists (scripts alone serve velocity).
+    let network = client.network().await.ok();
     'rebuild: loop {
         let mut watcher = match load_watcher(store, config.clone(), &refunds).await {
             Ok(w) => w,
@@ -422,7 +449,7 @@ pub async fn watch_loop<S: Store + Clone>(
                 tokio::time::sleep(poll).await;
                 continue;
             };
-            match commit(&engine, &update, &refunds).await {
+            match commit(&engine, &update, &refunds, network).await {
                 Ok(changed) => {
                     metrics::counter!("relay_btc_blocks_connected_total")
                         .increment(u64::from(update.blocks_connected));
@@ -547,6 +574,7 @@ mod tests {
             state: relay_bitcoin::TrackedState::Mempool { since: 100 },
             spends: Vec::new(),
             reported: Some(0),
+            payer: Vec::new(),
         };
         let write = ChainWrite {
             cursor: serde_json::to_vec(&ChainCursor::default()).unwrap(),

@@ -3,7 +3,9 @@
 
 use relay_card::{GatewayClient, SignatureError};
 use relay_core::{CardIntent, GatewayEvent, Timestamp};
-use relay_engine::gateway::{BoxFuture, CardAttempt, CardGateway, GatewayError, WebhookRejection};
+use relay_engine::gateway::{
+    BoxFuture, CardAttempt, CardDetails, CardGateway, GatewayError, WebhookRejection,
+};
 
 pub struct StripeGateway {
     pub client: GatewayClient,
@@ -56,19 +58,61 @@ impl CardGateway for StripeGateway {
         })
     }
 
+    fn inspect_card<'a>(
+        &'a self,
+        card_token: &'a str,
+    ) -> BoxFuture<'a, Result<CardDetails, GatewayError>> {
+        Box::pin(async move {
+            let card = self
+                .client
+                .card_of_token(card_token)
+                .await
+                .map_err(refusal)?;
+            Ok(CardDetails {
+                fingerprint: card.fingerprint,
+                country: card.country,
+            })
+        })
+    }
+
+    fn capture_intent<'a>(
+        &'a self,
+        payment_intent: &'a str,
+    ) -> BoxFuture<'a, Result<Option<GatewayEvent>, GatewayError>> {
+        Box::pin(async move {
+            let pi = match self.client.capture_payment_intent(payment_intent).await {
+                Ok(pi) => pi,
+                // Captured before (a repeated approval): read it back.
+                Err(e) if e.is_refusal() => self
+                    .client
+                    .retrieve_payment_intent(payment_intent)
+                    .await
+                    .map_err(refusal)?,
+                Err(e) => return Err(refusal(e)),
+            };
+            Ok(pi.as_event())
+        })
+    }
+
     fn pay_with_card<'a>(
         &'a self,
         payment_intent: &'a str,
         card_token: &'a str,
+        manual_capture: bool,
     ) -> BoxFuture<'a, Result<CardAttempt, GatewayError>> {
         Box::pin(async move {
             match self
                 .client
-                .pay_with_card_token(payment_intent, card_token)
+                .pay_with_card_token(payment_intent, card_token, manual_capture)
                 .await
             {
                 Ok(pi) => Ok(match (pi.status.as_str(), pi.as_event()) {
                     ("succeeded", Some(event)) => CardAttempt::Paid(event),
+                    ("requires_capture", _) => CardAttempt::Authorized {
+                        intent: pi.id.clone(),
+                        amount: relay_core::Amount::from_minor(u128::from(pi.amount)),
+                        currency: pi.currency.clone(),
+                    },
                     ("requires_action", _) => CardAttempt::NeedsAction {
                         client_secret: pi.client_secret.unwrap_or_default(),
                     },
@@ -84,10 +128,7 @@ impl CardGateway for StripeGateway {
                     code,
                     message,
                 }) => Ok(CardAttempt::Declined { code, message }),
-                Err(e) => Err(GatewayError {
-                    refused: e.is_refusal(),
-                    message: e.to_string(),
-                }),
+                Err(e) => Err(refusal(e)),
             }
         })
     }
@@ -163,5 +204,12 @@ impl CardGateway for StripeGateway {
             _ => WebhookRejection::SignatureInvalid,
         })?;
         relay_card::parse_event(body).ok_or(WebhookRejection::NotAnEvent)
+    }
+}
+
+fn refusal(e: relay_card::GatewayError) -> GatewayError {
+    GatewayError {
+        refused: e.is_refusal(),
+        message: e.to_string(),
     }
 }

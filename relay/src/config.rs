@@ -65,6 +65,12 @@ pub struct Config {
     pub rate_max_age_secs: u64,
     /// How long one provider may take to answer, in seconds (`RELAY_RATE_TIMEOUT_SECS`).
     pub rate_timeout_secs: u64,
+    /// A folder of sanctions lists in the OFAC SDN digital currency address format, one file per
+    /// asset (`sanctioned_addresses_ETH.txt`, `…_XBT.txt`: one address per line)
+    /// (`RELAY_SANCTIONS_DIR`). A payer's address on one is held, never captured or settled.
+    pub sanctions_dir: Option<PathBuf>,
+    /// Seconds between two looks for changed lists (`RELAY_SANCTIONS_RELOAD_SECS`).
+    pub sanctions_reload_secs: u64,
     /// ERC-20 tokens accepted besides ETH.
     pub tokens: Vec<TokenConfig>,
     pub btc_rpc_url: Option<String>,
@@ -196,6 +202,8 @@ impl Default for Config {
             rate_refresh_secs: 30,
             rate_max_age_secs: 300,
             rate_timeout_secs: 10,
+            sanctions_dir: None,
+            sanctions_reload_secs: 60,
             tokens: Vec::new(),
             btc_rpc_url: None,
             treasury_descriptor: None,
@@ -267,6 +275,8 @@ impl fmt::Debug for Config {
             .field("rate_providers", &self.rate_providers)
             .field("rate_refresh_secs", &self.rate_refresh_secs)
             .field("rate_max_age_secs", &self.rate_max_age_secs)
+            .field("sanctions_dir", &self.sanctions_dir)
+            .field("sanctions_reload_secs", &self.sanctions_reload_secs)
             .field("tokens", &self.tokens)
             .field("btc_rpc_url", &set(&self.btc_rpc_url))
             .field("treasury_descriptor", &self.treasury_descriptor.is_some())
@@ -451,6 +461,10 @@ impl Config {
             }
             "RATE_TIMEOUT_SECS" => {
                 self.rate_timeout_secs = value.parse().context("expected seconds")?
+            }
+            "SANCTIONS_DIR" => self.sanctions_dir = opt(value).map(PathBuf::from),
+            "SANCTIONS_RELOAD_SECS" => {
+                self.sanctions_reload_secs = value.parse().context("expected seconds")?
             }
             "BTC_RPC_URL" => self.btc_rpc_url = opt(value),
             "TREASURY_DESCRIPTOR" => self.treasury_descriptor = opt(value),
@@ -665,6 +679,9 @@ impl Config {
         self.rate_providers()?;
         if !(1..=3600).contains(&self.rate_refresh_secs) {
             bail!("rate_refresh_secs must be 1 to 3600");
+        }
+        if self.sanctions_reload_secs == 0 {
+            bail!("sanctions_reload_secs must be at least 1");
         }
         if !(self.rate_refresh_secs..=86_400).contains(&self.rate_max_age_secs) {
             bail!("rate_max_age_secs must be at least rate_refresh_secs and at most 86400");

@@ -426,9 +426,21 @@ async fn commit_update<S: Store>(
         invoices: Vec::new(),
     };
     Ok(engine
-        .commit_chain_step(CHAIN, write, &by_invoice, input_for, |i| {
-            format!("{:?}", i.obs)
-        })
+        .commit_chain_step(
+            CHAIN,
+            write,
+            &by_invoice,
+            input_for,
+            |i| {
+                let sender = i.deposit.map(|d| format!("{:#x}", d.payer));
+                relay_engine::risk::Payer {
+                    addresses: sender.iter().cloned().collect(),
+                    eth_sender: sender,
+                    ..Default::default()
+                }
+            },
+            |i| format!("{:?}", i.obs),
+        )
         .await?)
 }
 

@@ -11,5 +11,6 @@ pub mod ethereum;
 pub mod listen;
 pub mod merchant;
 pub mod roles;
+pub mod sanctions;
 pub mod server;
 pub mod webhooks;

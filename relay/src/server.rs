@@ -194,7 +194,17 @@ pub async fn serve<S: Store + Clone>(
                 })
                 .into(),
         ),
+        risk: Default::default(),
     };
+    let mut jobs = Vec::new();
+    if let Some(dir) = &config.sanctions_dir {
+        // Every relay screens with its own copy of the lists.
+        jobs.push(crate::sanctions::start(
+            engine.risk.clone(),
+            dir,
+            Duration::from_secs(config.sanctions_reload_secs),
+        )?);
+    }
     let state = AppState {
         engine: engine.clone(),
         request_timeout: Duration::from_secs(config.request_timeout_secs),
@@ -238,7 +248,6 @@ pub async fn serve<S: Store + Clone>(
             ..engine.clone()
         }
     };
-    let mut jobs = Vec::new();
     if let Some(live) = &live {
         // Every relay keeps its own rates fresh: nothing here writes to the store.
         jobs.push(tokio::spawn(relay_rates::refresh_loop(

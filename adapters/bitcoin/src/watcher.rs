@@ -161,6 +161,10 @@ pub struct Tracked {
     pub spends: Vec<OutPoint>,
     /// The depth last reported (capped at the horizon); `None` before the first report.
     pub reported: Option<u32>,
+    /// The output scripts the paying transaction's inputs spent from, where the inputs show them
+    /// (P2WPKH, P2PKH and P2SH-P2WPKH spends): who paid, as far as the chain tells.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payer: Vec<ScriptBuf>,
 }
 
 /// What the chain says about one payment output. The caller turns it into an invoice input.
@@ -474,6 +478,7 @@ impl Watcher {
                     state: TrackedState::Mempool { since },
                     spends: spends(tx),
                     reported: Some(0),
+                    payer: payer_scripts(tx),
                 };
                 self.put(op, t);
                 update.observations.push(Observation::Seen {
@@ -575,6 +580,7 @@ impl Watcher {
                     spends: spends(tx),
                     // Depth 0 (mempool) is below any block depth, so the block is reported.
                     reported: reported.filter(|r| *r > 0),
+                    payer: payer_scripts(tx),
                 };
                 self.put(op, t);
             }
@@ -685,6 +691,46 @@ fn spends(tx: &Transaction) -> Vec<OutPoint> {
         return Vec::new();
     }
     tx.input.iter().map(|i| i.previous_output).collect()
+}
+
+/// The scripts `tx`'s inputs spent from, where an input shows its public key: a P2WPKH spend
+/// (witness: signature, key), P2SH-P2WPKH (the same witness under a one-push script), P2PKH
+/// (script: signature, key). Others (scripts, taproot) say nothing here.
+pub fn payer_scripts(tx: &Transaction) -> Vec<ScriptBuf> {
+    use bitcoin::{CompressedPublicKey, PublicKey};
+    let mut out: Vec<ScriptBuf> = Vec::new();
+    for input in tx.input.iter().filter(|_| !tx.is_coinbase()) {
+        let script = if input.witness.len() == 2 {
+            let Ok(key) = CompressedPublicKey::from_slice(&input.witness[1]) else {
+                continue;
+            };
+            let p2wpkh = ScriptBuf::new_p2wpkh(&key.wpubkey_hash());
+            if input.script_sig.is_empty() {
+                p2wpkh
+            } else {
+                ScriptBuf::new_p2sh(&p2wpkh.script_hash())
+            }
+        } else if input.witness.is_empty() {
+            let pushes: Vec<_> = input
+                .script_sig
+                .instructions()
+                .filter_map(|i| i.ok()?.push_bytes().map(|b| b.as_bytes().to_vec()))
+                .collect();
+            let [_, key] = pushes.as_slice() else {
+                continue;
+            };
+            let Ok(key) = PublicKey::from_slice(key) else {
+                continue;
+            };
+            ScriptBuf::new_p2pkh(&key.pubkey_hash())
+        } else {
+            continue;
+        };
+        if !out.contains(&script) {
+            out.push(script);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -106,6 +106,15 @@ impl PaymentIntent {
     }
 }
 
+/// A tokenized card as the gateway describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenCard {
+    pub id: String,
+    pub fingerprint: Option<String>,
+    /// Issuing country, ISO 3166 alpha-2.
+    pub country: Option<String>,
+}
+
 #[derive(Clone)]
 pub struct GatewayClient {
     base: String,
@@ -269,29 +278,18 @@ impl GatewayClient {
         &self,
         id: &str,
         card_token: &str,
+        manual_capture: bool,
     ) -> Result<PaymentIntent, GatewayError> {
-        let token = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1/tokens/{card_token}"),
-                &[],
-                None,
-            )
-            .await?;
-        let card = token["card"]["id"]
-            .as_str()
-            .filter(|_| token["object"] == "token" && token["used"].as_bool() != Some(true));
-        let Some(card) = card else {
-            return Err(GatewayError::Rejected {
-                status: 400,
-                code: "card_token_invalid".into(),
-                message: "not an unused card token".into(),
-            });
-        };
+        let card = self.card_of_token(card_token).await?;
+        let mut form = vec![("payment_method", card.id)];
+        if manual_capture {
+            // Authorized only: captured when a reviewer approves, canceled when one rejects.
+            form.push(("capture_method", "manual".to_owned()));
+        }
         self.call(
             reqwest::Method::POST,
             &format!("/v1/payment_intents/{id}"),
-            &[("payment_method", card.to_owned())],
+            &form,
             Some(&format!("relay-pm-{id}-{card_token}")),
         )
         .await?;
@@ -311,6 +309,50 @@ impl GatewayClient {
                 self.retrieve_payment_intent(id).await
             }
         }
+    }
+
+    /// The card behind an unused card token (`tok_…`): its id, and what the gateway says of it
+    /// (fingerprint, issuing country) where it does.
+    pub async fn card_of_token(&self, card_token: &str) -> Result<TokenCard, GatewayError> {
+        let token = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/tokens/{card_token}"),
+                &[],
+                None,
+            )
+            .await?;
+        let card = &token["card"];
+        let id = card["id"]
+            .as_str()
+            .filter(|_| token["object"] == "token" && token["used"].as_bool() != Some(true));
+        let Some(id) = id else {
+            return Err(GatewayError::Rejected {
+                status: 400,
+                code: "card_token_invalid".into(),
+                message: "not an unused card token".into(),
+            });
+        };
+        let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+        Ok(TokenCard {
+            id: id.to_owned(),
+            fingerprint: text(&card["fingerprint"]),
+            country: text(&card["country"]),
+        })
+    }
+
+    /// Captures an authorized PaymentIntent (manual capture) in full. Safe to repeat.
+    pub async fn capture_payment_intent(&self, id: &str) -> Result<PaymentIntent, GatewayError> {
+        let key = format!("relay-capture-{id}");
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/payment_intents/{id}/capture"),
+                &[],
+                Some(&key),
+            )
+            .await?;
+        Self::intent(v)
     }
 
     pub async fn cancel_payment_intent(&self, id: &str) -> Result<PaymentIntent, GatewayError> {

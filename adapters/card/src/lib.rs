@@ -5,5 +5,5 @@
 mod client;
 mod webhook;
 
-pub use client::{GatewayClient, GatewayError, PaymentIntent};
+pub use client::{GatewayClient, GatewayError, PaymentIntent, TokenCard};
 pub use webhook::{parse_event, verify_signature, SignatureError, DEFAULT_TOLERANCE_SECS};

@@ -296,6 +296,45 @@ impl From<relay_engine::settlements::ReleaseError> for ApiError {
     }
 }
 
+impl From<relay_engine::reviews::ReviewError> for ApiError {
+    fn from(e: relay_engine::reviews::ReviewError) -> ApiError {
+        use relay_engine::reviews::ReviewError as E;
+        let message = e.to_string();
+        match e {
+            E::NotFound => ApiError::not_found("review").with_param("id"),
+            E::Refused(e) => e.into(),
+            E::RefundAddressMissing => {
+                ApiError::invalid("refund_address_required", message).with_param("refund_address")
+            }
+            E::Refund(e) => e.into(),
+            E::Gateway(_) => ApiError::unavailable(
+                "gateway_unavailable",
+                "the card gateway did not act on the review's card; retry",
+            ),
+            E::Store(e) => e.into(),
+            E::Busy => ApiError::busy(),
+            _ => ApiError::internal(),
+        }
+    }
+}
+
+impl From<relay_engine::risk::RulesError> for ApiError {
+    fn from(e: relay_engine::risk::RulesError) -> ApiError {
+        use relay_engine::risk::RulesError as E;
+        match e {
+            E::Invalid(e) => ApiError::invalid("rule_invalid", e.to_string())
+                .with_param(format!("rules[{}].{}", e.index, e.field)),
+            E::VersionMismatch { current } => ApiError::invalid(
+                "version_conflict",
+                format!("the rules changed: they are at version {current}; read them again"),
+            )
+            .with_param("version")
+            .with_status(StatusCode::CONFLICT),
+            E::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> ApiError {
         let message = e.to_string();
@@ -347,6 +386,12 @@ impl From<CoreError> for ApiError {
             CoreError::UnknownPayment { .. } => ApiError::invalid("payment_unknown", message)
                 .with_param("payment")
                 .with_status(StatusCode::NOT_FOUND),
+            CoreError::ReviewClosed { .. } => {
+                ApiError::invalid("review_closed", message).with_status(StatusCode::CONFLICT)
+            }
+            CoreError::Sanctioned { .. } => {
+                ApiError::invalid("review_sanctioned", message).with_status(StatusCode::CONFLICT)
+            }
             _ => ApiError::invalid("parameter_invalid", message),
         }
     }

@@ -141,6 +141,11 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::links::deactivate,
         routes::links::visit,
         routes::rates::list,
+        routes::risk::get_rules,
+        routes::risk::put_rules,
+        routes::risk::list,
+        routes::risk::approve,
+        routes::risk::reject,
     ),
     components(schemas(error::ErrorBody, view::InvoiceView, view::PaymentLinkView, view::EventView, view::RefundView, view::BalancesView, view::RefundReserveView)),
     modifiers(&SecurityAddon)
@@ -288,6 +293,13 @@ pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
         )
         .route("/v1/balances", get(routes::refunds::balances::<S>))
         .route("/v1/rates", get(routes::rates::list::<S>))
+        .route(
+            "/v1/risk/rules",
+            get(routes::risk::get_rules::<S>).put(routes::risk::put_rules::<S>),
+        )
+        .route("/v1/reviews", get(routes::risk::list::<S>))
+        .route("/v1/reviews/{id}/approve", post(routes::risk::approve::<S>))
+        .route("/v1/reviews/{id}/reject", post(routes::risk::reject::<S>))
         .route("/v1/events", get(routes::events::list::<S>))
         .route(
             "/v1/events/{id}/deliveries",

@@ -90,6 +90,7 @@ async fn env_throttled(throttle: Option<relay_api::throttle::Throttle>) -> Env {
     }
     let clock = Arc::new(TestClock(AtomicI64::new(T0)));
     let engine = relay_api::Engine {
+        risk: Default::default(),
         store: store.clone(),
         ids: Arc::new(relay_api::IdSource::default()),
         card: None,
@@ -1390,7 +1391,7 @@ async fn a_key_cannot_make_or_roll_a_key_with_more_than_it_has() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|k| k["scopes"].as_array().unwrap().len() == 6)
+        .find(|k| k["scopes"].as_array().unwrap().len() == relay_core::Scope::ALL.len())
         .unwrap()["id"]
         .as_str()
         .unwrap()
@@ -2400,4 +2401,228 @@ async fn a_merchants_spread_is_shown_in_its_quotes() {
     // Shop 1 has none: the market rate.
     let plain = env.post("/v1/invoices", body()).await.json;
     assert_eq!(plain["payment_methods"]["ethereum"]["rate"], "2500");
+}
+
+/// The rules API: bad rules get a 400 naming the rule and field and change nothing; edits are
+/// versioned (a stale version is a 409); a read-only key cannot change them.
+#[tokio::test]
+async fn risk_rules_are_validated_and_versioned() {
+    let env = env().await;
+    let put = |body: Value| env.call_with_key("PUT", "/v1/risk/rules", None, body, &env.key);
+    let r = env.get("/v1/risk/rules").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["version"], 0);
+    let bad = [
+        (
+            json!({"rules": [{"type": "velocity", "id": "v", "key": "ip", "window_secs": 0, "max_count": 3, "action": "review"}]}),
+            "rule_invalid",
+            "rules[0].window_secs",
+        ),
+        (
+            json!({"rules": [{"type": "amount_limit", "id": "a", "currency": "USD", "max": "-1", "action": "block"}]}),
+            "rule_invalid",
+            "rules[0].max",
+        ),
+        (
+            json!({"rules": [{"type": "amount_limit", "id": "a", "currency": "USD", "max": 100, "action": "block"}]}),
+            "parameter_invalid",
+            "rules[0]",
+        ),
+        (
+            json!({"rules": [{"type": "list", "id": "l", "field": "ip", "values": ["1.2.3.4"], "action": "perhaps"}]}),
+            "parameter_invalid",
+            "rules[0]",
+        ),
+        (
+            json!({"rules": [{"type": "list", "id": "l", "field": "ip", "values": ["1.2.3.4"], "action": "block"},
+                          {"type": "list", "id": "l", "field": "email", "values": ["a@b.c"], "action": "block"}]}),
+            "rule_invalid",
+            "rules[1].id",
+        ),
+        (json!({"rules": "none"}), "parameter_invalid", "rules"),
+        (
+            json!({"rules": [], "extra": 1}),
+            "parameter_unknown",
+            "extra",
+        ),
+    ];
+    for (body, code, param) in bad {
+        let r = put(body.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.json);
+        assert_eq!(r.json["error"]["code"], code, "{body}: {}", r.json);
+        assert!(
+            r.json["error"]["param"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with(param),
+            "{body}: {}",
+            r.json
+        );
+    }
+    let r = env
+        .call(
+            "PUT",
+            "/v1/risk/rules",
+            Some(&env.key),
+            Some(b"{not json"),
+            &[],
+        )
+        .await;
+    assert_eq!(r.json["error"]["code"], "invalid_json");
+    assert_eq!(
+        env.get("/v1/risk/rules").await.json["version"],
+        0,
+        "nothing stored"
+    );
+
+    let rules = json!([
+        {"type": "velocity", "id": "cards", "key": "card_fingerprint", "window_secs": 3600, "max_count": 3, "action": "review"},
+        {"type": "list", "id": "bad_mail", "field": "email", "values": ["Fraud@Example.com"], "action": "block"}
+    ]);
+    let r = put(json!({"version": 0, "rules": rules})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["version"], 1);
+    assert_eq!(r.json["rules"], rules);
+    let r = put(json!({"version": 0, "rules": []})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.json["error"]["code"], "version_conflict");
+    assert_eq!(env.get("/v1/risk/rules").await.json["rules"], rules);
+    // Another merchant's rules are its own.
+    let r = env
+        .call("GET", "/v1/risk/rules", Some(&env.other_key), None, &[])
+        .await;
+    assert_eq!(r.json["version"], 0);
+    // A read-only key reads them and cannot change them.
+    let (_, reader) = make_key(&env, &env.key.clone(), &["read"]).await;
+    assert_eq!(
+        env.call("GET", "/v1/risk/rules", Some(&reader), None, &[])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = env
+        .call_with_key("PUT", "/v1/risk/rules", None, json!({"rules": []}), &reader)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.json["error"]["code"], "scope_missing");
+}
+
+/// A bitcoin payment the rules flagged is listed for review (to its merchant only); rejecting
+/// it needs the payer's address and refunds the payment to it; deciding again the other way is
+/// refused.
+#[tokio::test]
+async fn a_flagged_bitcoin_payment_is_reviewed_and_rejected_with_a_refund() {
+    use relay_core::invoice::InvoiceInput;
+    use relay_core::risk::{Assessment, RiskAction};
+    let env = env().await;
+    let r = env
+        .post(
+            "/v1/invoices",
+            json!({"amount": "10.00", "currency": "USD", "payment_methods": ["bitcoin"]}),
+        )
+        .await;
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    let sat: u128 = r.json["payment_methods"]["bitcoin"]["amount_sat"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let reference: relay_core::PaymentRef = format!("btc:{}:0", "ab".repeat(32)).parse().unwrap();
+    pay(
+        &env,
+        &id,
+        InvoiceInput::Observe {
+            reference: reference.clone(),
+            method: relay_core::Method::Bitcoin,
+            asset: "BTC".into(),
+            amount: relay_core::Amount::from_minor(sat),
+            confirmed: true,
+            confirmations: 1,
+            seen_at: None,
+        },
+    )
+    .await;
+    let assessment = Assessment {
+        score: 60,
+        action: RiskAction::Review,
+        ..Assessment::clean(1)
+    };
+    pay(
+        &env,
+        &id,
+        InvoiceInput::Assess {
+            reference: reference.clone(),
+            assessment,
+            deadline: None,
+        },
+    )
+    .await;
+    let inv = env.get(&format!("/v1/invoices/{id}")).await.json;
+    assert_eq!(inv["in_review"], true);
+    // Already the merchant's: flagged, not held.
+    assert_eq!(inv["status"], "settled");
+    assert_eq!(inv["payments"][0]["risk"]["score"], 60);
+    let list = env.get("/v1/reviews").await.json;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
+    let review = list["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(list["data"][0]["decision"], "flag_or_refund");
+    let other = env
+        .call("GET", "/v1/reviews", Some(&env.other_key), None, &[])
+        .await;
+    assert_eq!(other.json["data"].as_array().unwrap().len(), 0);
+    let r = env
+        .call_with_key(
+            "POST",
+            &format!("/v1/reviews/{review}/approve"),
+            None,
+            json!({}),
+            &env.other_key,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "another merchant's review");
+    for bad in ["rvw_nope", "../v1/invoices"] {
+        let r = env
+            .post(&format!("/v1/reviews/{bad}/approve"), json!({}))
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{bad}");
+    }
+
+    let reject = format!("/v1/reviews/{review}/reject");
+    let r = env.post(&reject, json!({})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json["error"]["code"], "refund_address_required");
+    let r = env
+        .post(&reject, json!({"refund_address": address_at(40)}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["status"], "rejected");
+    assert_eq!(r.json["invoice"]["refunds"].as_array().unwrap().len(), 1);
+    assert_eq!(r.json["invoice"]["in_review"], false);
+    // Again: nothing new; approving now is refused.
+    let r = env
+        .post(&reject, json!({"refund_address": address_at(40)}))
+        .await;
+    assert_eq!(r.json["invoice"]["refunds"].as_array().unwrap().len(), 1);
+    let r = env
+        .post(&format!("/v1/reviews/{review}/approve"), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.json["error"]["code"], "review_closed");
+    assert_eq!(
+        env.get("/v1/reviews").await.json["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let all = env.get("/v1/reviews?status=all").await.json;
+    assert_eq!(all["data"].as_array().unwrap().len(), 1);
+    let types: Vec<String> = env.get("/v1/events?limit=100").await.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    // (The payment was recorded here without its events; the watcher writes them.)
+    assert!(types.contains(&"review.closed".to_owned()), "{types:?}");
 }

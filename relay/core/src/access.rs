@@ -28,16 +28,20 @@ pub enum Scope {
     /// List, create, roll and revoke API keys.
     #[serde(rename = "keys:write")]
     KeysWrite,
+    /// Change the risk rules, approve and reject reviews.
+    #[serde(rename = "risk:write")]
+    RiskWrite,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Scope::Read,
         Scope::InvoicesWrite,
         Scope::RefundsWrite,
         Scope::SettlementsWrite,
         Scope::WebhooksWrite,
         Scope::KeysWrite,
+        Scope::RiskWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +52,7 @@ impl Scope {
             Scope::SettlementsWrite => "settlements:write",
             Scope::WebhooksWrite => "webhooks:write",
             Scope::KeysWrite => "keys:write",
+            Scope::RiskWrite => "risk:write",
         }
     }
 
@@ -76,6 +81,8 @@ pub fn required_scope(method: &str, route: &str) -> Option<Scope> {
         Some(Scope::InvoicesWrite)
     } else if route.starts_with("/v1/webhook_endpoints") || route == "/v1/events/{id}/redeliver" {
         Some(Scope::WebhooksWrite)
+    } else if route.starts_with("/v1/risk/") || route.starts_with("/v1/reviews/") {
+        Some(Scope::RiskWrite)
     } else {
         None
     }

@@ -72,16 +72,33 @@ impl<S: Store> crate::Engine<S> {
     /// Returns whether the invoice changed (`false` too when there is no such invoice). Not
     /// flushed: callers that answer someone call `durable` first.
     pub async fn apply(&self, id: &InvoiceId, input: &InvoiceInput) -> Result<bool, ApplyError> {
-        apply_input(&self.store, self.clock.as_ref(), &self.ids, id, input).await
+        apply_inputs(
+            &self.store,
+            self.clock.as_ref(),
+            &self.ids,
+            id,
+            std::slice::from_ref(input),
+        )
+        .await
+    }
+
+    /// Applies `inputs` in order to invoice `id` and stores the result in one write (all or none
+    /// of them: the first input the invoice refuses refuses the write).
+    pub async fn apply_all(
+        &self,
+        id: &InvoiceId,
+        inputs: &[InvoiceInput],
+    ) -> Result<bool, ApplyError> {
+        apply_inputs(&self.store, self.clock.as_ref(), &self.ids, id, inputs).await
     }
 }
 
-async fn apply_input<S: Store>(
+async fn apply_inputs<S: Store>(
     store: &S,
     clock: &dyn Clock,
     ids: &IdSource,
     id: &InvoiceId,
-    input: &InvoiceInput,
+    inputs: &[InvoiceInput],
 ) -> Result<bool, ApplyError> {
     retry::<_, ApplyError, _, _>(|| async move {
         let Some(mut invoice) = store.invoice(id).await? else {
@@ -89,13 +106,17 @@ async fn apply_input<S: Store>(
         };
         let version = invoice.version;
         let now = clock.now();
-        let t = invoice
-            .apply(input.clone(), now)
-            .map_err(ApplyError::Refused)?;
-        if !t.changed {
+        let mut kinds = Vec::new();
+        for input in inputs {
+            let t = invoice
+                .apply(input.clone(), now)
+                .map_err(ApplyError::Refused)?;
+            kinds.extend(t.events);
+        }
+        if invoice.version == version {
             return Ok(Attempt::Done(false));
         }
-        let events = Event::for_invoice(&invoice, &t.events, now, || ids.event_id());
+        let events = Event::for_invoice(&invoice, &kinds, now, || ids.event_id());
         Ok(
             match store
                 .update_invoice(version, &invoice, &events, None)

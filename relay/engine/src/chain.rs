@@ -3,6 +3,7 @@
 //! when an invoice changed concurrently.
 
 use crate::apply::{retry, Attempt};
+use crate::risk::{review_deadline, Payer};
 use crate::Engine;
 use relay_core::invoice::InvoiceInput;
 use relay_core::{Event, Invoice, InvoiceId};
@@ -23,18 +24,21 @@ pub enum ChainStepError {
 impl<S: Store> Engine<S> {
     /// Stores `write` (cursor and tracking records; its `invoices` are filled here) with the changes
     /// `input_for` derives from each invoice's observations. `describe` names an observation in logs.
-    /// Returns how many invoices changed.
+    /// A payment seen for the first time is assessed on its merchant's risk rules, as its payer
+    /// (`payer_of` the observation) stands, in the same write. Returns how many invoices changed.
     pub async fn commit_chain_step<O>(
         &self,
         chain: &str,
         write: ChainWrite,
         by_invoice: &BTreeMap<InvoiceId, Vec<O>>,
         input_for: impl Fn(&O, &Invoice) -> Option<InvoiceInput>,
+        payer_of: impl Fn(&O) -> Payer,
         describe: impl Fn(&O) -> String,
     ) -> Result<usize, ChainStepError> {
         let (store, clock, ids) = (&self.store, self.clock.as_ref(), self.ids.as_ref());
         let rates = self.rates.as_ref();
         let (write, input_for, describe) = (&write, &input_for, &describe);
+        let payer_of = &payer_of;
         let changed = retry(|| async move {
             let now = clock.now();
             let mut write = write.clone();
@@ -50,11 +54,19 @@ impl<S: Store> Engine<S> {
                     let Some(input) = input_for(o, &invoice) else {
                         continue;
                     };
+                    let observed = match &input {
+                        InvoiceInput::Observe { reference, .. } => Some(reference.clone()),
+                        _ => None,
+                    };
                     match invoice.apply(input, now) {
                         Ok(t) => kinds.extend(t.events),
                         Err(e) => {
                             tracing::warn!(target: "relay::chain", chain, invoice = %id, observation = %describe(o), error = %e, "observation not applied")
                         }
+                    }
+                    if let Some(reference) = observed {
+                        self.assess_payment(&mut invoice, &reference, &payer_of(o), &mut kinds)
+                            .await?;
                     }
                 }
                 price_arrivals(&mut invoice, rates, now, &mut kinds);
@@ -72,6 +84,50 @@ impl<S: Store> Engine<S> {
         changed.ok_or_else(|| ChainStepError::Busy {
             chain: chain.to_owned(),
         })
+    }
+}
+
+impl<S: Store> Engine<S> {
+    /// Assesses payment `reference` of `invoice` by `payer`, if it is live and was never
+    /// assessed, and applies the assessment (opening its review if the rules ask for one).
+    pub async fn assess_payment(
+        &self,
+        invoice: &mut Invoice,
+        reference: &relay_core::PaymentRef,
+        payer: &Payer,
+        kinds: &mut Vec<relay_core::EventType>,
+    ) -> Result<(), StoreError> {
+        let Some(p) = invoice.payments.iter().find(|p| p.reference == *reference) else {
+            return Ok(());
+        };
+        if p.risk.is_some() || !p.status.is_live() {
+            return Ok(());
+        }
+        let method = p.method;
+        let worth = invoice.credit(method, p.amount);
+        let worth = u128::try_from(worth).unwrap_or(u128::MAX);
+        let signals = self.signals(invoice, method, payer);
+        let assessment = self
+            .assess(
+                &invoice.merchant_id,
+                &signals,
+                &reference.to_string(),
+                worth,
+            )
+            .await?;
+        let now = self.clock.now();
+        let input = InvoiceInput::Assess {
+            reference: reference.clone(),
+            deadline: review_deadline(invoice, method, now),
+            assessment,
+        };
+        match invoice.apply(input, now) {
+            Ok(t) => kinds.extend(t.events),
+            Err(e) => {
+                tracing::warn!(target: "relay::risk", invoice = %invoice.id, %reference, error = %e, "assessment not applied")
+            }
+        }
+        Ok(())
     }
 }
 

@@ -5,9 +5,12 @@
 //! invoice's intent, or a second charge.
 
 use crate::apply::{retry, Attempt};
-use crate::gateway::{CardAttempt, GatewayError, Handled};
+use crate::gateway::{CardAttempt, GatewayError};
 use crate::invoices::InvoiceError;
-use relay_core::{CardRefusal, Invoice, Lookup, Method};
+use crate::risk::{review_deadline, Payer};
+use relay_core::invoice::InvoiceInput;
+use relay_core::risk::RiskAction;
+use relay_core::{CardRefusal, Invoice, Lookup, Method, PaymentRef};
 use relay_store::{Commit, Store, StoreError};
 use sha2::{Digest, Sha256};
 
@@ -37,6 +40,8 @@ pub enum CardPaid {
     Processing,
     /// The payer must authenticate with their bank: hand `client_secret` to Stripe.js.
     NeedsAction { client_secret: String },
+    /// Authorized only, held for the merchant's review: captured if approved, released if not.
+    InReview,
 }
 
 /// Why a card was not charged.
@@ -52,6 +57,10 @@ pub enum CardPayError {
     Declined {
         code: String,
         message: String,
+    },
+    /// The merchant's risk rules (or a sanctions list) block this payment: nothing was charged.
+    Blocked {
+        reasons: Vec<relay_core::risk::Reason>,
     },
     /// The gateway refused the request (a used or unknown card token) or could not be reached.
     Gateway(GatewayError),
@@ -78,12 +87,15 @@ impl<S: Store> crate::Engine<S> {
     }
 
     /// Charges the card the payer's browser tokenized on the invoice of checkout `token`, if it
-    /// takes a card now. A charge that went through is applied at once, as its webhook would be
-    /// (which then finds it done).
+    /// takes a card now and the merchant's risk rules let it: blocked, nothing is charged;
+    /// to review, the card is only authorized (manual capture) and the payment held for the
+    /// merchant. A charge that went through is applied at once, as its webhook would be (which
+    /// then finds it done). `client` is the payer's address (velocity, lists).
     pub async fn pay_by_card(
         &self,
         token: &str,
         card_token: &str,
+        client: Option<&str>,
     ) -> Result<CardPaid, CardPayError> {
         let invoice = self
             .checkout_invoice(token)
@@ -92,22 +104,79 @@ impl<S: Store> crate::Engine<S> {
         let gateway = self.card.as_ref().ok_or(CardPayError::NoGateway)?;
         let intent = invoice
             .card_payable(self.clock.now())
-            .map_err(CardPayError::Refused)?;
+            .map_err(CardPayError::Refused)?
+            .payment_intent
+            .clone();
+        let card = gateway
+            .inspect_card(card_token)
+            .await
+            .map_err(CardPayError::Gateway)?;
+        let payer = Payer {
+            card_fingerprint: card.fingerprint.clone(),
+            card_country: card.country,
+            ip: client.map(str::to_owned),
+            ..Payer::default()
+        };
+        let signals = self.signals(&invoice, Method::Card, &payer);
+        let worth = u128::try_from(invoice.price.amount.0).unwrap_or(u128::MAX);
+        let merchant = &invoice.merchant_id;
+        let assessment = self.assess(merchant, &signals, card_token, worth).await?;
+        if assessment.action == RiskAction::Block {
+            metrics::counter!("relay_checkout_card_blocked_total").increment(1);
+            return Err(CardPayError::Blocked {
+                reasons: assessment.reasons,
+            });
+        }
+        let review = assessment.action == RiskAction::Review;
         metrics::counter!("relay_checkout_card_attempts_total").increment(1);
+        let reference = PaymentRef::Card(intent.clone());
         match gateway
-            .pay_with_card(&intent.payment_intent, card_token)
+            .pay_with_card(&intent, card_token, review)
             .await
             .map_err(CardPayError::Gateway)?
         {
             CardAttempt::Paid(event) => {
                 let fingerprint: [u8; 32] = Sha256::digest(event.id.as_bytes()).into();
-                let handled = self
-                    .record_gateway_event(gateway.name(), &event, fingerprint)
+                self.record_gateway_event(gateway.name(), &event, fingerprint)
                     .await?;
-                if handled == Handled::Applied {
-                    self.store.durable().await?;
-                }
+                let assess = InvoiceInput::Assess {
+                    reference,
+                    assessment,
+                    deadline: None,
+                };
+                self.apply(&invoice.id, &assess)
+                    .await
+                    .map_err(apply_error)?;
+                self.store.durable().await?;
                 Ok(CardPaid::Paid)
+            }
+            CardAttempt::Authorized {
+                intent,
+                amount,
+                currency,
+            } => {
+                let now = self.clock.now();
+                let held = [
+                    InvoiceInput::Observe {
+                        reference: PaymentRef::Card(intent),
+                        method: Method::Card,
+                        asset: currency.to_ascii_uppercase(),
+                        amount,
+                        confirmed: false,
+                        confirmations: 0,
+                        seen_at: None,
+                    },
+                    InvoiceInput::Assess {
+                        reference,
+                        deadline: review_deadline(&invoice, Method::Card, now),
+                        assessment,
+                    },
+                ];
+                self.apply_all(&invoice.id, &held)
+                    .await
+                    .map_err(apply_error)?;
+                self.store.durable().await?;
+                Ok(CardPaid::InReview)
             }
             CardAttempt::Processing => Ok(CardPaid::Processing),
             CardAttempt::NeedsAction { client_secret } => {
@@ -115,9 +184,20 @@ impl<S: Store> crate::Engine<S> {
             }
             CardAttempt::Declined { code, message } => {
                 metrics::counter!("relay_checkout_card_declines_total").increment(1);
+                if let Some(fingerprint) = &card.fingerprint {
+                    self.record_decline(merchant, fingerprint, card_token)
+                        .await?;
+                }
                 Err(CardPayError::Declined { code, message })
             }
         }
+    }
+}
+
+fn apply_error(e: crate::apply::ApplyError) -> CardPayError {
+    match e {
+        crate::apply::ApplyError::Store(e) => CardPayError::Store(e),
+        other => CardPayError::Gateway(GatewayError::unreachable(other.to_string())),
     }
 }
 

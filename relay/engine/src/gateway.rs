@@ -52,13 +52,29 @@ pub trait CardGateway: Send + Sync + 'static {
         payment_intent: &'a str,
     ) -> BoxFuture<'a, Result<(), GatewayError>>;
 
+    /// What the gateway says of the card behind `card_token` (its fingerprint and issuing
+    /// country, where it gives them), before anything is charged: what the risk rules look at.
+    fn inspect_card<'a>(
+        &'a self,
+        card_token: &'a str,
+    ) -> BoxFuture<'a, Result<CardDetails, GatewayError>>;
+
     /// Charges the card the payer's browser tokenized (`card_token`, `tok_…` from the gateway's
-    /// Stripe.js) on `payment_intent`, for the intent's own amount.
+    /// Stripe.js) on `payment_intent`, for the intent's own amount. With `manual_capture` the
+    /// card is only authorized ([`CardAttempt::Authorized`]), for a reviewer to capture.
     fn pay_with_card<'a>(
         &'a self,
         payment_intent: &'a str,
         card_token: &'a str,
+        manual_capture: bool,
     ) -> BoxFuture<'a, Result<CardAttempt, GatewayError>>;
+
+    /// Captures an authorized PaymentIntent in full; the gateway's webhook (or the returned event)
+    /// says it succeeded. Safe to repeat.
+    fn capture_intent<'a>(
+        &'a self,
+        payment_intent: &'a str,
+    ) -> BoxFuture<'a, Result<Option<GatewayEvent>, GatewayError>>;
 
     /// What the gateway says of a PaymentIntent now, as the event its state stands for (`None`:
     /// nothing the relay acts on yet). Reconciliation applies it like a webhook.
@@ -89,6 +105,20 @@ pub enum CardAttempt {
     NeedsAction { client_secret: String },
     /// The card was declined; the payer may try another.
     Declined { code: String, message: String },
+    /// Authorized, not captured (manual capture): `amount` of `currency` is held on the card.
+    Authorized {
+        intent: String,
+        amount: relay_core::Amount,
+        currency: String,
+    },
+}
+
+/// A card as the gateway describes it before a charge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CardDetails {
+    pub fingerprint: Option<String>,
+    /// ISO 3166 alpha-2.
+    pub country: Option<String>,
 }
 
 /// Why a gateway call did not go through.

@@ -17,6 +17,8 @@ pub mod invoices;
 pub mod links;
 pub mod reconcile;
 pub mod refunds;
+pub mod reviews;
+pub mod risk;
 pub mod settlements;
 pub mod view;
 
@@ -41,6 +43,8 @@ pub struct Engine<S> {
     /// Where payers reach the relay (`https://pay.example.com`): each new invoice gets a checkout
     /// page under it, `/pay/{token}`. None: invoices have none.
     pub checkout_base: Option<Arc<str>>,
+    /// The sanctions lists in use and the merchants' rules, shared by every clone.
+    pub risk: Arc<risk::RiskScreen>,
 }
 
 impl<S: Clone> Clone for Engine<S> {
@@ -55,6 +59,7 @@ impl<S: Clone> Clone for Engine<S> {
             bitcoin: self.bitcoin.clone(),
             ethereum: self.ethereum.clone(),
             checkout_base: self.checkout_base.clone(),
+            risk: self.risk.clone(),
         }
     }
 }

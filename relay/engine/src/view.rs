@@ -45,6 +45,8 @@ pub struct InvoiceView {
     /// recorded or credited. Look at the invoice's address on chain.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub payments_capped: bool,
+    /// A payment of it is held for the merchant's review (see each payment's `review`).
+    pub in_review: bool,
     /// Merchants paid on Ethereum: how the card and bitcoin payments reach them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settlement: Option<SettlementPlanView>,
@@ -389,6 +391,16 @@ pub struct PaymentView {
     /// What it is worth in the invoice's currency (major units): at the locked rate, or at its
     /// own rate of arrival.
     pub worth: String,
+    /// What the merchant's risk rules made of it: its score and the reasons.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub risk: Option<risk::RiskView>,
+    /// Its review, when the rules (or a sanctions list) asked for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review: Option<risk::ReviewStateView>,
+    /// Held by its review (uncaptured in the escrow, authorized on the card, or its
+    /// settlement waiting): not counted toward the price until approved.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 /// BIP21 amounts are decimal BTC; trailing zeros are dropped (`0.0004` rather than `0.00040000`).
@@ -487,6 +499,7 @@ impl InvoiceView {
                 .collect(),
             refunds: inv.refunds.iter().map(|r| RefundView::of(inv, r)).collect(),
             payments_capped: inv.payments_capped,
+            in_review: inv.in_review(),
             settlement: inv.settle_to.as_ref().map(|to| SettlementPlanView {
                 asset: to.due.asset.code.clone(),
                 amount: to.due.to_decimal_string(),
@@ -514,7 +527,7 @@ impl InvoiceView {
 }
 
 impl PaymentView {
-    fn of(inv: &Invoice, p: &Payment) -> PaymentView {
+    pub fn of(inv: &Invoice, p: &Payment) -> PaymentView {
         let asset = inv.quote_for(p.method).map(|q| &q.due.asset);
         PaymentView {
             reference: p.reference.to_string(),
@@ -541,6 +554,9 @@ impl PaymentView {
                     .min(alloy_primitives::U256::from(u128::MAX)),
             )
             .to_decimal_string(inv.price.asset.decimals),
+            risk: p.risk.as_ref().map(risk::RiskView::of),
+            review: p.review.as_ref().map(risk::ReviewStateView::of),
+            held: inv.held(p),
         }
     }
 }
@@ -638,3 +654,4 @@ impl PaymentLinkView {
 }
 
 mod payer;
+pub mod risk;

@@ -478,6 +478,7 @@ async fn expiry_sweep_expires_unpaid_invoices_once() {
         bitcoin: None,
         ethereum: None,
         checkout_base: None,
+        risk: Default::default(),
     };
     let created = relay::merchant::create(
         &store,

@@ -438,3 +438,46 @@ fn targets_are_stored_as_strings_and_old_records_still_load() {
     let again: Tracked = serde_json::from_slice(&serde_json::to_vec(&t).unwrap()).unwrap();
     assert_eq!(again, t);
 }
+
+#[test]
+fn a_payers_scripts_are_read_from_its_inputs_where_they_show_a_key() {
+    use bitcoin::{PublicKey, Sequence, TxIn, Witness};
+    let key = PublicKey::from_slice(
+        &hex::decode("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798").unwrap(),
+    )
+    .unwrap();
+    let sig = vec![0x30u8; 71];
+    let input = |script_sig: ScriptBuf, witness: Witness| TxIn {
+        previous_output: OutPoint::null(),
+        script_sig,
+        sequence: Sequence::MAX,
+        witness,
+    };
+    let p2wpkh = input(
+        ScriptBuf::new(),
+        Witness::from_slice(&[sig.clone(), key.to_bytes()]),
+    );
+    let p2pkh = input(
+        bitcoin::script::Builder::new()
+            .push_slice(<&bitcoin::script::PushBytes>::try_from(sig.as_slice()).unwrap())
+            .push_key(&key)
+            .into_script(),
+        Witness::new(),
+    );
+    let other = input(ScriptBuf::new(), Witness::from_slice(&[vec![1u8; 64]]));
+    let tx = Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![p2wpkh.clone(), p2pkh, other, p2wpkh],
+        output: vec![],
+    };
+    let wpkh = key.wpubkey_hash().unwrap();
+    assert_eq!(
+        payer_scripts(&tx),
+        vec![
+            ScriptBuf::new_p2wpkh(&wpkh),
+            ScriptBuf::new_p2pkh(&key.pubkey_hash())
+        ],
+        "each script once; a taproot key spend says nothing"
+    );
+}

@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 pub struct CreateKeyRequest {
     /// What the key is for (1 to 100 printable characters).
     pub name: String,
-    /// Any of `read`, `invoices:write`, `refunds:write`, `settlements:write`, `webhooks:write`,
+    /// Any of `read`, `invoices:write`, `refunds:write`, `settlements:write`, `webhooks:write`, `risk:write`,
     /// `keys:write`; none beyond the scopes of the key making it.
     pub scopes: Vec<String>,
 }

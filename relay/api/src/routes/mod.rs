@@ -8,5 +8,6 @@ pub mod keys;
 pub mod links;
 pub mod rates;
 pub mod refunds;
+pub mod risk;
 pub mod settlements;
 pub mod webhooks;

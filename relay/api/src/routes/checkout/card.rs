@@ -29,8 +29,9 @@ pub struct CardPayment {
 /// What became of the card.
 #[derive(Serialize, ToSchema)]
 pub struct CardPaymentView {
-    /// `paid` (the invoice has it), `processing` (the gateway's webhook will say) or
-    /// `requires_action` (finish 3-D Secure with Stripe.js `confirmCardPayment(client_secret)`).
+    /// `paid` (the invoice has it), `processing` (the gateway's webhook will say),
+    /// `requires_action` (finish 3-D Secure with Stripe.js `confirmCardPayment(client_secret)`)
+    /// or `in_review` (authorized only: the merchant reviews it before it is captured).
     pub status: &'static str,
     /// The PaymentIntent's client secret, with `requires_action` only.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,6 +48,7 @@ pub struct CardPaymentView {
         (status = 200, description = "Charged, being charged, or waiting for the payer's bank", body = CardPaymentView),
         (status = 400, description = "Not a card token (`card_token_invalid`), or one the gateway does not know or has used", body = ErrorBody),
         (status = 402, description = "The card was declined (`card_declined`); another may be tried", body = ErrorBody),
+        (status = 403, description = "The merchant's risk rules refuse this payment (`payment_blocked`); nothing was charged", body = ErrorBody),
         (status = 404, description = "No payment request has this token (`resource_missing`)", body = ErrorBody),
         (status = 409, description = "The payment request takes no card now: `card_not_offered`, `invoice_not_open` (paid, expired, canceled) or `payment_underway` (something was paid already)", body = ErrorBody),
         (status = 429, description = "Too many card attempts for this payment request or from this address (`too_many_card_attempts`)", body = ErrorBody),
@@ -85,7 +87,11 @@ async fn attempt<S: Store>(
     let conflict = |code, message: &str| {
         ApiError::invalid(code, message.to_owned()).with_status(StatusCode::CONFLICT)
     };
-    match state.pay_by_card(token, &req.card_token).await {
+    let address = client.map(|c| c.to_string());
+    match state
+        .pay_by_card(token, &req.card_token, address.as_deref())
+        .await
+    {
         Ok(CardPaid::Paid) => Ok(CardPaymentView {
             status: "paid",
             client_secret: None,
@@ -98,6 +104,20 @@ async fn attempt<S: Store>(
             status: "requires_action",
             client_secret: Some(client_secret),
         }),
+        Ok(CardPaid::InReview) => Ok(CardPaymentView {
+            status: "in_review",
+            client_secret: None,
+        }),
+        Err(CardPayError::Blocked { reasons }) => {
+            let rules: Vec<_> = reasons.iter().map(|r| r.rule.as_str()).collect();
+            tracing::info!(target: "relay::risk", ?rules, "card payment blocked at the door");
+            // The payer is not told which rule: that would teach a fraudster the limits.
+            Err(ApiError::invalid(
+                "payment_blocked",
+                "this payment cannot be accepted; nothing was charged",
+            )
+            .with_status(StatusCode::FORBIDDEN))
+        }
         Err(CardPayError::NotFound) => Err(ApiError::not_found("payment request")),
         Err(CardPayError::NoGateway) | Err(CardPayError::Refused(CardRefusal::NotOffered)) => {
             Err(conflict(

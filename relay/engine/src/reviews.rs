@@ -1,0 +1,270 @@
+//! The review queue: payments the risk rules (or a sanctions list) held for a person to look at.
+//!
+//! Who can act: the merchant, with its own key, on its own invoices' reviews only. What each
+//! decision moves, by rail:
+//! - **Ethereum**: nothing here. The review's state is the operator's input: approved, the
+//!   deposit is captured; rejected (or left open past its deadline), it is voided back to its
+//!   payer. The funds stay in the escrow until then, in no one's custody.
+//! - **Card**: the card was only authorized. Approve captures it at the gateway; reject cancels
+//!   the authorization (the payer is never charged).
+//! - **Bitcoin**: already paid. Approve clears the flag; reject refunds the payer to the address
+//!   given, through the merchant's refunds.
+//!
+//! A sanctioned payment cannot be approved. Deciding the same way twice changes nothing.
+
+use crate::apply::ApplyError;
+use crate::invoices::InvoiceError;
+use crate::refunds::{RefundError, RefundOrder};
+use crate::Engine;
+use relay_core::invoice::InvoiceInput;
+use relay_core::risk::{is_review_id, ReviewStatus};
+use relay_core::{
+    CoreError, Invoice, Lookup, LookupKind, Merchant, Method, PaymentRef, PaymentStatus,
+};
+use relay_store::{Store, StoreError};
+use sha2::{Digest, Sha256};
+
+/// Why a review was not decided.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReviewError {
+    #[error("no such review")]
+    NotFound,
+    /// Already closed the other way, or a sanctioned payment to approve.
+    #[error(transparent)]
+    Refused(#[from] CoreError),
+    /// Rejecting a bitcoin payment refunds it: the payer's address is needed.
+    #[error("rejecting a bitcoin payment refunds it: give refund_address")]
+    RefundAddressMissing,
+    /// The refund could not be reserved.
+    #[error(transparent)]
+    Refund(#[from] RefundError),
+    /// The gateway did not capture or cancel the card (it may later: try again).
+    #[error("the card gateway: {0}")]
+    Gateway(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the invoice keeps changing")]
+    Busy,
+}
+
+impl From<ApplyError> for ReviewError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Store(e) => ReviewError::Store(e),
+            ApplyError::Refused(e) => ReviewError::Refused(e),
+            ApplyError::Busy(_) => ReviewError::Busy,
+        }
+    }
+}
+
+impl From<InvoiceError> for ReviewError {
+    fn from(e: InvoiceError) -> Self {
+        match e {
+            InvoiceError::Store(e) => ReviewError::Store(e),
+            _ => ReviewError::NotFound,
+        }
+    }
+}
+
+/// A review and the invoice it is on.
+#[derive(Debug, Clone)]
+pub struct ReviewOf {
+    pub invoice: Invoice,
+    pub payment: PaymentRef,
+}
+
+impl<S: Store> Engine<S> {
+    /// The merchant's reviews, newest first: open ones only unless `all`.
+    pub async fn list_reviews(
+        &self,
+        merchant: &Merchant,
+        all: bool,
+        limit: usize,
+    ) -> Result<Vec<ReviewOf>, StoreError> {
+        let mut found = Vec::new();
+        for (_, id) in self.store.lookups_of(LookupKind::Review).await? {
+            let Some(invoice) = self.store.invoice(&id).await? else {
+                continue;
+            };
+            if invoice.merchant_id != merchant.id {
+                continue;
+            }
+            for p in &invoice.payments {
+                if let Some(r) = &p.review {
+                    if all || r.status == ReviewStatus::Open {
+                        found.push((r.opened_at, r.id.clone(), p.reference.clone(), id.clone()));
+                    }
+                }
+            }
+        }
+        found.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
+        found.dedup_by(|a, b| a.1 == b.1);
+        found.truncate(limit);
+        let mut out = Vec::with_capacity(found.len());
+        for (_, _, payment, id) in found {
+            if let Some(invoice) = self.store.invoice(&id).await? {
+                out.push(ReviewOf { invoice, payment });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The merchant's review `id`.
+    pub async fn review(&self, merchant: &Merchant, id: &str) -> Result<ReviewOf, ReviewError> {
+        if !is_review_id(id) {
+            return Err(ReviewError::NotFound);
+        }
+        let invoice_id = self
+            .store
+            .invoice_by_lookup(&Lookup::Review(id.to_owned()))
+            .await?
+            .ok_or(ReviewError::NotFound)?;
+        let invoice = self
+            .store
+            .invoice(&invoice_id)
+            .await?
+            .filter(|i| i.merchant_id == merchant.id)
+            .ok_or(ReviewError::NotFound)?;
+        let payment = invoice
+            .payment_under_review(id)
+            .ok_or(ReviewError::NotFound)?
+            .reference
+            .clone();
+        Ok(ReviewOf { invoice, payment })
+    }
+
+    /// Approves review `id`: the payment is released (captured, for an escrow deposit by the
+    /// operator, for a card here).
+    pub async fn approve_review(
+        &self,
+        merchant: &Merchant,
+        id: &str,
+    ) -> Result<ReviewOf, ReviewError> {
+        let found = self.review(merchant, id).await?;
+        let close = InvoiceInput::CloseReview {
+            id: id.to_owned(),
+            approve: true,
+        };
+        self.apply(&found.invoice.id, &close).await?;
+        self.store.durable().await?;
+        let method = payment_method(&found);
+        if method == Some(Method::Card) {
+            self.capture_card(&found).await?;
+        }
+        self.review(merchant, id).await
+    }
+
+    /// Rejects review `id`: the payment goes back to its payer (voided from the escrow by the
+    /// operator; the card's authorization canceled here; bitcoin refunded to `refund_address`).
+    pub async fn reject_review(
+        &self,
+        merchant: &Merchant,
+        id: &str,
+        refund_address: Option<&str>,
+    ) -> Result<ReviewOf, ReviewError> {
+        let found = self.review(merchant, id).await?;
+        let method = payment_method(&found);
+        if method == Some(Method::Bitcoin) && refund_address.is_none() {
+            return Err(ReviewError::RefundAddressMissing);
+        }
+        let close = InvoiceInput::CloseReview {
+            id: id.to_owned(),
+            approve: false,
+        };
+        self.apply(&found.invoice.id, &close).await?;
+        self.store.durable().await?;
+        match method {
+            Some(Method::Card) => self.void_card(&found).await?,
+            Some(Method::Bitcoin) => {
+                let invoice = self.review(merchant, id).await?.invoice;
+                let refunded = invoice.refunds.iter().any(|r| r.payment == found.payment);
+                if !refunded {
+                    let order = RefundOrder {
+                        amount: None,
+                        payment: Some(found.payment.to_string()),
+                        bitcoin_address: refund_address.map(str::to_owned),
+                    };
+                    self.request_refund(merchant, invoice.id.as_str(), &order, None)
+                        .await?;
+                }
+            }
+            _ => {}
+        }
+        self.review(merchant, id).await
+    }
+
+    /// Captures the authorized card of an approved review and records the charge.
+    async fn capture_card(&self, found: &ReviewOf) -> Result<(), ReviewError> {
+        let gateway = self
+            .card
+            .as_ref()
+            .ok_or_else(|| ReviewError::Gateway("no card gateway".into()))?;
+        let PaymentRef::Card(intent) = &found.payment else {
+            return Ok(());
+        };
+        let event = gateway
+            .capture_intent(intent)
+            .await
+            .map_err(|e| ReviewError::Gateway(e.message))?;
+        if let Some(event) = event {
+            let key: [u8; 32] = Sha256::digest(event.id.as_bytes()).into();
+            self.record_gateway_event(gateway.name(), &event, key)
+                .await?;
+            self.store.durable().await?;
+        }
+        Ok(())
+    }
+
+    /// Cancels the authorized card of a rejected review and records it as gone back.
+    async fn void_card(&self, found: &ReviewOf) -> Result<(), ReviewError> {
+        let gateway = self
+            .card
+            .as_ref()
+            .ok_or_else(|| ReviewError::Gateway("no card gateway".into()))?;
+        let PaymentRef::Card(intent) = &found.payment else {
+            return Ok(());
+        };
+        let Some(p) = found
+            .invoice
+            .payments
+            .iter()
+            .find(|p| p.reference == found.payment)
+        else {
+            return Ok(());
+        };
+        if let Err(e) = gateway.cancel_intent(intent).await {
+            // Canceled before (a repeated rejection) is done; anything else is tried again.
+            if !e.refused {
+                return Err(ReviewError::Gateway(e.message));
+            }
+        }
+        let asset = found
+            .invoice
+            .quote_for(Method::Card)
+            .map(|q| q.due.asset.code.clone())
+            .unwrap_or_default();
+        let back = InvoiceInput::Return {
+            reference: found.payment.clone(),
+            method: Method::Card,
+            asset,
+            amount: p.amount,
+            seen_at: Some(p.seen_at),
+            status: PaymentStatus::Voided,
+        };
+        self.apply(&found.invoice.id, &back).await?;
+        self.apply(&found.invoice.id, &InvoiceInput::IntentClosed)
+            .await?;
+        self.store.durable().await?;
+        Ok(())
+    }
+}
+
+fn payment_method(found: &ReviewOf) -> Option<Method> {
+    found
+        .invoice
+        .payments
+        .iter()
+        .find(|p| p.reference == found.payment)
+        .map(|p| p.method)
+}
