@@ -55,4 +55,5 @@ schemathesis: cargo-test
 ## Throughput and memory figures (release build; see README).
 bench: setup
 	cargo bench --locked -p relay-bitcoin --bench scan
+	cargo bench --locked -p relay-core --bench risk
 	cargo bench --locked -p relay --bench throughput

@@ -136,17 +136,20 @@ impl<S: Store> crate::Engine<S> {
             .map_err(CardPayError::Gateway)?
         {
             CardAttempt::Paid(event) => {
-                let fingerprint: [u8; 32] = Sha256::digest(event.id.as_bytes()).into();
-                self.record_gateway_event(gateway.name(), &event, fingerprint)
-                    .await?;
-                let assess = InvoiceInput::Assess {
+                // The charge and what the door made of it, in one write; then the event is
+                // recorded (its webhook, when it comes, finds both done).
+                let mut inputs: Vec<_> = event.input().into_iter().collect();
+                inputs.push(InvoiceInput::Assess {
                     reference,
                     assessment,
                     deadline: None,
-                };
-                self.apply(&invoice.id, &assess)
+                });
+                self.apply_all(&invoice.id, &inputs)
                     .await
                     .map_err(apply_error)?;
+                let fingerprint: [u8; 32] = Sha256::digest(event.id.as_bytes()).into();
+                self.record_gateway_event(gateway.name(), &event, fingerprint)
+                    .await?;
                 self.store.durable().await?;
                 Ok(CardPaid::Paid)
             }

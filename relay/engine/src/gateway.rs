@@ -184,9 +184,20 @@ impl<S: Store> crate::Engine<S> {
         };
         if let Some((mut invoice, input)) = target {
             let version = invoice.version;
+            let observed = match &input {
+                relay_core::invoice::InvoiceInput::Observe { reference, .. } => Some(reference.clone()),
+                _ => None,
+            };
             match invoice.apply(input, now) {
-                Ok(t) if t.changed => {
+                Ok(mut t) if t.changed => {
                     outcome = "applied";
+                    // A card charged without the checkout page (the merchant's own front end
+                    // with the client secret): assessed on what the invoice tells.
+                    if let Some(reference) = observed {
+                        let payer = crate::risk::Payer::default();
+                        self.assess_payment(&mut invoice, &reference, &payer, &mut t.events)
+                            .await?;
+                    }
                     let events = Event::for_invoice(&invoice, &t.events, now, || ids.event_id());
                     change = Some((version, invoice, events));
                 }

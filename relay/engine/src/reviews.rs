@@ -5,8 +5,10 @@
 //! - **Ethereum**: nothing here. The review's state is the operator's input: approved, the
 //!   deposit is captured; rejected (or left open past its deadline), it is voided back to its
 //!   payer. The funds stay in the escrow until then, in no one's custody.
-//! - **Card**: the card was only authorized. Approve captures it at the gateway; reject cancels
-//!   the authorization (the payer is never charged).
+//! - **Card**: through the checkout page, the card was only authorized: approve captures it at
+//!   the gateway, reject cancels the authorization (the payer is never charged). A card charged
+//!   without the page (the merchant's own front end, with the client secret) is held from the
+//!   merchant's balance instead: approve releases it, reject refunds it.
 //! - **Bitcoin**: already paid. Approve clears the flag; reject refunds the payer to the address
 //!   given, through the merchant's refunds.
 //!
@@ -148,8 +150,12 @@ impl<S: Store> Engine<S> {
         };
         self.apply(&found.invoice.id, &close).await?;
         self.store.durable().await?;
-        let method = payment_method(&found);
-        if method == Some(Method::Card) {
+        let authorized = found
+            .invoice
+            .payments
+            .iter()
+            .any(|p| p.reference == found.payment && p.status == PaymentStatus::Pending);
+        if payment_method(&found) == Some(Method::Card) && authorized {
             self.capture_card(&found).await?;
         }
         self.review(merchant, id).await
@@ -174,7 +180,25 @@ impl<S: Store> Engine<S> {
         };
         self.apply(&found.invoice.id, &close).await?;
         self.store.durable().await?;
+        let captured = found
+            .invoice
+            .payments
+            .iter()
+            .any(|p| p.reference == found.payment && p.status.is_final());
         match method {
+            // Charged already (confirmed without the page's door): refunded in full.
+            Some(Method::Card) if captured => {
+                let invoice = self.review(merchant, id).await?.invoice;
+                if !invoice.refunds.iter().any(|r| r.payment == found.payment) {
+                    let order = RefundOrder {
+                        amount: None,
+                        payment: Some(found.payment.to_string()),
+                        bitcoin_address: None,
+                    };
+                    self.request_refund(merchant, invoice.id.as_str(), &order, None)
+                        .await?;
+                }
+            }
             Some(Method::Card) => self.void_card(&found).await?,
             Some(Method::Bitcoin) => {
                 let invoice = self.review(merchant, id).await?.invoice;

@@ -181,14 +181,31 @@ impl<S: Store> Engine<S> {
             self.store.record_signal(merchant, &signal).await?;
         }
         let rules = self.compiled_rules(merchant).await?;
+        // One read per payer key, over its longest window; each window counted from it.
+        let windows = rules.windows(signals);
+        let mut longest: HashMap<String, u64> = HashMap::new();
+        for w in &windows {
+            let l = longest.entry(w.key.clone()).or_default();
+            *l = (*l).max(w.secs);
+        }
+        let mut read = HashMap::new();
+        for (key, secs) in longest {
+            let since = Timestamp(now.0.saturating_sub(secs as i64));
+            let found = self.store.signals_since(merchant, &key, since).await?;
+            read.insert(key, found);
+        }
         let mut history = History::new();
-        for window in rules.windows(signals) {
-            let since = Timestamp(now.0.saturating_sub(window.secs as i64));
-            let totals: Totals = self
-                .store
-                .signal_totals(merchant, &window.key, since)
-                .await?;
-            history.insert(window, totals);
+        for w in windows {
+            let since = now.0.saturating_sub(w.secs as i64);
+            let mut totals = Totals::default();
+            for s in read.get(w.key.as_str()).into_iter().flatten() {
+                if s.at.0 >= since {
+                    totals.count += 1;
+                    let sum = totals.sums.entry(s.currency.clone()).or_default();
+                    *sum = sum.saturating_add(s.amount);
+                }
+            }
+            history.insert(w, totals);
         }
         let assessment = rules.assess(signals, &history, &self.risk.sanctions());
         metrics::counter!("relay_risk_assessments_total", "action" => assessment.action.as_str())

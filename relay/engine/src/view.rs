@@ -181,13 +181,13 @@ pub struct RefundReserveView {
 }
 
 /// Balances of one asset, in minor units. Each account's balance is on its normal side; the
-/// merchant's share is `pending + available + paid_out − refunded − liability`.
+/// merchant's share is `pending + held + available + paid_out − refunded − liability`.
 #[derive(Serialize, ToSchema)]
 pub struct AssetBalanceView {
     pub asset: String,
-    /// Every account in minor units: `payers`, `pending`, `available`, `paid_out`, `refunded`,
-    /// `liability`, `fees`, `treasury`, `liquidity`. A value on the account's unusual side is
-    /// prefixed with `-`.
+    /// Every account in minor units: `payers`, `pending`, `held` (payments held by a risk
+    /// review), `available`, `paid_out`, `refunded`, `liability`, `fees`, `treasury`,
+    /// `liquidity`. A value on the account's unusual side is prefixed with `-`.
     pub accounts: BTreeMap<String, String>,
     /// The accounts sum to zero (every entry is balanced).
     pub balanced: bool,

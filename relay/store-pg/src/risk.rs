@@ -3,7 +3,6 @@
 
 use crate::invoices::big;
 use crate::{db, decode, encode, PgStore};
-use relay_core::risk::Totals;
 use relay_core::{MerchantId, RiskRules, Timestamp};
 use relay_store::{Risk, Signal, StoreError};
 use sqlx::Row;
@@ -78,14 +77,14 @@ impl Risk for PgStore {
         Ok(())
     }
 
-    async fn signal_totals(
+    async fn signals_since(
         &self,
         merchant: &MerchantId,
         key: &str,
         since: Timestamp,
-    ) -> Result<Totals, StoreError> {
+    ) -> Result<Vec<Signal>, StoreError> {
         let rows = sqlx::query(
-            "SELECT currency, amount FROM risk_signals \
+            "SELECT id, at, currency, amount FROM risk_signals \
              WHERE merchant_id = $1 AND key = $2 AND at >= $3",
         )
         .bind(merchant.as_str())
@@ -94,18 +93,20 @@ impl Risk for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let mut totals = Totals::default();
-        for row in rows {
-            let currency: String = row.try_get("currency").map_err(db)?;
-            let amount: String = row.try_get("amount").map_err(db)?;
-            let amount: u128 = amount.parse().map_err(|_| StoreError::Corrupt {
-                what: "risk signal",
-                reason: "amount".into(),
-            })?;
-            totals.count += 1;
-            let sum = totals.sums.entry(currency).or_default();
-            *sum = sum.saturating_add(amount);
-        }
-        Ok(totals)
+        rows.into_iter()
+            .map(|row| {
+                let amount: String = row.try_get("amount").map_err(db)?;
+                Ok(Signal {
+                    key: key.to_owned(),
+                    id: row.try_get("id").map_err(db)?,
+                    at: Timestamp(row.try_get("at").map_err(db)?),
+                    currency: row.try_get("currency").map_err(db)?,
+                    amount: amount.parse().map_err(|_| StoreError::Corrupt {
+                        what: "risk signal",
+                        reason: "amount".into(),
+                    })?,
+                })
+            })
+            .collect()
     }
 }

@@ -6,7 +6,6 @@
 
 use super::{abort, merchant_prefix, Abort, SledStore};
 use crate::codec::{decode, encode};
-use relay_core::risk::Totals;
 use relay_core::{MerchantId, RiskRules, Timestamp};
 use relay_store::{Risk, Signal, StoreError};
 
@@ -72,31 +71,31 @@ impl Risk for SledStore {
         Ok(())
     }
 
-    async fn signal_totals(
+    async fn signals_since(
         &self,
         merchant: &MerchantId,
         key: &str,
         since: Timestamp,
-    ) -> Result<Totals, StoreError> {
-        let mut totals = Totals::default();
-        for entry in self
-            .inner
-            .risk_signals
-            .scan_prefix(signal_prefix(merchant, key))
-        {
-            let (_, v) = entry?;
+    ) -> Result<Vec<Signal>, StoreError> {
+        let prefix = signal_prefix(merchant, key);
+        let mut out = Vec::new();
+        for entry in self.inner.risk_signals.scan_prefix(&prefix) {
+            let (k, v) = entry?;
             let (at, currency, amount): (i64, String, String) = decode("risk signal", &v)?;
             if at < since.0 {
                 continue;
             }
-            totals.count += 1;
-            let amount: u128 = amount.parse().map_err(|_| StoreError::Corrupt {
-                what: "risk signal",
-                reason: "amount".into(),
-            })?;
-            let sum = totals.sums.entry(currency).or_default();
-            *sum = sum.saturating_add(amount);
+            out.push(Signal {
+                key: key.to_owned(),
+                id: String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
+                at: Timestamp(at),
+                currency,
+                amount: amount.parse().map_err(|_| StoreError::Corrupt {
+                    what: "risk signal",
+                    reason: "amount".into(),
+                })?,
+            });
         }
-        Ok(totals)
+        Ok(out)
     }
 }

@@ -176,12 +176,14 @@ pub trait Risk: Send + Sync + 'static {
         merchant: &MerchantId,
         signal: &Signal,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn signal_totals(
+    /// The signals recorded under `key` at or after `since` (one per id), in no order: the
+    /// caller counts each of its windows from one read.
+    fn signals_since(
         &self,
         merchant: &MerchantId,
         key: &str,
         since: Timestamp,
-    ) -> impl Future<Output = Result<relay_core::risk::Totals, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Signal>, StoreError>> + Send;
 }
 
 /// Payment links ([`relay_core::PaymentLink`]): found by id (the merchant's API) or by token

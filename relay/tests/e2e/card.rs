@@ -10,17 +10,17 @@ use std::time::{Duration, Instant};
 
 const SECRET: &str = "whsec_e2e_card";
 
-struct CardEnv {
-    gw: LocalStripe,
-    server: Server,
-    key: String,
-    client: reqwest::Client,
+pub(crate) struct CardEnv {
+    pub gw: LocalStripe,
+    pub server: Server,
+    pub key: String,
+    pub client: reqwest::Client,
     _dir: tempfile::TempDir,
 }
 
 /// A relay with the gateway configured; `webhook` registers the relay's endpoint at the gateway
 /// (false: the webhooks are lost, only reconciliation can find payments).
-async fn card_env(webhook: bool, reconcile_secs: u64) -> CardEnv {
+pub(crate) async fn card_env(webhook: bool, reconcile_secs: u64) -> CardEnv {
     let gw = LocalStripe::spawn().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let m = merchant_create(dir.path(), "card shop");
@@ -59,7 +59,7 @@ async fn card_env(webhook: bool, reconcile_secs: u64) -> CardEnv {
 }
 
 impl CardEnv {
-    async fn card_invoice(&self, amount: &str) -> (String, String) {
+    pub(crate) async fn card_invoice(&self, amount: &str) -> (String, String) {
         let (status, inv) = create_invoice(
             &self.client,
             &self.server.url,
@@ -80,7 +80,7 @@ impl CardEnv {
     }
 
     /// The payer's card on the PaymentIntent, then confirm — as Stripe.js does.
-    fn pay(&self, pi: &str, method: &str) -> Result<Value, String> {
+    pub(crate) fn pay(&self, pi: &str, method: &str) -> Result<Value, String> {
         self.gw
             .post(
                 &format!("/v1/payment_intents/{pi}"),
@@ -92,7 +92,7 @@ impl CardEnv {
             .map_err(|e| e.to_string())
     }
 
-    async fn invoice(&self, id: &str) -> Value {
+    pub(crate) async fn invoice(&self, id: &str) -> Value {
         get_invoice(&self.client, &self.server.url, &self.key, id).await
     }
 

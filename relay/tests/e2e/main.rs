@@ -9,6 +9,7 @@ mod ethereum;
 mod operator;
 mod payouts;
 mod rates;
+mod risk;
 mod webhooks;
 
 use relay_core::{Clock, InvoiceStatus, Timestamp};
