@@ -357,8 +357,16 @@ pub async fn serve<S: Store + Clone>(
 
 async fn expiry_loop<S: Store + Clone>(engine: Engine<S>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks: u64 = 0;
     loop {
         tick.tick().await;
+        ticks += 1;
+        // Reviews nobody decided in time send their payments back (once a minute).
+        if ticks % 60 == 1 {
+            if let Err(e) = engine.lapse_reviews().await {
+                tracing::warn!(target: "relay::risk", error = %e, "rejecting lapsed reviews failed");
+            }
+        }
         // Before an invoice expires, ask the gateway whether its card payment went through.
         if engine.card.is_some() {
             let due = engine

@@ -26,6 +26,7 @@ impl Clock for TestClock {
 struct Env {
     _dir: tempfile::TempDir,
     store: SledStore,
+    engine: relay_api::Engine<SledStore>,
     router: axum::Router,
     key: String,
     other_key: String,
@@ -115,7 +116,7 @@ async fn env_throttled(throttle: Option<relay_api::throttle::Throttle>) -> Env {
         checkout_base: Some("http://pay.test".into()),
     };
     let state = AppState {
-        engine,
+        engine: engine.clone(),
         request_timeout: Duration::from_secs(10),
         allow_private_webhooks: false,
         metrics_token: None,
@@ -136,6 +137,7 @@ async fn env_throttled(throttle: Option<relay_api::throttle::Throttle>) -> Env {
     Env {
         _dir: dir,
         store,
+        engine,
         router: app(state),
         key: keys[0].clone(),
         other_key: keys[1].clone(),
@@ -2625,4 +2627,174 @@ async fn a_flagged_bitcoin_payment_is_reviewed_and_rejected_with_a_refund() {
         .collect();
     // (The payment was recorded here without its events; the watcher writes them.)
     assert!(types.contains(&"review.closed".to_owned()), "{types:?}");
+}
+
+/// A review nobody decides is rejected by itself at its deadline, which falls before the payer
+/// could reclaim the escrow deposit; one not yet due stays open.
+#[tokio::test]
+async fn an_escrow_review_left_open_is_rejected_at_its_deadline() {
+    use relay_core::invoice::InvoiceInput;
+    use relay_core::risk::{Assessment, RiskAction};
+    let env = env().await;
+    let r = env
+        .post(
+            "/v1/invoices",
+            json!({"amount": "25.00", "currency": "USD", "payment_methods": ["ethereum"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    let payment_id = r.json["payment_methods"]["ethereum"]["payment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reference: relay_core::PaymentRef = format!("eth:{payment_id}").parse().unwrap();
+    pay(
+        &env,
+        &id,
+        InvoiceInput::Observe {
+            reference: reference.clone(),
+            method: relay_core::Method::Ethereum,
+            asset: "ETH".into(),
+            amount: relay_core::Amount::from_minor(10_000_000_000_000_000),
+            confirmed: true,
+            confirmations: 1,
+            seen_at: None,
+        },
+    )
+    .await;
+    let invoice = env
+        .store
+        .invoice(&relay_core::InvoiceId::parse(&id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let now = relay_core::Timestamp(T0 + 5);
+    let deadline =
+        relay_engine::risk::review_deadline(&invoice, relay_core::Method::Ethereum, now).unwrap();
+    let reclaim = invoice
+        .quote_for(relay_core::Method::Ethereum)
+        .unwrap()
+        .ethereum
+        .as_ref()
+        .unwrap()
+        .expiry;
+    assert_eq!(
+        deadline.0 as u64,
+        reclaim - 600,
+        "ten minutes before the payer may reclaim"
+    );
+    pay(
+        &env,
+        &id,
+        InvoiceInput::Assess {
+            reference,
+            assessment: Assessment {
+                action: RiskAction::Review,
+                ..Assessment::clean(1)
+            },
+            deadline: Some(deadline),
+        },
+    )
+    .await;
+    assert_eq!(env.engine.lapse_reviews().await.unwrap(), 0, "not due yet");
+    env.clock
+        .0
+        .store(deadline.0, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(env.engine.lapse_reviews().await.unwrap(), 1);
+    assert_eq!(env.engine.lapse_reviews().await.unwrap(), 0, "once");
+    let inv = env.get(&format!("/v1/invoices/{id}")).await.json;
+    assert_eq!(inv["payments"][0]["review"]["status"], "rejected", "{inv}");
+    assert_eq!(inv["in_review"], false);
+    assert_eq!(
+        inv["payments"][0]["held"], true,
+        "held until the operator voids it"
+    );
+}
+
+/// A payer the merchant's block lists name is turned away at the checkout page, before it is
+/// shown an address or derives one; an allow list lets it through, and other payers see the page.
+#[tokio::test]
+async fn a_block_listed_payer_is_turned_away_at_the_checkout_page() {
+    let env = env().await;
+    let put = |rules: Value| {
+        env.call_with_key(
+            "PUT",
+            "/v1/risk/rules",
+            None,
+            json!({ "rules": rules }),
+            &env.key,
+        )
+    };
+    let r = put(
+        json!([{"type": "list", "id": "fraudsters", "field": "email",
+                        "values": ["Mallory@Example.com"], "action": "block"}]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let invoice = |email: &str| {
+        env.post(
+            "/v1/invoices",
+            json!({"amount": "5.00", "currency": "USD", "payment_methods": ["bitcoin"],
+                   "bitcoin_address": "on_demand", "metadata": {"email": email}}),
+        )
+    };
+    let bad = invoice("mallory@example.com").await.json;
+    let good = invoice("alice@example.com").await.json;
+    let path = |inv: &Value| {
+        let url = inv["checkout_url"].as_str().unwrap();
+        url[url.find("/pay/").unwrap()..].to_owned()
+    };
+    let (page, text) = open_page(&env, &path(&bad), &[]).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(text.contains("cannot be accepted"), "{text}");
+    assert!(!text.contains("bitcoin:"), "no way to pay is shown");
+    let json = env
+        .call(
+            "GET",
+            &format!("{}/payment_request", path(&bad)),
+            None,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(json.status, StatusCode::FORBIDDEN);
+    assert_eq!(json.json["error"]["code"], "payment_blocked");
+    let chose = env
+        .call(
+            "POST",
+            &format!("{}/methods/bitcoin", path(&bad)),
+            None,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(chose.status, StatusCode::FORBIDDEN);
+    let id = relay_core::InvoiceId::parse(bad["id"].as_str().unwrap()).unwrap();
+    let stored = env.store.invoice(&id).await.unwrap().unwrap();
+    assert!(
+        stored.awaits_bitcoin_address(),
+        "no address was derived for it"
+    );
+    // Another payer sees the page.
+    assert_eq!(
+        open_page(&env, &path(&good), &[]).await.0.status,
+        StatusCode::OK
+    );
+    // An allow list naming the payer wins over the block list.
+    put(json!([
+        {"type": "list", "id": "fraudsters", "field": "email", "values": ["mallory@example.com"], "action": "block"},
+        {"type": "list", "id": "reformed", "field": "email", "values": ["mallory@example.com"], "action": "allow"}
+    ]))
+    .await;
+    let json = env
+        .call(
+            "GET",
+            &format!("{}/payment_request", path(&bad)),
+            None,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(json.status, StatusCode::OK, "{}", json.json);
 }

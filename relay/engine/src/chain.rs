@@ -104,6 +104,9 @@ impl<S: Store> Engine<S> {
             return Ok(());
         }
         let method = p.method;
+        // A card already charged (without the page's door) is held until someone decides: no
+        // clock refunds it.
+        let charged_card = method == relay_core::Method::Card && p.status.is_final();
         let worth = invoice.credit(method, p.amount);
         let worth = u128::try_from(worth).unwrap_or(u128::MAX);
         let signals = self.signals(invoice, method, payer);
@@ -118,7 +121,7 @@ impl<S: Store> Engine<S> {
         let now = self.clock.now();
         let input = InvoiceInput::Assess {
             reference: reference.clone(),
-            deadline: review_deadline(invoice, method, now),
+            deadline: review_deadline(invoice, method, now).filter(|_| !charged_card),
             assessment,
         };
         match invoice.apply(input, now) {

@@ -187,35 +187,74 @@ impl<S: Store> Engine<S> {
             .any(|p| p.reference == found.payment && p.status.is_final());
         match method {
             // Charged already (confirmed without the page's door): refunded in full.
-            Some(Method::Card) if captured => {
-                let invoice = self.review(merchant, id).await?.invoice;
-                if !invoice.refunds.iter().any(|r| r.payment == found.payment) {
-                    let order = RefundOrder {
-                        amount: None,
-                        payment: Some(found.payment.to_string()),
-                        bitcoin_address: None,
-                    };
-                    self.request_refund(merchant, invoice.id.as_str(), &order, None)
-                        .await?;
-                }
-            }
+            Some(Method::Card) if captured => self.refund_whole(merchant, &found, None).await?,
             Some(Method::Card) => self.void_card(&found).await?,
-            Some(Method::Bitcoin) => {
-                let invoice = self.review(merchant, id).await?.invoice;
-                let refunded = invoice.refunds.iter().any(|r| r.payment == found.payment);
-                if !refunded {
-                    let order = RefundOrder {
-                        amount: None,
-                        payment: Some(found.payment.to_string()),
-                        bitcoin_address: refund_address.map(str::to_owned),
-                    };
-                    self.request_refund(merchant, invoice.id.as_str(), &order, None)
-                        .await?;
-                }
-            }
+            Some(Method::Bitcoin) => self.refund_whole(merchant, &found, refund_address).await?,
             _ => {}
         }
         self.review(merchant, id).await
+    }
+
+    /// Refunds all of a rejected review's payment (to `address`, for bitcoin), unless a refund of
+    /// it was asked for already (a repeated rejection).
+    async fn refund_whole(
+        &self,
+        merchant: &Merchant,
+        found: &ReviewOf,
+        address: Option<&str>,
+    ) -> Result<(), ReviewError> {
+        let invoice = self.store.invoice(&found.invoice.id).await?;
+        let invoice = invoice.ok_or(ReviewError::NotFound)?;
+        if invoice.refunds.iter().any(|r| r.payment == found.payment) {
+            return Ok(());
+        }
+        let order = RefundOrder {
+            amount: None,
+            payment: Some(found.payment.to_string()),
+            bitcoin_address: address.map(str::to_owned),
+        };
+        self.request_refund(merchant, invoice.id.as_str(), &order, None)
+            .await?;
+        Ok(())
+    }
+
+    /// Rejects every open review whose deadline has passed (an escrow deposit before its payer
+    /// may reclaim it, a card authorization before it lapses): the payment goes back to its
+    /// payer. Returns how many were rejected.
+    pub async fn lapse_reviews(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let mut lapsed = 0;
+        for (lookup, invoice) in self.store.lookups_of(LookupKind::Review).await? {
+            let Lookup::Review(id) = lookup else {
+                continue;
+            };
+            let Some(invoice) = self.store.invoice(&invoice).await? else {
+                continue;
+            };
+            let due = invoice
+                .payment_under_review(&id)
+                .and_then(|p| p.review.as_ref())
+                .is_some_and(|r| {
+                    r.status == ReviewStatus::Open && r.deadline.is_some_and(|d| now >= d)
+                });
+            if !due {
+                continue;
+            }
+            let Some(merchant) = self.store.merchant(&invoice.merchant_id).await? else {
+                continue;
+            };
+            match self.reject_review(&merchant, &id, None).await {
+                Ok(_) => {
+                    lapsed += 1;
+                    tracing::info!(target: "relay::risk", review = %id, invoice = %invoice.id, "review left open past its deadline: rejected")
+                }
+                Err(ReviewError::Store(e)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(target: "relay::risk", review = %id, error = %e, "could not reject a review past its deadline; will try again")
+                }
+            }
+        }
+        Ok(lapsed)
     }
 
     /// Captures the authorized card of an approved review and records the charge.

@@ -213,6 +213,22 @@ impl<S: Store> Engine<S> {
         Ok(assessment)
     }
 
+    /// Whether the merchant's block lists turn the payer of `invoice` (by its client address and
+    /// the invoice's email) away at the checkout page: the rule's id if so.
+    pub async fn turned_away(
+        &self,
+        invoice: &Invoice,
+        client: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        let rules = self.compiled_rules(&invoice.merchant_id).await?;
+        let payer = Payer {
+            ip: client.map(str::to_owned),
+            ..Payer::default()
+        };
+        let signals = self.signals(invoice, Method::Card, &payer);
+        Ok(rules.listed_block(&signals).map(str::to_owned))
+    }
+
     /// Records a declined card, for the rules that count declines.
     pub async fn record_decline(
         &self,

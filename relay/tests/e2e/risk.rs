@@ -6,7 +6,7 @@
 
 use crate::card::card_env;
 use crate::ethereum::EthEnv;
-use crate::{get_json, post_json};
+use crate::get_json;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,24 @@ fn review_of(inv: &Value) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no review: {inv}"))
         .to_owned()
+}
+
+/// `POST /v1/reviews/{review}/{verb}` with an empty body: the status and the answer.
+async fn decide(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    review: &str,
+    verb: &str,
+) -> (u16, Value) {
+    let r = client
+        .post(format!("{url}/v1/reviews/{review}/{verb}"))
+        .bearer_auth(key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
 /// Mines a few blocks and gives the operator time to act, then checks it did nothing.
@@ -131,26 +149,12 @@ async fn a_deposit_from_a_sanctioned_address_is_held_and_voided_back_when_reject
     assert_eq!(eth["balanced"], true);
 
     let review = review_of(&inv);
-    let r = client
-        .post(format!("{url}/v1/reviews/{review}/approve"))
-        .bearer_auth(key)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409);
-    let body: Value = r.json().await.unwrap();
+    let (status, body) = decide(client, url, key, &review, "approve").await;
+    assert_eq!(status, 409);
     assert_eq!(body["error"]["code"], "review_sanctioned");
     left_in_escrow(&env, &payment_id).await;
 
-    let rejected = post_json(
-        client,
-        url,
-        key,
-        &format!("/v1/reviews/{review}/reject"),
-        &json!({}),
-    )
-    .await;
+    let rejected = decide(client, url, key, &review, "reject").await.1;
     assert_eq!(rejected["status"], "rejected", "{rejected}");
     let inv = env
         .until(id, |i| only_payment(i)["status"] == "voided")
@@ -240,14 +244,7 @@ async fn a_payer_over_its_velocity_limit_is_held_until_approved_then_captured() 
     assert_eq!(queue["data"][0]["decision"], "capture_or_void");
 
     let review = review_of(&inv);
-    let approved = post_json(
-        client,
-        url,
-        key,
-        &format!("/v1/reviews/{review}/approve"),
-        &json!({}),
-    )
-    .await;
+    let approved = decide(client, url, key, &review, "approve").await.1;
     assert_eq!(approved["status"], "approved", "{approved}");
     let inv = env
         .until(id, |i| i["payments"][0]["capture_tx"].is_string())
@@ -390,14 +387,7 @@ async fn a_card_in_review_is_authorized_only_then_captured_or_released() {
     );
     assert_eq!(p["risk"]["reasons"][0]["code"], "amount_limit");
     let review = review_of(&inv);
-    let approved = post_json(
-        client,
-        url,
-        key,
-        &format!("/v1/reviews/{review}/approve"),
-        &json!({}),
-    )
-    .await;
+    let approved = decide(client, url, key, &review, "approve").await.1;
     assert_eq!(approved["status"], "approved", "{approved}");
     let intent = env.gw.get(&format!("/v1/payment_intents/{pi}")).unwrap();
     assert_eq!(intent["status"], "succeeded", "{intent}");
@@ -419,14 +409,7 @@ async fn a_card_in_review_is_authorized_only_then_captured_or_released() {
     let (status, _) = pay_on_page(client, &checkout, &card_token(&env.gw, GOOD)).await;
     assert_eq!(status, 200);
     let review = review_of(&env.invoice(&id).await);
-    let rejected = post_json(
-        client,
-        url,
-        key,
-        &format!("/v1/reviews/{review}/reject"),
-        &json!({}),
-    )
-    .await;
+    let rejected = decide(client, url, key, &review, "reject").await.1;
     assert_eq!(rejected["status"], "rejected", "{rejected}");
     let intent = env.gw.get(&format!("/v1/payment_intents/{pi}")).unwrap();
     assert_eq!(intent["status"], "canceled", "{intent}");
@@ -439,14 +422,8 @@ async fn a_card_in_review_is_authorized_only_then_captured_or_released() {
     assert_eq!(only_payment(&inv)["status"], "voided");
     assert_ne!(inv["status"], "settled");
     // Approving it now is refused: nothing can capture a released authorization.
-    let r = client
-        .post(format!("{url}/v1/reviews/{review}/approve"))
-        .bearer_auth(key)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409);
+    let (status, _) = decide(client, url, key, &review, "approve").await;
+    assert_eq!(status, 409);
 
     // A card charged without the page (straight at the gateway with the intent) is assessed
     // when the gateway reports it: held from the merchant, and refunded when rejected.
@@ -460,14 +437,7 @@ async fn a_card_in_review_is_authorized_only_then_captured_or_released() {
     );
     assert_eq!(inv["status"], "processing", "not settled while held");
     let review = review_of(&inv);
-    let rejected = post_json(
-        client,
-        url,
-        key,
-        &format!("/v1/reviews/{review}/reject"),
-        &json!({}),
-    )
-    .await;
+    let rejected = decide(client, url, key, &review, "reject").await.1;
     assert_eq!(rejected["status"], "rejected", "{rejected}");
     // (localstripe sends no `charge.refunded`: the gateway's own charge shows the refund.)
     let refunds = rejected["invoice"]["refunds"].as_array().unwrap();

@@ -1,6 +1,7 @@
 //! The rules by example: validation, each kind of rule, allow lists, sanctions, the score.
 
 use super::*;
+use crate::invoice::Method;
 
 fn rules(json: &str) -> Result<CompiledRules, RuleError> {
     let rules: Vec<Rule> = serde_json::from_str(json).expect("rules parse");
@@ -223,4 +224,30 @@ fn review_ids_are_stable_and_well_formed() {
     assert_ne!(a, review_id("inv_1", "eth:0x02"));
     assert!(is_review_id(&a), "{a}");
     assert!(!is_review_id("rvw_../../x"));
+}
+
+#[test]
+fn the_door_turns_away_block_listed_payers_unless_an_allow_list_names_them() {
+    let r = rules(
+        r#"[{"type":"list","id":"bad_ips","field":"ip","values":["203.0.113.9"],"action":"block"},
+            {"type":"list","id":"watch","field":"email","values":["payer@example.com"],"action":"review"}]"#,
+    )
+    .unwrap();
+    let s = card("fp", 100);
+    assert_eq!(r.listed_block(&s), Some("bad_ips"));
+    let elsewhere = Signals {
+        ip: Some("198.51.100.1".into()),
+        ..s.clone()
+    };
+    assert_eq!(
+        r.listed_block(&elsewhere),
+        None,
+        "a review list does not turn anyone away"
+    );
+    let allowed = rules(
+        r#"[{"type":"list","id":"bad_ips","field":"ip","values":["203.0.113.9"],"action":"block"},
+            {"type":"list","id":"vip","field":"email","values":["PAYER@example.com"],"action":"allow"}]"#,
+    )
+    .unwrap();
+    assert_eq!(allowed.listed_block(&s), None);
 }

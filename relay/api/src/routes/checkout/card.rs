@@ -112,11 +112,7 @@ async fn attempt<S: Store>(
             let rules: Vec<_> = reasons.iter().map(|r| r.rule.as_str()).collect();
             tracing::info!(target: "relay::risk", ?rules, "card payment blocked at the door");
             // The payer is not told which rule: that would teach a fraudster the limits.
-            Err(ApiError::invalid(
-                "payment_blocked",
-                "this payment cannot be accepted; nothing was charged",
-            )
-            .with_status(StatusCode::FORBIDDEN))
+            Err(super::blocked())
         }
         Err(CardPayError::NotFound) => Err(ApiError::not_found("payment request")),
         Err(CardPayError::NoGateway) | Err(CardPayError::Refused(CardRefusal::NotOffered)) => {

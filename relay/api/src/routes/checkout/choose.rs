@@ -5,6 +5,7 @@
 
 use super::{load, public_json, request_view, PageQuery, Strings};
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::ClientAddress;
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -28,6 +29,7 @@ use relay_store::Store;
             headers(("Access-Control-Allow-Origin" = String, description = "`*`: any wallet app may call it"))),
         (status = 303, description = "From the page's own form (`application/x-www-form-urlencoded`): back to the page, at the method"),
         (status = 400, description = "Not a method (`payment_method_unsupported`)", body = ErrorBody),
+        (status = 403, description = "The merchant's rules turn this payer away (`payment_blocked`)", body = ErrorBody),
         (status = 404, description = "No payment request has this token (`resource_missing`)", body = ErrorBody),
         (status = 409, description = "The request does not offer this method (`payment_method_not_offered`) or can no longer be paid (`invoice_not_open`)", body = ErrorBody),
         (status = 422, description = "The merchant's descriptor gives no address", body = ErrorBody),
@@ -38,6 +40,7 @@ pub async fn choose<S: Store>(
     State(state): State<AppState<S>>,
     Path((token, method)): Path<(String, String)>,
     Query(q): Query<PageQuery>,
+    ClientAddress(client): ClientAddress,
     headers: HeaderMap,
 ) -> Response {
     let lang = q.lang_with(&headers);
@@ -45,7 +48,7 @@ pub async fn choose<S: Store>(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let r = match chosen(&state, &token, &method).await {
+    let r = match chosen(&state, &token, &method, client).await {
         Ok(()) if from_form => {
             let to = format!("/pay/{token}?lang={lang}#{method}");
             (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response()
@@ -67,7 +70,12 @@ pub async fn choose<S: Store>(
     public_json(r)
 }
 
-async fn chosen<S: Store>(state: &AppState<S>, token: &str, method: &str) -> Result<(), ApiError> {
+async fn chosen<S: Store>(
+    state: &AppState<S>,
+    token: &str,
+    method: &str,
+    client: Option<std::net::IpAddr>,
+) -> Result<(), ApiError> {
     let method = Method::parse(method).ok_or_else(|| {
         ApiError::invalid(
             "payment_method_unsupported",
@@ -78,6 +86,10 @@ async fn chosen<S: Store>(state: &AppState<S>, token: &str, method: &str) -> Res
     let conflict = |code, message: &str| {
         ApiError::invalid(code, message.to_owned()).with_status(StatusCode::CONFLICT)
     };
+    // Turned away before an address is derived for the payer.
+    if let Some(inv) = state.checkout_invoice(token).await? {
+        super::door(state, &inv, client).await?;
+    }
     match state.choose_method(token, method).await {
         Ok(_) => Ok(()),
         Err(ChooseError::NotFound) => Err(ApiError::not_found("payment request")),

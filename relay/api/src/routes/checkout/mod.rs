@@ -18,6 +18,7 @@ pub use policy::{frame_ancestors, CardForm, CheckoutSettings};
 pub(crate) use policy::{guard, public_json, JSON_CSP};
 
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::ClientAddress;
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -263,6 +264,32 @@ fn return_link<'a>(inv: &'a Invoice, st: &State_) -> Option<&'a str> {
         .flatten()
 }
 
+/// Turns away a payer the merchant's block lists name (its address, the invoice's email), before
+/// it is shown how to pay: 403 `payment_blocked`.
+pub(crate) async fn door<S: Store>(
+    state: &AppState<S>,
+    inv: &Invoice,
+    client: Option<std::net::IpAddr>,
+) -> Result<(), ApiError> {
+    let address = client.map(|c| c.to_string());
+    match state.turned_away(inv, address.as_deref()).await? {
+        None => Ok(()),
+        Some(rule) => {
+            tracing::info!(target: "relay::risk", invoice = %inv.id, %rule, "payer turned away at the checkout page");
+            Err(blocked())
+        }
+    }
+}
+
+/// What a payer the merchant's rules refuse is told (never which rule).
+pub(crate) fn blocked() -> ApiError {
+    ApiError::invalid(
+        "payment_blocked",
+        "this payment cannot be accepted; nothing was charged",
+    )
+    .with_status(StatusCode::FORBIDDEN)
+}
+
 /// Finds the invoice of a checkout token and its merchant's name.
 async fn load<S: Store>(
     state: &AppState<S>,
@@ -347,6 +374,7 @@ pub async fn page<S: Store>(
     State(state): State<AppState<S>>,
     Path(token): Path<String>,
     Query(q): Query<PageQuery>,
+    ClientAddress(client): ClientAddress,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let lang = q.lang_with(&headers);
@@ -361,6 +389,15 @@ pub async fn page<S: Store>(
             "not_found",
         ));
     };
+    if door(&state, &inv, client).await.is_err() {
+        return Ok(message_page(
+            &state,
+            lang,
+            StatusCode::FORBIDDEN,
+            "blocked_title",
+            "blocked",
+        ));
+    }
     let st = state_of(&inv, &s, now);
     let view = InvoiceView::for_payer(&inv, now, state.rates.as_ref());
     let currency = view.currency.clone();
@@ -502,6 +539,8 @@ fn html(body: String) -> ([(header::HeaderName, &'static str); 1], String) {
     responses(
         (status = 200, description = "The payment request", body = PaymentRequestView,
             headers(("Access-Control-Allow-Origin" = String, description = "`*`: any wallet app may read it"))),
+        (status = 403, description = "The merchant's rules turn this payer away (`payment_blocked`)", body = ErrorBody,
+            headers(("Access-Control-Allow-Origin" = String, description = "`*`"))),
         (status = 404, description = "No payment request has this token (`resource_missing`)", body = ErrorBody,
             headers(("Access-Control-Allow-Origin" = String, description = "`*`"))),
     ),
@@ -511,18 +550,22 @@ pub async fn payment_request<S: Store>(
     State(state): State<AppState<S>>,
     Path(token): Path<String>,
     Query(q): Query<PageQuery>,
+    ClientAddress(client): ClientAddress,
     headers: HeaderMap,
 ) -> Response {
     let s = Strings::of(q.lang_with(&headers));
     let r = match load(&state, &token).await {
-        Ok(Some((inv, merchant))) => Json(request_view(
-            &inv,
-            merchant,
-            &s,
-            state.clock.now(),
-            state.rates.as_ref(),
-        ))
-        .into_response(),
+        Ok(Some((inv, merchant))) => match door(&state, &inv, client).await {
+            Ok(()) => Json(request_view(
+                &inv,
+                merchant,
+                &s,
+                state.clock.now(),
+                state.rates.as_ref(),
+            ))
+            .into_response(),
+            Err(e) => e.into_response(),
+        },
         Ok(None) => ApiError::not_found("payment request").into_response(),
         Err(e) => e.into_response(),
     };
