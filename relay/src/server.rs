@@ -415,6 +415,15 @@ async fn prune_loop<S: Store + Clone>(
             }
             Err(e) => tracing::warn!(target: "relay", error = %e, "pruning old records failed"),
         }
+        // Velocity signals older than any window may look back.
+        let window = Duration::from_secs(relay_core::risk::MAX_WINDOW_SECS);
+        match store.prune_signals(before(window)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(target: "relay::risk", signals = n, "pruned old risk signals"),
+            Err(e) => {
+                tracing::warn!(target: "relay::risk", error = %e, "pruning risk signals failed")
+            }
+        }
     }
 }
 

@@ -144,18 +144,8 @@ impl<S: Store> Engine<S> {
         id: &str,
     ) -> Result<ReviewOf, ReviewError> {
         let found = self.review(merchant, id).await?;
-        let close = InvoiceInput::CloseReview {
-            id: id.to_owned(),
-            approve: true,
-        };
-        self.apply(&found.invoice.id, &close).await?;
-        self.store.durable().await?;
-        let authorized = found
-            .invoice
-            .payments
-            .iter()
-            .any(|p| p.reference == found.payment && p.status == PaymentStatus::Pending);
-        if payment_method(&found) == Some(Method::Card) && authorized {
+        self.close(&found, id, true).await?;
+        if paid_how(&found) == Some((Method::Card, PaymentStatus::Pending)) {
             self.capture_card(&found).await?;
         }
         self.review(merchant, id).await
@@ -170,21 +160,13 @@ impl<S: Store> Engine<S> {
         refund_address: Option<&str>,
     ) -> Result<ReviewOf, ReviewError> {
         let found = self.review(merchant, id).await?;
-        let method = payment_method(&found);
+        let how = paid_how(&found);
+        let method = how.map(|(m, _)| m);
         if method == Some(Method::Bitcoin) && refund_address.is_none() {
             return Err(ReviewError::RefundAddressMissing);
         }
-        let close = InvoiceInput::CloseReview {
-            id: id.to_owned(),
-            approve: false,
-        };
-        self.apply(&found.invoice.id, &close).await?;
-        self.store.durable().await?;
-        let captured = found
-            .invoice
-            .payments
-            .iter()
-            .any(|p| p.reference == found.payment && p.status.is_final());
+        self.close(&found, id, false).await?;
+        let captured = how.is_some_and(|(_, status)| status.is_final());
         match method {
             // Charged already (confirmed without the page's door): refunded in full.
             Some(Method::Card) if captured => self.refund_whole(merchant, &found, None).await?,
@@ -193,6 +175,17 @@ impl<S: Store> Engine<S> {
             _ => {}
         }
         self.review(merchant, id).await
+    }
+
+    /// Closes review `id` one way, durably (the same way again changes nothing).
+    async fn close(&self, found: &ReviewOf, id: &str, approve: bool) -> Result<(), ReviewError> {
+        let close = InvoiceInput::CloseReview {
+            id: id.to_owned(),
+            approve,
+        };
+        self.apply(&found.invoice.id, &close).await?;
+        self.store.durable().await?;
+        Ok(())
     }
 
     /// Refunds all of a rejected review's payment (to `address`, for bitcoin), unless a refund of
@@ -323,11 +316,12 @@ impl<S: Store> Engine<S> {
     }
 }
 
-fn payment_method(found: &ReviewOf) -> Option<Method> {
+/// The rail and status of the payment under review.
+fn paid_how(found: &ReviewOf) -> Option<(Method, PaymentStatus)> {
     found
         .invoice
         .payments
         .iter()
         .find(|p| p.reference == found.payment)
-        .map(|p| p.method)
+        .map(|p| (p.method, p.status))
 }

@@ -77,6 +77,16 @@ impl Risk for PgStore {
         Ok(())
     }
 
+    async fn prune_signals(&self, before: Timestamp) -> Result<usize, StoreError> {
+        let n = sqlx::query("DELETE FROM risk_signals WHERE at < $1")
+            .bind(before.0)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
     async fn signals_since(
         &self,
         merchant: &MerchantId,

@@ -71,6 +71,23 @@ impl Risk for SledStore {
         Ok(())
     }
 
+    async fn prune_signals(&self, before: Timestamp) -> Result<usize, StoreError> {
+        let tree = &self.inner.risk_signals;
+        let mut old = Vec::new();
+        for entry in tree.iter() {
+            let (k, v) = entry?;
+            let (at, ..): (i64, String, String) = decode("risk signal", &v)?;
+            if at < before.0 {
+                old.push(k);
+            }
+        }
+        let _gate = self.write_gate();
+        for k in &old {
+            tree.remove(k)?;
+        }
+        Ok(old.len())
+    }
+
     async fn signals_since(
         &self,
         merchant: &MerchantId,

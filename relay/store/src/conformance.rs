@@ -250,6 +250,20 @@ async fn risk_rules_versioned_and_signals_counted_once<S: Store>(
         .await
         .unwrap();
     assert!(none.is_empty(), "a key is not a prefix of another");
+    // Pruning drops what is older than the cut, for every merchant, and keeps the rest.
+    assert_eq!(s.prune_signals(Timestamp(200)).await.unwrap(), 2);
+    let left = s
+        .signals_since(&m.id, "ip:203.0.113.9", Timestamp(0))
+        .await
+        .unwrap();
+    assert_eq!(left, vec![signal("b", 200, 700)]);
+    assert_eq!(
+        s.signals_since(&other.id, "ip:203.0.113.9", Timestamp(0))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 async fn refused_write_leaves_nothing<S: Store>(dir: &Path, open: &dyn Fn(&Path) -> S) {

@@ -176,6 +176,12 @@ pub trait Risk: Send + Sync + 'static {
         merchant: &MerchantId,
         signal: &Signal,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Deletes the signals of every merchant older than `before` (no window looks back that far).
+    /// Returns how many went.
+    fn prune_signals(
+        &self,
+        before: Timestamp,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
     /// The signals recorded under `key` at or after `since` (one per id), in no order: the
     /// caller counts each of its windows from one read.
     fn signals_since(

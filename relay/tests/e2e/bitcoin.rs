@@ -59,7 +59,7 @@ pub(crate) struct BtcEnv {
 }
 
 impl BtcEnv {
-    async fn start(confirmations: u32, kind: &str) -> BtcEnv {
+    pub(crate) async fn start(confirmations: u32, kind: &str) -> BtcEnv {
         Self::start_shops(confirmations, kind, false).await
     }
 
@@ -106,7 +106,7 @@ impl BtcEnv {
     }
 
     /// A new bitcoin invoice: (id, the script to pay, sat due).
-    async fn invoice(&self, amount: &str, expires_in: i64) -> (String, ScriptBuf, u64) {
+    pub(crate) async fn invoice(&self, amount: &str, expires_in: i64) -> (String, ScriptBuf, u64) {
         let (status, inv) = create_invoice(
             &self.client,
             &self.server.url,
@@ -137,13 +137,13 @@ impl BtcEnv {
         )
     }
 
-    fn pay(&mut self, outputs: &[(ScriptBuf, u64)]) -> Transaction {
+    pub(crate) fn pay(&mut self, outputs: &[(ScriptBuf, u64)]) -> Transaction {
         let tx = self.wallet.pay(outputs).unwrap();
         broadcast(&self.node, &tx).unwrap();
         tx
     }
 
-    fn mine(&self, n: u32) {
+    pub(crate) fn mine(&self, n: u32) {
         self.node.mine(n, &[0xee; 20]).unwrap();
     }
 
@@ -151,7 +151,7 @@ impl BtcEnv {
         get_invoice(&self.client, &self.server.url, &self.key, id).await
     }
 
-    async fn until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
         wait_for(&self.client, &self.server.url, &self.key, id, done).await
     }
 

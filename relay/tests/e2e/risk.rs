@@ -53,6 +53,28 @@ async fn decide(
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// A 25 USD Ethereum invoice paid by the payer, once its payment's review is open: its id, its
+/// escrow payment id and the invoice.
+async fn pay_into_review(env: &EthEnv) -> (String, String, Value) {
+    let inv = env
+        .invoice(json!({"amount": "25.00", "currency": "USD", "payment_methods": ["ethereum"]}))
+        .await;
+    let id = inv["id"].as_str().unwrap().to_owned();
+    let payment_id = inv["payment_methods"]["ethereum"]["payment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.pay(&inv);
+    let inv = env
+        .until(&id, |i| {
+            i["payments"]
+                .as_array()
+                .is_some_and(|p| p.len() == 1 && p[0]["review"].is_object())
+        })
+        .await;
+    (id, payment_id, inv)
+}
+
 /// Mines a few blocks and gives the operator time to act, then checks it did nothing.
 async fn left_in_escrow(env: &EthEnv, payment_id: &str) {
     env.anvil.mine(3).unwrap();
@@ -105,23 +127,9 @@ async fn a_deposit_from_a_sanctioned_address_is_held_and_voided_back_when_reject
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let inv = env
-        .invoice(json!({"amount": "25.00", "currency": "USD", "payment_methods": ["ethereum"]}))
-        .await;
-    let id = inv["id"].as_str().unwrap();
-    let payment_id = inv["payment_methods"]["ethereum"]["payment_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let before = env.anvil.balance(&env.eth.payer).unwrap();
-    env.pay(&inv);
-    let inv = env
-        .until(id, |i| {
-            i["payments"]
-                .as_array()
-                .is_some_and(|p| p.len() == 1 && p[0]["review"].is_object())
-        })
-        .await;
+    let (id, payment_id, inv) = pay_into_review(&env).await;
+    let id = id.as_str();
     let p = only_payment(&inv);
     assert_eq!(p["risk"]["sanctioned"], true, "{p}");
     assert_eq!(p["risk"]["action"], "block");
@@ -211,20 +219,8 @@ async fn a_payer_over_its_velocity_limit_is_held_until_approved_then_captured() 
     assert_eq!(paid_once, 10_000_000_000_000_000);
 
     // The second from the same sender goes to review, held in the escrow.
-    let second = env.invoice(body).await;
-    let id = second["id"].as_str().unwrap();
-    let payment_id = second["payment_methods"]["ethereum"]["payment_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    env.pay(&second);
-    let inv = env
-        .until(id, |i| {
-            i["payments"]
-                .as_array()
-                .is_some_and(|p| p.len() == 1 && p[0]["review"].is_object())
-        })
-        .await;
+    let (id, payment_id, inv) = pay_into_review(&env).await;
+    let id = id.as_str();
     let p = only_payment(&inv);
     assert_eq!(p["risk"]["action"], "review");
     assert_eq!(p["risk"]["reasons"][0]["rule"], "one_a_day");
@@ -446,4 +442,89 @@ async fn a_card_in_review_is_authorized_only_then_captured_or_released() {
     assert!(refunds[0]["gateway_refund"].is_string(), "{rejected}");
     let charge = &env.gw.get(&format!("/v1/payment_intents/{pi}")).unwrap()["charges"]["data"][0];
     assert_eq!(charge["amount_refunded"], 40000, "{charge}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bitcoin_payer_is_known_by_its_inputs_flagged_and_refunded_on_rejection() {
+    use relay_bitcoin::bitcoin::{Address, Network};
+    let mut env = crate::bitcoin::BtcEnv::start(1, "wpkh").await;
+    let (url, key) = (env.server.url.clone(), env.key.clone());
+    let client = env.client.clone();
+    // The payer's address as the relay encodes it for the node's network (its inputs spend it).
+    let payer = Address::from_script(&env.wallet.script(), Network::Regtest)
+        .unwrap()
+        .to_string();
+    put_rules(
+        &client,
+        &url,
+        &key,
+        json!([
+            {"type": "list", "id": "watched", "field": "address", "values": [payer.to_uppercase()], "action": "review"},
+            {"type": "velocity", "id": "two_a_day", "key": "btc_input", "window_secs": 86400, "max_count": 1, "action": "review"}
+        ]),
+    )
+    .await;
+    let (first, script, sat) = env.invoice("10.00", 900).await;
+    env.pay(&[(script, sat)]);
+    env.mine(1);
+    let inv = env.until(&first, |i| i["status"] == "settled").await;
+    let p = only_payment(&inv);
+    assert_eq!(p["risk"]["action"], "review", "{p}");
+    assert_eq!(p["risk"]["reasons"][0]["rule"], "watched");
+    assert_ne!(p["held"], true, "already the merchant's: flagged, not held");
+    assert_eq!(inv["in_review"], true);
+    // The second payment from the same inputs is over the velocity limit too.
+    let (second, script, sat) = env.invoice("5.00", 900).await;
+    env.pay(&[(script, sat)]);
+    env.mine(1);
+    let inv = env.until(&second, |i| i["status"] == "settled").await;
+    let rules: Vec<&str> = only_payment(&inv)["risk"]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["watched", "two_a_day"]);
+    let queue = get_json(&client, &url, &key, "/v1/reviews").await;
+    assert_eq!(queue["data"].as_array().unwrap().len(), 2, "{queue}");
+    assert_eq!(queue["data"][0]["decision"], "flag_or_refund");
+
+    // Rejected: a refund of the whole payment to the payer's address, for the merchant's wallet.
+    let review = review_of(&inv);
+    let (status, body) = decide(&client, &url, &key, &review, "reject").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("refund_address_required"))
+    );
+    let r = client
+        .post(format!("{url}/v1/reviews/{review}/reject"))
+        .bearer_auth(&key)
+        .json(&json!({ "refund_address": payer }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let refunds = body["invoice"]["refunds"].as_array().unwrap();
+    assert_eq!(refunds.len(), 1, "{body}");
+    assert_eq!(
+        refunds[0]["amount_minor"],
+        only_payment(&inv)["amount_minor"]
+    );
+    assert_eq!(refunds[0]["address"], payer.as_str());
+    // Approving the first clears its flag.
+    let first_review = review_of(&env.until(&first, |_| true).await);
+    let (status, body) = decide(&client, &url, &key, &first_review, "approve").await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("approved")),
+        "{body}"
+    );
+    assert_eq!(
+        get_json(&client, &url, &key, "/v1/reviews").await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
 }
