@@ -97,6 +97,12 @@ impl PaymentIntent {
                 // The successful charge's time, not the time the relay asked.
                 at: self.charged_at(),
             },
+            // Authorized with manual capture (held for review): not charged yet.
+            "requires_capture" => GatewayEventKind::PaymentAuthorized {
+                intent: self.id.clone(),
+                amount: Amount::from_minor(u128::from(self.amount)),
+                currency: self.currency.clone(),
+            },
             _ => return None,
         };
         Some(GatewayEvent {

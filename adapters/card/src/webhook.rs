@@ -125,6 +125,14 @@ pub fn parse_event(body: &[u8]) -> Option<GatewayEvent> {
             currency: str_of(obj, "currency")?,
             at: v.get("created").and_then(Value::as_i64).map(Timestamp),
         }),
+        // Authorized with manual capture (a card held for review), not charged yet.
+        "payment_intent.amount_capturable_updated" => Some(GatewayEventKind::PaymentAuthorized {
+            intent: str_of(obj, "id")?,
+            amount: amount_of(obj, "amount_capturable")
+                .filter(|a| !a.is_zero())
+                .or_else(|| amount_of(obj, "amount"))?,
+            currency: str_of(obj, "currency")?,
+        }),
         "payment_intent.payment_failed" => Some(GatewayEventKind::PaymentFailed {
             intent: str_of(obj, "id")?,
             amount: amount_of(obj, "amount")?,
@@ -217,6 +225,15 @@ mod tests {
                 amount: Amount::from_minor(2500),
                 currency: "usd".into(),
                 at: Some(Timestamp(1_700_000_000)),
+            }
+        );
+        let authorized = br#"{"id":"evt_e","type":"payment_intent.amount_capturable_updated","data":{"object":{"id":"pi_2","amount":9000,"amount_capturable":9000,"currency":"usd"}}}"#;
+        assert_eq!(
+            parse_event(authorized).unwrap().kind,
+            GatewayEventKind::PaymentAuthorized {
+                intent: "pi_2".into(),
+                amount: Amount::from_minor(9000),
+                currency: "usd".into(),
             }
         );
         let refunded = br#"{"id":"evt_b","type":"charge.refunded","data":{"object":{"id":"ch_1","payment_intent":"pi_1","amount":2500,"amount_refunded":500,"currency":"usd"}}}"#;

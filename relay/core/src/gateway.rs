@@ -29,6 +29,13 @@ pub enum GatewayEventKind {
         /// payment was in time, however late its webhook arrives.
         at: Option<Timestamp>,
     },
+    /// The PaymentIntent (with manual capture) is authorized: `amount` is held on the card,
+    /// not charged until it is captured.
+    PaymentAuthorized {
+        intent: String,
+        amount: Amount,
+        currency: String,
+    },
     /// An attempt on the PaymentIntent failed (declined card); the payer may try again.
     PaymentFailed {
         intent: String,
@@ -57,6 +64,7 @@ impl GatewayEvent {
     pub fn intent(&self) -> Option<&str> {
         match &self.kind {
             GatewayEventKind::PaymentSucceeded { intent, .. }
+            | GatewayEventKind::PaymentAuthorized { intent, .. }
             | GatewayEventKind::PaymentFailed { intent, .. }
             | GatewayEventKind::Refunded { intent, .. }
             | GatewayEventKind::DisputeCreated { intent, .. } => Some(intent),
@@ -82,6 +90,19 @@ impl GatewayEvent {
                 confirmed: true,
                 confirmations: 1,
                 seen_at: *at,
+            },
+            GatewayEventKind::PaymentAuthorized {
+                intent,
+                amount,
+                currency,
+            } => InvoiceInput::Observe {
+                reference: PaymentRef::Card(intent.clone()),
+                method,
+                asset: currency.to_ascii_uppercase(),
+                amount: *amount,
+                confirmed: false,
+                confirmations: 0,
+                seen_at: None,
             },
             GatewayEventKind::PaymentFailed {
                 intent,

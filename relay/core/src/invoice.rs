@@ -353,6 +353,11 @@ pub struct Invoice {
     /// The card PaymentIntent can no longer be charged (canceled at the gateway, or finished).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub intent_closed: bool,
+    /// What the risk rules made of the card being confirmed on the PaymentIntent from the
+    /// checkout page: the card payment takes it when it is recorded, however that news comes
+    /// (the page's own answer, a webhook, reconciliation after 3-D Secure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_assessment: Option<crate::risk::Assessment>,
     /// The payer's page: its unguessable token (not the invoice id) and its full URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkout: Option<Checkout>,
@@ -400,6 +405,7 @@ impl Invoice {
             refunds: Vec::new(),
             payments_capped: false,
             intent_closed: false,
+            card_assessment: None,
             checkout: None,
             redirect_url: None,
             version: 1,
@@ -588,7 +594,7 @@ impl Invoice {
                     PaymentStatus::Pending
                 };
                 let (p, new) = self.payment_entry(
-                    reference,
+                    reference.clone(),
                     method,
                     &asset,
                     amount,
@@ -607,6 +613,9 @@ impl Invoice {
                     changed = true;
                 }
                 changed |= !events.is_empty();
+                if method == Method::Card && new {
+                    changed |= self.take_card_assessment(&reference, now, &mut events)?;
+                }
             }
             InvoiceInput::Drop { reference, status } => {
                 if matches!(status, PaymentStatus::Pending | PaymentStatus::Confirmed) {
@@ -852,6 +861,10 @@ impl Invoice {
                 deadline,
             } => {
                 changed = self.assess(&reference, assessment, deadline, now, &mut events)?;
+            }
+            InvoiceInput::CardAssessed { assessment } => {
+                changed = self.card_assessment != assessment;
+                self.card_assessment = assessment;
             }
             InvoiceInput::CloseReview { id, approve } => {
                 changed = self.close_review(&id, approve, now, &mut events)?;

@@ -17,6 +17,9 @@ use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
+/// How long a card authorization under review waits for a reviewer before it is released
+/// (authorizations lapse after about seven days).
+pub const CARD_REVIEW_SECS: i64 = 6 * 24 * 3600;
 /// Rules a merchant may have at most.
 pub const MAX_RULES: usize = 200;
 /// Entries of all of a merchant's lists together.

@@ -7,10 +7,10 @@
 use crate::apply::{retry, Attempt};
 use crate::gateway::{CardAttempt, GatewayError};
 use crate::invoices::InvoiceError;
-use crate::risk::{review_deadline, Payer};
+use crate::risk::Payer;
 use relay_core::invoice::InvoiceInput;
 use relay_core::risk::RiskAction;
-use relay_core::{CardRefusal, Invoice, Lookup, Method, PaymentRef};
+use relay_core::{CardRefusal, GatewayEvent, GatewayEventKind, Invoice, Lookup, Method};
 use relay_store::{Commit, Store, StoreError};
 use sha2::{Digest, Sha256};
 
@@ -129,71 +129,59 @@ impl<S: Store> crate::Engine<S> {
         }
         let review = assessment.action == RiskAction::Review;
         metrics::counter!("relay_checkout_card_attempts_total").increment(1);
-        let reference = PaymentRef::Card(intent.clone());
-        match gateway
+        // Stored before the card is confirmed: the card payment takes it when it is recorded,
+        // whichever way the news comes (this answer, a webhook, reconciliation after 3-D Secure).
+        let assessed = InvoiceInput::CardAssessed {
+            assessment: Some(assessment),
+        };
+        self.apply(&invoice.id, &assessed)
+            .await
+            .map_err(apply_error)?;
+        let recorded = match gateway
             .pay_with_card(&intent, card_token, review)
             .await
             .map_err(CardPayError::Gateway)?
         {
-            CardAttempt::Paid(event) => {
-                // The charge and what the door made of it, in one write; then the event is
-                // recorded (its webhook, when it comes, finds both done).
-                let mut inputs: Vec<_> = event.input().into_iter().collect();
-                inputs.push(InvoiceInput::Assess {
-                    reference,
-                    assessment,
-                    deadline: None,
-                });
-                self.apply_all(&invoice.id, &inputs)
-                    .await
-                    .map_err(apply_error)?;
-                let fingerprint: [u8; 32] = Sha256::digest(event.id.as_bytes()).into();
-                self.record_gateway_event(gateway.name(), &event, fingerprint)
-                    .await?;
-                self.store.durable().await?;
-                Ok(CardPaid::Paid)
-            }
+            CardAttempt::Paid(event) => (event, CardPaid::Paid),
             CardAttempt::Authorized {
                 intent,
                 amount,
                 currency,
             } => {
-                let now = self.clock.now();
-                let held = [
-                    InvoiceInput::Observe {
-                        reference: PaymentRef::Card(intent),
-                        method: Method::Card,
-                        asset: currency.to_ascii_uppercase(),
+                let event = GatewayEvent {
+                    id: format!("checkout:{intent}:requires_capture"),
+                    kind: GatewayEventKind::PaymentAuthorized {
+                        intent,
                         amount,
-                        confirmed: false,
-                        confirmations: 0,
-                        seen_at: None,
+                        currency,
                     },
-                    InvoiceInput::Assess {
-                        reference,
-                        deadline: review_deadline(&invoice, Method::Card, now),
-                        assessment,
-                    },
-                ];
-                self.apply_all(&invoice.id, &held)
-                    .await
-                    .map_err(apply_error)?;
-                self.store.durable().await?;
-                Ok(CardPaid::InReview)
+                };
+                (event, CardPaid::InReview)
             }
-            CardAttempt::Processing => Ok(CardPaid::Processing),
+            CardAttempt::Processing => return Ok(CardPaid::Processing),
             CardAttempt::NeedsAction { client_secret } => {
-                Ok(CardPaid::NeedsAction { client_secret })
+                return Ok(CardPaid::NeedsAction { client_secret })
             }
             CardAttempt::Declined { code, message } => {
                 metrics::counter!("relay_checkout_card_declines_total").increment(1);
+                let forget = InvoiceInput::CardAssessed { assessment: None };
+                self.apply(&invoice.id, &forget)
+                    .await
+                    .map_err(apply_error)?;
                 if let Some(fingerprint) = &card.fingerprint {
                     self.record_decline(merchant, fingerprint, card_token)
                         .await?;
                 }
-                Err(CardPayError::Declined { code, message })
+                return Err(CardPayError::Declined { code, message });
             }
-        }
+        };
+        // Applied at once, as its webhook would be (which then finds it done).
+        let (event, paid) = recorded;
+        let fingerprint: [u8; 32] = Sha256::digest(event.id.as_bytes()).into();
+        self.record_gateway_event(gateway.name(), &event, fingerprint)
+            .await?;
+        self.store.durable().await?;
+        Ok(paid)
     }
 }
 

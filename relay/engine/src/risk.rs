@@ -18,9 +18,7 @@ const RULES_FRESH_SECS: i64 = 2;
 /// How long before the payer may reclaim an escrow deposit its open review is rejected by
 /// itself: time for the void to be mined.
 pub const REVIEW_MARGIN_SECS: u64 = 600;
-/// How long a card authorization under review waits for a reviewer (authorizations lapse after
-/// about seven days).
-pub const CARD_REVIEW_SECS: i64 = 6 * 24 * 3600;
+pub use relay_core::risk::CARD_REVIEW_SECS;
 
 /// The sanctions lists in use and each merchant's compiled rules.
 #[derive(Default)]

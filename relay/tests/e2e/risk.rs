@@ -347,7 +347,8 @@ async fn three_declines_from_one_card_block_the_fourth_attempt_at_the_door() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_card_in_review_is_authorized_only_then_captured_or_released() {
-    let env = card_env(true, 3600).await;
+    // Reconciliation every second: how an authorization finished with 3-D Secure is learnt.
+    let env = card_env(true, 1).await;
     let (url, key, client) = (&env.server.url, &env.key, &env.client);
     put_rules(
         client,
@@ -420,6 +421,39 @@ async fn a_card_in_review_is_authorized_only_then_captured_or_released() {
     // Approving it now is refused: nothing can capture a released authorization.
     let (status, _) = decide(client, url, key, &review, "approve").await;
     assert_eq!(status, 409);
+
+    // A card whose bank asks for 3-D Secure: the page finishes it with Stripe.js; the
+    // authorization, learnt from the gateway afterwards, is held for review with what the page's
+    // door made of the card, and captured when approved.
+    let (id, pi) = env.card_invoice("350.00").await;
+    let checkout = env.invoice(&id).await["checkout_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) =
+        pay_on_page(client, &checkout, &card_token(&env.gw, "4000002500003155")).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("requires_action")),
+        "{body}"
+    );
+    let secret = body["client_secret"].as_str().unwrap();
+    env.gw
+        .post(
+            &format!("/v1/payment_intents/{pi}/_authenticate"),
+            &[("client_secret", secret), ("success", "true")],
+        )
+        .unwrap();
+    let inv = crate::card::wait_for(client, url, key, &id, |i| i["in_review"] == true).await;
+    let p = only_payment(&inv);
+    assert_eq!(p["status"], "pending", "{p}");
+    assert_eq!(p["risk"]["reasons"][0]["rule"], "big");
+    let review = review_of(&inv);
+    let (status, _) = decide(client, url, key, &review, "approve").await;
+    assert_eq!(status, 200);
+    let intent = env.gw.get(&format!("/v1/payment_intents/{pi}")).unwrap();
+    assert_eq!(charges(&intent), vec![(35000, true)]);
+    crate::card::wait_for(client, url, key, &id, |i| i["status"] == "settled").await;
 
     // A card charged without the page (straight at the gateway with the intent) is assessed
     // when the gateway reports it: held from the merchant, and refunded when rejected.

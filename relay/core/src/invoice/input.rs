@@ -111,6 +111,11 @@ pub enum InvoiceInput {
         assessment: crate::risk::Assessment,
         deadline: Option<Timestamp>,
     },
+    /// What the risk rules made of the card about to be confirmed from the checkout page (none:
+    /// forget it, the card was declined). The card payment takes it when it is recorded.
+    CardAssessed {
+        assessment: Option<crate::risk::Assessment>,
+    },
     /// A reviewer approves (or rejects) review `id`. Closing it again the same way changes
     /// nothing; the other way, or approving a sanctioned payment, is refused.
     CloseReview { id: String, approve: bool },

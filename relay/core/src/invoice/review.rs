@@ -9,7 +9,7 @@
 //!   (and offers a refund) but holds nothing.
 
 use super::*;
-use crate::risk::{Assessment, Review, ReviewStatus, RiskAction};
+use crate::risk::{Assessment, Review, ReviewStatus, RiskAction, CARD_REVIEW_SECS};
 
 impl Invoice {
     /// Whether `p` is held by its review (see the module's rules).
@@ -73,6 +73,21 @@ impl Invoice {
         }
         p.risk = Some(assessment);
         Ok(true)
+    }
+
+    /// A card payment recorded for the first time takes the assessment the checkout page made
+    /// of its card (a review of an authorization waits at most [`CARD_REVIEW_SECS`]).
+    pub(super) fn take_card_assessment(
+        &mut self,
+        reference: &PaymentRef,
+        now: Timestamp,
+        events: &mut Vec<EventType>,
+    ) -> Result<bool, CoreError> {
+        let Some(assessment) = self.card_assessment.clone() else {
+            return Ok(false);
+        };
+        let deadline = Some(Timestamp(now.0.saturating_add(CARD_REVIEW_SECS)));
+        self.assess(reference, assessment, deadline, now, events)
     }
 
     pub(super) fn close_review(
