@@ -33,6 +33,8 @@ use utoipa::OpenApi;
 
 /// Largest accepted request body.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+/// The largest body of `PUT /v1/risk/rules`: its lists may hold 50,000 entries.
+pub const RULES_BODY_LIMIT_BYTES: usize = 4 * 1024 * 1024;
 
 /// What every handler shares: the engine (through `Deref`, so `state.store`, `state.clock` …
 /// are the engine's) and the HTTP layer's own settings.
@@ -295,7 +297,9 @@ pub fn app<S: Store + Clone>(state: AppState<S>) -> Router {
         .route("/v1/rates", get(routes::rates::list::<S>))
         .route(
             "/v1/risk/rules",
-            get(routes::risk::get_rules::<S>).put(routes::risk::put_rules::<S>),
+            get(routes::risk::get_rules::<S>)
+                .put(routes::risk::put_rules::<S>)
+                .layer(DefaultBodyLimit::max(RULES_BODY_LIMIT_BYTES)),
         )
         .route("/v1/reviews", get(routes::risk::list::<S>))
         .route("/v1/reviews/{id}/approve", post(routes::risk::approve::<S>))

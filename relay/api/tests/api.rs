@@ -2485,6 +2485,20 @@ async fn risk_rules_are_validated_and_versioned() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     assert_eq!(r.json["version"], 1);
     assert_eq!(r.json["rules"], rules);
+    // Lists of thousands of entries fit (past the 64 KiB of other bodies).
+    let many: Vec<String> = (0..10_000)
+        .map(|n| format!("10.{}.{}.{}", n / 65536, (n / 256) % 256, n % 256))
+        .collect();
+    let big = json!({"version": 1, "rules": [{"type": "list", "id": "ips", "field": "ip", "values": many, "action": "block"}]});
+    assert!(big.to_string().len() > 64 * 1024);
+    let r = put(big).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(
+        r.json["rules"][0]["values"].as_array().unwrap().len(),
+        10_000
+    );
+    let r = put(json!({"version": 2, "rules": rules})).await;
+    assert_eq!(r.json["version"], 3);
     let r = put(json!({"version": 0, "rules": []})).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(r.json["error"]["code"], "version_conflict");

@@ -58,6 +58,7 @@ pub async fn get_rules<S: Store>(
         (status = 200, description = "The rules stored, at their new version", body = RiskRulesView),
         (status = 400, description = "A rule is not valid (`rule_invalid`, `param` names it: `rules[2].window_secs`), or the body does not parse", body = ErrorBody),
         (status = 409, description = "The rules changed since `version` (`version_conflict`)", body = ErrorBody),
+        (status = 413, description = "The body is over 4 MiB (`body_too_large`)", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
