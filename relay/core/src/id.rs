@@ -62,6 +62,15 @@ mod tests {
     }
 }
 
+impl InvoiceId {
+    /// When the id was made (unix milliseconds), as [`OrderedIds`] wrote it into its first 48
+    /// bits. Ids made otherwise (random entropy) give a meaningless time.
+    pub fn made_at_ms(&self) -> u64 {
+        let hex = &self.0[Self::PREFIX.len()..Self::PREFIX.len() + 12];
+        u64::from_str_radix(hex, 16).unwrap_or(0)
+    }
+}
+
 /// Makes identifiers that sort in the order they were made: 48 bits of milliseconds, then 48
 /// random bits, forced strictly above the previous one. The store lists and pages by id, so
 /// "newest first" needs no separate sequence number, and the events of one change keep their order.
@@ -85,6 +94,13 @@ impl OrderedIds {
 #[cfg(test)]
 mod ordered_tests {
     use super::*;
+
+    #[test]
+    fn an_invoice_id_tells_when_it_was_made() {
+        let mut ids = OrderedIds::default();
+        let id = InvoiceId::from_entropy(ids.next(1_800_000_000_123, 77));
+        assert_eq!(id.made_at_ms(), 1_800_000_000_123);
+    }
 
     #[test]
     fn ids_sort_in_creation_order_even_within_a_millisecond() {

@@ -533,7 +533,7 @@ impl Invoice {
             .payments
             .iter()
             .filter_map(|p| p.review.as_ref())
-            .map(|r| Lookup::Review(r.id.clone()));
+            .map(|r| Lookup::review(&self.merchant_id, &r.id));
         cards
             .chain(scripts)
             .chain(salts)

@@ -16,7 +16,8 @@ pub enum Lookup {
     EthSalt(String),
     /// The unguessable token of the invoice's checkout page (`/pay/{token}`).
     Checkout(String),
-    /// The review of one of its payments (`rvw_…`).
+    /// The review of one of its payments: `<merchant id>/<review id>`, so one merchant's
+    /// reviews are told apart from the key alone ([`Lookup::review`]).
     Review(String),
 }
 
@@ -44,6 +45,19 @@ impl LookupKind {
 }
 
 impl Lookup {
+    /// The lookup of review `id` (`rvw_…`) of one of `merchant`'s invoices.
+    pub fn review(merchant: &crate::MerchantId, id: &str) -> Lookup {
+        Lookup::Review(format!("{merchant}/{id}"))
+    }
+
+    /// The merchant and review id of a review's lookup.
+    pub fn review_parts(&self) -> Option<(&str, &str)> {
+        match self {
+            Lookup::Review(v) => v.split_once('/'),
+            _ => None,
+        }
+    }
+
     /// An Ethereum salt's lookup, whatever the case of its hex.
     pub fn eth_salt(salt: &str) -> Lookup {
         Lookup::EthSalt(salt.to_ascii_lowercase())

@@ -85,7 +85,20 @@ impl<S: Store> Engine<S> {
         limit: usize,
     ) -> Result<Vec<ReviewOf>, StoreError> {
         let mut found = Vec::new();
-        for (_, id) in self.store.lookups_of(LookupKind::Review).await? {
+        let mut invoices: Vec<_> = self
+            .store
+            .lookups_of(LookupKind::Review)
+            .await?
+            .into_iter()
+            .filter(|(l, _)| {
+                l.review_parts()
+                    .is_some_and(|(m, _)| m == merchant.id.as_str())
+            })
+            .map(|(_, id)| id)
+            .collect();
+        invoices.sort();
+        invoices.dedup();
+        for id in invoices {
             let Some(invoice) = self.store.invoice(&id).await? else {
                 continue;
             };
@@ -119,7 +132,7 @@ impl<S: Store> Engine<S> {
         }
         let invoice_id = self
             .store
-            .invoice_by_lookup(&Lookup::Review(id.to_owned()))
+            .invoice_by_lookup(&Lookup::review(&merchant.id, id))
             .await?
             .ok_or(ReviewError::NotFound)?;
         let invoice = self
@@ -216,11 +229,26 @@ impl<S: Store> Engine<S> {
     /// payer. Returns how many were rejected.
     pub async fn lapse_reviews(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
+        // A deadline falls at most this long after its invoice was made (its longest expiry,
+        // the escrow's capture window, a card's review time), and 60 days more are looked at
+        // (a relay down for weeks catches up): older invoices are not read. Past that, the
+        // operator still voids a deposit at its deadline by itself, and the gateway lets a card
+        // authorization lapse.
+        let window = self.ethereum.as_ref().map_or(0, |e| e.capture_window_secs);
+        let reach = relay_core::invoice::MAX_EXPIRY_SECS
+            .saturating_add(i64::try_from(window).unwrap_or(i64::MAX / 4))
+            .saturating_add(relay_core::risk::CARD_REVIEW_SECS)
+            .saturating_add(60 * 86_400);
+        let oldest_ms = now.0.saturating_sub(reach).saturating_mul(1000);
         let mut lapsed = 0;
         for (lookup, invoice) in self.store.lookups_of(LookupKind::Review).await? {
-            let Lookup::Review(id) = lookup else {
+            let Some((_, id)) = lookup.review_parts() else {
                 continue;
             };
+            let id = id.to_owned();
+            if i64::try_from(invoice.made_at_ms()).unwrap_or(i64::MAX) < oldest_ms {
+                continue;
+            }
             let Some(invoice) = self.store.invoice(&invoice).await? else {
                 continue;
             };
