@@ -10,6 +10,7 @@
 mod addresses;
 mod descriptor;
 mod error;
+mod payer;
 pub mod rpc;
 mod scan;
 mod watcher;
@@ -18,6 +19,7 @@ pub use addresses::DescriptorAddresses;
 pub use bitcoin;
 pub use descriptor::{Derived, ReceiveDescriptor};
 pub use error::BitcoinError;
+pub use payer::payer_scripts;
 pub use rpc::{BlockSource, RpcClient};
 pub use scan::{Found, ScriptIndex};
 pub use watcher::{

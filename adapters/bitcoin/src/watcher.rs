@@ -12,6 +12,7 @@
 //! scanned up to the node's tip, so a payment that the new branch re-includes is reported as seen
 //! (at its new depth) and never as reverted.
 
+use crate::payer::payer_scripts;
 use crate::rpc::BlockSource;
 use crate::scan::{Found, ScriptIndex};
 use crate::BitcoinError;
@@ -691,46 +692,6 @@ fn spends(tx: &Transaction) -> Vec<OutPoint> {
         return Vec::new();
     }
     tx.input.iter().map(|i| i.previous_output).collect()
-}
-
-/// The scripts `tx`'s inputs spent from, where an input shows its public key: a P2WPKH spend
-/// (witness: signature, key), P2SH-P2WPKH (the same witness under a one-push script), P2PKH
-/// (script: signature, key). Others (scripts, taproot) say nothing here.
-pub fn payer_scripts(tx: &Transaction) -> Vec<ScriptBuf> {
-    use bitcoin::{CompressedPublicKey, PublicKey};
-    let mut out: Vec<ScriptBuf> = Vec::new();
-    for input in tx.input.iter().filter(|_| !tx.is_coinbase()) {
-        let script = if input.witness.len() == 2 {
-            let Ok(key) = CompressedPublicKey::from_slice(&input.witness[1]) else {
-                continue;
-            };
-            let p2wpkh = ScriptBuf::new_p2wpkh(&key.wpubkey_hash());
-            if input.script_sig.is_empty() {
-                p2wpkh
-            } else {
-                ScriptBuf::new_p2sh(&p2wpkh.script_hash())
-            }
-        } else if input.witness.is_empty() {
-            let pushes: Vec<_> = input
-                .script_sig
-                .instructions()
-                .filter_map(|i| i.ok()?.push_bytes().map(|b| b.as_bytes().to_vec()))
-                .collect();
-            let [_, key] = pushes.as_slice() else {
-                continue;
-            };
-            let Ok(key) = PublicKey::from_slice(key) else {
-                continue;
-            };
-            ScriptBuf::new_p2pkh(&key.pubkey_hash())
-        } else {
-            continue;
-        };
-        if !out.contains(&script) {
-            out.push(script);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

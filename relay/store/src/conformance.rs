@@ -6,7 +6,7 @@
 //! Covered: atomicity (a refused write leaves nothing), version conflicts, idempotency races,
 //! event order, unique derivation indexes under concurrency, the webhook outbox (no event stored
 //! without its delivery queued), the ledger staying empty until money moves, and durability
-//! through `durable()` and a reopen.
+//! through `durable()` and a reopen, payment links (`links`), and risk rules and signals (`risk`).
 
 use crate::{
     Commit, IdempotencyRecord, IdempotencyWrite, InvoiceQuery, PayoutKind, PayoutWork, Store,
@@ -19,6 +19,12 @@ use relay_core::{
 };
 use std::collections::BTreeMap;
 use std::path::Path;
+
+mod links;
+mod risk;
+pub use links::link;
+use links::payment_links_are_found_versioned_and_listed;
+use risk::risk_rules_versioned_and_signals_counted_once;
 
 /// The suite's clock.
 pub const T0: Timestamp = Timestamp(1_800_000_000);
@@ -170,99 +176,6 @@ pub async fn check_all<S: Store + Clone>(open: impl Fn(&Path) -> S) {
     check!(
         "risk rules are versioned and signals counted once",
         risk_rules_versioned_and_signals_counted_once
-    );
-}
-
-async fn risk_rules_versioned_and_signals_counted_once<S: Store>(
-    dir: &Path,
-    open: &dyn Fn(&Path) -> S,
-) {
-    use crate::Signal;
-    use relay_core::risk::{RiskAction, Rule};
-    let s = open(dir);
-    let (m, other) = (merchant(1), merchant(2));
-    add_merchant(&s, &m).await;
-    add_merchant(&s, &other).await;
-    assert_eq!(s.risk_rules(&m.id).await.unwrap().version, 0, "none yet");
-    let v1 = relay_core::RiskRules {
-        version: 1,
-        updated_at: Some(Timestamp(1)),
-        rules: vec![Rule::Declines {
-            id: "d".into(),
-            window_secs: 60,
-            max: 3,
-            action: RiskAction::Block,
-        }],
-    };
-    assert!(s.put_risk_rules(&m.id, 0, &v1).await.unwrap());
-    assert!(
-        !s.put_risk_rules(&m.id, 0, &v1).await.unwrap(),
-        "a second first version is refused"
-    );
-    let v2 = relay_core::RiskRules {
-        version: 2,
-        rules: vec![],
-        ..v1.clone()
-    };
-    assert!(!s.put_risk_rules(&m.id, 5, &v2).await.unwrap(), "stale");
-    assert_eq!(s.risk_rules(&m.id).await.unwrap(), v1);
-    assert!(s.put_risk_rules(&m.id, 1, &v2).await.unwrap());
-    assert_eq!(s.risk_rules(&m.id).await.unwrap(), v2);
-    assert_eq!(s.risk_rules(&other.id).await.unwrap().version, 0);
-
-    let signal = |id: &str, at: i64, amount: u128| Signal {
-        key: "ip:203.0.113.9".into(),
-        id: id.into(),
-        at: Timestamp(at),
-        currency: "USD".into(),
-        amount,
-    };
-    for (id, at, amount) in [
-        ("a", 100, 500),
-        ("b", 200, 700),
-        ("a", 300, 999),
-        ("c", 50, 1),
-    ] {
-        s.record_signal(&m.id, &signal(id, at, amount))
-            .await
-            .unwrap();
-    }
-    s.record_signal(&other.id, &signal("z", 250, 5))
-        .await
-        .unwrap();
-    let mut found = s
-        .signals_since(&m.id, "ip:203.0.113.9", Timestamp(100))
-        .await
-        .unwrap();
-    found.sort_by(|a, b| a.id.cmp(&b.id));
-    assert_eq!(
-        found,
-        vec![signal("a", 100, 500), signal("b", 200, 700)],
-        "a counted once, as first recorded; c is older"
-    );
-    let all = s
-        .signals_since(&m.id, "ip:203.0.113.9", Timestamp(0))
-        .await
-        .unwrap();
-    assert_eq!(all.len(), 3);
-    let none = s
-        .signals_since(&m.id, "ip:203.0.113.", Timestamp(0))
-        .await
-        .unwrap();
-    assert!(none.is_empty(), "a key is not a prefix of another");
-    // Pruning drops what is older than the cut, for every merchant, and keeps the rest.
-    assert_eq!(s.prune_signals(Timestamp(200)).await.unwrap(), 2);
-    let left = s
-        .signals_since(&m.id, "ip:203.0.113.9", Timestamp(0))
-        .await
-        .unwrap();
-    assert_eq!(left, vec![signal("b", 200, 700)]);
-    assert_eq!(
-        s.signals_since(&other.id, "ip:203.0.113.9", Timestamp(0))
-            .await
-            .unwrap()
-            .len(),
-        1
     );
 }
 
@@ -710,83 +623,4 @@ async fn durable_writes_survive_reopen<S: Store>(dir: &Path, open: &dyn Fn(&Path
     assert!(s.event(&ev[0].id).await.unwrap().is_some());
     assert!(s.idempotency(&m.id, "k").await.unwrap().is_some());
     assert_eq!(s.merchant(&m.id).await.unwrap(), Some(m));
-}
-
-/// Link number `n` of `m` (ids ordered by `n`).
-pub fn link(m: &Merchant, n: u8, reusable: bool) -> relay_core::PaymentLink {
-    let mut bytes = [0u8; 12];
-    bytes[0] = n;
-    relay_core::PaymentLink {
-        id: relay_core::LinkId::from_entropy(bytes),
-        merchant_id: m.id.clone(),
-        token: format!("pl_{}", hex::encode([n; 16])),
-        url: format!("https://pay.example.com/link/pl_{n}"),
-        price: Money {
-            asset: Asset::fiat("USD", 2),
-            amount: Amount::from_minor(500),
-        },
-        description: Some(format!("link {n}")),
-        reusable,
-        methods: None,
-        redirect_url: None,
-        expires_in: 900,
-        active: true,
-        created_at: T0,
-        invoice: None,
-        made: 0,
-        version: 0,
-    }
-}
-
-async fn payment_links_are_found_versioned_and_listed<S: Store>(
-    dir: &Path,
-    open: &dyn Fn(&Path) -> S,
-) {
-    let s = open(dir);
-    let (m, other) = (merchant(1), merchant(2));
-    add_merchant(&s, &m).await;
-    add_merchant(&s, &other).await;
-    let first = link(&m, 1, false);
-    assert_eq!(
-        s.create_link(&first, Some(idem(&m.id, "link-1", 1)))
-            .await
-            .unwrap(),
-        Commit::Done
-    );
-    // The same request again: its answer, and no second link.
-    let again = s
-        .create_link(&link(&m, 9, false), Some(idem(&m.id, "link-1", 1)))
-        .await
-        .unwrap();
-    assert!(matches!(again, Commit::IdempotencyHit(_)), "{again:?}");
-    assert!(s.link(&link(&m, 9, false).id).await.unwrap().is_none());
-    // A second link with a token already taken writes nothing.
-    let mut clash = link(&m, 3, true);
-    clash.token = first.token.clone();
-    assert_eq!(s.create_link(&clash, None).await.unwrap(), Commit::Conflict);
-    assert!(s.link(&clash.id).await.unwrap().is_none());
-    assert_eq!(s.link(&first.id).await.unwrap(), Some(first.clone()));
-    assert_eq!(
-        s.link_by_token(&first.token).await.unwrap(),
-        Some(first.clone())
-    );
-    assert!(s.link_by_token("pl_nobody").await.unwrap().is_none());
-    // Versioned: of two writers from one version, one wins.
-    let (inv, _) = invoice(&m, 1, None);
-    let made = first.made(&inv.id);
-    assert_eq!(s.update_link(0, &made).await.unwrap(), Commit::Done);
-    let mut stale = first.made(&InvoiceId::from_entropy([7; 12]));
-    stale.description = None;
-    assert_eq!(s.update_link(0, &stale).await.unwrap(), Commit::Conflict);
-    assert_eq!(s.link(&first.id).await.unwrap(), Some(made.clone()));
-    // Listed newest first, per merchant, in pages.
-    let second = link(&m, 2, true);
-    s.create_link(&second, None).await.unwrap();
-    s.create_link(&link(&other, 4, true), None).await.unwrap();
-    let page = s.list_links(&m.id, None, 1).await.unwrap();
-    assert_eq!(page.items, vec![second.clone()]);
-    assert!(page.has_more);
-    let rest = s.list_links(&m.id, Some(&second.id), 10).await.unwrap();
-    assert_eq!(rest.items, vec![made]);
-    assert!(!rest.has_more);
 }
