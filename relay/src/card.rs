@@ -69,6 +69,7 @@ impl CardGateway for StripeGateway {
                 .await
                 .map_err(refusal)?;
             Ok(CardDetails {
+                card: card.id,
                 fingerprint: card.fingerprint,
                 country: card.country,
             })
@@ -98,21 +99,23 @@ impl CardGateway for StripeGateway {
         &'a self,
         payment_intent: &'a str,
         card_token: &'a str,
+        card: &'a CardDetails,
         manual_capture: bool,
     ) -> BoxFuture<'a, Result<CardAttempt, GatewayError>> {
         Box::pin(async move {
+            let token_card = relay_card::TokenCard {
+                id: card.card.clone(),
+                fingerprint: card.fingerprint.clone(),
+                country: card.country.clone(),
+            };
             match self
                 .client
-                .pay_with_card_token(payment_intent, card_token, manual_capture)
+                .pay_with_card(payment_intent, card_token, &token_card, manual_capture)
                 .await
             {
                 Ok(pi) => Ok(match (pi.status.as_str(), pi.as_event()) {
                     ("succeeded", Some(event)) => CardAttempt::Paid(event),
-                    ("requires_capture", _) => CardAttempt::Authorized {
-                        intent: pi.id.clone(),
-                        amount: relay_core::Amount::from_minor(u128::from(pi.amount)),
-                        currency: pi.currency.clone(),
-                    },
+                    ("requires_capture", Some(event)) => CardAttempt::Authorized(event),
                     ("requires_action", _) => CardAttempt::NeedsAction {
                         client_secret: pi.client_secret.unwrap_or_default(),
                     },

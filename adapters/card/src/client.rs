@@ -272,22 +272,22 @@ impl GatewayClient {
     }
 
     /// Charges the card a payer's browser tokenized (`tok_…`, from the gateway's Stripe.js) on
-    /// the PaymentIntent `id`: the token's card becomes the intent's payment method, then the
-    /// intent is confirmed. The amount is the intent's own, which the payer cannot change, and a
+    /// the PaymentIntent `id`: the token's card (`card`, from [`GatewayClient::card_of_token`])
+    /// becomes the intent's payment method, then the intent is confirmed. The amount is the intent's own, which the payer cannot change, and a
     /// PaymentIntent charges at most once however often it is confirmed.
     ///
     /// `Ok` is the intent after the attempt (`succeeded`, `requires_action` for 3-D Secure,
     /// `processing`); a declined card is `Err(Rejected { status: 402, .. })`. When the confirmation's
     /// answer is unclear (cut off, a 5xx, or a refusal because an earlier try went through), the
     /// intent is read back and returned as it stands.
-    pub async fn pay_with_card_token(
+    pub async fn pay_with_card(
         &self,
         id: &str,
         card_token: &str,
+        card: &TokenCard,
         manual_capture: bool,
     ) -> Result<PaymentIntent, GatewayError> {
-        let card = self.card_of_token(card_token).await?;
-        let mut form = vec![("payment_method", card.id)];
+        let mut form = vec![("payment_method", card.id.clone())];
         if manual_capture {
             // Authorized only: captured when a reviewer approves, canceled when one rejects.
             form.push(("capture_method", "manual".to_owned()));

@@ -6,7 +6,7 @@
 #![allow(clippy::print_stdout)]
 
 use relay_core::invoice::Method;
-use relay_core::risk::{History, ListField, PayerKey, Rule, Sanctions, Signals, Totals};
+use relay_core::risk::{History, ListField, Payer, PayerKey, Rule, Sanctions, Signals, Totals};
 use relay_core::{RiskAction, RiskRules};
 use std::time::{Duration, Instant};
 
@@ -92,13 +92,15 @@ fn signals(n: usize) -> Signals {
         method: Some(Method::Card),
         price_currency: "USD".into(),
         price_minor: 500 + n as u128 * 7,
-        card_fingerprint: Some(format!("fp{}x{}", n % 40, n % 500)),
-        card_country: Some("US".into()),
-        eth_sender: None,
-        btc_inputs: Vec::new(),
-        addresses: vec![format!("0x{:040x}", n * 3)],
-        ip: Some(format!("10.{}.{}.{}", n % 40, n % 3, n % 256)),
         email: Some(format!("user{}x{}@example.com", n % 40, n % 400)),
+        payer: Payer {
+            card_fingerprint: Some(format!("fp{}x{}", n % 40, n % 500)),
+            card_country: Some("US".into()),
+            eth_sender: None,
+            btc_inputs: Vec::new(),
+            addresses: vec![format!("0x{:040x}", n * 3)],
+            ip: Some(format!("10.{}.{}.{}", n % 40, n % 3, n % 256)),
+        },
     }
 }
 

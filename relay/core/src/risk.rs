@@ -416,7 +416,9 @@ impl RiskRules {
 mod assess;
 mod review;
 mod sanctions;
-pub use assess::{decline_key, signal_key, Assessment, History, Reason, Signals, Totals, Window};
+pub use assess::{
+    decline_key, signal_key, Assessment, History, Payer, Reason, Signals, Totals, Window,
+};
 pub use review::{is_review_id, review_id, Review, ReviewStatus};
 pub use sanctions::Sanctions;
 

@@ -109,7 +109,7 @@ impl<S: Store> Engine<S> {
         let charged_card = method == relay_core::Method::Card && p.status.is_final();
         let worth = invoice.credit(method, p.amount);
         let worth = u128::try_from(worth).unwrap_or(u128::MAX);
-        let signals = self.signals(invoice, method, payer);
+        let signals = relay_core::risk::Signals::of(invoice, method, payer.clone());
         let assessment = self
             .assess(
                 &invoice.merchant_id,

@@ -10,7 +10,7 @@ use crate::invoices::InvoiceError;
 use crate::risk::Payer;
 use relay_core::invoice::InvoiceInput;
 use relay_core::risk::RiskAction;
-use relay_core::{CardRefusal, GatewayEvent, GatewayEventKind, Invoice, Lookup, Method};
+use relay_core::{CardRefusal, Invoice, Lookup, Method};
 use relay_store::{Commit, Store, StoreError};
 use sha2::{Digest, Sha256};
 
@@ -113,11 +113,11 @@ impl<S: Store> crate::Engine<S> {
             .map_err(CardPayError::Gateway)?;
         let payer = Payer {
             card_fingerprint: card.fingerprint.clone(),
-            card_country: card.country,
+            card_country: card.country.clone(),
             ip: client.map(str::to_owned),
             ..Payer::default()
         };
-        let signals = self.signals(&invoice, Method::Card, &payer);
+        let signals = relay_core::risk::Signals::of(&invoice, Method::Card, payer);
         let worth = u128::try_from(invoice.price.amount.0).unwrap_or(u128::MAX);
         let merchant = &invoice.merchant_id;
         let assessment = self.assess(merchant, &signals, card_token, worth).await?;
@@ -138,26 +138,12 @@ impl<S: Store> crate::Engine<S> {
             .await
             .map_err(apply_error)?;
         let recorded = match gateway
-            .pay_with_card(&intent, card_token, review)
+            .pay_with_card(&intent, card_token, &card, review)
             .await
             .map_err(CardPayError::Gateway)?
         {
             CardAttempt::Paid(event) => (event, CardPaid::Paid),
-            CardAttempt::Authorized {
-                intent,
-                amount,
-                currency,
-            } => {
-                let event = GatewayEvent {
-                    id: format!("checkout:{intent}:requires_capture"),
-                    kind: GatewayEventKind::PaymentAuthorized {
-                        intent,
-                        amount,
-                        currency,
-                    },
-                };
-                (event, CardPaid::InReview)
-            }
+            CardAttempt::Authorized(event) => (event, CardPaid::InReview),
             CardAttempt::Processing => return Ok(CardPaid::Processing),
             CardAttempt::NeedsAction { client_secret } => {
                 return Ok(CardPaid::NeedsAction { client_secret })

@@ -66,6 +66,7 @@ pub trait CardGateway: Send + Sync + 'static {
         &'a self,
         payment_intent: &'a str,
         card_token: &'a str,
+        card: &'a CardDetails,
         manual_capture: bool,
     ) -> BoxFuture<'a, Result<CardAttempt, GatewayError>>;
 
@@ -105,17 +106,16 @@ pub enum CardAttempt {
     NeedsAction { client_secret: String },
     /// The card was declined; the payer may try another.
     Declined { code: String, message: String },
-    /// Authorized, not captured (manual capture): `amount` of `currency` is held on the card.
-    Authorized {
-        intent: String,
-        amount: relay_core::Amount,
-        currency: String,
-    },
+    /// Authorized, not captured (manual capture): the event (`PaymentAuthorized`) its webhook
+    /// or reconciliation will also carry.
+    Authorized(GatewayEvent),
 }
 
 /// A card as the gateway describes it before a charge.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CardDetails {
+    /// The gateway's own id of the card (what the PaymentIntent is charged with).
+    pub card: String,
     pub fingerprint: Option<String>,
     /// ISO 3166 alpha-2.
     pub country: Option<String>,

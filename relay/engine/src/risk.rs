@@ -65,16 +65,7 @@ impl From<StoreError> for RulesError {
     }
 }
 
-/// What a payment looks like to the risk rules beyond its invoice: who paid, from where.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Payer {
-    pub card_fingerprint: Option<String>,
-    pub card_country: Option<String>,
-    pub eth_sender: Option<String>,
-    pub btc_inputs: Vec<String>,
-    pub addresses: Vec<String>,
-    pub ip: Option<String>,
-}
+pub use relay_core::risk::Payer;
 
 impl<S: Store> Engine<S> {
     /// The merchant's rules as stored (version 0: none yet).
@@ -138,22 +129,6 @@ impl<S: Store> Engine<S> {
             .unwrap_or_else(|p| p.into_inner())
             .insert(merchant.clone(), (now, compiled.clone()));
         Ok(compiled)
-    }
-
-    /// The signals of a payment of `amount` (in `method`'s asset) on `invoice` by `payer`.
-    pub fn signals(&self, invoice: &Invoice, method: Method, payer: &Payer) -> Signals {
-        Signals {
-            method: Some(method),
-            price_currency: invoice.price.asset.code.clone(),
-            price_minor: u128::try_from(invoice.price.amount.0).unwrap_or(u128::MAX),
-            card_fingerprint: payer.card_fingerprint.clone(),
-            card_country: payer.card_country.clone(),
-            eth_sender: payer.eth_sender.clone(),
-            btc_inputs: payer.btc_inputs.clone(),
-            addresses: payer.addresses.clone(),
-            ip: payer.ip.clone(),
-            email: invoice.metadata.get("email").cloned(),
-        }
     }
 
     /// Assesses what `signals` describe, on the merchant's rules and the sanctions lists. The
@@ -223,7 +198,7 @@ impl<S: Store> Engine<S> {
             ip: client.map(str::to_owned),
             ..Payer::default()
         };
-        let signals = self.signals(invoice, Method::Card, &payer);
+        let signals = Signals::of(invoice, Method::Card, payer);
         Ok(rules.listed_block(&signals).map(str::to_owned))
     }
 

@@ -39,13 +39,9 @@ pub fn decline_key(fingerprint: &str) -> String {
 /// The answers to the [`Window`]s [`CompiledRules::windows`] asked for.
 pub type History = HashMap<Window, Totals>;
 
-/// What is known of one payment (or one attempt to pay) when it is assessed.
+/// Who paid, as far as its rail tells.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Signals {
-    pub method: Option<Method>,
-    /// The invoice's price: currency code and minor units.
-    pub price_currency: String,
-    pub price_minor: u128,
+pub struct Payer {
     pub card_fingerprint: Option<String>,
     pub card_country: Option<String>,
     /// The escrow deposit's sender (`0x` lowercase).
@@ -54,19 +50,42 @@ pub struct Signals {
     pub btc_inputs: Vec<String>,
     /// Addresses of the payer on its chain (the sender; the inputs' addresses).
     pub addresses: Vec<String>,
+    /// The client address of a card attempt at the checkout page.
     pub ip: Option<String>,
+}
+
+/// What is known of one payment (or one attempt to pay) when it is assessed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Signals {
+    pub method: Option<Method>,
+    /// The invoice's price: currency code and minor units.
+    pub price_currency: String,
+    pub price_minor: u128,
+    /// The invoice's `metadata.email`.
     pub email: Option<String>,
+    pub payer: Payer,
 }
 
 impl Signals {
+    /// The signals of a payment on `method` of `invoice` by `payer`.
+    pub fn of(invoice: &crate::Invoice, method: Method, payer: Payer) -> Signals {
+        Signals {
+            method: Some(method),
+            price_currency: invoice.price.asset.code.clone(),
+            price_minor: u128::try_from(invoice.price.amount.0).unwrap_or(u128::MAX),
+            email: invoice.metadata.get("email").cloned(),
+            payer,
+        }
+    }
+
     /// The payer's keys of one kind (a bitcoin payment may have several input scripts).
     pub fn keys(&self, key: PayerKey) -> Vec<String> {
         let one = |v: &Option<String>| v.iter().cloned().collect::<Vec<_>>();
         let values = match key {
-            PayerKey::CardFingerprint => one(&self.card_fingerprint),
-            PayerKey::EthSender => one(&self.eth_sender),
-            PayerKey::BtcInput => self.btc_inputs.clone(),
-            PayerKey::Ip => one(&self.ip),
+            PayerKey::CardFingerprint => one(&self.payer.card_fingerprint),
+            PayerKey::EthSender => one(&self.payer.eth_sender),
+            PayerKey::BtcInput => self.payer.btc_inputs.clone(),
+            PayerKey::Ip => one(&self.payer.ip),
         };
         values
             .into_iter()
@@ -91,14 +110,15 @@ impl Signals {
         let one = |v: &Option<String>| v.iter().map(|s| normalize(field, s)).collect();
         match field {
             ListField::Address => self
+                .payer
                 .addresses
                 .iter()
                 .map(|a| normalize_address(a))
                 .collect(),
-            ListField::CardFingerprint => one(&self.card_fingerprint),
+            ListField::CardFingerprint => one(&self.payer.card_fingerprint),
             ListField::Email => one(&self.email),
-            ListField::Ip => one(&self.ip),
-            ListField::CardCountry => one(&self.card_country),
+            ListField::Ip => one(&self.payer.ip),
+            ListField::CardCountry => one(&self.payer.card_country),
         }
     }
 }
@@ -181,7 +201,7 @@ impl CompiledRules {
                         .map(|key| Window { key, secs: *window }),
                 ),
                 Compiled::Declines { window, .. } => {
-                    out.extend(signals.card_fingerprint.iter().map(|f| Window {
+                    out.extend(signals.payer.card_fingerprint.iter().map(|f| Window {
                         key: decline_key(f),
                         secs: *window,
                     }))
@@ -271,6 +291,7 @@ impl CompiledRules {
                     action,
                 } => {
                     let declines = signals
+                        .payer
                         .card_fingerprint
                         .as_ref()
                         .and_then(|f| {
@@ -321,7 +342,7 @@ impl CompiledRules {
                 _ => {}
             }
         }
-        let sanctioned = signals.addresses.iter().find_map(|a| {
+        let sanctioned = signals.payer.addresses.iter().find_map(|a| {
             sanctions.hit(a).map(|asset| Reason {
                 rule: "sanctions".into(),
                 code: "sanctioned".into(),

@@ -18,11 +18,13 @@ fn card(fingerprint: &str, price: u128) -> Signals {
         method: Some(Method::Card),
         price_currency: "USD".into(),
         price_minor: price,
-        card_fingerprint: Some(fingerprint.into()),
-        card_country: Some("us".into()),
-        ip: Some("203.0.113.9".into()),
         email: Some("Payer@Example.com".into()),
-        ..Signals::default()
+        payer: Payer {
+            card_fingerprint: Some(fingerprint.into()),
+            card_country: Some("us".into()),
+            ip: Some("203.0.113.9".into()),
+            ..Payer::default()
+        },
     }
 }
 
@@ -180,9 +182,12 @@ fn an_allow_list_overrides_the_rules_but_never_a_sanctions_list() {
     let s = Signals {
         price_currency: "USD".into(),
         price_minor: 100,
-        eth_sender: Some("0xabcd000000000000000000000000000000000001".into()),
-        addresses: vec!["0xabcd000000000000000000000000000000000001".into()],
-        ip: Some("203.0.113.9".into()),
+        payer: Payer {
+            eth_sender: Some("0xabcd000000000000000000000000000000000001".into()),
+            addresses: vec!["0xabcd000000000000000000000000000000000001".into()],
+            ip: Some("203.0.113.9".into()),
+            ..Payer::default()
+        },
         ..Signals::default()
     };
     let none = Sanctions::default();
@@ -235,10 +240,8 @@ fn the_door_turns_away_block_listed_payers_unless_an_allow_list_names_them() {
     .unwrap();
     let s = card("fp", 100);
     assert_eq!(r.listed_block(&s), Some("bad_ips"));
-    let elsewhere = Signals {
-        ip: Some("198.51.100.1".into()),
-        ..s.clone()
-    };
+    let mut elsewhere = s.clone();
+    elsewhere.payer.ip = Some("198.51.100.1".into());
     assert_eq!(
         r.listed_block(&elsewhere),
         None,
