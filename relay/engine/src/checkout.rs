@@ -12,7 +12,6 @@ use relay_core::invoice::InvoiceInput;
 use relay_core::risk::RiskAction;
 use relay_core::{CardRefusal, Invoice, Lookup, Method};
 use relay_store::{Commit, Store, StoreError};
-use sha2::{Digest, Sha256};
 
 /// Whether `token` has the shape of a checkout token (`cs_` and 32 hex digits): anything else is
 /// not looked up.
@@ -163,9 +162,7 @@ impl<S: Store> crate::Engine<S> {
         };
         // Applied at once, as its webhook would be (which then finds it done).
         let (event, paid) = recorded;
-        let fingerprint: [u8; 32] = Sha256::digest(event.id.as_bytes()).into();
-        self.record_gateway_event(gateway.name(), &event, fingerprint)
-            .await?;
+        self.record_fetched_event(gateway.name(), &event).await?;
         self.store.durable().await?;
         Ok(paid)
     }

@@ -8,6 +8,7 @@
 use crate::apply::Attempt;
 use relay_core::{CardIntent, Event, GatewayEvent, Lookup, Timestamp};
 use relay_store::{Commit, IdempotencyRecord, Store, StoreError};
+use sha2::Digest;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -153,6 +154,17 @@ pub enum Handled {
 }
 
 impl<S: Store> crate::Engine<S> {
+    /// Records an event the relay learnt by asking the gateway itself (reconciliation, a charge
+    /// or capture it just made), not from a signed webhook: its fingerprint is its id's.
+    pub async fn record_fetched_event(
+        &self,
+        source: &str,
+        event: &GatewayEvent,
+    ) -> Result<Handled, StoreError> {
+        let fingerprint: [u8; 32] = sha2::Sha256::digest(event.id.as_bytes()).into();
+        self.record_gateway_event(source, event, fingerprint).await
+    }
+
     /// Records `event` (keyed `{source}:{event id}`) and applies it to its invoice in one transaction.
     /// Shared by the webhook route and reconciliation: a missed webhook and a delivered one have the
     /// same effect, once.

@@ -8,7 +8,6 @@ use crate::Engine;
 use relay_core::invoice::InvoiceInput;
 use relay_core::{Invoice, InvoiceId, MerchantId, PaymentRef, PaymentStatus};
 use relay_store::{PayoutKind, Store, StoreError};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
 /// The invoice's PaymentIntent, if it has one without a final card payment.
@@ -73,12 +72,7 @@ impl<S: Store> Engine<S> {
                     continue;
                 }
             };
-            let fingerprint: [u8; 32] = Sha256::digest(event.id.as_bytes()).into();
-            if self
-                .record_gateway_event(gateway.name(), &event, fingerprint)
-                .await?
-                == Handled::Applied
-            {
+            if self.record_fetched_event(gateway.name(), &event).await? == Handled::Applied {
                 tracing::info!(target: "relay::card", %intent, invoice = %invoice.id, "payment found by reconciliation (its webhook never came)");
                 changed += 1;
             }

@@ -24,7 +24,6 @@ use relay_core::{
     CoreError, Invoice, Lookup, LookupKind, Merchant, Method, PaymentRef, PaymentStatus,
 };
 use relay_store::{Store, StoreError};
-use sha2::{Digest, Sha256};
 
 /// Why a review was not decided.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +97,7 @@ impl<S: Store> Engine<S> {
             .collect();
         invoices.sort();
         invoices.dedup();
+        let mut loaded = Vec::new();
         for id in invoices {
             let Some(invoice) = self.store.invoice(&id).await? else {
                 continue;
@@ -108,20 +108,21 @@ impl<S: Store> Engine<S> {
             for p in &invoice.payments {
                 if let Some(r) = &p.review {
                     if all || r.status == ReviewStatus::Open {
-                        found.push((r.opened_at, r.id.clone(), p.reference.clone(), id.clone()));
+                        found.push((r.opened_at, r.id.clone(), p.reference.clone(), loaded.len()));
                     }
                 }
             }
+            loaded.push(invoice);
         }
         found.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
-        found.dedup_by(|a, b| a.1 == b.1);
         found.truncate(limit);
-        let mut out = Vec::with_capacity(found.len());
-        for (_, _, payment, id) in found {
-            if let Some(invoice) = self.store.invoice(&id).await? {
-                out.push(ReviewOf { invoice, payment });
-            }
-        }
+        let out = found
+            .into_iter()
+            .map(|(_, _, payment, i)| ReviewOf {
+                invoice: loaded[i].clone(),
+                payment,
+            })
+            .collect();
         Ok(out)
     }
 
@@ -292,9 +293,7 @@ impl<S: Store> Engine<S> {
             .await
             .map_err(|e| ReviewError::Gateway(e.message))?;
         if let Some(event) = event {
-            let key: [u8; 32] = Sha256::digest(event.id.as_bytes()).into();
-            self.record_gateway_event(gateway.name(), &event, key)
-                .await?;
+            self.record_fetched_event(gateway.name(), &event).await?;
             self.store.durable().await?;
         }
         Ok(())
@@ -336,8 +335,7 @@ impl<S: Store> Engine<S> {
             seen_at: Some(p.seen_at),
             status: PaymentStatus::Voided,
         };
-        self.apply(&found.invoice.id, &back).await?;
-        self.apply(&found.invoice.id, &InvoiceInput::IntentClosed)
+        self.apply_all(&found.invoice.id, &[back, InvoiceInput::IntentClosed])
             .await?;
         self.store.durable().await?;
         Ok(())
